@@ -1,0 +1,53 @@
+# tetrahost build.  `make build` = venv + cffi extension + BPF objects.
+PY        ?= .venv/bin/python
+CLANG     ?= clang
+ARCH      ?= x86
+BPF_SRC   := $(wildcard csrc/bpf/*.bpf.c)
+BPF_OBJ   := $(patsubst csrc/bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
+BPF_HDRS  := $(wildcard csrc/bpf/lib/*.h) csrc/events.h
+EXT       := tetrahost/_libbpf.abi3.so
+BPF_FLAGS := -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) \
+             -Icsrc/include/$(ARCH) -Icsrc
+
+.PHONY: all build bpf ext venv deps test test-host test-vm bench clean vmlinux
+
+all: build
+build: venv ext bpf
+
+deps:                         ## apt packages (Debian 12), as root
+	scripts/install-deps.sh
+
+venv: .venv/.installed
+.venv/.installed: pyproject.toml setup.py
+	test -x $(PY) || /usr/bin/python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip wheel setuptools cffi
+	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	touch $@
+
+ext: $(EXT)
+$(EXT): csrc/events.h csrc/libbpf.cdef csrc/shim.c csrc/build_ffi.py .venv/.installed
+	$(PY) setup.py -q build_ext --inplace
+	touch $@
+
+bpf: $(BPF_OBJ)
+build/bpf/%.bpf.o: csrc/bpf/%.bpf.c $(BPF_HDRS)
+	@mkdir -p build/bpf
+	$(CLANG) $(BPF_FLAGS) -c $< -o $@
+
+vmlinux:                      ## regenerate the committed vmlinux.h from this kernel's BTF
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > csrc/include/$(ARCH)/vmlinux.h
+
+test: build test-host test-vm ## everything CI runs
+
+test-host: build
+	$(PY) -m pytest -q tests
+
+test-vm: build
+	scripts/vm-setup.sh
+	$(PY) tests/vm/run.py -q
+
+bench: build
+	$(PY) bench/exec_storm.py
+
+clean:
+	rm -rf build $(EXT) tetrahost/*.so

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* Includes and small helpers every tetrahost BPF program uses. */
+#ifndef TH_COMMON_BPF_H
+#define TH_COMMON_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "../../events.h"
+
+#ifndef container_of
+#define container_of(ptr, type, member) \
+	((type *)((void *)(ptr) - __builtin_offsetof(type, member)))
+#endif
+
+/* Every record reaches user space through one ring buffer; user space sizes
+ * it before load (bpf_map__set_max_entries). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} events SEC(".maps");
+
+/* Records the ring buffer had no room for, per enum th_loss_slot: loss is
+ * counted where it happens, so user space can report it (never silent). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TH_LOSS_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} losses SEC(".maps");
+
+/* Puts every record type into the object's BTF (local variables alone do
+ * not), so tests/unit/test_events_layout.py can compare the layouts the BPF
+ * side compiled with the ones cffi compiled.  Never read or written; by value
+ * because a pointer member would only add a forward declaration. */
+struct th_record_types {
+	struct th_exec exec;
+	struct th_fork fork;
+	struct th_exit exit;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct th_record_types);
+} record_types SEC(".maps");
+
+static __always_inline void count_loss(__u32 slot)
+{
+	__u64 *n = bpf_map_lookup_elem(&losses, &slot);
+
+	if (n)
+		*n += 1;
+}
+
+/* Submit size bytes of rec, counting a loss when the ring buffer is full. */
+static __always_inline void submit(void *rec, __u64 size, __u32 slot)
+{
+	if (bpf_ringbuf_output(&events, rec, size, 0))
+		count_loss(slot);
+}
+
+#endif

@@ -1,0 +1,86 @@
+"""Kernel records (csrc/events.h) -> tetrahost.events.records values.
+
+The first byte of each record (th_header.op) picks the decoder.  A record that
+is shorter than its type says, or has an unknown op, raises DecodeError: the
+caller counts it and goes on; a bad record never stops the pipeline.
+"""
+from __future__ import annotations
+
+from tetrahost.bpf.native import ffi, lib
+from tetrahost.events.layout import Layout
+from tetrahost.events.records import Caps, Creds, ExecRecord, ExitRecord, ForkRecord
+
+
+class DecodeError(ValueError):
+    pass
+
+
+_EXEC = Layout("struct th_exec", stop_at="data")
+_FORK = Layout("struct th_fork")
+_EXIT = Layout("struct th_exit")
+_DATA_OFFSET = ffi.offsetof("struct th_exec", "data")
+
+_E = _EXEC.index
+_CREDS = _EXEC.slice("creds.")
+_CAPS = _EXEC.slice("caps.")
+_NS = _EXEC.slice("ns[")
+_F = _FORK.index
+_X = _EXIT.index
+
+
+def _exec(buf: bytes) -> ExecRecord:
+    if len(buf) < _DATA_OFFSET:
+        raise DecodeError(f"exec record of {len(buf)} bytes, fixed part alone is {_DATA_OFFSET}")
+    v = _EXEC.struct.unpack_from(buf)
+    path_len, args_len, cwd_len = v[_E["path_len"]], v[_E["args_len"]], v[_E["cwd_len"]]
+    end_path = _DATA_OFFSET + path_len
+    end_args = end_path + args_len
+    end = end_args + cwd_len
+    if end > len(buf):
+        raise DecodeError(f"exec record of {len(buf)} bytes announces {end} bytes of data")
+    flags = v[_E["flags"]]
+    argv = buf[end_path:end_args].split(b"\0")
+    if argv and argv[-1] == b"":   # the terminating NUL of the last argument
+        argv.pop()
+    return ExecRecord(
+        ktime=v[_E["hdr.ktime"]], pid=v[_E["pid"]], tid=v[_E["tid"]], ppid=v[_E["ppid"]],
+        auid=v[_E["auid"]], parent_ktime=v[_E["parent_ktime"]], cgroup_id=v[_E["cgroup_id"]],
+        creds=Creds(*v[_CREDS]), caps=Caps(*v[_CAPS]), ns=v[_NS],
+        binary=buf[_DATA_OFFSET:end_path], args=argv[1:], cwd=buf[end_args:end],
+        truncated_path=bool(flags & lib.TH_EXEC_TRUNC_PATH),
+        truncated_args=bool(flags & lib.TH_EXEC_TRUNC_ARGS),
+        truncated_cwd=bool(flags & lib.TH_EXEC_TRUNC_CWD),
+        args_error=bool(flags & lib.TH_EXEC_ERR_ARGS),
+        auid_unknown=bool(flags & lib.TH_EXEC_NO_AUID),
+    )
+
+
+def _fixed(layout: Layout, buf: bytes):
+    if len(buf) < layout.size:
+        raise DecodeError(f"{layout.ctype} record of {len(buf)} bytes, expected {layout.size}")
+    return layout.struct.unpack_from(buf)
+
+
+def _fork(buf: bytes) -> ForkRecord:
+    v = _fixed(_FORK, buf)
+    return ForkRecord(ktime=v[_F["hdr.ktime"]], pid=v[_F["pid"]], tid=v[_F["tid"]],
+                      ppid=v[_F["ppid"]], parent_ktime=v[_F["parent_ktime"]])
+
+
+def _exit(buf: bytes) -> ExitRecord:
+    v = _fixed(_EXIT, buf)
+    return ExitRecord(ktime=v[_X["hdr.ktime"]], pid=v[_X["pid"]], tid=v[_X["tid"]],
+                      exit_code=v[_X["exit_code"]], start_ktime=v[_X["start_ktime"]])
+
+
+DECODERS = {lib.TH_OP_EXEC: _exec, lib.TH_OP_FORK: _fork, lib.TH_OP_EXIT: _exit}
+
+
+def decode(buf: bytes):
+    if not buf:
+        raise DecodeError("empty record")
+    try:
+        decoder = DECODERS[buf[0]]
+    except KeyError:
+        raise DecodeError(f"unknown record op {buf[0]}") from None
+    return decoder(buf)

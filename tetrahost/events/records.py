@@ -1,0 +1,86 @@
+"""Decoded kernel records: plain Python values, independent of cffi.
+
+The decoder (tetrahost.events.decode) turns the C structs of csrc/events.h into
+these; everything downstream (process cache, exporters) only sees these types.
+Byte strings stay bytes until the exporter: paths and arguments on Linux are not
+guaranteed to be UTF-8.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Order of namespace inodes in ExecRecord.ns (enum th_ns in csrc/events.h).
+NAMESPACE_KINDS = (
+    "uts", "ipc", "mnt", "pid", "pid_for_children",
+    "net", "time", "time_for_children", "cgroup", "user",
+)
+
+
+@dataclass(slots=True)
+class Creds:
+    uid: int
+    gid: int
+    euid: int
+    egid: int
+    suid: int
+    sgid: int
+    fsuid: int
+    fsgid: int
+
+
+@dataclass(slots=True)
+class Caps:
+    effective: int
+    permitted: int
+    inheritable: int
+
+
+@dataclass(slots=True)
+class ExecRecord:
+    ktime: int                # boot-time ns of the exec
+    pid: int
+    tid: int
+    ppid: int
+    auid: int
+    parent_ktime: int         # boot-time ns the parent started
+    cgroup_id: int
+    creds: Creds
+    caps: Caps
+    ns: tuple[int, ...]       # 10 inode numbers, NAMESPACE_KINDS order
+    binary: bytes             # resolved path of the executed file
+    args: list[bytes]         # argv[1:] (argv[0] dropped, as Tetragon does)
+    cwd: bytes
+    truncated_path: bool = False
+    truncated_args: bool = False
+    truncated_cwd: bool = False
+    args_error: bool = False
+    auid_unknown: bool = False
+
+
+@dataclass(slots=True)
+class ForkRecord:
+    ktime: int
+    pid: int
+    tid: int
+    ppid: int
+    parent_ktime: int
+
+
+@dataclass(slots=True)
+class ExitRecord:
+    ktime: int
+    pid: int
+    tid: int
+    exit_code: int            # wait(2) status word
+    start_ktime: int
+
+    @property
+    def status(self) -> int:
+        return (self.exit_code >> 8) & 0xFF
+
+    @property
+    def signal(self) -> int:
+        return self.exit_code & 0x7F
+
+
+Record = ExecRecord | ForkRecord | ExitRecord
