@@ -24,7 +24,9 @@ class BpfError(OSError):
 
     def __str__(self) -> str:
         text = self.strerror and f"{self.what}: {errno_name(self.errno)} ({os.strerror(self.errno)})"
-        tail = [line for line in self.log if line.strip()][-self.SUMMARY_LINES:]
+        # libbpf's own framing lines say nothing the first line does not
+        tail = [line for line in self.log
+                if line.strip() and not line.startswith(("libbpf:", "-- END PROG LOAD LOG"))][-self.SUMMARY_LINES:]
         if tail:
             text += "\n  " + "\n  ".join(tail)
         return text

@@ -1,0 +1,83 @@
+"""Runs the real agent (`tetrahost run`) as a subprocess for kernel tests.
+
+The agent writes JSON lines to a file; tests start it, wait for its "ready"
+log line, run a workload, wait for the events they expect, stop it with
+SIGINT and read every event back.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def require_root_and_bpf():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to load BPF programs")
+    if not (REPO / "build" / "bpf" / "process.bpf.o").is_file():
+        pytest.fail("build/bpf/process.bpf.o is missing: run `make build`")
+
+
+class RunningAgent:
+    def __init__(self, tmp_path: pathlib.Path, *extra_args: str):
+        require_root_and_bpf()
+        self.events_path = tmp_path / "events.json"
+        self.log_path = tmp_path / "agent.log"
+        self._log = open(self.log_path, "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tetrahost.cli.main", "run", "--no-stdout",
+             "--export-file", str(self.events_path), *extra_args],
+            stdout=subprocess.DEVNULL, stderr=self._log, cwd=REPO)
+        self._wait_for(lambda: "tetrahost ready" in self.log_text(), 30, "the agent to report ready")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text()
+
+    def _wait_for(self, cond, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited ({self.proc.returncode}) waiting for {what}:\n{self.log_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; agent log:\n{self.log_text()}")
+
+    def events(self) -> list[dict]:
+        if not self.events_path.exists():
+            return []
+        with open(self.events_path, "rb") as f:
+            return [json.loads(line) for line in f if line.endswith(b"\n")]
+
+    def wait_events(self, pred, count: int, timeout: float = 20) -> list[dict]:
+        """Wait until at least `count` events satisfy pred; return those."""
+        self._wait_for(lambda: len([e for e in self.events() if pred(e)]) >= count, timeout,
+                       f"{count} matching events")
+        return [e for e in self.events() if pred(e)]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                raise AssertionError(f"agent did not stop on SIGINT:\n{self.log_text()}")
+        self._log.close()
+        return self.proc.returncode
+
+
+def execs_of(binary: str):
+    return lambda e: "process_exec" in e and e["process_exec"]["process"]["binary"] == binary
+
+
+def exits_of(binary: str):
+    return lambda e: "process_exit" in e and e["process_exit"]["process"]["binary"] == binary

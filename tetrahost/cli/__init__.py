@@ -1,0 +1,1 @@
+"""Command lines: tetrahost (the agent) and tetra (the client)."""

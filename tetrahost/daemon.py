@@ -1,0 +1,135 @@
+"""The agent's main loop: sensor -> decode -> process cache -> render -> sinks.
+
+One thread.  The ring buffer's epoll fd and a wake-up pipe (written by the
+signal handlers) are the only things it waits on.  Each wake-up drains the
+ring buffer completely, then hands the rendered lines to the sinks in one
+batch, so the cost of a write is paid per burst, not per event.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+from tetrahost.events.cgroups import CgroupResolver
+from tetrahost.events.decode import DecodeError, decode
+from tetrahost.events.namespaces import HostNamespaces
+from tetrahost.events.proccache import ProcessCache
+from tetrahost.export.tetragon_json import TetragonJSON
+from tetrahost.sensors.mounts import ensure_mounted
+from tetrahost.sensors.process import ProcessSensor
+
+log = logging.getLogger(__name__)
+
+LOSS_CHECK_INTERVAL = 1.0    # seconds between reads of the in-kernel loss counters
+
+
+@dataclass
+class Counters:
+    records: int = 0
+    decode_errors: int = 0
+    events: dict[str, int] = field(default_factory=dict)
+    lost: dict[str, int] = field(default_factory=dict)
+
+
+class Agent:
+    def __init__(self, sinks, node_name: str | None = None, proc_root: str = "/proc",
+                 ringbuf_bytes: int | None = None):
+        """sinks: objects with write_lines(list[str]) and close()."""
+        self.sinks = sinks
+        self.node_name = node_name or socket.gethostname()
+        self.proc_root = proc_root
+        self.counters = Counters()
+        self.cache = ProcessCache(self.node_name, cgroup_path_for=CgroupResolver().path_for)
+        self.renderer = TetragonJSON(self.node_name, HostNamespaces.from_proc(proc_root))
+        kwargs = {"ringbuf_bytes": ringbuf_bytes} if ringbuf_bytes else {}
+        self.sensor = ProcessSensor(self._on_record, **kwargs)
+        self._batch: list[str] = []
+        self._stop = False
+
+    # -- hot path: one call per kernel record ----------------------------------
+    def _on_record(self, raw: bytes) -> None:
+        self.counters.records += 1
+        try:
+            record = decode(raw)
+        except DecodeError as exc:
+            self.counters.decode_errors += 1
+            log.warning("dropped a malformed kernel record: %s", exc)
+            return
+        event = self.cache.handle(record)
+        if event is not None:
+            self.counters.events[event.kind] = self.counters.events.get(event.kind, 0) + 1
+            self._batch.append(self.renderer.render(event))
+
+    def _flush(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            for sink in self.sinks:
+                sink.write_lines(batch)
+
+    def _check_losses(self) -> None:
+        for kind, total in self.sensor.losses().items():
+            new = total - self.counters.lost.get(kind, 0)
+            if new > 0:
+                log.warning("ring buffer full: %d %s records lost in the kernel (total %d)", new, kind, total)
+                self.counters.lost[kind] = total
+
+    # -- lifecycle ---------------------------------------------------------------
+    def request_stop(self, *_):
+        self._stop = True
+
+    def run(self) -> int:
+        ensure_mounted()
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old_wakeup = signal.set_wakeup_fd(wake_w)
+        old_handlers = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            # Attach before scanning /proc: a process started in between is then
+            # in the ring buffer, not lost between the scan and the attach.
+            self.sensor.start()
+            loaded = self.cache.load_procfs(self.proc_root)
+            log.info("tetrahost ready: node %s, %d processes from %s, process sensor attached",
+                     self.node_name, loaded, self.proc_root)
+            self._loop(wake_r)
+        finally:
+            self.sensor.stop()          # detach, then drain what is left
+            self._flush()
+            for sink in self.sinks:
+                sink.close()
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            os.close(wake_r)
+            os.close(wake_w)
+        log.info("tetrahost stopped: %d records, %s", self.counters.records, self.counters.events)
+        return 0
+
+    def _loop(self, wake_r: int) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.sensor.ringbuf.fd, selectors.EVENT_READ, "ringbuf")
+        sel.register(wake_r, selectors.EVENT_READ, "wake")
+        next_loss_check = time.monotonic()
+        try:
+            while not self._stop:
+                for key, _ in sel.select(timeout=LOSS_CHECK_INTERVAL):
+                    if key.data == "wake":
+                        _drain(wake_r)
+                self.sensor.ringbuf.consume()
+                self._flush()
+                if time.monotonic() >= next_loss_check:
+                    self._check_losses()
+                    next_loss_check = time.monotonic() + LOSS_CHECK_INTERVAL
+        finally:
+            sel.close()
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass

@@ -1,0 +1,320 @@
+"""The process cache: what every event needs to name its process and parent.
+
+Seeded from a /proc scan at start (entries flagged "procFS", as Tetragon
+does), then kept current by the kernel's records:
+
+  ExecRecord  a new process image: a new entry replaces whatever the pid had
+              (the pre-exec image, a forked clone, or a stale entry after pid
+              reuse) and yields an exec event carrying it and its parent.
+  ForkRecord  a new process that has not exec'd yet: it inherits its parent's
+              binary/args/cwd/namespaces/creds with its own pid and ktime and
+              flag "clone" (Tetragon's name).  No event.
+  ExitRecord  yields an exit event carrying the process and the parent it was
+              started from, then releases the entry.
+
+exec_id, as Tetragon: base64 (standard alphabet, padded) of the ASCII text
+"{node_name}:{ktime}:{pid}", ktime being the boot-time ns of the exec (of
+the fork for a clone, of the start time read from stat for procFS entries).
+
+Parent linkage.  An exec looks its parent up by ppid (the kernel's real
+parent now).  An exit renders the parent recorded when the process appeared
+(its parent_exec_id), which may have exited meanwhile: an entry is kept while
+it is a pid's current image OR some retained entry names it as parent (a
+reference count), and released when both stop.  An unknown parent never
+stops an event: it goes out without "parent" and `stats.parent_missing` counts
+it.
+
+Bounded memory: at most `max_entries` entries.  Beyond that, entries kept only
+for their children go first (oldest first), then the oldest live entries;
+`stats.evictions` counts both.
+"""
+from __future__ import annotations
+
+import base64
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from tetrahost.events.cgroups import Workload, workload_from_path
+from tetrahost.events.procfs import ProcInfo, scan_processes
+from tetrahost.events.records import Caps, Creds, ExecRecord, ExitRecord, ForkRecord
+
+DEFAULT_MAX_ENTRIES = 65536
+_NO_WORKLOAD = Workload()
+
+
+def make_exec_id(node_name: str, ktime: int, pid: int) -> str:
+    return base64.b64encode(f"{node_name}:{ktime}:{pid}".encode()).decode("ascii")
+
+
+class ProcessEntry:
+    """One process image.  Fields are fixed once created (exporters cache renderings)."""
+
+    __slots__ = (
+        "exec_id", "pid", "tid", "ppid", "ktime", "auid", "creds", "caps", "ns",
+        "binary", "args", "cwd", "flags", "parent_exec_id", "cgroup_id", "cgroup",
+        "workload", "live", "child_refs", "holds_parent", "rendered",
+    )
+
+    def __init__(self, *, exec_id: str, pid: int, tid: int, ppid: int, ktime: int,
+                 auid: int | None, creds: Creds, caps: Caps, ns: tuple[int, ...],
+                 binary: bytes, args: list[bytes], cwd: bytes, flags: str,
+                 cgroup_id: int = 0, cgroup: str = "", workload: Workload = _NO_WORKLOAD):
+        self.exec_id = exec_id
+        self.pid = pid
+        self.tid = tid
+        self.ppid = ppid
+        self.ktime = ktime            # boot ns: exec (execve), fork (clone), start (procFS)
+        self.auid = auid              # None when the kernel could not tell
+        self.creds = creds
+        self.caps = caps
+        self.ns = ns
+        self.binary = binary
+        self.args = args              # argv[1:]
+        self.cwd = cwd
+        self.flags = flags            # Tetragon flag words, space separated
+        self.parent_exec_id: str | None = None
+        self.cgroup_id = cgroup_id
+        self.cgroup = cgroup
+        self.workload = workload
+        self.live = True              # current image of a running pid
+        self.child_refs = 0           # retained entries naming this one as parent
+        self.holds_parent = False     # this entry counts in its parent's child_refs
+        # The JSON exporter's rendering of this entry, made on first use.  One
+        # renderer (one node name, one boot offset) per cache is assumed.
+        self.rendered: str | None = None
+
+    @property
+    def uid(self) -> int:
+        return self.creds.uid
+
+    def __repr__(self) -> str:
+        return (f"ProcessEntry(pid={self.pid}, binary={self.binary!r}, flags={self.flags!r}, "
+                f"exec_id={self.exec_id!r}, live={self.live})")
+
+
+@dataclass(slots=True)
+class ProcessEvent:
+    """An exec or exit, ready for an exporter."""
+
+    kind: str                          # "exec" | "exit"
+    process: ProcessEntry
+    parent: ProcessEntry | None
+    ktime: int                         # boot ns of the event
+    signal: int = 0                    # exit only: terminating signal, 0 if none
+    status: int = 0                    # exit only: exit status
+
+
+@dataclass(slots=True)
+class CacheStats:
+    procfs_loaded: int = 0
+    parent_missing: int = 0            # event sent without parent
+    fork_parent_missing: int = 0       # fork of an unknown parent: no entry made
+    exit_unknown: int = 0              # exit of an unknown pid: no event possible
+    stale_replaced: int = 0            # a fork found the pid still taken (missed exit)
+    evictions: int = 0
+
+
+def exec_flags(rec: ExecRecord) -> str:
+    words = ["execve"]
+    if rec.cwd == b"/":
+        words.append("rootcwd")
+    if rec.truncated_path:
+        words.append("truncFilename")
+    if rec.truncated_args:
+        words.append("truncArgs")
+    if rec.args_error:
+        words.append("errorArgs")
+    if rec.truncated_cwd:
+        words.append("truncCWD")       # tetrahost's own: Tetragon has no such flag
+    return " ".join(words)
+
+
+_INHERITED_FLAGS = ("truncFilename", "truncArgs", "errorArgs", "truncCWD", "rootcwd")
+
+
+def clone_flags(parent_flags: str) -> str:
+    """"clone" plus the parent's flags that still describe the inherited data."""
+    words = ["clone"] + [w for w in parent_flags.split() if w in _INHERITED_FLAGS]
+    return " ".join(words)
+
+
+class ProcessCache:
+    def __init__(self, node_name: str, *, max_entries: int = DEFAULT_MAX_ENTRIES,
+                 cgroup_path_for: Callable[[int], str | None] | None = None):
+        if max_entries < 2:
+            raise ValueError("max_entries must be at least 2")
+        self.node_name = node_name
+        self.max_entries = max_entries
+        self._cgroup_path_for = cgroup_path_for
+        self._by_pid: dict[int, ProcessEntry] = {}
+        # Every retained entry in insertion order (oldest first): eviction order.
+        self._by_exec_id: OrderedDict[str, ProcessEntry] = OrderedDict()
+        # Entries kept only because children name them: evicted before live ones.
+        self._retired: OrderedDict[str, ProcessEntry] = OrderedDict()
+        self.stats = CacheStats()
+
+    # ---- queries ---------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._by_exec_id)
+
+    def get_pid(self, pid: int) -> ProcessEntry | None:
+        return self._by_pid.get(pid)
+
+    def get_exec_id(self, exec_id: str) -> ProcessEntry | None:
+        return self._by_exec_id.get(exec_id)
+
+    def parent_of(self, entry: ProcessEntry) -> ProcessEntry | None:
+        if entry.parent_exec_id is None:
+            return None
+        return self._by_exec_id.get(entry.parent_exec_id)
+
+    # ---- seeding ---------------------------------------------------------
+    def load_procfs(self, proc_root: str = "/proc") -> int:
+        return self.load_procinfos(scan_processes(proc_root))
+
+    def load_procinfos(self, infos: Iterable[ProcInfo]) -> int:
+        """Add procFS entries; parents are linked after all are in, whatever the order."""
+        added = []
+        for info in infos:
+            flags = "procFS rootcwd" if info.cwd == b"/" else "procFS"
+            entry = ProcessEntry(
+                exec_id=make_exec_id(self.node_name, info.start_ktime, info.pid),
+                pid=info.pid, tid=info.pid, ppid=info.ppid, ktime=info.start_ktime,
+                auid=info.auid, creds=info.creds, caps=info.caps, ns=info.ns,
+                binary=info.binary, args=info.args, cwd=info.cwd, flags=flags,
+                cgroup=info.cgroup, workload=workload_from_path(info.cgroup),
+            )
+            self._insert(entry, None)
+            added.append(entry)
+        for entry in added:
+            parent = self._by_pid.get(entry.ppid) if entry.ppid else None
+            if parent is not None and parent is not entry and entry.live:
+                self._link(entry, parent)
+        self.stats.procfs_loaded += len(added)
+        return len(added)
+
+    # ---- records ---------------------------------------------------------
+    def handle(self, record: ExecRecord | ForkRecord | ExitRecord) -> ProcessEvent | None:
+        """Apply one kernel record; the exec/exit event to export, or None."""
+        if type(record) is ExecRecord:
+            return self.handle_exec(record)
+        if type(record) is ExitRecord:
+            return self.handle_exit(record)
+        if type(record) is ForkRecord:
+            self.handle_fork(record)
+            return None
+        raise TypeError(f"not a process record: {type(record).__name__}")
+
+    def handle_exec(self, rec: ExecRecord) -> ProcessEvent:
+        cgroup = ""
+        if rec.cgroup_id and self._cgroup_path_for is not None:
+            cgroup = self._cgroup_path_for(rec.cgroup_id) or ""
+        entry = ProcessEntry(
+            exec_id=make_exec_id(self.node_name, rec.ktime, rec.pid),
+            pid=rec.pid, tid=rec.tid, ppid=rec.ppid, ktime=rec.ktime,
+            auid=None if rec.auid_unknown else rec.auid,
+            creds=rec.creds, caps=rec.caps, ns=rec.ns,
+            binary=rec.binary, args=rec.args, cwd=rec.cwd, flags=exec_flags(rec),
+            cgroup_id=rec.cgroup_id, cgroup=cgroup, workload=workload_from_path(cgroup),
+        )
+        parent = self._by_pid.get(rec.ppid) if rec.ppid else None
+        self._insert(entry, parent)
+        if parent is None and rec.ppid:
+            self.stats.parent_missing += 1
+        return ProcessEvent("exec", entry, parent, rec.ktime)
+
+    def handle_fork(self, rec: ForkRecord) -> ProcessEntry | None:
+        parent = self._by_pid.get(rec.ppid)
+        if parent is None:
+            self.stats.fork_parent_missing += 1
+            return None
+        if rec.pid in self._by_pid:
+            self.stats.stale_replaced += 1
+        entry = ProcessEntry(
+            exec_id=make_exec_id(self.node_name, rec.ktime, rec.pid),
+            pid=rec.pid, tid=rec.tid, ppid=rec.ppid, ktime=rec.ktime,
+            auid=parent.auid, creds=parent.creds, caps=parent.caps, ns=parent.ns,
+            binary=parent.binary, args=parent.args, cwd=parent.cwd,
+            flags=clone_flags(parent.flags), cgroup_id=parent.cgroup_id,
+            cgroup=parent.cgroup, workload=parent.workload,
+        )
+        self._insert(entry, parent)
+        return entry
+
+    def handle_exit(self, rec: ExitRecord) -> ProcessEvent | None:
+        entry = self._by_pid.get(rec.pid)
+        if entry is None:
+            self.stats.exit_unknown += 1
+            return None
+        parent = self.parent_of(entry)
+        if parent is None and entry.ppid:
+            self.stats.parent_missing += 1
+        event = ProcessEvent("exit", entry, parent, rec.ktime,
+                             signal=rec.signal, status=rec.status)
+        # Released after the event is built: the event holds the objects it renders.
+        del self._by_pid[rec.pid]
+        self._retire(entry)
+        return event
+
+    # ---- bookkeeping -----------------------------------------------------
+    def _insert(self, entry: ProcessEntry, parent: ProcessEntry | None) -> None:
+        old = self._by_pid.get(entry.pid)
+        self._by_pid[entry.pid] = entry
+        if old is not None:
+            self._retire(old)
+        if parent is not None:
+            self._link(entry, parent)
+        stale = self._by_exec_id.pop(entry.exec_id, None)
+        if stale is not None and stale is not entry:
+            # Same node/ktime/pid twice (a replayed record): the newer one wins.
+            self._retired.pop(entry.exec_id, None)
+        self._by_exec_id[entry.exec_id] = entry
+        while len(self._by_exec_id) > self.max_entries:
+            self._evict_one(keep=entry)
+
+    def _link(self, entry: ProcessEntry, parent: ProcessEntry) -> None:
+        entry.parent_exec_id = parent.exec_id
+        parent.child_refs += 1
+        entry.holds_parent = True
+
+    def _retire(self, entry: ProcessEntry) -> None:
+        """The entry is no pid's current image any more; release it if nothing names it."""
+        entry.live = False
+        if entry.child_refs > 0:
+            if entry.exec_id in self._by_exec_id:
+                self._retired[entry.exec_id] = entry
+            return
+        self._release(entry)
+
+    def _release(self, entry: ProcessEntry) -> None:
+        # Iterative: releasing a child can release its parent, and so up the chain.
+        while entry is not None:
+            if self._by_exec_id.get(entry.exec_id) is entry:
+                del self._by_exec_id[entry.exec_id]
+            self._retired.pop(entry.exec_id, None)
+            parent = None
+            if entry.holds_parent:
+                entry.holds_parent = False
+                parent = self._by_exec_id.get(entry.parent_exec_id)
+                if parent is not None:
+                    parent.child_refs -= 1
+                    if parent.live or parent.child_refs > 0:
+                        parent = None
+            entry = parent
+
+    def _evict_one(self, keep: ProcessEntry) -> None:
+        if self._retired:
+            _, victim = self._retired.popitem(last=False)
+        else:
+            victim = next(iter(self._by_exec_id.values()))
+            if victim is keep:   # only possible with max_entries tiny; take the next one
+                it = iter(self._by_exec_id.values())
+                next(it)
+                victim = next(it)
+        self.stats.evictions += 1
+        if self._by_pid.get(victim.pid) is victim:
+            del self._by_pid[victim.pid]
+        victim.live = False
+        victim.child_refs = 0        # its children will render without it
+        self._release(victim)

@@ -1,0 +1,1 @@
+"""Exporters: Tetragon JSON lines, compact one-liners, sinks."""

@@ -1,0 +1,199 @@
+"""One-line human output, after `tetra getevents -o compact`.
+
+Works on Tetragon-shaped event dicts (a parsed JSON line, or
+TetragonJSON.event_dict), so the same code serves the daemon's stdout
+exporter and the tetra CLI reading JSON from a pipe.
+
+  🚀 process host1 /usr/bin/curl https://example.org
+  💥 exit    host1 /usr/bin/curl https://example.org 0
+  💥 exit    host1 /usr/bin/sleep 60 SIGKILL
+
+Layout as Tetragon's compact encoder: icon, the label padded to 7 columns,
+the source (node name), the binary, then event details; the exit shows the
+signal name when a signal ended the process, else the status.  A process with
+CAP_SYS_ADMIN in its effective set gets "🛑 CAP_SYS_ADMIN" right-aligned near
+column 120.  Differences, on purpose: no trailing space when there are no
+arguments (and no double space before an exit's status), and kprobe /
+tracepoint / LSM events whose policy action killed or overrode get a suffix
+("💥 SIGKILL", "⛔ OVERRIDE") -- Tetragon's compact output does not show actions.
+
+Event kinds not handled yet have their icon reserved in EVENT_STYLES; an
+unknown kind raises CompactError (the caller reports and goes on).
+"""
+from __future__ import annotations
+
+__all__ = ["CompactError", "EVENT_STYLES", "ACTION_MARKS", "format_event"]
+
+
+class CompactError(ValueError):
+    """The event cannot be shown (unknown kind, or no process)."""
+
+
+# event kind -> (icon, label) of its default line.
+EVENT_STYLES = {
+    "process_exec": ("🚀", "process"),
+    "process_exit": ("💥", "exit"),
+    "process_kprobe": ("❓", "syscall"),
+    "process_tracepoint": ("⁉️", "tracepoint"),
+    "process_lsm": ("🔒", "LSM"),
+    "process_uprobe": ("🕵️", "uprobe"),
+    "process_usdt": ("🕵️", "usdt"),
+    "process_loader": ("🧬", "loader"),
+    "process_throttle": ("🧬", "throttle"),
+}
+
+# Policy actions worth a mark on the line (tetrahost extension).
+ACTION_MARKS = {
+    "KPROBE_ACTION_SIGKILL": "💥 SIGKILL",
+    "KPROBE_ACTION_OVERRIDE": "⛔ OVERRIDE",
+    "KPROBE_ACTION_NOTIFYENFORCER": "⛔ ENFORCED",
+}
+
+# Kprobe functions with a line of their own (Tetragon shows these the same way).
+_KPROBE_STYLES = {
+    "sys_write": ("📝", "write"),
+    "sys_read": ("📚", "read"),
+    "fd_install": ("📬", "open"),
+    "sys_openat": ("📬️", "openat"),
+    "sys_open": ("📬️", "open"),
+    "sys_close": ("📪", "close"),
+    "sys_mount": ("💾", "mount"),
+    "sys_setuid": ("🔑", "setuid"),
+    "sys_setns": ("🔧", "setns"),
+    "sys_clock_settime": ("⏰", "clock_settime"),
+    "tcp_connect": ("🔌", "connect"),
+    "tcp_close": ("🧹", "close"),
+    "tcp_sendmsg": ("📤", "sendmsg"),
+}
+
+_SYSCALL_PREFIXES = ("__x64_", "__ia32_", "__arm64_", "__se_", "__do_")
+
+CAPS_COLUMN = 120
+
+_ANSI = {"red": "31", "green": "32", "blue": "34", "magenta": "35", "cyan": "36"}
+
+
+def _paint(text: str, color: str, enabled: bool) -> str:
+    if not enabled or not text:
+        return text
+    return f"\x1b[{_ANSI[color]}m{text}\x1b[0m"
+
+
+def _syscall_name(function: str) -> str:
+    for prefix in _SYSCALL_PREFIXES:
+        if function.startswith(prefix):
+            return function[len(prefix):]
+    return function
+
+
+def _arg(args: list, index: int) -> dict:
+    if index < len(args) and isinstance(args[index], dict):
+        return args[index]
+    return {}
+
+
+def _sock(arg: dict) -> str:
+    sa = arg.get("sock_arg") or {}
+    if not sa:
+        return ""
+    return f"tcp {sa.get('saddr', '')}:{sa.get('sport', 0)} -> {sa.get('daddr', '')}:{sa.get('dport', 0)}"
+
+
+def _kprobe_details(function: str, args: list) -> tuple[str, str, str]:
+    """(icon, label, details) for a kprobe line."""
+    name = _syscall_name(function)
+    style = _KPROBE_STYLES.get(name)
+    if style is None:
+        icon, label = EVENT_STYLES["process_kprobe"]
+        return icon, label, function
+    icon, label = style
+    if name in ("sys_write", "sys_read"):
+        path = (_arg(args, 0).get("file_arg") or {}).get("path", "")
+        size = _arg(args, 2).get("size_arg")
+        return icon, label, f"{path} {size} bytes" if size is not None else path
+    if name == "fd_install":
+        return icon, label, (_arg(args, 1).get("file_arg") or {}).get("path", "")
+    if name in ("sys_openat", "sys_open"):
+        return icon, label, str(_arg(args, 1).get("string_arg", ""))
+    if name == "sys_close":
+        return icon, label, (_arg(args, 0).get("file_arg") or {}).get("path", "")
+    if name == "sys_mount":
+        return icon, label, " ".join(str(_arg(args, i).get("string_arg", "")) for i in (0, 1))
+    if name == "sys_setuid":
+        return icon, label, str(_arg(args, 0).get("int_arg", ""))
+    if name in ("tcp_connect", "tcp_close", "tcp_sendmsg"):
+        return icon, label, _sock(_arg(args, 0))
+    return icon, label, ""
+
+
+def _caps_trailer(process: dict) -> str:
+    effective = (process.get("cap") or {}).get("effective") or ()
+    return "🛑 CAP_SYS_ADMIN" if "CAP_SYS_ADMIN" in effective else ""
+
+
+def _line(icon: str, label: str, node: str, process: dict, details: list[str],
+          color: bool) -> str:
+    parts = [_paint(f"{icon} {label:<7}", "blue", color),
+             _paint(node, "green", color),
+             _paint(process.get("binary", ""), "magenta", color)]
+    parts.extend(d for d in details if d)
+    text = " ".join(p for p in parts if p)
+    caps = _caps_trailer(process)
+    if caps:
+        text = f"{text} {_paint(caps, 'magenta', color):>{max(CAPS_COLUMN - len(text), 0)}}"
+    return text
+
+
+def format_event(event: dict, *, color: bool = False, timestamps: bool = False) -> str:
+    """The compact line for one Tetragon-shaped event dict."""
+    if not isinstance(event, dict):
+        raise CompactError("event is not a JSON object")
+    kind = next((k for k in event if k in EVENT_STYLES), None)
+    if kind is None:
+        known = ", ".join(k for k in event if k not in ("node_name", "time")) or "nothing"
+        raise CompactError(f"unknown event kind ({known})")
+    body = event[kind]
+    if not isinstance(body, dict):
+        raise CompactError(f"{kind} is not an object")
+    node = str(event.get("node_name", ""))
+    icon, label = EVENT_STYLES[kind]
+
+    if kind == "process_throttle":
+        line = " ".join(p for p in (_paint(f"{icon} {label:<7}", "red", color),
+                                    str(body.get("type", "")), str(body.get("cgroup", ""))) if p)
+        return _with_time(line, event, timestamps)
+
+    process = body.get("process")
+    if not isinstance(process, dict):
+        raise CompactError(f"{kind} has no process")
+    details: list[str] = []
+    if kind == "process_exec":
+        details.append(_paint(process.get("arguments", ""), "cyan", color))
+    elif kind == "process_exit":
+        details.append(_paint(process.get("arguments", ""), "cyan", color))
+        outcome = body.get("signal") or str(body.get("status", 0))
+        details.append(_paint(outcome, "red", color))
+    elif kind == "process_kprobe":
+        icon, label, detail = _kprobe_details(str(body.get("function_name", "")),
+                                              body.get("args") or [])
+        details.append(_paint(detail, "cyan", color))
+    elif kind == "process_tracepoint":
+        details.append(f"{body.get('subsys', '')} {body.get('event', '')}".strip())
+    elif kind == "process_lsm":
+        details.append(str(body.get("function_name", "")))
+    elif kind == "process_uprobe":
+        details.append(f"{body.get('path', '')} {body.get('symbol', '')}".strip())
+    elif kind == "process_usdt":
+        details.append(" ".join(str(body.get(k, "")) for k in ("path", "provider", "name")).strip())
+    elif kind == "process_loader":
+        details.append(str(body.get("path", "")))
+    mark = ACTION_MARKS.get(str(body.get("action", "")))
+    if mark:
+        details.append(_paint(mark, "red", color))
+    return _with_time(_line(icon, label, node, process, details, color), event, timestamps)
+
+
+def _with_time(line: str, event: dict, timestamps: bool) -> str:
+    if timestamps and event.get("time"):
+        return f"{event['time']} {line}"
+    return line

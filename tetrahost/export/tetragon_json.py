@@ -1,0 +1,335 @@
+"""Tetragon-shaped JSON lines for process_exec / process_exit events.
+
+The shape follows Tetragon's JSON export (protobuf JSON with the proto's
+snake_case names, compact separators), so tools written for Tetragon's
+export read ours:
+
+  {"process_exec":{"process":{...},"parent":{...}},"node_name":"h","time":"..."}
+  {"process_exit":{"process":{...},"parent":{...},"signal":"SIGKILL","status":3,
+                   "time":"..."},"node_name":"h","time":"..."}
+
+Zero values are omitted as protobuf JSON omits them: an exit with status 0 has
+no "status", one not ended by a signal no "signal", a namespace not the host's
+has no "is_host" (read it as `.get("is_host", False)`), empty "arguments",
+"flags", "cwd" and empty capability sets are left out.  Fields that Tetragon
+wraps (pid, uid, tid, auid, credentials) are always present, 0 included.
+
+Process object fields, in Tetragon's order: exec_id, pid, uid, cwd, binary,
+arguments, flags, start_time, auid, parent_exec_id, cap, ns, tid,
+process_credentials; then tetrahost's host extras:
+  "cgroup"              the cgroup v2 path
+  "unit", "slice"       systemd unit and its slice (tetrahost.events.cgroups)
+  "workload_namespace"  the container runtime or top-level slice (--namespace)
+  "container"           {"id", "runtime", "name"} when in a container
+Capability names are the kernel's CAP_* names (Tetragon's proto spells bit 1
+"DAC_OVERRIDE"; we write CAP_DAC_OVERRIDE).
+
+arguments: argv[1:] joined with single spaces.  As Tetragon does, an argument
+containing a space is written in double quotes; we also quote an argument that
+is empty or contains a tab, newline or double quote, and inside quotes escape
+'"' and '\\' with a backslash, so the string splits back unambiguously.
+(Tetragon does not escape, and puts a stray space before a quoted first
+argument; we do neither.)
+
+Bytes: paths and arguments are bytes from the kernel, not always UTF-8.  They
+are decoded with surrogateescape and dumped with ensure_ascii=True, so
+`os.fsencode(json.loads(line)[...]["binary"])` gives back the original bytes.
+
+Time: kernel ktime is CLOCK_BOOTTIME ns.  The wall clock offset is measured
+once at start: time.time_ns() minus the midpoint of two CLOCK_BOOTTIME reads
+bracketing it, keeping the narrowest of a few tries.  Times are RFC 3339 UTC
+with 0, 3, 6 or 9 fraction digits, as protobuf JSON prints Timestamps.  A
+wall clock step after start (NTP) is not followed: remeasure to pick it up.
+
+Speed: an entry's process object is rendered to JSON once and the string is
+kept on the entry (entries never change after creation), so a parent shared
+by many events costs nothing after its first; an event line is one f-string.
+"""
+from __future__ import annotations
+
+import json
+import re
+import signal as _signal
+import time
+from functools import lru_cache
+
+from tetrahost.events.cgroups import Workload
+from tetrahost.events.namespaces import HostNamespaces
+from tetrahost.events.proccache import ProcessEntry, ProcessEvent
+from tetrahost.events.records import NAMESPACE_KINDS
+
+CAPABILITY_NAMES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+
+_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+
+def decode_bytes(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+@lru_cache(maxsize=1024)
+def capability_names(mask: int) -> tuple[str, ...]:
+    """CAP_* names of the bits set in a capability mask (unknown bits as CAP_<n>)."""
+    names = []
+    bit = 0
+    while mask:
+        if mask & 1:
+            names.append(CAPABILITY_NAMES[bit] if bit < len(CAPABILITY_NAMES) else f"CAP_{bit}")
+        mask >>= 1
+        bit += 1
+    return tuple(names)
+
+
+@lru_cache(maxsize=256)
+def signal_name(signo: int) -> str:
+    try:
+        return _signal.Signals(signo).name
+    except ValueError:
+        return f"SIG{signo}"
+
+
+_NEEDS_QUOTES = re.compile(rb'[ \t\n"]')
+
+
+def format_arguments(args: list[bytes]) -> str:
+    """argv[1:] as one string (quoting rule in the module docstring)."""
+    if not args:
+        return ""
+    # Fast path, the common case: nothing to quote, one decode of the joined bytes.
+    if all(args) and not _NEEDS_QUOTES.search(b"\0".join(args)):
+        return b" ".join(args).decode("utf-8", "surrogateescape")
+    parts = []
+    for arg in args:
+        text = arg.decode("utf-8", "surrogateescape")
+        if not arg or _NEEDS_QUOTES.search(arg):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        parts.append(text)
+    return " ".join(parts)
+
+
+def measure_boot_offset_ns(tries: int = 5) -> int:
+    """Wall clock ns minus CLOCK_BOOTTIME ns, measured with the tightest bracket of `tries`."""
+    best_width = best_offset = None
+    for _ in range(tries):
+        before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        wall = time.time_ns()
+        after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        width = after - before
+        if best_width is None or width < best_width:
+            best_width, best_offset = width, wall - (before + width // 2)
+    return best_offset
+
+
+def format_fraction(nanos: int) -> str:
+    if nanos == 0:
+        return ""
+    if nanos % 1_000_000 == 0:
+        return f".{nanos // 1_000_000:03d}"
+    if nanos % 1_000 == 0:
+        return f".{nanos // 1_000:06d}"
+    return f".{nanos:09d}"
+
+
+class TetragonJSON:
+    """Renders ProcessEvents as Tetragon JSON lines (without the trailing newline)."""
+
+    def __init__(self, node_name: str, host_ns: HostNamespaces | None = None,
+                 boot_offset_ns: int | None = None):
+        self.node_name = node_name
+        self.host_ns = host_ns or HostNamespaces.unknown()
+        self.boot_offset_ns = measure_boot_offset_ns() if boot_offset_ns is None else boot_offset_ns
+        self._node_json = _dumps(node_name)
+        self._second = -1
+        self._second_text = ""
+        self._ns_cache: dict[tuple[int, ...], dict] = {}
+        self._ns_json: dict[tuple[int, ...], str] = {}
+
+    # ---- time --------------------------------------------------------------
+    def wall_ns(self, ktime: int) -> int:
+        return self.boot_offset_ns + ktime
+
+    def format_ktime(self, ktime: int) -> str:
+        seconds, nanos = divmod(self.boot_offset_ns + ktime, 1_000_000_000)
+        if seconds != self._second:   # events come in bursts within one second
+            self._second = seconds
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        return f"{self._second_text}{format_fraction(nanos)}Z"
+
+    # ---- process objects ---------------------------------------------------
+    def _ns_object(self, inodes: tuple[int, ...]) -> dict:
+        ns = self._ns_cache.get(inodes)
+        if ns is not None:
+            return ns
+        if len(self._ns_cache) >= 4096:
+            self._ns_cache.clear()   # a host has few distinct namespace sets; bound anyway
+        ns = self._ns_cache[inodes] = {}
+        for kind, inum, host in zip(NAMESPACE_KINDS, inodes, self.host_ns.is_host_all(inodes)):
+            if not inum:
+                ns[kind] = {}
+            elif host:
+                ns[kind] = {"inum": inum, "is_host": True}
+            else:
+                ns[kind] = {"inum": inum}
+        return ns
+
+    @staticmethod
+    @lru_cache(maxsize=1024)
+    def _cap_object(permitted: int, effective: int, inheritable: int) -> dict:
+        cap = {}
+        if permitted:
+            cap["permitted"] = capability_names(permitted)
+        if effective:
+            cap["effective"] = capability_names(effective)
+        if inheritable:
+            cap["inheritable"] = capability_names(inheritable)
+        return cap
+
+    @staticmethod
+    @lru_cache(maxsize=1024)
+    def _workload_fields(workload: Workload) -> tuple[tuple[str, object], ...]:
+        fields: list[tuple[str, object]] = []
+        if workload.unit:
+            fields.append(("unit", workload.unit))
+        if workload.slice:
+            fields.append(("slice", workload.slice))
+        if workload.namespace:
+            fields.append(("workload_namespace", workload.namespace))
+        if workload.container_runtime:
+            container = {"runtime": workload.container_runtime}
+            if workload.container_id:
+                container["id"] = workload.container_id
+            if workload.container_name:
+                container["name"] = workload.container_name
+            fields.append(("container", container))
+        return tuple(fields)
+
+    def process_dict(self, e: ProcessEntry) -> dict:
+        """The Tetragon "process" object of an entry (shared sub-objects: do not mutate)."""
+        d: dict = {"exec_id": e.exec_id, "pid": e.pid, "uid": e.creds.uid}
+        if e.cwd:
+            d["cwd"] = e.cwd.decode("utf-8", "surrogateescape")
+        if e.binary:
+            d["binary"] = e.binary.decode("utf-8", "surrogateescape")
+        if e.args:
+            d["arguments"] = format_arguments(e.args)
+        if e.flags:
+            d["flags"] = e.flags
+        d["start_time"] = self.format_ktime(e.ktime)
+        if e.auid is not None:
+            d["auid"] = e.auid
+        if e.parent_exec_id:
+            d["parent_exec_id"] = e.parent_exec_id
+        caps = e.caps
+        cap = self._cap_object(caps.permitted, caps.effective, caps.inheritable)
+        if cap:
+            d["cap"] = cap
+        d["ns"] = self._ns_object(e.ns)
+        d["tid"] = e.tid
+        c = e.creds
+        d["process_credentials"] = {
+            "uid": c.uid, "gid": c.gid, "euid": c.euid, "egid": c.egid,
+            "suid": c.suid, "sgid": c.sgid, "fsuid": c.fsuid, "fsgid": c.fsgid,
+        }
+        if e.cgroup:
+            d["cgroup"] = e.cgroup
+        for key, value in self._workload_fields(e.workload):
+            d[key] = value
+        return d
+
+    def process_json(self, e: ProcessEntry) -> str:
+        """process_dict(e) as JSON, built once per entry and kept on it.
+
+        Same text as _dumps(process_dict(e)), but only the per-process head
+        goes through the encoder; cap/ns/workload objects repeat across
+        processes, so their JSON is cached and spliced in.
+        """
+        text = e.rendered
+        if text is not None:
+            return text
+        head: dict = {"exec_id": e.exec_id, "pid": e.pid, "uid": e.creds.uid}
+        if e.cwd:
+            head["cwd"] = e.cwd.decode("utf-8", "surrogateescape")
+        if e.binary:
+            head["binary"] = e.binary.decode("utf-8", "surrogateescape")
+        if e.args:
+            head["arguments"] = format_arguments(e.args)
+        if e.flags:
+            head["flags"] = e.flags
+        head["start_time"] = self.format_ktime(e.ktime)
+        if e.auid is not None:
+            head["auid"] = e.auid
+        if e.parent_exec_id:
+            head["parent_exec_id"] = e.parent_exec_id
+        caps, c = e.caps, e.creds
+        cap = self._cap_json(caps.permitted, caps.effective, caps.inheritable)
+        ns = self._ns_json.get(e.ns)
+        if ns is None:
+            if len(self._ns_json) >= 4096:
+                self._ns_json.clear()
+            ns = self._ns_json[e.ns] = _dumps(self._ns_object(e.ns))
+        tail = self._tail_json(e.cgroup, e.workload)
+        text = e.rendered = (
+            f'{_dumps(head)[:-1]}{cap},"ns":{ns},"tid":{e.tid},"process_credentials":'
+            f'{{"uid":{c.uid},"gid":{c.gid},"euid":{c.euid},"egid":{c.egid},'
+            f'"suid":{c.suid},"sgid":{c.sgid},"fsuid":{c.fsuid},"fsgid":{c.fsgid}}}{tail}}}'
+        )
+        return text
+
+    @staticmethod
+    @lru_cache(maxsize=1024)
+    def _cap_json(permitted: int, effective: int, inheritable: int) -> str:
+        cap = TetragonJSON._cap_object(permitted, effective, inheritable)
+        return f',"cap":{_dumps(cap)}' if cap else ""
+
+    @staticmethod
+    @lru_cache(maxsize=4096)
+    def _tail_json(cgroup: str, workload: Workload) -> str:
+        extras: dict = {"cgroup": cgroup} if cgroup else {}
+        extras.update(TetragonJSON._workload_fields(workload))
+        return "," + _dumps(extras)[1:-1] if extras else ""
+
+    # ---- events ------------------------------------------------------------
+    def render(self, ev: ProcessEvent) -> str:
+        """One JSON line (no newline) for an exec or exit event."""
+        process = self.process_json(ev.process)
+        parent = "" if ev.parent is None else ',"parent":' + self.process_json(ev.parent)
+        when = self.format_ktime(ev.ktime)
+        if ev.kind == "exec":
+            return (f'{{"process_exec":{{"process":{process}{parent}}},'
+                    f'"node_name":{self._node_json},"time":"{when}"}}')
+        if ev.kind == "exit":
+            extra = ""
+            if ev.signal:
+                extra += f',"signal":"{signal_name(ev.signal)}"'
+            if ev.status:
+                extra += f',"status":{ev.status}'
+            return (f'{{"process_exit":{{"process":{process}{parent}{extra},"time":"{when}"}},'
+                    f'"node_name":{self._node_json},"time":"{when}"}}')
+        raise ValueError(f"unknown event kind {ev.kind!r}")
+
+    def event_dict(self, ev: ProcessEvent) -> dict:
+        """The same event as a dict (for the compact formatter and other exporters)."""
+        body: dict = {"process": self.process_dict(ev.process)}
+        if ev.parent is not None:
+            body["parent"] = self.process_dict(ev.parent)
+        when = self.format_ktime(ev.ktime)
+        if ev.kind == "exec":
+            return {"process_exec": body, "node_name": self.node_name, "time": when}
+        if ev.kind == "exit":
+            if ev.signal:
+                body["signal"] = signal_name(ev.signal)
+            if ev.status:
+                body["status"] = ev.status
+            body["time"] = when
+            return {"process_exit": body, "node_name": self.node_name, "time": when}
+        raise ValueError(f"unknown event kind {ev.kind!r}")
