@@ -1,0 +1,263 @@
+"""Policy model -> what the generic BPF program reads (csrc/events.h).
+
+One hook compiles to one `struct th_hook_config` plus the members of its
+string sets (str_equal / str_prefix maps).  Anything the kernel side cannot
+evaluate yet raises CompileError naming the selector and field: a policy is
+never loaded with a selector silently dropped, because a dropped matcher
+would widen what the policy matches (or kills).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tetrahost.bpf.native import ffi, lib
+from tetrahost.events.namespaces import HostNamespaces
+from tetrahost.policy.model import Hook, MatchArg, PathValue, Selector
+from tetrahost.policy.vocab import HOST_NS, NAMESPACE_KINDS, ArgKind
+
+NO_ARG = 0xFF
+STR_MAX = lib.TH_STR_MAX
+
+_PATH_KINDS = {"file": lib.TH_ARG_FILE, "path": lib.TH_ARG_PATH, "dentry": lib.TH_ARG_DENTRY,
+               "linux_binprm": lib.TH_ARG_BPRM, "fd": lib.TH_ARG_FD}
+_INT_OPS = {"Equal": (lib.TH_MATCH_EQUAL, 0), "NotEqual": (lib.TH_MATCH_EQUAL, 1),
+            "GreaterThan": (lib.TH_MATCH_GT, 0), "LessThan": (lib.TH_MATCH_LT, 0),
+            "Mask": (lib.TH_MATCH_MASK, 0)}
+_STR_OPS = {"Equal": (lib.TH_MATCH_EQUAL, 0), "NotEqual": (lib.TH_MATCH_EQUAL, 1),
+            "Prefix": (lib.TH_MATCH_PREFIX, 0), "NotPrefix": (lib.TH_MATCH_PREFIX, 1)}
+_BIN_OPS = {"In": (lib.TH_MATCH_EQUAL, 0), "NotIn": (lib.TH_MATCH_EQUAL, 1),
+            "Prefix": (lib.TH_MATCH_PREFIX, 0), "NotPrefix": (lib.TH_MATCH_PREFIX, 1)}
+_CAP_SETS = {"Effective": 1, "Permitted": 2, "Inheritable": 3}
+_ACTIONS = {"Post": lib.TH_ACTION_POST, "NoPost": lib.TH_ACTION_NOPOST, "Sigkill": lib.TH_ACTION_SIGKILL,
+            "Signal": lib.TH_ACTION_SIGNAL, "Override": lib.TH_ACTION_OVERRIDE}
+# policy namespace names -> enum th_ns (NAMESPACE_KINDS order is the kernel's order)
+_NS_INDEX = {name: i for i, name in enumerate(NAMESPACE_KINDS)}
+_NS_RECORD_KIND = ("uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time",
+                   "time_for_children", "cgroup", "user")
+
+
+class CompileError(ValueError):
+    pass
+
+
+@dataclass
+class CompiledHook:
+    hook: Hook
+    config: object                      # cdata "struct th_hook_config *"
+    str_equal: list[tuple[int, bytes]] = field(default_factory=list)   # (set_id, value)
+    str_prefix: list[tuple[int, bytes]] = field(default_factory=list)
+    arg_kinds: list[int] = field(default_factory=list)                 # per hook arg, enum th_arg_kind
+
+    @property
+    def uses_enforcement(self) -> bool:
+        return any(self.config.selectors[i].action in (lib.TH_ACTION_SIGKILL, lib.TH_ACTION_SIGNAL,
+                                                       lib.TH_ACTION_OVERRIDE)
+                   for i in range(self.config.nselectors))
+
+
+class _Sets:
+    def __init__(self, out: CompiledHook):
+        self.out = out
+        self.next_id = 1
+
+    def add(self, op: int, values: list[bytes], where: str) -> int:
+        set_id, self.next_id = self.next_id, self.next_id + 1
+        target = self.out.str_prefix if op == lib.TH_MATCH_PREFIX else self.out.str_equal
+        for v in values:
+            if len(v) > STR_MAX:
+                raise CompileError(f"{where}: value {v[:40]!r}... is longer than {STR_MAX} bytes, "
+                                   "the longest string matched in the kernel")
+            target.append((set_id, v))
+        return set_id
+
+
+def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
+    if kind is ArgKind.INTEGER:
+        return lib.TH_ARG_INT
+    if base_type == "string":
+        # syscall arguments point into user memory, kernel functions' into kernel memory
+        return lib.TH_ARG_STR_USER if hook.syscall else lib.TH_ARG_STR_KERNEL
+    if base_type in _PATH_KINDS:
+        return _PATH_KINDS[base_type]
+    raise CompileError(f"argument type {base_type!r} is not read by the kernel side yet "
+                       f"(supported: integers, string, {', '.join(_PATH_KINDS)})")
+
+
+def _value_bytes(v) -> bytes:
+    if isinstance(v, PathValue):
+        return v.canonical.encode()
+    return str(v).encode()
+
+
+def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: bool = False,
+                 syscall_nr: int = -1) -> CompiledHook:
+    cfg = ffi.new("struct th_hook_config *")
+    out = CompiledHook(hook, cfg)
+    cfg.hook_id = hook_id
+    cfg.monitor = monitor
+    cfg.syscall_nr = syscall_nr
+    cfg.exec_target_arg = NO_ARG
+    if len(hook.args) > lib.TH_MAX_ARGS:
+        raise CompileError(f"{len(hook.args)} arguments; the kernel side reads at most {lib.TH_MAX_ARGS}")
+    if hook.return_ or hook.return_arg is not None:
+        raise CompileError("return probes (return: true / returnArg) are not supported by the kernel side yet")
+    for pos, arg in enumerate(hook.args):
+        if arg.index >= lib.TH_MAX_ARGS:
+            raise CompileError(f"args[{pos}].index {arg.index}: only the first {lib.TH_MAX_ARGS} "
+                               "function arguments can be read")
+        kind = arg_kind_for(hook, arg.base_type, arg.kind)
+        cfg.arg_kind[pos] = kind
+        cfg.arg_src[pos] = arg.index
+        out.arg_kinds.append(kind)
+        if kind == lib.TH_ARG_BPRM and hook.is_exec_hook:
+            cfg.exec_target_arg = pos
+    if hook.syscall and hook.name.startswith("__x64_sys_"):
+        cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
+    if not hook.selectors:
+        raise CompileError("a hook without selectors would report every call; "
+                           "tetrahost requires at least one selector")
+    if len(hook.selectors) > lib.TH_MAX_SELECTORS:
+        raise CompileError(f"{len(hook.selectors)} selectors; at most {lib.TH_MAX_SELECTORS}")
+    sets = _Sets(out)
+    for i, sel in enumerate(hook.selectors):
+        _compile_selector(hook, sel, cfg.selectors[i], sets, host_ns, f"selectors[{i}]")
+        if sel.match_binaries:
+            cfg.flags |= lib.TH_CFG_NEEDS_BINARY
+    cfg.nselectors = len(hook.selectors)
+    return out
+
+
+def _compile_selector(hook: Hook, sel: Selector, c, sets: _Sets, host_ns: HostNamespaces, where: str):
+    for name in ("match_return_args", "match_namespace_changes", "match_capability_changes",
+                 "match_return_actions"):
+        if getattr(sel, name):
+            raise CompileError(f"{where}: {_yaml_name(name)} is not supported by the kernel side yet")
+    _compile_args(hook, sel.match_args, c, sets, where)
+    _compile_binaries(sel, c, sets, where)
+    _compile_pids(sel, c, where)
+    _compile_namespaces(sel, c, host_ns, where)
+    _compile_caps(sel, c, where)
+    _compile_action(sel, c, where)
+
+
+def _compile_args(hook: Hook, match_args: tuple[MatchArg, ...], c, sets: _Sets, where: str):
+    if len(match_args) > lib.TH_MAX_MATCH_ARGS:
+        raise CompileError(f"{where}.matchArgs: {len(match_args)} entries; at most {lib.TH_MAX_MATCH_ARGS}")
+    for k, ma in enumerate(match_args):
+        here = f"{where}.matchArgs[{k}]"
+        m = c.args[k]
+        m.arg = ma.arg_position
+        if ma.arg_kind is ArgKind.INTEGER:
+            if ma.operator not in _INT_OPS:
+                raise CompileError(f"{here}.operator {ma.operator} on an integer is not supported")
+            m.op, m.negate = _INT_OPS[ma.operator]
+            if len(ma.parsed) > lib.TH_MAX_INT_VALUES:
+                raise CompileError(f"{here}.values: {len(ma.parsed)} values; at most {lib.TH_MAX_INT_VALUES}")
+            for j, v in enumerate(ma.parsed):
+                m.values[j] = int(v)
+            m.nvalues = len(ma.parsed)
+        elif ma.arg_kind in (ArgKind.STRING, ArgKind.PATH):
+            if ma.operator not in _STR_OPS:
+                raise CompileError(f"{here}.operator {ma.operator} is not evaluated in the kernel yet "
+                                   f"(supported on strings and paths: {', '.join(_STR_OPS)})")
+            m.op, m.negate = _STR_OPS[ma.operator]
+            m.set_id = sets.add(m.op, [_value_bytes(v) for v in ma.parsed], here)
+        else:
+            raise CompileError(f"{here}: filtering {ma.arg_base_type} arguments is not supported yet")
+    c.nargs = len(match_args)
+
+
+def _compile_binaries(sel: Selector, c, sets: _Sets, where: str):
+    if not sel.match_binaries:
+        return
+    if len(sel.match_binaries) > 1:
+        raise CompileError(f"{where}.matchBinaries: only one entry per selector is supported")
+    mb = sel.match_binaries[0]
+    here = f"{where}.matchBinaries[0]"
+    if mb.operator not in _BIN_OPS:
+        raise CompileError(f"{here}.operator {mb.operator} is not evaluated in the kernel yet "
+                           f"(supported: {', '.join(_BIN_OPS)})")
+    if mb.follow_children:
+        raise CompileError(f"{here}.followChildren is not supported yet")
+    c.bin_op, c.bin_negate = _BIN_OPS[mb.operator]
+    c.bin_set_id = sets.add(c.bin_op, [_value_bytes(v) for v in mb.values], here)
+
+
+def _compile_pids(sel: Selector, c, where: str):
+    if not sel.match_pids:
+        return
+    if len(sel.match_pids) > 1:
+        raise CompileError(f"{where}.matchPIDs: only one entry per selector is supported")
+    mp = sel.match_pids[0]
+    if mp.follow_forks or mp.is_namespace_pid:
+        raise CompileError(f"{where}.matchPIDs[0]: followForks and isNamespacePID are not supported yet")
+    if len(mp.values) > lib.TH_MAX_INT_VALUES:
+        raise CompileError(f"{where}.matchPIDs[0].values: at most {lib.TH_MAX_INT_VALUES}")
+    for j, v in enumerate(mp.values):
+        c.pids[j] = v
+    c.npids = len(mp.values)
+    c.pid_negate = mp.operator == "NotIn"
+
+
+def _compile_namespaces(sel: Selector, c, host_ns: HostNamespaces, where: str):
+    if len(sel.match_namespaces) > lib.TH_MAX_NS_MATCH:
+        raise CompileError(f"{where}.matchNamespaces: at most {lib.TH_MAX_NS_MATCH} entries")
+    for k, mn in enumerate(sel.match_namespaces):
+        here = f"{where}.matchNamespaces[{k}]"
+        kind = _NS_INDEX[mn.namespace]
+        inums = []
+        for v in mn.values:
+            if v == HOST_NS:
+                inum = host_ns.inode(_NS_RECORD_KIND[kind])
+                if not inum:
+                    raise CompileError(f"{here}: host_ns for {mn.namespace} is unknown on this host "
+                                       "(cannot read /proc/1/ns or /proc/self/ns)")
+                inums.append(inum)
+            else:
+                inums.append(int(v))
+        if len(inums) > lib.TH_MAX_INT_VALUES:
+            raise CompileError(f"{here}.values: at most {lib.TH_MAX_INT_VALUES}")
+        m = c.ns[k]
+        m.kind = kind
+        m.negate = mn.operator == "NotIn"
+        for j, inum in enumerate(inums):
+            m.inums[j] = inum
+        m.nvalues = len(inums)
+    c.nns = len(sel.match_namespaces)
+
+
+def _compile_caps(sel: Selector, c, where: str):
+    if not sel.match_capabilities:
+        return
+    if len(sel.match_capabilities) > 1:
+        raise CompileError(f"{where}.matchCapabilities: only one entry per selector is supported")
+    mc = sel.match_capabilities[0]
+    if mc.is_namespace_capability:
+        raise CompileError(f"{where}.matchCapabilities[0].isNamespaceCapability is not supported yet")
+    c.caps_kind = _CAP_SETS[mc.type]
+    c.caps_mask = mc.mask
+    c.caps_negate = mc.operator == "NotIn"
+
+
+def _compile_action(sel: Selector, c, where: str):
+    actions = sel.effective_actions
+    enforcing = [a for a in actions if a.is_enforcement]
+    if len(enforcing) > 1:
+        raise CompileError(f"{where}.matchActions: more than one of Sigkill/Signal/Override in one selector")
+    chosen = enforcing[0] if enforcing else actions[0]
+    if any(a.rate_limit for a in actions):
+        raise CompileError(f"{where}.matchActions: rateLimit is not supported yet")
+    if chosen.action not in _ACTIONS:
+        raise CompileError(f"{where}.matchActions: action {chosen.action} is not supported")
+    c.action = _ACTIONS[chosen.action]
+    if chosen.action == "Signal":
+        c.action_arg = chosen.arg_sig or 0
+    elif chosen.action == "Override":
+        c.action_arg = chosen.arg_error or 0      # validate warns: Tetragon returns 0 then
+    if any(a.action == "NoPost" for a in actions) and enforcing:
+        raise CompileError(f"{where}.matchActions: NoPost together with {chosen.action} is not supported yet")
+
+
+def _yaml_name(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.capitalize() for w in rest)

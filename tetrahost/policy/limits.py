@@ -1,0 +1,71 @@
+"""Every numeric limit the policy front end enforces, in one place.
+
+Each number says where it comes from. "Tetragon docs" means the Tetragon
+documentation page docs/content/en/docs/concepts/tracing-policy/selectors.md,
+section "Limitations" (and the pages named next to the value); "Tetragon CRD"
+means the kubebuilder markers of the TracingPolicy types
+(pkg/k8s/apis/cilium.io/v1alpha1/types.go); "Tetragon BPF" means the BPF headers
+(bpf/process/generic... `MAX_POSSIBLE_ARGS`). We keep Tetragon's documented
+numbers so a policy accepted here is also valid for Tetragon, and so the kernel
+compiler can size its maps and unrolled loops from these constants.
+"""
+
+# Selectors per hook. Tetragon docs: "Each hook can contain up to 5 selectors" /
+# "Max Selectors 5". (Tetragon's BPF has room for 31, the documented limit is 5.)
+MAX_SELECTORS_PER_HOOK = 5
+
+# Arguments per hook. Tetragon BPF: MAX_POSSIBLE_ARGS 5 (msg_generic_kprobe
+# carries 5 argument slots).
+MAX_ARGS_PER_HOOK = 5
+
+# Highest function-argument index a kprobe/LSM arg can read: the BPF side reads
+# registers PARM1..PARM5 (MAX_POSSIBLE_ARGS 5 -> indexes 0..4).
+MAX_KPROBE_ARG_INDEX = 4
+
+# sizeArgIndex is 1-based in Tetragon (docs/reference/tracing-policy.md: "does not
+# take the index, but the number of the index (or index + 1)"), so 1..5.
+MAX_SIZE_ARG_INDEX = MAX_KPROBE_ARG_INDEX + 1
+
+# matchArgs entries per selector. Tetragon docs: "Max MatchArgs per selector 5
+# (one per index)".
+MAX_MATCHARGS_PER_SELECTOR = 5
+
+# Values per matchArgs entry for value operators (Equal, NotEqual, GT, LT, Mask,
+# ports, ...). Tetragon docs: "Max MatchArg Values per MatchArgs 4".
+MAX_MATCHARG_VALUES = 4
+
+# Values per matchArgs entry on file-like arguments (fd, file, path, ...).
+# Tetragon docs: "Max file match values (using fd or file arg): 8 on kernels
+# >=5.3". tetrahost requires >=5.3-class kernels, so 8.
+MAX_FILE_MATCH_VALUES = 8
+
+# String prefix / postfix lengths. Tetragon docs: "String prefix max length: 256
+# chars", "String postfix max length: 128 chars".
+MAX_PREFIX_LENGTH = 256
+MAX_POSTFIX_LENGTH = 128
+
+# Longest string/path value we accept for Equal; Linux PATH_MAX (4096) including
+# the NUL, since no kernel path or string argument we read can be longer.
+MAX_EQUAL_STRING_LENGTH = 4095
+
+# matchPIDs values per entry. Tetragon docs: "Max PID values per selector 4".
+MAX_PID_VALUES = 4
+
+# matchNamespaces. Tetragon docs, "Namespaces filter" limitations: "up to 4
+# values" per namespace entry, and up to 10 namespace entries on kernels >= 5.3
+# (the number of namespace kinds).
+MAX_NAMESPACE_VALUES = 4
+MAX_NAMESPACES_PER_SELECTOR = 10
+
+# matchBinaries sections with followChildren: true. Tetragon docs, "Follow
+# children": "cannot exceed 64". Enforced per policy file here.
+MAX_FOLLOW_CHILDREN_SECTIONS = 64
+
+# Tags per hook. Tetragon CRD: "+kubebuilder:validation:MaxItems=16".
+MAX_TAGS = 16
+
+# Hook message length. Tetragon CRD: "A short message of 256 characters max".
+MAX_MESSAGE_LENGTH = 256
+
+# Signal numbers for the Signal action: 1..SIGRTMAX (64 on Linux).
+MAX_SIGNAL = 64

@@ -1,0 +1,134 @@
+"""Validate matchActions / matchReturnActions.
+
+tetrahost implements Post (with rate limiting), NoPost, Sigkill, Signal and
+Override; every other Tetragon action is rejected by name. Parameters that belong
+to another action are ignored with a warning, as Tetragon ignores them (its own
+examples put argError on Sigkill).
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import limits
+from .context import Context, check_fields, did_you_mean, expect_map, get_bool, get_int, get_list, get_str, join
+from .hookshape import HookShape
+from .model import Action
+from .vocab import RATE_LIMIT_SCOPES, SUPPORTED_ACTIONS, TETRAGON_ONLY_ACTIONS
+from .yamlnodes import YNode
+
+# Parameter -> the action it belongs to.
+_PARAMETER_OWNER = {
+    "argError": "Override", "argSig": "Signal",
+    "rateLimit": "Post", "rateLimitScope": "Post",
+    "kernelStackTrace": "Post", "userStackTrace": "Post", "imaHash": "Post",
+    "argFd": "FollowFD/UnfollowFD/CopyFD", "argName": "FollowFD/CopyFD", "argUrl": "GetUrl",
+    "argFqdn": "DnsLookup", "argSock": "TrackSock/UntrackSock", "argIndex": "Set",
+    "argValue": "Set", "argRegs": "Override on uprobes",
+}
+_POST_FEATURES_NOT_SUPPORTED = {
+    "kernelStackTrace": "kernel stack traces (kernelStackTrace) are not supported by tetrahost yet",
+    "userStackTrace": "user stack traces (userStackTrace) are not supported by tetrahost yet",
+    "imaHash": "IMA file hashes (imaHash) are not supported by tetrahost yet",
+}
+_RATE_LIMIT = re.compile(r"^(\d+)([smh]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def validate_actions(ctx: Context, selector: YNode, key: str, path: str, shape: HookShape) -> list[Action]:
+    actions: list[Action] = []
+    for i, entry in enumerate(get_list(ctx, selector, key, path)):
+        apath = f"{join(path, key)}[{i}]"
+        if not expect_map(ctx, entry, apath):
+            continue
+        action = _validate_action(ctx, entry, apath, shape, key == "matchReturnActions")
+        if action is not None:
+            actions.append(action)
+    names = {a.action for a in actions}
+    if {"Post", "NoPost"} <= names:
+        ctx.error(selector.key_line(key), join(path, key), "Post and NoPost contradict each other", "conflict")
+    return actions
+
+
+def _validate_action(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> Action | None:
+    errors_before = len(ctx.errors)
+    check_fields(ctx, entry, path, ("action", *_PARAMETER_OWNER))
+    name = get_str(ctx, entry, "action", path, required=True)
+    if not name:
+        return None
+    line = entry.key_line("action")
+    if name in TETRAGON_ONLY_ACTIONS:
+        ctx.error(line, join(path, "action"), f"action {name} is not supported by tetrahost (yet)",
+                  "unsupported-action", name)
+        return None
+    if name not in SUPPORTED_ACTIONS:
+        ctx.error(line, join(path, "action"), f'unknown action "{name}" (expected one of: '
+                  f"{', '.join(SUPPORTED_ACTIONS)}){did_you_mean(name, SUPPORTED_ACTIONS)}",
+                  "unknown-action", name)
+        return None
+
+    for key in entry.entries:
+        owner = _PARAMETER_OWNER.get(key)
+        if owner is None or key == "action" or owner == name:
+            continue
+        if owner == "Post":
+            ctx.error(entry.key_line(key), join(path, key), f"{key} is only valid with the Post action",
+                      "invalid", key)
+        else:
+            ctx.warn(entry.key_line(key), join(path, key), f"{key} belongs to {owner}, it does nothing for "
+                     f"{name} and is ignored (as in Tetragon)")
+
+    fields: dict = {}
+    if name == "Override":
+        fields["arg_error"] = _override_error(ctx, entry, path, shape, is_return)
+    elif name == "Signal":
+        fields["arg_sig"] = get_int(ctx, entry, "argSig", path, required=True, minimum=1, maximum=limits.MAX_SIGNAL)
+    elif name == "Post":
+        fields.update(_post_parameters(ctx, entry, path))
+    if len(ctx.errors) != errors_before:
+        return None
+    return Action(action=name, source=ctx.loc(entry, path), **fields)
+
+
+def _override_error(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> int | None:
+    line = entry.key_line("action")
+    if shape.kind == "tracepoint":
+        ctx.error(line, join(path, "action"), "Override needs a function to override; a tracepoint "
+                  "has none (use a kprobe or an LSM hook)", "invalid", "Override at tracepoint")
+    if is_return:
+        ctx.error(line, join(path, "action"), "Override cannot run in matchReturnActions: the function "
+                  "has already run", "invalid", "Override at return")
+    value = get_int(ctx, entry, "argError", path, minimum=-(1 << 31), maximum=(1 << 31) - 1)
+    if entry.get("argError") is None:
+        ctx.warn(line, path, "Override without argError makes the function return 0 (success)")
+        return 0
+    return value
+
+
+def _post_parameters(ctx: Context, entry: YNode, path: str) -> dict:
+    fields: dict = {}
+    for key, message in _POST_FEATURES_NOT_SUPPORTED.items():
+        if get_bool(ctx, entry, key, path):
+            ctx.error(entry.key_line(key), join(path, key), message, "not-supported", key)
+    rate_limit = get_str(ctx, entry, "rateLimit", path)
+    if rate_limit:
+        match = _RATE_LIMIT.match(rate_limit)
+        if match is None or int(match.group(1)) == 0:
+            ctx.error(entry.key_line("rateLimit"), join(path, "rateLimit"),
+                      f'"{rate_limit}" is not a rate limit (a positive number of seconds, optionally '
+                      'followed by s, m or h: "30", "5m", "1h")', "invalid-value", "rateLimit")
+        else:
+            fields["rate_limit"] = rate_limit
+            fields["rate_limit_seconds"] = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    scope = get_str(ctx, entry, "rateLimitScope", path)
+    if scope:
+        spath = join(path, "rateLimitScope")
+        if scope not in RATE_LIMIT_SCOPES:
+            ctx.error(entry.key_line("rateLimitScope"), spath, f'unknown rateLimitScope "{scope}" '
+                      f"(expected one of: {', '.join(RATE_LIMIT_SCOPES)})", "unknown-value", "rateLimitScope")
+        elif not rate_limit:
+            ctx.error(entry.key_line("rateLimitScope"), spath, "rateLimitScope needs rateLimit", "invalid")
+        fields["rate_limit_scope"] = scope
+    elif rate_limit:
+        fields["rate_limit_scope"] = "thread"  # Tetragon's default scope
+    return fields
