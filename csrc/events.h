@@ -40,6 +40,7 @@ enum th_op {
 	TH_OP_EXEC = 1,
 	TH_OP_FORK = 2,
 	TH_OP_EXIT = 3,
+	TH_OP_HOOK = 4,
 };
 
 /* Order of namespace inodes in th_exec.ns[] (Tetragon's order). */
@@ -132,6 +133,139 @@ enum th_loss_slot {
 	TH_LOSS_EXEC = 1,
 	TH_LOSS_FORK = 2,
 	TH_LOSS_EXIT = 3,
+	TH_LOSS_HOOK = 4,
+};
+
+/* ---- Policy hooks (csrc/bpf/generic.bpf.c) -------------------------------
+ * One BPF object per hook of a TracingPolicy.  User space compiles the
+ * policy's selectors into one th_hook_config (map `hook_config`, key 0) plus
+ * string sets (maps `str_equal`, `str_prefix`); the program evaluates them in
+ * the kernel, so activity no selector matches never reaches user space. */
+
+enum th_hook_limits {
+	TH_MAX_ARGS = 5,          /* arguments read per hook                         */
+	TH_MAX_SELECTORS = 5,     /* selectors per hook (Tetragon's limit)          */
+	TH_MAX_MATCH_ARGS = 5,    /* matchArgs entries per selector                  */
+	TH_MAX_INT_VALUES = 8,    /* integer values per matchArgs / matchPIDs entry  */
+	TH_MAX_NS_MATCH = 4,      /* matchNamespaces entries per selector            */
+	TH_STR_MAX = 252,         /* bytes of a string/path argument kept and matched:
+	                           * an LPM trie key holds 256 bytes, 4 go to set_id  */
+	TH_STR_SLOT = 256,        /* stride of arguments in th_hook_event.data        */
+};
+
+/* How an argument is read (th_hook_config.arg_kind). */
+enum th_arg_kind {
+	TH_ARG_NONE = 0,
+	TH_ARG_INT = 1,           /* the raw 64-bit register value                   */
+	TH_ARG_STR_KERNEL = 2,    /* char * in kernel memory                         */
+	TH_ARG_STR_USER = 3,      /* char * in user memory (syscall arguments)       */
+	TH_ARG_FILE = 4,          /* struct file *  -> its path                      */
+	TH_ARG_PATH = 5,          /* struct path *  -> the path                      */
+	TH_ARG_DENTRY = 6,        /* struct dentry * -> path inside its file system  */
+	TH_ARG_BPRM = 7,          /* struct linux_binprm * -> the executed file's path */
+	TH_ARG_FD = 8,            /* int fd of the current task -> the file's path   */
+};
+
+/* Matcher operators; negation is a separate flag. */
+enum th_match_op {
+	TH_MATCH_EQUAL = 1,       /* ints: any value equal; strings: in str_equal set */
+	TH_MATCH_PREFIX = 2,      /* strings: in str_prefix LPM trie                  */
+	TH_MATCH_GT = 3,
+	TH_MATCH_LT = 4,
+	TH_MATCH_MASK = 5,        /* ints: (arg & value) != 0 for any value           */
+};
+
+enum th_action {
+	TH_ACTION_POST = 1,
+	TH_ACTION_NOPOST = 2,
+	TH_ACTION_SIGKILL = 3,
+	TH_ACTION_SIGNAL = 4,
+	TH_ACTION_OVERRIDE = 5,
+};
+
+/* th_hook_event.flags */
+enum th_hook_event_flags {
+	TH_HOOK_MONITOR = 1,      /* policy-mode monitor: enforcement not done        */
+	TH_HOOK_SIGNAL_FAILED = 2,/* bpf_send_signal() refused                        */
+	TH_HOOK_ARG_TRUNC = 4,    /* a string/path argument was cut at TH_STR_MAX      */
+};
+
+enum th_hook_config_flags {
+	TH_CFG_SYSCALL_WRAPPER = 1,  /* kprobe on __x64_sys_*: arguments are in the inner pt_regs */
+	TH_CFG_NEEDS_BINARY = 2,     /* a selector has matchBinaries: resolve the caller's binary */
+};
+
+struct th_arg_matcher {
+	uint8_t arg;              /* position in the hook's arguments                */
+	uint8_t op;               /* enum th_match_op                                 */
+	uint8_t negate;
+	uint8_t nvalues;          /* integer values used                              */
+	uint32_t set_id;          /* strings: id of this matcher's set in the maps    */
+	int64_t values[8];        /* TH_MAX_INT_VALUES                                */
+};
+
+struct th_ns_matcher {
+	uint8_t kind;             /* enum th_ns                                       */
+	uint8_t negate;
+	uint8_t nvalues;
+	uint8_t pad;
+	uint32_t inums[8];        /* TH_MAX_INT_VALUES                                */
+};
+
+struct th_selector {
+	uint8_t nargs;            /* th_arg_matcher entries used                      */
+	uint8_t nns;              /* th_ns_matcher entries used                       */
+	uint8_t bin_op;           /* 0, TH_MATCH_EQUAL or TH_MATCH_PREFIX             */
+	uint8_t bin_negate;
+	uint32_t bin_set_id;
+	uint8_t npids;
+	uint8_t pid_negate;
+	uint8_t caps_kind;        /* 0 none, 1 effective, 2 permitted, 3 inheritable  */
+	uint8_t caps_negate;
+	uint8_t action;           /* enum th_action                                   */
+	uint8_t pad[3];
+	int32_t action_arg;       /* signal number, or the errno Override returns     */
+	uint64_t caps_mask;       /* In: any of these bits set                        */
+	uint32_t pids[8];         /* TH_MAX_INT_VALUES                                */
+	struct th_arg_matcher args[5];  /* TH_MAX_MATCH_ARGS */
+	struct th_ns_matcher ns[4];     /* TH_MAX_NS_MATCH   */
+};
+
+struct th_hook_config {
+	uint32_t hook_id;         /* user space's id, echoed in events                */
+	uint8_t nselectors;
+	uint8_t monitor;          /* policy-mode monitor: report, do not enforce      */
+	int16_t syscall_nr;       /* sys_enter fallback: the syscall to watch, else -1 */
+	uint8_t arg_kind[5];      /* TH_MAX_ARGS, enum th_arg_kind                    */
+	uint8_t arg_src[5];       /* which function/syscall argument each one reads    */
+	uint8_t exec_target_arg;  /* exec hooks: arg holding the new binary, else 0xff */
+	uint8_t flags;            /* enum th_hook_config_flags                        */
+	struct th_selector selectors[5];  /* TH_MAX_SELECTORS */
+};
+
+/* Key of the string sets.  The same bytes serve the hash map str_equal (key
+ * starts at set_id) and the LPM trie str_prefix (key starts at prefixlen,
+ * which counts the 32 bits of set_id plus 8 per matched byte). */
+struct th_str_key {
+	uint32_t prefixlen;
+	uint32_t set_id;
+	uint8_t data[252];        /* TH_STR_MAX, zero padded                          */
+};
+
+struct th_hook_event {
+	struct th_header hdr;
+	uint32_t pid;
+	uint32_t tid;
+	uint32_t hook_id;
+	uint8_t selector;         /* index of the selector that matched               */
+	uint8_t action;           /* enum th_action taken (or that would be: monitor) */
+	uint8_t flags;            /* enum th_hook_event_flags                         */
+	uint8_t pad;
+	int64_t action_arg;       /* signal sent or errno returned                    */
+	uint32_t ns[10];          /* the task's namespaces when the hook fired        */
+	uint16_t arg_len[5];      /* bytes of each argument in data (ints: 8)         */
+	uint16_t pad2;
+	uint8_t data[1280];       /* TH_MAX_ARGS * TH_STR_SLOT: argument i at i * 256 */
 };
 
 /* CDEF-END */

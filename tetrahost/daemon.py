@@ -19,6 +19,8 @@ from tetrahost.events.cgroups import CgroupResolver
 from tetrahost.events.decode import DecodeError, decode
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessCache
+from tetrahost.events.records import HookRecord
+from tetrahost.export.hook_json import HookEventRenderer
 from tetrahost.export.tetragon_json import TetragonJSON
 from tetrahost.sensors.mounts import ensure_mounted
 from tetrahost.sensors.process import ProcessSensor
@@ -38,14 +40,20 @@ class Counters:
 
 class Agent:
     def __init__(self, sinks, node_name: str | None = None, proc_root: str = "/proc",
-                 ringbuf_bytes: int | None = None):
-        """sinks: objects with write_lines(list[str]) and close()."""
+                 ringbuf_bytes: int | None = None, policy_files=(), features=None):
+        """sinks: objects with write_lines(list[str]) and close();
+        features: the kernel's probed capabilities (probed here when None)."""
         self.sinks = sinks
+        self.policy_files = list(policy_files)
+        self.features = features
+        self.policies = None
         self.node_name = node_name or socket.gethostname()
         self.proc_root = proc_root
         self.counters = Counters()
         self.cache = ProcessCache(self.node_name, cgroup_path_for=CgroupResolver().path_for)
-        self.renderer = TetragonJSON(self.node_name, HostNamespaces.from_proc(proc_root))
+        self.host_ns = HostNamespaces.from_proc(proc_root)
+        self.renderer = TetragonJSON(self.node_name, self.host_ns)
+        self.hook_renderer = HookEventRenderer(self.renderer, self.cache)
         kwargs = {"ringbuf_bytes": ringbuf_bytes} if ringbuf_bytes else {}
         self.sensor = ProcessSensor(self._on_record, **kwargs)
         self._batch: list[str] = []
@@ -60,10 +68,37 @@ class Agent:
             self.counters.decode_errors += 1
             log.warning("dropped a malformed kernel record: %s", exc)
             return
+        if isinstance(record, HookRecord):
+            self._on_hook(record)
+            return
         event = self.cache.handle(record)
         if event is not None:
             self.counters.events[event.kind] = self.counters.events.get(event.kind, 0) + 1
             self._batch.append(self.renderer.render(event))
+
+    def _on_hook(self, record: HookRecord) -> None:
+        hs = self.policies.hooks.get(record.hook_id) if self.policies else None
+        if hs is None:      # its policy was unloaded while the record was in flight
+            self.counters.events["unknown_hook"] = self.counters.events.get("unknown_hook", 0) + 1
+            return
+        hs.events += 1
+        kind = "lsm" if hs.hook.kind == "lsm" else "kprobe"
+        self.counters.events[kind] = self.counters.events.get(kind, 0) + 1
+        self._batch.append(self.hook_renderer.render(record, hs))
+
+    def _start_policies(self) -> None:
+        from tetrahost.sensors.policies import PolicyLoadFailed, PolicyManager
+
+        if self.features is None:
+            from tetrahost.sensors.probe import kernel_features
+            self.features = kernel_features()
+        shared = {name: self.sensor.obj.map(name) for name in ("events", "losses")}
+        self.policies = PolicyManager(self.features, self.host_ns, shared)
+        for path in self.policy_files:
+            try:
+                self.policies.load_file(path)
+            except PolicyLoadFailed as exc:
+                log.error("%s", exc)
 
     def _flush(self) -> None:
         if self._batch:
@@ -92,10 +127,13 @@ class Agent:
             # in the ring buffer, not lost between the scan and the attach.
             self.sensor.start()
             loaded = self.cache.load_procfs(self.proc_root)
+            self._start_policies()
             log.info("tetrahost ready: node %s, %d processes from %s, process sensor attached",
                      self.node_name, loaded, self.proc_root)
             self._loop(wake_r)
         finally:
+            if self.policies is not None:
+                self.policies.stop_all()
             self.sensor.stop()          # detach, then drain what is left
             self._flush()
             for sink in self.sinks:

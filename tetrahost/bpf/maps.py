@@ -109,6 +109,11 @@ class Map:
             return 0
         return sum(int.from_bytes(v, "little") if isinstance(v, bytes) else int(v) for v in values)
 
+    def reuse_fd(self, other: "Map") -> None:
+        """Before load: make this map the same kernel map as `other` (e.g. one
+        ring buffer shared by every object)."""
+        check_rc(lib.bpf_map__reuse_fd(self._ptr, other.fd), f"share map {other.name} with {self.name}")
+
     # -- pinning -----------------------------------------------------------
     def pin(self, path: str) -> None:
         check_rc(lib.bpf_map__pin(self._ptr, path.encode()), f"pin map {self.name} at {path}")

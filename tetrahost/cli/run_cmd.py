@@ -16,6 +16,8 @@ def register(sub) -> None:
                    help="append JSON events to PATH (created with mode 0600)")
     p.add_argument("--stdout", action=argparse.BooleanOptionalAction, default=None,
                    help="write JSON events to stdout (default: on unless --export-file is given)")
+    p.add_argument("--policy", action="append", default=[], metavar="FILE",
+                   help="load this TracingPolicy file (repeatable)")
     p.add_argument("--node-name", help="node_name in events (default: the host name)")
     p.add_argument("--proc-root", default="/proc", help="proc file system to scan at start (default /proc)")
     p.add_argument("--ringbuf-size", type=int, metavar="BYTES",
@@ -39,7 +41,7 @@ def run(args) -> int:
         if args.stdout or (args.stdout is None and not args.export_file):
             sinks.append(stdout_sink())
         return Agent(sinks, node_name=args.node_name, proc_root=args.proc_root,
-                     ringbuf_bytes=args.ringbuf_size).run()
+                     ringbuf_bytes=args.ringbuf_size, policy_files=args.policy).run()
     except (BpfError, FileNotFoundError, PermissionError, ValueError) as exc:
         log.error("%s", exc)
         return 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tetrahost.bpf.native import ffi, lib
 from tetrahost.events.layout import Layout
-from tetrahost.events.records import Caps, Creds, ExecRecord, ExitRecord, ForkRecord
+from tetrahost.events.records import Caps, Creds, ExecRecord, ExitRecord, ForkRecord, HookRecord
 
 
 class DecodeError(ValueError):
@@ -24,6 +24,11 @@ _E = _EXEC.index
 _CREDS = _EXEC.slice("creds.")
 _CAPS = _EXEC.slice("caps.")
 _NS = _EXEC.slice("ns[")
+_HOOK = Layout("struct th_hook_event", stop_at="data")
+_HOOK_DATA = ffi.offsetof("struct th_hook_event", "data")
+_H = _HOOK.index
+_H_NS = _HOOK.slice("ns[")
+_H_LEN = _HOOK.slice("arg_len[")
 _F = _FORK.index
 _X = _EXIT.index
 
@@ -73,7 +78,24 @@ def _exit(buf: bytes) -> ExitRecord:
                       exit_code=v[_X["exit_code"]], start_ktime=v[_X["start_ktime"]])
 
 
-DECODERS = {lib.TH_OP_EXEC: _exec, lib.TH_OP_FORK: _fork, lib.TH_OP_EXIT: _exit}
+def _hook(buf: bytes) -> HookRecord:
+    if len(buf) < _HOOK_DATA + lib.TH_MAX_ARGS * lib.TH_STR_SLOT:
+        raise DecodeError(f"hook record of {len(buf)} bytes, expected {ffi.sizeof('struct th_hook_event')}")
+    v = _HOOK.struct.unpack_from(buf)
+    args = []
+    for i, n in enumerate(v[_H_LEN]):
+        start = _HOOK_DATA + i * lib.TH_STR_SLOT
+        args.append(buf[start:start + min(n, lib.TH_STR_SLOT)])
+    flags = v[_H["flags"]]
+    return HookRecord(
+        ktime=v[_H["hdr.ktime"]], pid=v[_H["pid"]], tid=v[_H["tid"]], hook_id=v[_H["hook_id"]],
+        selector=v[_H["selector"]], action=v[_H["action"]], action_arg=v[_H["action_arg"]],
+        ns=v[_H_NS], args=args,
+        monitor=bool(flags & lib.TH_HOOK_MONITOR), signal_failed=bool(flags & lib.TH_HOOK_SIGNAL_FAILED),
+        truncated=bool(flags & lib.TH_HOOK_ARG_TRUNC))
+
+
+DECODERS = {lib.TH_OP_EXEC: _exec, lib.TH_OP_FORK: _fork, lib.TH_OP_EXIT: _exit, lib.TH_OP_HOOK: _hook}
 
 
 def decode(buf: bytes):

@@ -83,4 +83,21 @@ class ExitRecord:
         return self.exit_code & 0x7F
 
 
-Record = ExecRecord | ForkRecord | ExitRecord
+@dataclass(slots=True)
+class HookRecord:
+    """A policy hook fired and one of its selectors matched."""
+    ktime: int
+    pid: int
+    tid: int
+    hook_id: int              # the agent's id of the hook (tetrahost.sensors.policies)
+    selector: int             # index of the matching selector
+    action: int               # enum th_action
+    action_arg: int           # signal sent / errno returned
+    ns: tuple[int, ...]       # the task's namespaces when the hook fired
+    args: list[bytes]         # raw argument bytes, per position in the hook's args
+    monitor: bool = False     # policy-mode monitor: enforcement was not done
+    signal_failed: bool = False
+    truncated: bool = False
+
+
+Record = ExecRecord | ForkRecord | ExitRecord | HookRecord

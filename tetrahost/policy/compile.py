@@ -48,11 +48,16 @@ class CompiledHook:
     str_prefix: list[tuple[int, bytes]] = field(default_factory=list)
     arg_kinds: list[int] = field(default_factory=list)                 # per hook arg, enum th_arg_kind
 
+    def _actions(self) -> set[int]:
+        return {self.config.selectors[i].action for i in range(self.config.nselectors)}
+
     @property
     def uses_enforcement(self) -> bool:
-        return any(self.config.selectors[i].action in (lib.TH_ACTION_SIGKILL, lib.TH_ACTION_SIGNAL,
-                                                       lib.TH_ACTION_OVERRIDE)
-                   for i in range(self.config.nselectors))
+        return bool(self._actions() & {lib.TH_ACTION_SIGKILL, lib.TH_ACTION_SIGNAL, lib.TH_ACTION_OVERRIDE})
+
+    @property
+    def uses_override(self) -> bool:
+        return lib.TH_ACTION_OVERRIDE in self._actions()
 
 
 class _Sets:

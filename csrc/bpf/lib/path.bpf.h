@@ -82,6 +82,17 @@ static long walk_step(__u32 index, void *ctx)
  * path was longer than the buffer or deeper than TH_PATH_DEPTH, in which case
  * the result holds the innermost components that fit.
  */
+static __always_inline __u32 finish_walk(struct path_scratch *s, struct walk_state *w, bool *truncated)
+{
+	bpf_loop(TH_PATH_DEPTH, walk_step, w, 0);
+	*truncated = w->truncated || !w->done;
+	if (w->pos == TH_PATH_MAX) {                /* the root directory itself */
+		w->pos -= 1;
+		s->buf[w->pos & (TH_PATH_MAX - 1)] = '/';
+	}
+	return w->pos & (TH_PATH_MAX - 1);
+}
+
 static __always_inline __u32 walk_path(struct path_scratch *s, const struct path *path,
 				       bool *truncated)
 {
@@ -94,13 +105,15 @@ static __always_inline __u32 walk_path(struct path_scratch *s, const struct path
 		.pos = TH_PATH_MAX,
 	};
 
-	bpf_loop(TH_PATH_DEPTH, walk_step, &w, 0);
-	*truncated = w.truncated || !w.done;
-	if (w.pos == TH_PATH_MAX) {                 /* the root directory itself */
-		w.pos -= 1;
-		s->buf[w.pos & (TH_PATH_MAX - 1)] = '/';
-	}
-	return w.pos & (TH_PATH_MAX - 1);
+	return finish_walk(s, &w, truncated);
+}
+
+/* A dentry alone: the path inside its file system (no mount to cross). */
+static __always_inline __u32 walk_dentry(struct path_scratch *s, struct dentry *dentry, bool *truncated)
+{
+	struct walk_state w = { .s = s, .dentry = dentry, .pos = TH_PATH_MAX };
+
+	return finish_walk(s, &w, truncated);
 }
 
 #endif

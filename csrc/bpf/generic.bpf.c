@@ -1,0 +1,471 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Policy hooks: one generic program per attach kind, configured through maps
+ * (no compiler on the user's host).  User space loads one copy of this object
+ * per TracingPolicy hook, autoloads only the entry program the kernel
+ * supports best for that hook, fills `hook_config` and the string sets, and
+ * attaches.  Selectors are evaluated here, actions taken here; only matching
+ * activity produces a record.
+ */
+#include "lib/common.bpf.h"
+#include "lib/path.bpf.h"
+#include "lib/task.bpf.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define EPERM 1
+#define SIGKILL 9
+#define NO_ARG 0xff
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct th_hook_config);
+} hook_config SEC(".maps");
+
+/* Equal/In string sets: key = set_id + zero-padded string (th_str_key minus prefixlen). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__uint(key_size, sizeof(struct th_str_key) - 4);
+	__uint(value_size, 1);
+} str_equal SEC(".maps");
+
+/* Prefix string sets: longest-prefix match over set_id + string. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(key_size, sizeof(struct th_str_key));
+	__uint(value_size, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} str_prefix SEC(".maps");
+
+struct hook_scratch {
+	struct th_hook_event ev;
+	struct th_str_key key;
+	struct path_scratch path;
+	__u8 binary[TH_STR_SLOT];     /* the calling task's executable, zero padded */
+	__u32 binary_len;
+	__u32 binary_ready;
+	__u32 arg_str_len[TH_MAX_ARGS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hook_scratch);
+} hook_heap SEC(".maps");
+
+/* ---- reading arguments ------------------------------------------------- */
+
+/* Put a walked path into a TH_STR_SLOT-byte, zero-padded slot; returns its length. */
+static __always_inline __u32 path_to_slot(struct hook_scratch *s, __u8 *slot, __u32 pos, bool truncated)
+{
+	__u32 len = TH_PATH_MAX - pos;
+
+	if (len > TH_STR_MAX) {
+		len = TH_STR_MAX;
+		truncated = true;
+	}
+	if (truncated)
+		s->ev.flags |= TH_HOOK_ARG_TRUNC;
+	bpf_probe_read_kernel(slot, len & (TH_STR_SLOT - 1), &s->path.buf[pos & (TH_PATH_MAX - 1)]);
+	return len;
+}
+
+static __always_inline __u32 file_to_slot(struct hook_scratch *s, __u8 *slot, struct file *file)
+{
+	bool truncated;
+	__u32 pos;
+
+	if (!file)
+		return 0;
+	pos = walk_path(&s->path, __builtin_preserve_access_index(&file->f_path), &truncated);
+	return path_to_slot(s, slot, pos, truncated);
+}
+
+static __always_inline struct file *fd_to_file(long fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+static __always_inline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u64 raw)
+{
+	__u8 *slot = &s->ev.data[(i & 7) * TH_STR_SLOT & 2047];
+	__u32 len = 0;
+	bool truncated;
+	long n;
+
+	if (i >= TH_MAX_ARGS)
+		return;
+	if (kind == TH_ARG_INT) {
+		*(__u64 *)slot = raw;
+		s->ev.arg_len[i] = 8;
+		return;
+	}
+	__builtin_memset(slot, 0, TH_STR_SLOT);
+	switch (kind) {
+	case TH_ARG_STR_KERNEL:
+	case TH_ARG_STR_USER:
+		n = kind == TH_ARG_STR_USER ? bpf_probe_read_user_str(slot, TH_STR_MAX + 1, (void *)raw)
+					    : bpf_probe_read_kernel_str(slot, TH_STR_MAX + 1, (void *)raw);
+		len = n > 0 ? n - 1 : 0;            /* without the NUL */
+		if (len >= TH_STR_MAX) {
+			len = TH_STR_MAX;
+			slot[TH_STR_MAX] = 0;
+			s->ev.flags |= TH_HOOK_ARG_TRUNC;
+		}
+		break;
+	case TH_ARG_FILE:
+		len = file_to_slot(s, slot, (struct file *)raw);
+		break;
+	case TH_ARG_BPRM:
+		len = file_to_slot(s, slot, BPF_CORE_READ((struct linux_binprm *)raw, file));
+		break;
+	case TH_ARG_FD:
+		len = file_to_slot(s, slot, fd_to_file(raw));
+		break;
+	case TH_ARG_PATH:
+		if (raw)
+			len = path_to_slot(s, slot, walk_path(&s->path, (struct path *)raw, &truncated), truncated);
+		break;
+	case TH_ARG_DENTRY:
+		if (raw)
+			len = path_to_slot(s, slot, walk_dentry(&s->path, (struct dentry *)raw, &truncated), truncated);
+		break;
+	}
+	s->arg_str_len[i] = len;
+	s->ev.arg_len[i] = len;
+}
+
+/* The caller's executable (mm->exe_file), resolved once per event when a
+ * selector needs it. */
+static __always_inline void resolve_binary(struct hook_scratch *s)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+
+	s->binary_ready = 1;
+	__builtin_memset(s->binary, 0, TH_STR_SLOT);
+	s->binary_len = file_to_slot(s, s->binary, exe);
+}
+
+/* ---- matching ---------------------------------------------------------- */
+
+/* Is the string (TH_STR_SLOT bytes, zero padded, len used) in set set_id? */
+static __always_inline bool str_in_set(struct hook_scratch *s, const __u8 *str, __u32 len,
+				       __u8 op, __u32 set_id)
+{
+	struct th_str_key *key = &s->key;
+
+	key->set_id = set_id;
+	bpf_probe_read_kernel(key->data, TH_STR_MAX, str);
+	if (op == TH_MATCH_PREFIX) {
+		key->prefixlen = 32 + 8 * (len & (TH_STR_SLOT - 1));
+		return bpf_map_lookup_elem(&str_prefix, key) != NULL;
+	}
+	return bpf_map_lookup_elem(&str_equal, &key->set_id) != NULL;
+}
+
+static __always_inline bool int_matches(const struct th_arg_matcher *m, __s64 v)
+{
+	for (int j = 0; j < TH_MAX_INT_VALUES; j++) {
+		if (j >= m->nvalues)
+			break;
+		__s64 want = m->values[j];
+
+		if ((m->op == TH_MATCH_EQUAL && v == want) || (m->op == TH_MATCH_GT && v > want) ||
+		    (m->op == TH_MATCH_LT && v < want) || (m->op == TH_MATCH_MASK && (v & want)))
+			return true;
+	}
+	return false;
+}
+
+struct select_ctx {
+	int matched;                    /* index of the first selector that matched, or -1 */
+};
+
+static __always_inline bool selector_matches(struct hook_scratch *s, struct th_hook_config *cfg,
+					     struct th_selector *sel)
+{
+	struct th_hook_event *ev = &s->ev;
+
+	if (sel->npids) {
+		bool found = false;
+
+		for (int j = 0; j < TH_MAX_INT_VALUES; j++)
+			if (j < sel->npids && sel->pids[j] == ev->pid)
+				found = true;
+		if (found == (bool)sel->pid_negate)
+			return false;
+	}
+	for (int k = 0; k < TH_MAX_NS_MATCH; k++) {
+		if (k >= sel->nns)
+			break;
+		struct th_ns_matcher *m = &sel->ns[k];
+		__u32 inum = ev->ns[m->kind < TH_NS_COUNT ? m->kind : 0];
+		bool found = false;
+
+		for (int j = 0; j < TH_MAX_INT_VALUES; j++)
+			if (j < m->nvalues && m->inums[j] == inum)
+				found = true;
+		if (found == (bool)m->negate)
+			return false;
+	}
+	if (sel->caps_kind) {
+		struct task_struct *task = (void *)bpf_get_current_task();
+		struct th_caps caps;
+
+		read_caps(BPF_CORE_READ(task, cred), &caps);
+		__u64 have = sel->caps_kind == 1 ? caps.effective :
+			     sel->caps_kind == 2 ? caps.permitted : caps.inheritable;
+		if (((have & sel->caps_mask) != 0) == (bool)sel->caps_negate)
+			return false;
+	}
+	if (sel->bin_op) {
+		if (!s->binary_ready)
+			resolve_binary(s);
+		bool found = str_in_set(s, s->binary, s->binary_len, sel->bin_op, sel->bin_set_id);
+		/* At exec hooks a task is between two binaries: either one counts. */
+		__u8 t = cfg->exec_target_arg;
+
+		if (!found && t < TH_MAX_ARGS)
+			found = str_in_set(s, &ev->data[(t & 7) * TH_STR_SLOT & 2047], s->arg_str_len[t & 7],
+					   sel->bin_op, sel->bin_set_id);
+		if (found == (bool)sel->bin_negate)
+			return false;
+	}
+	for (int k = 0; k < TH_MAX_MATCH_ARGS; k++) {
+		if (k >= sel->nargs)
+			break;
+		struct th_arg_matcher *m = &sel->args[k];
+		__u32 i = m->arg & 7;
+		bool found;
+
+		if (i >= TH_MAX_ARGS)
+			return false;
+		__u8 *slot = &ev->data[i * TH_STR_SLOT & 2047];
+
+		if (cfg->arg_kind[i] == TH_ARG_INT)
+			found = int_matches(m, *(__s64 *)slot);
+		else
+			found = str_in_set(s, slot, s->arg_str_len[i], m->op, m->set_id);
+		if (found == (bool)m->negate)
+			return false;
+	}
+	return true;
+}
+
+static long select_step(__u32 index, void *data)
+{
+	struct select_ctx *c = data;
+	__u32 zero = 0;
+	/* looked up again rather than passed in: older verifiers lose the
+	 * type of map pointers spilled into the callback's context */
+	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
+	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &zero);
+
+	if (!cfg || !s || index >= cfg->nselectors)
+		return 1;
+	/* a bound the verifier sees on the register used for the address
+	 * (the compiler would otherwise fold it into the check above) */
+	asm volatile("%0 &= 7" : "+r"(index));
+	if (index >= TH_MAX_SELECTORS)
+		return 1;
+	if (selector_matches(s, cfg, &cfg->selectors[index])) {
+		c->matched = index;
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- the common body of every entry program ----------------------------- */
+
+/* args[n] with a constant index each: variable offsets into the stack are
+ * rejected by older verifiers. */
+static __always_inline __u64 pick_arg(__u64 *args, __u8 n)
+{
+	switch (n) {
+	case 0: return args[0];
+	case 1: return args[1];
+	case 2: return args[2];
+	case 3: return args[3];
+	case 4: return args[4];
+	}
+	return 0;
+}
+
+/*
+ * Read the arguments, evaluate the selectors, act.  Returns what an entry
+ * program that can fail the call should return: 0 to let it proceed, or a
+ * negative errno (Override's argError; -EPERM for Sigkill, so an exec being
+ * killed also fails and the new program never runs).
+ */
+static __always_inline int handle_hook(__u64 *args)
+{
+	__u32 zero = 0;
+	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
+	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &zero);
+
+	if (!cfg || !s || !cfg->nselectors)
+		return 0;
+	if (cfg->flags & TH_CFG_SYSCALL_WRAPPER) {
+		/* __x64_sys_*(const struct pt_regs *regs): the arguments are inside */
+		struct pt_regs *regs = (struct pt_regs *)args[0];
+
+		args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
+		args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
+		args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
+		args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
+		args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
+	}
+	struct th_hook_event *ev = &s->ev;
+	struct task_struct *task = (void *)bpf_get_current_task();
+	__u64 id = bpf_get_current_pid_tgid();
+
+	ev->hdr.op = TH_OP_HOOK;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ktime = bpf_ktime_get_boot_ns();
+	ev->pid = id >> 32;
+	ev->tid = (__u32)id;
+	ev->hook_id = cfg->hook_id;
+	ev->flags = 0;
+	s->binary_ready = 0;
+	read_namespaces(task, BPF_CORE_READ(task, cred), ev->ns);
+	for (int i = 0; i < TH_MAX_ARGS; i++) {
+		ev->arg_len[i] = 0;
+		if (cfg->arg_kind[i])
+			read_arg(s, i, cfg->arg_kind[i], pick_arg(args, cfg->arg_src[i]));
+	}
+
+	struct select_ctx c = { .matched = -1 };
+
+	bpf_loop(TH_MAX_SELECTORS, select_step, &c, 0);
+	if (c.matched < 0 || c.matched >= TH_MAX_SELECTORS)
+		return 0;
+	struct th_selector *sel = &cfg->selectors[c.matched];
+	int verdict = 0;
+
+	ev->selector = c.matched;
+	ev->action = sel->action;
+	ev->action_arg = sel->action_arg;
+	if (cfg->monitor) {
+		ev->flags |= TH_HOOK_MONITOR;
+	} else if (sel->action == TH_ACTION_SIGKILL || sel->action == TH_ACTION_SIGNAL) {
+		int sig = sel->action == TH_ACTION_SIGKILL ? SIGKILL : sel->action_arg;
+
+		ev->action_arg = sig;
+		if (bpf_send_signal(sig))
+			ev->flags |= TH_HOOK_SIGNAL_FAILED;
+		if (sel->action == TH_ACTION_SIGKILL)
+			verdict = -EPERM;
+	} else if (sel->action == TH_ACTION_OVERRIDE) {
+		verdict = sel->action_arg;
+	}
+	if (sel->action != TH_ACTION_NOPOST)
+		submit(ev, sizeof(*ev), TH_LOSS_HOOK);
+	return verdict;
+}
+
+/* ---- entry programs: user space autoloads the one it attaches ------------ */
+
+static __always_inline int kprobe_body(struct pt_regs *ctx)
+{
+	__u64 args[TH_MAX_ARGS] = {
+		PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx),
+		PT_REGS_PARM4(ctx), PT_REGS_PARM5(ctx),
+	};
+
+	return handle_hook(args);
+}
+
+SEC("kprobe")
+int th_kprobe(struct pt_regs *ctx)
+{
+	kprobe_body(ctx);
+	return 0;
+}
+
+/* Only loads where the kernel has bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE). */
+SEC("kprobe")
+int th_kprobe_override(struct pt_regs *ctx)
+{
+	int verdict = kprobe_body(ctx);
+
+	if (verdict)
+		bpf_override_return(ctx, verdict);
+	return 0;
+}
+
+static __always_inline int trampoline_body(void *ctx)
+{
+	__u64 args[TH_MAX_ARGS] = {};
+
+	for (int i = 0; i < TH_MAX_ARGS; i++)
+		bpf_get_func_arg(ctx, i, &args[i]);   /* fails past the last argument: stays 0 */
+	return handle_hook(args);
+}
+
+/* Targets are set by user space before load (bpf_program__set_attach_target). */
+SEC("fentry/security_file_open")
+int th_fentry(void *ctx)
+{
+	trampoline_body(ctx);
+	return 0;
+}
+
+SEC("fmod_ret/security_file_open")
+int th_fmod_ret(void *ctx)
+{
+	return trampoline_body(ctx);
+}
+
+SEC("lsm/file_open")
+int th_lsm(void *ctx)
+{
+	return trampoline_body(ctx);
+}
+
+/* Fallback for syscall hooks on kernels without kprobes: every syscall entry,
+ * filtered at once by number. */
+SEC("raw_tp/sys_enter")
+int th_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	__u64 args[TH_MAX_ARGS];
+
+	if (!cfg || (long)ctx->args[1] != cfg->syscall_nr)
+		return 0;
+	args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
+	args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
+	args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
+	handle_hook(args);
+	return 0;
+}
+
+/* Fallback for exec hooks (security_bprm_check...) on kernels without
+ * kprobes/LSM: the exec has succeeded but the new image has not run an
+ * instruction yet, so a SIGKILL sent here stops it before it starts. */
+SEC("raw_tp/sched_process_exec")
+int th_exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 bprm = ctx->args[2];
+	__u64 args[TH_MAX_ARGS] = { bprm, bprm, bprm, bprm, bprm };
+
+	handle_hook(args);
+	return 0;
+}

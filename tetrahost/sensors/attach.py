@@ -1,0 +1,144 @@
+"""How each policy hook attaches on this kernel: the choice, and why.
+
+Inputs: the hook, what it compiled to (does it enforce? override?), and the
+kernel's probed features (tetrahost.sensors.probe).  Output: which entry
+program of csrc/bpf/generic.bpf.c to load, its target, and a sentence an
+operator can read in `tetra tracingpolicy list` / `policy check`.  A hook that
+cannot be honoured raises AttachError with the reason, never a weaker hook
+that would silently not enforce.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from tetrahost.policy.model import Hook
+from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
+
+# Tetragon's kprobe targets -> the LSM hook with the same arguments, where
+# the names differ by more than the "security_" prefix.
+LSM_HOOK_FOR_FUNCTION = {
+    "security_bprm_check": "bprm_check_security",
+    "security_bprm_creds_for_exec": "bprm_creds_for_exec",
+    "security_bprm_creds_from_file": "bprm_creds_from_file",
+    "security_bprm_committing_creds": "bprm_committing_creds",
+    "security_bprm_committed_creds": "bprm_committed_creds",
+}
+# exec hooks the raw_tp/sched_process_exec fallback can stand in for: it sees
+# the same linux_binprm, after the point of no return but before the new
+# image runs an instruction
+EXEC_FALLBACK_FUNCTIONS = {"security_bprm_check", "security_bprm_creds_for_exec", "bprm_check_security",
+                           "bprm_creds_for_exec", "security_bprm_committing_creds"}
+
+
+class AttachError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class AttachPlan:
+    program: str            # entry program in generic.bpf.o
+    target: str             # kernel function / LSM hook / syscall name
+    method: str             # for operators: how, and why this way
+    syscall_nr: int = -1
+    unwrap_syscall: bool = False   # arguments sit in the syscall's pt_regs
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.program in ("th_sys_enter", "th_exec")
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_symbols(path: str = "/proc/kallsyms") -> frozenset[str]:
+    try:
+        with open(path) as f:
+            return frozenset(line.split()[2] for line in f if len(line.split()) >= 3)
+    except OSError:
+        return frozenset()
+
+
+def lsm_hook_for(function: str, symbols=None) -> str | None:
+    """The BPF-LSM hook standing for a security_* function, if the kernel has it."""
+    symbols = kernel_symbols() if symbols is None else symbols
+    name = LSM_HOOK_FOR_FUNCTION.get(function)
+    if name is None and function.startswith("security_"):
+        name = function[len("security_"):]
+    if name and f"bpf_lsm_{name}" in symbols:
+        return name
+    return None
+
+
+def plan_attach(hook: Hook, features, enforces: bool, overrides: bool, symbols=None) -> AttachPlan:
+    if hook.kind == "lsm":
+        if not features.lsm:
+            raise AttachError(f"lsm hook {hook.name}: BPF-LSM is not usable on this kernel "
+                              "(see `tetrahost probe`)")
+        return AttachPlan("th_lsm", hook.name, f"BPF-LSM {hook.name}")
+    if hook.kind == "tracepoint":
+        raise AttachError(f"tracepoint {hook.name}: tracepoint hooks are not supported by the kernel side yet")
+    if hook.syscall:
+        return _plan_syscall(hook, features, overrides)
+    if hook.is_exec_hook:
+        return _plan_exec(hook, features, enforces, overrides, symbols)
+    return _plan_function(hook, features, overrides, symbols)
+
+
+def _plan_syscall(hook: Hook, features, overrides: bool) -> AttachPlan:
+    name = hook.syscall_name
+    target = f"__x64_sys_{name}"
+    if overrides:
+        if features.fmod_ret:   # syscalls are error-injectable: fmod_ret may change their return
+            return AttachPlan("th_fmod_ret", target, f"fmod_ret {target} (Override returns the error)",
+                              unwrap_syscall=True)
+        if features.kprobe and features.override_return:
+            return AttachPlan("th_kprobe_override", target, f"kprobe {target} with bpf_override_return",
+                              unwrap_syscall=True)
+        raise AttachError(f"{target}: Override needs fmod_ret or bpf_override_return, "
+                          "and this kernel has neither (see `tetrahost probe`)")
+    if features.kprobe:
+        return AttachPlan("th_kprobe", target, f"kprobe {target}", unwrap_syscall=True)
+    if features.fentry:
+        return AttachPlan("th_fentry", target, f"fentry {target}", unwrap_syscall=True)
+    nr = SYSCALLS_X86_64.get(name)
+    if nr is None:
+        raise AttachError(f"{hook.name}: no kprobes or fentry on this kernel, and {name!r} "
+                          "is not an x86_64 syscall the sys_enter fallback can filter")
+    return AttachPlan("th_sys_enter", name, f"raw_tp sys_enter filtered to syscall {nr} ({name}); "
+                      "fallback: this kernel has no kprobes/fentry", syscall_nr=nr)
+
+
+def _plan_exec(hook: Hook, features, enforces: bool, overrides: bool, symbols) -> AttachPlan:
+    lsm = lsm_hook_for(hook.name, symbols) if hook.name.startswith("security_") else hook.name
+    if features.lsm and lsm:
+        why = "a Sigkill also fails the exec (EPERM), so the program never runs" if enforces else "exec hook"
+        return AttachPlan("th_lsm", lsm, f"BPF-LSM {lsm} ({why})")
+    if overrides:
+        return _plan_function(hook, features, overrides, symbols)
+    if features.kprobe:
+        return AttachPlan("th_kprobe", hook.name, f"kprobe {hook.name}" +
+                          (" (Sigkill by signal: the exec itself is not failed; no BPF-LSM)" if enforces else ""))
+    if hook.name in EXEC_FALLBACK_FUNCTIONS and any(a.base_type == "linux_binprm" for a in hook.args):
+        return AttachPlan("th_exec", "sched_process_exec",
+                          "raw_tp sched_process_exec; fallback: no kprobes/BPF-LSM on this kernel. "
+                          "Sigkill lands before the new program's first instruction")
+    raise AttachError(f"{hook.name}: needs kprobes or BPF-LSM, and this kernel has neither")
+
+
+def _plan_function(hook: Hook, features, overrides: bool, symbols) -> AttachPlan:
+    name = hook.name
+    if overrides:
+        lsm = lsm_hook_for(name, symbols)
+        if features.lsm and lsm:
+            return AttachPlan("th_lsm", lsm, f"BPF-LSM {lsm} (Override returns the error)")
+        if features.fmod_ret and name.startswith("security_"):
+            return AttachPlan("th_fmod_ret", name, f"fmod_ret {name} (Override returns the error)")
+        if features.kprobe and features.override_return:
+            return AttachPlan("th_kprobe_override", name, f"kprobe {name} with bpf_override_return")
+        raise AttachError(f"{name}: Override needs BPF-LSM or fmod_ret on a security_* function, "
+                          "or bpf_override_return; this kernel offers none for it")
+    if features.kprobe:
+        return AttachPlan("th_kprobe", name, f"kprobe {name}")
+    if features.fentry:
+        return AttachPlan("th_fentry", name, f"fentry {name} (no kprobes on this kernel)")
+    raise AttachError(f"{name}: this kernel has no kprobes and no fentry, and {name} is not a syscall "
+                      "or exec hook with a tracepoint fallback")

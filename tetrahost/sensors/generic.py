@@ -1,0 +1,88 @@
+"""One policy hook in the kernel: a copy of generic.bpf.o, configured and attached.
+
+The object shares the process sensor's ring buffer and loss counters
+(bpf_map__reuse_fd), so every record reaches user space through one epoll fd.
+"""
+from __future__ import annotations
+
+import logging
+
+from tetrahost.bpf import BpfObject, Link
+from tetrahost.bpf.native import ffi, lib
+from tetrahost.policy.compile import CompiledHook
+from tetrahost.sensors.attach import AttachPlan
+from tetrahost.sensors.objects import find_object
+
+log = logging.getLogger(__name__)
+
+_TRAMPOLINE_PROGRAMS = ("th_fentry", "th_fmod_ret", "th_lsm")
+
+
+def str_set_key(set_id: int, value: bytes, prefix: bool) -> bytes:
+    """The bytes of a struct th_str_key as each string map expects them."""
+    key = ffi.new("struct th_str_key *")
+    key.prefixlen = 32 + 8 * len(value)
+    key.set_id = set_id
+    ffi.memmove(key.data, value, len(value))
+    raw = ffi.buffer(key)[:]
+    return raw if prefix else raw[4:]
+
+
+class HookSensor:
+    def __init__(self, compiled: CompiledHook, plan: AttachPlan, shared: dict):
+        """shared: maps to reuse by name (the process sensor's "events" and "losses")."""
+        self.compiled = compiled
+        self.plan = plan
+        self.shared = shared
+        self.obj: BpfObject | None = None
+        self.link: Link | None = None
+
+    def start(self) -> "HookSensor":
+        plan, cfg = self.plan, self.compiled.config
+        cfg.syscall_nr = plan.syscall_nr
+        if plan.unwrap_syscall:
+            cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
+        else:   # sys_enter hands over the syscall's own arguments
+            cfg.flags &= ~lib.TH_CFG_SYSCALL_WRAPPER
+        try:
+            self.obj = BpfObject(find_object("generic"))
+            for prog in self.obj.programs.values():
+                prog.autoload = prog.name == plan.program
+            prog = self.obj.program(plan.program)
+            if plan.program in _TRAMPOLINE_PROGRAMS:
+                prog.set_attach_target(plan.target)
+            for name, shared_map in self.shared.items():
+                self.obj.map(name).reuse_fd(shared_map)
+            self.obj.load()
+            self._fill_maps()
+            self.link = self._attach(prog)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _fill_maps(self) -> None:
+        for set_id, value in self.compiled.str_equal:
+            self.obj.map("str_equal").update(str_set_key(set_id, value, prefix=False), b"\1")
+        for set_id, value in self.compiled.str_prefix:
+            self.obj.map("str_prefix").update(str_set_key(set_id, value, prefix=True), b"\1")
+        # the config goes last: until it is there the program does nothing
+        self.obj.map("hook_config").update((0).to_bytes(4, "little"), ffi.buffer(self.compiled.config)[:])
+
+    def _attach(self, prog) -> Link:
+        name = self.plan.program
+        if name in ("th_kprobe", "th_kprobe_override"):
+            return prog.attach_kprobe(self.plan.target)
+        if name == "th_lsm":
+            return prog.attach_lsm()
+        if name in ("th_fentry", "th_fmod_ret"):
+            return prog.attach_trace()
+        return prog.attach()       # raw_tp fallbacks: the section names the tracepoint
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.destroy()
+            self.link = None
+        if self.obj is not None:
+            self.obj.close()
+            self.obj = None
