@@ -89,6 +89,8 @@ class Agent:
     def _start_policies(self) -> None:
         from tetrahost.sensors.policies import PolicyLoadFailed, PolicyManager
 
+        if not self.policy_files:
+            return
         if self.features is None:
             from tetrahost.sensors.probe import kernel_features
             self.features = kernel_features()
