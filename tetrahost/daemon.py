@@ -1,9 +1,11 @@
-"""The agent's main loop: sensor -> decode -> process cache -> render -> sinks.
+"""The agent's main loop: sensors -> decode -> process cache -> render -> sinks.
 
-One thread.  The ring buffer's epoll fd and a wake-up pipe (written by the
-signal handlers) are the only things it waits on.  Each wake-up drains the
-ring buffer completely, then hands the rendered lines to the sinks in one
-batch, so the cost of a write is paid per burst, not per event.
+One thread.  It waits on the ring buffer's epoll fd, a wake-up pipe (written
+by the signal handlers) and whatever other fds components register with
+add_reader() (control socket, policy directory watch); add_timer() runs
+periodic work (loss counters, watchdog).  Each wake-up drains the ring buffer
+completely and hands the sinks one batch of (json_line, EventMeta), so the
+cost of an export is paid per burst, not per event.
 """
 from __future__ import annotations
 
@@ -17,10 +19,11 @@ from dataclasses import dataclass, field
 
 from tetrahost.events.cgroups import CgroupResolver
 from tetrahost.events.decode import DecodeError, decode
+from tetrahost.events.meta import EventMeta, meta_for_process
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
-from tetrahost.export.hook_json import HookEventRenderer
+from tetrahost.export.hook_json import ACTION_NAMES, HookEventRenderer
 from tetrahost.export.tetragon_json import TetragonJSON
 from tetrahost.sensors.mounts import ensure_mounted
 from tetrahost.sensors.process import ProcessSensor
@@ -34,16 +37,17 @@ LOSS_CHECK_INTERVAL = 1.0    # seconds between reads of the in-kernel loss count
 class Counters:
     records: int = 0
     decode_errors: int = 0
-    events: dict[str, int] = field(default_factory=dict)
-    lost: dict[str, int] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)   # by EventMeta.kind
+    lost: dict[str, int] = field(default_factory=dict)     # in-kernel losses by record kind
+    started: float = field(default_factory=time.time)
 
 
 class Agent:
     def __init__(self, sinks, node_name: str | None = None, proc_root: str = "/proc",
                  ringbuf_bytes: int | None = None, policy_files=(), features=None):
-        """sinks: objects with write_lines(list[str]) and close();
-        features: the kernel's probed capabilities (probed here when None)."""
-        self.sinks = sinks
+        """sinks: objects with write_events(list[tuple[str, EventMeta]]) and close();
+        features: the kernel's probed capabilities (probed when needed if None)."""
+        self.sinks = list(sinks)
         self.policy_files = list(policy_files)
         self.features = features
         self.policies = None
@@ -56,10 +60,28 @@ class Agent:
         self.hook_renderer = HookEventRenderer(self.renderer, self.cache)
         kwargs = {"ringbuf_bytes": ringbuf_bytes} if ringbuf_bytes else {}
         self.sensor = ProcessSensor(self._on_record, **kwargs)
-        self._batch: list[str] = []
+        self._batch: list[tuple[str, EventMeta]] = []
+        self._readers: dict[int, object] = {}
+        self._timers: list[list] = []          # [next_due, interval, callback]
         self._stop = False
+        self.add_timer(LOSS_CHECK_INTERVAL, self._check_losses)
 
-    # -- hot path: one call per kernel record ----------------------------------
+    # -- extension points ----------------------------------------------------------
+    def add_reader(self, fd: int, callback) -> None:
+        """Call callback() in the loop whenever fd is readable."""
+        self._readers[fd] = callback
+        if getattr(self, "_sel", None) is not None:
+            self._sel.register(fd, selectors.EVENT_READ, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is not None and getattr(self, "_sel", None) is not None:
+            self._sel.unregister(fd)
+
+    def add_timer(self, interval: float, callback) -> None:
+        """Call callback() in the loop every `interval` seconds."""
+        self._timers.append([time.monotonic() + interval, interval, callback])
+
+    # -- hot path: one call per kernel record ----------------------------------------
     def _on_record(self, raw: bytes) -> None:
         self.counters.records += 1
         try:
@@ -73,8 +95,8 @@ class Agent:
             return
         event = self.cache.handle(record)
         if event is not None:
-            self.counters.events[event.kind] = self.counters.events.get(event.kind, 0) + 1
-            self._batch.append(self.renderer.render(event))
+            kind = "process_" + event.kind
+            self._emit(self.renderer.render(event), meta_for_process(kind, event.process, event.ktime))
 
     def _on_hook(self, record: HookRecord) -> None:
         hs = self.policies.hooks.get(record.hook_id) if self.policies else None
@@ -82,10 +104,35 @@ class Agent:
             self.counters.events["unknown_hook"] = self.counters.events.get("unknown_hook", 0) + 1
             return
         hs.events += 1
-        kind = "lsm" if hs.hook.kind == "lsm" else "kprobe"
-        self.counters.events[kind] = self.counters.events.get(kind, 0) + 1
-        self._batch.append(self.hook_renderer.render(record, hs))
+        action = ACTION_NAMES.get(record.action, "").removeprefix("KPROBE_ACTION_")
+        kind = "process_lsm" if hs.hook.kind == "lsm" else "process_kprobe"
+        meta = meta_for_process(kind, self.cache.get_pid(record.pid), record.ktime, pid=record.pid,
+                                policy=hs.policy.name, hook=hs.hook.name,
+                                action="POST" if record.monitor else action,
+                                enforced=not record.monitor and action in ("SIGKILL", "SIGNAL", "OVERRIDE"))
+        self._emit(self.hook_renderer.render(record, hs), meta)
 
+    def _emit(self, line: str, meta: EventMeta) -> None:
+        self.counters.events[meta.kind] = self.counters.events.get(meta.kind, 0) + 1
+        self._batch.append((line, meta))
+
+    def _flush(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            for sink in self.sinks:
+                try:
+                    sink.write_events(batch)
+                except Exception:   # one failing exporter must not stop the others or the loop
+                    log.exception("sink %s failed", getattr(sink, "name", sink))
+
+    def _check_losses(self) -> None:
+        for kind, total in self.sensor.losses().items():
+            new = total - self.counters.lost.get(kind, 0)
+            if new > 0:
+                log.warning("ring buffer full: %d %s records lost in the kernel (total %d)", new, kind, total)
+                self.counters.lost[kind] = total
+
+    # -- policies ------------------------------------------------------------------
     def _start_policies(self) -> None:
         from tetrahost.sensors.policies import PolicyLoadFailed, PolicyManager
 
@@ -102,20 +149,7 @@ class Agent:
             except PolicyLoadFailed as exc:
                 log.error("%s", exc)
 
-    def _flush(self) -> None:
-        if self._batch:
-            batch, self._batch = self._batch, []
-            for sink in self.sinks:
-                sink.write_lines(batch)
-
-    def _check_losses(self) -> None:
-        for kind, total in self.sensor.losses().items():
-            new = total - self.counters.lost.get(kind, 0)
-            if new > 0:
-                log.warning("ring buffer full: %d %s records lost in the kernel (total %d)", new, kind, total)
-                self.counters.lost[kind] = total
-
-    # -- lifecycle ---------------------------------------------------------------
+    # -- lifecycle -----------------------------------------------------------------
     def request_stop(self, *_):
         self._stop = True
 
@@ -149,22 +183,34 @@ class Agent:
         return 0
 
     def _loop(self, wake_r: int) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self.sensor.ringbuf.fd, selectors.EVENT_READ, "ringbuf")
-        sel.register(wake_r, selectors.EVENT_READ, "wake")
-        next_loss_check = time.monotonic()
+        self._sel = sel = selectors.DefaultSelector()
+        sel.register(self.sensor.ringbuf.fd, selectors.EVENT_READ, None)
+        sel.register(wake_r, selectors.EVENT_READ, lambda: _drain(wake_r))
+        for fd, callback in self._readers.items():
+            sel.register(fd, selectors.EVENT_READ, callback)
         try:
             while not self._stop:
-                for key, _ in sel.select(timeout=LOSS_CHECK_INTERVAL):
-                    if key.data == "wake":
-                        _drain(wake_r)
+                now = time.monotonic()
+                timeout = max(0.0, min(t[0] for t in self._timers) - now)
+                for key, _ in sel.select(timeout=timeout):
+                    if key.data is not None:
+                        key.data()
                 self.sensor.ringbuf.consume()
                 self._flush()
-                if time.monotonic() >= next_loss_check:
-                    self._check_losses()
-                    next_loss_check = time.monotonic() + LOSS_CHECK_INTERVAL
+                self._run_timers()
         finally:
             sel.close()
+            self._sel = None
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        for timer in self._timers:
+            if now >= timer[0]:
+                timer[0] = now + timer[1]
+                try:
+                    timer[2]()
+                except Exception:
+                    log.exception("periodic task %s failed", timer[2])
 
 
 def _drain(fd: int) -> None:

@@ -17,6 +17,8 @@ import time
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+# The Debian guest of tests/vm is an emulated CPU: everything takes ~20x longer.
+SLOWDOWN = 20 if os.environ.get("TETRAHOST_IN_VM") == "1" else 1
 
 
 def require_root_and_bpf():
@@ -36,7 +38,7 @@ class RunningAgent:
             [sys.executable, "-m", "tetrahost.cli.main", "run", "--no-stdout",
              "--export-file", str(self.events_path), *extra_args],
             stdout=subprocess.DEVNULL, stderr=self._log, cwd=REPO)
-        self._wait_for(lambda: "tetrahost ready" in self.log_text(), 30, "the agent to report ready")
+        self._wait_for(lambda: "tetrahost ready" in self.log_text(), 30 * SLOWDOWN, "the agent to report ready")
 
     def log_text(self) -> str:
         return self.log_path.read_text()
@@ -59,6 +61,7 @@ class RunningAgent:
 
     def wait_events(self, pred, count: int, timeout: float = 20) -> list[dict]:
         """Wait until at least `count` events satisfy pred; return those."""
+        timeout *= SLOWDOWN
         self._wait_for(lambda: len([e for e in self.events() if pred(e)]) >= count, timeout,
                        f"{count} matching events")
         return [e for e in self.events() if pred(e)]
@@ -67,7 +70,7 @@ class RunningAgent:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=20 * SLOWDOWN)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 raise AssertionError(f"agent did not stop on SIGINT:\n{self.log_text()}")

@@ -17,10 +17,11 @@ class LineSink:
         self._owns = owns_stream
         self.lines_written = 0
 
-    def write_lines(self, lines: list[str]) -> None:
-        self.stream.write("\n".join(lines) + "\n")
+    def write_events(self, batch) -> None:
+        """batch: list of (json_line, EventMeta); one write per batch."""
+        self.stream.write("".join(line + "\n" for line, _ in batch))
         self.stream.flush()
-        self.lines_written += len(lines)
+        self.lines_written += len(batch)
 
     def close(self) -> None:
         if self._owns:

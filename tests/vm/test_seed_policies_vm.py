@@ -1,0 +1,105 @@
+"""The four seed policies, unmodified, on Debian's 6.1 kernel (kprobes and
+BPF-LSM available): one agent loads all four, each test drives one.
+
+Under TCG an exec costs ~40 ms and the agent takes seconds to start, so the
+agent is shared by the module and each workload is a handful of execs.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "kernel"))
+from agent_harness import RunningAgent  # noqa: E402
+
+SEEDS = REPO.parent / "shared" / "conformance" / "seed-policies"
+NAMES = ["block-cryptominers", "detect-privilege-escalation", "detect-container-escape",
+         "monitor-sensitive-files"]
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    if not SEEDS.is_dir():
+        pytest.skip(f"{SEEDS} not found")
+    args = []
+    for name in NAMES:
+        args += ["--policy", str(SEEDS / f"{name}.yaml")]
+    a = RunningAgent(tmp_path_factory.mktemp("agent"), *args)
+    yield a
+    a.stop()
+
+
+def policy_events(agent, name):
+    return [e["process_kprobe"] for e in agent.events()
+            if "process_kprobe" in e and e["process_kprobe"]["policy_name"] == name]
+
+
+def test_every_seed_hook_is_active_with_kprobe_or_lsm(agent):
+    log = agent.log_text()
+    assert "not active" not in log, log
+    assert "BPF-LSM bprm_check_security" in log          # exec hooks fail the exec
+    assert "kprobe __x64_sys_setns" in log
+    assert "kprobe security_file_open" in log
+
+
+def test_block_cryptominers_fails_the_exec_and_kills(agent, tmp_path):
+    xmrig = pathlib.Path("/tmp/xmrig")
+    shutil.copy2("/usr/bin/touch", xmrig)
+    marker = tmp_path / "mined"
+    rc = subprocess.run([str(xmrig), str(marker)]).returncode
+    assert rc == -9
+    assert not marker.exists()
+    other = tmp_path / "miner-not"
+    shutil.copy2("/usr/bin/touch", other)
+    assert subprocess.run([str(other), str(tmp_path / "ok")]).returncode == 0
+    agent.wait_events(lambda e: "process_kprobe" in e and
+                      e["process_kprobe"]["policy_name"] == "block-cryptominers", 1)
+    (k,) = policy_events(agent, "block-cryptominers")
+    assert k["action"] == "KPROBE_ACTION_SIGKILL"
+    assert k["args"] == [{"linux_binprm_arg": {"path": "/tmp/xmrig"}}]
+
+
+def test_privilege_escalation_only_in_a_pid_namespace(agent):
+    passwd = shutil.which("passwd") or pytest.skip("passwd not installed")
+    subprocess.run([passwd, "--help"], capture_output=True)
+    subprocess.run(["unshare", "--pid", "--fork", passwd, "--help"], capture_output=True)
+    agent.wait_events(lambda e: "process_kprobe" in e and
+                      e["process_kprobe"]["policy_name"] == "detect-privilege-escalation", 1)
+    (k,) = policy_events(agent, "detect-privilege-escalation")
+    assert k["action"] == "KPROBE_ACTION_POST"
+    assert not k["process"]["ns"]["pid"].get("is_host", False)
+
+
+SETNS = "import os; fd=os.open('/proc/self/ns/net', os.O_RDONLY); os.setns(fd, 0); print('setns done')"
+
+
+def test_container_escape_setns_killed_in_pid_namespace_only(agent):
+    inside = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-c", SETNS],
+                            capture_output=True, text=True)
+    assert "setns done" not in inside.stdout
+    host = subprocess.run([sys.executable, "-c", SETNS], capture_output=True, text=True)
+    assert host.returncode == 0 and "setns done" in host.stdout
+    agent.wait_events(lambda e: "process_kprobe" in e and
+                      e["process_kprobe"]["policy_name"] == "detect-container-escape", 1)
+    (k,) = policy_events(agent, "detect-container-escape")
+    assert k["action"] == "KPROBE_ACTION_SIGKILL"
+
+
+def test_monitor_sensitive_files_reports_shadow_not_hostname(agent):
+    with open("/etc/hostname", "rb"):
+        pass
+    with open("/etc/shadow", "rb"):
+        pass
+    agent.wait_events(lambda e: "process_kprobe" in e and
+                      e["process_kprobe"]["policy_name"] == "monitor-sensitive-files", 1)
+    paths = [k["args"][0]["file_arg"]["path"] for k in policy_events(agent, "monitor-sensitive-files")]
+    assert "/etc/shadow" in paths
+    assert "/etc/hostname" not in paths
+    assert os.getpid() in [k["process"]["pid"] for k in policy_events(agent, "monitor-sensitive-files")
+                           if k["args"][0]["file_arg"]["path"] == "/etc/shadow"]

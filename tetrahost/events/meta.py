@@ -1,0 +1,40 @@
+"""What exporters and filters need to know about an event without parsing its JSON.
+
+Built once per event next to the rendered line.  journald turns these into
+TETRAGON_* fields, the control socket filters streams on them, metrics count
+them, the file exporter's filters use them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class EventMeta:
+    kind: str                 # "process_exec" | "process_exit" | "process_kprobe" | "process_lsm"
+    pid: int
+    binary: str               # the process's binary (text; undecodable bytes as surrogates)
+    exec_id: str
+    ktime: int                # boot ns of the event
+    unit: str = ""            # systemd unit of the process's cgroup
+    container: str = ""       # container id, if any
+    workload_namespace: str = ""
+    policy: str = ""          # hook events
+    hook: str = ""            # function / LSM hook name
+    action: str = ""          # "SIGKILL", "POST", "OVERRIDE", ... (hook events)
+    enforced: bool = False    # the action changed what the process did
+
+    @property
+    def event_type(self) -> str:
+        """Tetragon's event type name: PROCESS_EXEC, PROCESS_KPROBE, ..."""
+        return self.kind.upper()
+
+
+def meta_for_process(kind: str, entry, ktime: int, **extra) -> EventMeta:
+    """EventMeta of an event about a process cache entry (or None: unknown process)."""
+    if entry is None:
+        return EventMeta(kind=kind, pid=extra.pop("pid", 0), binary="", exec_id="", ktime=ktime, **extra)
+    w = entry.workload
+    return EventMeta(kind=kind, pid=entry.pid, binary=entry.binary.decode("utf-8", "surrogateescape"),
+                     exec_id=entry.exec_id, ktime=ktime, unit=w.unit or "",
+                     container=w.container_id or "", workload_namespace=w.namespace or "", **extra)
