@@ -44,10 +44,14 @@ class Counters:
 
 class Agent:
     def __init__(self, sinks, node_name: str | None = None, proc_root: str = "/proc",
-                 ringbuf_bytes: int | None = None, policy_files=(), features=None):
+                 ringbuf_bytes: int | None = None, policy_files=(), features=None, components=()):
         """sinks: objects with write_events(list[tuple[str, EventMeta]]) and close();
-        features: the kernel's probed capabilities (probed when needed if None)."""
+        features: the kernel's probed capabilities (probed when needed if None);
+        components: objects with start(agent) and stop(), started once the
+        sensors and the policy files given here are in place (control socket,
+        policy directory watch, metrics, sd_notify), stopped in reverse order."""
         self.sinks = list(sinks)
+        self.components = list(components)
         self.policy_files = list(policy_files)
         self.features = features
         self.policies = None
@@ -64,6 +68,7 @@ class Agent:
         self._readers: dict[int, object] = {}
         self._timers: list[list] = []          # [next_due, interval, callback]
         self._stop = False
+        self._started: list = []
         self.add_timer(LOSS_CHECK_INTERVAL, self._check_losses)
 
     # -- extension points ----------------------------------------------------------
@@ -164,10 +169,18 @@ class Agent:
             self.sensor.start()
             loaded = self.cache.load_procfs(self.proc_root)
             self._start_policies()
+            for component in self.components:
+                component.start(self)
+                self._started.append(component)
             log.info("tetrahost ready: node %s, %d processes from %s, process sensor attached",
                      self.node_name, loaded, self.proc_root)
             self._loop(wake_r)
         finally:
+            for component in reversed(self._started):
+                try:
+                    component.stop()
+                except Exception:
+                    log.exception("stopping %s failed", component)
             if self.policies is not None:
                 self.policies.stop_all()
             self.sensor.stop()          # detach, then drain what is left

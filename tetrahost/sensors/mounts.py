@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 NEEDED = (
     ("bpf", "/sys/fs/bpf"),                  # pinning
     ("tracefs", "/sys/kernel/tracing"),      # tracepoint ids, kprobe_events
+    # lockdown mode and the active LSM list: whether BPF-LSM hooks take effect
+    ("securityfs", "/sys/kernel/security"),
 )
 
 
