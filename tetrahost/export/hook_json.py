@@ -80,7 +80,8 @@ class HookEventRenderer:
             body["process"] = {"pid": rec.pid, "tid": rec.tid, "ns": self.base._ns_object(tuple(rec.ns))}
         body["function_name"] = hook.name
         body["args"] = [render_arg(kind, arg, raw)
-                        for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)]
+                        for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
+                        if kind != lib.TH_ARG_NONE]
         action = ACTION_NAMES.get(rec.action, f"KPROBE_ACTION_{rec.action}")
         if rec.monitor:
             body["action"] = "KPROBE_ACTION_POST"

@@ -77,6 +77,8 @@ class _Sets:
 
 
 def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
+    if kind is ArgKind.NOP:     # holds a place in the argument list, reads nothing
+        return lib.TH_ARG_NONE
     if kind is ArgKind.INTEGER:
         return lib.TH_ARG_INT
     if base_type == "string":
@@ -119,8 +121,11 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
     if hook.syscall and hook.name.startswith("__x64_sys_"):
         cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
     if not hook.selectors:
-        raise CompileError("a hook without selectors would report every call; "
-                           "tetrahost requires at least one selector")
+        # Tetragon: no selectors = every call is posted.  An empty selector
+        # matches everything, so that is one selector whose action is Post.
+        cfg.selectors[0].action = lib.TH_ACTION_POST
+        cfg.nselectors = 1
+        return out
     if len(hook.selectors) > lib.TH_MAX_SELECTORS:
         raise CompileError(f"{len(hook.selectors)} selectors; at most {lib.TH_MAX_SELECTORS}")
     sets = _Sets(out)
