@@ -195,6 +195,14 @@ enum th_hook_config_flags {
 	TH_CFG_NEEDS_BINARY = 2,     /* a selector has matchBinaries: resolve the caller's binary */
 };
 
+/* Tracepoint arguments are fields of the trace record: th_hook_config
+ * arg_offset[] says where, arg_field[] how to read it (the field's size in
+ * bytes, or one of these flags). */
+enum th_field_access {
+	TH_FIELD_INLINE = 0x40,      /* char name[N] inside the record: the string is at the offset  */
+	TH_FIELD_DATALOC = 0x80,     /* __data_loc char[]: a u32 at the offset, low 16 bits = offset */
+};
+
 struct th_arg_matcher {
 	uint8_t arg;              /* position in the hook's arguments                */
 	uint8_t op;               /* enum th_match_op                                 */
@@ -240,6 +248,9 @@ struct th_hook_config {
 	uint8_t arg_src[5];       /* which function/syscall argument each one reads    */
 	uint8_t exec_target_arg;  /* exec hooks: arg holding the new binary, else 0xff */
 	uint8_t flags;            /* enum th_hook_config_flags                        */
+	uint16_t arg_offset[5];   /* tracepoints: field offset in the record          */
+	uint8_t arg_field[5];     /* tracepoints: field size, or enum th_field_access */
+	uint8_t pad[5];
 	struct th_selector selectors[5];  /* TH_MAX_SELECTORS */
 };
 

@@ -23,7 +23,7 @@ from tetrahost.events.meta import EventMeta, meta_for_process
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
-from tetrahost.export.hook_json import ACTION_NAMES, HookEventRenderer
+from tetrahost.export.hook_json import ACTION_NAMES, EVENT_KINDS, HookEventRenderer
 from tetrahost.export.tetragon_json import TetragonJSON
 from tetrahost.sensors.mounts import ensure_mounted
 from tetrahost.sensors.process import ProcessSensor
@@ -110,7 +110,7 @@ class Agent:
             return
         hs.events += 1
         action = ACTION_NAMES.get(record.action, "").removeprefix("KPROBE_ACTION_")
-        kind = "process_lsm" if hs.hook.kind == "lsm" else "process_kprobe"
+        kind = EVENT_KINDS[hs.hook.kind]
         meta = meta_for_process(kind, self.cache.get_pid(record.pid), record.ktime, pid=record.pid,
                                 policy=hs.policy.name, hook=hs.hook.name,
                                 action="POST" if record.monitor else action,
@@ -141,7 +141,9 @@ class Agent:
     def _start_policies(self) -> None:
         from tetrahost.sensors.policies import PolicyLoadFailed, PolicyManager
 
-        if not self.policy_files:
+        # A component that manages policies at run time (the policy directory
+        # watch) needs the manager even when no --policy file was given.
+        if not self.policy_files and not any(getattr(c, "needs_policies", False) for c in self.components):
             return
         if self.features is None:
             from tetrahost.sensors.probe import kernel_features

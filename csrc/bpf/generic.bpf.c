@@ -436,6 +436,54 @@ int th_lsm(void *ctx)
 	return trampoline_body(ctx);
 }
 
+/* Raw tracepoints: arguments are the TP_PROTO arguments.  Read through
+ * bpf_probe_read_kernel: a direct ctx->args[4] would make the kernel refuse
+ * to attach this program to a tracepoint with fewer arguments. */
+SEC("raw_tp")
+int th_raw_tp(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 args[TH_MAX_ARGS] = {};
+
+	for (int i = 0; i < TH_MAX_ARGS; i++)
+		bpf_probe_read_kernel(&args[i], sizeof(__u64), &ctx->args[i]);
+	handle_hook(args);
+	return 0;
+}
+
+/* Tracepoints: arguments are fields of the trace record at offsets user
+ * space took from the event's format file. */
+SEC("tracepoint")
+int th_tracepoint(void *ctx)
+{
+	__u32 zero = 0;
+	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
+	__u64 args[TH_MAX_ARGS] = {};
+	__u64 base;
+
+	if (!cfg)
+		return 0;
+	/* the record's address as a number: the verifier forbids arithmetic on
+	 * the context pointer itself */
+	bpf_probe_read_kernel(&base, sizeof(base), &ctx);
+	for (int i = 0; i < TH_MAX_ARGS; i++) {
+		__u8 field = cfg->arg_field[i];
+		__u64 at = base + cfg->arg_offset[i];
+
+		if (field & TH_FIELD_INLINE) {
+			args[i] = at;
+		} else if (field & TH_FIELD_DATALOC) {
+			__u32 loc = 0;
+
+			bpf_probe_read_kernel(&loc, sizeof(loc), (void *)at);
+			args[i] = base + (loc & 0xffff);
+		} else if (field) {
+			bpf_probe_read_kernel(&args[i], field & 15, (void *)at);
+		}
+	}
+	handle_hook(args);
+	return 0;
+}
+
 /* Fallback for syscall hooks on kernels without kprobes: every syscall entry,
  * filtered at once by number. */
 SEC("raw_tp/sys_enter")

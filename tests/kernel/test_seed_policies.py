@@ -90,7 +90,9 @@ def test_hook_without_fallback_is_reported_and_others_keep_working(miner_agent, 
     assert subprocess.run([str(xmrig), str(tmp_path / "x")]).returncode == -9
 
 
-SETNS_CHILD = "import os,sys; fd=os.open('/proc/self/ns/net', os.O_RDONLY); os.setns(fd, 0); print('setns done')"
+# os.setns is Python 3.12+: call libc's
+SETNS_CHILD = ("import ctypes,os,sys; fd=os.open('/proc/self/ns/net', os.O_RDONLY); "
+               "ctypes.CDLL(None).setns(fd, 0); print('setns done', flush=True)")
 
 
 def test_container_escape_setns_from_new_pid_namespace_is_killed(tmp_path):

@@ -76,7 +76,9 @@ def test_privilege_escalation_only_in_a_pid_namespace(agent):
     assert not k["process"]["ns"]["pid"].get("is_host", False)
 
 
-SETNS = "import os; fd=os.open('/proc/self/ns/net', os.O_RDONLY); os.setns(fd, 0); print('setns done')"
+# os.setns is Python 3.12+: call libc's
+SETNS = ("import ctypes,os; fd=os.open('/proc/self/ns/net', os.O_RDONLY); "
+         "ctypes.CDLL(None).setns(fd, 0); print('setns done', flush=True)")
 
 
 def test_container_escape_setns_killed_in_pid_namespace_only(agent):

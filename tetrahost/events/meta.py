@@ -30,10 +30,11 @@ class EventMeta:
         return self.kind.upper()
 
 
-def meta_for_process(kind: str, entry, ktime: int, **extra) -> EventMeta:
-    """EventMeta of an event about a process cache entry (or None: unknown process)."""
+def meta_for_process(kind: str, entry, ktime: int, pid: int = 0, **extra) -> EventMeta:
+    """EventMeta of an event about a process cache entry (None: a process the
+    cache does not know, then only `pid` is known)."""
     if entry is None:
-        return EventMeta(kind=kind, pid=extra.pop("pid", 0), binary="", exec_id="", ktime=ktime, **extra)
+        return EventMeta(kind=kind, pid=pid, binary="", exec_id="", ktime=ktime, **extra)
     w = entry.workload
     return EventMeta(kind=kind, pid=entry.pid, binary=entry.binary.decode("utf-8", "surrogateescape"),
                      exec_id=entry.exec_id, ktime=ktime, unit=w.unit or "",

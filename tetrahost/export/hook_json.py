@@ -33,6 +33,7 @@ _PATH_ARG_KEYS = {
     lib.TH_ARG_FILE: "file_arg", lib.TH_ARG_FD: "file_arg", lib.TH_ARG_PATH: "path_arg",
     lib.TH_ARG_DENTRY: "path_arg", lib.TH_ARG_BPRM: "linux_binprm_arg",
 }
+EVENT_KINDS = {"kprobe": "process_kprobe", "lsm": "process_lsm", "tracepoint": "process_tracepoint"}
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
@@ -78,7 +79,10 @@ class HookEventRenderer:
                 body["parent"] = self.base.process_dict(parent)
         else:   # not in the cache (e.g. its exec record was lost): what the kernel told us
             body["process"] = {"pid": rec.pid, "tid": rec.tid, "ns": self.base._ns_object(tuple(rec.ns))}
-        body["function_name"] = hook.name
+        if hook.kind == "tracepoint":
+            body["subsys"], body["event"] = hook.subsystem, hook.event
+        else:
+            body["function_name"] = hook.name
         body["args"] = [render_arg(kind, arg, raw)
                         for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
                         if kind != lib.TH_ARG_NONE]
@@ -103,5 +107,5 @@ class HookEventRenderer:
             body["message"] = hook.message
         if hook.tags:
             body["tags"] = list(hook.tags)
-        kind = "process_lsm" if hook.kind == "lsm" else "process_kprobe"
+        kind = EVENT_KINDS[hook.kind]
         return _dumps({kind: body, "node_name": self.base.node_name, "time": self.base.format_ktime(rec.ktime)})

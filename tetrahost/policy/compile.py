@@ -90,6 +90,43 @@ def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
                        f"(supported: integers, string, {', '.join(_PATH_KINDS)})")
 
 
+def _compile_tracepoint_args(hook: Hook, cfg, out: CompiledHook, fields) -> None:
+    """Tracepoint args index the event's fields; the kernel side reads them
+    from the record at the offsets of its format file."""
+    if fields is None:
+        from tetrahost.sensors.tracepoints import TracepointError, event_fields
+        try:
+            fields = event_fields(hook.subsystem, hook.event)
+        except TracepointError as exc:
+            raise CompileError(str(exc)) from None
+    for pos, arg in enumerate(hook.args):
+        if arg.index >= len(fields):
+            raise CompileError(f"args[{pos}].index {arg.index}: {hook.name} has {len(fields)} fields "
+                               f"({', '.join(f.name for f in fields)})")
+        f = fields[arg.index]
+        if arg.kind is ArgKind.NOP:
+            kind = lib.TH_ARG_NONE
+        elif arg.base_type == "string" and (f.data_loc or f.inline_array):
+            kind = lib.TH_ARG_STR_KERNEL
+        elif arg.base_type == "string" and f.pointer:
+            # the syscalls/* events record the user's pointers
+            kind = lib.TH_ARG_STR_USER if hook.subsystem == "syscalls" else lib.TH_ARG_STR_KERNEL
+        else:
+            kind = arg_kind_for(hook, arg.base_type, arg.kind)
+        if f.data_loc:
+            cfg.arg_field[pos] = lib.TH_FIELD_DATALOC
+        elif f.inline_array:
+            cfg.arg_field[pos] = lib.TH_FIELD_INLINE
+        elif f.size in (1, 2, 4, 8):
+            cfg.arg_field[pos] = f.size
+        else:
+            raise CompileError(f"args[{pos}]: field {f.name} ({f.type}, {f.size} bytes) cannot be read as {arg.type}")
+        cfg.arg_offset[pos] = f.offset
+        cfg.arg_kind[pos] = kind
+        cfg.arg_src[pos] = pos
+        out.arg_kinds.append(kind)
+
+
 def _value_bytes(v) -> bytes:
     if isinstance(v, PathValue):
         return v.canonical.encode()
@@ -97,7 +134,9 @@ def _value_bytes(v) -> bytes:
 
 
 def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: bool = False,
-                 syscall_nr: int = -1) -> CompiledHook:
+                 syscall_nr: int = -1, fields=None) -> CompiledHook:
+    """fields: a (non-raw) tracepoint's record layout (tetrahost.sensors.tracepoints),
+    read from tracefs when None."""
     cfg = ffi.new("struct th_hook_config *")
     out = CompiledHook(hook, cfg)
     cfg.hook_id = hook_id
@@ -108,7 +147,11 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
         raise CompileError(f"{len(hook.args)} arguments; the kernel side reads at most {lib.TH_MAX_ARGS}")
     if hook.return_ or hook.return_arg is not None:
         raise CompileError("return probes (return: true / returnArg) are not supported by the kernel side yet")
+    if hook.kind == "tracepoint" and not hook.raw:
+        _compile_tracepoint_args(hook, cfg, out, fields)
     for pos, arg in enumerate(hook.args):
+        if hook.kind == "tracepoint" and not hook.raw:
+            break
         if arg.index >= lib.TH_MAX_ARGS:
             raise CompileError(f"args[{pos}].index {arg.index}: only the first {lib.TH_MAX_ARGS} "
                                "function arguments can be read")

@@ -75,7 +75,11 @@ def plan_attach(hook: Hook, features, enforces: bool, overrides: bool, symbols=N
                               "(see `tetrahost probe`)")
         return AttachPlan("th_lsm", hook.name, f"BPF-LSM {hook.name}")
     if hook.kind == "tracepoint":
-        raise AttachError(f"tracepoint {hook.name}: tracepoint hooks are not supported by the kernel side yet")
+        if overrides:
+            raise AttachError(f"{hook.name}: Override is not possible at a tracepoint")
+        if hook.raw:
+            return AttachPlan("th_raw_tp", hook.event, f"raw_tp {hook.event}")
+        return AttachPlan("th_tracepoint", hook.name, f"tracepoint {hook.name}")
     if hook.syscall:
         return _plan_syscall(hook, features, overrides)
     if hook.is_exec_hook:

@@ -77,6 +77,11 @@ class HookSensor:
             return prog.attach_lsm()
         if name in ("th_fentry", "th_fmod_ret"):
             return prog.attach_trace()
+        if name == "th_tracepoint":
+            subsystem, _, event = self.plan.target.partition("/")
+            return prog.attach_tracepoint(subsystem, event)
+        if name == "th_raw_tp":
+            return prog.attach_raw_tracepoint(self.plan.target)
         return prog.attach()       # raw_tp fallbacks: the section names the tracepoint
 
     def stop(self) -> None:
