@@ -1,39 +1,186 @@
-"""Where rendered JSON lines go: stdout and plain files.
+"""Where rendered JSON lines go, and the plumbing every exporter shares.
 
-Lines arrive in batches (one per ring-buffer drain) and are written with one
-write call per batch.  A file is opened in append mode with 0600 permissions:
-events name binaries, arguments and users, which not every local user may read.
+The agent hands each sink one batch of (json_line, EventMeta) per ring-buffer
+drain, on its only thread: the one that must get back to the ring buffer
+before the kernel runs out of room.  So a sink's write_events() must be cheap
+and must never block.  Anything that can be slow (a stdout pipe nobody reads,
+a disk that stalls, a remote cluster) runs behind ThreadedSink: a bounded
+queue the loop appends to and a worker thread that does the writing.  When
+the queue is full the batch is dropped and counted (SinkStats.dropped, shown
+by metrics and logged at most every LOG_EVERY seconds): losing export lines
+is bad, stalling the ring buffer consumer is worse (the kernel then drops
+records before policies' user-space side, metrics or any exporter sees them).
 """
 from __future__ import annotations
 
+import collections
+import json
+import logging
 import os
 import sys
+import threading
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY = 10.0            # seconds between repeated complaints about one sink
+
+
+@dataclass
+class SinkStats:
+    """What each exporter did; read by the metrics scrape thread (ints only: atomic reads)."""
+    events: int = 0         # lines delivered
+    bytes: int = 0
+    errors: int = 0         # failed writes / requests
+    dropped: int = 0        # events lost (queue full, write failed, journald busy, buffer overflow)
+
+
+class LogThrottle:
+    """Log a recurring problem at most once per `every` seconds, with how often it happened."""
+
+    def __init__(self, logger: logging.Logger, every: float = LOG_EVERY):
+        self.logger = logger
+        self.every = every
+        self._last = -1e9
+        self._suppressed = 0
+
+    def warning(self, msg: str, *args) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            msg += f" ({self._suppressed} similar messages suppressed)"
+        self._last, self._suppressed = now, 0
+        self.logger.warning(msg, *args)
 
 
 class LineSink:
-    def __init__(self, stream, name: str, owns_stream: bool = True):
+    """Lines to a stream, one write per batch; `compact` turns JSON into Tetragon's one-liners."""
+
+    def __init__(self, stream, name: str, owns_stream: bool = True, compact: bool = False):
         self.stream = stream
         self.name = name
         self._owns = owns_stream
-        self.lines_written = 0
+        self.compact = compact
+        self.stats = SinkStats()
+        self._throttle = LogThrottle(log)
+
+    @property
+    def lines_written(self) -> int:
+        return self.stats.events
+
+    def _render(self, line: str) -> str:
+        from tetrahost.export.compact import CompactError, format_event
+        try:
+            return format_event(json.loads(line))
+        except (CompactError, ValueError):
+            return line          # not an event the compact form knows (rate_limit_info...): keep JSON
 
     def write_events(self, batch) -> None:
         """batch: list of (json_line, EventMeta); one write per batch."""
-        self.stream.write("".join(line + "\n" for line, _ in batch))
-        self.stream.flush()
-        self.lines_written += len(batch)
+        if self.compact:
+            text = "".join(self._render(line) + "\n" for line, _ in batch)
+        else:
+            text = "".join(line + "\n" for line, _ in batch)
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError) as exc:
+            self.stats.errors += 1
+            self.stats.dropped += len(batch)
+            self._throttle.warning("%s: write failed, %d events lost: %s", self.name, len(batch), exc)
+            return
+        self.stats.events += len(batch)
+        self.stats.bytes += len(text.encode("utf-8", "surrogateescape")) if not text.isascii() else len(text)
 
     def close(self) -> None:
-        if self._owns:
-            self.stream.close()
-        else:
-            self.stream.flush()
+        try:
+            if self._owns:
+                self.stream.close()
+            else:
+                self.stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
-def stdout_sink() -> LineSink:
-    return LineSink(sys.stdout, "stdout", owns_stream=False)
+def stdout_sink(compact: bool = False) -> LineSink:
+    return LineSink(sys.stdout, "stdout", owns_stream=False, compact=compact)
 
 
 def file_sink(path: str) -> LineSink:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     return LineSink(os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16), path)
+
+
+class ThreadedSink:
+    """Runs `inner.write_events` on a worker thread behind a queue of at most `max_events`.
+
+    write_events() only appends to a deque under a lock; if the queued
+    events would exceed max_events the batch is dropped and counted in
+    inner.stats.dropped (the stats of the real exporter, so metrics show
+    the loss where it belongs).  close() lets the worker finish what is
+    queued (up to `drain_timeout` seconds), then closes the inner sink."""
+
+    def __init__(self, inner, max_events: int = 65536, drain_timeout: float = 10.0):
+        self.inner = inner
+        self.name = inner.name
+        self.stats = inner.stats
+        self.max_events = max_events
+        self.drain_timeout = drain_timeout
+        self._queue: collections.deque = collections.deque()
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._throttle = LogThrottle(log)
+        self._thread = threading.Thread(target=self._run, name=f"export-{self.name}", daemon=True)
+        self._thread.start()
+
+    def write_events(self, batch) -> None:
+        with self._cond:
+            if self._closing:
+                return
+            if self._queued + len(batch) > self.max_events:
+                self.stats.dropped += len(batch)
+                dropped = True
+            else:
+                self._queue.append(batch)
+                self._queued += len(batch)
+                self._cond.notify()
+                dropped = False
+        if dropped:
+            self._throttle.warning("%s: exporter is behind (%d events queued), dropped %d events "
+                                   "(%d dropped in total)", self.name, self._queued, len(batch),
+                                   self.stats.dropped)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                # Take everything queued: one write for many small batches.
+                batches = list(self._queue)
+                self._queue.clear()
+                self._queued = 0
+            merged = [item for b in batches for item in b]
+            try:
+                self.inner.write_events(merged)
+            except Exception:
+                self.stats.errors += 1
+                self.stats.dropped += len(merged)
+                log.exception("%s: exporter failed", self.name)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(self.drain_timeout)
+        if self._thread.is_alive():
+            log.warning("%s: exporter did not finish within %.0fs; %d queued events lost",
+                        self.name, self.drain_timeout, self._queued)
+            self.stats.dropped += self._queued
+            return
+        self.inner.close()

@@ -4,22 +4,35 @@ Each policy file is validated as a whole (a broken file loads nothing and
 says why); each hook of a valid policy is then compiled, planned and attached
 on its own: a hook the kernel cannot honour is reported with the reason while
 the policy's other hooks, and every other policy, keep working.
+
+A file is also the unit of replacement (`apply_file`): the new version's
+hooks are attached under fresh hook ids BEFORE the old ones are detached, so
+enforcement never has a gap.  Retired hook states stay in `hooks` for
+RETIRE_GRACE seconds: records the old programs put in the ring buffer just
+before they were detached still find their policy and render (the daemon
+looks records up by hook id).  A replacement that does not validate, names a
+policy another file owns, or has a hook that fails to attach is rolled back
+and the old version keeps running.
 """
 from __future__ import annotations
 
 import itertools
 import logging
+import os
+import time
 from dataclasses import dataclass, field
 
 from tetrahost.bpf import BpfError
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.policy.compile import CompiledHook, CompileError, compile_hook
-from tetrahost.policy.load import load_path
+from tetrahost.policy.load import LoadResult, load_path, load_text
 from tetrahost.policy.model import Hook, Policy
 from tetrahost.sensors.attach import AttachError, AttachPlan, plan_attach
 from tetrahost.sensors.generic import HookSensor
 
 log = logging.getLogger(__name__)
+
+RETIRE_GRACE = 5.0   # seconds a detached hook's id still resolves (records in flight)
 
 
 @dataclass
@@ -32,6 +45,7 @@ class HookState:
     sensor: HookSensor | None = None
     error: str = ""
     events: int = 0
+    retired_at: float | None = None      # monotonic time it was detached by a replace/unload
 
     @property
     def active(self) -> bool:
@@ -46,6 +60,8 @@ class HookState:
 class PolicyState:
     policy: Policy
     hooks: list[HookState] = field(default_factory=list)
+    generation: int = 1                  # 1 + number of successful replaces
+    loaded_at: float = field(default_factory=time.time)
 
     @property
     def state(self) -> str:
@@ -53,6 +69,10 @@ class PolicyState:
         if active == len(self.hooks):
             return "monitoring" if self.policy.mode == "monitor" else "enforcing"
         return "partial" if active else "error"
+
+    @property
+    def file(self) -> str:
+        return self.policy.file
 
 
 class PolicyLoadFailed(Exception):
@@ -62,27 +82,89 @@ class PolicyLoadFailed(Exception):
         super().__init__(f"{file}: policy rejected:\n  " + "\n  ".join(messages))
 
 
+@dataclass
+class ReloadCounters:
+    ok: int = 0          # files applied (first load or replace)
+    failed: int = 0      # files rejected or rolled back (the old version, if any, kept)
+    unloads: int = 0
+
+
 class PolicyManager:
     def __init__(self, features, host_ns: HostNamespaces, shared_maps: dict):
         self.features = features
         self.host_ns = host_ns
         self.shared_maps = shared_maps
         self.policies: dict[str, PolicyState] = {}
-        self.hooks: dict[int, HookState] = {}
+        self.hooks: dict[int, HookState] = {}       # live and recently retired, by hook id
+        self.reloads = ReloadCounters()
+        self.errors: dict[str, list[str]] = {}      # file -> messages of its last failed load
         self._ids = itertools.count(1)
 
+    # -- queries -----------------------------------------------------------------------
+    def names_from(self, path: str) -> list[str]:
+        """Names of the loaded policies that came from `path`."""
+        return [n for n, s in self.policies.items() if s.file == path]
+
+    # -- load / replace ------------------------------------------------------------------
     def load_file(self, path: str) -> list[PolicyState]:
         """Validate and attach every policy of a file; PolicyLoadFailed if the file is invalid."""
-        result = load_path(path)
+        return self.apply_file(path, replace=False)
+
+    def apply_file(self, path: str, text: str | None = None, replace: bool = True) -> list[PolicyState]:
+        """Load `path` (its content `text` if given, so the caller's read is what loads),
+        replacing what the same file loaded before.  Raises PolicyLoadFailed and
+        leaves the running version untouched when the new one is not usable."""
+        self.purge_retired()
+        try:
+            states = self._apply(path, text, replace)
+        except PolicyLoadFailed as exc:
+            self.reloads.failed += 1
+            self.errors[path] = exc.messages
+            raise
+        self.reloads.ok += 1
+        self.errors.pop(path, None)
+        return states
+
+    def _apply(self, path: str, text: str | None, replace: bool) -> list[PolicyState]:
+        result = load_path(path) if text is None else load_text(text, file=path)
         if not result.ok:
             raise PolicyLoadFailed(path, [e.render() for e in result.errors])
         for w in result.warnings:
             log.warning("%s", w.render())
-        dupes = [p.name for p in result.policies if p.name in self.policies]
-        if dupes:
-            raise PolicyLoadFailed(path, [f"policy {n!r} is already loaded from {self.policies[n].policy.file}"
-                                          for n in dupes])
-        return [self._start_policy(p) for p in result.policies]
+        self._check_names(path, result, replace)
+        old = {n: self.policies[n] for n in self.names_from(path)} if replace else {}
+        new = [self._start_policy(p) for p in result.policies]
+        failed = [(s, h) for s in new for h in s.hooks if not h.active]
+        if failed and any(h.active for s in old.values() for h in s.hooks):
+            # Never trade a running version for one that enforces less.
+            for s in new:
+                self._retire(s)
+            raise PolicyLoadFailed(path, [f"policy {s.policy.name}: {h.hook.describe()} could not be attached: "
+                                          f"{h.error}; the previous version keeps running" for s, h in failed])
+        # Commit: the new hooks are attached; only now detach the old ones.
+        for s in new:
+            prev = old.get(s.policy.name)
+            if prev is not None:
+                s.generation = prev.generation + 1
+            self.policies[s.policy.name] = s
+        for name, prev in old.items():
+            self._retire(prev)
+            if name not in {s.policy.name for s in new}:
+                del self.policies[name]
+                log.info("policy %s: removed (no longer in %s)", name, path)
+        if old:
+            log.info("policy file %s: replaced (%s)", path, ", ".join(s.policy.name for s in new))
+        return new
+
+    def _check_names(self, path: str, result: LoadResult, replace: bool) -> None:
+        problems = []
+        for p in result.policies:
+            owner = self.policies.get(p.name)
+            if owner is not None and (not replace or owner.file != path):
+                problems.append(f'policy "{p.name}" is defined in both {owner.file} and {path}; '
+                                f"{path} is not loaded")
+        if problems:
+            raise PolicyLoadFailed(path, problems)
 
     def _start_policy(self, policy: Policy) -> PolicyState:
         state = PolicyState(policy)
@@ -103,16 +185,51 @@ class PolicyManager:
                     log.debug("verifier log:\n%s", exc.full_log)
             else:
                 log.info("policy %s: %s", policy.name, hs.describe())
-        self.policies[policy.name] = state
         return state
 
-    def unload(self, name: str) -> None:
-        state = self.policies.pop(name)
+    # -- unload --------------------------------------------------------------------------
+    def _retire(self, state: PolicyState) -> None:
+        now = time.monotonic()
         for hs in state.hooks:
             if hs.sensor is not None:
                 hs.sensor.stop()
-            self.hooks.pop(hs.hook_id, None)
+                hs.sensor = None
+            hs.retired_at = now
+
+    def unload(self, name: str) -> None:
+        state = self.policies.pop(name)
+        self._retire(state)
+        self.reloads.unloads += 1
+
+    def unload_file(self, path: str) -> list[str]:
+        names = self.names_from(path)
+        for name in names:
+            self.unload(name)
+        self.errors.pop(path, None)
+        return names
+
+    def purge_retired(self, now: float | None = None) -> None:
+        """Forget retired hook ids older than RETIRE_GRACE (called from a timer)."""
+        now = time.monotonic() if now is None else now
+        for hook_id in [i for i, h in self.hooks.items()
+                        if h.retired_at is not None and now - h.retired_at > RETIRE_GRACE]:
+            del self.hooks[hook_id]
 
     def stop_all(self) -> None:
         for name in list(self.policies):
             self.unload(name)
+
+    # -- reporting -----------------------------------------------------------------------
+    def describe(self) -> list[dict]:
+        """Plain data for status / tracingpolicy list."""
+        out = []
+        for name, s in sorted(self.policies.items()):
+            out.append({
+                "name": name, "file": os.fspath(s.file), "state": s.state, "mode": s.policy.mode,
+                "generation": s.generation, "loaded_at": s.loaded_at,
+                "events": sum(h.events for h in s.hooks),
+                "hooks": [{"id": h.hook_id, "hook": h.hook.describe(), "active": h.active,
+                           "attach": h.plan.method if h.plan is not None and h.active else "",
+                           "error": h.error, "events": h.events} for h in s.hooks],
+            })
+        return out
