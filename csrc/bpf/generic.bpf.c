@@ -71,7 +71,9 @@ static __always_inline __u32 path_to_slot(struct hook_scratch *s, __u8 *slot, __
 	}
 	if (truncated)
 		s->ev.flags |= TH_HOOK_ARG_TRUNC;
-	bpf_probe_read_kernel(slot, len & (TH_STR_SLOT - 1), &s->path.buf[pos & (TH_PATH_MAX - 1)]);
+	BARRIER_MASK(len, 255);            /* TH_STR_SLOT - 1 */
+	BARRIER_MASK(pos, 4095);           /* TH_PATH_MAX - 1 */
+	bpf_probe_read_kernel(slot, len, &s->path.buf[pos]);
 	return len;
 }
 

@@ -14,6 +14,11 @@
 	((type *)((void *)(ptr) - __builtin_offsetof(type, member)))
 #endif
 
+/* Clamp a value with an AND the compiler cannot drop.  When clang can prove
+ * a bound from an earlier comparison it removes our `& mask`, and older
+ * verifiers (6.1) then lose the bound on the way to a helper's size argument. */
+#define BARRIER_MASK(var, mask) asm volatile("%0 &= " #mask : "+r"(var))
+
 /* Every record reaches user space through one ring buffer; user space sizes
  * it before load (bpf_map__set_max_entries). */
 struct {
