@@ -91,14 +91,18 @@ def _plan_syscall(hook: Hook, features, overrides: bool) -> AttachPlan:
     name = hook.syscall_name
     target = f"__x64_sys_{name}"
     if overrides:
-        if features.fmod_ret:   # syscalls are error-injectable: fmod_ret may change their return
+        # Changing a syscall's return needs the kernel's error-injection list
+        # (CONFIG_FUNCTION_ERROR_INJECTION) for fmod_ret as for
+        # bpf_override_return; override_return is what the probe can prove.
+        if features.override_return and features.fmod_ret:
             return AttachPlan("th_fmod_ret", target, f"fmod_ret {target} (Override returns the error)",
                               unwrap_syscall=True)
-        if features.kprobe and features.override_return:
+        if features.override_return and features.kprobe:
             return AttachPlan("th_kprobe_override", target, f"kprobe {target} with bpf_override_return",
                               unwrap_syscall=True)
-        raise AttachError(f"{target}: Override needs fmod_ret or bpf_override_return, "
-                          "and this kernel has neither (see `tetrahost probe`)")
+        raise AttachError(f"{target}: Override of a syscall needs error injection "
+                          "(CONFIG_FUNCTION_ERROR_INJECTION, for fmod_ret or bpf_override_return), "
+                          "which this kernel lacks; hook the matching security_* function or LSM hook instead")
     if features.kprobe:
         return AttachPlan("th_kprobe", target, f"kprobe {target}", unwrap_syscall=True)
     if features.fentry:

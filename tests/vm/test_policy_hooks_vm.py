@@ -1,0 +1,213 @@
+"""Argument types, Override, Signal and lsmhooks on Debian's 6.1 kernel.
+
+One agent, several small policies, each with its own trigger path, so that
+every case proves both what it catches and what it leaves alone.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "kernel"))
+from agent_harness import RunningAgent  # noqa: E402
+
+BASE = "/tmp/thvm"
+
+POLICIES = {
+    # Override at a security_* kprobe: planned as BPF-LSM file_open
+    "deny-open": f"""
+  kprobes:
+  - call: security_file_open
+    syscall: false
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["{BASE}/denied"]
+      matchActions:
+      - action: Override
+        argError: -1
+""",
+    # Override on a syscall needs error injection (fmod_ret or
+    # bpf_override_return on syscalls), which Debian's kernel lacks: the hook
+    # must be reported inactive with that reason, not attached as a mere kprobe
+    "deny-mkdir": f"""
+  kprobes:
+  - call: sys_mkdirat
+    syscall: true
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: string
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{BASE}/nomkdir"]
+      matchActions:
+      - action: Override
+        argError: -13
+""",
+    # the same intent through an LSM hook works there: BPF-LSM path_mkdir
+    "deny-mkdir-lsm": f"""
+  kprobes:
+  - call: security_path_mkdir
+    syscall: false
+    args:
+    - index: 0
+      type: path
+    - index: 1
+      type: dentry
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["{BASE}/locked"]
+      matchActions:
+      - action: Override
+        argError: -13
+""",
+    # path and dentry arguments
+    "mkdir-paths": f"""
+  kprobes:
+  - call: security_path_mkdir
+    syscall: false
+    args:
+    - index: 0
+      type: path
+    - index: 1
+      type: dentry
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["{BASE}/parent"]
+""",
+    # Signal action with argSig, from an lsmhooks section
+    "signal-on-open": f"""
+  lsmhooks:
+  - hook: file_open
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["{BASE}/usr1"]
+      matchActions:
+      - action: Signal
+        argSig: 10
+""",
+    # fd argument resolved to its file in the kernel
+    "fd-close": f"""
+  kprobes:
+  - call: sys_close
+    syscall: true
+    args:
+    - index: 0
+      type: fd
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["{BASE}/fd-"]
+""",
+}
+
+
+def policy_text(name: str, body: str) -> str:
+    return f"apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:{body}"
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    d = tmp_path_factory.mktemp("policies")
+    os.makedirs(f"{BASE}/parent", exist_ok=True)
+    os.makedirs(f"{BASE}/locked", exist_ok=True)
+    for f in ("denied-file", "allowed-file", "usr1", "fd-1"):
+        pathlib.Path(f"{BASE}/{f}").write_text("x")
+    args = []
+    for name, body in POLICIES.items():
+        (d / f"{name}.yaml").write_text(policy_text(name, body))
+        args += ["--policy", str(d / f"{name}.yaml")]
+    a = RunningAgent(tmp_path_factory.mktemp("agent"), *args)
+    yield a
+    a.stop()
+
+
+def events_of(agent, name, count=1):
+    agent.wait_events(lambda e: any(v.get("policy_name") == name for k, v in e.items()
+                                    if k.startswith("process_") and isinstance(v, dict)), count)
+    return [v for e in agent.events() for k, v in e.items()
+            if k.startswith("process_") and isinstance(v, dict) and v.get("policy_name") == name]
+
+
+def test_all_hooks_active_and_attach_as_planned(agent):
+    lines = agent.log_text().splitlines()
+    inactive = [line for line in lines if "not active:" in line]
+    assert len(inactive) == 1 and "deny-mkdir " in inactive[0], inactive
+    assert "CONFIG_FUNCTION_ERROR_INJECTION" in inactive[0]
+    log = agent.log_text()
+    assert "BPF-LSM file_open (Override returns the error)" in log
+    assert "BPF-LSM path_mkdir (Override returns the error)" in log
+    assert "kprobe security_path_mkdir" in log
+
+
+def test_override_fails_open_with_eperm_only_for_the_prefix(agent):
+    with pytest.raises(PermissionError) as exc:
+        open(f"{BASE}/denied-file").close()
+    assert exc.value.errno == errno.EPERM
+    open(f"{BASE}/allowed-file").close()
+    (ev,) = events_of(agent, "deny-open")
+    assert ev["action"] == "KPROBE_ACTION_OVERRIDE" and ev["return_value"] == -1
+    assert ev["args"] == [{"file_arg": {"path": f"{BASE}/denied-file"}}]
+
+
+def test_override_through_lsm_returns_the_errno(agent):
+    with pytest.raises(PermissionError) as exc:
+        os.mkdir(f"{BASE}/locked/sub")
+    assert exc.value.errno == errno.EACCES
+    assert not os.path.exists(f"{BASE}/locked/sub")
+    os.mkdir(f"{BASE}/nomkdir-1")          # the inactive syscall policy did not block this
+    (ev,) = events_of(agent, "deny-mkdir-lsm")
+    assert ev["args"][0] == {"path_arg": {"path": f"{BASE}/locked"}}
+    assert ev["return_value"] == -13
+
+
+def test_path_and_dentry_arguments(agent):
+    os.mkdir(f"{BASE}/parent/child")
+    os.mkdir(f"{BASE}/elsewhere")
+    (ev,) = events_of(agent, "mkdir-paths")
+    assert ev["args"][0] == {"path_arg": {"path": f"{BASE}/parent"}}
+    assert ev["args"][1]["path_arg"]["path"].endswith("/child")
+
+
+def test_signal_action_from_lsmhooks(agent):
+    code = f"open('{BASE}/usr1').close(); open('{BASE}/allowed-file').close(); print('survived')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == -signal.SIGUSR1 and "survived" not in r.stdout
+    evs = events_of(agent, "signal-on-open")
+    assert {(e["action"], e["signal"], e["args"][0]["file_arg"]["path"]) for e in evs} == \
+        {("KPROBE_ACTION_SIGNAL", "SIGUSR1", f"{BASE}/usr1")}
+    assert "process_lsm" in [k for e in agent.events() for k in e]
+
+
+def test_fd_argument_is_resolved_to_its_path(agent):
+    fd = os.open(f"{BASE}/fd-1", os.O_RDONLY)
+    os.close(fd)
+    fd = os.open(f"{BASE}/allowed-file", os.O_RDONLY)
+    os.close(fd)
+    evs = events_of(agent, "fd-close")
+    assert [e["args"][0]["file_arg"]["path"] for e in evs] == [f"{BASE}/fd-1"]
