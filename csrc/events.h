@@ -203,6 +203,13 @@ enum th_field_access {
 	TH_FIELD_DATALOC = 0x80,     /* __data_loc char[]: a u32 at the offset, low 16 bits = offset */
 };
 
+/* Post's rateLimitScope: whose posts share one rate limit. */
+enum th_rate_scope {
+	TH_RATE_THREAD = 0,
+	TH_RATE_PROCESS = 1,
+	TH_RATE_GLOBAL = 2,
+};
+
 struct th_arg_matcher {
 	uint8_t arg;              /* position in the hook's arguments                */
 	uint8_t op;               /* enum th_match_op                                 */
@@ -231,9 +238,11 @@ struct th_selector {
 	uint8_t caps_kind;        /* 0 none, 1 effective, 2 permitted, 3 inheritable  */
 	uint8_t caps_negate;
 	uint8_t action;           /* enum th_action                                   */
-	uint8_t pad[3];
+	uint8_t rate_scope;       /* enum th_rate_scope, with rate_limit_ns            */
+	uint8_t pad[2];
 	int32_t action_arg;       /* signal number, or the errno Override returns     */
 	uint64_t caps_mask;       /* In: any of these bits set                        */
+	uint64_t rate_limit_ns;   /* Post at most once per this many ns per scope, 0: always */
 	uint32_t pids[8];         /* TH_MAX_INT_VALUES                                */
 	struct th_arg_matcher args[5];  /* TH_MAX_MATCH_ARGS */
 	struct th_ns_matcher ns[4];     /* TH_MAX_NS_MATCH   */

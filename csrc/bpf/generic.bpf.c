@@ -41,6 +41,38 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } str_prefix SEC(".maps");
 
+/* Last post per (selector, thread/process/everyone) for Post's rateLimit;
+ * LRU so that exited tasks age out. */
+struct rate_key {
+	__u32 id;
+	__u32 selector;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct rate_key);
+	__type(value, __u64);
+} rate_limit SEC(".maps");
+
+/* Whether a post is within its selector's rate limit (and record it). */
+static __always_inline bool rate_allows(const struct th_selector *sel, __u32 index, __u64 pid_tgid, __u64 now)
+{
+	if (!sel->rate_limit_ns)
+		return true;
+	struct rate_key key = {
+		.id = sel->rate_scope == TH_RATE_GLOBAL ? 0 :
+		      sel->rate_scope == TH_RATE_PROCESS ? pid_tgid >> 32 : (__u32)pid_tgid,
+		.selector = index,
+	};
+	__u64 *last = bpf_map_lookup_elem(&rate_limit, &key);
+
+	if (last && now - *last < sel->rate_limit_ns)
+		return false;
+	bpf_map_update_elem(&rate_limit, &key, &now, BPF_ANY);
+	return true;
+}
+
 struct hook_scratch {
 	struct th_hook_event ev;
 	struct th_str_key key;
@@ -374,7 +406,8 @@ static __always_inline int handle_hook(__u64 *args)
 	} else if (sel->action == TH_ACTION_OVERRIDE) {
 		verdict = sel->action_arg;
 	}
-	if (sel->action != TH_ACTION_NOPOST)
+	/* a rate limit thins the events, never the enforcement above */
+	if (sel->action != TH_ACTION_NOPOST && rate_allows(sel, c.matched, id, ev->hdr.ktime))
 		submit(ev, sizeof(*ev), TH_LOSS_HOOK);
 	return verdict;
 }

@@ -106,6 +106,15 @@ CASES = {
       matchActions:
       - action: NoPost
 """, [("a", 0)], set()),
+    "rate-limited": ("""    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["/tmp/thsel/rate-limited/"]
+      matchActions:
+      - action: Post
+        rateLimit: "1m"
+        rateLimitScope: process
+""", [("a", 0), ("b", 0), ("c", 0)], {"a"}),
     "second-selector": ("""    - matchArgs:
       - index: 0
         operator: Equal

@@ -27,6 +27,7 @@ _STR_OPS = {"Equal": (lib.TH_MATCH_EQUAL, 0), "NotEqual": (lib.TH_MATCH_EQUAL, 1
             "Prefix": (lib.TH_MATCH_PREFIX, 0), "NotPrefix": (lib.TH_MATCH_PREFIX, 1)}
 _BIN_OPS = {"In": (lib.TH_MATCH_EQUAL, 0), "NotIn": (lib.TH_MATCH_EQUAL, 1),
             "Prefix": (lib.TH_MATCH_PREFIX, 0), "NotPrefix": (lib.TH_MATCH_PREFIX, 1)}
+_RATE_SCOPES = {"thread": lib.TH_RATE_THREAD, "process": lib.TH_RATE_PROCESS, "global": lib.TH_RATE_GLOBAL}
 _CAP_SETS = {"Effective": 1, "Permitted": 2, "Inheritable": 3}
 _ACTIONS = {"Post": lib.TH_ACTION_POST, "NoPost": lib.TH_ACTION_NOPOST, "Sigkill": lib.TH_ACTION_SIGKILL,
             "Signal": lib.TH_ACTION_SIGNAL, "Override": lib.TH_ACTION_OVERRIDE}
@@ -298,8 +299,10 @@ def _compile_action(sel: Selector, c, where: str):
     if len(enforcing) > 1:
         raise CompileError(f"{where}.matchActions: more than one of Sigkill/Signal/Override in one selector")
     chosen = enforcing[0] if enforcing else actions[0]
-    if any(a.rate_limit for a in actions):
-        raise CompileError(f"{where}.matchActions: rateLimit is not supported yet")
+    limited = [a for a in actions if a.rate_limit_seconds]
+    if limited:
+        c.rate_limit_ns = limited[0].rate_limit_seconds * 1_000_000_000
+        c.rate_scope = _RATE_SCOPES[limited[0].rate_limit_scope or "thread"]
     if chosen.action not in _ACTIONS:
         raise CompileError(f"{where}.matchActions: action {chosen.action} is not supported")
     c.action = _ACTIONS[chosen.action]
