@@ -19,16 +19,19 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 
-from tetrahost.bpf import BpfError
+from tetrahost.bpf import BpfError, BpfObject
+from tetrahost.bpf.native import lib
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.policy.compile import CompiledHook, CompileError, compile_hook
 from tetrahost.policy.load import LoadResult, load_path, load_text
 from tetrahost.policy.model import Hook, Policy
 from tetrahost.sensors.attach import AttachError, AttachPlan, plan_attach
-from tetrahost.sensors.generic import HookSensor
+from tetrahost.sensors.generic import _TRAMPOLINE_PROGRAMS, HookSensor
+from tetrahost.sensors.objects import find_object
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,114 @@ class PolicyLoadFailed(Exception):
         super().__init__(f"{file}: policy rejected:\n  " + "\n  ".join(messages))
 
 
+class WarmPool:
+    """Spare, already verified copies of generic.bpf.o, one per (program, target).
+
+    The verifier takes ~0.5 s for generic.bpf.o, which would be the whole of a
+    reload's latency and would stall the agent's loop.  Nothing the verifier
+    sees depends on the policy (selectors live in maps, filled after load), so
+    a spare object can be loaded ahead of time in a thread (cffi releases the
+    GIL around bpf_object__load) and a reload only fills maps and attaches.
+    After a spare is taken another is loaded for the next reload.
+    """
+
+    def __init__(self, shared_maps: dict, depth: int = 2):
+        self.shared = shared_maps
+        self.depth = depth                                   # spares kept per key
+        self._ready: dict[tuple, list[BpfObject]] = {}
+        self._loading: dict[tuple, threading.Thread] = {}   # one loader thread per key
+        self._lock = threading.Condition()                  # notified when a spare is ready
+        self._closed = False
+
+    @staticmethod
+    def key(plan: AttachPlan) -> tuple:
+        return (plan.program, plan.target if plan.program in _TRAMPOLINE_PROGRAMS else "")
+
+    def take(self, plan: AttachPlan) -> BpfObject | None:
+        key = self.key(plan)
+        with self._lock:
+            # a spare on its way comes sooner than a load of our own (which would
+            # also compete with it for the CPU)
+            self._lock.wait_for(lambda: self._ready.get(key) or key not in self._loading)
+            spares = self._ready.get(key)
+            return spares.pop() if spares else None
+
+    def refill(self, key: tuple) -> None:
+        with self._lock:
+            if self._closed or key in self._loading or len(self._ready.get(key, ())) >= self.depth:
+                return
+            t = self._loading[key] = threading.Thread(target=self._fill, args=(key,), daemon=True,
+                                                      name=f"warm-{key[0]}")
+        t.start()
+
+    def _fill(self, key: tuple) -> None:
+        while True:
+            obj = self._load(key)
+            with self._lock:
+                if obj is None or self._closed:
+                    self._loading.pop(key, None)
+                    self._lock.notify_all()
+                    break
+                spares = self._ready.setdefault(key, [])
+                spares.append(obj)
+                obj = None
+                self._lock.notify_all()
+                if len(spares) >= self.depth:
+                    self._loading.pop(key, None)
+                    return
+        if obj is not None:
+            obj.close()
+
+    def _load(self, key: tuple) -> BpfObject | None:
+        program, target = key
+        obj = None
+        try:
+            obj = BpfObject(find_object("generic"))
+            for prog in obj.programs.values():
+                prog.autoload = prog.name == program
+            if target:
+                obj.program(program).set_attach_target(target)
+            for name, shared_map in self.shared.items():
+                obj.map(name).reuse_fd(shared_map)
+            return obj.load()
+        except Exception as exc:     # the synchronous path will report the real error
+            log.debug("warm pool: loading %s failed: %s", key, exc)
+            if obj is not None:
+                obj.close()
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            threads = list(self._loading.values())
+        for t in threads:           # at most one load each: a thread checks _closed between loads
+            t.join()
+        with self._lock:
+            for spares in self._ready.values():
+                for obj in spares:
+                    obj.close()
+            self._ready.clear()
+
+
+def _start_sensor(compiled: CompiledHook, plan: AttachPlan, shared: dict, obj: BpfObject) -> HookSensor:
+    """HookSensor.start() minus the load: configure and attach a spare object."""
+    sensor = HookSensor(compiled, plan, shared)
+    cfg = compiled.config
+    cfg.syscall_nr = plan.syscall_nr
+    if plan.unwrap_syscall:
+        cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
+    else:
+        cfg.flags &= ~lib.TH_CFG_SYSCALL_WRAPPER
+    sensor.obj = obj
+    try:
+        sensor._fill_maps()
+        sensor.link = sensor._attach(obj.program(plan.program))
+    except BaseException:
+        sensor.stop()
+        raise
+    return sensor
+
+
 @dataclass
 class ReloadCounters:
     ok: int = 0          # files applied (first load or replace)
@@ -99,6 +210,7 @@ class PolicyManager:
         self.reloads = ReloadCounters()
         self.errors: dict[str, list[str]] = {}      # file -> messages of its last failed load
         self._ids = itertools.count(1)
+        self.pool = WarmPool(shared_maps)
 
     # -- queries -----------------------------------------------------------------------
     def names_from(self, path: str) -> list[str]:
@@ -177,7 +289,12 @@ class PolicyManager:
                 enforcing = policy.mode != "monitor"   # monitor: no need for a hook that can enforce
                 hs.plan = plan_attach(hook, self.features, enforcing and hs.compiled.uses_enforcement,
                                       enforcing and hs.compiled.uses_override)
-                hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps).start()
+                spare = self.pool.take(hs.plan)
+                if spare is not None:
+                    hs.sensor = _start_sensor(hs.compiled, hs.plan, self.shared_maps, spare)
+                else:
+                    hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps).start()
+                self.pool.refill(self.pool.key(hs.plan))    # after our own load: not competing with it
             except (CompileError, AttachError, BpfError) as exc:
                 hs.error = str(exc).split("\n")[0] if isinstance(exc, BpfError) else str(exc)
                 log.error("policy %s (%s): %s not active: %s", policy.name, policy.file, hook.describe(), hs.error)
@@ -218,6 +335,7 @@ class PolicyManager:
     def stop_all(self) -> None:
         for name in list(self.policies):
             self.unload(name)
+        self.pool.close()
 
     # -- reporting -----------------------------------------------------------------------
     def describe(self) -> list[dict]:

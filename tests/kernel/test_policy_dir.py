@@ -1,0 +1,236 @@
+"""policies.d applied live, on this host's fallback-backed (raw_tp) block-cryptominers.
+
+Each test gets its own agent, policy directory and a unique miner path
+/tmp/<unique>-miner (a copy of /usr/bin/true): exit status -9 means the
+policy enforced, 0 means the program ran.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from agent_harness import SLOWDOWN
+from launch_agent import launched_agent
+
+pytestmark = [pytest.mark.kernel, pytest.mark.needs_root]
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+POLICY = """apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: {name}
+spec:
+  kprobes:
+  - call: "security_bprm_check"
+    syscall: false
+    args:
+    - index: 0
+      type: "linux_binprm"
+    selectors:
+    - matchBinaries:
+      - operator: "In"
+        values:
+{values}
+      matchActions:
+      - action: Sigkill
+"""
+
+
+def policy(name: str, *targets: str) -> str:
+    return POLICY.format(name=name, values="\n".join(f'        - "{t}"' for t in targets))
+
+
+class Env:
+    def __init__(self, tmp_path):
+        self.uid = uuid.uuid4().hex[:10]
+        self.dir = tmp_path / "policies.d"
+        self.dir.mkdir()
+        self.sock = tmp_path / "control.sock"
+        self.miner = pathlib.Path(f"/tmp/{self.uid}-miner")
+        shutil.copy2("/usr/bin/true", self.miner)
+        self.agent = launched_agent(tmp_path, "--policy-dir", str(self.dir), "--socket", str(self.sock))
+
+    def run_miner(self, target=None) -> int:
+        return subprocess.run([str(target or self.miner)]).returncode
+
+    def wait_rc(self, rc: int, target=None, timeout: float = 5) -> float:
+        """Exec the target until it exits with rc; seconds it took."""
+        start = time.monotonic()
+        deadline = start + timeout * SLOWDOWN
+        while time.monotonic() < deadline:
+            if self.run_miner(target) == rc:
+                return time.monotonic() - start
+            time.sleep(0.01)
+        raise AssertionError(f"{target or self.miner} never exited {rc}; agent log:\n{self.agent.log_text()}")
+
+    def tetra(self, *args, check=True):
+        proc = subprocess.run([sys.executable, "-m", "tetrahost.cli.tetra", *args, "--socket", str(self.sock)],
+                              capture_output=True, text=True, cwd=REPO, stdin=subprocess.DEVNULL)
+        if check:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    def status(self) -> dict:
+        return json.loads(self.tetra("status", "-o", "json").stdout)
+
+    def close(self):
+        self.agent.stop()
+        self.miner.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = Env(tmp_path)
+    yield e
+    e.close()
+
+
+def test_create_enforces_and_delete_releases(env):
+    assert env.run_miner() == 0
+    (env.dir / "miner.yaml").write_text(policy("m1", str(env.miner)))
+    env.wait_rc(-9)
+    (env.dir / "miner.yaml").unlink()
+    env.wait_rc(0)
+    assert "unloaded m1" in env.agent.log_text()
+
+
+def test_replace_never_leaves_a_gap(env):
+    path = env.dir / "miner.yaml"
+    path.write_text(policy("m1", str(env.miner)))
+    env.wait_rc(-9)
+    results, stop = [], threading.Event()
+
+    def hammer():
+        while not stop.is_set():      # ~200 execs/s: the agent keeps up, so each write is its own replace
+            results.append(env.run_miner())
+            time.sleep(0.003)
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        for i in range(12):
+            text = policy("m1", str(env.miner), f"/tmp/{env.uid}-other{i}")
+            if i % 2:      # editor style: write a temp file, rename over
+                tmp = env.dir / f".miner.yaml.tmp{i}"
+                tmp.write_text(text)
+                os.rename(tmp, path)
+            else:          # in place
+                path.write_text(text)
+            time.sleep(0.25 * SLOWDOWN)
+    finally:
+        stop.set()
+        t.join()
+    assert len(results) > 20
+    assert set(results) == {-9}, f"the miner ran during a replace: {results.count(0)} of {len(results)}"
+    (p,) = [p for p in json.loads(env.tetra("tracingpolicy", "list", "-o", "json").stdout) if p["name"] == "m1"]
+    # writes closer together than a reload takes are coalesced into one replace
+    assert p["generation"] >= 4 and p["state"] == "enforcing"
+    assert p["enforcements"] >= len(results) - 5    # kill events of retired hooks still render
+    assert env.status()["policy_reloads"]["ok"] >= 4
+
+
+def test_broken_new_version_keeps_the_old_one(env):
+    path = env.dir / "miner.yaml"
+    path.write_text(policy("m1", str(env.miner)))
+    env.wait_rc(-9)
+    path.write_text(policy("m1", str(env.miner)).replace("Sigkill", "Explode"))
+    deadline = time.monotonic() + 5 * SLOWDOWN
+    while env.status()["policy_reloads"]["failed"] < 1:
+        assert time.monotonic() < deadline, env.agent.log_text()
+        time.sleep(0.05)
+    assert env.run_miner() == -9
+    st = env.status()
+    assert st["health"] == "degraded" and str(path) in st["policy_errors"]
+    (p,) = json.loads(env.tetra("tracingpolicy", "list", "-o", "json").stdout)
+    assert p["state"] == "enforcing" and p["pending_errors"]
+    assert "keeps running" in env.tetra("tracingpolicy", "list").stdout
+    path.write_text(policy("m1", "/tmp/nothing-here"))      # fixed: the new version takes over
+    env.wait_rc(0)
+    assert env.status()["health"] == "ok"
+
+
+def test_half_written_file_is_not_loaded_until_closed(env):
+    text = policy("m1", str(env.miner))
+    with open(env.dir / "miner.yaml", "w") as f:
+        f.write(text[: len(text) // 2])
+        f.flush()
+        time.sleep(0.6 * SLOWDOWN)       # well past the debounce
+        assert env.status()["policy_reloads"] == {"ok": 0, "failed": 0, "unloads": 0}
+        assert env.run_miner() == 0
+        f.write(text[len(text) // 2:])
+    env.wait_rc(-9)
+    assert env.status()["policy_reloads"]["failed"] == 0
+
+
+def test_rename_away_and_back(env):
+    path = env.dir / "miner.yaml"
+    path.write_text(policy("m1", str(env.miner)))
+    env.wait_rc(-9)
+    os.rename(path, env.dir / "miner.yaml.disabled")      # not a policy name: unloaded
+    env.wait_rc(0)
+    os.rename(env.dir / "miner.yaml.disabled", env.dir / "renamed.yml")
+    env.wait_rc(-9)
+    (p,) = json.loads(env.tetra("tracingpolicy", "list", "-o", "json").stdout)
+    assert p["file"] == str(env.dir / "renamed.yml")
+
+
+def test_ignored_names(env):
+    for name in ("miner.yaml~", ".miner.yaml", ".#miner.yaml", "miner.yaml.swp", "miner.txt", "miner.json"):
+        (env.dir / name).write_text(policy("m1", str(env.miner)))
+    time.sleep(0.5 * SLOWDOWN)
+    assert env.run_miner() == 0
+    assert env.status()["policies"] == []
+
+
+def test_duplicate_name_is_an_error_naming_both_files(env):
+    a, b = env.dir / "a.yaml", env.dir / "b.yaml"
+    a.write_text(policy("same", str(env.miner)))
+    env.wait_rc(-9)
+    other = pathlib.Path(f"/tmp/{env.uid}-miner2")
+    shutil.copy2("/usr/bin/true", other)
+    try:
+        b.write_text(policy("same", str(other)))
+        deadline = time.monotonic() + 5 * SLOWDOWN
+        while str(b) not in env.status()["policy_errors"]:
+            assert time.monotonic() < deadline, env.agent.log_text()
+            time.sleep(0.05)
+        (msg,) = env.status()["policy_errors"][str(b)]
+        assert str(a) in msg and str(b) in msg
+        assert env.run_miner(other) == 0 and env.run_miner() == -9
+        a.unlink()          # the owner goes away: the other file is retried and loads
+        env.wait_rc(-9, other)
+        env.wait_rc(0)
+    finally:
+        other.unlink(missing_ok=True)
+
+
+def test_tracingpolicy_add_delete_check(env, tmp_path):
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(policy("via-cli", str(env.miner)))
+    bad.write_text(policy("broken", str(env.miner)).replace("Sigkill", "Explode"))
+    assert env.tetra("tracingpolicy", "check", str(good)).stdout.startswith("OK via-cli")
+    assert env.tetra("tracingpolicy", "check", str(bad), check=False).returncode == 1
+    refused = env.tetra("tracingpolicy", "add", str(bad), check=False)
+    assert refused.returncode == 1 and "Explode" in refused.stderr
+    assert list(env.dir.iterdir()) == []
+    out = env.tetra("tracingpolicy", "add", str(good)).stdout
+    assert "added via-cli" in out and "enforcing" in out
+    assert (env.dir / "good.yaml").read_text() == good.read_text()
+    assert env.run_miner() == -9          # applied before add returned
+    listing = env.tetra("tracingpolicy", "list").stdout
+    assert "via-cli  state=enforcing" in listing and "raw_tp sched_process_exec" in listing
+    dup = env.tetra("tracingpolicy", "add", str(good), "--name", "again.yaml", check=False)
+    assert dup.returncode == 1 and "already loaded" in dup.stderr
+    assert "deleted via-cli" in env.tetra("tracingpolicy", "delete", "via-cli").stdout
+    assert not (env.dir / "good.yaml").exists()
+    assert env.run_miner() == 0
+    assert env.tetra("tracingpolicy", "delete", "via-cli", check=False).returncode == 1

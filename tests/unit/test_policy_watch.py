@@ -1,0 +1,196 @@
+"""PolicyDirectory on a temp dir with a manager that loads nothing into the kernel."""
+import os
+import time
+
+import pytest
+
+from tetrahost.inotify import IN_CLOSE_WRITE, IN_MOVED_TO, parse_events
+from tetrahost.policy.load import load_text
+from tetrahost.policy.watch import PolicyDirectory, is_policy_name
+from tetrahost.sensors.policies import PolicyLoadFailed, ReloadCounters
+
+POLICY = """apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: {name}
+spec:
+  kprobes:
+  - call: "security_bprm_check"
+    syscall: false
+    args:
+    - index: 0
+      type: "linux_binprm"
+    selectors:
+    - matchBinaries:
+      - operator: "In"
+        values: ["/tmp/xmrig"]
+      matchActions:
+      - action: Sigkill
+"""
+
+
+class State:
+    def __init__(self, policy):
+        self.policy, self.file, self.state = policy, policy.file, "enforcing"
+
+
+class FakeManager:
+    def __init__(self):
+        self.policies, self.reloads, self.errors, self.log = {}, ReloadCounters(), {}, []
+
+    def names_from(self, path):
+        return [n for n, s in self.policies.items() if s.file == path]
+
+    def apply_file(self, path, text):
+        result = load_text(text, file=path)
+        problems = [e.render() for e in result.errors] + [
+            f'policy "{p.name}" is defined in both {self.policies[p.name].file} and {path}'
+            for p in result.policies if p.name in self.policies and self.policies[p.name].file != path]
+        if problems:
+            self.reloads.failed += 1
+            self.errors[path] = problems
+            raise PolicyLoadFailed(path, problems)
+        for n in self.names_from(path):
+            del self.policies[n]
+        states = [State(p) for p in result.policies]
+        self.policies.update((s.policy.name, s) for s in states)
+        self.reloads.ok += 1
+        self.log.append(("apply", os.path.basename(path)))
+        return states
+
+    def unload_file(self, path):
+        names = self.names_from(path)
+        for n in names:
+            del self.policies[n]
+        self.log.append(("unload", os.path.basename(path)))
+        return names
+
+    def purge_retired(self):
+        pass
+
+
+@pytest.fixture
+def pd(tmp_path):
+    d = PolicyDirectory(str(tmp_path / "policies.d"), debounce=0.05, manager=FakeManager())
+    d.start()
+    yield d
+    d.stop()
+
+
+def settle(d, wait=0.3):
+    """Run what the agent loop would: read inotify, then fire the debounce timer."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        d.on_inotify()
+        time.sleep(0.01)
+    d.on_timer()
+
+
+def test_names():
+    assert is_policy_name("a.yaml") and is_policy_name("b.yml")
+    for n in ("a.yaml~", ".a.yaml", ".#a.yaml", "a.yaml.swp", "a.json", "a", ""):
+        assert not is_policy_name(n)
+
+
+def test_parse_inotify_events():
+    import struct
+    raw = struct.pack("iIII", 1, IN_CLOSE_WRITE, 0, 16) + b"a.yaml".ljust(16, b"\0")
+    raw += struct.pack("iIII", 1, IN_MOVED_TO, 7, 0)
+    (a, b) = parse_events(raw)
+    assert (a.name, a.mask, b.name, b.cookie) == ("a.yaml", IN_CLOSE_WRITE, "", 7)
+
+
+def test_directory_is_created_and_scanned(tmp_path):
+    path = tmp_path / "x" / "policies.d"
+    d = PolicyDirectory(str(path), manager=FakeManager())
+    d.start()
+    d.stop()
+    assert path.is_dir()
+
+
+def test_create_edit_rename_delete(pd):
+    p = os.path.join(pd.path, "a.yaml")
+    with open(p, "w") as f:
+        f.write(POLICY.format(name="one"))
+    settle(pd)
+    assert list(pd.manager.policies) == ["one"]
+    with open(p + ".tmp", "w") as f:     # not a policy name: ignored until renamed
+        f.write(POLICY.format(name="two"))
+    os.rename(p + ".tmp", p)
+    settle(pd)
+    assert list(pd.manager.policies) == ["two"]
+    os.rename(p, os.path.join(pd.path, "b.yml"))
+    settle(pd)
+    assert [(n, os.path.basename(s.file)) for n, s in pd.manager.policies.items()] == [("two", "b.yml")]
+    os.unlink(os.path.join(pd.path, "b.yml"))
+    settle(pd)
+    assert pd.manager.policies == {}
+
+
+def test_unchanged_content_is_not_reloaded_and_bursts_coalesce(pd):
+    p = os.path.join(pd.path, "a.yaml")
+    for _ in range(5):
+        with open(p, "w") as f:
+            f.write(POLICY.format(name="one"))
+    settle(pd)
+    with open(p, "w") as f:
+        f.write(POLICY.format(name="one"))
+    settle(pd)
+    assert pd.manager.log == [("apply", "a.yaml")]
+
+
+def test_half_written_file_waits_for_close(pd):
+    p = os.path.join(pd.path, "a.yaml")
+    text = POLICY.format(name="one")
+    with open(p, "w") as f:
+        f.write(text[:40])
+        f.flush()
+        settle(pd)
+        assert pd.manager.log == [] and pd.manager.reloads.failed == 0
+        f.write(text[40:])
+    settle(pd)
+    assert list(pd.manager.policies) == ["one"]
+
+
+def test_broken_edit_keeps_old_and_reports(pd):
+    p = os.path.join(pd.path, "a.yaml")
+    with open(p, "w") as f:
+        f.write(POLICY.format(name="one"))
+    settle(pd)
+    with open(p, "w") as f:
+        f.write(POLICY.format(name="one").replace("Sigkill", "Explode"))
+    settle(pd)
+    assert list(pd.manager.policies) == ["one"]
+    rec = pd.files[p]
+    assert not rec.ok and rec.names == ["one"] and "Explode" in rec.errors[0]
+
+
+def test_duplicate_names_and_retry_when_owner_goes(pd):
+    a, b = (os.path.join(pd.path, n) for n in ("a.yaml", "b.yaml"))
+    for p in (a, b):
+        with open(p, "w") as f:
+            f.write(POLICY.format(name="same"))
+    settle(pd)
+    assert pd.manager.policies["same"].file == a
+    assert a in pd.files[b].errors[0] and b in pd.files[b].errors[0]
+    os.unlink(a)
+    settle(pd)
+    assert pd.manager.policies["same"].file == b
+
+
+def test_write_and_remove_for_the_cli(pd):
+    with pytest.raises(ValueError, match="not a policy file name"):
+        pd.write(".hidden.yaml", POLICY.format(name="x"))
+    with pytest.raises(ValueError, match="Explode"):
+        pd.write("x.yaml", POLICY.format(name="x").replace("Sigkill", "Explode"))
+    assert os.listdir(pd.path) == []
+    assert pd.write("x.yaml", POLICY.format(name="x")).ok
+    assert os.listdir(pd.path) == ["x.yaml"] and "x" in pd.manager.policies
+    with pytest.raises(ValueError, match="already loaded"):
+        pd.write("y.yaml", POLICY.format(name="x"))
+    settle(pd)     # the inotify echo of our own write changes nothing
+    assert pd.manager.log == [("apply", "x.yaml")]
+    pd.remove_policy("x")
+    assert os.listdir(pd.path) == [] and pd.manager.policies == {}
+    with pytest.raises(KeyError):
+        pd.remove_policy("x")

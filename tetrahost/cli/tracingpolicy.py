@@ -1,0 +1,100 @@
+"""`tetra tracingpolicy list | add FILE | delete NAME | check FILE`.
+
+add and delete go through the agent, which writes or removes the drop-in
+file in its policy directory (so the change survives restarts) and applies
+it at once; check runs locally and needs no agent.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from tetrahost.control.client import ControlClient, NoAgent
+
+
+def register(commands, socket_option) -> None:
+    tp = commands.add_parser("tracingpolicy", aliases=["tp"], help="manage the agent's tracing policies")
+    sub = tp.add_subparsers(dest="tp_command", metavar="COMMAND")
+    sub.required = True
+    ls = sub.add_parser("list", help="loaded policies: state, mode, hooks, counters")
+    ls.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    add = sub.add_parser("add", help="validate FILE and install it in the agent's policy directory")
+    add.add_argument("file")
+    add.add_argument("--name", help="file name in the policy directory (default: FILE's base name)")
+    delete = sub.add_parser("delete", help="remove the policy NAME (deletes its drop-in file)")
+    delete.add_argument("name")
+    check = sub.add_parser("check", help="validate FILE without loading it")
+    check.add_argument("file")
+    for leaf in (ls, add, delete, check):   # check ignores it; accepted for uniform scripts
+        socket_option(leaf)
+
+
+def run(args, out, err) -> int:
+    if args.tp_command == "check":
+        from tetrahost.policy import check_file, render_result
+        result = check_file(args.file)
+        print(render_result(result), file=out)
+        return 0 if result.ok else 1
+    if args.tp_command == "add":
+        # validate locally first: a broken file is refused before anything is sent
+        from tetrahost.policy import check_file, render_result
+        result = check_file(args.file)
+        if not result.ok:
+            print(render_result(result), file=err)
+            return 1
+    try:
+        with ControlClient(args.socket) as client:
+            return _remote(args, client, out, err)
+    except NoAgent as exc:
+        print(f"tetra: {exc}", file=err)
+        return 1
+
+
+def _remote(args, client, out, err) -> int:
+    if args.tp_command == "list":
+        answer = client.call("policy_list")
+        if not answer.get("ok"):
+            print(f"tetra: {answer.get('error')}", file=err)
+            return 1
+        if args.output == "json":
+            print(json.dumps(answer["policies"], indent=2), file=out)
+        else:
+            print(render_list(answer["policies"]), file=out)
+        return 0
+    if args.tp_command == "add":
+        with open(args.file, encoding="utf-8") as f:
+            content = f.read()
+        filename = args.name or os.path.basename(args.file)
+        if not filename.endswith((".yaml", ".yml")):
+            filename += ".yaml"
+        answer = client.call("policy_add", filename=filename, content=content)
+        if not answer.get("ok"):
+            print(f"tetra: {answer.get('error')}", file=err)
+            for line in answer.get("errors", []):
+                print(f"  {line}", file=err)
+            return 1
+        for p in answer.get("policies", []):
+            print(f"added {p['name']} ({answer['file']}): {p['state']}", file=out)
+        return 0
+    answer = client.call("policy_delete", name=args.name)
+    if not answer.get("ok"):
+        print(f"tetra: {answer.get('error')}", file=err)
+        return 1
+    print(f"deleted {answer['deleted']} ({answer['file']})", file=out)
+    return 0
+
+
+def render_list(policies: list[dict]) -> str:
+    if not policies:
+        return "no policies loaded"
+    lines = []
+    for p in policies:
+        lines.append(f"{p['name']}  state={p['state']}  mode={p['mode']}  events={p['events']}  "
+                     f"enforcements={p['enforcements']}  generation={p['generation']}")
+        lines.append(f"  file: {p['file']}")
+        for h in p["hooks"]:
+            how = h["attach"] if h["active"] else f"NOT ACTIVE: {h['error']}"
+            lines.append(f"  hook {h['hook']}: {how}  events={h['events']}")
+        for e in p.get("pending_errors", []):
+            lines.append(f"  newer file version rejected (this version keeps running): {e}")
+    return "\n".join(lines)

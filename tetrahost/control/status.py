@@ -1,0 +1,64 @@
+"""What `status` and `policy_list` answer: plain data read from the agent at request time."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+
+def _features(features) -> dict:
+    if features is None:
+        return {}
+    if dataclasses.is_dataclass(features):
+        return dataclasses.asdict(features)
+    return {k: v for k, v in vars(features).items() if not k.startswith("_")}
+
+
+def policy_list(agent, server) -> list[dict]:
+    manager = agent.policies
+    if manager is None:
+        return []
+    directory = getattr(agent, "policy_dir", None)
+    records = directory.files if directory is not None else {}
+    out = []
+    for item in manager.describe():
+        counts = server.policy_events.get(item["name"], [0, 0])
+        item["enforcements"] = counts[1]
+        rec = records.get(item["file"])
+        # the file changed into something that did not load: the old version still runs
+        item["pending_errors"] = [] if rec is None or rec.ok else rec.errors
+        out.append(item)
+    return out
+
+
+def agent_status(agent, server) -> dict:
+    c = agent.counters
+    manager = agent.policies
+    active = [h for h in (manager.hooks.values() if manager else ()) if h.active]
+    directory = getattr(agent, "policy_dir", None)
+    status = {
+        "health": "ok",
+        "pid": os.getpid(),
+        "node_name": agent.node_name,
+        "uptime_seconds": round(time.time() - c.started, 3),
+        "kernel": {
+            "release": os.uname().release,
+            "features": _features(agent.features),
+            # what this agent really has attached, by BPF program
+            "in_use": ["process sensor: " + ", ".join(p.section for p in agent.sensor.obj.programs.values())]
+                      + sorted({f"{h.plan.program}: {h.plan.method}" for h in active}),
+        },
+        "policies": [{"name": n, "state": s.state, "mode": s.policy.mode, "file": os.fspath(s.file),
+                      "generation": s.generation} for n, s in sorted(manager.policies.items())] if manager else [],
+        "policy_reloads": {"ok": manager.reloads.ok, "failed": manager.reloads.failed,
+                           "unloads": manager.reloads.unloads} if manager else {},
+        "policy_errors": dict(manager.errors) if manager else {},
+        "policy_dir": directory.describe() if directory is not None else None,
+        "counters": {"records": c.records, "decode_errors": c.decode_errors,
+                     "events": dict(c.events), "lost": dict(c.lost)},
+        "control": server.describe(),
+    }
+    if manager and (manager.errors or any(s.state != "enforcing" and s.state != "monitoring"
+                                          for s in manager.policies.values())):
+        status["health"] = "degraded"
+    return status
