@@ -10,7 +10,8 @@ import importlib
 import logging
 import sys
 
-SUBCOMMANDS = ["tetrahost.cli.run_cmd", "tetrahost.cli.probe_cmd", "tetrahost.cli.policy_cmd"]
+SUBCOMMANDS = ["tetrahost.cli.run_cmd", "tetrahost.cli.probe_cmd", "tetrahost.cli.policy_cmd",
+               "tetrahost.cli.config_cmd"]
 
 
 def build_parser() -> argparse.ArgumentParser:

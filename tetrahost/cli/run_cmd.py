@@ -1,4 +1,16 @@
-"""`tetrahost run`: the agent in the foreground."""
+"""`tetrahost run`: the agent in the foreground.
+
+Settings come from the configuration file (/etc/tetragon/tetrahost.toml, or
+--config), then command-line flags override them.  This module turns the
+result into the agent's sinks and components:
+
+  sinks:       PolicyEventCounter (metrics, sees every event)
+               ExportPipeline (allow/deny, field filters, rate limit) -> exporters:
+                 stdout (JSON or compact), JSON file(s) with rotation  [on worker threads]
+                 journald (non-blocking native protocol), Elasticsearch [own thread]
+  components:  the pipeline (rate_limit_info timer), policy directory watch, control socket,
+               metrics server, sd_notify (last: READY=1 once the policies are in place)
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,38 +22,188 @@ log = logging.getLogger(__name__)
 
 
 def register(sub) -> None:
+    from tetrahost.config import DEFAULT_PATH
+
     p = sub.add_parser("run", help="run the agent in the foreground",
-                       description="Load the sensors and write Tetragon-shaped JSON events.")
+                       description="Load the sensors and write Tetragon-shaped JSON events. "
+                                   f"Settings are read from {DEFAULT_PATH} (if present) or --config; "
+                                   "flags override them.")
+    p.add_argument("--config", metavar="FILE", help=f"configuration file (default {DEFAULT_PATH} if it exists)")
     p.add_argument("--export-file", metavar="PATH",
-                   help="append JSON events to PATH (created with mode 0600)")
+                   help="write JSON events to PATH instead of export.filenames (mode 0600, rotated "
+                        "as export.file says)")
     p.add_argument("--stdout", action=argparse.BooleanOptionalAction, default=None,
-                   help="write JSON events to stdout (default: on unless --export-file is given)")
+                   help="write events to stdout (default: export.stdout.enabled)")
+    p.add_argument("--stdout-format", choices=("json", "compact"),
+                   help="stdout format (default: export.stdout.format)")
+    p.add_argument("--journald", action=argparse.BooleanOptionalAction, default=None,
+                   help="send events to the journal (default: export.journald.enabled)")
+    p.add_argument("--metrics-address", metavar="HOST:PORT",
+                   help="serve Prometheus metrics here; \"\" or off disables (default: metrics.address)")
+    p.add_argument("--elasticsearch-url", metavar="URL",
+                   help="send events to this Elasticsearch (enables export.elasticsearch)")
+    p.add_argument("--export-rate-limit", type=int, metavar="N",
+                   help="at most N exported events per minute, -1 = unlimited (default: export.rate_limit)")
     p.add_argument("--policy", action="append", default=[], metavar="FILE",
                    help="load this TracingPolicy file (repeatable)")
-    p.add_argument("--node-name", help="node_name in events (default: the host name)")
-    p.add_argument("--proc-root", default="/proc", help="proc file system to scan at start (default /proc)")
+    p.add_argument("--policy-dir", metavar="DIR",
+                   help="watch this policy directory (default: agent.policy_dir, watched when the agent "
+                        "runs with a configuration file)")
+    p.add_argument("--socket", metavar="PATH",
+                   help="serve the control socket (tetra CLI) at PATH (default when a config file "
+                        "was read: /run/tetrahost/tetrahost.sock)")
+    p.add_argument("--no-socket", action="store_true", help="do not serve the control socket")
+    p.add_argument("--node-name", help="node_name in events (default: agent.node_name, else the host name)")
+    p.add_argument("--proc-root", help="proc file system to scan at start (default: agent.proc_root, /proc)")
     p.add_argument("--ringbuf-size", type=int, metavar="BYTES",
-                   help="kernel ring buffer size, a power of two (default 8 MiB)")
+                   help="kernel ring buffer size, a power of two (default: agent.ringbuf_size, 8 MiB)")
     p.set_defaults(func=run)
 
 
+def apply_overrides(cfg, args):
+    """Command-line flags win over the file."""
+    e, a = cfg.export, cfg.agent
+    if args.export_file:
+        e.filenames = [os.path.abspath(args.export_file)]
+    if args.stdout is not None:
+        e.stdout.enabled = args.stdout
+    if args.stdout_format:
+        e.stdout.format = args.stdout_format
+    if args.journald is not None:
+        e.journald.enabled = args.journald
+    if args.metrics_address is not None:
+        cfg.metrics.enabled = args.metrics_address not in ("", "off")
+        if cfg.metrics.enabled:
+            cfg.metrics.address = args.metrics_address
+    if args.elasticsearch_url:
+        e.elasticsearch.enabled = True
+        e.elasticsearch.url = args.elasticsearch_url
+    if args.export_rate_limit is not None:
+        e.rate_limit = args.export_rate_limit
+    for attr in ("policy_dir", "node_name", "proc_root", "ringbuf_size"):
+        if getattr(args, attr) is not None:
+            setattr(a, attr, getattr(args, attr))
+    return cfg
+
+
+def setup_agent_logging(cfg) -> None:
+    """Agent logs to the journal when running under systemd (JOURNAL_STREAM) or when configured."""
+    from tetrahost.export import journald
+
+    mode = cfg.export.journald.agent_logs
+    if mode == "off" or (mode == "auto" and not os.environ.get("JOURNAL_STREAM")):
+        return
+    if not journald.journal_available():
+        log.warning("agent logs: no journald at %s, logging to stderr", journald.JOURNAL_SOCKET)
+        return
+    root = logging.getLogger()
+    handler = journald.log_handler()
+    handler.setLevel(root.level)
+    root.addHandler(handler)
+    if journald.stderr_is_journal():
+        # stderr is the journal already: keep one (structured) copy of each line.
+        for h in list(root.handlers):
+            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stderr:
+                root.removeHandler(h)
+
+
+def policy_components(cfg, args) -> list:
+    """Policy directory watch and control socket.
+
+    The directory is watched when named with --policy-dir or when a
+    configuration file was read (a deployed service); an ad-hoc `tetrahost run`
+    without either does not pick up whatever /etc/tetragon/policies.d holds.
+    The control socket likewise: with --socket, or at its default path when
+    a configuration file was read, so `tetra status` works against the
+    service; ad-hoc runs (tests, several agents on one host) would otherwise
+    fight over the default path.  --no-socket turns it off."""
+    out = []
+    service = cfg.source != "(defaults)"
+    if args.policy_dir or service:
+        from tetrahost.policy.watch import PolicyDirectory
+        out.append(PolicyDirectory(cfg.agent.policy_dir))
+    if (args.socket or service) and not args.no_socket:
+        from tetrahost.control.server import ControlServer
+        from tetrahost.control.protocol import DEFAULT_SOCKET
+        out.append(ControlServer(args.socket or DEFAULT_SOCKET))
+    return out
+
+
+def build_outputs(cfg, node_name: str, extra_components=()):
+    """(sinks, components, exporters) for the Agent, from a Config."""
+    from tetrahost.config import export_paths
+    from tetrahost.export import journald
+    from tetrahost.export.filters import ExportPipeline, parse_filter_list
+    from tetrahost.export.rotating import RotatingFileSink
+    from tetrahost.export.sinks import ThreadedSink, stdout_sink
+    from tetrahost.metrics import MetricsServer, PolicyEventCounter
+    from tetrahost.notify import Notifier
+
+    e = cfg.export
+    exporters = []
+    if e.stdout.enabled:
+        exporters.append(ThreadedSink(stdout_sink(compact=e.stdout.format == "compact")))
+    for path in export_paths(cfg):
+        exporters.append(ThreadedSink(RotatingFileSink(
+            path, max_bytes=int(e.file.max_size_mb * 1024 * 1024), max_backups=e.file.max_backups,
+            compress=e.file.compress)))
+    if e.journald.enabled:
+        if journald.journal_available():
+            exporters.append(journald.JournaldSink())
+        else:
+            log.warning("journald export: no journald listening on %s; journal export off",
+                        journald.JOURNAL_SOCKET)
+    if e.elasticsearch.enabled:
+        from tetrahost.export.elastic import ElasticsearchSink
+        es = e.elasticsearch
+        exporters.append(ElasticsearchSink(
+            es.url, es.index, daily_index=es.daily_index, batch_size=es.batch_size,
+            flush_interval=es.flush_interval, buffer_size=es.buffer_size, timeout=es.timeout,
+            max_retry_delay=es.max_retry_delay, username=es.username, password=es.password,
+            api_key=es.api_key, ca_file=es.ca_file, verify_tls=es.verify_tls))
+    pipeline = ExportPipeline(
+        exporters, allow=parse_filter_list(e.allow_list, "export.allow_list"),
+        deny=parse_filter_list(e.deny_list, "export.deny_list"),
+        drop_process_fields=e.drop_process_fields, rate_limit=e.rate_limit, node_name=node_name)
+    counter = PolicyEventCounter()
+    components = [pipeline, *extra_components]
+    if cfg.metrics.enabled and cfg.metrics.address not in ("", "off"):
+        components.append(MetricsServer(cfg.metrics.address, exporters, pipeline, counter))
+    if cfg.systemd.notify:
+        components.append(Notifier(cfg.systemd.status_interval))   # last: READY=1 after the rest
+    return [counter, pipeline], components, exporters
+
+
 def run(args) -> int:
+    from tetrahost import config
     from tetrahost.bpf import BpfError
     from tetrahost.daemon import Agent
-    from tetrahost.export.sinks import file_sink, stdout_sink
 
+    try:
+        cfg = apply_overrides(config.load(args.config), args)
+    except config.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    setup_agent_logging(cfg)
     if os.geteuid() != 0:
         print("tetrahost run: needs root (loading BPF programs needs CAP_BPF and CAP_PERFMON "
               "or CAP_SYS_ADMIN)", file=sys.stderr)
         return 1
+    if cfg.source != "(defaults)":
+        log.info("configuration from %s", cfg.source)
     sinks = []
     try:
-        if args.export_file:
-            sinks.append(file_sink(args.export_file))
-        if args.stdout or (args.stdout is None and not args.export_file):
-            sinks.append(stdout_sink())
-        return Agent(sinks, node_name=args.node_name, proc_root=args.proc_root,
-                     ringbuf_bytes=args.ringbuf_size, policy_files=args.policy).run()
-    except (BpfError, FileNotFoundError, PermissionError, ValueError) as exc:
+        sinks, components, _ = build_outputs(cfg, cfg.agent.node_name, policy_components(cfg, args))
+        agent = Agent(sinks, node_name=cfg.agent.node_name or None, proc_root=cfg.agent.proc_root,
+                      ringbuf_bytes=cfg.agent.ringbuf_size or None, policy_files=args.policy,
+                      components=components)
+        agent.config = cfg      # for components reading settings at start (policy directory watch)
+        return agent.run()
+    except (BpfError, OSError, ValueError) as exc:
         log.error("%s", exc)
+        for sink in sinks:      # stop exporter threads started before the failure
+            try:
+                sink.close()
+            except Exception:
+                pass
         return 1

@@ -1,0 +1,75 @@
+"""journald native protocol encoding and non-blocking sends (no journald needed: a socket in tmp)."""
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import time
+
+from tetrahost.events.meta import EventMeta
+from tetrahost.export import journald
+
+
+def parse_entry(data: bytes) -> dict:
+    """Decode the native protocol, as journald does."""
+    fields, i = {}, 0
+    while i < len(data):
+        nl = data.index(b"\n", i)
+        head = data[i:nl]
+        if b"=" in head:
+            k, v = head.split(b"=", 1)
+            i = nl + 1
+        else:
+            k = head
+            (n,) = struct.unpack("<Q", data[nl + 1:nl + 9])
+            v = data[nl + 9:nl + 9 + n]
+            assert data[nl + 9 + n:nl + 10 + n] == b"\n"
+            i = nl + 10 + n
+        fields[k.decode()] = v.decode("utf-8", "surrogateescape")
+    return fields
+
+
+def test_encoding_round_trips_newlines_and_binary():
+    f = {"MESSAGE": "a=b", "MULTI": "x\ny\n", "N": 5, "SURR": "/tmp/\udcff"}
+    assert parse_entry(journald.encode_entry(f)) == {"MESSAGE": "a=b", "MULTI": "x\ny\n", "N": "5",
+                                                    "SURR": "/tmp/\udcff"}
+
+
+def test_event_fields():
+    meta = EventMeta(kind="process_lsm", pid=7, binary="/usr/bin/su", exec_id="id7", ktime=0,
+                     policy="p", hook="bprm_check_security", action="OVERRIDE", enforced=True)
+    line = json.dumps({"process_lsm": {"process": {"binary": "/usr/bin/su"}, "function_name": "bprm_check_security",
+                                       "action": "KPROBE_ACTION_OVERRIDE"}, "node_name": "h"})
+    f = journald.event_fields(line, meta)
+    assert f["PRIORITY"] == 4 and f["TETRAGON_EVENT"] == "PROCESS_LSM" and f["TETRAGON_ACTION"] == "OVERRIDE"
+    assert f["MESSAGE"] == "🔒 LSM     h /usr/bin/su bprm_check_security ⛔ OVERRIDE"
+    assert "TETRAGON_UNIT" not in f and f["TETRAGON_JSON"] == line
+    meta2 = EventMeta(kind="rate_limit_info", pid=0, binary="", exec_id="", ktime=0)
+    f = journald.event_fields('{"rate_limit_info":{}}', meta2)
+    assert f["MESSAGE"] == "RATE_LIMIT_INFO" and f["PRIORITY"] == 6
+
+
+def test_full_socket_drops_and_counts_without_blocking(tmp_path):
+    path = str(tmp_path / "journal.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)                       # nobody reads: its queue fills up
+    sink = journald.JournaldSink(path)
+    meta = EventMeta(kind="process_exec", pid=1, binary="/bin/x", exec_id="e", ktime=0)
+    batch = [(json.dumps({"x": "y" * 200}), meta)] * 5000
+    t0 = time.monotonic()
+    sink.write_events(batch)
+    assert time.monotonic() - t0 < 5
+    assert sink.stats.dropped > 0 and sink.stats.events > 0
+    assert sink.stats.events + sink.stats.dropped == 5000 and sink.stats.errors == 0
+    got = parse_entry(server.recv(1 << 20))
+    assert got["SYSLOG_IDENTIFIER"] == "tetrahost"
+    sink.close()
+    server.close()
+
+
+def test_no_journald_is_an_error_not_an_exception(tmp_path):
+    sink = journald.JournaldSink(str(tmp_path / "absent.sock"))
+    meta = EventMeta(kind="process_exec", pid=1, binary="/bin/x", exec_id="e", ktime=0)
+    sink.write_events([("{}", meta)] * 3)
+    assert sink.stats.errors == 1 and sink.stats.dropped == 3
+    assert not journald.journal_available(str(tmp_path / "absent.sock"))

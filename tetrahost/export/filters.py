@@ -1,0 +1,228 @@
+"""Export filters, field filters and the export rate limit, in front of every event exporter.
+
+Allow/deny lists use Tetragon's filter syntax (exportAllowList/exportDenyList):
+a list of filters; within one filter every key given must match (AND), a key
+matches when any of its values does (OR); an event is exported when it
+matches some allow filter (or there is no allow list) and no deny filter.
+The keys are the subset of Tetragon's Filter that EventMeta can answer
+without parsing the event:
+
+  event_set     ["PROCESS_EXEC", "PROCESS_EXIT", "PROCESS_KPROBE", "PROCESS_LSM"]
+  binary_regex  regular expressions searched in the process binary (Go MatchString semantics)
+  pid           process ids
+  policy_names  TracingPolicy names (hook events)
+  namespace     the workload namespace (EventMeta.workload_namespace; "" = none)
+  unit          systemd unit of the process's cgroup (tetrahost extension)
+
+Tetragon's pid_set, arguments_regex, parent_binary_regex, labels, ... need
+data EventMeta does not carry and are rejected as unknown keys, not ignored.
+
+Field filters: `drop_process_fields` removes keys from the "process" and
+"parent" objects of every event (a simple form of Tetragon's fieldFilters with
+action EXCLUDE on process.*).  Costs a JSON parse+dump per exported event, so
+it is only done when configured.
+
+Rate limit: events per minute over all exporters (Tetragon's exportRateLimit),
+a token bucket refilled continuously.  Dropped events are reported, as
+Tetragon does, by a rate_limit_info line through the same exporters once per
+report interval in which something was dropped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+
+from tetrahost.events.meta import EventMeta
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = ("PROCESS_EXEC", "PROCESS_EXIT", "PROCESS_KPROBE", "PROCESS_LSM", "PROCESS_TRACEPOINT")
+FILTER_KEYS = ("event_set", "binary_regex", "pid", "policy_names", "namespace", "unit")
+PROCESS_FIELDS = frozenset((
+    "exec_id", "pid", "uid", "cwd", "binary", "arguments", "flags", "start_time", "auid",
+    "parent_exec_id", "cap", "ns", "tid", "process_credentials", "cgroup", "unit", "slice",
+    "workload_namespace", "container", "refcnt"))
+
+
+class FilterError(ValueError):
+    pass
+
+
+class Filter:
+    """One Tetragon filter: every key present must match."""
+
+    def __init__(self, spec: dict, where: str = ""):
+        self.spec = spec
+        tests = []
+        for key, values in spec.items():
+            path = f"{where}{key}"
+            if key not in FILTER_KEYS:
+                raise FilterError(f"{path}: unknown filter key (supported: {', '.join(FILTER_KEYS)})")
+            if not isinstance(values, list) or not values:
+                raise FilterError(f"{path}: expected a non-empty list, got {values!r}")
+            if key == "event_set":
+                bad = [v for v in values if v not in EVENT_TYPES]
+                if bad:
+                    raise FilterError(f"{path}: unknown event type(s) {bad} (known: {', '.join(EVENT_TYPES)})")
+                kinds = frozenset(v.lower() for v in values)
+                tests.append(lambda m, k=kinds: m.kind in k)
+            elif key == "binary_regex":
+                try:
+                    rx = re.compile("|".join(f"(?:{v})" for v in values))
+                except (re.error, TypeError) as exc:
+                    raise FilterError(f"{path}: bad regular expression: {exc}") from None
+                tests.append(lambda m, rx=rx: rx.search(m.binary) is not None)
+            elif key == "pid":
+                if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+                    raise FilterError(f"{path}: expected process ids (integers), got {values!r}")
+                pids = frozenset(values)
+                tests.append(lambda m, p=pids: m.pid in p)
+            else:
+                if not all(isinstance(v, str) for v in values):
+                    raise FilterError(f"{path}: expected strings, got {values!r}")
+                attr = {"policy_names": "policy", "namespace": "workload_namespace", "unit": "unit"}[key]
+                names = frozenset(values)
+                tests.append(lambda m, a=attr, n=names: getattr(m, a) in n)
+        if not tests:
+            raise FilterError(f"{where.rstrip('.') or 'filter'}: empty filter (it would match everything)")
+        self._tests = tests
+
+    def matches(self, meta: EventMeta) -> bool:
+        return all(t(meta) for t in self._tests)
+
+
+def parse_filter_list(value, where: str = "") -> list[Filter]:
+    """Filters from a list of tables (TOML) or Tetragon's form: a string of JSON objects, one per line."""
+    if isinstance(value, str):
+        specs = []
+        for n, line in enumerate(value.splitlines(), 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                spec = json.loads(line)
+            except ValueError as exc:
+                raise FilterError(f"line {n}: not a JSON object: {exc}") from None
+            if not isinstance(spec, dict):
+                raise FilterError(f"line {n}: not a JSON object: {line}")
+            specs.append(spec)
+    elif isinstance(value, list):
+        specs = value
+    else:
+        raise FilterError(f"expected a list of filters, got {value!r}")
+    return [Filter(spec, f"{where}[{i}].") for i, spec in enumerate(specs)]
+
+
+def drop_fields(line: str, fields: frozenset) -> str:
+    event = json.loads(line)
+    for body in event.values():
+        if isinstance(body, dict):
+            for key in ("process", "parent"):
+                obj = body.get(key)
+                if isinstance(obj, dict):
+                    for f in fields & obj.keys():
+                        del obj[f]
+    return json.dumps(event, separators=(",", ":"))
+
+
+class RateLimiter:
+    """Token bucket of `per_minute` events, refilled continuously."""
+
+    def __init__(self, per_minute: int, clock=time.monotonic):
+        self.rate = per_minute / 60.0
+        self.capacity = float(per_minute)
+        self.tokens = float(per_minute)
+        self.clock = clock
+        self._last = clock()
+
+    def allow(self, n: int) -> int:
+        """How many of n events may pass now."""
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        ok = min(n, int(self.tokens))
+        self.tokens -= ok
+        return ok
+
+
+class ExportPipeline:
+    """Filters, field filters and rate limit once, then every exporter gets the result.
+
+    Also a component (start/stop) so the agent's loop drives the periodic
+    rate_limit_info report even when no more events arrive."""
+
+    name = "export-pipeline"
+
+    def __init__(self, sinks, *, allow=(), deny=(), drop_process_fields=(), rate_limit: int = -1,
+                 node_name: str = "", report_interval: float = 60.0, clock=time.monotonic):
+        self.sinks = list(sinks)
+        self.allow = list(allow)
+        self.deny = list(deny)
+        self.fields = frozenset(drop_process_fields)
+        self.limiter = RateLimiter(rate_limit, clock) if rate_limit >= 0 else None
+        self.node_name = node_name
+        self.report_interval = report_interval
+        self.filtered = 0           # events removed by allow/deny lists
+        self.rate_limited = 0       # events dropped by the rate limit, total
+        self._unreported = 0
+
+    def _keep(self, meta: EventMeta) -> bool:
+        if self.allow and not any(f.matches(meta) for f in self.allow):
+            return False
+        return not any(f.matches(meta) for f in self.deny)
+
+    def write_events(self, batch) -> None:
+        if self.allow or self.deny:
+            kept = [item for item in batch if self._keep(item[1])]
+            self.filtered += len(batch) - len(kept)
+            batch = kept
+        if self.limiter is not None and batch:
+            ok = self.limiter.allow(len(batch))
+            if ok < len(batch):
+                self.rate_limited += len(batch) - ok
+                self._unreported += len(batch) - ok
+                batch = batch[:ok]
+        if self.fields and batch:
+            batch = [(drop_fields(line, self.fields), meta) for line, meta in batch]
+        if batch:
+            self._deliver(batch)
+
+    def _deliver(self, batch) -> None:
+        for sink in self.sinks:
+            try:
+                sink.write_events(batch)
+            except Exception:   # one failing exporter must not starve the others
+                log.exception("exporter %s failed", getattr(sink, "name", sink))
+
+    def report(self) -> None:
+        """Emit rate_limit_info for drops since the last report (Tetragon's event shape)."""
+        if not self._unreported:
+            return
+        n, self._unreported = self._unreported, 0
+        log.warning("export rate limit: %d events dropped", n)
+        now = time.time_ns()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 1_000_000_000))
+        line = json.dumps({"rate_limit_info": {"number_of_dropped_process_events": n},
+                           "node_name": self.node_name, "time": f"{stamp}.{now % 1_000_000_000:09d}Z"},
+                          separators=(",", ":"))
+        self._deliver([(line, EventMeta(kind="rate_limit_info", pid=0, binary="", exec_id="", ktime=0))])
+
+    # -- component -----------------------------------------------------------------
+    def start(self, agent) -> None:
+        if not self.node_name:
+            self.node_name = agent.node_name
+        if self.limiter is not None:
+            agent.add_timer(self.report_interval, self.report)
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.report()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing exporter %s failed", getattr(sink, "name", sink))

@@ -1,0 +1,210 @@
+"""Prometheus metrics at http://ADDRESS/metrics (default :2112), Tetragon's names plus agent health.
+
+  tetragon_events_total{type}                   events by type (PROCESS_EXEC, PROCESS_KPROBE, ...)
+  tetragon_policy_events_total{policy,hook,action}
+  tetragon_process_exec_total
+  tetragon_missed_events_total{type}            records the kernel dropped (ring buffer full),
+                                                from the in-kernel loss counters
+  tetrahost_ringbuf_records_total               records read from the ring buffer
+  tetrahost_ringbuf_lost_total                  all in-kernel losses
+  tetrahost_decode_errors_total
+  tetrahost_policy_state{policy,state}          1 for the policy's current state, 0 for the others
+  tetrahost_process_cache_size
+  tetrahost_export_events_total{exporter}, _bytes_total, _errors_total, _dropped_total
+  tetrahost_export_filtered_total, tetrahost_export_rate_limited_total
+  tetrahost_policy_reloads_total{result}        ok / failed loads of policy files, unloads
+
+Nothing is counted twice: a custom Collector reads the agent's own counters
+when Prometheus scrapes.  The HTTP server runs on prometheus_client's thread
+while the event loop keeps writing those counters, so the collector copies
+each dict first (dict.copy() is one C call under the GIL: a consistent
+snapshot, never "dict changed size during iteration") and reads only ints.
+
+Label values come from a bounded set: event types and loss kinds are fixed
+sets, policy and hook names only from policies actually loaded, and at most
+MAX_POLICY_SERIES (policy, hook, action) series are kept; more are counted
+under policy="other" rather than growing the scrape without bound.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+
+MAX_POLICY_SERIES = 1000
+POLICY_STATES = ("enforcing", "monitoring", "partial", "error")
+LOSS_TYPES = {"exec": "PROCESS_EXEC", "fork": "PROCESS_CLONE", "exit": "PROCESS_EXIT"}
+
+
+class PolicyEventCounter:
+    """A sink (placed before the export filters) counting hook events by (policy, hook, action)."""
+
+    name = "metrics"
+
+    def __init__(self, policy_names=lambda: ()):
+        self.counts: dict[tuple[str, str, str], int] = {}
+        self._policy_names = policy_names
+
+    def write_events(self, batch) -> None:
+        counts = self.counts
+        for _line, meta in batch:
+            if not meta.policy:
+                continue
+            key = (meta.policy, meta.hook, meta.action)
+            if key not in counts:
+                if len(counts) >= MAX_POLICY_SERIES or meta.policy not in self._policy_names():
+                    key = ("other", "other", meta.action if len(meta.action) < 32 else "other")
+            counts[key] = counts.get(key, 0) + 1
+
+    def close(self) -> None:
+        pass
+
+
+class AgentCollector:
+    def __init__(self, agent, exporters=(), pipeline=None, policy_counter=None):
+        self.agent = agent
+        self.exporters = list(exporters)
+        self.pipeline = pipeline
+        self.policy_counter = policy_counter
+
+    def collect(self):
+        c = self.agent.counters
+        events = c.events.copy()
+        lost = c.lost.copy()
+
+        m = CounterMetricFamily("tetragon_events", "Events observed, by event type", labels=["type"])
+        for kind, n in sorted(events.items()):
+            m.add_metric([kind.upper()], n)
+        yield m
+        yield CounterMetricFamily("tetragon_process_exec", "Process executions observed",
+                                  value=events.get("process_exec", 0))
+
+        m = CounterMetricFamily("tetragon_policy_events", "Policy (hook) events by policy, hook and action",
+                                labels=["policy", "hook", "action"])
+        if self.policy_counter is not None:
+            for (policy, hook, action), n in sorted(self.policy_counter.counts.copy().items()):
+                m.add_metric([policy, hook, action], n)
+        yield m
+
+        m = CounterMetricFamily("tetragon_missed_events",
+                                "Records the kernel could not queue (ring buffer full), by type",
+                                labels=["type"])
+        totals = {t: 0 for t in LOSS_TYPES.values()}
+        for kind, n in lost.items():
+            t = LOSS_TYPES.get(kind, kind.upper())
+            totals[t] = totals.get(t, 0) + n
+        for t, n in sorted(totals.items()):
+            m.add_metric([t], n)
+        yield m
+
+        yield CounterMetricFamily("tetrahost_ringbuf_records", "Records read from the ring buffer",
+                                  value=c.records)
+        yield CounterMetricFamily("tetrahost_ringbuf_lost", "Records lost in the kernel (all types)",
+                                  value=sum(lost.values()))
+        yield CounterMetricFamily("tetrahost_decode_errors", "Malformed kernel records dropped",
+                                  value=c.decode_errors)
+        yield GaugeMetricFamily("tetrahost_process_cache_size", "Entries in the process cache",
+                                value=len(self.agent.cache))
+        yield from self._policies()
+        yield from self._exports()
+
+    def _policies(self):
+        pm = getattr(self.agent, "policies", None)
+        m = GaugeMetricFamily("tetrahost_policy_state", "Loaded policies: 1 for the current state",
+                              labels=["policy", "state"])
+        if pm is not None:
+            for name, ps in sorted(pm.policies.copy().items())[:MAX_POLICY_SERIES]:
+                try:
+                    current = ps.state
+                except Exception:       # a policy being torn down by a reload right now
+                    continue
+                for state in POLICY_STATES:
+                    m.add_metric([name, state], 1 if state == current else 0)
+        yield m
+        m = CounterMetricFamily("tetrahost_policy_reloads", "Policy file loads/reloads and unloads, by result",
+                                labels=["result"])
+        r = getattr(pm, "reloads", None) if pm is not None else None
+        for result, attr in (("ok", "ok"), ("failed", "failed"), ("unload", "unloads")):
+            n = getattr(r, attr, 0)
+            m.add_metric([result], n if isinstance(n, int) else 0)
+        yield m
+
+    def _exports(self):
+        fams = {k: CounterMetricFamily(f"tetrahost_export_{k}", f"Exporter {k}", labels=["exporter"])
+                for k in ("events", "bytes", "errors", "dropped")}
+        for exp in self.exporters:
+            s = exp.stats
+            for k, fam in fams.items():
+                fam.add_metric([exp.name], getattr(s, k))
+        yield from fams.values()
+        p = self.pipeline
+        yield CounterMetricFamily("tetrahost_export_filtered", "Events removed by export allow/deny lists",
+                                  value=p.filtered if p else 0)
+        yield CounterMetricFamily("tetrahost_export_rate_limited", "Events dropped by the export rate limit",
+                                  value=p.rate_limited if p else 0)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """"HOST:PORT" / ":PORT" / "[::1]:PORT" -> (host, port); "" host = all IPv4 interfaces."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    # Our own server rather than prometheus_client.start_http_server: that one
+    # returns the server (so it can be shut down) only since 0.17, and Debian 12
+    # ships 0.16.  make_wsgi_app is in every version.
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):      # no stderr line per scrape
+        pass
+
+
+class MetricsServer:
+    """Component: serves /metrics from start() to stop()."""
+
+    def __init__(self, address: str, exporters=(), pipeline=None, policy_counter=None):
+        self.address = address
+        self.exporters = exporters
+        self.pipeline = pipeline
+        self.policy_counter = policy_counter
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._server = None
+        self.port = None
+
+    def start(self, agent) -> None:
+        if self.policy_counter is not None:
+            self.policy_counter._policy_names = (
+                lambda: agent.policies.policies if agent.policies is not None else ())
+        self.registry.register(AgentCollector(agent, self.exporters, self.pipeline, self.policy_counter))
+        host, port = parse_address(self.address)
+        try:
+            self._server = make_server(host, port, make_wsgi_app(self.registry),
+                                       _Server6 if ":" in host else _Server, handler_class=_QuietHandler)
+        except OSError as exc:
+            # Metrics are not worth losing security events over: report, run without.
+            log.error("metrics: cannot listen on %s: %s; running without /metrics", self.address, exc)
+            return
+        self.port = self._server.server_port
+        threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
+        log.info("metrics: serving http://%s:%d/metrics", host, self.port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
