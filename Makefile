@@ -9,7 +9,7 @@ EXT       := tetrahost/_libbpf.abi3.so
 BPF_FLAGS := -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) \
              -Icsrc/include/$(ARCH) -Icsrc
 
-.PHONY: all build bpf ext venv deps test test-host test-vm bench clean vmlinux
+.PHONY: all build bpf ext venv deps run test test-host test-vm test-vm-systemd bench clean vmlinux
 
 all: build
 build: venv ext bpf
@@ -37,14 +37,21 @@ build/bpf/%.bpf.o: csrc/bpf/%.bpf.c $(BPF_HDRS)
 vmlinux:                      ## regenerate the committed vmlinux.h from this kernel's BTF
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > csrc/include/$(ARCH)/vmlinux.h
 
-test: build test-host test-vm ## everything CI runs
+run: build                    ## the agent in the foreground, JSON events on stdout
+	$(PY) -m tetrahost.cli.main run --stdout --policy-dir /etc/tetragon/policies.d
 
-test-host: build
+test: build test-host test-vm test-vm-systemd ## everything CI runs
+
+test-host: build              ## unit tests + this kernel (root)
 	$(PY) -m pytest -q tests
 
-test-vm: build
-	scripts/vm-setup.sh
-	$(PY) tests/vm/run.py -q
+test-vm: build                ## tests/vm inside Debian's 6.1 kernel under QEMU
+	bash scripts/vm-setup.sh
+	$(PY) tests/vm/run.py --vm-results "$(CURDIR)/build/vm-results"
+
+test-vm-systemd: build        ## a scenario under systemd + journald in the guest
+	bash scripts/vm-setup.sh
+	$(PY) tests/vm/run.py --systemd tests/vm/scenarios/systemd_smoke.sh
 
 bench: build
 	$(PY) bench/exec_storm.py

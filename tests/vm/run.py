@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Run the real-kernel tests in a Debian 6.1 guest (QEMU + virtme-ng).
+
+  .venv/bin/python tests/vm/run.py [pytest args...]
+      boots the guest once and runs `pytest tests/vm -m vm` in it.
+  .venv/bin/python tests/vm/run.py --systemd tests/vm/scenarios/NAME.sh
+      boots the guest with systemd as PID 1 and journald, runs the scenario
+      script (bash) as a unit, and powers off.
+
+Fails (exit 1) when pytest or the scenario fails, when the guest reports no
+result (boot failure, timeout), or when the guest's dmesg shows a kernel
+warning, BUG, oops or call trace. Exit 2: the host lacks something (the
+message says what). See tests/vm/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import vmboot
+import vmreport
+
+RESULT_FILES = ("exit_code", "junit.xml", "dmesg.txt", "scenario.log", "journal.txt", "failed-units.txt")
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        description="Run tests/vm in a Debian 6.1 QEMU guest; other arguments go to pytest.",
+        allow_abbrev=False,  # so pytest's options are never taken for ours
+    )
+    parser.add_argument("--systemd", metavar="SCENARIO", type=Path,
+                        help="boot systemd as PID 1 and run this bash script instead of pytest")
+    parser.add_argument("--vm-timeout", type=float, default=20 * 60, metavar="SECONDS",
+                        help="kill the VM after this long, boot included (default: 1200)")
+    parser.add_argument("--vm-results", type=Path, metavar="DIR",
+                        help="keep the guest's results here (default: a new /tmp/tetrahost-vm-* directory)")
+    parser.add_argument("--vm-memory", default="2G", help="guest memory (default: 2G)")
+    parser.add_argument("--vm-cpus", type=int, default=2, help="guest vCPUs (default: 2)")
+    return parser.parse_known_args(argv)
+
+
+def prepare_results(path: Path | None) -> Path:
+    if path is None:
+        return Path(tempfile.mkdtemp(prefix="tetrahost-vm-"))
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES:  # a stale exit_code would pass for this run's
+        (path / name).unlink(missing_ok=True)
+    return path
+
+
+def main(argv: list[str]) -> int:
+    args, pytest_args = parse_args(argv)
+    try:
+        kernel = vmboot.find_kernel()
+        vng = vmboot.find_vng()
+    except vmboot.SetupError as err:
+        print(f"tetrahost-vm: {err}", file=sys.stderr)
+        return 2
+    if args.systemd is not None:
+        if pytest_args:
+            print(f"tetrahost-vm: --systemd takes no pytest arguments: {pytest_args}", file=sys.stderr)
+            return 2
+        scenario = args.systemd.resolve()
+        if not scenario.is_file():
+            print(f"tetrahost-vm: no scenario script {scenario}", file=sys.stderr)
+            return 2
+
+    results = prepare_results(args.vm_results)
+    opts = vmboot.VmOptions(results=results, timeout=args.vm_timeout,
+                            memory=args.vm_memory, cpus=args.vm_cpus)
+    if args.systemd is not None:
+        what = f"systemd scenario {scenario}"
+        command = vmboot.systemd_command(opts, kernel, vng, scenario)
+    else:
+        what = "pytest tests/vm -m vm " + " ".join(pytest_args)
+        command = vmboot.plain_command(opts, kernel, vng, pytest_args)
+
+    print(f"tetrahost-vm: booting {kernel.name} (TCG, {opts.cpus} vCPUs, {opts.memory}) for {what}", flush=True)
+    started = time.monotonic()
+    boot = vmboot.run_vm(command, vng, opts.timeout)
+    return report(boot, results, systemd=args.systemd is not None, wall=time.monotonic() - started)
+
+
+def report(boot: vmboot.BootResult, results: Path, systemd: bool, wall: float) -> int:
+    """Print the summary; return the runner's exit code."""
+    problems = []
+    exit_code = vmreport.read_exit_code(results)
+    trouble = vmreport.kernel_trouble(results)
+    junit = None if systemd else vmreport.junit_counts(results)
+
+    if boot.timed_out:
+        problems.append(f"timeout: the VM was killed after {boot.total_seconds:.0f} s (--vm-timeout)")
+    elif exit_code is None:
+        problems.append(f"the guest reported no result (vng exit {boot.returncode}): "
+                        "it did not boot or crashed, see the output above")
+    elif exit_code != 0:
+        problems.append(f"{'scenario' if systemd else 'pytest'} exited with {exit_code}")
+    if trouble:
+        problems.append(f"the guest kernel logged {len(trouble)} warning/BUG/oops line(s)")
+
+    boot_text = f"{boot.boot_seconds:.1f} s" if boot.boot_seconds is not None else "guest never came up"
+    print("\n==== tetrahost VM summary ====")
+    print(f"mode:     {'systemd scenario' if systemd else 'pytest'}")
+    print(f"boot:     {boot_text} (launch until the guest ran our script)")
+    print(f"total:    {wall:.1f} s")
+    print(f"result:   {'none' if exit_code is None else f'exit {exit_code}'}")
+    if junit is not None:
+        print(f"tests:    {junit}")
+        for name in junit.failed_names:
+            print(f"  failed: {name}")
+    if trouble is None:
+        print("dmesg:    not collected")
+    elif trouble:
+        print("dmesg:    kernel trouble:")
+        for line in trouble:
+            print(f"  {line}")
+    else:
+        print("dmesg:    clean")
+    print(f"results:  {results}")
+    if problems:
+        print("verdict:  FAIL: " + "; ".join(problems))
+        return 1
+    print("verdict:  PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

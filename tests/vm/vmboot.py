@@ -1,0 +1,203 @@
+"""Boot Debian's 6.1 kernel under QEMU with virtme-ng, from the host side.
+
+The guest sees the host root read-only (9p) with writable overlays, so the
+checkout and its venv are visible at the same paths inside. One host directory
+is shared read-write (vng --rwdir): the guest scripts in tests/vm/guest/ leave
+their results there (exit_code last, so its presence means "got to the end").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST_DIR = Path(__file__).resolve().parent / "guest"
+# Where the plain guest sees the results directory; must lie in one of
+# virtme-ng's writable overlays (/tmp is one).
+GUEST_RESULTS = "/tmp/tetrahost-vm-results"
+# Where scripts/vm-setup.sh installs virtme-ng (same VNG_VENV override).
+VNG_BIN_DIRS = (Path(os.environ.get("VNG_VENV", "/opt/vng"), "bin"),)
+# Printed by the guest scripts once the guest is up: the boot time is taken there.
+GUEST_UP_MARKER = "tetrahost-vm: guest up"
+# Units masked in the systemd guest, from measuring its boot (journal
+# timestamps) under TCG over the read-only 9p host root:
+SYSTEMD_MASKS = (
+    "getty@",  # the console is serial; vng masks it too, but systemd no longer sees vng's mask
+    # Fails (no writable /var/lib) and restarts five times: ~1.5 s.
+    "systemd-timesyncd.service",
+    # Walks and tries to clean the host's /tmp over 9p (read-only: harmless
+    # but ~6 s, and growing with the host's /tmp); systemd_entry.sh reruns
+    # its --create part without /tmp.
+    "systemd-tmpfiles-setup.service",
+    # apt-daily, man-db, fstrim... must not start under basic.target.
+    "timers.target",
+)
+
+
+class SetupError(RuntimeError):
+    """The host lacks something the harness needs; the message says what to do."""
+
+
+def find_kernel() -> Path:
+    """Newest /boot/vmlinuz-6.1.*-amd64 (the version differs between machines)."""
+
+    def version(path: Path) -> list[int]:
+        return [int(n) for n in re.findall(r"\d+", path.name)]
+
+    kernels = sorted(Path("/boot").glob("vmlinuz-6.1.*-amd64"), key=version)
+    if not kernels:
+        raise SetupError("no Debian 6.1 kernel in /boot (vmlinuz-6.1.*-amd64): run scripts/vm-setup.sh")
+    kernel = kernels[-1]
+    release = kernel.name.removeprefix("vmlinuz-")
+    if not Path("/lib/modules", release).is_dir():
+        raise SetupError(f"{kernel} has no /lib/modules/{release}: run scripts/vm-setup.sh")
+    return kernel
+
+
+def find_vng() -> Path:
+    for directory in VNG_BIN_DIRS:
+        if (directory / "vng").is_file():
+            return directory / "vng"
+    found = shutil.which("vng")
+    if found:
+        return Path(found)
+    raise SetupError("virtme-ng (vng) is not installed: run scripts/vm-setup.sh")
+
+
+@dataclass
+class VmOptions:
+    results: Path  # host directory shared read-write with the guest
+    timeout: float  # seconds for the whole run, boot included
+    memory: str = "2G"
+    cpus: int = 2
+
+
+def plain_command(opts: VmOptions, kernel: Path, vng: Path, pytest_args: list[str]) -> list[str]:
+    """vng command that boots once and runs pytest on tests/vm in the guest."""
+    guest_cmd = shlex.join(
+        [str(GUEST_DIR / "run_pytest.sh"), GUEST_RESULTS, str(REPO), *pytest_args]
+    )
+    return [
+        *_common_args(opts, kernel, vng),
+        f"--rwdir={GUEST_RESULTS}={opts.results}",
+        "--exec",
+        guest_cmd,
+    ]
+
+
+def systemd_command(opts: VmOptions, kernel: Path, vng: Path, scenario: Path) -> list[str]:
+    """vng command that boots systemd as PID 1 and runs SCENARIO as a unit.
+
+    Leaves SCENARIO's path in the results directory, where the guest reads it.
+    """
+    (opts.results / "scenario_path").write_text(f"{scenario}\n")
+    systemd_args = [
+        f"systemd.run={GUEST_DIR / 'systemd_entry.sh'}",
+        "systemd.run_success_action=poweroff-force",
+        "systemd.run_failure_action=poweroff-force",
+        "systemd.show_status=error",
+        "luks=no",
+        "systemd.zram=0",
+        *(f"systemd.mask={unit}" for unit in SYSTEMD_MASKS),
+        # For debugging a slow or failing boot, e.g. systemd.log_level=debug.
+        *shlex.split(os.environ.get("TETRAHOST_VM_SYSTEMD_ARGS", "")),
+    ]
+    return [
+        *_common_args(opts, kernel, vng),
+        "--systemd",
+        # systemd_entry.sh mounts it by tag; the guest path only satisfies vng.
+        f"--rwdir={GUEST_RESULTS}={opts.results}",
+        # The host root holds /.dockerenv, so systemd would take the guest for
+        # a Docker container and read its settings from PID 1's argv instead of
+        # the kernel command line. An empty $container (passed by the kernel to
+        # PID 1's environment) says "no container" to PID 1...
+        "--append=container=",
+        # ...but its generators, not PID 1, then still read the empty value from
+        # /proc/1/environ and say "container": so hand everyone the systemd
+        # settings through the override that systemd checks first. (Processes
+        # other than PID 1, systemd-detect-virt included, still say
+        # "container-other": nothing but removing /.dockerenv fixes that.)
+        # vng shell-splits --append values: quote it to keep it one parameter.
+        "--append=" + shlex.quote("SYSTEMD_PROC_CMDLINE=" + " ".join(systemd_args)),
+    ]
+
+
+def _common_args(opts: VmOptions, kernel: Path, vng: Path) -> list[str]:
+    return [
+        str(vng),
+        "--run",
+        str(kernel),
+        # Nested KVM hangs at boot on these machines: emulate (TCG).
+        "--disable-kvm",
+        "--memory",
+        opts.memory,
+        "--cpus",
+        str(opts.cpus),
+    ]
+
+
+@dataclass
+class BootResult:
+    returncode: int | None  # of vng; None when killed on timeout
+    timed_out: bool
+    boot_seconds: float | None  # launch until the guest printed GUEST_UP_MARKER
+    total_seconds: float
+
+
+def run_vm(command: list[str], vng: Path, timeout: float) -> BootResult:
+    """Run COMMAND, echo its output live, kill the whole VM after TIMEOUT s."""
+    env = dict(os.environ)
+    # vng execs virtme-run and friends by name from the same venv.
+    env["PATH"] = f"{vng.parent}{os.pathsep}{env.get('PATH', '')}"
+    start = time.monotonic()
+    up_at: list[float] = []
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        # No terminal for QEMU's stdio console: it must not read ours.
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        # Own process group, so a timeout kills vng, virtme-run and QEMU at once.
+        start_new_session=True,
+    )
+    reader = threading.Thread(target=_echo, args=(proc.stdout, up_at), daemon=True)
+    reader.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        print(f"\ntetrahost-vm: timeout after {timeout:.0f} s, killing the VM", flush=True)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except KeyboardInterrupt:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    reader.join(timeout=5)
+    return BootResult(
+        returncode=None if timed_out else proc.returncode,
+        timed_out=timed_out,
+        boot_seconds=up_at[0] - start if up_at else None,
+        total_seconds=time.monotonic() - start,
+    )
+
+
+def _echo(stream, up_at: list[float]) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", "replace")
+        if not up_at and GUEST_UP_MARKER in line:
+            up_at.append(time.monotonic())
+        sys.stdout.write(line)
+        sys.stdout.flush()
