@@ -1,0 +1,150 @@
+"""The libbpf binding on this machine's kernel: load errors, maps, pinning,
+ring buffer integration, deterministic cleanup."""
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import select
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tetrahost.bpf import BpfError, BpfObject, RingBuffer
+from tetrahost.sensors.mounts import ensure_mounted
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+OBJ = REPO / "build" / "bpf"
+
+pytestmark = pytest.mark.kernel
+
+BAD_PROGRAM = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);   /* a hash lookup may return NULL */
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} counts SEC(".maps");
+
+SEC("raw_tp/sys_enter")
+int unchecked(void *ctx)
+{
+	__u32 key = 0;
+	__u64 *v = bpf_map_lookup_elem(&counts, &key);
+
+	return *v;              /* no NULL check: the verifier must refuse this */
+}
+"""
+
+
+@pytest.fixture(autouse=True)
+def root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to load BPF programs")
+    ensure_mounted()
+
+
+def only(obj: BpfObject, name: str) -> BpfObject:
+    for p in obj.programs.values():
+        p.autoload = p.name == name
+    return obj
+
+
+def test_verifier_rejection_carries_errno_and_full_log(tmp_path):
+    if not shutil.which("clang"):
+        pytest.fail("clang is needed to build the test program (make deps)")
+    src = tmp_path / "bad.bpf.c"
+    src.write_text(BAD_PROGRAM)
+    out = tmp_path / "bad.bpf.o"
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86",
+                    f"-I{REPO}/csrc/include/x86", "-c", str(src), "-o", str(out)], check=True)
+    with BpfObject(out) as obj:
+        with pytest.raises(BpfError) as info:
+            obj.load()
+    err = info.value
+    assert err.errno in (errno.EACCES, errno.EINVAL)
+    assert any("invalid mem access" in line for line in err.log), err.full_log
+    summary = str(err)
+    assert "load bad.bpf.o" in summary and len(summary.splitlines()) <= 1 + BpfError.SUMMARY_LINES
+    assert len(err.full_log) > len(summary)
+
+
+def test_missing_program_and_map_names_say_what_exists():
+    with BpfObject(OBJ / "generic.bpf.o") as obj:
+        with pytest.raises(KeyError, match="th_kprobe"):
+            obj.program("nope")
+        with pytest.raises(KeyError, match="hook_config"):
+            obj.map("nope")
+
+
+def test_hash_map_update_lookup_iterate_delete_and_percpu():
+    with only(BpfObject(OBJ / "generic.bpf.o"), "th_sys_enter") as obj:
+        obj.load()
+        m = obj.map("str_equal")
+        keys = [bytes([i]) * m.key_size for i in range(1, 4)]
+        for k in keys:
+            m.update(k, b"\x01")
+        assert sorted(m.keys()) == sorted(keys)
+        assert m.lookup(keys[0]) == b"\x01"
+        assert m.delete(keys[0]) is True and m.delete(keys[0]) is False
+        assert m.lookup(keys[0]) is None
+        losses = obj.map("losses").typed("uint32_t", "uint64_t")
+        per_cpu = losses.lookup(1)
+        assert len(per_cpu) == os.cpu_count() or len(per_cpu) >= 1
+        assert losses.sum_per_cpu(1) == 0
+        with pytest.raises(TypeError):
+            obj.map("losses").typed("uint64_t", "uint64_t")   # key is 4 bytes
+
+
+def test_pin_and_unpin(tmp_path):
+    pin = "/sys/fs/bpf/tetrahost-test-pin"
+    with only(BpfObject(OBJ / "generic.bpf.o"), "th_sys_enter") as obj:
+        obj.load()
+        m = obj.map("hook_config")
+        m.pin(pin)
+        try:
+            assert os.path.exists(pin)
+        finally:
+            m.unpin(pin)
+        assert not os.path.exists(pin)
+
+
+def test_ring_buffer_fd_becomes_readable_and_close_detaches():
+    seen = []
+    obj = BpfObject(OBJ / "process.bpf.o").load()
+    rb = RingBuffer(obj.map("events"), seen.append)
+    link = obj.program("on_exec").attach()
+    prog_id = prog_id_of(obj.program("on_exec").fd)
+    try:
+        subprocess.run(["/bin/true"], check=True)
+        readable, _, _ = select.select([rb.fd], [], [], 5)
+        assert readable, "the ring buffer's epoll fd never became readable"
+        assert rb.consume() >= 1 and seen
+    finally:
+        link.destroy()
+        rb.close()
+        obj.close()
+    assert not link.attached
+    with pytest.raises(ValueError):
+        rb.consume()
+    # the program is gone from the kernel once nothing holds it (freed after an RCU grace period)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        gone = subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True, text=True)
+        if gone.returncode != 0:
+            break
+        time.sleep(0.1)
+    assert gone.returncode != 0, f"program {prog_id} still loaded after close: {gone.stdout}"
+
+
+def prog_id_of(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("prog_id:"):
+                return int(line.split()[1])
+    raise AssertionError("no prog_id in fdinfo")
