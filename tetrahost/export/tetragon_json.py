@@ -213,22 +213,27 @@ class TetragonJSON:
             fields.append(("container", container))
         return tuple(fields)
 
+    def _head(self, e: ProcessEntry) -> dict:
+        """The per-process fields of a "process" object, before cap/ns/creds."""
+        head: dict = {"exec_id": e.exec_id, "pid": e.pid, "uid": e.creds.uid}
+        if e.cwd:
+            head["cwd"] = e.cwd.decode("utf-8", "surrogateescape")
+        if e.binary:
+            head["binary"] = e.binary.decode("utf-8", "surrogateescape")
+        if e.args:
+            head["arguments"] = format_arguments(e.args)
+        if e.flags:
+            head["flags"] = e.flags
+        head["start_time"] = self.format_ktime(e.ktime)
+        if e.auid is not None:
+            head["auid"] = e.auid
+        if e.parent_exec_id:
+            head["parent_exec_id"] = e.parent_exec_id
+        return head
+
     def process_dict(self, e: ProcessEntry) -> dict:
         """The Tetragon "process" object of an entry (shared sub-objects: do not mutate)."""
-        d: dict = {"exec_id": e.exec_id, "pid": e.pid, "uid": e.creds.uid}
-        if e.cwd:
-            d["cwd"] = e.cwd.decode("utf-8", "surrogateescape")
-        if e.binary:
-            d["binary"] = e.binary.decode("utf-8", "surrogateescape")
-        if e.args:
-            d["arguments"] = format_arguments(e.args)
-        if e.flags:
-            d["flags"] = e.flags
-        d["start_time"] = self.format_ktime(e.ktime)
-        if e.auid is not None:
-            d["auid"] = e.auid
-        if e.parent_exec_id:
-            d["parent_exec_id"] = e.parent_exec_id
+        d = self._head(e)
         caps = e.caps
         cap = self._cap_object(caps.permitted, caps.effective, caps.inheritable)
         if cap:
@@ -256,20 +261,7 @@ class TetragonJSON:
         text = e.rendered
         if text is not None:
             return text
-        head: dict = {"exec_id": e.exec_id, "pid": e.pid, "uid": e.creds.uid}
-        if e.cwd:
-            head["cwd"] = e.cwd.decode("utf-8", "surrogateescape")
-        if e.binary:
-            head["binary"] = e.binary.decode("utf-8", "surrogateescape")
-        if e.args:
-            head["arguments"] = format_arguments(e.args)
-        if e.flags:
-            head["flags"] = e.flags
-        head["start_time"] = self.format_ktime(e.ktime)
-        if e.auid is not None:
-            head["auid"] = e.auid
-        if e.parent_exec_id:
-            head["parent_exec_id"] = e.parent_exec_id
+        head = self._head(e)
         caps, c = e.caps, e.creds
         cap = self._cap_json(caps.permitted, caps.effective, caps.inheritable)
         ns = self._ns_json.get(e.ns)
