@@ -134,6 +134,7 @@ enum th_loss_slot {
 	TH_LOSS_FORK = 2,
 	TH_LOSS_EXIT = 3,
 	TH_LOSS_HOOK = 4,
+	TH_LOSS_HOOK_BUSY = 5,    /* every scratch slot of the CPU was in use: hook not evaluated */
 };
 
 /* ---- Policy hooks (csrc/bpf/generic.bpf.c) -------------------------------
@@ -164,6 +165,25 @@ enum th_arg_kind {
 	TH_ARG_DENTRY = 6,        /* struct dentry * -> path inside its file system  */
 	TH_ARG_BPRM = 7,          /* struct linux_binprm * -> the executed file's path */
 	TH_ARG_FD = 8,            /* int fd of the current task -> the file's path   */
+	/* network arguments: the slot holds a struct th_sock_tuple */
+	TH_ARG_SOCK = 9,          /* struct sock *                                   */
+	TH_ARG_SOCKET = 10,       /* struct socket * -> its sock, type from the socket */
+	TH_ARG_SOCKADDR = 11,     /* struct sockaddr * in kernel memory: saddr/sport  */
+	TH_ARG_SOCKADDR_USER = 12,/* struct sockaddr * in user memory (syscalls)     */
+	TH_ARG_SKB = 13,          /* struct sk_buff * -> its IPv4/IPv6 + TCP/UDP headers */
+	TH_ARG_NETDEV = 14,       /* struct net_device * -> ifname, ifindex, netns   */
+};
+
+/* Network selectors and the network limits. */
+enum th_net_limits {
+	TH_MAX_CIDRS = 32,        /* address prefixes per hook (th_hook_config.cidrs) */
+	TH_PORT_PRIV_MAX = 1023,  /* SPortPriv/DPortPriv: ports below 1024            */
+};
+
+/* th_sock_tuple.flags */
+enum th_sock_flags {
+	TH_SOCK_HAS_PORTS = 1,    /* sport/dport were read (TCP/UDP/SCTP, sockaddr)   */
+	TH_SOCK_READ_FAILED = 2,  /* the object could not be read (NULL, bad memory)  */
 };
 
 /* Matcher operators; negation is a separate flag. */
@@ -173,6 +193,16 @@ enum th_match_op {
 	TH_MATCH_GT = 3,
 	TH_MATCH_LT = 4,
 	TH_MATCH_MASK = 5,        /* ints: (arg & value) != 0 for any value           */
+	/* network arguments (th_sock_tuple); values[] per operator: */
+	TH_MATCH_SADDR = 6,       /* indexes into th_hook_config.cidrs                */
+	TH_MATCH_DADDR = 7,
+	TH_MATCH_SPORT = 8,       /* ranges: low | high << 16, inclusive              */
+	TH_MATCH_DPORT = 9,
+	TH_MATCH_SPORT_PRIV = 10, /* no values: port < 1024                           */
+	TH_MATCH_DPORT_PRIV = 11,
+	TH_MATCH_PROTOCOL = 12,   /* IPPROTO_* numbers                                */
+	TH_MATCH_FAMILY = 13,     /* AF_* numbers                                     */
+	TH_MATCH_STATE = 14,      /* TCP_* state numbers                              */
 };
 
 enum th_action {
@@ -208,6 +238,16 @@ enum th_rate_scope {
 	TH_RATE_THREAD = 0,
 	TH_RATE_PROCESS = 1,
 	TH_RATE_GLOBAL = 2,
+};
+
+/* An address prefix of a SAddr/DAddr matcher: matches when the family is
+ * equal and (address & mask) == addr, word by word (IPv4 in addr[0..3]). */
+struct th_cidr {
+	uint16_t family;          /* AF_INET or AF_INET6                              */
+	uint8_t prefixlen;        /* for user space; the kernel uses mask              */
+	uint8_t pad;
+	uint8_t addr[16];         /* network order, already masked                    */
+	uint8_t mask[16];
 };
 
 struct th_arg_matcher {
@@ -259,8 +299,32 @@ struct th_hook_config {
 	uint8_t flags;            /* enum th_hook_config_flags                        */
 	uint16_t arg_offset[5];   /* tracepoints: field offset in the record          */
 	uint8_t arg_field[5];     /* tracepoints: field size, or enum th_field_access */
-	uint8_t pad[5];
+	uint8_t ncidrs;           /* th_cidr entries used                              */
+	uint8_t pad[4];
 	struct th_selector selectors[5];  /* TH_MAX_SELECTORS */
+	struct th_cidr cidrs[32];         /* TH_MAX_CIDRS: SAddr/DAddr prefixes          */
+};
+
+/* What a network argument's slot in th_hook_event.data holds. Addresses in
+ * network order (IPv4 in the first 4 bytes), ports in host order.  For a
+ * sockaddr the one address and port it holds are saddr/sport. */
+struct th_sock_tuple {
+	uint16_t family;          /* AF_INET, AF_INET6, AF_UNIX...                    */
+	uint16_t type;            /* SOCK_STREAM, SOCK_DGRAM... (sock, socket)        */
+	uint16_t protocol;        /* IPPROTO_*                                         */
+	uint8_t state;            /* TCP_* (sock, socket)                              */
+	uint8_t flags;            /* enum th_sock_flags                                */
+	uint16_t sport;
+	uint16_t dport;
+	uint32_t netns;           /* inode of the network namespace (sock, skb's dev)  */
+	uint32_t ifindex;         /* bound device (sock), device (skb, net_device)     */
+	uint32_t mark;
+	uint32_t priority;
+	uint32_t len;             /* skb: bytes                                        */
+	uint64_t cookie;          /* sock: the struct sock's address (same in every event of one socket) */
+	uint8_t saddr[16];
+	uint8_t daddr[16];
+	uint8_t ifname[16];       /* net_device: its name (IFNAMSIZ)                   */
 };
 
 /* Key of the string sets.  The same bytes serve the hash map str_equal (key

@@ -10,6 +10,7 @@
 #include "lib/common.bpf.h"
 #include "lib/path.bpf.h"
 #include "lib/task.bpf.h"
+#include "lib/net.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -74,6 +75,7 @@ static __always_inline bool rate_allows(const struct th_selector *sel, __u32 ind
 }
 
 struct hook_scratch {
+	__u64 owner;                  /* claimed by (pid_tgid | 1), 0 when free */
 	struct th_hook_event ev;
 	struct th_str_key key;
 	struct path_scratch path;
@@ -81,14 +83,40 @@ struct hook_scratch {
 	__u32 binary_len;
 	__u32 binary_ready;
 	__u32 arg_str_len[TH_MAX_ARGS];
+	/* never used: puts the network slot's layout into the object's BTF so
+	 * the layout test compares it with cffi's (tests/unit/test_hook_json_network.py) */
+	struct th_sock_tuple net_layout;
 };
+
+/*
+ * Scratch space, several slots per CPU.  A program can be preempted (syscall
+ * tracepoints are faultable since 6.13 and run preemptible; kprobes under
+ * PREEMPT_RT), and another task on the same CPU then runs the same program:
+ * one shared slot would be overwritten mid-evaluation and a selector would
+ * see the other task's arguments.  Each run claims a free slot with a
+ * compare-and-swap and frees it when done.
+ */
+#define TH_SCRATCH_SLOTS 4
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, TH_SCRATCH_SLOTS);
 	__type(key, __u32);
 	__type(value, struct hook_scratch);
 } hook_heap SEC(".maps");
+
+static __always_inline struct hook_scratch *claim_scratch(__u64 owner, __u32 *slot)
+{
+	for (__u32 i = 0; i < TH_SCRATCH_SLOTS; i++) {
+		struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &i);
+
+		if (s && __sync_val_compare_and_swap(&s->owner, 0, owner) == 0) {
+			*slot = i;
+			return s;
+		}
+	}
+	return NULL;
+}
 
 /* ---- reading arguments ------------------------------------------------- */
 
@@ -177,6 +205,10 @@ static __always_inline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind,
 		if (raw)
 			len = path_to_slot(s, slot, walk_dentry(&s->path, (struct dentry *)raw, &truncated), truncated);
 		break;
+	case TH_ARG_SOCK ... TH_ARG_NETDEV:
+		net_read_arg((struct th_sock_tuple *)slot, kind, raw);
+		len = sizeof(struct th_sock_tuple);
+		break;
 	}
 	s->arg_str_len[i] = len;
 	s->ev.arg_len[i] = len;
@@ -227,6 +259,7 @@ static __always_inline bool int_matches(const struct th_arg_matcher *m, __s64 v)
 
 struct select_ctx {
 	int matched;                    /* index of the first selector that matched, or -1 */
+	__u32 slot;                     /* the scratch slot this run claimed */
 };
 
 static __always_inline bool selector_matches(struct hook_scratch *s, struct th_hook_config *cfg,
@@ -292,6 +325,8 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 
 		if (cfg->arg_kind[i] == TH_ARG_INT)
 			found = int_matches(m, *(__s64 *)slot);
+		else if (m->op >= TH_MATCH_SADDR)
+			found = net_matches(cfg, m, (struct th_sock_tuple *)slot);
 		else
 			found = str_in_set(s, slot, s->arg_str_len[i], m->op, m->set_id);
 		if (found == (bool)m->negate)
@@ -307,7 +342,8 @@ static long select_step(__u32 index, void *data)
 	/* looked up again rather than passed in: older verifiers lose the
 	 * type of map pointers spilled into the callback's context */
 	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
-	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &zero);
+	__u32 slot = c->slot;
+	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &slot);
 
 	if (!cfg || !s || index >= cfg->nselectors)
 		return 1;
@@ -345,14 +381,9 @@ static __always_inline __u64 pick_arg(__u64 *args, __u8 n)
  * negative errno (Override's argError; -EPERM for Sigkill, so an exec being
  * killed also fails and the new program never runs).
  */
-static __always_inline int handle_hook(__u64 *args)
+static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_config *cfg,
+				    __u64 *args, __u32 slot)
 {
-	__u32 zero = 0;
-	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
-	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &zero);
-
-	if (!cfg || !s || !cfg->nselectors)
-		return 0;
 	if (cfg->flags & TH_CFG_SYSCALL_WRAPPER) {
 		/* __x64_sys_*(const struct pt_regs *regs): the arguments are inside */
 		struct pt_regs *regs = (struct pt_regs *)args[0];
@@ -382,7 +413,7 @@ static __always_inline int handle_hook(__u64 *args)
 			read_arg(s, i, cfg->arg_kind[i], pick_arg(args, cfg->arg_src[i]));
 	}
 
-	struct select_ctx c = { .matched = -1 };
+	struct select_ctx c = { .matched = -1, .slot = slot };
 
 	bpf_loop(TH_MAX_SELECTORS, select_step, &c, 0);
 	if (c.matched < 0 || c.matched >= TH_MAX_SELECTORS)
@@ -409,6 +440,25 @@ static __always_inline int handle_hook(__u64 *args)
 	/* a rate limit thins the events, never the enforcement above */
 	if (sel->action != TH_ACTION_NOPOST && rate_allows(sel, c.matched, id, ev->hdr.ktime))
 		submit(ev, sizeof(*ev), TH_LOSS_HOOK);
+	return verdict;
+}
+
+static __always_inline int handle_hook(__u64 *args)
+{
+	__u32 zero = 0, slot = 0;
+	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
+
+	if (!cfg || !cfg->nselectors)
+		return 0;
+	struct hook_scratch *s = claim_scratch(bpf_get_current_pid_tgid() | 1, &slot);
+
+	if (!s) {       /* more nested runs on this CPU than slots: counted, not silent */
+		count_loss(TH_LOSS_HOOK_BUSY);
+		return 0;
+	}
+	int verdict = run_hook(s, cfg, args, slot);
+
+	s->owner = 0;
 	return verdict;
 }
 

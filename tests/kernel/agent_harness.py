@@ -37,9 +37,26 @@ class RunningAgent:
         self._log = open(self.log_path, "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tetrahost.cli.main", "run", "--no-stdout",
-             "--export-file", str(self.events_path), *extra_args],
+             "--config", str(self._private_config(tmp_path)),
+             "--export-file", str(self.events_path), *extra_args,
+             *([] if "--socket" in extra_args else ["--no-socket"])],
             stdout=subprocess.DEVNULL, stderr=self._log, cwd=REPO)
         self._wait_for(lambda: "tetrahost ready" in self.log_text(), 30 * SLOWDOWN, "the agent to report ready")
+
+    @staticmethod
+    def _private_config(tmp_path: pathlib.Path) -> pathlib.Path:
+        """A configuration of the agent's own for each test: no rotation of the
+        export file (tests read every event from one file: the default keeps
+        5 x 10 MiB, which a busy host fills in seconds), an empty private
+        policy directory, no metrics port (agents of several tests would
+        clash on :2112).  Flags given by a test still override it."""
+        policies = tmp_path / "policies.d"
+        policies.mkdir(exist_ok=True)
+        conf = tmp_path / "tetrahost-test.toml"
+        conf.write_text(f'[agent]\npolicy_dir = "{policies}"\n'
+                        '[export.file]\nmax_size_mb = 100000\nmax_backups = 0\n'
+                        '[metrics]\nenabled = false\n')
+        return conf
 
     def log_text(self) -> str:
         return self.log_path.read_text()

@@ -7,13 +7,16 @@ exporter and the tetra CLI reading JSON from a pipe.
   🚀 process host1 /usr/bin/curl https://example.org
   💥 exit    host1 /usr/bin/curl https://example.org 0
   💥 exit    host1 /usr/bin/sleep 60 SIGKILL
+  🔌 connect host1 /usr/bin/curl tcp 10.1.0.1:40000 -> 10.1.0.2:443
 
 Layout as Tetragon's compact encoder: icon, the label padded to 7 columns,
 the source (node name), the binary, then event details; the exit shows the
 signal name when a signal ended the process, else the status.  A process with
 CAP_SYS_ADMIN in its effective set gets "🛑 CAP_SYS_ADMIN" right-aligned near
 column 120.  Differences, on purpose: no trailing space when there are no
-arguments (and no double space before an exit's status), and kprobe /
+arguments (and no double space before an exit's status), network hooks
+Tetragon's compact output shows as "syscall" get their verb (listen, accept,
+datagram, connect at security_socket_connect...), and kprobe /
 tracepoint / LSM events whose policy action killed or overrode get a suffix
 ("💥 SIGKILL", "⛔ OVERRIDE") -- Tetragon's compact output does not show actions.
 
@@ -66,6 +69,35 @@ _KPROBE_STYLES = {
     "tcp_sendmsg": ("📤", "sendmsg"),
 }
 
+# Network functions (kprobes, and LSM hooks by their hook name): the line
+# shows the connection from the first network argument.
+_NET_STYLES = {
+    "tcp_connect": ("🔌", "connect"),
+    "tcp_v4_connect": ("🔌", "connect"),
+    "tcp_v6_connect": ("🔌", "connect"),
+    "security_socket_connect": ("🔌", "connect"),
+    "socket_connect": ("🔌", "connect"),
+    "sys_connect": ("🔌", "connect"),
+    "inet_csk_listen_start": ("👂", "listen"),
+    "security_socket_listen": ("👂", "listen"),
+    "socket_listen": ("👂", "listen"),
+    "inet_csk_accept": ("🤝", "accept"),
+    "tcp_create_openreq_child": ("🤝", "accept"),
+    "security_socket_accept": ("🤝", "accept"),
+    "socket_accept": ("🤝", "accept"),
+    "tcp_close": ("🧹", "close"),
+    "tcp_set_state": ("🔀", "state"),
+    "tcp_sendmsg": ("📤", "sendmsg"),
+    "udp_sendmsg": ("📤", "sendmsg"),
+    "udpv6_sendmsg": ("📤", "sendmsg"),
+    "security_socket_sendmsg": ("📤", "sendmsg"),
+    "socket_sendmsg": ("📤", "sendmsg"),
+    "__cgroup_bpf_run_filter_skb": ("📦", "datagram"),
+    "ip_send_skb": ("📦", "datagram"),
+    "ip6_send_skb": ("📦", "datagram"),
+    "udp_send_skb": ("📦", "datagram"),
+}
+
 _SYSCALL_PREFIXES = ("__x64_", "__ia32_", "__arm64_", "__se_", "__do_")
 
 CAPS_COLUMN = 120
@@ -92,17 +124,62 @@ def _arg(args: list, index: int) -> dict:
     return {}
 
 
+def _endpoint(addr, port) -> str:
+    addr = str(addr or "")
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def _proto(value) -> str:
+    """"IPPROTO_TCP" (or 6) -> "tcp"."""
+    if isinstance(value, int):
+        return {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6"}.get(value, str(value))
+    text = str(value or "")
+    return text[len("IPPROTO_"):].lower() if text.startswith("IPPROTO_") else text.lower()
+
+
 def _sock(arg: dict) -> str:
-    sa = arg.get("sock_arg") or {}
-    if not sa:
+    """"tcp 10.1.0.1:40000 -> 10.1.0.2:443" from a sock_arg or skb_arg."""
+    sa = arg.get("sock_arg") or arg.get("skb_arg") or {}
+    if not sa or "saddr" not in sa:
         return ""
-    return f"tcp {sa.get('saddr', '')}:{sa.get('sport', 0)} -> {sa.get('daddr', '')}:{sa.get('dport', 0)}"
+    proto = _proto(sa.get("protocol") or sa.get("proto") or "tcp")
+    return (f"{proto} {_endpoint(sa.get('saddr'), sa.get('sport', 0))} -> "
+            f"{_endpoint(sa.get('daddr'), sa.get('dport', 0))}")
+
+
+def _net_details(args: list) -> str:
+    """The connection a network event is about.  A sockaddr argument (the
+    connect/bind target) wins, with the protocol of the socket beside it
+    (an unconnected socket has no addresses yet); else the first sock/skb."""
+    args = [a for a in args if isinstance(a, dict)]
+    for a in args:
+        if "sockaddr_arg" in a:
+            sa = a["sockaddr_arg"] or {}
+            if "addr" not in sa:
+                return str(sa.get("family", ""))
+            proto = next((_proto((b.get("sock_arg") or {}).get("protocol", "")) for b in args
+                          if (b.get("sock_arg") or {}).get("protocol")), "")
+            return " ".join(p for p in (proto, "->", _endpoint(sa["addr"], sa.get("port", 0))) if p)
+    for a in args:
+        if "sock_arg" in a or "skb_arg" in a:
+            text = _sock(a)
+            if text:
+                return text
+        elif "netdev_arg" in a:
+            return str((a["netdev_arg"] or {}).get("name", ""))
+    return ""
 
 
 def _kprobe_details(function: str, args: list) -> tuple[str, str, str]:
     """(icon, label, details) for a kprobe line."""
     name = _syscall_name(function)
+    if name in _NET_STYLES and (name not in _KPROBE_STYLES or _net_details(args)):
+        icon, label = _NET_STYLES[name]
+        return icon, label, _net_details(args)
     style = _KPROBE_STYLES.get(name)
+    if style is None and _net_details(args):
+        icon, label = EVENT_STYLES["process_kprobe"]
+        return icon, label, f"{function} {_net_details(args)}"
     if style is None:
         icon, label = EVENT_STYLES["process_kprobe"]
         return icon, label, function
@@ -179,8 +256,15 @@ def format_event(event: dict, *, color: bool = False, timestamps: bool = False) 
         details.append(_paint(detail, "cyan", color))
     elif kind == "process_tracepoint":
         details.append(f"{body.get('subsys', '')} {body.get('event', '')}".strip())
+        details.append(_paint(_net_details(body.get("args") or []), "cyan", color))
     elif kind == "process_lsm":
-        details.append(str(body.get("function_name", "")))
+        function = str(body.get("function_name", ""))
+        net = _net_details(body.get("args") or [])
+        if function in _NET_STYLES:
+            icon, label = _NET_STYLES[function]
+            details.append(_paint(net, "cyan", color))
+        else:
+            details.append(f"{function} {net}".strip())
     elif kind == "process_uprobe":
         details.append(f"{body.get('path', '')} {body.get('symbol', '')}".strip())
     elif kind == "process_usdt":

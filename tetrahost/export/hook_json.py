@@ -6,20 +6,26 @@
 
 The process object comes from the process cache, but its "ns" is the one the
 kernel saw when the hook fired: a task that called unshare()/setns() since
-its exec is in other namespaces than its exec event said.  tetrahost extras:
+its exec is in other namespaces than its exec event said.  Network arguments render as Tetragon's sock_arg /
+sockaddr_arg / skb_arg (netdev_arg for a net_device) with the network
+namespace's inode ("netns") and, where it has one, its /run/netns name
+("netns_name"), and the device ("ifindex", "ifname").  tetrahost extras:
 "selector" (which one matched), "attach" (how the hook is attached),
 "monitor": true with the action that would have been taken in policy-mode
 monitor, "signal_failed" when the kernel refused to send the signal.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import struct
 
-from tetrahost.bpf.native import lib
+from tetrahost.bpf.native import ffi, lib
+from tetrahost.events import netns as _netns
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
 from tetrahost.export.tetragon_json import TetragonJSON, signal_name
+from tetrahost.policy.names import ADDRESS_FAMILIES, IP_PROTOCOLS, TCP_STATES
 
 ACTION_NAMES = {
     lib.TH_ACTION_POST: "KPROBE_ACTION_POST",
@@ -33,6 +39,17 @@ _PATH_ARG_KEYS = {
     lib.TH_ARG_FILE: "file_arg", lib.TH_ARG_FD: "file_arg", lib.TH_ARG_PATH: "path_arg",
     lib.TH_ARG_DENTRY: "path_arg", lib.TH_ARG_BPRM: "linux_binprm_arg",
 }
+_NET_ARG_KEYS = {
+    lib.TH_ARG_SOCK: "sock_arg", lib.TH_ARG_SOCKET: "sock_arg", lib.TH_ARG_SOCKADDR: "sockaddr_arg",
+    lib.TH_ARG_SOCKADDR_USER: "sockaddr_arg", lib.TH_ARG_SKB: "skb_arg", lib.TH_ARG_NETDEV: "netdev_arg",
+}
+_AF_INET, _AF_INET6 = ADDRESS_FAMILIES["AF_INET"], ADDRESS_FAMILIES["AF_INET6"]
+_FAMILY_NAMES = {v: k for k, v in reversed(ADDRESS_FAMILIES.items())}     # AF_UNIX over AF_LOCAL
+_PROTOCOL_NAMES = {v: k for k, v in reversed(IP_PROTOCOLS.items())}
+_STATE_NAMES = {v: k for k, v in reversed(TCP_STATES.items())}
+_SOCK_TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM", 5: "SOCK_SEQPACKET",
+               6: "SOCK_DCCP", 10: "SOCK_PACKET"}
+_TUPLE_SIZE = ffi.sizeof("struct th_sock_tuple")
 EVENT_KINDS = {"kprobe": "process_kprobe", "lsm": "process_lsm", "tracepoint": "process_tracepoint"}
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
@@ -41,9 +58,96 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def render_arg(kind: int, arg, raw: bytes) -> dict:
-    """One entry of "args": arg is the policy's model.Arg (type, bits, sign, label)."""
-    if kind == lib.TH_ARG_INT:
+def _addr(family: int, raw) -> str:
+    data = bytes(raw)
+    if family == _AF_INET:
+        return str(ipaddress.IPv4Address(data[:4]))
+    if family == _AF_INET6:
+        return str(ipaddress.IPv6Address(data[:16]))
+    return ""
+
+
+def _name(names: dict, value: int) -> str:
+    return names.get(value, str(value))
+
+
+def decode_tuple(raw: bytes):
+    """The struct th_sock_tuple in a network argument's bytes (cdata)."""
+    t = ffi.new("struct th_sock_tuple *")
+    data = bytes(raw[:_TUPLE_SIZE])
+    ffi.memmove(t, data, len(data))
+    return t
+
+
+def _netns_fields(t, resolver) -> dict:
+    """tetrahost extras: the namespace (inode, /run/netns name) and device name."""
+    out: dict = {}
+    if t.netns:
+        out["netns"] = t.netns
+        name = resolver.name(t.netns) if resolver else None
+        if name:
+            out["netns_name"] = name
+    if t.ifindex:
+        out["ifindex"] = t.ifindex
+        ifname = ffi.string(t.ifname).decode("utf-8", "replace") if t.ifname[0] else (
+            resolver.ifname(t.netns, t.ifindex) if resolver else None)
+        if ifname:
+            out["ifname"] = ifname
+    return out
+
+
+def render_net_arg(kind: int, raw: bytes, resolver=None) -> dict:
+    """A sock/socket/sockaddr/skb/net_device argument, Tetragon-shaped (zero
+    mark/priority left out, as Tetragon's JSON leaves out zero values), plus
+    netns / netns_name / ifindex / ifname."""
+    t = decode_tuple(raw)
+    key = _NET_ARG_KEYS[kind]
+    if t.flags & lib.TH_SOCK_READ_FAILED and not t.family:
+        return {key: {}}
+    if kind == lib.TH_ARG_NETDEV:
+        body = {"name": ffi.string(t.ifname).decode("utf-8", "replace"), "ifindex": t.ifindex}
+        if t.netns:
+            body["netns"] = t.netns
+            name = resolver.name(t.netns) if resolver else None
+            if name:
+                body["netns_name"] = name
+        return {key: body}
+    family = _name(_FAMILY_NAMES, t.family)
+    if kind in (lib.TH_ARG_SOCKADDR, lib.TH_ARG_SOCKADDR_USER):
+        body = {"family": family}
+        if t.family in (_AF_INET, _AF_INET6):
+            body["addr"] = _addr(t.family, t.saddr)
+            body["port"] = t.sport
+        return {key: body}
+    if kind == lib.TH_ARG_SKB:
+        body = {"family": family, "len": t.len, "proto": t.protocol,
+                "protocol": _name(_PROTOCOL_NAMES, t.protocol),
+                "saddr": _addr(t.family, t.saddr), "daddr": _addr(t.family, t.daddr)}
+        if t.flags & lib.TH_SOCK_HAS_PORTS:
+            body["sport"], body["dport"] = t.sport, t.dport
+    else:
+        body = {"family": family, "type": _name(_SOCK_TYPES, t.type),
+                "protocol": _name(_PROTOCOL_NAMES, t.protocol)}
+        if t.family in (_AF_INET, _AF_INET6):
+            body.update(saddr=_addr(t.family, t.saddr), daddr=_addr(t.family, t.daddr),
+                        sport=t.sport, dport=t.dport)
+        body["cookie"] = t.cookie
+        if t.state:
+            body["state"] = _name(_STATE_NAMES, t.state)
+    if t.mark:
+        body["mark"] = t.mark
+    if t.priority:
+        body["priority"] = t.priority
+    body.update(_netns_fields(t, resolver))
+    return {key: body}
+
+
+def render_arg(kind: int, arg, raw: bytes, resolver=None) -> dict:
+    """One entry of "args": arg is the policy's model.Arg (type, bits, sign, label).
+    resolver: names network namespaces and interfaces (tetrahost.events.netns)."""
+    if kind in _NET_ARG_KEYS:
+        out = render_net_arg(kind, raw, resolver)
+    elif kind == lib.TH_ARG_INT:
         value = struct.unpack("<q" if arg.signed else "<Q", raw[:8].ljust(8, b"\0"))[0]
         bits = arg.bits or 64
         value &= (1 << bits) - 1
@@ -61,9 +165,16 @@ def render_arg(kind: int, arg, raw: bytes) -> dict:
 
 
 class HookEventRenderer:
-    def __init__(self, base: TetragonJSON, cache: ProcessCache):
+    def __init__(self, base: TetragonJSON, cache: ProcessCache, netns: _netns.NetnsResolver | None = None):
         self.base = base
         self.cache = cache
+        self._netns = netns
+
+    @property
+    def netns(self) -> _netns.NetnsResolver:
+        if self._netns is None:
+            self._netns = _netns.default_resolver()
+        return self._netns
 
     def render(self, rec: HookRecord, hs) -> str:
         """hs: the tetrahost.sensors.policies.HookState the record's hook_id names."""
@@ -83,7 +194,7 @@ class HookEventRenderer:
             body["subsys"], body["event"] = hook.subsystem, hook.event
         else:
             body["function_name"] = hook.name
-        body["args"] = [render_arg(kind, arg, raw)
+        body["args"] = [render_arg(kind, arg, raw, self.netns if kind in _NET_ARG_KEYS else None)
                         for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
                         if kind != lib.TH_ARG_NONE]
         action = ACTION_NAMES.get(rec.action, f"KPROBE_ACTION_{rec.action}")

@@ -8,11 +8,13 @@ would widen what the policy matches (or kills).
 """
 from __future__ import annotations
 
+import ipaddress
+import socket
 from dataclasses import dataclass, field
 
 from tetrahost.bpf.native import ffi, lib
 from tetrahost.events.namespaces import HostNamespaces
-from tetrahost.policy.model import Hook, MatchArg, PathValue, Selector
+from tetrahost.policy.model import Hook, MatchArg, PathValue, PortRange, Selector
 from tetrahost.policy.vocab import HOST_NS, NAMESPACE_KINDS, ArgKind
 
 NO_ARG = 0xFF
@@ -27,6 +29,21 @@ _STR_OPS = {"Equal": (lib.TH_MATCH_EQUAL, 0), "NotEqual": (lib.TH_MATCH_EQUAL, 1
             "Prefix": (lib.TH_MATCH_PREFIX, 0), "NotPrefix": (lib.TH_MATCH_PREFIX, 1)}
 _BIN_OPS = {"In": (lib.TH_MATCH_EQUAL, 0), "NotIn": (lib.TH_MATCH_EQUAL, 1),
             "Prefix": (lib.TH_MATCH_PREFIX, 0), "NotPrefix": (lib.TH_MATCH_PREFIX, 1)}
+# network argument types -> enum th_arg_kind (sockaddr: see arg_kind_for)
+_NET_KINDS = {"sock": lib.TH_ARG_SOCK, "socket": lib.TH_ARG_SOCKET, "sockaddr": lib.TH_ARG_SOCKADDR,
+              "skb": lib.TH_ARG_SKB, "net_device": lib.TH_ARG_NETDEV}
+NET_ARG_KINDS = frozenset({*_NET_KINDS.values(), lib.TH_ARG_SOCKADDR_USER})
+# network operators -> (enum th_match_op, negate)
+_NET_OPS = {
+    "SAddr": (lib.TH_MATCH_SADDR, 0), "NotSAddr": (lib.TH_MATCH_SADDR, 1),
+    "DAddr": (lib.TH_MATCH_DADDR, 0), "NotDAddr": (lib.TH_MATCH_DADDR, 1),
+    "SPort": (lib.TH_MATCH_SPORT, 0), "NotSPort": (lib.TH_MATCH_SPORT, 1),
+    "DPort": (lib.TH_MATCH_DPORT, 0), "NotDPort": (lib.TH_MATCH_DPORT, 1),
+    "SPortPriv": (lib.TH_MATCH_SPORT_PRIV, 0), "NotSPortPriv": (lib.TH_MATCH_SPORT_PRIV, 1),
+    "DPortPriv": (lib.TH_MATCH_DPORT_PRIV, 0), "NotDPortPriv": (lib.TH_MATCH_DPORT_PRIV, 1),
+    "Protocol": (lib.TH_MATCH_PROTOCOL, 0), "Family": (lib.TH_MATCH_FAMILY, 0),
+    "State": (lib.TH_MATCH_STATE, 0),
+}
 _RATE_SCOPES = {"thread": lib.TH_RATE_THREAD, "process": lib.TH_RATE_PROCESS, "global": lib.TH_RATE_GLOBAL}
 _CAP_SETS = {"Effective": 1, "Permitted": 2, "Inheritable": 3}
 _ACTIONS = {"Post": lib.TH_ACTION_POST, "NoPost": lib.TH_ACTION_NOPOST, "Sigkill": lib.TH_ACTION_SIGKILL,
@@ -61,6 +78,39 @@ class CompiledHook:
         return lib.TH_ACTION_OVERRIDE in self._actions()
 
 
+class _Cidrs:
+    """The hook's address prefixes (th_hook_config.cidrs), shared by every
+    SAddr/DAddr matcher of the hook; a prefix used twice is stored once."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.index: dict[tuple[int, bytes, int], int] = {}
+
+    def add(self, net, where: str) -> int:
+        net = ipaddress.ip_network(net, strict=False)
+        family = socket.AF_INET if net.version == 4 else socket.AF_INET6
+        key = (family, net.network_address.packed, net.prefixlen)
+        if key in self.index:
+            return self.index[key]
+        i = len(self.index)
+        if i >= lib.TH_MAX_CIDRS:
+            raise CompileError(f"{where}: more than {lib.TH_MAX_CIDRS} different address prefixes "
+                               "in one hook, the most the kernel side holds")
+        c = self.cfg.cidrs[i]
+        c.family = family
+        c.prefixlen = net.prefixlen
+        ffi.memmove(c.addr, net.network_address.packed, len(net.network_address.packed))
+        ffi.memmove(c.mask, net.netmask.packed, len(net.netmask.packed))
+        self.index[key] = i
+        self.cfg.ncidrs = i + 1
+        return i
+
+
+def port_range_value(r: PortRange) -> int:
+    """A SPort/DPort value as the kernel side reads it: low | high << 16."""
+    return r.low | r.high << 16
+
+
 class _Sets:
     def __init__(self, out: CompiledHook):
         self.out = out
@@ -87,8 +137,12 @@ def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
         return lib.TH_ARG_STR_USER if hook.syscall else lib.TH_ARG_STR_KERNEL
     if base_type in _PATH_KINDS:
         return _PATH_KINDS[base_type]
+    if base_type == "sockaddr" and hook.syscall:
+        return lib.TH_ARG_SOCKADDR_USER      # connect(2)/bind(2)'s pointer into user memory
+    if base_type in _NET_KINDS:
+        return _NET_KINDS[base_type]
     raise CompileError(f"argument type {base_type!r} is not read by the kernel side yet "
-                       f"(supported: integers, string, {', '.join(_PATH_KINDS)})")
+                       f"(supported: integers, string, {', '.join(_PATH_KINDS)}, {', '.join(_NET_KINDS)})")
 
 
 def _compile_tracepoint_args(hook: Hook, cfg, out: CompiledHook, fields) -> None:
@@ -173,6 +227,7 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
     if len(hook.selectors) > lib.TH_MAX_SELECTORS:
         raise CompileError(f"{len(hook.selectors)} selectors; at most {lib.TH_MAX_SELECTORS}")
     sets = _Sets(out)
+    sets.cidrs = _Cidrs(cfg)
     for i, sel in enumerate(hook.selectors):
         _compile_selector(hook, sel, cfg.selectors[i], sets, host_ns, f"selectors[{i}]")
         if sel.match_binaries:
@@ -216,9 +271,30 @@ def _compile_args(hook: Hook, match_args: tuple[MatchArg, ...], c, sets: _Sets, 
                                    f"(supported on strings and paths: {', '.join(_STR_OPS)})")
             m.op, m.negate = _STR_OPS[ma.operator]
             m.set_id = sets.add(m.op, [_value_bytes(v) for v in ma.parsed], here)
+        elif ma.arg_kind is ArgKind.NETWORK:
+            _compile_net_matcher(ma, m, sets.cidrs, here)
         else:
             raise CompileError(f"{here}: filtering {ma.arg_base_type} arguments is not supported yet")
     c.nargs = len(match_args)
+
+
+def _compile_net_matcher(ma: MatchArg, m, cidrs: _Cidrs, here: str):
+    """SAddr/DPort/Protocol... on a sock, socket, sockaddr or skb argument."""
+    if ma.operator not in _NET_OPS:
+        raise CompileError(f"{here}.operator {ma.operator} on a {ma.arg_base_type} argument is not "
+                           f"supported (supported: {', '.join(_NET_OPS)})")
+    m.op, m.negate = _NET_OPS[ma.operator]
+    if len(ma.parsed) > lib.TH_MAX_INT_VALUES:
+        raise CompileError(f"{here}.values: {len(ma.parsed)} values; the kernel side matches at most "
+                           f"{lib.TH_MAX_INT_VALUES} per matchArgs entry (split them over two selectors)")
+    for j, v in enumerate(ma.parsed):
+        if m.op in (lib.TH_MATCH_SADDR, lib.TH_MATCH_DADDR):
+            m.values[j] = cidrs.add(v, here)
+        elif m.op in (lib.TH_MATCH_SPORT, lib.TH_MATCH_DPORT):
+            m.values[j] = port_range_value(v)
+        else:
+            m.values[j] = int(v)
+    m.nvalues = len(ma.parsed)
 
 
 def _compile_binaries(sel: Selector, c, sets: _Sets, where: str):

@@ -60,10 +60,20 @@ static __always_inline void count_loss(__u32 slot)
 		*n += 1;
 }
 
+/* Waking the consumer costs more than building a record (an IPI to this
+ * CPU; in a VM, an exit to the hypervisor): measured 14 us of a 32-byte fork
+ * record's 14.5 us.  Records are submitted without a wake-up, and the
+ * consumer is woken once this much waits; the agent drains on a short timer
+ * as well, so a quiet host's events wait at most that long. */
+#define TH_WAKEUP_BYTES (64 * 1024)
+
 /* Submit size bytes of rec, counting a loss when the ring buffer is full. */
 static __always_inline void submit(void *rec, __u64 size, __u32 slot)
 {
-	if (bpf_ringbuf_output(&events, rec, size, 0))
+	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= TH_WAKEUP_BYTES ?
+		      BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_output(&events, rec, size, flags))
 		count_loss(slot);
 }
 
