@@ -200,7 +200,7 @@ def agent_flags() -> list[str]:
     return _agent_flags
 
 
-def start_agent(workdir: pathlib.Path, export: pathlib.Path, env=None) -> Tool:
+def start_agent(workdir: pathlib.Path, export: pathlib.Path, env=None, extra=()) -> Tool:
     flags = agent_flags()
     if "--config" in flags:
         # No rotation (the default keeps 5 x 10 MB, fewer events than a long
@@ -211,7 +211,7 @@ def start_agent(workdir: pathlib.Path, export: pathlib.Path, env=None) -> Tool:
                         '[export.file]\nmax_size_mb = 100000\nmax_backups = 0\n')
         flags = [f if f != "--config" else f"--config={conf}" for f in flags]
     return Tool("tetrahost", [sys.executable, "-m", "tetrahost.cli.main", "run", "--no-stdout",
-                              "--export-file", str(export), *flags], workdir,
+                              "--export-file", str(export), *flags, *extra], workdir,
                 lambda t: "tetrahost ready" in t.err.read_text(), env=env)
 
 
