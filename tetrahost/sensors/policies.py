@@ -296,7 +296,9 @@ class PolicyManager:
                     hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps).start()
                 self.pool.refill(self.pool.key(hs.plan))    # after our own load: not competing with it
             except (CompileError, AttachError, BpfError) as exc:
-                hs.error = str(exc).split("\n")[0] if isinstance(exc, BpfError) else str(exc)
+                # BpfError's text is one line plus the verifier's last lines:
+                # the reason, on one line for status/list output
+                hs.error = " | ".join(line.strip() for line in str(exc).splitlines())
                 log.error("policy %s (%s): %s not active: %s", policy.name, policy.file, hook.describe(), hs.error)
                 if isinstance(exc, BpfError) and exc.log:
                     log.debug("verifier log:\n%s", exc.full_log)
