@@ -37,8 +37,9 @@ build/bpf/%.bpf.o: csrc/bpf/%.bpf.c $(BPF_HDRS)
 vmlinux:                      ## regenerate the committed vmlinux.h from this kernel's BTF
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > csrc/include/$(ARCH)/vmlinux.h
 
-run: build                    ## the agent in the foreground, JSON events on stdout
-	$(PY) -m tetrahost.cli.main run --stdout --policy-dir /etc/tetragon/policies.d
+run: build                    ## the agent in the foreground: compact events on stdout, JSON in /var/log/tetragon, `tetra` works
+	$(PY) -m tetrahost.cli.main run --stdout --stdout-format compact --policy-dir /etc/tetragon/policies.d \
+		--socket /run/tetrahost/tetrahost.sock
 
 test: build test-host test-vm test-vm-systemd ## everything CI runs
 
