@@ -14,8 +14,9 @@ BPF_FLAGS := -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) \
 all: build
 build: venv ext bpf
 
-deps:                         ## apt packages (Debian 12), as root
+deps:                         ## apt packages (Debian 12), as root: build, tests, packaging
 	scripts/install-deps.sh
+	scripts/install-packaging-deps.sh
 
 venv: .venv/.installed
 .venv/.installed: pyproject.toml setup.py
@@ -41,7 +42,7 @@ run: build                    ## the agent in the foreground: compact events on 
 	$(PY) -m tetrahost.cli.main run --stdout --stdout-format compact --policy-dir /etc/tetragon/policies.d \
 		--socket /run/tetrahost/tetrahost.sock
 
-test: build test-host test-vm test-vm-systemd ## everything CI runs
+test: build test-host test-vm test-vm-systemd test-packaging ## everything CI runs
 
 test-host: build              ## unit tests + this kernel (root)
 	$(PY) -m pytest -q tests
@@ -59,3 +60,5 @@ bench: build
 
 clean:
 	rm -rf build $(EXT) tetrahost/*.so
+
+include packaging/packaging.mk
