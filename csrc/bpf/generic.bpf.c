@@ -105,17 +105,32 @@ struct {
 	__type(value, struct hook_scratch);
 } hook_heap SEC(".maps");
 
-static __always_inline struct hook_scratch *claim_scratch(__u64 owner, __u32 *slot)
+static __always_inline struct hook_scratch *try_scratch(__u32 i, __u64 owner, __u32 *slot)
 {
-	for (__u32 i = 0; i < TH_SCRATCH_SLOTS; i++) {
-		struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &i);
+	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &i);
 
-		if (s && __sync_val_compare_and_swap(&s->owner, 0, owner) == 0) {
-			*slot = i;
-			return s;
-		}
+	if (s && __sync_val_compare_and_swap(&s->owner, 0, owner) == 0) {
+		*slot = i;
+		return s;
 	}
 	return NULL;
+}
+
+/* Written out, not a loop: as a loop, 6.1's verifier sees the same state at
+ * the back-edge (the index lives on the stack, imprecise) and rejects it as
+ * an infinite loop; clang 14 will not unroll it (early return). */
+_Static_assert(TH_SCRATCH_SLOTS == 4, "claim_scratch tries each slot by hand");
+static __always_inline struct hook_scratch *claim_scratch(__u64 owner, __u32 *slot)
+{
+	struct hook_scratch *s = try_scratch(0, owner, slot);
+
+	if (!s)
+		s = try_scratch(1, owner, slot);
+	if (!s)
+		s = try_scratch(2, owner, slot);
+	if (!s)
+		s = try_scratch(3, owner, slot);
+	return s;
 }
 
 /* ---- reading arguments ------------------------------------------------- */
@@ -161,7 +176,9 @@ static __always_inline struct file *fd_to_file(long fd)
 	return file;
 }
 
-static __always_inline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u64 raw)
+/* a subprogram of its own: its locals and the path walk's loop context stay
+ * out of the entry program's frame (6.1 caps the whole call chain at 512 bytes) */
+static __noinline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u64 raw)
 {
 	__u8 *slot = &s->ev.data[(i & 7) * TH_STR_SLOT & 2047];
 	__u32 len = 0;

@@ -115,6 +115,7 @@ class _Sets:
     def __init__(self, out: CompiledHook):
         self.out = out
         self.next_id = 1
+        self.cidrs = _Cidrs(out.config)
 
     def add(self, op: int, values: list[bytes], where: str) -> int:
         set_id, self.next_id = self.next_id, self.next_id + 1
@@ -227,7 +228,6 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
     if len(hook.selectors) > lib.TH_MAX_SELECTORS:
         raise CompileError(f"{len(hook.selectors)} selectors; at most {lib.TH_MAX_SELECTORS}")
     sets = _Sets(out)
-    sets.cidrs = _Cidrs(cfg)
     for i, sel in enumerate(hook.selectors):
         _compile_selector(hook, sel, cfg.selectors[i], sets, host_ns, f"selectors[{i}]")
         if sel.match_binaries:

@@ -65,6 +65,7 @@ SUPPORTED_ARG_TYPES: dict[str, ArgTypeInfo] = {
     "sockaddr": ArgTypeInfo("sockaddr", ArgKind.NETWORK),
     "socket": ArgTypeInfo("socket", ArgKind.NETWORK),
     "skb": ArgTypeInfo("skb", ArgKind.NETWORK),
+    "net_device": ArgTypeInfo("net_device", ArgKind.NETWORK),
     # nop is Tetragon's placeholder for an argument it should not read; it costs the
     # kernel side nothing, and several real policies need it to skip an index.
     "nop": ArgTypeInfo("nop", ArgKind.NOP),
@@ -76,7 +77,7 @@ TETRAGON_ONLY_ARG_TYPES = frozenset({
     "auto", "char_iovec", "filename", "const_buf", "bpf_attr", "perf_event",
     "bpf_map", "bpf_prog", "user_namespace", "kiocb", "iov_iter", "load_info",
     "module", "syscall64", "cap_inheritable", "cap_permitted", "cap_effective",
-    "data_loc", "net_device", "bpf_cmd",
+    "data_loc", "bpf_cmd",
 })
 
 # --- matchArgs / matchReturnArgs operators --------------------------------------
@@ -113,6 +114,7 @@ NETWORK_OPERATORS_BY_TYPE = {
     "socket": (*ADDRESS_OPERATORS, *PORT_OPERATORS, *PRIV_PORT_OPERATORS, "Protocol", "Family", "State"),
     "skb": (*ADDRESS_OPERATORS, *PORT_OPERATORS, *PRIV_PORT_OPERATORS, "Protocol", "Family"),
     "sockaddr": ("SAddr", "NotSAddr", "SPort", "NotSPort", "SPortPriv", "NotSPortPriv", "Family"),
+    "net_device": (),      # reported (name, ifindex), not filtered on yet
 }
 
 # --- process filters --------------------------------------------------------------

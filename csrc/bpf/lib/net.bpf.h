@@ -77,32 +77,32 @@ static __always_inline void net_read_socket(struct th_sock_tuple *t, struct sock
 
 /* struct sockaddr_in / sockaddr_in6 (the layouts are UAPI): family at 0,
  * port at 2, IPv4 address at 4, IPv6 address at 8.  The one address is
- * reported as saddr/sport. */
+ * reported as saddr/sport.  Read straight into the tuple: the generic
+ * program's stack is nearly full (512 bytes over all its frames on 6.1). */
+static __always_inline long net_read_mem(void *dst, __u32 size, const void *src, bool user)
+{
+	return user ? bpf_probe_read_user(dst, size, src) : bpf_probe_read_kernel(dst, size, src);
+}
+
 static __always_inline void net_read_sockaddr(struct th_sock_tuple *t, const void *addr, bool user)
 {
-	__u8 buf[28] = {};                 /* sizeof(struct sockaddr_in6) */
 	long err;
 
-	/* 16 bytes first: a sockaddr_in in user memory may end at a page edge */
-	err = user ? bpf_probe_read_user(buf, 16, addr) : bpf_probe_read_kernel(buf, 16, addr);
-	if (!addr || err) {
+	if (!addr || net_read_mem(&t->family, 2, addr, user)) {
 		t->flags |= TH_SOCK_READ_FAILED;
 		return;
 	}
-	t->family = *(__u16 *)buf;
-	if (t->family == TH_AF_INET) {
-		__builtin_memcpy(t->saddr, &buf[4], 4);
-	} else if (t->family == TH_AF_INET6) {
-		err = user ? bpf_probe_read_user(buf, 28, addr) : bpf_probe_read_kernel(buf, 28, addr);
-		if (err) {
-			t->flags |= TH_SOCK_READ_FAILED;
-			return;
-		}
-		__builtin_memcpy(t->saddr, &buf[8], 16);
-	} else {
+	if (t->family == TH_AF_INET)
+		err = net_read_mem(t->saddr, 4, addr + 4, user);
+	else if (t->family == TH_AF_INET6)
+		err = net_read_mem(t->saddr, 16, addr + 8, user);
+	else
+		return;
+	if (err || net_read_mem(&t->sport, 2, addr + 2, user)) {
+		t->flags |= TH_SOCK_READ_FAILED;
 		return;
 	}
-	t->sport = bpf_ntohs(*(__u16 *)&buf[2]);
+	t->sport = bpf_ntohs(t->sport);
 	t->flags |= TH_SOCK_HAS_PORTS;
 }
 
@@ -123,7 +123,7 @@ static __always_inline void net_read_netdev(struct th_sock_tuple *t, struct net_
  * (true on the output path from ip_local_out on, and on input after ip_rcv). */
 static __always_inline void net_read_skb(struct th_sock_tuple *t, struct sk_buff *skb)
 {
-	__u8 hdr[40];                      /* sizeof(struct ipv6hdr) */
+	__u8 vihl = 0;                     /* version << 4 | IHL, the header's first byte */
 	__u32 l4;
 
 	if (!skb) {
@@ -143,42 +143,42 @@ static __always_inline void net_read_skb(struct th_sock_tuple *t, struct sk_buff
 	} else {
 		t->netns = net_inum(BPF_CORE_READ(skb, sk, __sk_common.skc_net.net));
 	}
-	if (!head || nh == 0xffff || bpf_probe_read_kernel(hdr, 20, head + nh)) {
+	/* fields read straight into the tuple (wire layout of the headers):
+	 * no header copy on the nearly full stack */
+	unsigned char *ip = head + nh;
+
+	if (!head || nh == 0xffff || bpf_probe_read_kernel(&vihl, 1, ip)) {
 		t->flags |= TH_SOCK_READ_FAILED;
 		return;
 	}
-	if (hdr[0] >> 4 == 4) {
+	if (vihl >> 4 == 4) {
 		t->family = TH_AF_INET;
-		t->protocol = hdr[9];
-		__builtin_memcpy(t->saddr, &hdr[12], 4);
-		__builtin_memcpy(t->daddr, &hdr[16], 4);
-		l4 = (hdr[0] & 15) * 4;
-	} else if (hdr[0] >> 4 == 6) {
-		if (bpf_probe_read_kernel(hdr, 40, head + nh)) {
-			t->flags |= TH_SOCK_READ_FAILED;
-			return;
-		}
+		bpf_probe_read_kernel(&t->protocol, 1, ip + 9);          /* low byte: little endian */
+		bpf_probe_read_kernel(t->saddr, 4, ip + 12);
+		bpf_probe_read_kernel(t->daddr, 4, ip + 16);
+		l4 = (vihl & 15) * 4;
+	} else if (vihl >> 4 == 6) {
 		t->family = TH_AF_INET6;
-		t->protocol = hdr[6];          /* next header: extension headers are not walked */
-		__builtin_memcpy(t->saddr, &hdr[8], 16);
-		__builtin_memcpy(t->daddr, &hdr[24], 16);
+		bpf_probe_read_kernel(&t->protocol, 1, ip + 6);          /* next header: extension headers are not walked */
+		bpf_probe_read_kernel(t->saddr, 16, ip + 8);
+		bpf_probe_read_kernel(t->daddr, 16, ip + 24);
 		l4 = 40;
 	} else {
 		return;
 	}
-	if (net_has_ports(t->protocol)) {
-		__u16 ports[2];
-
-		if (!bpf_probe_read_kernel(ports, sizeof(ports), head + nh + l4)) {
-			t->sport = bpf_ntohs(ports[0]);
-			t->dport = bpf_ntohs(ports[1]);
-			t->flags |= TH_SOCK_HAS_PORTS;
-		}
+	/* sport, dport: adjacent in the tuple as in the TCP/UDP/SCTP header */
+	if (net_has_ports(t->protocol) && !bpf_probe_read_kernel(&t->sport, 4, ip + l4)) {
+		t->sport = bpf_ntohs(t->sport);
+		t->dport = bpf_ntohs(t->dport);
+		t->flags |= TH_SOCK_HAS_PORTS;
 	}
 }
 
-/* Fill a zeroed tuple from a network argument of the given kind. */
-static __always_inline void net_read_arg(struct th_sock_tuple *t, __u8 kind, __u64 raw)
+/* Fill a zeroed tuple from a network argument of the given kind.  A
+ * subprogram of its own (not inlined): its stack is not added to the frame
+ * of the entry program, whose chain entry -> select_step -> walk_step must
+ * stay within 512 bytes for 6.1's verifier. */
+static __noinline void net_read_arg(struct th_sock_tuple *t, __u8 kind, __u64 raw)
 {
 	switch (kind) {
 	case TH_ARG_SOCK:
@@ -219,8 +219,9 @@ static __always_inline bool net_cidr_matches(const struct th_cidr *c, __u16 fam,
 	       (a[2] & mask[2]) == want[2] && (a[3] & mask[3]) == want[3];
 }
 
-/* Does any value of matcher m hold for tuple t?  (Negation is the caller's.) */
-static __always_inline bool net_matches(const struct th_hook_config *cfg, const struct th_arg_matcher *m,
+/* Does any value of matcher m hold for tuple t?  (Negation is the caller's.)
+ * Not inlined, for the same reason as net_read_arg. */
+static __noinline bool net_matches(const struct th_hook_config *cfg, const struct th_arg_matcher *m,
 					const struct th_sock_tuple *t)
 {
 	__u8 op = m->op;
