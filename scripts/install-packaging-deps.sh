@@ -15,7 +15,7 @@ set -eu
 PACKAGES="debhelper dh-python python3-all pybuild-plugin-pyproject python3-setuptools
 python3-cffi python3-all-dev libbpf-dev clang llvm dpkg-dev
 rpm lintian rpmlint
-python3-yaml python3-prometheus-client python3-systemd python3-sdnotify libbpf1
+python3-yaml python3-prometheus-client python3-systemd python3-sdnotify python3-pyroute2 libbpf1
 curl util-linux bpftool python3-pytest"
 missing=""
 for p in $PACKAGES; do

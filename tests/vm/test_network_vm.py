@@ -22,7 +22,10 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "kernel"))
 from agent_harness import RunningAgent  # noqa: E402
 
-pyroute2 = pytest.importorskip("pyroute2")
+try:    # a dependency of tetrahost (pyproject): missing means a broken venv, not a skip
+    import pyroute2  # noqa: F401
+except ImportError:
+    pytest.fail("pyroute2 is not installed in the venv (make build installs it)", pytrace=False)
 from pyroute2 import IPRoute, netns  # noqa: E402
 
 from tetrahost.events.netns import NetnsResolver  # noqa: E402
