@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import pathlib
 import pstats
 import sys

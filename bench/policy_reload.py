@@ -14,7 +14,6 @@ the background; a reload faster than that pays the verifier, ~0.5 s here).
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import shutil
 import statistics

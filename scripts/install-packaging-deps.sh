@@ -17,13 +17,4 @@ python3-cffi python3-all-dev libbpf-dev clang llvm dpkg-dev
 rpm lintian rpmlint
 python3-yaml python3-prometheus-client python3-systemd python3-sdnotify python3-pyroute2 libbpf1
 curl util-linux bpftool python3-pytest"
-missing=""
-for p in $PACKAGES; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    echo "installing:$missing"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends $missing
-fi
+exec "$(dirname "$0")/apt-ensure.sh" --no-install-recommends $PACKAGES

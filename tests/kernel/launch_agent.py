@@ -1,7 +1,7 @@
-"""Test-only launcher: the agent with the policy directory and control socket components.
-
-Stands in for `tetrahost run --policy-dir DIR --socket PATH` until run_cmd.py
-(being rewritten around a TOML config) wires them; tests switch then.
+"""Test-only launcher: the agent with a control socket whose per-client queue
+is set small (--queue-bytes), which `tetrahost run` does not expose: the
+slow-client test of test_control_socket.py needs drops to happen quickly.
+Everything else starts the real `tetrahost run` (agent_harness.RunningAgent).
 
     python tests/kernel/launch_agent.py --export-file F [--policy-dir D] [--socket S] [--policy P]...
 """

@@ -18,8 +18,7 @@ import uuid
 
 import pytest
 
-from agent_harness import SLOWDOWN
-from launch_agent import launched_agent
+from agent_harness import SLOWDOWN, RunningAgent
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_root]
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -57,7 +56,7 @@ class Env:
         self.sock = tmp_path / "control.sock"
         self.miner = pathlib.Path(f"/tmp/{self.uid}-miner")
         shutil.copy2("/usr/bin/true", self.miner)
-        self.agent = launched_agent(tmp_path, "--policy-dir", str(self.dir), "--socket", str(self.sock))
+        self.agent = RunningAgent(tmp_path, "--policy-dir", str(self.dir), "--socket", str(self.sock))
 
     def run_miner(self, target=None) -> int:
         return subprocess.run([str(target or self.miner)]).returncode

@@ -7,7 +7,7 @@ guaranteed to be UTF-8.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Order of namespace inodes in ExecRecord.ns (enum th_ns in csrc/events.h).
 NAMESPACE_KINDS = (

@@ -10,11 +10,9 @@ How a hook attaches depends on the running kernel; the caller passes
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .errors import PolicyError, PolicyWarning
-from .load import load_path
+from .load import LoadResult, load_path
 from .model import Action, Hook, MatchArg, PathValue, Policy, Selector
 
 AttachDescriber = Callable[[Hook], str]
@@ -24,22 +22,13 @@ def attach_not_probed(hook: Hook) -> str:
     return "attach method: not probed"
 
 
-@dataclass
-class CheckResult:
-    file: str
-    policies: list[Policy] = field(default_factory=list)
-    errors: list[PolicyError] = field(default_factory=list)
-    warnings: list[PolicyWarning] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
+# What `check` reports per file is exactly what loading it gives.
+CheckResult = LoadResult
 
 
 def check_file(path: str | os.PathLike, root: str = "/", display_name: str | None = None) -> CheckResult:
     """Load one file; never raises for problems of the policy or the file."""
-    result = load_path(path, root=root, display_name=display_name)
-    return CheckResult(result.file, result.policies, result.errors, result.warnings)
+    return load_path(path, root=root, display_name=display_name)
 
 
 def check_files(paths: Iterable[str | os.PathLike], root: str = "/") -> list[CheckResult]:

@@ -28,6 +28,23 @@ def str_set_key(set_id: int, value: bytes, prefix: bool) -> bytes:
     return raw if prefix else raw[4:]
 
 
+def load_hook_object(program: str, target: str, shared: dict) -> BpfObject:
+    """A loaded copy of generic.bpf.o with only `program` in it, its attach
+    target set (trampoline programs), and the shared maps reused."""
+    obj = BpfObject(find_object("generic"))
+    try:
+        for prog in obj.programs.values():
+            prog.autoload = prog.name == program
+        if program in _TRAMPOLINE_PROGRAMS:
+            obj.program(program).set_attach_target(target)
+        for name, shared_map in shared.items():
+            obj.map(name).reuse_fd(shared_map)
+        return obj.load()
+    except BaseException:
+        obj.close()
+        raise
+
+
 class HookSensor:
     def __init__(self, compiled: CompiledHook, plan: AttachPlan, shared: dict):
         """shared: maps to reuse by name (the process sensor's "events" and "losses")."""
@@ -37,7 +54,10 @@ class HookSensor:
         self.obj: BpfObject | None = None
         self.link: Link | None = None
 
-    def start(self) -> "HookSensor":
+    def start(self, obj: BpfObject | None = None) -> "HookSensor":
+        """Configure and attach; `obj` is an already loaded copy of the object
+        for this plan (load_hook_object, e.g. from a pool of verified spares),
+        else one is loaded here."""
         plan, cfg = self.plan, self.compiled.config
         cfg.syscall_nr = plan.syscall_nr
         if plan.unwrap_syscall:
@@ -45,17 +65,9 @@ class HookSensor:
         else:   # sys_enter hands over the syscall's own arguments
             cfg.flags &= ~lib.TH_CFG_SYSCALL_WRAPPER
         try:
-            self.obj = BpfObject(find_object("generic"))
-            for prog in self.obj.programs.values():
-                prog.autoload = prog.name == plan.program
-            prog = self.obj.program(plan.program)
-            if plan.program in _TRAMPOLINE_PROGRAMS:
-                prog.set_attach_target(plan.target)
-            for name, shared_map in self.shared.items():
-                self.obj.map(name).reuse_fd(shared_map)
-            self.obj.load()
+            self.obj = obj if obj is not None else load_hook_object(plan.program, plan.target, self.shared)
             self._fill_maps()
-            self.link = self._attach(prog)
+            self.link = self._attach(self.obj.program(plan.program))
         except BaseException:
             self.stop()
             raise

@@ -24,14 +24,12 @@ import time
 from dataclasses import dataclass, field
 
 from tetrahost.bpf import BpfError, BpfObject
-from tetrahost.bpf.native import lib
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.policy.compile import CompiledHook, CompileError, compile_hook
 from tetrahost.policy.load import LoadResult, load_path, load_text
 from tetrahost.policy.model import Hook, Policy
 from tetrahost.sensors.attach import AttachError, AttachPlan, plan_attach
-from tetrahost.sensors.generic import _TRAMPOLINE_PROGRAMS, HookSensor
-from tetrahost.sensors.objects import find_object
+from tetrahost.sensors.generic import _TRAMPOLINE_PROGRAMS, HookSensor, load_hook_object
 
 log = logging.getLogger(__name__)
 
@@ -145,20 +143,10 @@ class WarmPool:
 
     def _load(self, key: tuple) -> BpfObject | None:
         program, target = key
-        obj = None
         try:
-            obj = BpfObject(find_object("generic"))
-            for prog in obj.programs.values():
-                prog.autoload = prog.name == program
-            if target:
-                obj.program(program).set_attach_target(target)
-            for name, shared_map in self.shared.items():
-                obj.map(name).reuse_fd(shared_map)
-            return obj.load()
+            return load_hook_object(program, target, self.shared)
         except Exception as exc:     # the synchronous path will report the real error
             log.debug("warm pool: loading %s failed: %s", key, exc)
-            if obj is not None:
-                obj.close()
             return None
 
     def close(self) -> None:
@@ -172,25 +160,6 @@ class WarmPool:
                 for obj in spares:
                     obj.close()
             self._ready.clear()
-
-
-def _start_sensor(compiled: CompiledHook, plan: AttachPlan, shared: dict, obj: BpfObject) -> HookSensor:
-    """HookSensor.start() minus the load: configure and attach a spare object."""
-    sensor = HookSensor(compiled, plan, shared)
-    cfg = compiled.config
-    cfg.syscall_nr = plan.syscall_nr
-    if plan.unwrap_syscall:
-        cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
-    else:
-        cfg.flags &= ~lib.TH_CFG_SYSCALL_WRAPPER
-    sensor.obj = obj
-    try:
-        sensor._fill_maps()
-        sensor.link = sensor._attach(obj.program(plan.program))
-    except BaseException:
-        sensor.stop()
-        raise
-    return sensor
 
 
 @dataclass
@@ -289,11 +258,8 @@ class PolicyManager:
                 enforcing = policy.mode != "monitor"   # monitor: no need for a hook that can enforce
                 hs.plan = plan_attach(hook, self.features, enforcing and hs.compiled.uses_enforcement,
                                       enforcing and hs.compiled.uses_override)
-                spare = self.pool.take(hs.plan)
-                if spare is not None:
-                    hs.sensor = _start_sensor(hs.compiled, hs.plan, self.shared_maps, spare)
-                else:
-                    hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps).start()
+                spare = self.pool.take(hs.plan)      # None: HookSensor loads its own
+                hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps).start(spare)
                 self.pool.refill(self.pool.key(hs.plan))    # after our own load: not competing with it
             except (CompileError, AttachError, BpfError) as exc:
                 # BpfError's text is one line plus the verifier's last lines:
