@@ -218,11 +218,14 @@ enum th_hook_event_flags {
 	TH_HOOK_MONITOR = 1,      /* policy-mode monitor: enforcement not done        */
 	TH_HOOK_SIGNAL_FAILED = 2,/* bpf_send_signal() refused                        */
 	TH_HOOK_ARG_TRUNC = 4,    /* a string/path argument was cut at TH_STR_MAX      */
+	TH_HOOK_HAS_RETURN = 8,   /* retval holds the function's return value          */
 };
 
 enum th_hook_config_flags {
 	TH_CFG_SYSCALL_WRAPPER = 1,  /* kprobe on __x64_sys_*: arguments are in the inner pt_regs */
 	TH_CFG_NEEDS_BINARY = 2,     /* a selector has matchBinaries: resolve the caller's binary */
+	TH_CFG_RETURN = 4,           /* return probe: the entry parks a matching event in
+	                              * `pending`, the return program completes and posts it */
 };
 
 /* Tracepoint arguments are fields of the trace record: th_hook_config
@@ -300,8 +303,13 @@ struct th_hook_config {
 	uint16_t arg_offset[5];   /* tracepoints: field offset in the record          */
 	uint8_t arg_field[5];     /* tracepoints: field size, or enum th_field_access */
 	uint8_t ncidrs;           /* th_cidr entries used                              */
-	uint8_t pad[4];
+	uint8_t ret_size;         /* return probes: bytes of the return type (1, 2, 4, 8) */
+	uint8_t ret_signed;       /* ... and whether to sign-extend it                   */
+	uint8_t pad[2];
 	struct th_selector selectors[5];  /* TH_MAX_SELECTORS */
+	/* matchReturnArgs of selector i (op 0: none), checked at the return
+	 * against the value normalised by ret_size/ret_signed */
+	struct th_arg_matcher ret_match[5];
 	struct th_cidr cidrs[32];         /* TH_MAX_CIDRS: SAddr/DAddr prefixes          */
 };
 
@@ -346,6 +354,7 @@ struct th_hook_event {
 	uint8_t flags;            /* enum th_hook_event_flags                         */
 	uint8_t pad;
 	int64_t action_arg;       /* signal sent or errno returned                    */
+	int64_t retval;           /* return probes: the return value (TH_HOOK_HAS_RETURN) */
 	uint32_t ns[10];          /* the task's namespaces when the hook fired        */
 	uint16_t arg_len[5];      /* bytes of each argument in data (ints: 8)         */
 	uint16_t pad2;

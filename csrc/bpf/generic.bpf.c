@@ -42,6 +42,19 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } str_prefix SEC(".maps");
 
+/* Return probes: the event the entry program matched, parked per thread
+ * until the function returns (the return program completes it with the
+ * return value and posts it).  Allocated on use: hooks without a return
+ * probe never touch it.  A thread re-entering the hooked function before
+ * it returns replaces its parked event (the outer call's is then lost). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct th_hook_event);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pending SEC(".maps");
+
 /* Last post per (selector, thread/process/everyone) for Post's rateLimit;
  * LRU so that exited tasks age out. */
 struct rate_key {
@@ -454,8 +467,16 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	} else if (sel->action == TH_ACTION_OVERRIDE) {
 		verdict = sel->action_arg;
 	}
+	if (sel->action == TH_ACTION_NOPOST)
+		return verdict;
+	if (cfg->flags & TH_CFG_RETURN) {
+		/* posted (or dropped by matchReturnArgs) when the function returns */
+		if (bpf_map_update_elem(&pending, &id, ev, BPF_ANY))
+			count_loss(TH_LOSS_HOOK);
+		return verdict;
+	}
 	/* a rate limit thins the events, never the enforcement above */
-	if (sel->action != TH_ACTION_NOPOST && rate_allows(sel, c.matched, id, ev->hdr.ktime))
+	if (rate_allows(sel, c.matched, id, ev->hdr.ktime))
 		submit(ev, sizeof(*ev), TH_LOSS_HOOK);
 	return verdict;
 }
@@ -479,6 +500,48 @@ static __always_inline int handle_hook(__u64 *args)
 	return verdict;
 }
 
+/* The return value as the policy's returnArg type has it: a function
+ * returning int leaves the upper half of the register undefined. */
+static __always_inline __s64 normalise_return(const struct th_hook_config *cfg, __u64 raw)
+{
+	switch (cfg->ret_size) {
+	case 1: return cfg->ret_signed ? (__s64)(__s8)raw : (__s64)(__u8)raw;
+	case 2: return cfg->ret_signed ? (__s64)(__s16)raw : (__s64)(__u16)raw;
+	case 4: return cfg->ret_signed ? (__s64)(__s32)raw : (__s64)(__u32)raw;
+	}
+	return raw;
+}
+
+/* The second half of a return probe: complete the event the entry parked for
+ * this thread, check the matched selector's matchReturnArgs, post it. */
+static __always_inline void handle_return(__u64 raw)
+{
+	__u32 zero = 0;
+	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct th_hook_event *ev;
+
+	if (!cfg || !(cfg->flags & TH_CFG_RETURN))
+		return;
+	ev = bpf_map_lookup_elem(&pending, &id);
+	if (!ev)
+		return;
+	__u32 index = ev->selector;
+	__s64 ret = normalise_return(cfg, raw);
+
+	ev->retval = ret;
+	ev->flags |= TH_HOOK_HAS_RETURN;
+	asm volatile("%0 &= 7" : "+r"(index));
+	if (index < TH_MAX_SELECTORS) {
+		struct th_arg_matcher *m = &cfg->ret_match[index];
+		bool post = !m->op || int_matches(m, ret) != (bool)m->negate;
+
+		if (post && rate_allows(&cfg->selectors[index], index, id, ev->hdr.ktime))
+			submit(ev, sizeof(*ev), TH_LOSS_HOOK);
+	}
+	bpf_map_delete_elem(&pending, &id);
+}
+
 /* ---- entry programs: user space autoloads the one it attaches ------------ */
 
 static __always_inline int kprobe_body(struct pt_regs *ctx)
@@ -495,6 +558,13 @@ SEC("kprobe")
 int th_kprobe(struct pt_regs *ctx)
 {
 	kprobe_body(ctx);
+	return 0;
+}
+
+SEC("kretprobe")
+int th_kretprobe(struct pt_regs *ctx)
+{
+	handle_return(PT_REGS_RC(ctx));
 	return 0;
 }
 
@@ -523,6 +593,16 @@ SEC("fentry/security_file_open")
 int th_fentry(void *ctx)
 {
 	trampoline_body(ctx);
+	return 0;
+}
+
+SEC("fexit/security_file_open")
+int th_fexit(void *ctx)
+{
+	__u64 ret = 0;
+
+	bpf_get_func_ret(ctx, &ret);
+	handle_return(ret);
 	return 0;
 }
 
@@ -604,6 +684,20 @@ int th_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
 	args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
 	handle_hook(args);
+	return 0;
+}
+
+/* The sys_enter fallback's return half: the same syscall's exit. */
+SEC("raw_tp/sys_exit")
+int th_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+
+	if (!cfg || BPF_CORE_READ(regs, orig_ax) != cfg->syscall_nr)
+		return 0;
+	handle_return(ctx->args[1]);
 	return 0;
 }
 

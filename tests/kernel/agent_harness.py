@@ -30,7 +30,8 @@ def require_root_and_bpf():
 
 
 class RunningAgent:
-    def __init__(self, tmp_path: pathlib.Path, *extra_args: str):
+    def __init__(self, tmp_path: pathlib.Path, *extra_args: str, env: dict | None = None):
+        """env: variables added to the agent's environment."""
         require_root_and_bpf()
         self.events_path = tmp_path / "events.json"
         self.log_path = tmp_path / "agent.log"
@@ -40,7 +41,7 @@ class RunningAgent:
              "--config", str(self._private_config(tmp_path)),
              "--export-file", str(self.events_path), *extra_args,
              *([] if "--socket" in extra_args else ["--no-socket"])],
-            stdout=subprocess.DEVNULL, stderr=self._log, cwd=REPO)
+            stdout=subprocess.DEVNULL, stderr=self._log, cwd=REPO, env={**os.environ, **(env or {})})
         self._wait_for(lambda: "tetrahost ready" in self.log_text(), 30 * SLOWDOWN, "the agent to report ready")
 
     @staticmethod

@@ -92,7 +92,8 @@ def _hook(buf: bytes) -> HookRecord:
         selector=v[_H["selector"]], action=v[_H["action"]], action_arg=v[_H["action_arg"]],
         ns=v[_H_NS], args=args,
         monitor=bool(flags & lib.TH_HOOK_MONITOR), signal_failed=bool(flags & lib.TH_HOOK_SIGNAL_FAILED),
-        truncated=bool(flags & lib.TH_HOOK_ARG_TRUNC))
+        truncated=bool(flags & lib.TH_HOOK_ARG_TRUNC),
+        retval=v[_H["retval"]] if flags & lib.TH_HOOK_HAS_RETURN else None)
 
 
 DECODERS = {lib.TH_OP_EXEC: _exec, lib.TH_OP_FORK: _fork, lib.TH_OP_EXIT: _exit, lib.TH_OP_HOOK: _hook}

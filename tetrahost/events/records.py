@@ -98,6 +98,7 @@ class HookRecord:
     monitor: bool = False     # policy-mode monitor: enforcement was not done
     signal_failed: bool = False
     truncated: bool = False
+    retval: int | None = None # return probes: the function's return value
 
 
 Record = ExecRecord | ForkRecord | ExitRecord | HookRecord

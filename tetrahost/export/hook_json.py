@@ -26,6 +26,7 @@ from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
 from tetrahost.export.tetragon_json import TetragonJSON, signal_name
 from tetrahost.policy.names import ADDRESS_FAMILIES, IP_PROTOCOLS, TCP_STATES
+from tetrahost.policy.vocab import ArgKind
 
 ACTION_NAMES = {
     lib.TH_ACTION_POST: "KPROBE_ACTION_POST",
@@ -153,7 +154,7 @@ def render_arg(kind: int, arg, raw: bytes, resolver=None) -> dict:
         value &= (1 << bits) - 1
         if arg.signed and value >= 1 << (bits - 1):
             value -= 1 << bits
-        key = {"size_t": "size_arg", "long": "long_arg"}.get(arg.base_type, "int_arg")
+        key = {"size_t": "size_arg", "long": "long_arg"}.get(arg.type, "int_arg")   # as written: both fold to 64-bit ints
         out = {key: value}
     elif kind in (lib.TH_ARG_STR_KERNEL, lib.TH_ARG_STR_USER):
         out = {"string_arg": _text(raw)}
@@ -162,6 +163,15 @@ def render_arg(kind: int, arg, raw: bytes, resolver=None) -> dict:
     if arg.label:
         out["label"] = arg.label
     return out
+
+
+def render_return(hook, retval: int) -> dict:
+    """"return" of a return probe: returnArg's type as an argument of that type
+    (the kernel side already cut the value to the type's width)."""
+    ret = hook.return_arg
+    if ret is None or ret.kind is not ArgKind.INTEGER:
+        return {"long_arg": retval}
+    return render_arg(lib.TH_ARG_INT, ret, struct.pack("<q", retval))
 
 
 class HookEventRenderer:
@@ -184,6 +194,7 @@ class HookEventRenderer:
         if process is not None:
             p = dict(self.base.process_dict(process))
             p["ns"] = self.base._ns_object(tuple(rec.ns))
+            p["tid"] = rec.tid          # the thread the hook fired in, as Tetragon reports it
             body["process"] = p
             parent = self.cache.parent_of(process)
             if parent is not None:
@@ -197,6 +208,8 @@ class HookEventRenderer:
         body["args"] = [render_arg(kind, arg, raw, self.netns if kind in _NET_ARG_KEYS else None)
                         for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
                         if kind != lib.TH_ARG_NONE]
+        if rec.retval is not None:
+            body["return"] = render_return(hook, rec.retval)
         action = ACTION_NAMES.get(rec.action, f"KPROBE_ACTION_{rec.action}")
         if rec.monitor:
             body["action"] = "KPROBE_ACTION_POST"

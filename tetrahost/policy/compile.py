@@ -201,8 +201,8 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
     cfg.exec_target_arg = NO_ARG
     if len(hook.args) > lib.TH_MAX_ARGS:
         raise CompileError(f"{len(hook.args)} arguments; the kernel side reads at most {lib.TH_MAX_ARGS}")
-    if hook.return_ or hook.return_arg is not None:
-        raise CompileError("return probes (return: true / returnArg) are not supported by the kernel side yet")
+    if hook.return_:
+        _compile_return(hook, cfg)
     if hook.kind == "tracepoint" and not hook.raw:
         _compile_tracepoint_args(hook, cfg, out, fields)
     for pos, arg in enumerate(hook.args):
@@ -230,6 +230,7 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
     sets = _Sets(out)
     for i, sel in enumerate(hook.selectors):
         _compile_selector(hook, sel, cfg.selectors[i], sets, host_ns, f"selectors[{i}]")
+        _compile_return_args(hook, sel, cfg.ret_match[i], f"selectors[{i}]")
         if sel.match_binaries:
             cfg.flags |= lib.TH_CFG_NEEDS_BINARY
     cfg.nselectors = len(hook.selectors)
@@ -237,8 +238,7 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
 
 
 def _compile_selector(hook: Hook, sel: Selector, c, sets: _Sets, host_ns: HostNamespaces, where: str):
-    for name in ("match_return_args", "match_namespace_changes", "match_capability_changes",
-                 "match_return_actions"):
+    for name in ("match_namespace_changes", "match_capability_changes", "match_return_actions"):
         if getattr(sel, name):
             raise CompileError(f"{where}: {_yaml_name(name)} is not supported by the kernel side yet")
     _compile_args(hook, sel.match_args, c, sets, where)
@@ -247,6 +247,42 @@ def _compile_selector(hook: Hook, sel: Selector, c, sets: _Sets, host_ns: HostNa
     _compile_namespaces(sel, c, host_ns, where)
     _compile_caps(sel, c, where)
     _compile_action(sel, c, where)
+
+
+def _compile_return(hook: Hook, cfg) -> None:
+    """`return: true`: the entry parks a matching event, the return program
+    adds the return value (read as returnArg's type) and posts it."""
+    cfg.flags |= lib.TH_CFG_RETURN
+    ret = hook.return_arg
+    if ret is None or ret.kind is ArgKind.NOP:
+        cfg.ret_size, cfg.ret_signed = 8, 1      # no type given: the raw register
+        return
+    if ret.kind is not ArgKind.INTEGER:
+        raise CompileError(f"returnArg.type {ret.type}: only integer return values are read by "
+                           "the kernel side yet")
+    cfg.ret_size, cfg.ret_signed = ret.bits // 8, ret.signed
+
+
+def _compile_return_args(hook: Hook, sel: Selector, m, where: str) -> None:
+    """matchReturnArgs: one integer matcher per selector, on the return value."""
+    if not sel.match_return_args:
+        return
+    here = f"{where}.matchReturnArgs"
+    if not hook.return_:
+        raise CompileError(f"{here}: the hook has no return probe (return: true)")
+    if len(sel.match_return_args) > 1:
+        raise CompileError(f"{here}: {len(sel.match_return_args)} entries; the kernel side checks one "
+                           "per selector")
+    ma = sel.match_return_args[0]
+    if ma.arg_kind is not ArgKind.INTEGER or ma.operator not in _INT_OPS:
+        raise CompileError(f"{here}[0]: only integer return values with {', '.join(_INT_OPS)} are "
+                           "checked by the kernel side")
+    if len(ma.parsed) > lib.TH_MAX_INT_VALUES:
+        raise CompileError(f"{here}[0].values: {len(ma.parsed)} values; at most {lib.TH_MAX_INT_VALUES}")
+    m.op, m.negate = _INT_OPS[ma.operator]
+    for j, v in enumerate(ma.parsed):
+        m.values[j] = int(v)
+    m.nvalues = len(ma.parsed)
 
 
 def _compile_args(hook: Hook, match_args: tuple[MatchArg, ...], c, sets: _Sets, where: str):

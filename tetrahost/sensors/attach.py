@@ -10,7 +10,7 @@ that would silently not enforce.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tetrahost.policy.model import Hook
 from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
@@ -42,6 +42,15 @@ class AttachPlan:
     method: str             # for operators: how, and why this way
     syscall_nr: int = -1
     unwrap_syscall: bool = False   # arguments sit in the syscall's pt_regs
+    ret_program: str = ""   # return probes: the program that sees the return value
+    ret_target: str = ""
+
+    @property
+    def programs(self) -> tuple[tuple[str, str], ...]:
+        """(program, target) of each program this plan loads: entry first."""
+        if self.ret_program:
+            return ((self.program, self.target), (self.ret_program, self.ret_target))
+        return ((self.program, self.target),)
 
     @property
     def is_fallback(self) -> bool:
@@ -69,6 +78,33 @@ def lsm_hook_for(function: str, symbols=None) -> str | None:
 
 
 def plan_attach(hook: Hook, features, enforces: bool, overrides: bool, symbols=None) -> AttachPlan:
+    plan = _plan_entry(hook, features, enforces, overrides, symbols)
+    return _with_return(hook, plan, features) if hook.return_ else plan
+
+
+def _with_return(hook: Hook, plan: AttachPlan, features) -> AttachPlan:
+    """Add the return half of a `return: true` hook: where the entry is a
+    kprobe, fentry or BPF-LSM program, a kretprobe (or fexit) on the function
+    itself; where it is the sys_enter fallback, sys_exit filtered the same way."""
+    if plan.program == "th_sys_enter":
+        return replace(plan, ret_program="th_sys_exit", ret_target="sys_exit",
+                       method=plan.method + "; return value from raw_tp sys_exit")
+    if plan.program in ("th_tracepoint", "th_raw_tp", "th_exec"):
+        raise AttachError(f"{hook.name}: return: true needs kretprobes or fexit, which {plan.method} "
+                          "cannot stand in for")
+    # the function whose return we see: the syscall's wrapper, or the kernel
+    # function itself (also when the entry is its BPF-LSM hook)
+    target = plan.target if plan.program != "th_lsm" else hook.name
+    if features.kretprobe:
+        return replace(plan, ret_program="th_kretprobe", ret_target=target,
+                       method=plan.method + f"; return value from kretprobe {target}")
+    if features.fexit:
+        return replace(plan, ret_program="th_fexit", ret_target=target,
+                       method=plan.method + f"; return value from fexit {target}")
+    raise AttachError(f"{hook.name}: return: true needs kretprobes or fexit, and this kernel has neither")
+
+
+def _plan_entry(hook: Hook, features, enforces: bool, overrides: bool, symbols) -> AttachPlan:
     if hook.kind == "lsm":
         if not features.lsm:
             raise AttachError(f"lsm hook {hook.name}: BPF-LSM is not usable on this kernel "

@@ -15,7 +15,7 @@ from tetrahost.sensors.objects import find_object
 
 log = logging.getLogger(__name__)
 
-_TRAMPOLINE_PROGRAMS = ("th_fentry", "th_fmod_ret", "th_lsm")
+_TRAMPOLINE_PROGRAMS = ("th_fentry", "th_fexit", "th_fmod_ret", "th_lsm")
 
 
 def str_set_key(set_id: int, value: bytes, prefix: bool) -> bytes:
@@ -28,15 +28,18 @@ def str_set_key(set_id: int, value: bytes, prefix: bool) -> bytes:
     return raw if prefix else raw[4:]
 
 
-def load_hook_object(program: str, target: str, shared: dict) -> BpfObject:
-    """A loaded copy of generic.bpf.o with only `program` in it, its attach
-    target set (trampoline programs), and the shared maps reused."""
+def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict) -> BpfObject:
+    """A loaded copy of generic.bpf.o with only `programs` ((name, target)
+    pairs: AttachPlan.programs) in it, the attach targets of trampoline
+    programs set, and the shared maps reused."""
     obj = BpfObject(find_object("generic"))
     try:
+        wanted = dict(programs)
         for prog in obj.programs.values():
-            prog.autoload = prog.name == program
-        if program in _TRAMPOLINE_PROGRAMS:
-            obj.program(program).set_attach_target(target)
+            prog.autoload = prog.name in wanted
+        for program, target in programs:
+            if program in _TRAMPOLINE_PROGRAMS:
+                obj.program(program).set_attach_target(target)
         for name, shared_map in shared.items():
             obj.map(name).reuse_fd(shared_map)
         return obj.load()
@@ -52,7 +55,7 @@ class HookSensor:
         self.plan = plan
         self.shared = shared
         self.obj: BpfObject | None = None
-        self.link: Link | None = None
+        self.links: list[Link] = []
 
     def start(self, obj: BpfObject | None = None) -> "HookSensor":
         """Configure and attach; `obj` is an already loaded copy of the object
@@ -65,9 +68,12 @@ class HookSensor:
         else:   # sys_enter hands over the syscall's own arguments
             cfg.flags &= ~lib.TH_CFG_SYSCALL_WRAPPER
         try:
-            self.obj = obj if obj is not None else load_hook_object(plan.program, plan.target, self.shared)
+            self.obj = obj if obj is not None else load_hook_object(plan.programs, self.shared)
             self._fill_maps()
-            self.link = self._attach(self.obj.program(plan.program))
+            # the return half first: an entry that parks an event must find
+            # its return program already there
+            for program, target in reversed(plan.programs):
+                self.links.append(self._attach(self.obj.program(program), program, target))
         except BaseException:
             self.stop()
             raise
@@ -81,25 +87,27 @@ class HookSensor:
         # the config goes last: until it is there the program does nothing
         self.obj.map("hook_config").update((0).to_bytes(4, "little"), ffi.buffer(self.compiled.config)[:])
 
-    def _attach(self, prog) -> Link:
-        name = self.plan.program
+    @staticmethod
+    def _attach(prog, name: str, target: str) -> Link:
         if name in ("th_kprobe", "th_kprobe_override"):
-            return prog.attach_kprobe(self.plan.target)
+            return prog.attach_kprobe(target)
+        if name == "th_kretprobe":
+            return prog.attach_kprobe(target, retprobe=True)
         if name == "th_lsm":
             return prog.attach_lsm()
-        if name in ("th_fentry", "th_fmod_ret"):
+        if name in ("th_fentry", "th_fexit", "th_fmod_ret"):
             return prog.attach_trace()
         if name == "th_tracepoint":
-            subsystem, _, event = self.plan.target.partition("/")
+            subsystem, _, event = target.partition("/")
             return prog.attach_tracepoint(subsystem, event)
         if name == "th_raw_tp":
-            return prog.attach_raw_tracepoint(self.plan.target)
+            return prog.attach_raw_tracepoint(target)
         return prog.attach()       # raw_tp fallbacks: the section names the tracepoint
 
     def stop(self) -> None:
-        if self.link is not None:
-            self.link.destroy()
-            self.link = None
+        # entry first: nothing new is parked while the return half is still there
+        while self.links:
+            self.links.pop().destroy()
         if self.obj is not None:
             self.obj.close()
             self.obj = None

@@ -104,7 +104,10 @@ class WarmPool:
 
     @staticmethod
     def key(plan: AttachPlan) -> tuple:
-        return (plan.program, plan.target if plan.program in _TRAMPOLINE_PROGRAMS else "")
+        """What the verified object depends on: its programs and, for
+        trampoline programs, their targets (fixed at load)."""
+        return tuple((program, target if program in _TRAMPOLINE_PROGRAMS else "")
+                     for program, target in plan.programs)
 
     def take(self, plan: AttachPlan) -> BpfObject | None:
         key = self.key(plan)
@@ -120,7 +123,7 @@ class WarmPool:
             if self._closed or key in self._loading or len(self._ready.get(key, ())) >= self.depth:
                 return
             t = self._loading[key] = threading.Thread(target=self._fill, args=(key,), daemon=True,
-                                                      name=f"warm-{key[0]}")
+                                                      name=f"warm-{key[0][0]}")
         t.start()
 
     def _fill(self, key: tuple) -> None:
@@ -142,9 +145,8 @@ class WarmPool:
             obj.close()
 
     def _load(self, key: tuple) -> BpfObject | None:
-        program, target = key
         try:
-            return load_hook_object(program, target, self.shared)
+            return load_hook_object(key, self.shared)
         except Exception as exc:     # the synchronous path will report the real error
             log.debug("warm pool: loading %s failed: %s", key, exc)
             return None

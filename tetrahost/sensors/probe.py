@@ -17,12 +17,15 @@ import contextlib
 import dataclasses
 import gzip
 import json
+import logging
 import os
 import signal
 import threading
 
 from tetrahost.sensors.mounts import ensure_mounted
 from tetrahost.sensors.objects import find_object
+
+log = logging.getLogger(__name__)
 
 # Slots of probe_hits / probe_config: same order as csrc/bpf/probe.bpf.c.
 HIT_SLOTS = ("tracepoint", "raw_tracepoint", "kprobe", "kretprobe", "kprobe_multi", "fentry", "fexit",
@@ -343,9 +346,23 @@ _cache: tuple[KernelFeatures, list[Capability], Evidence] | None = None
 _cache_lock = threading.Lock()
 
 
+# Features the daemon must not use even where the kernel has them: lets the
+# tests drive the fentry/fexit paths on a kernel that also has kprobes.
+AVOID_ENV = "TETRAHOST_AVOID_FEATURES"
+
+
 def kernel_features(refresh: bool = False) -> KernelFeatures:
     """The daemon's entry point: probe once per process, then answer from memory."""
-    return probe_cached(refresh)[0]
+    features = probe_cached(refresh)[0]
+    avoid = {name.strip() for name in os.environ.get(AVOID_ENV, "").split(",") if name.strip()}
+    unknown = avoid - set(CAPABILITY_NAMES)
+    if unknown:
+        raise ProbeError(f"{AVOID_ENV}: unknown feature(s) {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(CAPABILITY_NAMES)})")
+    if avoid:
+        log.warning("%s: not using %s", AVOID_ENV, ", ".join(sorted(avoid)))
+        features = dataclasses.replace(features, **{name: False for name in avoid})
+    return features
 
 
 def probe_cached(refresh: bool = False) -> tuple[KernelFeatures, list[Capability], Evidence]:
