@@ -13,6 +13,9 @@ Three configurations, interleaved and rotated per round (median reported):
              sched_process_exec fallback, detect-container-escape through the
              raw_syscalls/sys_enter fallback (monitor-sensitive-files needs
              kprobes: it is reported, not attached)
+  seeds+ret  (--with-return) the seeds plus a return probe on openat
+             (`return: true`, matchReturnArgs) watching a path nobody opens:
+             every syscall also passes the sys_exit fallback
 Workloads: an open storm (open+close of /etc/hostname in a C loop: every
 syscall passes the sys_enter fallback) and an exec storm (fork+exec+wait).
 Neither matches any selector, so the policy event count must be 0; with
@@ -49,6 +52,37 @@ int main(int argc, char **argv) {
 """
 
 
+RETURN_POLICY = """apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: bench-openat-return
+spec:
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    return: true
+    args:
+    - {index: 1, type: string}
+    returnArg: {index: 0, type: int}
+    selectors:
+    - matchArgs:
+      - {index: 1, operator: Prefix, values: ["/nonexistent/bench/"]}
+      matchReturnArgs:
+      - {index: 0, operator: GT, values: ["0"]}
+"""
+
+
+def policy_args(config: str, workdir: pathlib.Path) -> list[str]:
+    if config == "agent":
+        return []
+    extra = [a for p in POLICIES for a in ("--policy", str(SEEDS / f"{p}.yaml"))]
+    if config == "seeds+ret":
+        ret = workdir / "return.yaml"
+        ret.write_text(RETURN_POLICY)
+        extra += ["--policy", str(ret)]
+    return extra
+
+
 class OpenStorm:
     def __init__(self, workdir: pathlib.Path):
         src = workdir / "open.c"
@@ -71,8 +105,7 @@ def measure(config, opens, storm, n_opens, n_execs, workdir) -> dict:
     c.remove_exports(export)
     agent = None
     if config != "baseline":
-        extra = [a for p in POLICIES for a in ("--policy", str(SEEDS / f"{p}.yaml"))] if config == "seeds" else []
-        agent = c.start_agent(workdir, export, extra=extra)
+        agent = c.start_agent(workdir, export, extra=policy_args(config, workdir))
     try:
         open_s = opens.run(n_opens)
         exec_s, _ = storm.run(n_execs)
@@ -84,12 +117,11 @@ def measure(config, opens, storm, n_opens, n_execs, workdir) -> dict:
             "policy_events": policy_events(export) if agent else None}
 
 
-def bpf_cost(opens, storm, n_opens, n_execs, workdir) -> list[tuple[str, float, float]]:
+def bpf_cost(config, opens, storm, n_opens, n_execs, workdir) -> list[tuple[str, float, float]]:
     export = workdir / "events.json"
     c.remove_exports(export)
-    extra = [a for p in POLICIES for a in ("--policy", str(SEEDS / f"{p}.yaml"))]
     subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
-    agent = c.start_agent(workdir, export, extra=extra)
+    agent = c.start_agent(workdir, export, extra=policy_args(config, workdir))
     try:
         progs, _ = c.bpf_ids(agent.pid)
         before = c.prog_stats(progs)
@@ -113,6 +145,8 @@ def main() -> int:
     ap.add_argument("--opens", type=int, default=200_000)
     ap.add_argument("--execs", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--with-return", action="store_true",
+                    help="also measure the seeds plus a non-matching return probe on openat")
     args = ap.parse_args()
     c.require_root()
     if not SEEDS.is_dir():
@@ -122,13 +156,13 @@ def main() -> int:
     storm = c.Storm()
     opens = OpenStorm(workdir)
     print(f"# policy overhead: {args.opens} opens + {args.execs} execs x {args.rounds} rounds; {c.machine_line()}")
-    configs = ["baseline", "agent", "seeds"]
+    configs = ["baseline", "agent", "seeds"] + (["seeds+ret"] if args.with_return else [])
     results = {k: [] for k in configs}
     try:
         opens.run(20_000)
         storm.run(200)
         for rnd in range(args.rounds):
-            for cfg in configs[rnd % 3:] + configs[:rnd % 3]:
+            for cfg in configs[rnd % len(configs):] + configs[:rnd % len(configs)]:
                 r = measure(cfg, opens, storm, args.opens, args.execs, workdir)
                 results[cfg].append(r)
                 print(f"  round {rnd + 1} {cfg:9s} {r['opens']:,.0f} opens/s  {r['execs']:,.0f} execs/s  "
@@ -142,9 +176,10 @@ def main() -> int:
             e = c.median([r["execs"] for r in results[cfg]])
             ev = ", ".join(str(r["policy_events"]) for r in results[cfg]) if cfg != "baseline" else "-"
             print(f"| {cfg} | {o:,.0f} | {o / base_o:.2f} | {e:,.0f} | {e / base_e:.2f} | {ev} |")
-        print("\n| program (seeds loaded) | runs | ns/run |")
+        cost_config = configs[-1]
+        print(f"\n| program ({cost_config} loaded) | runs | ns/run |")
         print("|---|---:|---:|")
-        for name, runs, ns in bpf_cost(opens, storm, args.opens, args.execs, workdir):
+        for name, runs, ns in bpf_cost(cost_config, opens, storm, args.opens, args.execs, workdir):
             print(f"| {name} | {runs:,} | {ns:,.0f} |")
     finally:
         storm.cleanup()
