@@ -172,6 +172,12 @@ enum th_arg_kind {
 	TH_ARG_SOCKADDR_USER = 12,/* struct sockaddr * in user memory (syscalls)     */
 	TH_ARG_SKB = 13,          /* struct sk_buff * -> its IPv4/IPv6 + TCP/UDP headers */
 	TH_ARG_NETDEV = 14,       /* struct net_device * -> ifname, ifindex, netns   */
+	/* the slot holds a struct th_cred / th_user_ns / th_char_buf */
+	TH_ARG_CRED = 15,         /* struct cred *                                   */
+	TH_ARG_USER_NS = 16,      /* struct user_namespace *                         */
+	TH_ARG_BUF_KERNEL = 17,   /* char_buf: bytes in kernel memory, count from another argument */
+	TH_ARG_BUF_USER = 18,     /* char_buf in user memory (syscall arguments)     */
+	TH_ARG_CAP_SET = 19,      /* kernel_cap_t * -> its 64-bit mask, matched as an integer */
 };
 
 /* Network selectors and the network limits. */
@@ -300,7 +306,8 @@ struct th_hook_config {
 	uint8_t arg_src[5];       /* which function/syscall argument each one reads    */
 	uint8_t exec_target_arg;  /* exec hooks: arg holding the new binary, else 0xff */
 	uint8_t flags;            /* enum th_hook_config_flags                        */
-	uint16_t arg_offset[5];   /* tracepoints: field offset in the record          */
+	uint16_t arg_offset[5];   /* tracepoints: field offset in the record; char_buf
+	                           * of other hooks: the argument holding its size    */
 	uint8_t arg_field[5];     /* tracepoints: field size, or enum th_field_access */
 	uint8_t ncidrs;           /* th_cidr entries used                              */
 	uint8_t ret_size;         /* return probes: bytes of the return type (1, 2, 4, 8) */
@@ -333,6 +340,42 @@ struct th_sock_tuple {
 	uint8_t saddr[16];
 	uint8_t daddr[16];
 	uint8_t ifname[16];       /* net_device: its name (IFNAMSIZ)                   */
+};
+
+/* What a user_namespace argument's slot holds (and th_cred.user_ns). */
+struct th_user_ns {
+	int32_t level;            /* nesting: 0 is the initial user namespace          */
+	uint32_t uid;             /* owner                                             */
+	uint32_t gid;             /* group                                             */
+	uint32_t inum;            /* inode of the namespace                            */
+};
+
+enum th_cred_flags {
+	TH_CRED_READ_FAILED = 1,  /* NULL pointer: nothing was read                    */
+};
+
+/* What a cred argument's slot holds. */
+struct th_cred {
+	struct th_creds ids;
+	uint32_t securebits;      /* SECBIT_* bits                                     */
+	uint32_t flags;           /* enum th_cred_flags                                */
+	struct th_caps caps;
+	struct th_user_ns user_ns;
+};
+
+/* char_buf arguments: at most TH_BUF_MAX bytes are copied, the rest is
+ * counted.  size holds the count the size argument gave (saturated at
+ * TH_BUF_SIZE_MAX); bit TH_BUF_FAULT_SHIFT is set when the bytes could not
+ * be read.  The data start the slot so Equal/Prefix match them like a string. */
+enum th_buf_limits {
+	TH_BUF_MAX = 252,         /* TH_STR_MAX: what a slot holds before size        */
+	TH_BUF_SIZE_MAX = 2147483647,
+	TH_BUF_FAULT_SHIFT = 31,
+};
+
+struct th_char_buf {
+	uint8_t data[252];        /* TH_BUF_MAX                                        */
+	uint32_t size;
 };
 
 /* Key of the string sets.  The same bytes serve the hash map str_equal (key

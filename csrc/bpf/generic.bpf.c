@@ -99,6 +99,8 @@ struct hook_scratch {
 	/* never used: puts the network slot's layout into the object's BTF so
 	 * the layout test compares it with cffi's (tests/unit/test_hook_json_network.py) */
 	struct th_sock_tuple net_layout;
+	struct th_cred cred_layout;         /* likewise for the cred, user_ns and char_buf slots */
+	struct th_char_buf buf_layout;
 };
 
 /*
@@ -189,9 +191,35 @@ static __always_inline struct file *fd_to_file(long fd)
 	return file;
 }
 
+/* char_buf: the first TH_BUF_MAX of `size` bytes at ptr, from user memory for
+ * syscall arguments; returns how many were copied (what a matcher compares). */
+static __always_inline __u32 buf_to_slot(struct hook_scratch *s, struct th_char_buf *b, __u8 kind,
+					 __u64 ptr, __u64 size)
+{
+	__u32 n = size > TH_BUF_MAX ? TH_BUF_MAX : size;
+	long err = 0;
+
+	if (size > TH_BUF_MAX)
+		s->ev.flags |= TH_HOOK_ARG_TRUNC;
+	BARRIER_MASK(n, 255);                  /* TH_STR_SLOT - 1: inside the slot */
+	if (n)
+		err = kind == TH_ARG_BUF_USER ? bpf_probe_read_user(b->data, n, (void *)ptr)
+					      : bpf_probe_read_kernel(b->data, n, (void *)ptr);
+	b->size = (size > TH_BUF_SIZE_MAX ? TH_BUF_SIZE_MAX : (__u32)size) |
+		  (err ? 1U << TH_BUF_FAULT_SHIFT : 0);
+	return err ? 0 : n;
+}
+
+/* Integer arguments: matched with the integer operators. */
+static __always_inline bool arg_is_int(__u8 kind)
+{
+	return kind == TH_ARG_INT || kind == TH_ARG_CAP_SET;
+}
+
 /* a subprogram of its own: its locals and the path walk's loop context stay
- * out of the entry program's frame (6.1 caps the whole call chain at 512 bytes) */
-static __noinline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u64 raw)
+ * out of the entry program's frame (6.1 caps the whole call chain at 512 bytes).
+ * size: the value of the argument holding a char_buf's byte count. */
+static __noinline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u64 raw, __u64 size)
 {
 	__u8 *slot = &s->ev.data[(i & 7) * TH_STR_SLOT & 2047];
 	__u32 len = 0;
@@ -202,6 +230,13 @@ static __noinline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u6
 		return;
 	if (kind == TH_ARG_INT) {
 		*(__u64 *)slot = raw;
+		s->ev.arg_len[i] = 8;
+		return;
+	}
+	if (kind == TH_ARG_CAP_SET) {
+		*(__u64 *)slot = 0;
+		/* 8 bytes: u32[2] before 6.3, one u64 after (see read_caps) */
+		bpf_probe_read_kernel(slot, 8, (void *)raw);
 		s->ev.arg_len[i] = 8;
 		return;
 	}
@@ -239,6 +274,20 @@ static __noinline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u6
 		net_read_arg((struct th_sock_tuple *)slot, kind, raw);
 		len = sizeof(struct th_sock_tuple);
 		break;
+	case TH_ARG_CRED:
+		read_cred_arg((struct th_cred *)slot, (const struct cred *)raw);
+		len = sizeof(struct th_cred);
+		break;
+	case TH_ARG_USER_NS:
+		read_user_ns((struct th_user_ns *)slot, (const struct user_namespace *)raw);
+		len = sizeof(struct th_user_ns);
+		break;
+	case TH_ARG_BUF_KERNEL:
+	case TH_ARG_BUF_USER:
+		/* the whole slot goes out (data + size); matchers see the bytes copied */
+		s->arg_str_len[i] = buf_to_slot(s, (struct th_char_buf *)slot, kind, raw, size);
+		s->ev.arg_len[i] = sizeof(struct th_char_buf);
+		return;
 	}
 	s->arg_str_len[i] = len;
 	s->ev.arg_len[i] = len;
@@ -353,7 +402,7 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 			return false;
 		__u8 *slot = &ev->data[i * TH_STR_SLOT & 2047];
 
-		if (cfg->arg_kind[i] == TH_ARG_INT)
+		if (arg_is_int(cfg->arg_kind[i]))
 			found = int_matches(m, *(__s64 *)slot);
 		else if (m->op >= TH_MATCH_SADDR)
 			found = net_matches(cfg, m, (struct th_sock_tuple *)slot);
@@ -440,7 +489,8 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	for (int i = 0; i < TH_MAX_ARGS; i++) {
 		ev->arg_len[i] = 0;
 		if (cfg->arg_kind[i])
-			read_arg(s, i, cfg->arg_kind[i], pick_arg(args, cfg->arg_src[i]));
+			read_arg(s, i, cfg->arg_kind[i], pick_arg(args, cfg->arg_src[i]),
+				 pick_arg(args, cfg->arg_offset[i]));
 	}
 
 	struct select_ctx c = { .matched = -1, .slot = slot };

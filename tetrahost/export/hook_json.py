@@ -11,11 +11,23 @@ sockaddr_arg / skb_arg (netdev_arg for a net_device) with the network
 namespace's inode ("netns") and, where it has one, its /run/netns name
 ("netns_name"), and the device ("ifindex", "ifname").  tetrahost extras:
 "selector" (which one matched), "attach" (how the hook is attached),
+"read_error": "CharBufErrorPageFault" beside a char_buf whose bytes could not be read,
 "monitor": true with the action that would have been taken in policy-mode
 monitor, "signal_failed" when the kernel refused to send the signal.
+
+Other arguments as Tetragon renders them: integers as int_arg (int8..int32),
+uint_arg (uint8..uint32), size_arg (uint64, size_t), long_arg (int64, long);
+a capability as capability_arg {value, name}; a kernel_cap_t (cap_*) as
+kernel_cap_t_arg (cap_*_arg): the mask in 16 hex digits; a cred as
+process_credentials_arg (ids, securebits names, caps, user_ns); a
+user_namespace as user_ns_arg; a char_buf as bytes_arg (base64), or
+truncated_bytes_arg {bytes_arg, orig_size} when the kernel side copied only
+the first TH_BUF_MAX bytes.  Capability names are the kernel's CAP_* names,
+as in process objects (tetragon_json.py).
 """
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import struct
@@ -24,7 +36,7 @@ from tetrahost.bpf.native import ffi, lib
 from tetrahost.events import netns as _netns
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
-from tetrahost.export.tetragon_json import TetragonJSON, signal_name
+from tetrahost.export.tetragon_json import CAPABILITY_NAMES, TetragonJSON, capability_names, signal_name
 from tetrahost.policy.names import ADDRESS_FAMILIES, IP_PROTOCOLS, TCP_STATES
 from tetrahost.policy.vocab import ArgKind
 
@@ -51,6 +63,16 @@ _STATE_NAMES = {v: k for k, v in reversed(TCP_STATES.items())}
 _SOCK_TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM", 5: "SOCK_SEQPACKET",
                6: "SOCK_DCCP", 10: "SOCK_PACKET"}
 _TUPLE_SIZE = ffi.sizeof("struct th_sock_tuple")
+# integer base types (tetrahost.policy.vocab) -> Tetragon's JSON key
+_INT_ARG_KEYS = {"uint8": "uint_arg", "uint16": "uint_arg", "uint32": "uint_arg", "uint64": "size_arg",
+                 "int64": "long_arg"}
+_CAP_SET_KEYS = {"kernel_cap_t": "kernel_cap_t_arg", "cap_inheritable": "cap_inheritable_arg",
+                 "cap_permitted": "cap_permitted_arg", "cap_effective": "cap_effective_arg"}
+# SECBIT_* bit -> Tetragon's SecureBitsType name
+SECUREBITS_NAMES = ("SecBitNoRoot", "SecBitNoRootLocked", "SecBitNoSetUidFixup", "SecBitNoSetUidFixupLocked",
+                    "SecBitKeepCaps", "SecBitKeepCapsLocked", "SecBitNoCapAmbientRaise",
+                    "SecBitNoCapAmbientRaiseLocked")
+_BUF_FAULT = 1 << lib.TH_BUF_FAULT_SHIFT
 EVENT_KINDS = {"kprobe": "process_kprobe", "lsm": "process_lsm", "tracepoint": "process_tracepoint"}
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
@@ -143,19 +165,94 @@ def render_net_arg(kind: int, raw: bytes, resolver=None) -> dict:
     return {key: body}
 
 
+def _decode(ctype: str, raw: bytes):
+    """The struct a slot holds (cdata), zero-filled past the bytes given."""
+    out = ffi.new(f"{ctype} *")
+    data = bytes(raw[:ffi.sizeof(ctype)])
+    ffi.memmove(out, data, len(data))
+    return out
+
+
+def _user_ns(u) -> dict:
+    # Tetragon: level 0 is the initial user namespace, i.e. the host's
+    ns: dict = {"inum": u.inum}
+    if u.level == 0:
+        ns["is_host"] = True
+    return {"level": u.level, "uid": u.uid, "gid": u.gid, "ns": ns}
+
+
+def securebits_names(bits: int) -> list[str]:
+    return [name for i, name in enumerate(SECUREBITS_NAMES) if bits >> i & 1]
+
+
+def render_cred(raw: bytes) -> dict:
+    """process_credentials_arg: Tetragon's ProcessCredentials message."""
+    c = _decode("struct th_cred", raw)
+    if c.flags & lib.TH_CRED_READ_FAILED:
+        return {}
+    ids = c.ids
+    out: dict = {"uid": ids.uid, "gid": ids.gid, "euid": ids.euid, "egid": ids.egid,
+                 "suid": ids.suid, "sgid": ids.sgid, "fsuid": ids.fsuid, "fsgid": ids.fsgid}
+    if c.securebits:
+        out["securebits"] = securebits_names(c.securebits)
+    caps = {}
+    for name in ("permitted", "effective", "inheritable"):
+        mask = getattr(c.caps, name)
+        if mask:
+            caps[name] = list(capability_names(mask))
+    out["caps"] = caps
+    out["user_ns"] = _user_ns(c.user_ns)
+    return out
+
+
+def render_buf(raw: bytes) -> dict:
+    """bytes_arg (base64, as protobuf JSON writes bytes), truncated_bytes_arg
+    {bytes_arg, orig_size} when only the first TH_BUF_MAX bytes were copied."""
+    b = _decode("struct th_char_buf", raw)
+    size = b.size & lib.TH_BUF_SIZE_MAX
+    if b.size & _BUF_FAULT:
+        return {"bytes_arg": "", "read_error": "CharBufErrorPageFault"}
+    data = bytes(ffi.buffer(b.data))[:min(size, lib.TH_BUF_MAX)]
+    text = base64.b64encode(data).decode()
+    if size > len(data):
+        return {"truncated_bytes_arg": {"bytes_arg": text, "orig_size": size}}
+    return {"bytes_arg": text}
+
+
+def _int_value(arg, raw: bytes) -> int:
+    value = struct.unpack("<q" if arg.signed else "<Q", raw[:8].ljust(8, b"\0"))[0]
+    bits = arg.bits or 64
+    value &= (1 << bits) - 1
+    if arg.signed and value >= 1 << (bits - 1):
+        value -= 1 << bits
+    return value
+
+
+def render_int(arg, raw: bytes) -> dict:
+    value = _int_value(arg, raw)
+    if arg.base_type == "capability":
+        out: dict = {"value": value}
+        if 0 <= value < len(CAPABILITY_NAMES):
+            out["name"] = CAPABILITY_NAMES[value]
+        return {"capability_arg": out}
+    if arg.base_type in _CAP_SET_KEYS:
+        return {_CAP_SET_KEYS[arg.base_type]: f"{value:016x}"}
+    return {_INT_ARG_KEYS.get(arg.base_type, "int_arg"): value}
+
+
 def render_arg(kind: int, arg, raw: bytes, resolver=None) -> dict:
     """One entry of "args": arg is the policy's model.Arg (type, bits, sign, label).
     resolver: names network namespaces and interfaces (tetrahost.events.netns)."""
     if kind in _NET_ARG_KEYS:
         out = render_net_arg(kind, raw, resolver)
-    elif kind == lib.TH_ARG_INT:
-        value = struct.unpack("<q" if arg.signed else "<Q", raw[:8].ljust(8, b"\0"))[0]
-        bits = arg.bits or 64
-        value &= (1 << bits) - 1
-        if arg.signed and value >= 1 << (bits - 1):
-            value -= 1 << bits
-        key = {"size_t": "size_arg", "long": "long_arg"}.get(arg.type, "int_arg")   # as written: both fold to 64-bit ints
-        out = {key: value}
+    elif kind in (lib.TH_ARG_INT, lib.TH_ARG_CAP_SET):
+        out = render_int(arg, raw)
+    elif kind == lib.TH_ARG_CRED:
+        out = {"process_credentials_arg": render_cred(raw)}
+    elif kind == lib.TH_ARG_USER_NS:
+        out = {"user_ns_arg": _user_ns(_decode("struct th_user_ns", raw))}
+    elif kind in (lib.TH_ARG_BUF_KERNEL, lib.TH_ARG_BUF_USER):
+        out = render_buf(raw)
     elif kind in (lib.TH_ARG_STR_KERNEL, lib.TH_ARG_STR_USER):
         out = {"string_arg": _text(raw)}
     else:

@@ -33,6 +33,11 @@ _BIN_OPS = {"In": (lib.TH_MATCH_EQUAL, 0), "NotIn": (lib.TH_MATCH_EQUAL, 1),
 _NET_KINDS = {"sock": lib.TH_ARG_SOCK, "socket": lib.TH_ARG_SOCKET, "sockaddr": lib.TH_ARG_SOCKADDR,
               "skb": lib.TH_ARG_SKB, "net_device": lib.TH_ARG_NETDEV}
 NET_ARG_KINDS = frozenset({*_NET_KINDS.values(), lib.TH_ARG_SOCKADDR_USER})
+# credentials: the slot holds a struct th_cred / th_user_ns
+_CRED_KINDS = {"cred": lib.TH_ARG_CRED, "user_namespace": lib.TH_ARG_USER_NS}
+# 64-bit capability sets read through their kernel_cap_t pointer, matched as integers
+CAP_SET_TYPES = frozenset({"kernel_cap_t", "cap_inheritable", "cap_permitted", "cap_effective"})
+BUF_ARG_KINDS = frozenset({lib.TH_ARG_BUF_KERNEL, lib.TH_ARG_BUF_USER})
 # network operators -> (enum th_match_op, negate)
 _NET_OPS = {
     "SAddr": (lib.TH_MATCH_SADDR, 0), "NotSAddr": (lib.TH_MATCH_SADDR, 1),
@@ -131,8 +136,13 @@ class _Sets:
 def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
     if kind is ArgKind.NOP:     # holds a place in the argument list, reads nothing
         return lib.TH_ARG_NONE
+    if base_type in CAP_SET_TYPES:
+        return lib.TH_ARG_CAP_SET
     if kind is ArgKind.INTEGER:
         return lib.TH_ARG_INT
+    if base_type == "char_buf":
+        # the same rule as strings: a syscall's buffer is the caller's memory
+        return lib.TH_ARG_BUF_USER if hook.syscall else lib.TH_ARG_BUF_KERNEL
     if base_type == "string":
         # syscall arguments point into user memory, kernel functions' into kernel memory
         return lib.TH_ARG_STR_USER if hook.syscall else lib.TH_ARG_STR_KERNEL
@@ -142,8 +152,24 @@ def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
         return lib.TH_ARG_SOCKADDR_USER      # connect(2)/bind(2)'s pointer into user memory
     if base_type in _NET_KINDS:
         return _NET_KINDS[base_type]
+    if base_type in _CRED_KINDS:
+        return _CRED_KINDS[base_type]
     raise CompileError(f"argument type {base_type!r} is not read by the kernel side yet "
-                       f"(supported: integers, string, {', '.join(_PATH_KINDS)}, {', '.join(_NET_KINDS)})")
+                       f"(supported: integers, string, char_buf, {', '.join(_PATH_KINDS)}, "
+                       f"{', '.join(_NET_KINDS)}, {', '.join(_CRED_KINDS)})")
+
+
+def _buf_size_source(hook: Hook, arg, pos: int) -> int:
+    """The function argument holding a char_buf's byte count (sizeArgIndex is 1-based)."""
+    if arg.return_copy:
+        raise CompileError(f"args[{pos}]: returnCopy needs return probes: not supported yet")
+    src = arg.size_arg_position
+    if src is None:
+        raise CompileError(f"args[{pos}]: a char_buf argument needs sizeArgIndex")
+    if src >= lib.TH_MAX_ARGS:
+        raise CompileError(f"args[{pos}].sizeArgIndex {arg.size_arg_index}: only the first "
+                           f"{lib.TH_MAX_ARGS} function arguments can be read")
+    return src
 
 
 def _compile_tracepoint_args(hook: Hook, cfg, out: CompiledHook, fields) -> None:
@@ -169,6 +195,9 @@ def _compile_tracepoint_args(hook: Hook, cfg, out: CompiledHook, fields) -> None
             kind = lib.TH_ARG_STR_USER if hook.subsystem == "syscalls" else lib.TH_ARG_STR_KERNEL
         else:
             kind = arg_kind_for(hook, arg.base_type, arg.kind)
+        if kind in BUF_ARG_KINDS:
+            raise CompileError(f"args[{pos}]: char_buf arguments of tracepoints are not supported yet "
+                               "(use a string field, or a kprobe/raw tracepoint)")
         if f.data_loc:
             cfg.arg_field[pos] = lib.TH_FIELD_DATALOC
         elif f.inline_array:
@@ -214,6 +243,8 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
         kind = arg_kind_for(hook, arg.base_type, arg.kind)
         cfg.arg_kind[pos] = kind
         cfg.arg_src[pos] = arg.index
+        if kind in BUF_ARG_KINDS:
+            cfg.arg_offset[pos] = _buf_size_source(hook, arg, pos)
         out.arg_kinds.append(kind)
         if kind == lib.TH_ARG_BPRM and hook.is_exec_hook:
             cfg.exec_target_arg = pos

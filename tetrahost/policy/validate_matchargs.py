@@ -30,6 +30,8 @@ MATCHARG_NOT_SUPPORTED = {
 # knows its path inside one mount, so its values are matched as written.
 _CANONICALIZED_TYPES = frozenset({"file", "path", "fd", "linux_binprm"})
 _CANONICALIZED_OPERATORS = frozenset({"Equal", "NotEqual", "Prefix", "NotPrefix"})
+# Integer arguments whose values may be CAP_* names: a number, or a 64-bit set (1 << number)
+_CAPABILITY_TYPES = frozenset({"capability", "kernel_cap_t", "cap_inheritable", "cap_permitted", "cap_effective"})
 
 
 def operators_for(arg: Arg) -> tuple[str, ...]:
@@ -168,7 +170,7 @@ def _parse_value(ctx: Context, text: str, line: int, path: str, operator: str, a
 
 def _integer(ctx: Context, text: str, line: int, path: str, operator: str, arg: Arg) -> int | None:
     value = parse_int(text)
-    if value is None and text in CAPABILITIES and arg.base_type in ("capability", "kernel_cap_t"):
+    if value is None and text in CAPABILITIES and arg.base_type in _CAPABILITY_TYPES:
         number = CAPABILITIES[text]
         value = number if arg.base_type == "capability" else 1 << number
     if value is None:

@@ -18,7 +18,7 @@ class ArgKind(str, Enum):
     STRING = "string"  # bytes copied from memory (user or kernel string, buffer)
     PATH = "path"  # a kernel object resolved to its full path in the kernel
     NETWORK = "network"  # socket-ish object: addresses, ports, protocol, family
-    CRED = "cred"  # struct cred: reported, not filterable
+    CRED = "cred"  # struct cred, user_namespace: reported, not filterable
     NOP = "nop"  # placeholder: occupies an index, nothing is read
 
 
@@ -53,6 +53,10 @@ SUPPORTED_ARG_TYPES: dict[str, ArgTypeInfo] = {
     "capability": _int("capability", 32, True),
     # a 64-bit capability set: filter with Mask / Equal by number or CAP_ name
     "kernel_cap_t": _int("kernel_cap_t", 64, False),
+    # the same, named after the set it is (Tetragon renders them as cap_*_arg)
+    "cap_inheritable": _int("cap_inheritable", 64, False),
+    "cap_permitted": _int("cap_permitted", 64, False),
+    "cap_effective": _int("cap_effective", 64, False),
     "string": ArgTypeInfo("string", ArgKind.STRING),
     "char_buf": ArgTypeInfo("char_buf", ArgKind.STRING),
     "fd": ArgTypeInfo("fd", ArgKind.PATH),
@@ -61,6 +65,7 @@ SUPPORTED_ARG_TYPES: dict[str, ArgTypeInfo] = {
     "dentry": ArgTypeInfo("dentry", ArgKind.PATH),
     "linux_binprm": ArgTypeInfo("linux_binprm", ArgKind.PATH),
     "cred": ArgTypeInfo("cred", ArgKind.CRED),
+    "user_namespace": ArgTypeInfo("user_namespace", ArgKind.CRED),
     "sock": ArgTypeInfo("sock", ArgKind.NETWORK),
     "sockaddr": ArgTypeInfo("sockaddr", ArgKind.NETWORK),
     "socket": ArgTypeInfo("socket", ArgKind.NETWORK),
@@ -75,9 +80,8 @@ SUPPORTED_ARG_TYPES: dict[str, ArgTypeInfo] = {
 # tetrahost cannot read yet.
 TETRAGON_ONLY_ARG_TYPES = frozenset({
     "auto", "char_iovec", "filename", "const_buf", "bpf_attr", "perf_event",
-    "bpf_map", "bpf_prog", "user_namespace", "kiocb", "iov_iter", "load_info",
-    "module", "syscall64", "cap_inheritable", "cap_permitted", "cap_effective",
-    "data_loc", "bpf_cmd",
+    "bpf_map", "bpf_prog", "kiocb", "iov_iter", "load_info",
+    "module", "syscall64", "data_loc", "bpf_cmd",
 })
 
 # --- matchArgs / matchReturnArgs operators --------------------------------------

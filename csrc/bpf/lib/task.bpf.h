@@ -33,6 +33,30 @@ static __always_inline void read_caps(const struct cred *cred, struct th_caps *o
 	bpf_probe_read_kernel(&out->inheritable, 8, __builtin_preserve_access_index(&cred->cap_inheritable));
 }
 
+static __always_inline void read_user_ns(struct th_user_ns *out, const struct user_namespace *ns)
+{
+	if (!ns)
+		return;
+	out->level = BPF_CORE_READ(ns, level);
+	out->uid = BPF_CORE_READ(ns, owner.val);
+	out->gid = BPF_CORE_READ(ns, group.val);
+	out->inum = BPF_CORE_READ(ns, ns.inum);
+}
+
+/* A struct cred as a policy argument: ids, securebits, capabilities, and the
+ * user namespace they are relative to. */
+static __always_inline void read_cred_arg(struct th_cred *out, const struct cred *cred)
+{
+	if (!cred) {
+		out->flags = TH_CRED_READ_FAILED;
+		return;
+	}
+	read_creds(cred, &out->ids);
+	out->securebits = BPF_CORE_READ(cred, securebits);
+	read_caps(cred, &out->caps);
+	read_user_ns(&out->user_ns, BPF_CORE_READ(cred, user_ns));
+}
+
 static __always_inline void read_namespaces(struct task_struct *task, const struct cred *cred, __u32 *ns)
 {
 	struct nsproxy *nsp = BPF_CORE_READ(task, nsproxy);

@@ -132,7 +132,8 @@ def test_sockaddr_has_no_destination():
     ("char_iovec", 'argument type "char_iovec" is known to Tetragon but not supported by tetrahost yet'),
     ("strin", 'unknown argument type "strin" (expected one of: int8, sint8, uint8, int16, sint16, uint16, int, '
               "int32, sint32, uint32, long, int64, sint64, ulong, uint64, size_t, capability, kernel_cap_t, "
-              "string, char_buf, fd, file, path, dentry, linux_binprm, cred, sock, sockaddr, socket, skb, net_device, nop)"),
+              "cap_inheritable, cap_permitted, cap_effective, string, char_buf, fd, file, path, dentry, "
+              "linux_binprm, cred, user_namespace, sock, sockaddr, socket, skb, net_device, nop)"),
 ])
 def test_arg_types(type_name, message):
     assert errors_of(f"""
