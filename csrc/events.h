@@ -312,7 +312,10 @@ struct th_hook_config {
 	uint8_t ncidrs;           /* th_cidr entries used                              */
 	uint8_t ret_size;         /* return probes: bytes of the return type (1, 2, 4, 8) */
 	uint8_t ret_signed;       /* ... and whether to sign-extend it                   */
-	uint8_t pad[2];
+	uint8_t ret_copy_arg;     /* char_buf with returnCopy: its position, else 0xff; the
+	                           * entry keeps the pointer, the return copies as many
+	                           * bytes as the function returned                     */
+	uint8_t pad;
 	struct th_selector selectors[5];  /* TH_MAX_SELECTORS */
 	/* matchReturnArgs of selector i (op 0: none), checked at the return
 	 * against the value normalised by ret_size/ret_signed */

@@ -305,6 +305,20 @@ static __always_inline void resolve_binary(struct hook_scratch *s)
 	s->binary_len = file_to_slot(s, s->binary, exe);
 }
 
+/* returnCopy: the buffer is filled by the call (read(2)...), so the entry
+ * only keeps where it is; copy_returned_buffer reads it at the return. */
+static __always_inline void keep_buffer_pointer(struct hook_scratch *s, __u32 i, __u64 ptr)
+{
+	struct th_char_buf *b = (struct th_char_buf *)&s->ev.data[(i & 7) * TH_STR_SLOT & 2047];
+
+	if (i >= TH_MAX_ARGS)
+		return;
+	__builtin_memset(b, 0, sizeof(*b));
+	*(__u64 *)b->data = ptr;
+	s->arg_str_len[i] = 0;
+	s->ev.arg_len[i] = sizeof(*b);
+}
+
 /* ---- matching ---------------------------------------------------------- */
 
 /* Is the string (TH_STR_SLOT bytes, zero padded, len used) in set set_id? */
@@ -488,7 +502,9 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	read_namespaces(task, BPF_CORE_READ(task, cred), ev->ns);
 	for (int i = 0; i < TH_MAX_ARGS; i++) {
 		ev->arg_len[i] = 0;
-		if (cfg->arg_kind[i])
+		if (i == cfg->ret_copy_arg)
+			keep_buffer_pointer(s, i, pick_arg(args, cfg->arg_src[i]));
+		else if (cfg->arg_kind[i])
 			read_arg(s, i, cfg->arg_kind[i], pick_arg(args, cfg->arg_src[i]),
 				 pick_arg(args, cfg->arg_offset[i]));
 	}
@@ -562,6 +578,41 @@ static __always_inline __s64 normalise_return(const struct th_hook_config *cfg, 
 	return raw;
 }
 
+/* Fill a returnCopy buffer kept by keep_buffer_pointer with the bytes the
+ * call produced: its return value counts them (nothing on an error). */
+static __always_inline void copy_to_buf(struct th_char_buf *b, __u8 kind, __s64 ret)
+{
+	void *ptr = (void *)*(__u64 *)b->data;
+	__u32 n = ret > TH_BUF_MAX ? TH_BUF_MAX : ret > 0 ? (__u32)ret : 0;
+	long err = 0;
+
+	*(__u64 *)b->data = 0;
+	BARRIER_MASK(n, 255);
+	if (n && n <= TH_BUF_MAX)
+		err = kind == TH_ARG_BUF_USER ? bpf_probe_read_user(b->data, n, ptr)
+					      : bpf_probe_read_kernel(b->data, n, ptr);
+	b->size = (ret > 0 ? (ret > TH_BUF_SIZE_MAX ? TH_BUF_SIZE_MAX : (__u32)ret) : 0) |
+		  (err ? 1U << TH_BUF_FAULT_SHIFT : 0);
+}
+
+/* One case per position: a constant offset keeps the copy inside the map
+ * value for the verifier (a computed one could reach past data[]). */
+static __always_inline void copy_returned_buffer(struct th_hook_event *ev, struct th_hook_config *cfg, __s64 ret)
+{
+	__u8 pos = cfg->ret_copy_arg;
+	__u8 kind = pos < TH_MAX_ARGS ? cfg->arg_kind[pos] : 0;
+
+	if (ret > TH_BUF_MAX)
+		ev->flags |= TH_HOOK_ARG_TRUNC;
+	switch (pos) {
+	case 0: copy_to_buf((struct th_char_buf *)&ev->data[0 * TH_STR_SLOT], kind, ret); break;
+	case 1: copy_to_buf((struct th_char_buf *)&ev->data[1 * TH_STR_SLOT], kind, ret); break;
+	case 2: copy_to_buf((struct th_char_buf *)&ev->data[2 * TH_STR_SLOT], kind, ret); break;
+	case 3: copy_to_buf((struct th_char_buf *)&ev->data[3 * TH_STR_SLOT], kind, ret); break;
+	case 4: copy_to_buf((struct th_char_buf *)&ev->data[4 * TH_STR_SLOT], kind, ret); break;
+	}
+}
+
 /* The second half of a return probe: complete the event the entry parked for
  * this thread, check the matched selector's matchReturnArgs, post it. */
 static __always_inline void handle_return(__u64 raw)
@@ -581,6 +632,8 @@ static __always_inline void handle_return(__u64 raw)
 
 	ev->retval = ret;
 	ev->flags |= TH_HOOK_HAS_RETURN;
+	if (cfg->ret_copy_arg < TH_MAX_ARGS)
+		copy_returned_buffer(ev, cfg, ret);
 	asm volatile("%0 &= 7" : "+r"(index));
 	if (index < TH_MAX_SELECTORS) {
 		struct th_arg_matcher *m = &cfg->ret_match[index];

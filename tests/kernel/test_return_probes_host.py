@@ -8,7 +8,9 @@ event carries the return value.
 """
 from __future__ import annotations
 
+import base64
 import os
+import pathlib
 import threading
 
 import pytest
@@ -54,6 +56,34 @@ spec:
 """
 
 
+READ_POLICY = f"""apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: read-return-copy
+spec:
+  kprobes:
+  - call: sys_read
+    return: true
+    syscall: true
+    args:
+    - index: 0
+      type: fd
+    - index: 1
+      type: char_buf
+      returnCopy: true
+    - index: 2
+      type: size_t
+    returnArg:
+      index: 0
+      type: int
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["{BASE}/read-"]
+"""
+
+
 def try_open(path: str, flags: int) -> int:
     """The return value openat gave (negative errno on failure)."""
     try:
@@ -69,7 +99,8 @@ def agent(tmp_path_factory):
     os.makedirs(BASE, exist_ok=True)
     d = tmp_path_factory.mktemp("ret")
     (d / "p.yaml").write_text(POLICY)
-    a = RunningAgent(d, "--policy", str(d / "p.yaml"))
+    (d / "read.yaml").write_text(READ_POLICY)
+    a = RunningAgent(d, "--policy", str(d / "p.yaml"), "--policy", str(d / "read.yaml"))
     assert "not active" not in a.log_text()
     yield a
     a.stop()
@@ -129,3 +160,25 @@ def test_each_thread_gets_its_own_return_value(agent):
         kp = by_name[f"{WATCHED}-{name}"]
         assert kp["return"] == {"int_arg": fd}
         assert kp["process"]["tid"] == tids[name]
+
+
+def test_return_copy_holds_the_bytes_the_call_read(agent):
+    """returnCopy: the buffer is empty at the entry of read(2); the bytes in
+    the event are the ones it returned, as many as it returned."""
+    content = b"returnCopy: read at the return\n"
+    path = f"{BASE}/read-a"
+    pathlib.Path(path).write_bytes(content)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        first = os.read(fd, 4096)         # all of it
+        eof = os.read(fd, 4096)           # 0 bytes: nothing to copy
+    finally:
+        os.close(fd)
+    assert first == content and eof == b""
+    evs = agent.wait_events(lambda e: e.get("process_kprobe", {}).get("policy_name") == "read-return-copy", 2)
+    evs = [e["process_kprobe"] for e in evs]
+    assert [e["args"][0]["file_arg"]["path"] for e in evs] == [path, path]
+    assert [e["return"]["int_arg"] for e in evs] == [len(content), 0]
+    assert base64.b64decode(evs[0]["args"][1]["bytes_arg"]) == content
+    assert base64.b64decode(evs[1]["args"][1].get("bytes_arg", "")) == b""
+    assert evs[0]["args"][2] == {"size_arg": 4096}

@@ -93,16 +93,25 @@ kprobes:
     assert kernel.config.arg_src[0] == 3 and kernel.config.arg_offset[0] == 4
 
 
-def test_return_copy_waits_for_return_probes():
-    hook = load_hook("""
+def test_return_copy_needs_a_return_probe_and_no_matcher_on_its_bytes():
+    body = """
 kprobes:
 - call: sys_read
   syscall: true
+  {ret}
   args:
-  - {index: 1, type: char_buf, returnCopy: true}
-""")
-    with pytest.raises(CompileError, match=r"^args\[0\]: returnCopy needs return probes: not supported yet$"):
-        compile_hook(hook, 1, HostNamespaces.unknown())
+  - {{index: 0, type: int}}
+  - {{index: 1, type: char_buf, returnCopy: true}}
+  {sel}
+"""
+    with pytest.raises(CompileError, match=r"^args\[1\]\.returnCopy needs a return probe \(return: true\)$"):
+        compile_hook(load_hook(body.format(ret="", sel="")), 1, HostNamespaces.unknown())
+    matcher = "selectors:\n  - matchArgs:\n    - {index: 1, operator: Prefix, values: [x]}"
+    with pytest.raises(CompileError, match=r"args\[1\] is filled by the call \(returnCopy\)"):
+        compile_hook(load_hook(body.format(ret="return: true", sel=matcher)), 1, HostNamespaces.unknown())
+    cfg = compile_hook(load_hook(body.format(ret="return: true", sel="")), 1, HostNamespaces.unknown()).config
+    assert cfg.ret_copy_arg == 1 and cfg.flags & lib.TH_CFG_RETURN
+    assert cfg.arg_kind[1] == lib.TH_ARG_BUF_USER
 
 
 def test_char_buf_on_a_tracepoint_is_rejected_precisely():

@@ -7,6 +7,7 @@ posts and what it leaves alone.
 """
 from __future__ import annotations
 
+import base64
 import errno
 import os
 import pathlib
@@ -88,6 +89,27 @@ POLICIES = {
       - index: 0
         operator: GreaterThan
         values: ["0"]
+""",
+    # returnCopy: read(2)'s buffer, copied at the return (kretprobe on the wrapper)
+    "ret-read": f"""
+  kprobes:
+  - call: sys_read
+    syscall: true
+    return: true
+    args:
+    - index: 0
+      type: fd
+    - index: 1
+      type: char_buf
+      returnCopy: true
+    returnArg:
+      index: 0
+      type: int
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["{BASE}/read-"]
 """,
 }
 
@@ -174,6 +196,16 @@ def test_match_return_args_posts_only_successful_opens(agent):
     evs = events_of(agent, "ret-openat", 2)
     assert [(e["args"][1]["string_arg"], e["return"]["int_arg"]) for e in evs] == \
         [(f"{BASE}/openat-ok", fd), (f"{BASE}/openat-ok", fd2)]
+
+
+def test_return_copy_of_a_syscall_buffer(agent):
+    content = b"bytes read(2) returned"
+    pathlib.Path(f"{BASE}/read-a").write_bytes(content)
+    with open(f"{BASE}/read-a", "rb", buffering=0) as f:
+        assert f.read(4096) == content
+    ev = events_of(agent, "ret-read")[0]
+    assert ev["return"] == {"int_arg": len(content)}
+    assert base64.b64decode(ev["args"][1]["bytes_arg"]) == content
 
 
 def test_fexit_where_kprobes_are_not_used(tmp_path_factory):

@@ -162,7 +162,7 @@ def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
 def _buf_size_source(hook: Hook, arg, pos: int) -> int:
     """The function argument holding a char_buf's byte count (sizeArgIndex is 1-based)."""
     if arg.return_copy:
-        raise CompileError(f"args[{pos}]: returnCopy needs return probes: not supported yet")
+        return 0        # the count is the return value (copied at the return, not read here)
     src = arg.size_arg_position
     if src is None:
         raise CompileError(f"args[{pos}]: a char_buf argument needs sizeArgIndex")
@@ -228,6 +228,7 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
     cfg.monitor = monitor
     cfg.syscall_nr = syscall_nr
     cfg.exec_target_arg = NO_ARG
+    cfg.ret_copy_arg = NO_ARG
     if len(hook.args) > lib.TH_MAX_ARGS:
         raise CompileError(f"{len(hook.args)} arguments; the kernel side reads at most {lib.TH_MAX_ARGS}")
     if hook.return_:
@@ -245,6 +246,8 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
         cfg.arg_src[pos] = arg.index
         if kind in BUF_ARG_KINDS:
             cfg.arg_offset[pos] = _buf_size_source(hook, arg, pos)
+        if arg.return_copy:
+            _compile_return_copy(hook, cfg, arg, pos)
         out.arg_kinds.append(kind)
         if kind == lib.TH_ARG_BPRM and hook.is_exec_hook:
             cfg.exec_target_arg = pos
@@ -292,6 +295,22 @@ def _compile_return(hook: Hook, cfg) -> None:
         raise CompileError(f"returnArg.type {ret.type}: only integer return values are read by "
                            "the kernel side yet")
     cfg.ret_size, cfg.ret_signed = ret.bits // 8, ret.signed
+
+
+def _compile_return_copy(hook: Hook, cfg, arg, pos: int) -> None:
+    """returnCopy: the buffer is read when the function returns, as many bytes
+    as it returned (read(2), recvmsg...), not at the entry."""
+    if arg.base_type != "char_buf":
+        raise CompileError(f"args[{pos}].returnCopy: only char_buf arguments are copied at the return")
+    if not hook.return_:
+        raise CompileError(f"args[{pos}].returnCopy needs a return probe (return: true)")
+    if cfg.ret_copy_arg != NO_ARG:
+        raise CompileError(f"args[{pos}].returnCopy: the kernel side copies one buffer per hook at the return")
+    for i, sel in enumerate(hook.selectors):
+        if any(ma.arg_position == pos for ma in sel.match_args):
+            raise CompileError(f"selectors[{i}].matchArgs: args[{pos}] is filled by the call (returnCopy): "
+                               "its bytes are not known when the selectors are evaluated")
+    cfg.ret_copy_arg = pos
 
 
 def _compile_return_args(hook: Hook, sel: Selector, m, where: str) -> None:
