@@ -627,6 +627,14 @@ static __always_inline void handle_return(__u64 raw)
 	ev = bpf_map_lookup_elem(&pending, &id);
 	if (!ev)
 		return;
+	/* Parked by an earlier thread with this id whose call never returned
+	 * (exit, or the task died inside it): not this call's event. */
+	struct task_struct *task = (void *)bpf_get_current_task();
+
+	if (BPF_CORE_READ(task, start_boottime) > ev->hdr.ktime) {
+		bpf_map_delete_elem(&pending, &id);
+		return;
+	}
 	__u32 index = ev->selector;
 	__s64 ret = normalise_return(cfg, raw);
 
