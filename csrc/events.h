@@ -66,6 +66,13 @@ enum th_exec_flags {
 	TH_EXEC_NO_AUID = 16,     /* kernel without audit: auid unknown           */
 };
 
+/* Who owns a socket (TrackSock): events about it name this task even when
+ * the hook runs elsewhere (softirq, another task's send on loopback). */
+struct th_sock_owner {
+	uint32_t pid;
+	uint32_t tid;
+};
+
 /* Common header: op selects the record type, ktime is bpf_ktime_get_boot_ns()
  * (the clock /proc/<pid>/stat's start time is counted in). */
 struct th_header {
@@ -135,6 +142,7 @@ enum th_loss_slot {
 	TH_LOSS_EXIT = 3,
 	TH_LOSS_HOOK = 4,
 	TH_LOSS_HOOK_BUSY = 5,    /* every scratch slot of the CPU was in use: hook not evaluated */
+	TH_LOSS_SOCKTRACK = 6,    /* TrackSock: the socket owner map was full          */
 };
 
 /* ---- Policy hooks (csrc/bpf/generic.bpf.c) -------------------------------
@@ -152,6 +160,8 @@ enum th_hook_limits {
 	TH_STR_MAX = 252,         /* bytes of a string/path argument kept and matched:
 	                           * an LPM trie key holds 256 bytes, 4 go to set_id  */
 	TH_STR_SLOT = 256,        /* stride of arguments in th_hook_event.data        */
+	TH_RET_SLOT = 5,          /* the slot after the arguments: a return value read
+	                           * as a non-integer type (returnArg: sock)           */
 };
 
 /* How an argument is read (th_hook_config.arg_kind). */
@@ -217,6 +227,8 @@ enum th_action {
 	TH_ACTION_SIGKILL = 3,
 	TH_ACTION_SIGNAL = 4,
 	TH_ACTION_OVERRIDE = 5,
+	TH_ACTION_TRACK_SOCK = 6,   /* action_arg: the sock argument whose owner is recorded */
+	TH_ACTION_UNTRACK_SOCK = 7, /* ... whose record is dropped                     */
 };
 
 /* th_hook_event.flags */
@@ -225,6 +237,8 @@ enum th_hook_event_flags {
 	TH_HOOK_SIGNAL_FAILED = 2,/* bpf_send_signal() refused                        */
 	TH_HOOK_ARG_TRUNC = 4,    /* a string/path argument was cut at TH_STR_MAX      */
 	TH_HOOK_HAS_RETURN = 8,   /* retval holds the function's return value          */
+	TH_HOOK_SOCK_OWNER = 16,  /* pid/tid are the owner of the event's socket (TrackSock),
+	                           * not the task the hook ran in                       */
 };
 
 enum th_hook_config_flags {
@@ -288,8 +302,10 @@ struct th_selector {
 	uint8_t caps_negate;
 	uint8_t action;           /* enum th_action                                   */
 	uint8_t rate_scope;       /* enum th_rate_scope, with rate_limit_ns            */
-	uint8_t pad[2];
-	int32_t action_arg;       /* signal number, or the errno Override returns     */
+	uint8_t no_post;          /* NoPost beside the action: act, emit nothing       */
+	uint8_t pad;
+	int32_t action_arg;       /* signal number, the errno Override returns, or
+	                           * TrackSock/UntrackSock's sock argument position    */
 	uint64_t caps_mask;       /* In: any of these bits set                        */
 	uint64_t rate_limit_ns;   /* Post at most once per this many ns per scope, 0: always */
 	uint32_t pids[8];         /* TH_MAX_INT_VALUES                                */
@@ -315,7 +331,9 @@ struct th_hook_config {
 	uint8_t ret_copy_arg;     /* char_buf with returnCopy: its position, else 0xff; the
 	                           * entry keeps the pointer, the return copies as many
 	                           * bytes as the function returned                     */
-	uint8_t pad;
+	uint8_t ret_kind;         /* returnArg read as enum th_arg_kind into TH_RET_SLOT,
+	                           * 0: an integer (retval only)                      */
+	uint8_t ret_action;       /* returnArgAction: 0, TH_ACTION_TRACK_SOCK or UNTRACK */
 	struct th_selector selectors[5];  /* TH_MAX_SELECTORS */
 	/* matchReturnArgs of selector i (op 0: none), checked at the return
 	 * against the value normalised by ret_size/ret_signed */
@@ -403,8 +421,9 @@ struct th_hook_event {
 	int64_t retval;           /* return probes: the return value (TH_HOOK_HAS_RETURN) */
 	uint32_t ns[10];          /* the task's namespaces when the hook fired        */
 	uint16_t arg_len[5];      /* bytes of each argument in data (ints: 8)         */
-	uint16_t pad2;
-	uint8_t data[1280];       /* TH_MAX_ARGS * TH_STR_SLOT: argument i at i * 256 */
+	uint16_t ret_len;         /* bytes of the return value in TH_RET_SLOT (ret_kind) */
+	uint8_t data[1536];       /* (TH_MAX_ARGS + 1) * TH_STR_SLOT: argument i at i * 256,
+	                           * the return value at TH_RET_SLOT * 256            */
 };
 
 /* CDEF-END */

@@ -153,7 +153,7 @@ class Agent:
         if self.features is None:
             from tetrahost.sensors.probe import kernel_features
             self.features = kernel_features()
-        shared = {name: self.sensor.obj.map(name) for name in ("events", "losses")}
+        shared = {name: self.sensor.obj.map(name) for name in ("events", "losses", "socktrack")}
         self.policies = PolicyManager(self.features, self.host_ns, shared)
         for path in self.policy_files:
             try:

@@ -10,6 +10,7 @@
 #include "lib/common.bpf.h"
 #include "lib/path.bpf.h"
 #include "lib/task.bpf.h"
+#include "lib/socktrack.bpf.h"
 #include "lib/net.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -452,6 +453,40 @@ static long select_step(__u32 index, void *data)
 	return 0;
 }
 
+/* ---- socket owners (TrackSock / UntrackSock) ---------------------------- */
+
+static __always_inline struct th_sock_tuple *sock_slot(struct hook_scratch *s, __u32 i)
+{
+	return (struct th_sock_tuple *)&s->ev.data[(i & 7) * TH_STR_SLOT & 2047];
+}
+
+/* After a selector matched: name the owner of the event's socket (its first
+ * sock/socket argument) when one is tracked, since the hook may run in
+ * another task's context (softirq, a loopback sender); then do the
+ * selector's TrackSock/UntrackSock.  Selectors saw the running task. */
+static __noinline void socket_owner_actions(struct hook_scratch *s, struct th_hook_config *cfg,
+					    struct th_selector *sel)
+{
+	for (int i = 0; i < TH_MAX_ARGS; i++) {
+		__u8 kind = cfg->arg_kind[i];
+
+		if (kind != TH_ARG_SOCK && kind != TH_ARG_SOCKET)
+			continue;
+		struct th_sock_owner *owner = sock_owner(sock_slot(s, i)->cookie);
+
+		if (owner) {
+			s->ev.pid = owner->pid;
+			s->ev.tid = owner->tid;
+			s->ev.flags |= TH_HOOK_SOCK_OWNER;
+		}
+		break;
+	}
+	if (sel->action == TH_ACTION_TRACK_SOCK && sel->action_arg < TH_MAX_ARGS)
+		sock_track(sock_slot(s, sel->action_arg)->cookie);
+	else if (sel->action == TH_ACTION_UNTRACK_SOCK && sel->action_arg < TH_MAX_ARGS)
+		sock_untrack(sock_slot(s, sel->action_arg)->cookie);
+}
+
 /* ---- the common body of every entry program ----------------------------- */
 
 /* args[n] with a constant index each: variable offsets into the stack are
@@ -533,7 +568,8 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	} else if (sel->action == TH_ACTION_OVERRIDE) {
 		verdict = sel->action_arg;
 	}
-	if (sel->action == TH_ACTION_NOPOST)
+	socket_owner_actions(s, cfg, sel);
+	if (sel->action == TH_ACTION_NOPOST || sel->no_post)
 		return verdict;
 	if (cfg->flags & TH_CFG_RETURN) {
 		/* posted (or dropped by matchReturnArgs) when the function returns */
@@ -640,6 +676,16 @@ static __always_inline void handle_return(__u64 raw)
 
 	ev->retval = ret;
 	ev->flags |= TH_HOOK_HAS_RETURN;
+	if (cfg->ret_kind >= TH_ARG_SOCK && cfg->ret_kind <= TH_ARG_SOCKET) {
+		struct th_sock_tuple *t = (struct th_sock_tuple *)&ev->data[TH_RET_SLOT * TH_STR_SLOT];
+
+		net_read_arg(t, cfg->ret_kind, raw);
+		ev->ret_len = sizeof(*t);
+	}
+	if (cfg->ret_action == TH_ACTION_TRACK_SOCK)
+		sock_track(raw);
+	else if (cfg->ret_action == TH_ACTION_UNTRACK_SOCK)
+		sock_untrack(raw);
 	if (cfg->ret_copy_arg < TH_MAX_ARGS)
 		copy_returned_buffer(ev, cfg, ret);
 	asm volatile("%0 &= 7" : "+r"(index));

@@ -7,6 +7,7 @@
 #include "lib/common.bpf.h"
 #include "lib/path.bpf.h"
 #include "lib/task.bpf.h"
+#include "lib/socktrack.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 

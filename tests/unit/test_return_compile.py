@@ -70,7 +70,7 @@ def test_match_return_args_compile_per_selector(op, values, want_op, negate):
 
 
 def test_non_integer_return_type_is_a_compile_error():
-    with pytest.raises(CompileError, match="returnArg.type file: only integer return values"):
+    with pytest.raises(CompileError, match="returnArg.type file: the kernel side reads integer, sock and socket"):
         compile_hook(hook_of(kprobe(ret_type="file")), 1, HostNamespaces.unknown())
 
 

@@ -26,6 +26,7 @@ _CAPS = _EXEC.slice("caps.")
 _NS = _EXEC.slice("ns[")
 _HOOK = Layout("struct th_hook_event", stop_at="data")
 _HOOK_DATA = ffi.offsetof("struct th_hook_event", "data")
+_RET_START = _HOOK_DATA + lib.TH_RET_SLOT * lib.TH_STR_SLOT
 _H = _HOOK.index
 _H_NS = _HOOK.slice("ns[")
 _H_LEN = _HOOK.slice("arg_len[")
@@ -93,7 +94,9 @@ def _hook(buf: bytes) -> HookRecord:
         ns=v[_H_NS], args=args,
         monitor=bool(flags & lib.TH_HOOK_MONITOR), signal_failed=bool(flags & lib.TH_HOOK_SIGNAL_FAILED),
         truncated=bool(flags & lib.TH_HOOK_ARG_TRUNC),
-        retval=v[_H["retval"]] if flags & lib.TH_HOOK_HAS_RETURN else None)
+        retval=v[_H["retval"]] if flags & lib.TH_HOOK_HAS_RETURN else None,
+        ret_raw=buf[_RET_START:_RET_START + min(v[_H["ret_len"]], lib.TH_STR_SLOT)],
+        sock_owner=bool(flags & lib.TH_HOOK_SOCK_OWNER))
 
 
 DECODERS = {lib.TH_OP_EXEC: _exec, lib.TH_OP_FORK: _fork, lib.TH_OP_EXIT: _exit, lib.TH_OP_HOOK: _hook}

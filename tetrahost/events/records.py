@@ -99,6 +99,8 @@ class HookRecord:
     signal_failed: bool = False
     truncated: bool = False
     retval: int | None = None # return probes: the function's return value
+    ret_raw: bytes = b""      # ... read as returnArg's type, when not an integer (sock)
+    sock_owner: bool = False  # pid/tid are the tracked owner of the event's socket
 
 
 Record = ExecRecord | ForkRecord | ExitRecord | HookRecord

@@ -13,7 +13,9 @@ namespace's inode ("netns") and, where it has one, its /run/netns name
 "selector" (which one matched), "attach" (how the hook is attached),
 "read_error": "CharBufErrorPageFault" beside a char_buf whose bytes could not be read,
 "monitor": true with the action that would have been taken in policy-mode
-monitor, "signal_failed" when the kernel refused to send the signal.
+monitor, "signal_failed" when the kernel refused to send the signal,
+"socket_owner": true when the process is the owner TrackSock recorded for
+the event's socket rather than the task the hook ran in.
 
 Other arguments as Tetragon renders them: integers as int_arg (int8..int32),
 uint_arg (uint8..uint32), size_arg (uint64, size_t), long_arg (int64, long);
@@ -46,6 +48,8 @@ ACTION_NAMES = {
     lib.TH_ACTION_SIGKILL: "KPROBE_ACTION_SIGKILL",
     lib.TH_ACTION_SIGNAL: "KPROBE_ACTION_SIGNAL",
     lib.TH_ACTION_OVERRIDE: "KPROBE_ACTION_OVERRIDE",
+    lib.TH_ACTION_TRACK_SOCK: "KPROBE_ACTION_TRACKSOCK",
+    lib.TH_ACTION_UNTRACK_SOCK: "KPROBE_ACTION_UNTRACKSOCK",
 }
 # enum th_arg_kind -> Tetragon's JSON key for that argument
 _PATH_ARG_KEYS = {
@@ -262,10 +266,13 @@ def render_arg(kind: int, arg, raw: bytes, resolver=None) -> dict:
     return out
 
 
-def render_return(hook, retval: int) -> dict:
+def render_return(hook, retval: int, raw: bytes = b"", resolver=None) -> dict:
     """"return" of a return probe: returnArg's type as an argument of that type
-    (the kernel side already cut the value to the type's width)."""
+    (the kernel side already cut the value to the type's width, and read a
+    sock/socket into raw)."""
     ret = hook.return_arg
+    if ret is not None and raw and ret.base_type in ("sock", "socket"):
+        return render_net_arg(lib.TH_ARG_SOCK, raw, resolver)
     if ret is None or ret.kind is not ArgKind.INTEGER:
         return {"long_arg": retval}
     return render_arg(lib.TH_ARG_INT, ret, struct.pack("<q", retval))
@@ -306,7 +313,7 @@ class HookEventRenderer:
                         for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
                         if kind != lib.TH_ARG_NONE]
         if rec.retval is not None:
-            body["return"] = render_return(hook, rec.retval)
+            body["return"] = render_return(hook, rec.retval, rec.ret_raw, self.netns if rec.ret_raw else None)
         action = ACTION_NAMES.get(rec.action, f"KPROBE_ACTION_{rec.action}")
         if rec.monitor:
             body["action"] = "KPROBE_ACTION_POST"
@@ -318,6 +325,8 @@ class HookEventRenderer:
             body["signal"] = signal_name(rec.action_arg)
             if rec.signal_failed:
                 body["signal_failed"] = True
+        if rec.sock_owner:
+            body["socket_owner"] = True     # process = the socket's TrackSock owner, not the running task
         if rec.action == lib.TH_ACTION_OVERRIDE:
             body["return_value"] = rec.action_arg
         body["policy_name"] = policy.name

@@ -52,7 +52,9 @@ _NET_OPS = {
 _RATE_SCOPES = {"thread": lib.TH_RATE_THREAD, "process": lib.TH_RATE_PROCESS, "global": lib.TH_RATE_GLOBAL}
 _CAP_SETS = {"Effective": 1, "Permitted": 2, "Inheritable": 3}
 _ACTIONS = {"Post": lib.TH_ACTION_POST, "NoPost": lib.TH_ACTION_NOPOST, "Sigkill": lib.TH_ACTION_SIGKILL,
-            "Signal": lib.TH_ACTION_SIGNAL, "Override": lib.TH_ACTION_OVERRIDE}
+            "Signal": lib.TH_ACTION_SIGNAL, "Override": lib.TH_ACTION_OVERRIDE,
+            "TrackSock": lib.TH_ACTION_TRACK_SOCK, "UntrackSock": lib.TH_ACTION_UNTRACK_SOCK}
+_SOCK_KINDS = (lib.TH_ARG_SOCK, lib.TH_ARG_SOCKET)
 # policy namespace names -> enum th_ns (NAMESPACE_KINDS order is the kernel's order)
 _NS_INDEX = {name: i for i, name in enumerate(NAMESPACE_KINDS)}
 _NS_RECORD_KIND = ("uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time",
@@ -280,7 +282,7 @@ def _compile_selector(hook: Hook, sel: Selector, c, sets: _Sets, host_ns: HostNa
     _compile_pids(sel, c, where)
     _compile_namespaces(sel, c, host_ns, where)
     _compile_caps(sel, c, where)
-    _compile_action(sel, c, where)
+    _compile_action(hook, sel, c, sets.out.arg_kinds, where)
 
 
 def _compile_return(hook: Hook, cfg) -> None:
@@ -288,13 +290,19 @@ def _compile_return(hook: Hook, cfg) -> None:
     adds the return value (read as returnArg's type) and posts it."""
     cfg.flags |= lib.TH_CFG_RETURN
     ret = hook.return_arg
-    if ret is None or ret.kind is ArgKind.NOP:
-        cfg.ret_size, cfg.ret_signed = 8, 1      # no type given: the raw register
-        return
-    if ret.kind is not ArgKind.INTEGER:
-        raise CompileError(f"returnArg.type {ret.type}: only integer return values are read by "
-                           "the kernel side yet")
-    cfg.ret_size, cfg.ret_signed = ret.bits // 8, ret.signed
+    cfg.ret_size, cfg.ret_signed = 8, 1      # no type given, or a pointer: the raw register
+    if ret is not None and ret.base_type in ("sock", "socket"):
+        cfg.ret_kind = arg_kind_for(hook, ret.base_type, ret.kind)     # read into TH_RET_SLOT
+    elif ret is not None and ret.kind is ArgKind.INTEGER:
+        cfg.ret_size, cfg.ret_signed = ret.bits // 8, ret.signed
+    elif ret is not None and ret.kind is not ArgKind.NOP:
+        raise CompileError(f"returnArg.type {ret.type}: the kernel side reads integer, sock and "
+                           "socket return values")
+    if hook.return_arg_action in ("TrackSock", "UntrackSock"):
+        if cfg.ret_kind not in _SOCK_KINDS:
+            raise CompileError(f"returnArgAction {hook.return_arg_action} needs a returnArg of type "
+                               "sock or socket")
+        cfg.ret_action = _ACTIONS[hook.return_arg_action]
 
 
 def _compile_return_copy(hook: Hook, cfg, arg, pos: int) -> None:
@@ -455,12 +463,15 @@ def _compile_caps(sel: Selector, c, where: str):
     c.caps_negate = mc.operator == "NotIn"
 
 
-def _compile_action(sel: Selector, c, where: str):
+def _compile_action(hook: Hook, sel: Selector, c, arg_kinds: list[int], where: str):
+    """One action per selector in the kernel (th_selector.action), plus Post's
+    rate limit; Post is implied unless NoPost is given (Tetragon's rule)."""
     actions = sel.effective_actions
-    enforcing = [a for a in actions if a.is_enforcement]
-    if len(enforcing) > 1:
-        raise CompileError(f"{where}.matchActions: more than one of Sigkill/Signal/Override in one selector")
-    chosen = enforcing[0] if enforcing else actions[0]
+    special = [a for a in actions if a.is_enforcement or a.arg_sock is not None]
+    if len(special) > 1:
+        raise CompileError(f"{where}.matchActions: {', '.join(a.action for a in special)}: the kernel side "
+                           "takes one of Sigkill/Signal/Override/TrackSock/UntrackSock per selector")
+    chosen = special[0] if special else actions[0]
     limited = [a for a in actions if a.rate_limit_seconds]
     if limited:
         c.rate_limit_ns = limited[0].rate_limit_seconds * 1_000_000_000
@@ -472,8 +483,12 @@ def _compile_action(sel: Selector, c, where: str):
         c.action_arg = chosen.arg_sig or 0
     elif chosen.action == "Override":
         c.action_arg = chosen.arg_error or 0      # validate warns: Tetragon returns 0 then
-    if any(a.action == "NoPost" for a in actions) and enforcing:
-        raise CompileError(f"{where}.matchActions: NoPost together with {chosen.action} is not supported yet")
+    elif chosen.arg_sock is not None:
+        if chosen.arg_sock >= len(arg_kinds) or arg_kinds[chosen.arg_sock] not in _SOCK_KINDS:
+            raise CompileError(f"{where}.matchActions: {chosen.action}: argSock {chosen.arg_sock} is not "
+                               "a sock or socket argument")
+        c.action_arg = chosen.arg_sock
+    c.no_post = any(a.action == "NoPost" for a in actions)
 
 
 def _yaml_name(name: str) -> str:

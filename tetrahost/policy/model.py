@@ -154,6 +154,7 @@ class Action:
     rate_limit: str = ""  # Post: as written ("1m")
     rate_limit_seconds: int = 0  # Post: parsed; 0 = no rate limit
     rate_limit_scope: str = ""  # Post: thread (default), process, global
+    arg_sock: int | None = None  # TrackSock/UntrackSock: position in Hook.args of the sock
     source: Location = _NO_SOURCE
 
     @property
@@ -209,7 +210,7 @@ class Hook:
     return_: bool = False  # kprobes: also hook the return ("return: true")
     args: tuple[Arg, ...] = ()
     return_arg: Arg | None = None
-    return_arg_action: str = ""  # "" or "Post"
+    return_arg_action: str = ""  # "", "Post", "TrackSock" or "UntrackSock"
     selectors: tuple[Selector, ...] = ()
     message: str = ""
     tags: tuple[str, ...] = ()

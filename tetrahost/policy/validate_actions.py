@@ -1,7 +1,7 @@
 """Validate matchActions / matchReturnActions.
 
-tetrahost implements Post (with rate limiting), NoPost, Sigkill, Signal and
-Override; every other Tetragon action is rejected by name. Parameters that belong
+tetrahost implements Post (with rate limiting), NoPost, Sigkill, Signal,
+Override, TrackSock and UntrackSock; every other Tetragon action is rejected by name. Parameters that belong
 to another action are ignored with a warning, as Tetragon ignores them (its own
 examples put argError on Sigkill).
 """
@@ -14,7 +14,7 @@ from . import limits
 from .context import Context, check_fields, did_you_mean, expect_map, get_bool, get_int, get_list, get_str, join
 from .hookshape import HookShape
 from .model import Action
-from .vocab import RATE_LIMIT_SCOPES, SUPPORTED_ACTIONS, TETRAGON_ONLY_ACTIONS
+from .vocab import RATE_LIMIT_SCOPES, SOCKET_ACTIONS, SUPPORTED_ACTIONS, TETRAGON_ONLY_ACTIONS
 from .yamlnodes import YNode
 
 # Parameter -> the action it belongs to.
@@ -85,6 +85,8 @@ def _validate_action(ctx: Context, entry: YNode, path: str, shape: HookShape, is
         fields["arg_sig"] = get_int(ctx, entry, "argSig", path, required=True, minimum=1, maximum=limits.MAX_SIGNAL)
     elif name == "Post":
         fields.update(_post_parameters(ctx, entry, path))
+    elif name in SOCKET_ACTIONS:
+        fields["arg_sock"] = _sock_argument(ctx, entry, path, shape, name)
     if len(ctx.errors) != errors_before:
         return None
     return Action(action=name, source=ctx.loc(entry, path), **fields)
@@ -103,6 +105,24 @@ def _override_error(ctx: Context, entry: YNode, path: str, shape: HookShape, is_
         ctx.warn(line, path, "Override without argError makes the function return 0 (success)")
         return 0
     return value
+
+
+def _sock_argument(ctx: Context, entry: YNode, path: str, shape: HookShape, name: str) -> int | None:
+    """argSock: the position in `args` of a sock/socket argument."""
+    position = get_int(ctx, entry, "argSock", path, minimum=0)
+    if position is None:
+        if entry.get("argSock") is not None:
+            return None              # present but invalid: get_int said why
+        position = 0                 # Tetragon's default
+    by_position = {shape.positions[key]: arg for key, arg in shape.args.items() if key in shape.positions}
+    arg = by_position.get(position)
+    if arg is None:
+        ctx.error(entry.key_line("argSock"), join(path, "argSock"), f"{name}: argSock {position} names no "
+                  f"argument (the hook has {len(by_position)})", "invalid", "argSock")
+    elif arg.base_type not in ("sock", "socket"):
+        ctx.error(entry.key_line("argSock"), join(path, "argSock"), f"{name}: args[{position}] is of type "
+                  f"{arg.type}, not sock or socket (argSock defaults to 0)", "invalid", "argSock")
+    return position
 
 
 def _post_parameters(ctx: Context, entry: YNode, path: str) -> dict:

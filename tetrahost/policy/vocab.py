@@ -135,17 +135,18 @@ CAPABILITY_SETS = ("Effective", "Inheritable", "Permitted")
 
 # --- actions ---------------------------------------------------------------------
 
-SUPPORTED_ACTIONS = ("Post", "NoPost", "Sigkill", "Signal", "Override")
+SUPPORTED_ACTIONS = ("Post", "NoPost", "Sigkill", "Signal", "Override", "TrackSock", "UntrackSock")
+SOCKET_ACTIONS = frozenset({"TrackSock", "UntrackSock"})   # argSock: whose owner is recorded / dropped
 ENFORCEMENT_ACTIONS = frozenset({"Sigkill", "Signal", "Override"})
 TETRAGON_ONLY_ACTIONS = frozenset({
-    "FollowFD", "UnfollowFD", "CopyFD", "GetUrl", "DnsLookup", "TrackSock",
-    "UntrackSock", "NotifyEnforcer", "Set", "CleanupEnforcerNotification",
+    "FollowFD", "UnfollowFD", "CopyFD", "GetUrl", "DnsLookup",
+    "NotifyEnforcer", "Set", "CleanupEnforcerNotification",
 })
 RATE_LIMIT_SCOPES = ("thread", "process", "global")
 
 # returnArgAction values (Tetragon CRD: "Available actions are: Post;TrackSock;UntrackSock")
-SUPPORTED_RETURN_ARG_ACTIONS = ("Post",)
-TETRAGON_ONLY_RETURN_ARG_ACTIONS = frozenset({"TrackSock", "UntrackSock"})
+SUPPORTED_RETURN_ARG_ACTIONS = ("Post", "TrackSock", "UntrackSock")
+TETRAGON_ONLY_RETURN_ARG_ACTIONS: frozenset[str] = frozenset()
 
 # --- policy options (spec.options) -----------------------------------------------
 

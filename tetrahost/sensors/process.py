@@ -15,7 +15,8 @@ from tetrahost.sensors.objects import find_object
 log = logging.getLogger(__name__)
 
 LOSS_SLOTS = {"exec": lib.TH_LOSS_EXEC, "fork": lib.TH_LOSS_FORK, "exit": lib.TH_LOSS_EXIT,
-              "hook": lib.TH_LOSS_HOOK, "hook_busy": lib.TH_LOSS_HOOK_BUSY}
+              "hook": lib.TH_LOSS_HOOK, "hook_busy": lib.TH_LOSS_HOOK_BUSY,
+              "socktrack": lib.TH_LOSS_SOCKTRACK}
 DEFAULT_RINGBUF_BYTES = 8 * 1024 * 1024
 
 
