@@ -347,8 +347,46 @@ static __noinline void collect_ancestors(struct hook_scratch *s)
 	s->anc_ktime = s->ev.hdr.ktime;
 }
 
+struct pid_walk_ctx {
+	__u32 slot;                     /* the scratch slot of this run */
+	__u32 sel;                      /* selector index */
+	__u32 entry;                    /* matchPIDs entry */
+	__u32 found;
+};
+
+/* One process of the collected ancestors against one matchPIDs entry: a
+ * bpf_loop callback, so the verifier checks it once rather than simulating
+ * every (ancestor, value) pair of a nested loop (that tripled load times). */
+static long pid_walk_step(__u32 d, void *data)
+{
+	struct pid_walk_ctx *c = data;
+	__u32 zero = 0, slot = c->slot, si = c->sel, k = c->entry;
+	/* looked up again, as in select_step: map pointers do not survive the
+	 * callback's context on older verifiers */
+	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
+	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &slot);
+
+	if (!cfg || !s || d >= s->nanc)
+		return 1;
+	BARRIER_MASK(d, 31);            /* TH_PID_ANCESTORS - 1 */
+	BARRIER_MASK(si, 7);
+	BARRIER_MASK(k, 3);             /* TH_MAX_PID_MATCH - 1 */
+	if (si >= TH_MAX_SELECTORS)
+		return 1;
+	const struct th_pid_matcher *m = &cfg->selectors[si].pids[k];
+	__u32 pid = m->flags & TH_PID_NAMESPACE ? s->anc_nspid[d] : s->anc_pid[d];
+
+	for (int j = 0; j < TH_MAX_PID_VALUES; j++) {
+		if (j < m->nvalues && m->pids[j] == pid) {
+			c->found = 1;
+			return 1;
+		}
+	}
+	return 0;
+}
+
 /* Every matchPIDs entry of the selector holds (they are ANDed, as in Tetragon). */
-static __noinline bool pids_match(struct hook_scratch *s, const struct th_selector *sel)
+static __noinline bool pids_match(struct hook_scratch *s, const struct th_selector *sel, __u32 slot, __u32 index)
 {
 	for (int k = 0; k < TH_MAX_PID_MATCH; k++) {
 		if (k >= sel->npids)
@@ -361,21 +399,12 @@ static __noinline bool pids_match(struct hook_scratch *s, const struct th_select
 				if (j < m->nvalues && m->pids[j] == s->ev.pid)
 					found = true;
 		} else {
-			__u32 depth = 1;
+			struct pid_walk_ctx c = { .slot = slot, .sel = index, .entry = k };
 
 			if (s->anc_ktime != s->ev.hdr.ktime)
 				collect_ancestors(s);
-			if (m->flags & TH_PID_FOLLOW_FORKS)
-				depth = s->nanc;
-			for (int d = 0; d < TH_PID_ANCESTORS; d++) {
-				if (d >= depth)
-					break;
-				__u32 pid = m->flags & TH_PID_NAMESPACE ? s->anc_nspid[d] : s->anc_pid[d];
-
-				for (int j = 0; j < TH_MAX_PID_VALUES; j++)
-					if (j < m->nvalues && m->pids[j] == pid)
-						found = true;
-			}
+			bpf_loop(m->flags & TH_PID_FOLLOW_FORKS ? TH_PID_ANCESTORS : 1, pid_walk_step, &c, 0);
+			found = c.found;
 		}
 		if (found == (bool)m->negate)
 			return false;
@@ -451,11 +480,11 @@ struct select_ctx {
 };
 
 static __always_inline bool selector_matches(struct hook_scratch *s, struct th_hook_config *cfg,
-					     struct th_selector *sel)
+					     struct th_selector *sel, __u32 slot, __u32 index)
 {
 	struct th_hook_event *ev = &s->ev;
 
-	if (sel->npids && !pids_match(s, sel))
+	if (sel->npids && !pids_match(s, sel, slot, index))
 		return false;
 	for (int k = 0; k < TH_MAX_NS_MATCH; k++) {
 		if (k >= sel->nns)
@@ -542,7 +571,7 @@ static long select_step(__u32 index, void *data)
 	asm volatile("%0 &= 7" : "+r"(index));
 	if (index >= TH_MAX_SELECTORS)
 		return 1;
-	if (selector_matches(s, cfg, &cfg->selectors[index])) {
+	if (selector_matches(s, cfg, &cfg->selectors[index], slot, index)) {
 		c->matched = index;
 		return 1;
 	}
