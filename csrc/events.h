@@ -157,6 +157,10 @@ enum th_hook_limits {
 	TH_MAX_MATCH_ARGS = 5,    /* matchArgs entries per selector                  */
 	TH_MAX_INT_VALUES = 8,    /* integer values per matchArgs / matchPIDs entry  */
 	TH_MAX_NS_MATCH = 4,      /* matchNamespaces entries per selector            */
+	TH_MAX_PID_MATCH = 4,     /* matchPIDs entries per selector (ANDed)          */
+	TH_MAX_PID_VALUES = 4,    /* values per matchPIDs entry (Tetragon's limit)    */
+	TH_PID_ANCESTORS = 32,    /* matchPIDs followForks: the task and at most this
+	                           * many - 1 ancestors are compared                  */
 	TH_STR_MAX = 252,         /* bytes of a string/path argument kept and matched:
 	                           * an LPM trie key holds 256 bytes, 4 go to set_id  */
 	TH_STR_SLOT = 256,        /* stride of arguments in th_hook_event.data        */
@@ -219,6 +223,13 @@ enum th_match_op {
 	TH_MATCH_PROTOCOL = 12,   /* IPPROTO_* numbers                                */
 	TH_MATCH_FAMILY = 13,     /* AF_* numbers                                     */
 	TH_MATCH_STATE = 14,      /* TCP_* state numbers                              */
+	TH_MATCH_POSTFIX = 15,    /* strings: reversed, in str_postfix LPM trie       */
+};
+
+/* th_pid_matcher.flags */
+enum th_pid_flags {
+	TH_PID_FOLLOW_FORKS = 1,  /* the task or one of its ancestors has the pid     */
+	TH_PID_NAMESPACE = 2,     /* pids as seen in each task's own pid namespace    */
 };
 
 enum th_action {
@@ -246,6 +257,25 @@ enum th_hook_config_flags {
 	TH_CFG_NEEDS_BINARY = 2,     /* a selector has matchBinaries: resolve the caller's binary */
 	TH_CFG_RETURN = 4,           /* return probe: the entry parks a matching event in
 	                              * `pending`, the return program completes and posts it */
+};
+
+/* ---- Per-process state the process sensor keeps (map proc_state) ----------
+ * Hook objects share the map (by fd) to evaluate matchCapabilityChanges,
+ * matchNamespaceChanges and matchBinaries followChildren.  Kept only while a
+ * loaded policy needs it (proc_feature[0] != 0); user space seeds the
+ * processes that existed before from /proc when it turns it on. */
+enum th_proc_state_limits {
+	TH_PROC_STATE_MAX = 32768,   /* processes tracked; more are not (their selectors
+	                              * that need the state do not match)            */
+	TH_FOLLOW_BITS = 64,         /* matchBinaries followChildren entries, all policies */
+};
+
+struct th_proc_state {
+	uint64_t follow_bits;     /* bit i: this process or an ancestor (at its fork)
+	                           * executed a binary of followChildren entry i    */
+	struct th_caps caps;      /* at the last exec (or fork, or when first seen)  */
+	uint32_t ns[10];          /* TH_NS_COUNT, at the same moment                 */
+	uint32_t pad;
 };
 
 /* Tracepoint arguments are fields of the trace record: th_hook_config
@@ -290,25 +320,41 @@ struct th_ns_matcher {
 	uint32_t inums[8];        /* TH_MAX_INT_VALUES                                */
 };
 
+struct th_pid_matcher {
+	uint8_t negate;           /* NotIn                                            */
+	uint8_t flags;            /* enum th_pid_flags                                */
+	uint8_t nvalues;
+	uint8_t pad;
+	uint32_t pids[4];         /* TH_MAX_PID_VALUES                                */
+};
+
 struct th_selector {
 	uint8_t nargs;            /* th_arg_matcher entries used                      */
 	uint8_t nns;              /* th_ns_matcher entries used                       */
-	uint8_t bin_op;           /* 0, TH_MATCH_EQUAL or TH_MATCH_PREFIX             */
+	uint8_t bin_op;           /* 0, TH_MATCH_EQUAL, TH_MATCH_PREFIX or TH_MATCH_POSTFIX */
 	uint8_t bin_negate;
 	uint32_t bin_set_id;
-	uint8_t npids;
-	uint8_t pid_negate;
+	uint8_t npids;            /* th_pid_matcher entries used                      */
+	uint8_t bin_follow;       /* followChildren: 1 + bit in th_proc_state.follow_bits, 0: off */
 	uint8_t caps_kind;        /* 0 none, 1 effective, 2 permitted, 3 inheritable  */
 	uint8_t caps_negate;
 	uint8_t action;           /* enum th_action                                   */
 	uint8_t rate_scope;       /* enum th_rate_scope, with rate_limit_ns            */
 	uint8_t no_post;          /* NoPost beside the action: act, emit nothing       */
-	uint8_t pad;
+	uint8_t capch_kind;       /* matchCapabilityChanges: as caps_kind, 0 none     */
+	uint8_t capch_negate;
 	int32_t action_arg;       /* signal number, the errno Override returns, or
 	                           * TrackSock/UntrackSock's sock argument position    */
 	uint64_t caps_mask;       /* In: any of these bits set                        */
 	uint64_t rate_limit_ns;   /* Post at most once per this many ns per scope, 0: always */
-	uint32_t pids[8];         /* TH_MAX_INT_VALUES                                */
+	uint32_t caps_userns;     /* isNamespaceCapability: the host user ns inode; a task in
+	                           * it never matches (its caps are not namespaced). 0: off */
+	uint32_t capch_userns;    /* the same for matchCapabilityChanges              */
+	uint64_t capch_mask;      /* In: one of these changed; NotIn: only others changed */
+	uint16_t nsch_mask;       /* matchNamespaceChanges: bit (1 << enum th_ns) of each
+	                           * kind whose change matches; 0: no such matcher     */
+	uint8_t pad[6];
+	struct th_pid_matcher pids[4];  /* TH_MAX_PID_MATCH  */
 	struct th_arg_matcher args[5];  /* TH_MAX_MATCH_ARGS */
 	struct th_ns_matcher ns[4];     /* TH_MAX_NS_MATCH   */
 };
@@ -405,7 +451,7 @@ struct th_char_buf {
 struct th_str_key {
 	uint32_t prefixlen;
 	uint32_t set_id;
-	uint8_t data[252];        /* TH_STR_MAX, zero padded                          */
+	uint8_t data[252];        /* TH_STR_MAX, zero padded; str_postfix: reversed    */
 };
 
 struct th_hook_event {

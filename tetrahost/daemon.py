@@ -153,8 +153,10 @@ class Agent:
         if self.features is None:
             from tetrahost.sensors.probe import kernel_features
             self.features = kernel_features()
-        shared = {name: self.sensor.obj.map(name) for name in ("events", "losses", "socktrack")}
-        self.policies = PolicyManager(self.features, self.host_ns, shared)
+        from tetrahost.sensors.procstate import ProcState
+
+        shared = {name: self.sensor.obj.map(name) for name in ("events", "losses", "socktrack", "proc_state")}
+        self.policies = PolicyManager(self.features, self.host_ns, shared, ProcState(self.sensor.obj, self.proc_root))
         for path in self.policy_files:
             try:
                 self.policies.load_file(path)

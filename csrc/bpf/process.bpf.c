@@ -8,13 +8,46 @@
 #include "lib/path.bpf.h"
 #include "lib/task.bpf.h"
 #include "lib/socktrack.bpf.h"
+#include "lib/procstate.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
+
+/* proc_feature[0]: what the loaded policies need (user space sets it):
+ * PROC_TRACK keeps proc_state (exec-time caps/namespaces, followChildren
+ * bits), PROC_FOLLOW also looks executed binaries up in follow_bins.  0 (no
+ * such policy): exec/fork/exit do not pay for any of it. */
+enum { PROC_TRACK = 1, PROC_FOLLOW = 2 };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} proc_feature SEC(".maps");
+
+/* matchBinaries followChildren: an executable's path (its first TH_STR_MAX
+ * bytes, zero padded) -> the bits of the followChildren entries it matches
+ * (In: exact paths, as Tetragon's tg_mbset_map). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__uint(key_size, TH_STR_MAX);
+	__uint(value_size, sizeof(__u64));
+} follow_bins SEC(".maps");
+
+static __always_inline __u32 proc_features(void)
+{
+	__u32 zero = 0, *f = bpf_map_lookup_elem(&proc_feature, &zero);
+
+	return f ? *f : 0;
+}
 
 /* Building an exec record needs more than the 512-byte BPF stack. */
 struct exec_scratch {
 	struct th_exec ev;
 	struct path_scratch path;
+	__u8 bin_key[TH_STR_MAX];      /* follow_bins key: the path, zero padded */
+	struct th_proc_state fresh;    /* a new proc_state entry */
 };
 
 struct {
@@ -23,6 +56,59 @@ struct {
 	__type(key, __u32);
 	__type(value, struct exec_scratch);
 } exec_heap SEC(".maps");
+
+/* The state of process tgid: created (zeroed) when missing, NULL if full. */
+static __always_inline struct th_proc_state *proc_state_of(__u32 tgid, struct th_proc_state *fresh)
+{
+	struct th_proc_state *st = bpf_map_lookup_elem(&proc_state, &tgid);
+
+	if (st)
+		return st;
+	__builtin_memset(fresh, 0, sizeof(*fresh));
+	bpf_map_update_elem(&proc_state, &tgid, fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&proc_state, &tgid);
+}
+
+/* After an exec: its creds and namespaces are the new baseline of the
+ * *Changes selectors; its binary may add followChildren bits (kept from the
+ * ancestors: followChildren follows execs too, as Tetragon's mb_bitset). */
+static __noinline void track_exec(struct exec_scratch *s, __u32 tgid, __u32 features)
+{
+	struct th_exec *ev = &s->ev;
+	struct th_proc_state *st = proc_state_of(tgid, &s->fresh);
+
+	if (!st)
+		return;
+	st->caps = ev->caps;
+	__builtin_memcpy(st->ns, ev->ns, sizeof(st->ns));
+	if (!(features & PROC_FOLLOW))
+		return;
+	__u32 len = ev->path_len;
+
+	if (len > TH_STR_MAX)
+		len = TH_STR_MAX;
+	__builtin_memset(s->bin_key, 0, TH_STR_MAX);
+	bpf_probe_read_kernel(s->bin_key, len & 255, ev->data);
+	__u64 *bits = bpf_map_lookup_elem(&follow_bins, s->bin_key);
+
+	if (bits)
+		__sync_fetch_and_or(&st->follow_bits, *bits);
+}
+
+/* A new process: baseline = its creds and namespaces now; followChildren
+ * bits inherited from the parent. */
+static __noinline void track_fork(struct task_struct *child, __u32 tgid, __u32 ppid)
+{
+	struct th_proc_state st = {};
+	struct th_proc_state *parent = bpf_map_lookup_elem(&proc_state, &ppid);
+	const struct cred *cred = BPF_CORE_READ(child, cred);
+
+	if (parent)
+		st.follow_bits = parent->follow_bits;
+	read_caps(cred, &st.caps);
+	read_namespaces(child, cred, st.ns);
+	bpf_map_update_elem(&proc_state, &tgid, &st, BPF_ANY);
+}
 
 /* Copy a walked path to dst, return its length. */
 static __always_inline __u32 put_path(__u8 *dst, struct path_scratch *s, const struct path *p,
@@ -108,6 +194,11 @@ int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		return 0;
 	ev->hdr.size = size;
 	submit(ev, size, TH_LOSS_EXEC);
+
+	__u32 features = proc_features();
+
+	if (features & PROC_TRACK)
+		track_exec(s, ev->pid, features);
 	return 0;
 }
 
@@ -126,6 +217,8 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	ev.ppid = BPF_CORE_READ(parent, tgid);
 	ev.parent_ktime = process_start(parent);
 	submit(&ev, sizeof(ev), TH_LOSS_FORK);
+	if (proc_features() & PROC_TRACK)
+		track_fork(child, ev.pid, ev.ppid);
 	return 0;
 }
 
@@ -145,5 +238,7 @@ int BPF_PROG(on_exit, struct task_struct *task)
 	ev.exit_code = BPF_CORE_READ(task, exit_code);
 	ev.start_ktime = process_start(task);
 	submit(&ev, sizeof(ev), TH_LOSS_EXIT);
+	if (proc_features() & PROC_TRACK)
+		bpf_map_delete_elem(&proc_state, &ev.pid);
 	return 0;
 }

@@ -26,9 +26,11 @@ _INT_OPS = {"Equal": (lib.TH_MATCH_EQUAL, 0), "NotEqual": (lib.TH_MATCH_EQUAL, 1
             "GreaterThan": (lib.TH_MATCH_GT, 0), "LessThan": (lib.TH_MATCH_LT, 0),
             "Mask": (lib.TH_MATCH_MASK, 0)}
 _STR_OPS = {"Equal": (lib.TH_MATCH_EQUAL, 0), "NotEqual": (lib.TH_MATCH_EQUAL, 1),
-            "Prefix": (lib.TH_MATCH_PREFIX, 0), "NotPrefix": (lib.TH_MATCH_PREFIX, 1)}
+            "Prefix": (lib.TH_MATCH_PREFIX, 0), "NotPrefix": (lib.TH_MATCH_PREFIX, 1),
+            "Postfix": (lib.TH_MATCH_POSTFIX, 0), "NotPostfix": (lib.TH_MATCH_POSTFIX, 1)}
 _BIN_OPS = {"In": (lib.TH_MATCH_EQUAL, 0), "NotIn": (lib.TH_MATCH_EQUAL, 1),
-            "Prefix": (lib.TH_MATCH_PREFIX, 0), "NotPrefix": (lib.TH_MATCH_PREFIX, 1)}
+            "Prefix": (lib.TH_MATCH_PREFIX, 0), "NotPrefix": (lib.TH_MATCH_PREFIX, 1),
+            "Postfix": (lib.TH_MATCH_POSTFIX, 0), "NotPostfix": (lib.TH_MATCH_POSTFIX, 1)}
 # network argument types -> enum th_arg_kind (sockaddr: see arg_kind_for)
 _NET_KINDS = {"sock": lib.TH_ARG_SOCK, "socket": lib.TH_ARG_SOCKET, "sockaddr": lib.TH_ARG_SOCKADDR,
               "skb": lib.TH_ARG_SKB, "net_device": lib.TH_ARG_NETDEV}
@@ -71,7 +73,14 @@ class CompiledHook:
     config: object                      # cdata "struct th_hook_config *"
     str_equal: list[tuple[int, bytes]] = field(default_factory=list)   # (set_id, value)
     str_prefix: list[tuple[int, bytes]] = field(default_factory=list)
+    str_postfix: list[tuple[int, bytes]] = field(default_factory=list)  # as written, reversed when loaded
     arg_kinds: list[int] = field(default_factory=list)                 # per hook arg, enum th_arg_kind
+    # matchBinaries followChildren: (selector index, executable paths).  The
+    # policy manager gives each a bit of the process sensor's follow_bins and
+    # sets selectors[i].bin_follow (compiling has no side effects).
+    follow: list[tuple[int, tuple[bytes, ...]]] = field(default_factory=list)
+    # a selector needs the process sensor's per-process state (proc_state)
+    needs_proc_state: bool = False
 
     def _actions(self) -> set[int]:
         return {self.config.selectors[i].action for i in range(self.config.nselectors)}
@@ -126,7 +135,8 @@ class _Sets:
 
     def add(self, op: int, values: list[bytes], where: str) -> int:
         set_id, self.next_id = self.next_id, self.next_id + 1
-        target = self.out.str_prefix if op == lib.TH_MATCH_PREFIX else self.out.str_equal
+        target = {lib.TH_MATCH_PREFIX: self.out.str_prefix,
+                  lib.TH_MATCH_POSTFIX: self.out.str_postfix}.get(op, self.out.str_equal)
         for v in values:
             if len(v) > STR_MAX:
                 raise CompileError(f"{where}: value {v[:40]!r}... is longer than {STR_MAX} bytes, "
@@ -269,19 +279,25 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
         _compile_return_args(hook, sel, cfg.ret_match[i], f"selectors[{i}]")
         if sel.match_binaries:
             cfg.flags |= lib.TH_CFG_NEEDS_BINARY
+            if sel.match_binaries[0].follow_children:
+                out.follow.append((i, tuple(_value_bytes(v) for v in sel.match_binaries[0].values)))
+        if sel.match_capability_changes or sel.match_namespace_changes or out.follow:
+            out.needs_proc_state = True
     cfg.nselectors = len(hook.selectors)
     return out
 
 
 def _compile_selector(hook: Hook, sel: Selector, c, sets: _Sets, host_ns: HostNamespaces, where: str):
-    for name in ("match_namespace_changes", "match_capability_changes", "match_return_actions"):
+    for name in ("match_return_actions",):
         if getattr(sel, name):
             raise CompileError(f"{where}: {_yaml_name(name)} is not supported by the kernel side yet")
     _compile_args(hook, sel.match_args, c, sets, where)
     _compile_binaries(sel, c, sets, where)
     _compile_pids(sel, c, where)
     _compile_namespaces(sel, c, host_ns, where)
-    _compile_caps(sel, c, where)
+    _compile_caps(sel, c, host_ns, where)
+    _compile_cap_changes(sel, c, host_ns, where)
+    _compile_ns_changes(sel, c, where)
     _compile_action(hook, sel, c, sets.out.arg_kinds, where)
 
 
@@ -401,26 +417,28 @@ def _compile_binaries(sel: Selector, c, sets: _Sets, where: str):
     if mb.operator not in _BIN_OPS:
         raise CompileError(f"{here}.operator {mb.operator} is not evaluated in the kernel yet "
                            f"(supported: {', '.join(_BIN_OPS)})")
-    if mb.follow_children:
-        raise CompileError(f"{here}.followChildren is not supported yet")
+    if mb.follow_children and mb.operator not in ("In", "NotIn"):
+        raise CompileError(f"{here}.followChildren works with In and NotIn, not {mb.operator}")
     c.bin_op, c.bin_negate = _BIN_OPS[mb.operator]
     c.bin_set_id = sets.add(c.bin_op, [_value_bytes(v) for v in mb.values], here)
 
 
 def _compile_pids(sel: Selector, c, where: str):
-    if not sel.match_pids:
-        return
-    if len(sel.match_pids) > 1:
-        raise CompileError(f"{where}.matchPIDs: only one entry per selector is supported")
-    mp = sel.match_pids[0]
-    if mp.follow_forks or mp.is_namespace_pid:
-        raise CompileError(f"{where}.matchPIDs[0]: followForks and isNamespacePID are not supported yet")
-    if len(mp.values) > lib.TH_MAX_INT_VALUES:
-        raise CompileError(f"{where}.matchPIDs[0].values: at most {lib.TH_MAX_INT_VALUES}")
-    for j, v in enumerate(mp.values):
-        c.pids[j] = v
-    c.npids = len(mp.values)
-    c.pid_negate = mp.operator == "NotIn"
+    """Each entry: In/NotIn over up to TH_MAX_PID_VALUES pids; entries are ANDed."""
+    if len(sel.match_pids) > lib.TH_MAX_PID_MATCH:
+        raise CompileError(f"{where}.matchPIDs: {len(sel.match_pids)} entries; the kernel side "
+                           f"evaluates at most {lib.TH_MAX_PID_MATCH} per selector")
+    for k, mp in enumerate(sel.match_pids):
+        if len(mp.values) > lib.TH_MAX_PID_VALUES:
+            raise CompileError(f"{where}.matchPIDs[{k}].values: at most {lib.TH_MAX_PID_VALUES}")
+        m = c.pids[k]
+        for j, v in enumerate(mp.values):
+            m.pids[j] = v
+        m.nvalues = len(mp.values)
+        m.negate = mp.operator == "NotIn"
+        m.flags = ((lib.TH_PID_FOLLOW_FORKS if mp.follow_forks else 0)
+                   | (lib.TH_PID_NAMESPACE if mp.is_namespace_pid else 0))
+    c.npids = len(sel.match_pids)
 
 
 def _compile_namespaces(sel: Selector, c, host_ns: HostNamespaces, where: str):
@@ -450,17 +468,62 @@ def _compile_namespaces(sel: Selector, c, host_ns: HostNamespaces, where: str):
     c.nns = len(sel.match_namespaces)
 
 
-def _compile_caps(sel: Selector, c, where: str):
+def _host_userns(host_ns: HostNamespaces, here: str) -> int:
+    """isNamespaceCapability (Tetragon): the capabilities count only for a task
+    outside the host user namespace, whose caps are namespaced; a task in the
+    host user namespace never matches (In or NotIn)."""
+    inum = host_ns.inode("user")
+    if not inum:
+        raise CompileError(f"{here}.isNamespaceCapability: the host user namespace is unknown on this "
+                           "host (cannot read /proc/1/ns or /proc/self/ns)")
+    return inum
+
+
+def _compile_caps(sel: Selector, c, host_ns: HostNamespaces, where: str):
     if not sel.match_capabilities:
         return
     if len(sel.match_capabilities) > 1:
         raise CompileError(f"{where}.matchCapabilities: only one entry per selector is supported")
     mc = sel.match_capabilities[0]
-    if mc.is_namespace_capability:
-        raise CompileError(f"{where}.matchCapabilities[0].isNamespaceCapability is not supported yet")
     c.caps_kind = _CAP_SETS[mc.type]
     c.caps_mask = mc.mask
     c.caps_negate = mc.operator == "NotIn"
+    if mc.is_namespace_capability:
+        c.caps_userns = _host_userns(host_ns, f"{where}.matchCapabilities[0]")
+
+
+def _compile_cap_changes(sel: Selector, c, host_ns: HostNamespaces, where: str):
+    """Tetragon: In matches when one of the listed capabilities of the set
+    differs from its value at the process's last exec; NotIn when only
+    capabilities not listed differ."""
+    if not sel.match_capability_changes:
+        return
+    if len(sel.match_capability_changes) > 1:
+        raise CompileError(f"{where}.matchCapabilityChanges: only one entry per selector is supported")
+    mc = sel.match_capability_changes[0]
+    c.capch_kind = _CAP_SETS[mc.type]
+    c.capch_mask = mc.mask
+    c.capch_negate = mc.operator == "NotIn"
+    if mc.is_namespace_capability:
+        c.capch_userns = _host_userns(host_ns, f"{where}.matchCapabilityChanges[0]")
+
+
+def _compile_ns_changes(sel: Selector, c, where: str):
+    """Tetragon: In matches when one of the listed namespaces differs from the
+    one at the process's last exec; NotIn when one of those not listed does."""
+    if not sel.match_namespace_changes:
+        return
+    if len(sel.match_namespace_changes) > 1:
+        raise CompileError(f"{where}.matchNamespaceChanges: only one entry per selector is supported")
+    nc = sel.match_namespace_changes[0]
+    listed = 0
+    for kind in nc.values:
+        listed |= 1 << _NS_INDEX[kind]
+    every = (1 << lib.TH_NS_COUNT) - 1
+    c.nsch_mask = listed if nc.operator == "In" else every & ~listed
+    if not c.nsch_mask:     # 0 would read as "no matcher" and widen the selector
+        raise CompileError(f"{where}.matchNamespaceChanges[0]: {nc.operator} "
+                           f"{'every namespace kind' if listed else 'no namespace kind'} never matches")
 
 
 def _compile_action(hook: Hook, sel: Selector, c, arg_kinds: list[int], where: str):

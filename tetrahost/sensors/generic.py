@@ -84,6 +84,8 @@ class HookSensor:
             self.obj.map("str_equal").update(str_set_key(set_id, value, prefix=False), b"\1")
         for set_id, value in self.compiled.str_prefix:
             self.obj.map("str_prefix").update(str_set_key(set_id, value, prefix=True), b"\1")
+        for set_id, value in self.compiled.str_postfix:   # a suffix = a prefix of the reversal
+            self.obj.map("str_postfix").update(str_set_key(set_id, value[::-1], prefix=True), b"\1")
         # the config goes last: until it is there the program does nothing
         self.obj.map("hook_config").update((0).to_bytes(4, "little"), ffi.buffer(self.compiled.config)[:])
 

@@ -47,6 +47,7 @@ class HookState:
     error: str = ""
     events: int = 0
     retired_at: float | None = None      # monotonic time it was detached by a replace/unload
+    proc_bits: list[int] | None = None   # holds the per-process state (ProcState.acquire)
 
     @property
     def active(self) -> bool:
@@ -172,7 +173,11 @@ class ReloadCounters:
 
 
 class PolicyManager:
-    def __init__(self, features, host_ns: HostNamespaces, shared_maps: dict):
+    def __init__(self, features, host_ns: HostNamespaces, shared_maps: dict, proc_state=None):
+        """proc_state: the process sensor's ProcState (tetrahost.sensors.procstate),
+        for the selectors that need per-process state; without it they are
+        reported not active."""
+        self.proc_state = proc_state
         self.features = features
         self.host_ns = host_ns
         self.shared_maps = shared_maps
@@ -260,12 +265,14 @@ class PolicyManager:
                 enforcing = policy.mode != "monitor"   # monitor: no need for a hook that can enforce
                 hs.plan = plan_attach(hook, self.features, enforcing and hs.compiled.uses_enforcement,
                                       enforcing and hs.compiled.uses_override)
+                self._acquire_proc_state(hs)
                 spare = self.pool.take(hs.plan)      # None: HookSensor loads its own
                 hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps).start(spare)
                 self.pool.refill(self.pool.key(hs.plan))    # after our own load: not competing with it
             except (CompileError, AttachError, BpfError) as exc:
                 # BpfError's text is one line plus the verifier's last lines:
                 # the reason, on one line for status/list output
+                self._release_proc_state(hs)
                 hs.error = " | ".join(line.strip() for line in str(exc).splitlines())
                 log.error("policy %s (%s): %s not active: %s", policy.name, policy.file, hook.describe(), hs.error)
                 if isinstance(exc, BpfError) and exc.log:
@@ -274,6 +281,20 @@ class PolicyManager:
                 log.info("policy %s: %s", policy.name, hs.describe())
         return state
 
+    def _acquire_proc_state(self, hs: HookState) -> None:
+        if not hs.compiled.needs_proc_state:
+            return
+        if self.proc_state is None:
+            raise CompileError("matchCapabilityChanges, matchNamespaceChanges and matchBinaries "
+                               "followChildren need the process sensor's per-process state, not "
+                               "available to this policy manager")
+        hs.proc_bits = self.proc_state.acquire(hs.compiled)
+
+    def _release_proc_state(self, hs: HookState) -> None:
+        if hs.proc_bits is not None:
+            self.proc_state.release(hs.proc_bits)
+            hs.proc_bits = None
+
     # -- unload --------------------------------------------------------------------------
     def _retire(self, state: PolicyState) -> None:
         now = time.monotonic()
@@ -281,6 +302,7 @@ class PolicyManager:
             if hs.sensor is not None:
                 hs.sensor.stop()
                 hs.sensor = None
+            self._release_proc_state(hs)
             hs.retired_at = now
 
     def unload(self, name: str) -> None:
