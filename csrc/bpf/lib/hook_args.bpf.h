@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Policy hooks: reading a hook's arguments into the event's slots
+ * (integers, strings, paths, buffers, credentials, sockets).
+ * Part of csrc/bpf/generic.bpf.c (one compilation unit), split for reading.
+ */
+#ifndef TETRAHOST_HOOK_ARGS_BPF_H
+#define TETRAHOST_HOOK_ARGS_BPF_H
+
+/* ---- reading arguments ------------------------------------------------- */
+
+/* Put a walked path into a TH_STR_SLOT-byte, zero-padded slot; returns its length. */
+static __always_inline __u32 path_to_slot(struct hook_scratch *s, __u8 *slot, __u32 pos, bool truncated)
+{
+	__u32 len = TH_PATH_MAX - pos;
+
+	if (len > TH_STR_MAX) {
+		len = TH_STR_MAX;
+		truncated = true;
+	}
+	if (truncated)
+		s->ev.flags |= TH_HOOK_ARG_TRUNC;
+	BARRIER_MASK(len, 255);            /* TH_STR_SLOT - 1 */
+	BARRIER_MASK(pos, 4095);           /* TH_PATH_MAX - 1 */
+	bpf_probe_read_kernel(slot, len, &s->path.buf[pos]);
+	return len;
+}
+
+static __always_inline __u32 file_to_slot(struct hook_scratch *s, __u8 *slot, struct file *file)
+{
+	bool truncated;
+	__u32 pos;
+
+	if (!file)
+		return 0;
+	pos = walk_path(&s->path, __builtin_preserve_access_index(&file->f_path), &truncated);
+	return path_to_slot(s, slot, pos, truncated);
+}
+
+static __always_inline struct file *fd_to_file(long fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/* char_buf: the first TH_BUF_MAX of `size` bytes at ptr, from user memory for
+ * syscall arguments; returns how many were copied (what a matcher compares). */
+static __always_inline __u32 buf_to_slot(struct hook_scratch *s, struct th_char_buf *b, __u8 kind,
+					 __u64 ptr, __u64 size)
+{
+	__u32 n = size > TH_BUF_MAX ? TH_BUF_MAX : size;
+	long err = 0;
+
+	if (size > TH_BUF_MAX)
+		s->ev.flags |= TH_HOOK_ARG_TRUNC;
+	BARRIER_MASK(n, 255);                  /* TH_STR_SLOT - 1: inside the slot */
+	if (n)
+		err = kind == TH_ARG_BUF_USER ? bpf_probe_read_user(b->data, n, (void *)ptr)
+					      : bpf_probe_read_kernel(b->data, n, (void *)ptr);
+	b->size = (size > TH_BUF_SIZE_MAX ? TH_BUF_SIZE_MAX : (__u32)size) |
+		  (err ? 1U << TH_BUF_FAULT_SHIFT : 0);
+	return err ? 0 : n;
+}
+
+/* Integer arguments: matched with the integer operators. */
+static __always_inline bool arg_is_int(__u8 kind)
+{
+	return kind == TH_ARG_INT || kind == TH_ARG_CAP_SET;
+}
+
+/* a subprogram of its own: its locals and the path walk's loop context stay
+ * out of the entry program's frame (6.1 caps the whole call chain at 512 bytes).
+ * size: the value of the argument holding a char_buf's byte count. */
+static __noinline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u64 raw, __u64 size)
+{
+	__u8 *slot = &s->ev.data[(i & 7) * TH_STR_SLOT & 2047];
+	__u32 len = 0;
+	bool truncated;
+	long n;
+
+	if (i >= TH_MAX_ARGS)
+		return;
+	if (kind == TH_ARG_INT) {
+		*(__u64 *)slot = raw;
+		s->ev.arg_len[i] = 8;
+		return;
+	}
+	if (kind == TH_ARG_CAP_SET) {
+		*(__u64 *)slot = 0;
+		/* 8 bytes: u32[2] before 6.3, one u64 after (see read_caps) */
+		bpf_probe_read_kernel(slot, 8, (void *)raw);
+		s->ev.arg_len[i] = 8;
+		return;
+	}
+	__builtin_memset(slot, 0, TH_STR_SLOT);
+	switch (kind) {
+	case TH_ARG_STR_KERNEL:
+	case TH_ARG_STR_USER:
+		n = kind == TH_ARG_STR_USER ? bpf_probe_read_user_str(slot, TH_STR_MAX + 1, (void *)raw)
+					    : bpf_probe_read_kernel_str(slot, TH_STR_MAX + 1, (void *)raw);
+		len = n > 0 ? n - 1 : 0;            /* without the NUL */
+		if (len >= TH_STR_MAX) {
+			len = TH_STR_MAX;
+			slot[TH_STR_MAX] = 0;
+			s->ev.flags |= TH_HOOK_ARG_TRUNC;
+		}
+		break;
+	case TH_ARG_FILE:
+		len = file_to_slot(s, slot, (struct file *)raw);
+		break;
+	case TH_ARG_BPRM:
+		len = file_to_slot(s, slot, BPF_CORE_READ((struct linux_binprm *)raw, file));
+		break;
+	case TH_ARG_FD:
+		len = file_to_slot(s, slot, fd_to_file(raw));
+		break;
+	case TH_ARG_PATH:
+		if (raw)
+			len = path_to_slot(s, slot, walk_path(&s->path, (struct path *)raw, &truncated), truncated);
+		break;
+	case TH_ARG_DENTRY:
+		if (raw)
+			len = path_to_slot(s, slot, walk_dentry(&s->path, (struct dentry *)raw, &truncated), truncated);
+		break;
+	case TH_ARG_SOCK ... TH_ARG_NETDEV:
+		net_read_arg((struct th_sock_tuple *)slot, kind, raw);
+		len = sizeof(struct th_sock_tuple);
+		break;
+	case TH_ARG_CRED:
+		read_cred_arg((struct th_cred *)slot, (const struct cred *)raw);
+		len = sizeof(struct th_cred);
+		break;
+	case TH_ARG_USER_NS:
+		read_user_ns((struct th_user_ns *)slot, (const struct user_namespace *)raw);
+		len = sizeof(struct th_user_ns);
+		break;
+	case TH_ARG_BUF_KERNEL:
+	case TH_ARG_BUF_USER:
+		/* the whole slot goes out (data + size); matchers see the bytes copied */
+		s->arg_str_len[i] = buf_to_slot(s, (struct th_char_buf *)slot, kind, raw, size);
+		s->ev.arg_len[i] = sizeof(struct th_char_buf);
+		return;
+	}
+	s->arg_str_len[i] = len;
+	s->ev.arg_len[i] = len;
+}
+
+/* The caller's executable (mm->exe_file), resolved once per event when a
+ * selector needs it. */
+static __always_inline void resolve_binary(struct hook_scratch *s)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+
+	s->binary_ready = 1;
+	__builtin_memset(s->binary, 0, TH_STR_SLOT);
+	s->binary_len = file_to_slot(s, s->binary, exe);
+}
+
+/* returnCopy: the buffer is filled by the call (read(2)...), so the entry
+ * only keeps where it is; copy_returned_buffer reads it at the return. */
+static __always_inline void keep_buffer_pointer(struct hook_scratch *s, __u32 i, __u64 ptr)
+{
+	struct th_char_buf *b = (struct th_char_buf *)&s->ev.data[(i & 7) * TH_STR_SLOT & 2047];
+
+	if (i >= TH_MAX_ARGS)
+		return;
+	__builtin_memset(b, 0, sizeof(*b));
+	*(__u64 *)b->data = ptr;
+	s->arg_str_len[i] = 0;
+	s->ev.arg_len[i] = sizeof(*b);
+}
+
+#endif
