@@ -1,0 +1,103 @@
+"""What compiling a policy hook produces, and the pieces every part of the
+compiler shares: the error type, the string sets and address prefixes a
+hook's selectors put into its maps.  See tetrahost.policy.compile."""
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+
+from tetrahost.bpf.native import ffi, lib
+from tetrahost.policy.model import Hook, PathValue, PortRange
+
+NO_ARG = 0xFF
+STR_MAX = lib.TH_STR_MAX
+SOCK_ARG_KINDS = (lib.TH_ARG_SOCK, lib.TH_ARG_SOCKET)
+
+
+class CompileError(ValueError):
+    pass
+
+
+@dataclass
+class CompiledHook:
+    hook: Hook
+    config: object                      # cdata "struct th_hook_config *"
+    str_equal: list[tuple[int, bytes]] = field(default_factory=list)   # (set_id, value)
+    str_prefix: list[tuple[int, bytes]] = field(default_factory=list)
+    str_postfix: list[tuple[int, bytes]] = field(default_factory=list)  # as written, reversed when loaded
+    arg_kinds: list[int] = field(default_factory=list)                 # per hook arg, enum th_arg_kind
+    # matchBinaries followChildren: (selector index, executable paths).  The
+    # policy manager gives each a bit of the process sensor's follow_bins and
+    # sets selectors[i].bin_follow (compiling has no side effects).
+    follow: list[tuple[int, tuple[bytes, ...]]] = field(default_factory=list)
+    # a selector needs the process sensor's per-process state (proc_state)
+    needs_proc_state: bool = False
+
+    def _actions(self) -> set[int]:
+        return {self.config.selectors[i].action for i in range(self.config.nselectors)}
+
+    @property
+    def uses_enforcement(self) -> bool:
+        return bool(self._actions() & {lib.TH_ACTION_SIGKILL, lib.TH_ACTION_SIGNAL, lib.TH_ACTION_OVERRIDE})
+
+    @property
+    def uses_override(self) -> bool:
+        return lib.TH_ACTION_OVERRIDE in self._actions()
+
+
+class Cidrs:
+    """The hook's address prefixes (th_hook_config.cidrs), shared by every
+    SAddr/DAddr matcher of the hook; a prefix used twice is stored once."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.index: dict[tuple[int, bytes, int], int] = {}
+
+    def add(self, net, where: str) -> int:
+        net = ipaddress.ip_network(net, strict=False)
+        family = socket.AF_INET if net.version == 4 else socket.AF_INET6
+        key = (family, net.network_address.packed, net.prefixlen)
+        if key in self.index:
+            return self.index[key]
+        i = len(self.index)
+        if i >= lib.TH_MAX_CIDRS:
+            raise CompileError(f"{where}: more than {lib.TH_MAX_CIDRS} different address prefixes "
+                               "in one hook, the most the kernel side holds")
+        c = self.cfg.cidrs[i]
+        c.family = family
+        c.prefixlen = net.prefixlen
+        ffi.memmove(c.addr, net.network_address.packed, len(net.network_address.packed))
+        ffi.memmove(c.mask, net.netmask.packed, len(net.netmask.packed))
+        self.index[key] = i
+        self.cfg.ncidrs = i + 1
+        return i
+
+
+def port_range_value(r: PortRange) -> int:
+    """A SPort/DPort value as the kernel side reads it: low | high << 16."""
+    return r.low | r.high << 16
+
+
+class StringSets:
+    def __init__(self, out: CompiledHook):
+        self.out = out
+        self.next_id = 1
+        self.cidrs = Cidrs(out.config)
+
+    def add(self, op: int, values: list[bytes], where: str) -> int:
+        set_id, self.next_id = self.next_id, self.next_id + 1
+        target = {lib.TH_MATCH_PREFIX: self.out.str_prefix,
+                  lib.TH_MATCH_POSTFIX: self.out.str_postfix}.get(op, self.out.str_equal)
+        for v in values:
+            if len(v) > STR_MAX:
+                raise CompileError(f"{where}: value {v[:40]!r}... is longer than {STR_MAX} bytes, "
+                                   "the longest string matched in the kernel")
+            target.append((set_id, v))
+        return set_id
+
+
+def value_bytes(v) -> bytes:
+    if isinstance(v, PathValue):
+        return v.canonical.encode()
+    return str(v).encode()
