@@ -129,6 +129,18 @@ def prog_stats(ids) -> dict[int, dict]:
     return res
 
 
+def run_costs(before: dict[int, dict], after: dict[int, dict]) -> list[tuple[str, int, float]]:
+    """(program name, runs, ns per run) of each program that ran between two
+    prog_stats() readings, sorted by name."""
+    rows = []
+    for pid, a in after.items():
+        b = before.get(pid, {"run_cnt": 0, "run_time_ns": 0})
+        runs = a["run_cnt"] - b["run_cnt"]
+        if runs:
+            rows.append((a["name"], runs, (a["run_time_ns"] - b["run_time_ns"]) / runs))
+    return sorted(rows)
+
+
 def percpu_sum(map_id: int) -> dict[int, int]:
     """key -> sum over CPUs of a per-CPU array of u64 (the agent's `losses`)."""
     res = {}

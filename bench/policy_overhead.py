@@ -131,13 +131,7 @@ def bpf_cost(config, opens, storm, n_opens, n_execs, workdir) -> list[tuple[str,
     finally:
         agent.stop()
         subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=True)
-    rows = []
-    for pid, a in after.items():
-        b = before.get(pid, {"run_cnt": 0, "run_time_ns": 0})
-        runs = a["run_cnt"] - b["run_cnt"]
-        if runs:
-            rows.append((a["name"], runs, (a["run_time_ns"] - b["run_time_ns"]) / runs))
-    return sorted(rows)
+    return c.run_costs(before, after)
 
 
 def main() -> int:

@@ -102,13 +102,7 @@ def measure(selector: str, opens: OpenStorm, storm: c.Storm, n_opens: int, n_exe
         agent.stop()
     if "not active" in log.lower():
         raise SystemExit(f"the policy did not attach:\n{log}")
-    out = {}
-    for pid, a in after.items():
-        b = before.get(pid, {"run_cnt": 0, "run_time_ns": 0})
-        runs = a["run_cnt"] - b["run_cnt"]
-        if runs:
-            out[a["name"]] = (a["run_time_ns"] - b["run_time_ns"]) / runs
-    return out
+    return {name: ns for name, _, ns in c.run_costs(before, after)}
 
 
 def main() -> int:
