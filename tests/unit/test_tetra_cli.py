@@ -118,3 +118,19 @@ def test_real_pipe_with_non_utf8_binary_and_head():
     assert proc.returncode == 0
     assert proc.stdout == "🚀 process h /tmp/x".encode() + b"\xff\n"
     assert b"Traceback" not in proc.stderr
+
+
+def test_tracingpolicy_check_says_what_the_kernel_side_does(tmp_path):
+    """The same verdict as `tetrahost policy check`: a valid policy whose
+    selector the kernel side cannot evaluate fails the check, naming why."""
+    good = tmp_path / "good.yaml"
+    good.write_text("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: g\nspec:\n"
+                    "  kprobes:\n  - call: sys_openat\n    syscall: true\n    return: true\n"
+                    "    args:\n    - {index: 1, type: string}\n    returnArg: {index: 0, type: int}\n")
+    code, out, _ = run(["tracingpolicy", "check", str(good)], "")
+    assert code == 0 and "OK g: 1 hook" in out and "NOT SUPPORTED" not in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text().replace("name: g", "name: b").replace(
+        "returnArg: {index: 0, type: int}", "returnArg: {index: 0, type: file}"))
+    code, out, _ = run(["tracingpolicy", "check", str(bad)], "")
+    assert code == 1 and "kernel side: NOT SUPPORTED: returnArg.type file" in out

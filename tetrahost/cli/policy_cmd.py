@@ -27,7 +27,8 @@ def register(sub) -> None:
     c.set_defaults(func=check)
 
 
-def _features(no_probe: bool):
+def probed_features(no_probe: bool = False):
+    """This kernel's features, or None when not probed (asked not to, or not root)."""
     if no_probe or os.geteuid() != 0:
         return None
     from tetrahost.sensors.probe import kernel_features
@@ -55,7 +56,7 @@ def describer(features, host_ns: HostNamespaces, failures: list):
 
 def check(args) -> int:
     failures: list = []
-    describe = describer(_features(args.no_probe), HostNamespaces.from_proc(), failures)
+    describe = describer(probed_features(args.no_probe), HostNamespaces.from_proc(), failures)
     results = check_files(args.files)
     print(render_results(results, describe))
     if failures:

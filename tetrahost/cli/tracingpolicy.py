@@ -23,7 +23,7 @@ def register(commands, socket_option) -> None:
     add.add_argument("--name", help="file name in the policy directory (default: FILE's base name)")
     delete = sub.add_parser("delete", help="remove the policy NAME (deletes its drop-in file)")
     delete.add_argument("name")
-    check = sub.add_parser("check", help="validate FILE without loading it")
+    check = sub.add_parser("check", help="validate FILE without loading it; say how each hook would attach here")
     check.add_argument("file")
     for leaf in (ls, add, delete, check):   # check ignores it; accepted for uniform scripts
         socket_option(leaf)
@@ -31,10 +31,15 @@ def register(commands, socket_option) -> None:
 
 def run(args, out, err) -> int:
     if args.tp_command == "check":
+        # the same verdict as `tetrahost policy check`: valid, compiles for
+        # the kernel side, and how each hook attaches here (probed as root)
+        from tetrahost.cli.policy_cmd import describer, probed_features
+        from tetrahost.events.namespaces import HostNamespaces
         from tetrahost.policy import check_file, render_result
+        failures: list = []
         result = check_file(args.file)
-        print(render_result(result), file=out)
-        return 0 if result.ok else 1
+        print(render_result(result, describer(probed_features(), HostNamespaces.from_proc(), failures)), file=out)
+        return 0 if result.ok and not failures else 1
     if args.tp_command == "add":
         # validate locally first: a broken file is refused before anything is sent
         from tetrahost.policy import check_file, render_result
