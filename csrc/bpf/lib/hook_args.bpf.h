@@ -9,14 +9,19 @@
 
 /* ---- reading arguments ------------------------------------------------- */
 
-/* Put a walked path into a TH_STR_SLOT-byte, zero-padded slot; returns its length. */
-static __always_inline __u32 path_to_slot(struct hook_scratch *s, __u8 *slot, __u32 pos, bool truncated)
+/* Put a walked path into a TH_STR_SLOT-byte, zero-padded slot; returns its
+ * length.  A path longer than the slot also leaves its end in tail[t]. */
+static __always_inline __u32 path_to_slot(struct hook_scratch *s, __u8 *slot, __u32 pos, bool truncated,
+					  __u32 t)
 {
 	__u32 len = TH_PATH_MAX - pos;
 
 	if (len > TH_STR_MAX) {
 		len = TH_STR_MAX;
 		truncated = true;
+		/* the walk builds the path at the end of buf: its last bytes are there */
+		bpf_probe_read_kernel(s->tail[t & 7], TH_STR_MAX, &s->path.buf[TH_PATH_MAX - TH_STR_MAX]);
+		s->has_tail[t & 7] = 1;
 	}
 	if (truncated)
 		s->ev.flags |= TH_HOOK_ARG_TRUNC;
@@ -26,7 +31,7 @@ static __always_inline __u32 path_to_slot(struct hook_scratch *s, __u8 *slot, __
 	return len;
 }
 
-static __always_inline __u32 file_to_slot(struct hook_scratch *s, __u8 *slot, struct file *file)
+static __always_inline __u32 file_to_slot(struct hook_scratch *s, __u8 *slot, struct file *file, __u32 t)
 {
 	bool truncated;
 	__u32 pos;
@@ -34,7 +39,7 @@ static __always_inline __u32 file_to_slot(struct hook_scratch *s, __u8 *slot, st
 	if (!file)
 		return 0;
 	pos = walk_path(&s->path, __builtin_preserve_access_index(&file->f_path), &truncated);
-	return path_to_slot(s, slot, pos, truncated);
+	return path_to_slot(s, slot, pos, truncated, t);
 }
 
 static __always_inline struct file *fd_to_file(long fd)
@@ -75,6 +80,23 @@ static __always_inline bool arg_is_int(__u8 kind)
 	return kind == TH_ARG_INT || kind == TH_ARG_CAP_SET;
 }
 
+/* A string longer than its slot: read it again, whole (up to TH_PATH_MAX),
+ * into the path scratch and keep its last TH_STR_MAX bytes for Postfix.
+ * Only long strings pay for this second read. */
+static __always_inline void string_tail(struct hook_scratch *s, __u32 i, __u8 kind, __u64 raw)
+{
+	long n = kind == TH_ARG_STR_USER ? bpf_probe_read_user_str(s->path.buf, TH_PATH_MAX, (void *)raw)
+					 : bpf_probe_read_kernel_str(s->path.buf, TH_PATH_MAX, (void *)raw);
+	__u32 start;
+
+	if (n <= TH_STR_MAX)               /* changed under us: no tail to speak of */
+		return;
+	start = n - 1 - TH_STR_MAX;        /* n counts the NUL */
+	BARRIER_MASK(start, 4095);         /* TH_PATH_MAX - 1; buf is followed by more scratch */
+	bpf_probe_read_kernel(s->tail[i & 7], TH_STR_MAX, &s->path.buf[start]);
+	s->has_tail[i & 7] = 1;
+}
+
 /* a subprogram of its own: its locals and the path walk's loop context stay
  * out of the entry program's frame (6.1 caps the whole call chain at 512 bytes).
  * size: the value of the argument holding a char_buf's byte count. */
@@ -87,6 +109,7 @@ static __noinline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u6
 
 	if (i >= TH_MAX_ARGS)
 		return;
+	s->has_tail[i & 7] = 0;
 	if (kind == TH_ARG_INT) {
 		*(__u64 *)slot = raw;
 		s->ev.arg_len[i] = 8;
@@ -110,24 +133,26 @@ static __noinline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u6
 			len = TH_STR_MAX;
 			slot[TH_STR_MAX] = 0;
 			s->ev.flags |= TH_HOOK_ARG_TRUNC;
+			string_tail(s, i, kind, raw);
 		}
 		break;
 	case TH_ARG_FILE:
-		len = file_to_slot(s, slot, (struct file *)raw);
+		len = file_to_slot(s, slot, (struct file *)raw, i);
 		break;
 	case TH_ARG_BPRM:
-		len = file_to_slot(s, slot, BPF_CORE_READ((struct linux_binprm *)raw, file));
+		len = file_to_slot(s, slot, BPF_CORE_READ((struct linux_binprm *)raw, file), i);
 		break;
 	case TH_ARG_FD:
-		len = file_to_slot(s, slot, fd_to_file(raw));
+		len = file_to_slot(s, slot, fd_to_file(raw), i);
 		break;
 	case TH_ARG_PATH:
 		if (raw)
-			len = path_to_slot(s, slot, walk_path(&s->path, (struct path *)raw, &truncated), truncated);
+			len = path_to_slot(s, slot, walk_path(&s->path, (struct path *)raw, &truncated), truncated, i);
 		break;
 	case TH_ARG_DENTRY:
 		if (raw)
-			len = path_to_slot(s, slot, walk_dentry(&s->path, (struct dentry *)raw, &truncated), truncated);
+			len = path_to_slot(s, slot, walk_dentry(&s->path, (struct dentry *)raw, &truncated), truncated,
+					   i);
 		break;
 	case TH_ARG_SOCK ... TH_ARG_NETDEV:
 		net_read_arg((struct th_sock_tuple *)slot, kind, raw);
@@ -161,7 +186,8 @@ static __always_inline void resolve_binary(struct hook_scratch *s)
 
 	s->binary_ready = 1;
 	__builtin_memset(s->binary, 0, TH_STR_SLOT);
-	s->binary_len = file_to_slot(s, s->binary, exe);
+	s->has_tail[TH_TAIL_BINARY] = 0;
+	s->binary_len = file_to_slot(s, s->binary, exe, TH_TAIL_BINARY);
 }
 
 /* returnCopy: the buffer is filled by the call (read(2)...), so the entry

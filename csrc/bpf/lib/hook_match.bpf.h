@@ -48,6 +48,16 @@ static __always_inline bool str_in_set(struct hook_scratch *s, const __u8 *str, 
 	return bpf_map_lookup_elem(&str_equal, &key->set_id) != NULL;
 }
 
+/* The string at t (an argument's slot, or the binary at TH_TAIL_BINARY) in a
+ * set: Postfix on a string longer than its slot compares the string's end. */
+static __always_inline bool string_in_set(struct hook_scratch *s, __u32 t, const __u8 *str, __u32 len,
+					  __u8 op, __u32 set_id)
+{
+	if (op == TH_MATCH_POSTFIX && s->has_tail[t & 7])
+		return str_in_set(s, s->tail[t & 7], TH_STR_MAX, op, set_id);
+	return str_in_set(s, str, len, op, set_id);
+}
+
 static __always_inline bool int_matches(const struct th_arg_matcher *m, __s64 v)
 {
 	for (int j = 0; j < TH_MAX_INT_VALUES; j++) {
@@ -261,13 +271,14 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 	if (sel->bin_op) {
 		if (!s->binary_ready)
 			resolve_binary(s);
-		bool found = str_in_set(s, s->binary, s->binary_len, sel->bin_op, sel->bin_set_id);
+		bool found = string_in_set(s, TH_TAIL_BINARY, s->binary, s->binary_len, sel->bin_op,
+					   sel->bin_set_id);
 		/* At exec hooks a task is between two binaries: either one counts. */
 		__u8 t = cfg->exec_target_arg;
 
 		if (!found && t < TH_MAX_ARGS)
-			found = str_in_set(s, &ev->data[(t & 7) * TH_STR_SLOT & 2047], s->arg_str_len[t & 7],
-					   sel->bin_op, sel->bin_set_id);
+			found = string_in_set(s, t, &ev->data[(t & 7) * TH_STR_SLOT & 2047],
+					      s->arg_str_len[t & 7], sel->bin_op, sel->bin_set_id);
 		if (!found && sel->bin_follow)
 			found = follows_binary(ev->pid, sel->bin_follow - 1);
 		if (found == (bool)sel->bin_negate)
@@ -289,7 +300,7 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 		else if (m->op >= TH_MATCH_SADDR && m->op <= TH_MATCH_STATE)
 			found = net_matches(cfg, m, (struct th_sock_tuple *)slot);
 		else
-			found = str_in_set(s, slot, s->arg_str_len[i], m->op, m->set_id);
+			found = string_in_set(s, i, slot, s->arg_str_len[i], m->op, m->set_id);
 		if (found == (bool)m->negate)
 			return false;
 	}

@@ -95,6 +95,12 @@ struct hook_scratch {
 	__u32 binary_len;
 	__u32 binary_ready;
 	__u32 arg_str_len[TH_MAX_ARGS];
+	/* Postfix looks at a string's end: for one longer than TH_STR_MAX (its
+	 * slot holds the start), tail[i] holds its last TH_STR_MAX bytes and
+	 * has_tail[i] is set; i = argument, TH_TAIL_BINARY = the caller's binary.
+	 * 8 rows so that an index masked with 7 stays inside. */
+	__u8 tail[8][TH_STR_SLOT];
+	__u8 has_tail[8];
 	__u8 rev[TH_STR_SLOT];        /* Postfix: a string slot reversed */
 	/* matchPIDs with followForks/isNamespacePID: the process and its
 	 * ancestors, collected once per event (valid while anc_ktime equals
@@ -119,6 +125,7 @@ struct hook_scratch {
  * compare-and-swap and frees it when done.
  */
 #define TH_SCRATCH_SLOTS 4
+#define TH_TAIL_BINARY TH_MAX_ARGS
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
