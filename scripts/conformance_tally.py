@@ -94,8 +94,8 @@ def tally(corpus: Path) -> str:
         "kept in `shared/conformance/tetragon-examples`, loaded unmodified by `tetrahost policy check`.",
         "",
         f"**{len(accepted)} accepted, {len(rejected)} rejected** with a precise error (never a crash).",
-        f"Of the accepted, **{sum(not g for g in gaps.values())} compile completely** for the kernel side;",
-        "the others name what the kernel side does not evaluate yet (below).",
+        f"Of the accepted, **{sum(not g for g in gaps.values())} compile completely** for the kernel side"
+        + (";\nthe others name what the kernel side does not evaluate yet (below)." if by_gap else "."),
         "",
         "## Rejection reasons",
         "",

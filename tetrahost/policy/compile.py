@@ -13,10 +13,9 @@ from __future__ import annotations
 from tetrahost.bpf.native import ffi, lib
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.policy.compile_selectors import ACTIONS, compile_return_args, compile_selector
-from tetrahost.policy.compiled import (NO_ARG, SOCK_ARG_KINDS, CompiledHook, CompileError, StringSets,
-                                       value_bytes)
+from tetrahost.policy.compiled import NO_ARG, SOCK_ARG_KINDS, CompiledHook, CompileError, StringSets
 from tetrahost.policy.model import Hook
-from tetrahost.policy.vocab import ArgKind
+from tetrahost.policy.vocab import SOCKET_ACTIONS, ArgKind
 
 __all__ = ["CompileError", "CompiledHook", "arg_kind_for", "compile_hook"]
 
@@ -26,7 +25,6 @@ _PATH_KINDS = {"file": lib.TH_ARG_FILE, "path": lib.TH_ARG_PATH, "dentry": lib.T
 # network argument types -> enum th_arg_kind (sockaddr: see arg_kind_for)
 _NET_KINDS = {"sock": lib.TH_ARG_SOCK, "socket": lib.TH_ARG_SOCKET, "sockaddr": lib.TH_ARG_SOCKADDR,
               "skb": lib.TH_ARG_SKB, "net_device": lib.TH_ARG_NETDEV}
-NET_ARG_KINDS = frozenset({*_NET_KINDS.values(), lib.TH_ARG_SOCKADDR_USER})
 # credentials: the slot holds a struct th_cred / th_user_ns
 _CRED_KINDS = {"cred": lib.TH_ARG_CRED, "user_namespace": lib.TH_ARG_USER_NS}
 # 64-bit capability sets read through their kernel_cap_t pointer, matched as integers
@@ -87,9 +85,7 @@ def _compile_tracepoint_args(hook: Hook, cfg, out: CompiledHook, fields) -> None
             raise CompileError(f"args[{pos}].index {arg.index}: {hook.name} has {len(fields)} fields "
                                f"({', '.join(f.name for f in fields)})")
         f = fields[arg.index]
-        if arg.kind is ArgKind.NOP:
-            kind = lib.TH_ARG_NONE
-        elif arg.base_type == "string" and (f.data_loc or f.inline_array):
+        if arg.base_type == "string" and (f.data_loc or f.inline_array):
             kind = lib.TH_ARG_STR_KERNEL
         elif arg.base_type == "string" and f.pointer:
             # the syscalls/* events record the user's pointers
@@ -130,9 +126,31 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
         _compile_return(hook, cfg)
     if hook.kind == "tracepoint" and not hook.raw:
         _compile_tracepoint_args(hook, cfg, out, fields)
+    else:
+        _compile_function_args(hook, cfg, out)
+    if hook.syscall and hook.name.startswith("__x64_sys_"):
+        cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
+    if not hook.selectors:
+        # Tetragon: no selectors = every call is posted.  An empty selector
+        # matches everything, so that is one selector whose action is Post.
+        cfg.selectors[0].action = lib.TH_ACTION_POST
+        cfg.nselectors = 1
+        return out
+    if len(hook.selectors) > lib.TH_MAX_SELECTORS:
+        raise CompileError(f"{len(hook.selectors)} selectors; at most {lib.TH_MAX_SELECTORS}")
+    sets = StringSets(out)
+    for i, sel in enumerate(hook.selectors):
+        compile_selector(hook, sel, i, cfg.selectors[i], sets, host_ns)
+        compile_return_args(hook, sel, cfg.ret_match[i], f"selectors[{i}]")
+        if sel.match_binaries:
+            cfg.flags |= lib.TH_CFG_NEEDS_BINARY
+    cfg.nselectors = len(hook.selectors)
+    return out
+
+
+def _compile_function_args(hook: Hook, cfg, out: CompiledHook) -> None:
+    """Kprobe, LSM and raw tracepoint args: registers, read by arg_kind."""
     for pos, arg in enumerate(hook.args):
-        if hook.kind == "tracepoint" and not hook.raw:
-            break
         if arg.index >= lib.TH_MAX_ARGS:
             raise CompileError(f"args[{pos}].index {arg.index}: only the first {lib.TH_MAX_ARGS} "
                                "function arguments can be read")
@@ -146,28 +164,6 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
         out.arg_kinds.append(kind)
         if kind == lib.TH_ARG_BPRM and hook.is_exec_hook:
             cfg.exec_target_arg = pos
-    if hook.syscall and hook.name.startswith("__x64_sys_"):
-        cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
-    if not hook.selectors:
-        # Tetragon: no selectors = every call is posted.  An empty selector
-        # matches everything, so that is one selector whose action is Post.
-        cfg.selectors[0].action = lib.TH_ACTION_POST
-        cfg.nselectors = 1
-        return out
-    if len(hook.selectors) > lib.TH_MAX_SELECTORS:
-        raise CompileError(f"{len(hook.selectors)} selectors; at most {lib.TH_MAX_SELECTORS}")
-    sets = StringSets(out)
-    for i, sel in enumerate(hook.selectors):
-        compile_selector(hook, sel, cfg.selectors[i], sets, host_ns, f"selectors[{i}]")
-        compile_return_args(hook, sel, cfg.ret_match[i], f"selectors[{i}]")
-        if sel.match_binaries:
-            cfg.flags |= lib.TH_CFG_NEEDS_BINARY
-            if sel.match_binaries[0].follow_children:
-                out.follow.append((i, tuple(value_bytes(v) for v in sel.match_binaries[0].values)))
-        if sel.match_capability_changes or sel.match_namespace_changes or out.follow:
-            out.needs_proc_state = True
-    cfg.nselectors = len(hook.selectors)
-    return out
 
 
 def _compile_return(hook: Hook, cfg) -> None:
@@ -183,7 +179,7 @@ def _compile_return(hook: Hook, cfg) -> None:
     elif ret is not None and ret.kind is not ArgKind.NOP:
         raise CompileError(f"returnArg.type {ret.type}: the kernel side reads integer, sock and "
                            "socket return values")
-    if hook.return_arg_action in ("TrackSock", "UntrackSock"):
+    if hook.return_arg_action in SOCKET_ACTIONS:
         if cfg.ret_kind not in SOCK_ARG_KINDS:
             raise CompileError(f"returnArgAction {hook.return_arg_action} needs a returnArg of type "
                                "sock or socket")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from tetrahost.bpf.native import lib
 from tetrahost.events.namespaces import HostNamespaces
-from tetrahost.policy.compiled import (SOCK_ARG_KINDS, Cidrs, CompileError, StringSets, port_range_value,
-                                       value_bytes)
+from tetrahost.policy.compiled import Cidrs, CompileError, StringSets, port_range_value, value_bytes
 from tetrahost.policy.model import Hook, MatchArg, Selector
 from tetrahost.policy.vocab import HOST_NS, NAMESPACE_KINDS, ArgKind
 
@@ -45,18 +44,19 @@ _NS_RECORD_KIND = ("uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time"
                    "time_for_children", "cgroup", "user")
 
 
-def compile_selector(hook: Hook, sel: Selector, c, sets: StringSets, host_ns: HostNamespaces, where: str):
-    for name in ("match_return_actions",):
-        if getattr(sel, name):
-            raise CompileError(f"{where}: {_yaml_name(name)} is not supported by the kernel side yet")
+def compile_selector(hook: Hook, sel: Selector, index: int, c, sets: StringSets, host_ns: HostNamespaces):
+    """Selector `index` of the hook into c (struct th_selector)."""
+    where = f"selectors[{index}]"
+    if sel.match_return_actions:
+        raise CompileError(f"{where}: matchReturnActions is not supported by the kernel side yet")
     _compile_args(hook, sel.match_args, c, sets, where)
-    _compile_binaries(sel, c, sets, where)
+    _compile_binaries(sel, index, c, sets, where)
     _compile_pids(sel, c, where)
     _compile_namespaces(sel, c, host_ns, where)
     _compile_caps(sel, c, host_ns, where)
     _compile_cap_changes(sel, c, host_ns, where)
     _compile_ns_changes(sel, c, where)
-    _compile_action(hook, sel, c, sets.out.arg_kinds, where)
+    _compile_action(sel, c, where)
 
 
 def compile_return_args(hook: Hook, sel: Selector, m, where: str) -> None:
@@ -73,9 +73,16 @@ def compile_return_args(hook: Hook, sel: Selector, m, where: str) -> None:
     if ma.arg_kind is not ArgKind.INTEGER or ma.operator not in _INT_OPS:
         raise CompileError(f"{here}[0]: only integer return values with {', '.join(_INT_OPS)} are "
                            "checked by the kernel side")
-    if len(ma.parsed) > lib.TH_MAX_INT_VALUES:
-        raise CompileError(f"{here}[0].values: {len(ma.parsed)} values; at most {lib.TH_MAX_INT_VALUES}")
+    _int_matcher(ma, m, f"{here}[0]")
+
+
+def _int_matcher(ma: MatchArg, m, here: str) -> None:
+    """An integer matcher (matchArgs or matchReturnArgs) into m (th_arg_matcher)."""
+    if ma.operator not in _INT_OPS:
+        raise CompileError(f"{here}.operator {ma.operator} on an integer is not supported")
     m.op, m.negate = _INT_OPS[ma.operator]
+    if len(ma.parsed) > lib.TH_MAX_INT_VALUES:
+        raise CompileError(f"{here}.values: {len(ma.parsed)} values; at most {lib.TH_MAX_INT_VALUES}")
     for j, v in enumerate(ma.parsed):
         m.values[j] = int(v)
     m.nvalues = len(ma.parsed)
@@ -89,14 +96,7 @@ def _compile_args(hook: Hook, match_args: tuple[MatchArg, ...], c, sets: StringS
         m = c.args[k]
         m.arg = ma.arg_position
         if ma.arg_kind is ArgKind.INTEGER:
-            if ma.operator not in _INT_OPS:
-                raise CompileError(f"{here}.operator {ma.operator} on an integer is not supported")
-            m.op, m.negate = _INT_OPS[ma.operator]
-            if len(ma.parsed) > lib.TH_MAX_INT_VALUES:
-                raise CompileError(f"{here}.values: {len(ma.parsed)} values; at most {lib.TH_MAX_INT_VALUES}")
-            for j, v in enumerate(ma.parsed):
-                m.values[j] = int(v)
-            m.nvalues = len(ma.parsed)
+            _int_matcher(ma, m, here)
         elif ma.arg_kind in (ArgKind.STRING, ArgKind.PATH):
             if ma.operator not in _STR_OPS:
                 raise CompileError(f"{here}.operator {ma.operator} is not evaluated in the kernel yet "
@@ -129,7 +129,7 @@ def _compile_net_matcher(ma: MatchArg, m, cidrs: Cidrs, here: str):
     m.nvalues = len(ma.parsed)
 
 
-def _compile_binaries(sel: Selector, c, sets: StringSets, where: str):
+def _compile_binaries(sel: Selector, index: int, c, sets: StringSets, where: str):
     if not sel.match_binaries:
         return
     if len(sel.match_binaries) > 1:
@@ -142,7 +142,10 @@ def _compile_binaries(sel: Selector, c, sets: StringSets, where: str):
     if mb.follow_children and mb.operator not in ("In", "NotIn"):
         raise CompileError(f"{here}.followChildren works with In and NotIn, not {mb.operator}")
     c.bin_op, c.bin_negate = _BIN_OPS[mb.operator]
-    c.bin_set_id = sets.add(c.bin_op, [value_bytes(v) for v in mb.values], here)
+    values = [value_bytes(v) for v in mb.values]
+    c.bin_set_id = sets.add(c.bin_op, values, here)
+    if mb.follow_children:
+        sets.out.follow.append((index, tuple(values)))
 
 
 def _compile_pids(sel: Selector, c, where: str):
@@ -248,7 +251,7 @@ def _compile_ns_changes(sel: Selector, c, where: str):
                            f"{'every namespace kind' if listed else 'no namespace kind'} never matches")
 
 
-def _compile_action(hook: Hook, sel: Selector, c, arg_kinds: list[int], where: str):
+def _compile_action(sel: Selector, c, where: str):
     """One action per selector in the kernel (th_selector.action), plus Post's
     rate limit; Post is implied unless NoPost is given (Tetragon's rule)."""
     actions = sel.effective_actions
@@ -261,21 +264,11 @@ def _compile_action(hook: Hook, sel: Selector, c, arg_kinds: list[int], where: s
     if limited:
         c.rate_limit_ns = limited[0].rate_limit_seconds * 1_000_000_000
         c.rate_scope = _RATE_SCOPES[limited[0].rate_limit_scope or "thread"]
-    if chosen.action not in ACTIONS:
-        raise CompileError(f"{where}.matchActions: action {chosen.action} is not supported")
-    c.action = ACTIONS[chosen.action]
+    c.action = ACTIONS[chosen.action]        # validation admits only these
     if chosen.action == "Signal":
         c.action_arg = chosen.arg_sig or 0
     elif chosen.action == "Override":
         c.action_arg = chosen.arg_error or 0      # validate warns: Tetragon returns 0 then
     elif chosen.arg_sock is not None:
-        if chosen.arg_sock >= len(arg_kinds) or arg_kinds[chosen.arg_sock] not in SOCK_ARG_KINDS:
-            raise CompileError(f"{where}.matchActions: {chosen.action}: argSock {chosen.arg_sock} is not "
-                               "a sock or socket argument")
-        c.action_arg = chosen.arg_sock
+        c.action_arg = chosen.arg_sock       # validation checked it names a sock/socket argument
     c.no_post = any(a.action == "NoPost" for a in actions)
-
-
-def _yaml_name(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(w.capitalize() for w in rest)

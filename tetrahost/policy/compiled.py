@@ -31,8 +31,13 @@ class CompiledHook:
     # policy manager gives each a bit of the process sensor's follow_bins and
     # sets selectors[i].bin_follow (compiling has no side effects).
     follow: list[tuple[int, tuple[bytes, ...]]] = field(default_factory=list)
-    # a selector needs the process sensor's per-process state (proc_state)
-    needs_proc_state: bool = False
+
+    @property
+    def needs_proc_state(self) -> bool:
+        """A selector needs the process sensor's per-process state (proc_state):
+        followChildren, or capability/namespace changes."""
+        sels = [self.config.selectors[i] for i in range(self.config.nselectors)]
+        return bool(self.follow) or any(s.capch_kind or s.nsch_mask for s in sels)
 
     def _actions(self) -> set[int]:
         return {self.config.selectors[i].action for i in range(self.config.nselectors)}

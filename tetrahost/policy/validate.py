@@ -16,8 +16,7 @@ from .model import Arg, Hook
 from .hookshape import HookShape
 from .validate_selectors import validate_selectors
 from .vocab import (ACCEPTED_ATTACH_OPTIONS, POLICY_MODES, SUPPORTED_ARG_TYPES,
-                    SUPPORTED_RETURN_ARG_ACTIONS, TETRAGON_ONLY_ARG_TYPES,
-                    TETRAGON_ONLY_RETURN_ARG_ACTIONS)
+                    SUPPORTED_RETURN_ARG_ACTIONS, TETRAGON_ONLY_ARG_TYPES)
 from .yamlnodes import YNode
 
 SPEC_FIELDS = ("kprobes", "tracepoints", "lsmhooks", "options", "loader")
@@ -190,10 +189,7 @@ def _validate_kprobe_flags(ctx: Context, node: YNode, path: str, name: str) -> d
     if action:
         line = node.key_line("returnArgAction")
         apath = join(path, "returnArgAction")
-        if action in TETRAGON_ONLY_RETURN_ARG_ACTIONS:
-            ctx.error(line, apath, f"action {action} is not supported by tetrahost (yet)",
-                      "unsupported-action", action)
-        elif action not in SUPPORTED_RETURN_ARG_ACTIONS:
+        if action not in SUPPORTED_RETURN_ARG_ACTIONS:
             ctx.error(line, apath, f'unknown returnArgAction "{action}" (expected one of: '
                       f"{', '.join(SUPPORTED_RETURN_ARG_ACTIONS)})", "unknown-value", "returnArgAction")
         elif not flags["return_"]:

@@ -114,6 +114,7 @@ def _sock_argument(ctx: Context, entry: YNode, path: str, shape: HookShape, name
         if entry.get("argSock") is not None:
             return None              # present but invalid: get_int said why
         position = 0                 # Tetragon's default
+    default = " (argSock defaults to 0)" if entry.get("argSock") is None else ""
     by_position = {shape.positions[key]: arg for key, arg in shape.args.items() if key in shape.positions}
     arg = by_position.get(position)
     if arg is None:
@@ -121,7 +122,7 @@ def _sock_argument(ctx: Context, entry: YNode, path: str, shape: HookShape, name
                   f"argument (the hook has {len(by_position)})", "invalid", "argSock")
     elif arg.base_type not in ("sock", "socket"):
         ctx.error(entry.key_line("argSock"), join(path, "argSock"), f"{name}: args[{position}] is of type "
-                  f"{arg.type}, not sock or socket (argSock defaults to 0)", "invalid", "argSock")
+                  f"{arg.type}, not sock or socket{default}", "invalid", "argSock")
     return position
 
 

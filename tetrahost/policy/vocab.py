@@ -146,7 +146,6 @@ RATE_LIMIT_SCOPES = ("thread", "process", "global")
 
 # returnArgAction values (Tetragon CRD: "Available actions are: Post;TrackSock;UntrackSock")
 SUPPORTED_RETURN_ARG_ACTIONS = ("Post", "TrackSock", "UntrackSock")
-TETRAGON_ONLY_RETURN_ARG_ACTIONS: frozenset[str] = frozenset()
 
 # --- policy options (spec.options) -----------------------------------------------
 

@@ -42,8 +42,6 @@ _DIRTY = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE
 def is_policy_name(name: str) -> bool:
     if not name or name.startswith(".") or "/" in name:
         return False
-    if name.endswith("~") or name.endswith(".swp") or name.startswith(".#"):
-        return False
     return name.endswith((".yaml", ".yml"))
 
 
@@ -54,7 +52,6 @@ class FileRecord:
     names: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     duplicate: bool = False           # rejected because another file owns a name: retried on unloads
-    updated: float = field(default_factory=time.time)
 
 
 class PolicyDirectory:
