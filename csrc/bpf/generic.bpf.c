@@ -18,7 +18,6 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define EPERM 1
 #define SIGKILL 9
-#define NO_ARG 0xff
 
 /* the rest of the program, in the order each part needs the previous ones */
 #include "lib/hook_state.bpf.h"
@@ -30,7 +29,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 static __always_inline struct th_sock_tuple *sock_slot(struct hook_scratch *s, __u32 i)
 {
-	return (struct th_sock_tuple *)&s->ev.data[(i & 7) * TH_STR_SLOT & 2047];
+	return (struct th_sock_tuple *)arg_slot(s, i);
 }
 
 /* After a selector matched: name the owner of the event's socket (its first

@@ -56,15 +56,17 @@ static __always_inline struct file *fd_to_file(long fd)
 }
 
 /* char_buf: the first TH_BUF_MAX of `size` bytes at ptr, from user memory for
- * syscall arguments; returns how many were copied (what a matcher compares). */
-static __always_inline __u32 buf_to_slot(struct hook_scratch *s, struct th_char_buf *b, __u8 kind,
-					 __u64 ptr, __u64 size)
+ * syscall arguments, and the count; returns how many were copied (what a
+ * matcher compares).  At the entry (sizeArgIndex) and at the return
+ * (returnCopy: size is what the call returned); flags: the event's. */
+static __always_inline __u32 fill_char_buf(struct th_char_buf *b, __u8 kind, __u64 ptr, __u64 size,
+					   __u8 *flags)
 {
 	__u32 n = size > TH_BUF_MAX ? TH_BUF_MAX : size;
 	long err = 0;
 
 	if (size > TH_BUF_MAX)
-		s->ev.flags |= TH_HOOK_ARG_TRUNC;
+		*flags |= TH_HOOK_ARG_TRUNC;
 	BARRIER_MASK(n, 255);                  /* TH_STR_SLOT - 1: inside the slot */
 	if (n)
 		err = kind == TH_ARG_BUF_USER ? bpf_probe_read_user(b->data, n, (void *)ptr)
@@ -102,7 +104,7 @@ static __always_inline void string_tail(struct hook_scratch *s, __u32 i, __u8 ki
  * size: the value of the argument holding a char_buf's byte count. */
 static __noinline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u64 raw, __u64 size)
 {
-	__u8 *slot = &s->ev.data[(i & 7) * TH_STR_SLOT & 2047];
+	__u8 *slot = arg_slot(s, i);
 	__u32 len = 0;
 	bool truncated;
 	long n;
@@ -169,7 +171,7 @@ static __noinline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u6
 	case TH_ARG_BUF_KERNEL:
 	case TH_ARG_BUF_USER:
 		/* the whole slot goes out (data + size); matchers see the bytes copied */
-		s->arg_str_len[i] = buf_to_slot(s, (struct th_char_buf *)slot, kind, raw, size);
+		s->arg_str_len[i] = fill_char_buf((struct th_char_buf *)slot, kind, raw, size, &s->ev.flags);
 		s->ev.arg_len[i] = sizeof(struct th_char_buf);
 		return;
 	}
@@ -194,7 +196,7 @@ static __always_inline void resolve_binary(struct hook_scratch *s)
  * only keeps where it is; copy_returned_buffer reads it at the return. */
 static __always_inline void keep_buffer_pointer(struct hook_scratch *s, __u32 i, __u64 ptr)
 {
-	struct th_char_buf *b = (struct th_char_buf *)&s->ev.data[(i & 7) * TH_STR_SLOT & 2047];
+	struct th_char_buf *b = (struct th_char_buf *)arg_slot(s, i);
 
 	if (i >= TH_MAX_ARGS)
 		return;

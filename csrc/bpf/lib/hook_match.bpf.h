@@ -277,8 +277,8 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 		__u8 t = cfg->exec_target_arg;
 
 		if (!found && t < TH_MAX_ARGS)
-			found = string_in_set(s, t, &ev->data[(t & 7) * TH_STR_SLOT & 2047],
-					      s->arg_str_len[t & 7], sel->bin_op, sel->bin_set_id);
+			found = string_in_set(s, t, arg_slot(s, t), s->arg_str_len[t & 7], sel->bin_op,
+					      sel->bin_set_id);
 		if (!found && sel->bin_follow)
 			found = follows_binary(ev->pid, sel->bin_follow - 1);
 		if (found == (bool)sel->bin_negate)
@@ -293,7 +293,7 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 
 		if (i >= TH_MAX_ARGS)
 			return false;
-		__u8 *slot = &ev->data[i * TH_STR_SLOT & 2047];
+		__u8 *slot = arg_slot(s, i);
 
 		if (arg_is_int(cfg->arg_kind[i]))
 			found = int_matches(m, *(__s64 *)slot);

@@ -21,19 +21,12 @@ static __always_inline __s64 normalise_return(const struct th_hook_config *cfg, 
 
 /* Fill a returnCopy buffer kept by keep_buffer_pointer with the bytes the
  * call produced: its return value counts them (nothing on an error). */
-static __always_inline void copy_to_buf(struct th_char_buf *b, __u8 kind, __s64 ret)
+static __always_inline void copy_to_buf(struct th_hook_event *ev, struct th_char_buf *b, __u8 kind, __s64 ret)
 {
-	void *ptr = (void *)*(__u64 *)b->data;
-	__u32 n = ret > TH_BUF_MAX ? TH_BUF_MAX : ret > 0 ? (__u32)ret : 0;
-	long err = 0;
+	__u64 ptr = *(__u64 *)b->data;
 
 	*(__u64 *)b->data = 0;
-	BARRIER_MASK(n, 255);
-	if (n && n <= TH_BUF_MAX)
-		err = kind == TH_ARG_BUF_USER ? bpf_probe_read_user(b->data, n, ptr)
-					      : bpf_probe_read_kernel(b->data, n, ptr);
-	b->size = (ret > 0 ? (ret > TH_BUF_SIZE_MAX ? TH_BUF_SIZE_MAX : (__u32)ret) : 0) |
-		  (err ? 1U << TH_BUF_FAULT_SHIFT : 0);
+	fill_char_buf(b, kind, ptr, ret > 0 ? ret : 0, &ev->flags);
 }
 
 /* One case per position: a constant offset keeps the copy inside the map
@@ -43,14 +36,12 @@ static __always_inline void copy_returned_buffer(struct th_hook_event *ev, struc
 	__u8 pos = cfg->ret_copy_arg;
 	__u8 kind = pos < TH_MAX_ARGS ? cfg->arg_kind[pos] : 0;
 
-	if (ret > TH_BUF_MAX)
-		ev->flags |= TH_HOOK_ARG_TRUNC;
 	switch (pos) {
-	case 0: copy_to_buf((struct th_char_buf *)&ev->data[0 * TH_STR_SLOT], kind, ret); break;
-	case 1: copy_to_buf((struct th_char_buf *)&ev->data[1 * TH_STR_SLOT], kind, ret); break;
-	case 2: copy_to_buf((struct th_char_buf *)&ev->data[2 * TH_STR_SLOT], kind, ret); break;
-	case 3: copy_to_buf((struct th_char_buf *)&ev->data[3 * TH_STR_SLOT], kind, ret); break;
-	case 4: copy_to_buf((struct th_char_buf *)&ev->data[4 * TH_STR_SLOT], kind, ret); break;
+	case 0: copy_to_buf(ev, (struct th_char_buf *)&ev->data[0 * TH_STR_SLOT], kind, ret); break;
+	case 1: copy_to_buf(ev, (struct th_char_buf *)&ev->data[1 * TH_STR_SLOT], kind, ret); break;
+	case 2: copy_to_buf(ev, (struct th_char_buf *)&ev->data[2 * TH_STR_SLOT], kind, ret); break;
+	case 3: copy_to_buf(ev, (struct th_char_buf *)&ev->data[3 * TH_STR_SLOT], kind, ret); break;
+	case 4: copy_to_buf(ev, (struct th_char_buf *)&ev->data[4 * TH_STR_SLOT], kind, ret); break;
 	}
 }
 

@@ -134,6 +134,13 @@ struct {
 	__type(value, struct hook_scratch);
 } hook_heap SEC(".maps");
 
+/* Argument i's TH_STR_SLOT bytes in the event being built.  Masked twice so
+ * the verifier sees the offset inside the scratch value whatever it knows of i. */
+static __always_inline __u8 *arg_slot(struct hook_scratch *s, __u32 i)
+{
+	return &s->ev.data[(i & 7) * TH_STR_SLOT & 2047];
+}
+
 static __always_inline struct hook_scratch *try_scratch(__u32 i, __u64 owner, __u32 *slot)
 {
 	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &i);
