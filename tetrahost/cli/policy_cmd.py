@@ -14,7 +14,7 @@ import sys
 
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.policy.check import check_files, render_results
-from tetrahost.policy.compile import CompileError, compile_hook
+from tetrahost.policy.compile import CompileError, KernelUnreadable, compile_hook
 
 
 def register(sub) -> None:
@@ -28,37 +28,50 @@ def register(sub) -> None:
 
 
 def probed_features(no_probe: bool = False):
-    """This kernel's features, or None when not probed (asked not to, or not root)."""
-    if no_probe or os.geteuid() != 0:
-        return None
+    """(this kernel's features, or None, and why not probed)."""
+    if no_probe:
+        return None, "not probed (--no-probe)"
+    if os.geteuid() != 0:
+        return None, "not probed (needs root)"
     from tetrahost.sensors.probe import kernel_features
-    return kernel_features()
+    return kernel_features(), ""
 
 
-def describer(features, host_ns: HostNamespaces, failures: list):
-    from tetrahost.sensors.attach import AttachError, plan_attach
+def describer(features, not_probed: str, host_ns: HostNamespaces, failures: list):
+    """describe(hook, mode): whether the kernel side compiles the hook and how
+    it attaches here, planned exactly as the agent plans it."""
+    from tetrahost.sensors.attach import AttachError, plan_compiled
 
-    def describe(hook) -> str:
+    def describe(hook, mode: str) -> str:
         try:
-            compiled = compile_hook(hook, 0, host_ns)
+            compiled = compile_hook(hook, 0, host_ns, monitor=mode == "monitor")
+        except KernelUnreadable as exc:
+            return f"kernel side: not checked here: {exc}"
         except CompileError as exc:
             failures.append(exc)
             return f"kernel side: NOT SUPPORTED: {exc}"
         if features is None:
-            return "kernel side: compiles; attach method: not probed (needs root)"
+            return f"kernel side: compiles; attach method: {not_probed}"
         try:
-            plan = plan_attach(hook, features, compiled.uses_enforcement, compiled.uses_override)
+            plan = plan_compiled(hook, compiled, features)
         except AttachError as exc:
             return f"kernel side: compiles; on this kernel: CANNOT ATTACH: {exc}"
         return f"attach: {plan.method}"
     return describe
 
 
-def check(args) -> int:
+def check_paths(paths: list[str], no_probe: bool, out=sys.stdout, err=sys.stderr) -> int:
+    """Validate, compile and plan every policy in paths; 0 when every file is
+    valid and every hook compiles.  `tetra tracingpolicy check` uses it too."""
     failures: list = []
-    describe = describer(probed_features(args.no_probe), HostNamespaces.from_proc(), failures)
-    results = check_files(args.files)
-    print(render_results(results, describe))
+    features, not_probed = probed_features(no_probe)
+    describe = describer(features, not_probed, HostNamespaces.from_proc(), failures)
+    results = check_files(paths)
+    print(render_results(results, describe), file=out)
     if failures:
-        print(f"{len(failures)} hook(s) use features the kernel side does not support yet", file=sys.stderr)
+        print(f"{len(failures)} hook(s) use features the kernel side does not support yet", file=err)
     return 0 if all(r.ok for r in results) and not failures else 1
+
+
+def check(args) -> int:
+    return check_paths(args.files, args.no_probe)

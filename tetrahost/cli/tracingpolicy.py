@@ -33,13 +33,8 @@ def run(args, out, err) -> int:
     if args.tp_command == "check":
         # the same verdict as `tetrahost policy check`: valid, compiles for
         # the kernel side, and how each hook attaches here (probed as root)
-        from tetrahost.cli.policy_cmd import describer, probed_features
-        from tetrahost.events.namespaces import HostNamespaces
-        from tetrahost.policy import check_file, render_result
-        failures: list = []
-        result = check_file(args.file)
-        print(render_result(result, describer(probed_features(), HostNamespaces.from_proc(), failures)), file=out)
-        return 0 if result.ok and not failures else 1
+        from tetrahost.cli.policy_cmd import check_paths
+        return check_paths([args.file], no_probe=False, out=out, err=err)
     if args.tp_command == "add":
         # validate locally first: a broken file is refused before anything is sent
         from tetrahost.policy import check_file, render_result

@@ -27,6 +27,7 @@ _NS = _EXEC.slice("ns[")
 _HOOK = Layout("struct th_hook_event", stop_at="data")
 _HOOK_DATA = ffi.offsetof("struct th_hook_event", "data")
 _RET_START = _HOOK_DATA + lib.TH_RET_SLOT * lib.TH_STR_SLOT
+_HOOK_SIZE = ffi.sizeof("struct th_hook_event")      # the kernel always submits it whole
 _H = _HOOK.index
 _H_NS = _HOOK.slice("ns[")
 _H_LEN = _HOOK.slice("arg_len[")
@@ -80,8 +81,8 @@ def _exit(buf: bytes) -> ExitRecord:
 
 
 def _hook(buf: bytes) -> HookRecord:
-    if len(buf) < _HOOK_DATA + lib.TH_MAX_ARGS * lib.TH_STR_SLOT:
-        raise DecodeError(f"hook record of {len(buf)} bytes, expected {ffi.sizeof('struct th_hook_event')}")
+    if len(buf) < _HOOK_SIZE:
+        raise DecodeError(f"hook record of {len(buf)} bytes, expected {_HOOK_SIZE}")
     v = _HOOK.struct.unpack_from(buf)
     args = []
     for i, n in enumerate(v[_H_LEN]):

@@ -173,13 +173,14 @@ def _net_details(args: list) -> str:
 def _kprobe_details(function: str, args: list) -> tuple[str, str, str]:
     """(icon, label, details) for a kprobe line."""
     name = _syscall_name(function)
-    if name in _NET_STYLES and (name not in _KPROBE_STYLES or _net_details(args)):
+    net = _net_details(args)
+    if name in _NET_STYLES and (name not in _KPROBE_STYLES or net):
         icon, label = _NET_STYLES[name]
-        return icon, label, _net_details(args)
+        return icon, label, net
     style = _KPROBE_STYLES.get(name)
-    if style is None and _net_details(args):
+    if style is None and net:
         icon, label = EVENT_STYLES["process_kprobe"]
-        return icon, label, f"{function} {_net_details(args)}"
+        return icon, label, f"{function} {net}"
     if style is None:
         icon, label = EVENT_STYLES["process_kprobe"]
         return icon, label, function

@@ -38,7 +38,7 @@ from tetrahost.bpf.native import ffi, lib
 from tetrahost.events import netns as _netns
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
-from tetrahost.export.tetragon_json import CAPABILITY_NAMES, TetragonJSON, capability_names, signal_name
+from tetrahost.export.tetragon_json import CAPABILITY_NAMES, TetragonJSON, signal_name
 from tetrahost.policy.names import ADDRESS_FAMILIES, IP_PROTOCOLS, TCP_STATES
 from tetrahost.policy.vocab import ArgKind
 
@@ -66,7 +66,6 @@ _PROTOCOL_NAMES = {v: k for k, v in reversed(IP_PROTOCOLS.items())}
 _STATE_NAMES = {v: k for k, v in reversed(TCP_STATES.items())}
 _SOCK_TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM", 5: "SOCK_SEQPACKET",
                6: "SOCK_DCCP", 10: "SOCK_PACKET"}
-_TUPLE_SIZE = ffi.sizeof("struct th_sock_tuple")
 # integer base types (tetrahost.policy.vocab) -> Tetragon's JSON key
 _INT_ARG_KEYS = {"uint8": "uint_arg", "uint16": "uint_arg", "uint32": "uint_arg", "uint64": "size_arg",
                  "int64": "long_arg"}
@@ -98,22 +97,20 @@ def _name(names: dict, value: int) -> str:
     return names.get(value, str(value))
 
 
-def decode_tuple(raw: bytes):
-    """The struct th_sock_tuple in a network argument's bytes (cdata)."""
-    t = ffi.new("struct th_sock_tuple *")
-    data = bytes(raw[:_TUPLE_SIZE])
-    ffi.memmove(t, data, len(data))
-    return t
-
-
-def _netns_fields(t, resolver) -> dict:
-    """tetrahost extras: the namespace (inode, /run/netns name) and device name."""
+def _netns_of(t, resolver) -> dict:
+    """The network namespace: inode and, where it has one, its /run/netns name."""
     out: dict = {}
     if t.netns:
         out["netns"] = t.netns
         name = resolver.name(t.netns) if resolver else None
         if name:
             out["netns_name"] = name
+    return out
+
+
+def _netns_fields(t, resolver) -> dict:
+    """tetrahost extras: the namespace (inode, /run/netns name) and device name."""
+    out = _netns_of(t, resolver)
     if t.ifindex:
         out["ifindex"] = t.ifindex
         ifname = ffi.string(t.ifname).decode("utf-8", "replace") if t.ifname[0] else (
@@ -127,17 +124,13 @@ def render_net_arg(kind: int, raw: bytes, resolver=None) -> dict:
     """A sock/socket/sockaddr/skb/net_device argument, Tetragon-shaped (zero
     mark/priority left out, as Tetragon's JSON leaves out zero values), plus
     netns / netns_name / ifindex / ifname."""
-    t = decode_tuple(raw)
+    t = _decode("struct th_sock_tuple", raw)
     key = _NET_ARG_KEYS[kind]
     if t.flags & lib.TH_SOCK_READ_FAILED and not t.family:
         return {key: {}}
     if kind == lib.TH_ARG_NETDEV:
         body = {"name": ffi.string(t.ifname).decode("utf-8", "replace"), "ifindex": t.ifindex}
-        if t.netns:
-            body["netns"] = t.netns
-            name = resolver.name(t.netns) if resolver else None
-            if name:
-                body["netns_name"] = name
+        body.update(_netns_of(t, resolver))
         return {key: body}
     family = _name(_FAMILY_NAMES, t.family)
     if kind in (lib.TH_ARG_SOCKADDR, lib.TH_ARG_SOCKADDR_USER):
@@ -199,12 +192,8 @@ def render_cred(raw: bytes) -> dict:
                  "suid": ids.suid, "sgid": ids.sgid, "fsuid": ids.fsuid, "fsgid": ids.fsgid}
     if c.securebits:
         out["securebits"] = securebits_names(c.securebits)
-    caps = {}
-    for name in ("permitted", "effective", "inheritable"):
-        mask = getattr(c.caps, name)
-        if mask:
-            caps[name] = list(capability_names(mask))
-    out["caps"] = caps
+    caps = TetragonJSON._cap_object(c.caps.permitted, c.caps.effective, c.caps.inheritable)
+    out["caps"] = {name: list(names) for name, names in caps.items()}    # a copy: that one is cached
     out["user_ns"] = _user_ns(c.user_ns)
     return out
 

@@ -4,7 +4,8 @@ check_file gives a CheckResult (the accepted policies, or every error); the
 renderer prints per policy "OK <name>: N hooks" and one line per hook and
 selector with canonicalized values ("/bin/su → /usr/bin/su"), or the errors.
 How a hook attaches depends on the running kernel; the caller passes
-`describe_attach(hook) -> str` (the sensors layer knows), default "not probed".
+`describe_attach(hook, mode) -> str` (the sensors layer knows; mode is the
+policy's, since monitor mode needs no hook that can enforce), default "not probed".
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Callable, Iterable
 from .load import LoadResult, load_path
 from .model import Action, Hook, MatchArg, PathValue, Policy, Selector
 
-AttachDescriber = Callable[[Hook], str]
+AttachDescriber = Callable[[Hook, str], str]
 
 
-def attach_not_probed(hook: Hook) -> str:
+def attach_not_probed(hook: Hook, mode: str) -> str:
     return "attach method: not probed"
 
 
@@ -75,7 +76,7 @@ def _render_policy(policy: Policy, describe_attach: AttachDescriber) -> list[str
             lines.append("    no selectors: every call is posted")
         for selector in hook.selectors:
             lines.append(f"    selector {selector.index}: {_describe_selector(selector, hook, policy.mode)}")
-        lines.append(f"    {describe_attach(hook)}")
+        lines.append(f"    {describe_attach(hook, policy.mode)}")
     return lines
 
 

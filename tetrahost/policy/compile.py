@@ -13,11 +13,12 @@ from __future__ import annotations
 from tetrahost.bpf.native import ffi, lib
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.policy.compile_selectors import ACTIONS, compile_return_args, compile_selector
-from tetrahost.policy.compiled import NO_ARG, SOCK_ARG_KINDS, CompiledHook, CompileError, StringSets
+from tetrahost.policy.compiled import (NO_ARG, SOCK_ARG_KINDS, CompiledHook, CompileError, KernelUnreadable,
+                                       StringSets)
 from tetrahost.policy.model import Hook
 from tetrahost.policy.vocab import SOCKET_ACTIONS, ArgKind
 
-__all__ = ["CompileError", "CompiledHook", "arg_kind_for", "compile_hook"]
+__all__ = ["CompileError", "CompiledHook", "KernelUnreadable", "arg_kind_for", "compile_hook"]
 
 
 _PATH_KINDS = {"file": lib.TH_ARG_FILE, "path": lib.TH_ARG_PATH, "dentry": lib.TH_ARG_DENTRY,
@@ -79,7 +80,7 @@ def _compile_tracepoint_args(hook: Hook, cfg, out: CompiledHook, fields) -> None
         try:
             fields = event_fields(hook.subsystem, hook.event)
         except TracepointError as exc:
-            raise CompileError(str(exc)) from None
+            raise KernelUnreadable(str(exc)) from None
     for pos, arg in enumerate(hook.args):
         if arg.index >= len(fields):
             raise CompileError(f"args[{pos}].index {arg.index}: {hook.name} has {len(fields)} fields "

@@ -19,6 +19,11 @@ class CompileError(ValueError):
     pass
 
 
+class KernelUnreadable(CompileError):
+    """What compiling needed to read from this system was not readable here
+    (a tracepoint's format in tracefs, root only): says nothing of the policy."""
+
+
 @dataclass
 class CompiledHook:
     hook: Hook

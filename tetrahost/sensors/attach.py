@@ -59,9 +59,11 @@ class AttachPlan:
 
 @functools.lru_cache(maxsize=1)
 def kernel_symbols(path: str = "/proc/kallsyms") -> frozenset[str]:
+    """The kernel's BPF-LSM hook symbols (bpf_lsm_*): all lsm_hook_for asks
+    about; the whole symbol table would be kept for the agent's lifetime."""
     try:
         with open(path) as f:
-            return frozenset(line.split()[2] for line in f if len(line.split()) >= 3)
+            return frozenset(p[2] for line in f if len(p := line.split()) >= 3 and p[2].startswith("bpf_lsm_"))
     except OSError:
         return frozenset()
 
@@ -75,6 +77,14 @@ def lsm_hook_for(function: str, symbols=None) -> str | None:
     if name and f"bpf_lsm_{name}" in symbols:
         return name
     return None
+
+
+def plan_compiled(hook: Hook, compiled, features, symbols=None) -> AttachPlan:
+    """The plan for a compiled hook: in policy-mode monitor nothing is
+    enforced, so no hook that can enforce (or override) is needed."""
+    enforcing = not compiled.config.monitor
+    return plan_attach(hook, features, enforcing and compiled.uses_enforcement,
+                       enforcing and compiled.uses_override, symbols)
 
 
 def plan_attach(hook: Hook, features, enforces: bool, overrides: bool, symbols=None) -> AttachPlan:

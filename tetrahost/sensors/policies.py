@@ -28,7 +28,7 @@ from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.policy.compile import CompiledHook, CompileError, compile_hook
 from tetrahost.policy.load import LoadResult, load_path, load_text
 from tetrahost.policy.model import Hook, Policy
-from tetrahost.sensors.attach import AttachError, AttachPlan, plan_attach
+from tetrahost.sensors.attach import AttachError, AttachPlan, plan_compiled
 from tetrahost.sensors.generic import _TRAMPOLINE_PROGRAMS, HookSensor, load_hook_object
 
 log = logging.getLogger(__name__)
@@ -262,9 +262,7 @@ class PolicyManager:
             self.hooks[hs.hook_id] = hs
             try:
                 hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor")
-                enforcing = policy.mode != "monitor"   # monitor: no need for a hook that can enforce
-                hs.plan = plan_attach(hook, self.features, enforcing and hs.compiled.uses_enforcement,
-                                      enforcing and hs.compiled.uses_override)
+                hs.plan = plan_compiled(hook, hs.compiled, self.features)
                 self._acquire_proc_state(hs)
                 spare = self.pool.take(hs.plan)      # None: HookSensor loads its own
                 hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps).start(spare)

@@ -18,7 +18,7 @@ def test_render_accepted_policy_with_canonical_values(conformance_dir, merged_us
 
 def test_attach_describer_is_pluggable(conformance_dir):
     result = check_file(conformance_dir / "seed-policies" / "block-cryptominers.yaml")
-    text = render_result(result, describe_attach=lambda hook: f"attach method: BPF-LSM for {hook.name}")
+    text = render_result(result, describe_attach=lambda hook, mode: f"attach method: BPF-LSM for {hook.name}")
     assert "attach method: BPF-LSM for security_bprm_check" in text
     assert "if binary In /usr/bin/xmrig, /tmp/xmrig, /usr/bin/minerd then Sigkill" in text
 
