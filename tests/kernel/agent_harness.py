@@ -103,3 +103,33 @@ def execs_of(binary: str):
 
 def exits_of(binary: str):
     return lambda e: "process_exit" in e and e["process_exit"]["process"]["binary"] == binary
+
+
+# ---- policies for an agent under test ------------------------------------------
+
+def policy_text(name: str, body: str) -> str:
+    """A TracingPolicy document; body: the YAML under `spec:`, starting with a newline."""
+    return f"apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:{body}"
+
+
+def start_with_policies(tmp_path_factory, policies: dict[str, str], env=None) -> RunningAgent:
+    """An agent with one policy file per entry of policies (name -> spec body)."""
+    d = tmp_path_factory.mktemp("policies")
+    args = []
+    for name, body in policies.items():
+        (d / f"{name}.yaml").write_text(policy_text(name, body))
+        args += ["--policy", str(d / f"{name}.yaml")]
+    return RunningAgent(tmp_path_factory.mktemp("agent"), *args, env=env)
+
+
+def _bodies_of(event: dict, name: str) -> list[dict]:
+    return [v for k, v in event.items()
+            if k.startswith("process_") and isinstance(v, dict) and v.get("policy_name") == name]
+
+
+def policy_events(agent: RunningAgent, name: str, count: int = 0) -> list[dict]:
+    """The bodies (process_kprobe/_lsm/_tracepoint) of the events of policy
+    `name`, after waiting for at least count of them."""
+    if count:
+        agent.wait_events(lambda e: bool(_bodies_of(e, name)), count)
+    return [b for e in agent.events() for b in _bodies_of(e, name)]

@@ -14,7 +14,8 @@ import subprocess
 
 import pytest
 
-from agent_harness import RunningAgent
+from agent_harness import policy_events as posted
+from agent_harness import start_with_policies
 
 pytestmark = pytest.mark.kernel
 
@@ -58,22 +59,11 @@ POLICIES = {
 def agent(tmp_path_factory):
     shutil.rmtree(BASE, ignore_errors=True)
     DEEP.mkdir(parents=True)
-    d = tmp_path_factory.mktemp("pf")
-    args = []
-    for name, body in POLICIES.items():
-        (d / f"{name}.yaml").write_text(f"apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\n"
-                                        f"metadata:\n  name: {name}\nspec:{body}")
-        args += ["--policy", str(d / f"{name}.yaml")]
-    a = RunningAgent(d, *args)
+    a = start_with_policies(tmp_path_factory, POLICIES)
     assert "not active" not in a.log_text().lower()
     yield a
     a.stop()
     shutil.rmtree(BASE, ignore_errors=True)
-
-
-def posted(agent, policy: str) -> list[dict]:
-    return [v for e in agent.events() for k, v in e.items()
-            if k.startswith("process_") and isinstance(v, dict) and v.get("policy_name") == policy]
 
 
 def test_postfix_sees_the_end_of_a_long_string(agent):

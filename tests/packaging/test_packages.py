@@ -187,11 +187,14 @@ def test_unit_hardening():
 
 def test_only_observation_policies_ship_active():
     """A fresh install must not kill anything the operator did not ask for."""
-    for path in (PKG / "policies/active").glob("*.yaml"):
+    paths = list((PKG / "policies/active").glob("*.yaml"))
+    assert paths, "no active policy ships: the check below would pass vacuously"
+    for path in paths:
         text = path.read_text()
         doc = yaml.safe_load(text)
-        actions = {a.get("action") for kp in doc["spec"].get("kprobes", [])
-                   for sel in kp.get("selectors", []) for a in sel.get("matchActions", [])}
+        actions = {a.get("action") for kind in ("kprobes", "tracepoints", "lsmhooks")
+                   for hook in doc["spec"].get(kind, []) for sel in hook.get("selectors", [])
+                   for a in sel.get("matchActions", [])}
         assert actions <= {"Post", None}, f"{path.name} would enforce: {actions}"
 
 

@@ -7,11 +7,14 @@ reason, so they never fail there for lack of kprobes, fentry or BPF-LSM.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
+# the agent harness is shared with tests/kernel: importable from every VM test
+sys.path.insert(0, str(HERE.parent / "kernel"))
 IN_VM = os.environ.get("TETRAHOST_IN_VM") == "1"
 SKIP_ON_HOST = pytest.mark.skip(reason="runs only inside the Debian 6.1 guest: use tests/vm/run.py")
 

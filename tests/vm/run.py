@@ -100,6 +100,12 @@ def report(boot: vmboot.BootResult, results: Path, systemd: bool, wall: float) -
                         "it did not boot or crashed, see the output above")
     elif exit_code != 0:
         problems.append(f"{'scenario' if systemd else 'pytest'} exited with {exit_code}")
+    if not systemd and exit_code == 0:
+        # a VM test that skips in the guest proves nothing: the guest is where it must run
+        if junit is None or junit.tests == 0:
+            problems.append("pytest ran no test in the guest (no junit.xml, or an empty one)")
+        elif junit.skipped:
+            problems.append(f"{junit.skipped} test(s) skipped in the guest, where every one must run")
     if trouble:
         problems.append(f"the guest kernel logged {len(trouble)} warning/BUG/oops line(s)")
 

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import errno
 import os
-import pathlib
 import signal
 import socket
-import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "kernel"))
-from agent_harness import RunningAgent  # noqa: E402
+from agent_harness import policy_text, RunningAgent
 
 try:    # a dependency of tetrahost (pyproject): missing means a broken venv, not a skip
     import pyroute2  # noqa: F401
@@ -168,10 +164,6 @@ def policies(ino_a: int) -> dict[str, str]:
         values: ["9300"]
 {scope}""",
     }
-
-
-def policy_text(name: str, body: str) -> str:
-    return f"apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:{body}"
 
 
 def build_network() -> None:

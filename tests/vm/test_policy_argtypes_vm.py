@@ -17,9 +17,7 @@ import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "kernel"))
-from agent_harness import RunningAgent  # noqa: E402
+from agent_harness import policy_text, REPO, RunningAgent
 
 BASE = "/tmp/thvm-args"
 COMMIT_CREDS = REPO.parent / "shared" / "conformance" / "tetragon-examples" / "kprobe_commit_creds.yaml"
@@ -92,10 +90,6 @@ POLICIES = {
         values: ["THVM"]
 """,
 }
-
-
-def policy_text(name: str, body: str) -> str:
-    return f"apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:{body}"
 
 
 @pytest.fixture(scope="module")

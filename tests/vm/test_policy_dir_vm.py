@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-import sys
 import time
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "kernel"))
-from agent_harness import SLOWDOWN, RunningAgent  # noqa: E402
+from agent_harness import SLOWDOWN, RunningAgent
 
 BASE = pathlib.Path("/tmp/thvm-live")
 POLICY = """apiVersion: cilium.io/v1alpha1

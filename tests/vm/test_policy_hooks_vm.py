@@ -14,9 +14,7 @@ import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "kernel"))
-from agent_harness import RunningAgent  # noqa: E402
+from agent_harness import policy_events, start_with_policies
 
 BASE = "/tmp/thvm"
 
@@ -127,31 +125,19 @@ POLICIES = {
 }
 
 
-def policy_text(name: str, body: str) -> str:
-    return f"apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:{body}"
-
-
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
-    d = tmp_path_factory.mktemp("policies")
     os.makedirs(f"{BASE}/parent", exist_ok=True)
     os.makedirs(f"{BASE}/locked", exist_ok=True)
     for f in ("denied-file", "allowed-file", "usr1", "fd-1"):
         pathlib.Path(f"{BASE}/{f}").write_text("x")
-    args = []
-    for name, body in POLICIES.items():
-        (d / f"{name}.yaml").write_text(policy_text(name, body))
-        args += ["--policy", str(d / f"{name}.yaml")]
-    a = RunningAgent(tmp_path_factory.mktemp("agent"), *args)
+    a = start_with_policies(tmp_path_factory, POLICIES)
     yield a
     a.stop()
 
 
 def events_of(agent, name, count=1):
-    agent.wait_events(lambda e: any(v.get("policy_name") == name for k, v in e.items()
-                                    if k.startswith("process_") and isinstance(v, dict)), count)
-    return [v for e in agent.events() for k, v in e.items()
-            if k.startswith("process_") and isinstance(v, dict) and v.get("policy_name") == name]
+    return policy_events(agent, name, count)
 
 
 def test_all_hooks_active_and_attach_as_planned(agent):

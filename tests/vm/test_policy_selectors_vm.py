@@ -15,9 +15,7 @@ import time
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "kernel"))
-from agent_harness import SLOWDOWN, RunningAgent  # noqa: E402
+from agent_harness import policy_text, SLOWDOWN, RunningAgent
 
 BASE = "/tmp/thvmsel"
 SH = f"{BASE}/bin/thvm-sh"
@@ -142,10 +140,6 @@ set_sys_admin(True)                              # unshare() needs it
 assert libc.unshare(0x04000000) == 0            # CLONE_NEWUTS
 touch(b + '/nsch/after1'); touch(b + '/nsch/after2')
 """
-
-
-def policy_text(name: str, body: str) -> str:
-    return f"apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:{body}"
 
 
 @pytest.fixture(scope="module")

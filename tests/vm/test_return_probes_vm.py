@@ -11,13 +11,10 @@ import base64
 import errno
 import os
 import pathlib
-import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "kernel"))
-from agent_harness import RunningAgent  # noqa: E402
+from agent_harness import policy_events, start_with_policies
 
 BASE = "/tmp/thvmret"
 
@@ -136,31 +133,16 @@ FEXIT_POLICY = f"""
 """
 
 
-def policy_text(name: str, body: str) -> str:
-    return f"apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:{body}"
-
-
-def start_agent(tmp_path_factory, policies: dict, env=None) -> RunningAgent:
-    d = tmp_path_factory.mktemp("policies")
-    args = []
-    for name, body in policies.items():
-        (d / f"{name}.yaml").write_text(policy_text(name, body))
-        args += ["--policy", str(d / f"{name}.yaml")]
-    return RunningAgent(tmp_path_factory.mktemp("agent"), *args, env=env)
-
-
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
     os.makedirs(BASE, exist_ok=True)
-    a = start_agent(tmp_path_factory, POLICIES)
+    a = start_with_policies(tmp_path_factory, POLICIES)
     yield a
     a.stop()
 
 
 def events_of(agent, name, count=1):
-    agent.wait_events(lambda e: e.get("process_kprobe", {}).get("policy_name") == name, count)
-    return [e["process_kprobe"] for e in agent.events()
-            if e.get("process_kprobe", {}).get("policy_name") == name]
+    return policy_events(agent, name, count)
 
 
 def test_hooks_attach_with_their_return_half(agent):
@@ -212,7 +194,7 @@ def test_fexit_where_kprobes_are_not_used(tmp_path_factory):
     """The same kind of hook on a kernel without kprobes: fentry + fexit
     (kprobes masked, the BPF trampolines are real)."""
     os.makedirs(BASE, exist_ok=True)
-    a = start_agent(tmp_path_factory, {"ret-fexit": FEXIT_POLICY},
+    a = start_with_policies(tmp_path_factory, {"ret-fexit": FEXIT_POLICY},
                     env={"TETRAHOST_AVOID_FEATURES": "kprobe,kretprobe"})
     try:
         assert "fentry security_file_permission" in a.log_text()

@@ -14,9 +14,7 @@ import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "kernel"))
-from agent_harness import RunningAgent  # noqa: E402
+from agent_harness import REPO, RunningAgent
 
 SEEDS = REPO.parent / "shared" / "conformance" / "seed-policies"
 NAMES = ["block-cryptominers", "detect-privilege-escalation", "detect-container-escape",
