@@ -116,11 +116,12 @@ class Agent:
         hs.events += 1
         action = ACTION_NAMES.get(record.action, "").removeprefix("KPROBE_ACTION_")
         kind = EVENT_KINDS[hs.hook.kind]
-        meta = meta_for_process(kind, self.cache.get_pid(record.pid), record.ktime, pid=record.pid,
+        process = self.cache.get_pid(record.pid)
+        meta = meta_for_process(kind, process, record.ktime, pid=record.pid,
                                 policy=hs.policy.name, hook=hs.hook.name,
                                 action="POST" if record.monitor else action,
                                 enforced=not record.monitor and action in ("SIGKILL", "SIGNAL", "OVERRIDE"))
-        self._emit(self.hook_renderer.render(record, hs), meta)
+        self._emit(self.hook_renderer.render(record, hs, process), meta)
 
     def _emit(self, line: str, meta: EventMeta) -> None:
         self.counters.events[meta.kind] = self.counters.events.get(meta.kind, 0) + 1
@@ -156,7 +157,7 @@ class Agent:
         from tetrahost.sensors.procstate import ProcState
 
         shared = {name: self.sensor.obj.map(name) for name in ("events", "losses", "socktrack", "proc_state")}
-        self.policies = PolicyManager(self.features, self.host_ns, shared, ProcState(self.sensor.obj, self.proc_root))
+        self.policies = PolicyManager(self.features, self.host_ns, shared, ProcState(self.sensor.obj, self.cache.running, self.proc_root))
         for path in self.policy_files:
             try:
                 self.policies.load_file(path)
@@ -181,6 +182,8 @@ class Agent:
             for component in self.components:
                 component.start(self)
                 self._started.append(component)
+            if self.policies is not None:
+                self.policies.pool.resume()     # spares for reloads, now that start-up is done
             log.info("tetrahost ready: node %s, %d processes from %s, process sensor attached",
                      self.node_name, loaded, self.proc_root)
             self._loop(wake_r)

@@ -158,6 +158,10 @@ class ProcessCache:
     def __len__(self) -> int:
         return len(self._by_exec_id)
 
+    def running(self) -> list[ProcessEntry]:
+        """The current image of every running process the cache knows."""
+        return list(self._by_pid.values())
+
     def get_pid(self, pid: int) -> ProcessEntry | None:
         return self._by_pid.get(pid)
 

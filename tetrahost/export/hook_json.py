@@ -267,6 +267,9 @@ def render_return(hook, retval: int, raw: bytes = b"", resolver=None) -> dict:
     return render_arg(lib.TH_ARG_INT, ret, struct.pack("<q", retval))
 
 
+_LOOK_UP = object()     # render(): the caller did not pass the process
+
+
 class HookEventRenderer:
     def __init__(self, base: TetragonJSON, cache: ProcessCache, netns: _netns.NetnsResolver | None = None):
         self.base = base
@@ -279,21 +282,33 @@ class HookEventRenderer:
             self._netns = _netns.default_resolver()
         return self._netns
 
-    def render(self, rec: HookRecord, hs) -> str:
-        """hs: the tetrahost.sensors.policies.HookState the record's hook_id names."""
-        hook, policy = hs.hook, hs.policy
-        process = self.cache.get_pid(rec.pid)
-        body: dict = {}
-        if process is not None:
-            p = dict(self.base.process_dict(process))
-            p["ns"] = self.base._ns_object(tuple(rec.ns))
+    def _process_members(self, rec: HookRecord, process) -> list[str]:
+        """The "process" and "parent" members as JSON text.  The process's
+        rendering kept on its cache entry is reused unless the hook saw other
+        namespaces (setns/unshare since its exec) or another thread."""
+        ns = tuple(rec.ns)
+        if process is None:     # not in the cache (e.g. its exec record was lost): what the kernel told us
+            return [f'"process":{_dumps({"pid": rec.pid, "tid": rec.tid, "ns": self.base._ns_object(ns)})}']
+        if ns == tuple(process.ns) and rec.tid == process.tid:
+            members = [f'"process":{self.base.process_json(process)}']
+        else:
+            p = self.base.process_dict(process)      # a new dict: its two fields can be replaced
+            p["ns"] = self.base._ns_object(ns)
             p["tid"] = rec.tid          # the thread the hook fired in, as Tetragon reports it
-            body["process"] = p
-            parent = self.cache.parent_of(process)
-            if parent is not None:
-                body["parent"] = self.base.process_dict(parent)
-        else:   # not in the cache (e.g. its exec record was lost): what the kernel told us
-            body["process"] = {"pid": rec.pid, "tid": rec.tid, "ns": self.base._ns_object(tuple(rec.ns))}
+            members = [f'"process":{_dumps(p)}']
+        parent = self.cache.parent_of(process)
+        if parent is not None:
+            members.append(f'"parent":{self.base.process_json(parent)}')
+        return members
+
+    def render(self, rec: HookRecord, hs, process=_LOOK_UP) -> str:
+        """hs: the tetrahost.sensors.policies.HookState the record's hook_id names;
+        process: the record's cache entry when the caller already looked it up."""
+        hook, policy = hs.hook, hs.policy
+        if process is _LOOK_UP:
+            process = self.cache.get_pid(rec.pid)
+        members = self._process_members(rec, process)
+        body: dict = {}
         if hook.kind == "tracepoint":
             body["subsys"], body["event"] = hook.subsystem, hook.event
         else:
@@ -327,4 +342,6 @@ class HookEventRenderer:
         if hook.tags:
             body["tags"] = list(hook.tags)
         kind = EVENT_KINDS[hook.kind]
-        return _dumps({kind: body, "node_name": self.base.node_name, "time": self.base.format_ktime(rec.ktime)})
+        rest = _dumps(body)[1:-1]
+        return (f'{{"{kind}":{{{",".join(members)},{rest}}},"node_name":{_dumps(self.base.node_name)},'
+                f'"time":{_dumps(self.base.format_ktime(rec.ktime))}}}')

@@ -102,6 +102,16 @@ class WarmPool:
         self._loading: dict[tuple, threading.Thread] = {}   # one loader thread per key
         self._lock = threading.Condition()                  # notified when a spare is ready
         self._closed = False
+        # Until resume(): keys to fill later.  Spares are for reloads; loading
+        # them while the agent starts would compete with its own first loads.
+        self._deferred: set[tuple] | None = set()
+
+    def resume(self) -> None:
+        """Start filling: the agent is up (called once its first policies are loaded)."""
+        with self._lock:
+            keys, self._deferred = self._deferred or set(), None
+        for key in keys:
+            self.refill(key)
 
     @staticmethod
     def key(plan: AttachPlan) -> tuple:
@@ -121,6 +131,9 @@ class WarmPool:
 
     def refill(self, key: tuple) -> None:
         with self._lock:
+            if self._deferred is not None:
+                self._deferred.add(key)
+                return
             if self._closed or key in self._loading or len(self._ready.get(key, ())) >= self.depth:
                 return
             t = self._loading[key] = threading.Thread(target=self._fill, args=(key,), daemon=True,
@@ -266,7 +279,7 @@ class PolicyManager:
                 self._acquire_proc_state(hs)
                 spare = self.pool.take(hs.plan)      # None: HookSensor loads its own
                 hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps).start(spare)
-                self.pool.refill(self.pool.key(hs.plan))    # after our own load: not competing with it
+                self.pool.refill(self.pool.key(hs.plan))    # after our own load (and start-up)
             except (CompileError, AttachError, BpfError) as exc:
                 # BpfError's text is one line plus the verifier's last lines:
                 # the reason, on one line for status/list output

@@ -9,16 +9,19 @@ hooks read the same map (shared by fd, like the ring buffer).
 
 The sensor keeps it only while a loaded hook needs it (map proc_feature), so
 exec/fork/exit do not pay for it otherwise.  Processes that started before
-it was turned on are seeded from /proc: their baseline is then their state
-at that moment (an earlier change is not seen), and their followChildren
-bits come from their own and their ancestors' executables as /proc shows
-them (an ancestor that already exited cannot be seen).
+it was turned on are seeded from what the agent already knows of them (its
+process cache, itself loaded from /proc and kept by the exec/fork/exit
+events: no /proc scan per policy load): their baseline is their state at
+their exec, or when the agent started for older ones, and their
+followChildren bits come from their own and their ancestors' executables
+(an ancestor that already exited cannot be seen).
 """
 from __future__ import annotations
 
 import errno
 import logging
 import os
+from collections.abc import Callable, Iterable
 
 from tetrahost.bpf.maps import BPF_ANY, BPF_NOEXIST
 from tetrahost.bpf.native import ffi, lib
@@ -44,7 +47,10 @@ class ProcState:
     calls acquire() before a hook that needs the state starts, release()
     when it stops."""
 
-    def __init__(self, sensor_obj, proc_root: str = "/proc"):
+    def __init__(self, sensor_obj, processes: Callable[[], Iterable] | None = None, proc_root: str = "/proc"):
+        """processes(): the running processes (pid, ppid, binary, caps, ns),
+        e.g. ProcessCache.running; a scan of proc_root when not given."""
+        self.processes = processes or (lambda: scan_processes(proc_root))
         self.state = sensor_obj.map("proc_state")
         self.feature = sensor_obj.map("proc_feature")
         self.follow_bins = sensor_obj.map("follow_bins")
@@ -100,7 +106,7 @@ class ProcState:
         self._set_feature()
         st = ffi.new("struct th_proc_state *")
         seeded = 0
-        for info in scan_processes(self.proc_root):
+        for info in self.processes():
             ffi.buffer(st)[:] = bytes(ffi.sizeof(st[0]))
             st.caps.effective = info.caps.effective
             st.caps.permitted = info.caps.permitted
@@ -116,7 +122,7 @@ class ProcState:
         for info_pid in [int.from_bytes(k, "little") for k in self.state.keys()]:
             if not os.path.exists(f"{self.proc_root}/{info_pid}"):
                 self.state.delete(_pid_key(info_pid))
-        log.info("per-process state for policies: on, %d processes seeded from %s", seeded, self.proc_root)
+        log.info("per-process state for policies: on, %d running processes seeded", seeded)
 
     def _stop(self) -> None:
         self.bits.clear()
@@ -167,7 +173,7 @@ class ProcState:
         """Mark the running processes that executed (or descend from one that
         executed) a binary of the new entries.  The kernel marks every exec
         and fork from now on; this is for the processes already there."""
-        procs = {info.pid: info for info in scan_processes(self.proc_root)}
+        procs = {info.pid: info for info in self.processes()}
         direct: dict[int, int] = {}
         for pid, info in procs.items():
             mask = 0
