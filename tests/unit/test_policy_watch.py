@@ -43,13 +43,13 @@ class FakeManager:
 
     def apply_file(self, path, text):
         result = load_text(text, file=path)
-        problems = [e.render() for e in result.errors] + [
-            f'policy "{p.name}" is defined in both {self.policies[p.name].file} and {path}'
-            for p in result.policies if p.name in self.policies and self.policies[p.name].file != path]
+        conflicts = [f'policy "{p.name}" is defined in both {self.policies[p.name].file} and {path}'
+                     for p in result.policies if p.name in self.policies and self.policies[p.name].file != path]
+        problems = [e.render() for e in result.errors] + conflicts
         if problems:
             self.reloads.failed += 1
             self.errors[path] = problems
-            raise PolicyLoadFailed(path, problems)
+            raise PolicyLoadFailed(path, problems, name_conflict=bool(conflicts))
         for n in self.names_from(path):
             del self.policies[n]
         states = [State(p) for p in result.policies]

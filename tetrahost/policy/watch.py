@@ -190,7 +190,7 @@ class PolicyDirectory:
                 states = self.manager.apply_file(path, text)
             except PolicyLoadFailed as exc:
                 rec = FileRecord(digest, False, self.manager.names_from(path), exc.messages,
-                                 duplicate=any("is defined in both" in m for m in exc.messages))
+                                 duplicate=exc.name_conflict)
             else:
                 rec = FileRecord(digest, True, [s.policy.name for s in states])
                 log.info("policy file %s %s: %s", path, "reloaded" if had else "loaded",

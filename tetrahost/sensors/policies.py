@@ -78,9 +78,12 @@ class PolicyState:
 
 
 class PolicyLoadFailed(Exception):
-    def __init__(self, file: str, messages: list[str]):
+    def __init__(self, file: str, messages: list[str], name_conflict: bool = False):
+        """name_conflict: rejected because another file owns a policy name (the
+        policy directory retries such a file when the owner goes away)."""
         self.file = file
         self.messages = messages
+        self.name_conflict = name_conflict
         super().__init__(f"{file}: policy rejected:\n  " + "\n  ".join(messages))
 
 
@@ -265,7 +268,7 @@ class PolicyManager:
                 problems.append(f'policy "{p.name}" is defined in both {owner.file} and {path}; '
                                 f"{path} is not loaded")
         if problems:
-            raise PolicyLoadFailed(path, problems)
+            raise PolicyLoadFailed(path, problems, name_conflict=True)
 
     def _start_policy(self, policy: Policy) -> PolicyState:
         state = PolicyState(policy)
