@@ -20,6 +20,10 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 # The Debian guest of tests/vm is an emulated CPU: everything is slower; waits
 # stay bounded so that a broken agent fails a test in minutes, not hangs CI.
 SLOWDOWN = 5 if os.environ.get("TETRAHOST_IN_VM") == "1" else 1
+# In the emulated guest a spare hook object (sensors/policies.py WarmPool)
+# costs tens of seconds of verifier time in the background of every agent:
+# the VM tests do not need fast reloads, they need the CPU.
+_NO_SPARES = {"TETRAHOST_POLICY_SPARES": "0"} if SLOWDOWN > 1 else {}
 
 
 def require_root_and_bpf():
@@ -41,7 +45,7 @@ class RunningAgent:
              "--config", str(self._private_config(tmp_path)),
              "--export-file", str(self.events_path), *extra_args,
              *([] if "--socket" in extra_args else ["--no-socket"])],
-            stdout=subprocess.DEVNULL, stderr=self._log, cwd=REPO, env={**os.environ, **(env or {})})
+            stdout=subprocess.DEVNULL, stderr=self._log, cwd=REPO, env={**os.environ, **_NO_SPARES, **(env or {})})
         self._wait_for(lambda: "tetrahost ready" in self.log_text(), 30 * SLOWDOWN, "the agent to report ready")
 
     @staticmethod

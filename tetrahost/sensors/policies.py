@@ -87,6 +87,20 @@ class PolicyLoadFailed(Exception):
         super().__init__(f"{file}: policy rejected:\n  " + "\n  ".join(messages))
 
 
+SPARES_ENV = "TETRAHOST_POLICY_SPARES"
+
+
+def spares_per_key() -> int:
+    """Verified spare objects kept per hook kind (default 2).  0 turns the
+    pool off: on an emulated CPU (the tests' QEMU guest) each spare costs tens
+    of seconds of verifier time in the background, more than a reload saves."""
+    try:
+        return max(0, int(os.environ.get(SPARES_ENV, "2")))
+    except ValueError:
+        log.warning("%s=%r is not a number: using 2", SPARES_ENV, os.environ.get(SPARES_ENV))
+        return 2
+
+
 class WarmPool:
     """Spare, already verified copies of generic.bpf.o, one per (program, target).
 
@@ -134,6 +148,8 @@ class WarmPool:
 
     def refill(self, key: tuple) -> None:
         with self._lock:
+            if self.depth == 0:
+                return
             if self._deferred is not None:
                 self._deferred.add(key)
                 return
@@ -202,7 +218,7 @@ class PolicyManager:
         self.reloads = ReloadCounters()
         self.errors: dict[str, list[str]] = {}      # file -> messages of its last failed load
         self._ids = itertools.count(1)
-        self.pool = WarmPool(shared_maps)
+        self.pool = WarmPool(shared_maps, depth=spares_per_key())
 
     # -- queries -----------------------------------------------------------------------
     def names_from(self, path: str) -> list[str]:
