@@ -24,7 +24,8 @@ from pathlib import Path
 import vmboot
 import vmreport
 
-RESULT_FILES = ("exit_code", "junit.xml", "dmesg.txt", "scenario.log", "journal.txt", "failed-units.txt")
+RESULT_FILES = ("exit_code", "junit.xml", "dmesg.txt", "scenario.log", "journal.txt", "failed-units.txt",
+                "snapshot.txt", "agent-logs.txt")
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -129,10 +130,25 @@ def report(boot: vmboot.BootResult, results: Path, systemd: bool, wall: float) -
         print("dmesg:    clean")
     print(f"results:  {results}")
     if problems:
+        show_stall_evidence(results)
         print("verdict:  FAIL: " + "; ".join(problems))
         return 1
     print("verdict:  PASS")
     return 0
+
+
+def show_stall_evidence(results: Path) -> None:
+    """What the guest's watchdog saw last (run_pytest.sh): busy and blocked
+    processes with their kernel stacks, and the end of dmesg. The agents'
+    logs, when it stopped a stalled run, are in agent-logs.txt."""
+    snapshot = results / "snapshot.txt"
+    if snapshot.is_file():
+        print("---- guest processes at the last watchdog snapshot ----")
+        print(snapshot.read_text(errors="replace").rstrip())
+    dmesg = results / "dmesg.txt"
+    if dmesg.is_file():
+        print("---- end of the guest's dmesg ----")
+        print("\n".join(dmesg.read_text(errors="replace").splitlines()[-60:]))
 
 
 if __name__ == "__main__":

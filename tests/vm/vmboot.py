@@ -27,6 +27,9 @@ GUEST_DIR = Path(__file__).resolve().parent / "guest"
 GUEST_RESULTS = "/tmp/tetrahost-vm-results"
 # Where scripts/vm-setup.sh installs virtme-ng (same VNG_VENV override).
 VNG_BIN_DIRS = (Path(os.environ.get("VNG_VENV", "/opt/vng"), "bin"),)
+# Seconds of the host's --vm-timeout left for boot, dumps and power-off once
+# the guest's own watchdog stops pytest.
+GUEST_DEADLINE_MARGIN = 120
 # Printed by the guest scripts once the guest is up: the boot time is taken there.
 GUEST_UP_MARKER = "tetrahost-vm: guest up"
 # Units masked in the systemd guest, from measuring its boot (journal
@@ -84,8 +87,11 @@ class VmOptions:
 
 def plain_command(opts: VmOptions, kernel: Path, vng: Path, pytest_args: list[str]) -> list[str]:
     """vng command that boots once and runs pytest on tests/vm in the guest."""
+    # The guest stops a stalled pytest itself, with stacks dumped, before
+    # the host's timeout kills the VM and everything in it unexplained.
+    deadline = max(60, int(opts.timeout - GUEST_DEADLINE_MARGIN))
     guest_cmd = shlex.join(
-        [str(GUEST_DIR / "run_pytest.sh"), GUEST_RESULTS, str(REPO), *pytest_args]
+        [str(GUEST_DIR / "run_pytest.sh"), GUEST_RESULTS, str(REPO), str(deadline), *pytest_args]
     )
     return [
         *_common_args(opts, kernel, vng),

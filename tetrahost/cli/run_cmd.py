@@ -14,8 +14,10 @@ result into the agent's sinks and components:
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
+import signal
 import sys
 
 log = logging.getLogger(__name__)
@@ -185,6 +187,11 @@ def run(args) -> int:
         print(exc, file=sys.stderr)
         return 2
     setup_agent_logging(cfg)
+    # A stuck agent must be diagnosable in place: `kill -USR1 PID` writes
+    # every thread's Python stack to stderr (journald under systemd), and a
+    # crash in C code (libbpf, the extension) leaves one too.
+    faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if os.geteuid() != 0:
         print("tetrahost run: needs root (loading BPF programs needs CAP_BPF and CAP_PERFMON "
               "or CAP_SYS_ADMIN)", file=sys.stderr)

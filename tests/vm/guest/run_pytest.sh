@@ -2,13 +2,16 @@
 # Guest side of a plain tests/vm/run.py run (the command virtme-ng executes
 # after booting the Debian 6.1 kernel).
 #
-# Usage: run_pytest.sh RESULTS_DIR REPO [pytest args...]
+# Usage: run_pytest.sh RESULTS_DIR REPO DEADLINE [pytest args...]
 # RESULTS_DIR is the host directory shared read-write with the guest: the host
 # reads exit_code, junit.xml and dmesg.txt from it after the guest powers off.
+# DEADLINE (seconds): a pytest still running then is stopped by the watchdog
+# below, after it has dumped where everything was stuck (kernel and Python).
 set -u
 results=$1
 repo=$2
-shift 2
+deadline=$3
+shift 3
 
 echo "tetrahost-vm: guest up, kernel $(uname -r), uptime $(cut -d' ' -f1 /proc/uptime)s"
 
@@ -23,15 +26,68 @@ mount_fs securityfs /sys/kernel/security
 mount_fs bpf /sys/fs/bpf
 mount_fs debugfs /sys/kernel/debug
 
+# vng boots with loglevel=1: only emergencies reach the console. Errors too
+# (OOM kills, RCU stalls, hung tasks), so that a guest that wedges still
+# shows the host why.
+dmesg -n 4
+
 export TETRAHOST_IN_VM=1
 # The checkout is on the read-only host root: keep Python from trying to write .pyc files.
 export PYTHONDONTWRITEBYTECODE=1
 cd "$repo" || exit 1
 
+# What a stalled run needs to be understood (a run that never ends leaves
+# nothing else): the busiest and the blocked processes, their kernel stacks.
+snapshot() {
+    echo "== uptime $(cut -d' ' -f1 /proc/uptime) s, load $(cut -d' ' -f1-4 /proc/loadavg)"
+    grep -E '^(MemTotal|MemAvailable|Slab|SUnreclaim|Percpu|VmallocUsed):' /proc/meminfo | tr -s ' ' | paste -sd' '
+    ps -eo pid,ppid,stat,pcpu,rss,wchan:28,etime,args --sort=-pcpu | head -n 25
+    for pid in $(ps -eo pid= --sort=-pcpu | head -n 4) $(ps -eo pid=,stat= | awk '$2 ~ /^D/ {print $1}'); do
+        echo "== kernel stack of $pid ($(cat /proc/$pid/comm 2>/dev/null))"
+        cat /proc/$pid/stack 2>/dev/null
+    done
+}
+
+# Every 20 s: the latest snapshot (overwritten) and dmesg into the results.
+# At the deadline: kernel backtraces (sysrq: blocked tasks, every CPU) into
+# dmesg, Python stacks of the agents (SIGUSR1) and of pytest (SIGABRT,
+# faulthandler) into their logs, then pytest is killed so the run ends with
+# a result instead of the host's timeout.
+watchdog() {  # PID of pytest
+    waited=0
+    while kill -0 "$1" 2>/dev/null; do
+        sleep 20
+        waited=$((waited + 20))
+        snapshot > "$results/snapshot.txt" 2>&1
+        dmesg > "$results/dmesg.txt" 2>&1
+        [ "$waited" -lt "$deadline" ] && continue
+        echo "tetrahost-vm: pytest still running after $deadline s: dumping stacks, stopping it"
+        cat "$results/snapshot.txt"
+        echo w > /proc/sysrq-trigger
+        echo l > /proc/sysrq-trigger
+        pkill -USR1 -f "tetrahost.cli.main run"
+        sleep 2
+        # the agents' logs (with those stacks) live in pytest's temporary directories
+        ls -t $(find /tmp/pytest-of-root -name '*.log' 2>/dev/null) 2>/dev/null | head -n 8 | while read -r log; do
+            echo "==== $log"; tail -n 150 "$log"
+        done > "$results/agent-logs.txt"
+        kill -ABRT "$1"
+        sleep 5
+        kill -KILL "$1" 2>/dev/null
+        return
+    done
+}
+
 # The venv interpreter by absolute path: in the guest `python3` may be another one.
+# faulthandler_timeout: the Python stacks of a test that takes over 5 minutes.
 "$repo/.venv/bin/python" -m pytest "$repo/tests/vm" -m vm -p no:cacheprovider \
-    --junitxml="$results/junit.xml" "$@"
+    -o faulthandler_timeout=300 --junitxml="$results/junit.xml" "$@" &
+pytest_pid=$!
+watchdog "$pytest_pid" &
+watchdog_pid=$!
+wait "$pytest_pid"
 rc=$?
+kill "$watchdog_pid" 2>/dev/null
 
 dmesg > "$results/dmesg.txt" 2>&1
 # Written last: its presence tells the host that the guest got to the end.
