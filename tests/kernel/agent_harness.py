@@ -89,6 +89,17 @@ class RunningAgent:
                        f"{count} matching events")
         return [e for e in self.events() if pred(e)]
 
+    def settle(self) -> None:
+        """Return once every event of what ran before this call is in the
+        file, so a test can check that something produced NO event: a
+        marked exec goes through the same ring buffer (consumed and written
+        in order), so anything the kernel emitted earlier is written before
+        its event is."""
+        self._settles = getattr(self, "_settles", 0) + 1
+        mark = f"th-settle-{os.getpid()}-{self._settles}"
+        subprocess.run(["/bin/true", mark], check=True)
+        self.wait_events(lambda e: "process_exec" in e and e["process_exec"]["process"].get("arguments") == mark, 1)
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
@@ -133,7 +144,9 @@ def _bodies_of(event: dict, name: str) -> list[dict]:
 
 def policy_events(agent: RunningAgent, name: str, count: int = 0) -> list[dict]:
     """The bodies (process_kprobe/_lsm/_tracepoint) of the events of policy
-    `name`, after waiting for at least count of them."""
+    `name`, after waiting for at least count of them and for every event of
+    what ran before (settle): a wrong extra event is among them."""
     if count:
         agent.wait_events(lambda e: bool(_bodies_of(e, name)), count)
+    agent.settle()
     return [b for e in agent.events() for b in _bodies_of(e, name)]

@@ -11,11 +11,10 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
-from agent_harness import policy_text, SLOWDOWN, RunningAgent
+from agent_harness import policy_events, policy_text, RunningAgent
 
 BASE = "/tmp/thvmsel"
 SH = f"{BASE}/bin/thvm-sh"
@@ -170,15 +169,10 @@ def agent(tmp_path_factory):
 
 
 def args_of(agent, name, count):
-    agent.wait_events(lambda e: any(isinstance(v, dict) and v.get("policy_name") == name for v in e.values()),
-                      count)
-    time.sleep(0.5 * SLOWDOWN)       # a wrong extra event comes at most a drain (100 ms) later
     out = []
-    for e in agent.events():
-        for v in e.values():
-            if isinstance(v, dict) and v.get("policy_name") == name:
-                a = v["args"][-1]
-                out.append(a.get("file_arg", {}).get("path") or a.get("string_arg"))
+    for body in policy_events(agent, name, count):
+        a = body["args"][-1]
+        out.append(a.get("file_arg", {}).get("path") or a.get("string_arg"))
     return out
 
 
@@ -195,8 +189,7 @@ def test_postfix_and_follow_children(agent):
     assert set(paths) == {f"{BASE}/thvmsel/f.key"}
     # one process: the child of SH (the guest's overlayfs calls security_file_open
     # for the overlay file and again for the real one, so one open may give two events)
-    procs = {(v["process"]["pid"], v["process"]["binary"]) for e in agent.events() for v in e.values()
-             if isinstance(v, dict) and v.get("policy_name") == "postfix-follow"}
+    procs = {(b["process"]["pid"], b["process"]["binary"]) for b in policy_events(agent, "postfix-follow")}
     assert len(procs) == 1 and next(iter(procs))[1].endswith("/cat"), procs
 
 
