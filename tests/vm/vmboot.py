@@ -145,6 +145,12 @@ def _common_args(opts: VmOptions, kernel: Path, vng: Path) -> list[str]:
         str(kernel),
         # Nested KVM hangs at boot on these machines: emulate (TCG).
         "--disable-kvm",
+        # The kernel console (vng sends it to /dev/null unless verbose), at
+        # error level: OOM kills, RCU stalls, hung tasks and lockups reach
+        # the host's output even when the guest wedges and leaves nothing
+        # else. (vng's own loglevel=7 comes first: the last one counts.)
+        "--verbose",
+        "--append=loglevel=4",
         "--memory",
         opts.memory,
         "--cpus",
@@ -201,9 +207,19 @@ def run_vm(command: list[str], vng: Path, timeout: float) -> BootResult:
 
 
 def _echo(stream, up_at: list[float]) -> None:
+    """Echo the VM's output live.  Until the guest is up it is held back
+    (vng's virtiofsd attempts, the early kernel console) and shown only if
+    the guest never comes up, where it is what tells why."""
+    booting: list[str] = []
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", "replace")
-        if not up_at and GUEST_UP_MARKER in line:
+        if not up_at:
+            if GUEST_UP_MARKER not in line:
+                booting.append(line)
+                continue
             up_at.append(time.monotonic())
         sys.stdout.write(line)
+        sys.stdout.flush()
+    if not up_at:
+        sys.stdout.write("".join(booting))
         sys.stdout.flush()

@@ -26,11 +26,6 @@ mount_fs securityfs /sys/kernel/security
 mount_fs bpf /sys/fs/bpf
 mount_fs debugfs /sys/kernel/debug
 
-# vng boots with loglevel=1: only emergencies reach the console. Errors too
-# (OOM kills, RCU stalls, hung tasks), so that a guest that wedges still
-# shows the host why.
-dmesg -n 4
-
 export TETRAHOST_IN_VM=1
 # The checkout is on the read-only host root: keep Python from trying to write .pyc files.
 export PYTHONDONTWRITEBYTECODE=1
