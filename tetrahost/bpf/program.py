@@ -35,6 +35,16 @@ class Program:
     def prog_type(self) -> int:
         return lib.bpf_program__type(self._ptr)
 
+    @property
+    def verified_insns(self) -> int:
+        """Instructions the verifier processed to load this program (0 before
+        kernel 5.16, which does not say): its cost, and its distance to the
+        kernel's 1M limit."""
+        info = ffi.new("struct bpf_prog_info *")
+        size = ffi.new("uint32_t *", ffi.sizeof("struct bpf_prog_info"))
+        check_rc(lib.bpf_obj_get_info_by_fd(self.fd, info, size), f"info of {self.name}")
+        return info.verified_insns
+
     def attach(self) -> Link:
         """Attach as the section name says (e.g. SEC("raw_tp/sched_process_exec"))."""
         return self._attach(lambda: lib.bpf_program__attach(self._ptr), self.section)

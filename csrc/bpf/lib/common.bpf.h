@@ -19,6 +19,14 @@
  * verifiers (6.1) then lose the bound on the way to a helper's size argument. */
 #define BARRIER_MASK(var, mask) asm volatile("%0 &= " #mask : "+r"(var))
 
+/* A global BPF function: the verifier checks its body once, on its own, with
+ * every argument an unknown scalar, rather than once per call with the
+ * caller's state (a static function's body is re-verified at every call
+ * site and for each different state reaching it).  Rules that follow: it
+ * returns an int, takes scalars only (pointers into maps do not cross the
+ * call: it looks its map values up itself), and checks every bound itself. */
+#define TH_VERIFIED_ONCE __noinline
+
 /* Every record reaches user space through one ring buffer; user space sizes
  * it before load (bpf_map__set_max_entries). */
 struct {

@@ -99,30 +99,42 @@ static __always_inline void string_tail(struct hook_scratch *s, __u32 i, __u8 ki
 	s->has_tail[i & 7] = 1;
 }
 
-/* a subprogram of its own: its locals and the path walk's loop context stay
- * out of the entry program's frame (6.1 caps the whole call chain at 512 bytes).
- * size: the value of the argument holding a char_buf's byte count. */
-static __noinline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u64 raw, __u64 size)
+/*
+ * Argument i of kind `kind` (value raw) into its slot of the event in
+ * scratch slot `scratch`; size: the value of the argument holding a
+ * char_buf's byte count.
+ *
+ * A global function (not static), like the other TH_VERIFIED_ONCE ones: the
+ * verifier checks its body once, on its own, instead of once per call with
+ * each caller's state (five argument slots times every kind was a third of
+ * all verification work).  Only scalars cross such a call; the scratch is
+ * looked up again.  Its locals and the path walk's loop context also stay
+ * out of the entry program's frame (6.1 caps a call chain at 512 bytes).
+ */
+TH_VERIFIED_ONCE int read_arg(__u32 scratch, __u32 i, __u32 kind, __u64 raw, __u64 size)
 {
-	__u8 *slot = arg_slot(s, i);
+	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &scratch);
 	__u32 len = 0;
 	bool truncated;
 	long n;
 
-	if (i >= TH_MAX_ARGS)
-		return;
+	if (!s || i >= TH_MAX_ARGS)
+		return 0;
+	BARRIER_MASK(i, 7);             /* the verifier knows nothing of i: keep its bound */
+	__u8 *slot = arg_slot(s, i);
+
 	s->has_tail[i & 7] = 0;
 	if (kind == TH_ARG_INT) {
 		*(__u64 *)slot = raw;
 		s->ev.arg_len[i] = 8;
-		return;
+		return 0;
 	}
 	if (kind == TH_ARG_CAP_SET) {
 		*(__u64 *)slot = 0;
 		/* 8 bytes: u32[2] before 6.3, one u64 after (see read_caps) */
 		bpf_probe_read_kernel(slot, 8, (void *)raw);
 		s->ev.arg_len[i] = 8;
-		return;
+		return 0;
 	}
 	__builtin_memset(slot, 0, TH_STR_SLOT);
 	switch (kind) {
@@ -173,10 +185,11 @@ static __noinline void read_arg(struct hook_scratch *s, __u32 i, __u8 kind, __u6
 		/* the whole slot goes out (data + size); matchers see the bytes copied */
 		s->arg_str_len[i] = fill_char_buf((struct th_char_buf *)slot, kind, raw, size, &s->ev.flags);
 		s->ev.arg_len[i] = sizeof(struct th_char_buf);
-		return;
+		return 0;
 	}
 	s->arg_str_len[i] = len;
 	s->ev.arg_len[i] = len;
+	return 0;
 }
 
 /* The caller's executable (mm->exe_file), resolved once per event when a

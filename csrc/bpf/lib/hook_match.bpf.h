@@ -77,10 +77,14 @@ static __always_inline bool int_matches(const struct th_arg_matcher *m, __s64 v)
  * walk of the live tree: a process reparented to init or a subreaper after
  * its parent exited no longer descends from it (Tetragon's followForks walk
  * of its execve_map loses exited parents the same way). */
-static __noinline void collect_ancestors(struct hook_scratch *s)
+TH_VERIFIED_ONCE int collect_ancestors(__u32 scratch)
 {
+	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &scratch);
 	struct task_struct *task = (void *)bpf_get_current_task();
 	__u32 n = 0;
+
+	if (!s)
+		return 0;
 
 	for (int d = 0; d < TH_PID_ANCESTORS; d++) {
 		struct task_struct *leader = BPF_CORE_READ(task, group_leader);
@@ -100,6 +104,7 @@ static __noinline void collect_ancestors(struct hook_scratch *s)
 	}
 	s->nanc = n;
 	s->anc_ktime = s->ev.hdr.ktime;
+	return 0;
 }
 
 struct pid_walk_ctx {
@@ -157,7 +162,7 @@ static __noinline bool pids_match(struct hook_scratch *s, const struct th_select
 			struct pid_walk_ctx c = { .slot = slot, .sel = index, .entry = k };
 
 			if (s->anc_ktime != s->ev.hdr.ktime)
-				collect_ancestors(s);
+				collect_ancestors(slot);
 			bpf_loop(m->flags & TH_PID_FOLLOW_FORKS ? TH_PID_ANCESTORS : 1, pid_walk_step, &c, 0);
 			found = c.found;
 		}
@@ -219,6 +224,23 @@ static __noinline bool changes_match(struct hook_scratch *s, const struct th_sel
 	if (sel->nsch_mask)
 		__builtin_memcpy(st->ns, s->ev.ns, sizeof(st->ns));
 	return true;
+}
+
+/* Matcher k of selector sel (a network operator) against its argument's
+ * tuple: see net_matches. */
+TH_VERIFIED_ONCE int net_arg_matches(__u32 scratch, __u64 sel, __u64 k)
+{
+	__u32 zero = 0;
+	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
+	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &scratch);
+
+	/* 64-bit indexes: a u32 would be compared in one register and
+	 * zero-extended into another for the address, which has no bound */
+	if (!cfg || !s || sel >= TH_MAX_SELECTORS || k >= TH_MAX_MATCH_ARGS)
+		return 0;
+	const struct th_arg_matcher *m = &cfg->selectors[sel].args[k];
+
+	return net_matches(cfg, m, (const struct th_sock_tuple *)arg_slot(s, m->arg));
 }
 
 /* followChildren: this process or an ancestor executed a binary of the entry. */
@@ -293,14 +315,14 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 
 		if (i >= TH_MAX_ARGS)
 			return false;
-		__u8 *slot = arg_slot(s, i);
+		__u8 *at = arg_slot(s, i);
 
 		if (arg_is_int(cfg->arg_kind[i]))
-			found = int_matches(m, *(__s64 *)slot);
+			found = int_matches(m, *(__s64 *)at);
 		else if (m->op >= TH_MATCH_SADDR && m->op <= TH_MATCH_STATE)
-			found = net_matches(cfg, m, (struct th_sock_tuple *)slot);
+			found = net_arg_matches(slot, index, k);
 		else
-			found = string_in_set(s, i, slot, s->arg_str_len[i], m->op, m->set_id);
+			found = string_in_set(s, i, at, s->arg_str_len[i], m->op, m->set_id);
 		if (found == (bool)m->negate)
 			return false;
 	}
@@ -322,13 +344,17 @@ static long select_step(__u32 index, void *data)
 
 	if (!cfg || !s || index >= cfg->nselectors)
 		return 1;
-	/* a bound the verifier sees on the register used for the address
-	 * (the compiler would otherwise fold it into the check above) */
-	asm volatile("%0 &= 7" : "+r"(index));
-	if (index >= TH_MAX_SELECTORS)
+	/* A bound the verifier sees on the register used for the address (the
+	 * compiler would otherwise fold it into the check above).  64 bits: a
+	 * u32 is compared in one register and zero-extended into another,
+	 * which 6.1's verifier does not tie to the first. */
+	__u64 i = index;
+
+	asm volatile("%0 &= 7" : "+r"(i));
+	if (i >= TH_MAX_SELECTORS)
 		return 1;
-	if (selector_matches(s, cfg, &cfg->selectors[index], slot, index)) {
-		c->matched = index;
+	if (selector_matches(s, cfg, &cfg->selectors[i], slot, i)) {
+		c->matched = i;
 		return 1;
 	}
 	return 0;

@@ -220,8 +220,8 @@ static __always_inline bool net_cidr_matches(const struct th_cidr *c, __u16 fam,
 }
 
 /* Does any value of matcher m hold for tuple t?  (Negation is the caller's.)
- * Not inlined, for the same reason as net_read_arg. */
-static __noinline bool net_matches(const struct th_hook_config *cfg, const struct th_arg_matcher *m,
+ * Called from one global function (net_arg_matches), so checked once. */
+static __always_inline bool net_matches(const struct th_hook_config *cfg, const struct th_arg_matcher *m,
 					const struct th_sock_tuple *t)
 {
 	__u8 op = m->op;
