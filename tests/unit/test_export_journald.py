@@ -73,3 +73,40 @@ def test_no_journald_is_an_error_not_an_exception(tmp_path):
     sink.write_events([("{}", meta)] * 3)
     assert sink.stats.errors == 1 and sink.stats.dropped == 3
     assert not journald.journal_available(str(tmp_path / "absent.sock"))
+
+
+def test_the_agent_builds_journal_entries_on_a_worker_thread(tmp_path, monkeypatch):
+    """build_outputs puts JournaldSink behind ThreadedSink: building an entry (a JSON parse for
+    MESSAGE) and sending it happen off the thread that hands over the batch, the ring-buffer consumer."""
+    import threading
+
+    from tetrahost import config
+    from tetrahost.cli.run_cmd import build_outputs
+    from tetrahost.export.sinks import ThreadedSink
+
+    path = str(tmp_path / "journal.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    real_sink, real_fields = journald.JournaldSink, journald.event_fields
+    threads = []
+
+    def recording_fields(line, meta):
+        threads.append(threading.current_thread())
+        return real_fields(line, meta)
+
+    monkeypatch.setattr(journald, "journal_available", lambda: True)
+    monkeypatch.setattr(journald, "JournaldSink", lambda: real_sink(path))
+    monkeypatch.setattr(journald, "event_fields", recording_fields)
+    cfg = config.Config()
+    cfg.export.filenames, cfg.metrics.enabled, cfg.systemd.notify = [], False, False
+    _sinks, _components, exporters = build_outputs(cfg, "n")
+    (sink,) = exporters
+    assert isinstance(sink, ThreadedSink) and sink.name == "journald"
+
+    meta = EventMeta(kind="process_exec", pid=1, binary="/bin/x", exec_id="e", ktime=0)
+    sink.write_events([('{"process_exec":{}}', meta)] * 3)
+    sink.close()                            # drains the queue before closing the socket
+    assert len(threads) == 3 and threading.current_thread() not in threads
+    assert sink.stats.events == 3 and sink.stats.dropped == 0
+    assert parse_entry(server.recv(1 << 20))["TETRAGON_EVENT"] == "PROCESS_EXEC"
+    server.close()

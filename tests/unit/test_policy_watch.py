@@ -41,8 +41,8 @@ class FakeManager:
     def names_from(self, path):
         return [n for n, s in self.policies.items() if s.file == path]
 
-    def apply_file(self, path, text):
-        result = load_text(text, file=path)
+    def apply_file(self, path, text, parsed=None):
+        result = parsed if parsed is not None else load_text(text, file=path)
         conflicts = [f'policy "{p.name}" is defined in both {self.policies[p.name].file} and {path}'
                      for p in result.policies if p.name in self.policies and self.policies[p.name].file != path]
         problems = [e.render() for e in result.errors] + conflicts
@@ -194,3 +194,64 @@ def test_write_and_remove_for_the_cli(pd):
     assert os.listdir(pd.path) == [] and pd.manager.policies == {}
     with pytest.raises(KeyError):
         pd.remove_policy("x")
+
+
+@pytest.fixture
+def parses(monkeypatch):
+    """How many times YAML policy text was parsed (every load goes through parse_documents)."""
+    from tetrahost.policy import load
+    calls = []
+    real = load.parse_documents
+
+    def counting(text):
+        calls.append(text)
+        return real(text)
+
+    monkeypatch.setattr(load, "parse_documents", counting)
+    return calls
+
+
+
+@pytest.fixture
+def real_pd(tmp_path, monkeypatch):
+    """PolicyDirectory over the real PolicyManager, minus the kernel: policies load with no hooks."""
+    from tetrahost.sensors.policies import PolicyManager, PolicyState
+    manager = PolicyManager(features=None, host_ns=None, shared_maps={})
+    monkeypatch.setattr(manager, "_start_policy", PolicyState)
+    d = PolicyDirectory(str(tmp_path / "policies.d"), debounce=0.05, manager=manager)
+    d.start()
+    yield d
+    d.stop()
+    manager.pool.close()
+
+
+def test_a_written_file_is_parsed_once(real_pd, parses):
+    """write() checks the text, then loads that same parse."""
+    manager = real_pd.manager
+    rec = real_pd.write("x.yaml", POLICY.format(name="x"))
+    assert rec.ok and list(manager.policies) == ["x"] and len(parses) == 1
+    settle(real_pd)         # the inotify echo: same digest, not parsed again
+    assert len(parses) == 1 and manager.reloads.ok == 1
+    rec = real_pd.write("x.yaml", POLICY.format(name="x").replace("/tmp/xmrig", "/tmp/other"))
+    assert rec.ok and manager.policies["x"].generation == 2 and len(parses) == 2
+
+
+def test_a_file_changed_after_the_check_is_loaded_from_disk(real_pd):
+    """The checked parse is used only for the content it came from."""
+    with open(os.path.join(real_pd.path, "x.yaml"), "w") as f:
+        f.write(POLICY.format(name="on-disk"))
+    checked = ("not the digest of the file", load_text(POLICY.format(name="checked")))
+    rec = real_pd.reconcile("x.yaml", checked=checked)
+    assert rec.names == ["on-disk"] and list(real_pd.manager.policies) == ["on-disk"]
+
+
+def test_rejections_read_the_same_whether_checked_or_loaded(real_pd):
+    """write()'s check and a file dropped into the directory report a bad policy identically."""
+    bad = POLICY.format(name="x").replace("Sigkill", "Explode")
+    with pytest.raises(ValueError) as info:
+        real_pd.write("x.yaml", bad)
+    with open(os.path.join(real_pd.path, "x.yaml"), "w") as f:
+        f.write(bad)
+    settle(real_pd)
+    errors = real_pd.files[os.path.join(real_pd.path, "x.yaml")].errors
+    assert errors == str(info.value).split("\n") and "Explode" in errors[0]

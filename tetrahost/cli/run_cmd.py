@@ -6,8 +6,9 @@ result into the agent's sinks and components:
 
   sinks:       PolicyEventCounter (metrics, sees every event)
                ExportPipeline (allow/deny, field filters, rate limit) -> exporters:
-                 stdout (JSON or compact), JSON file(s) with rotation  [on worker threads]
-                 journald (non-blocking native protocol), Elasticsearch [own thread]
+                 stdout (JSON or compact), JSON file(s) with rotation,
+                 journald (non-blocking native protocol)             [on worker threads]
+                 Elasticsearch                                       [own thread]
   components:  the pipeline (rate_limit_info timer), policy directory watch, control socket,
                metrics server, sd_notify (last: READY=1 once the policies are in place)
 """
@@ -151,7 +152,8 @@ def build_outputs(cfg, node_name: str, extra_components=()):
             compress=e.file.compress)))
     if e.journald.enabled:
         if journald.journal_available():
-            exporters.append(journald.JournaldSink())
+            # Each event's JSON is parsed for the MESSAGE one-liner: a worker's job, not the loop's.
+            exporters.append(ThreadedSink(journald.JournaldSink()))
         else:
             log.warning("journald export: no journald listening on %s; journal export off",
                         journald.JOURNAL_SOCKET)

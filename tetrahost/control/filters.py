@@ -1,9 +1,10 @@
 """Event filters of `getevents`, evaluated in the agent on EventMeta.
 
 All given fields must match (AND); a field with several values matches when
-any value does (OR).  Nothing is parsed from the rendered JSON: EventMeta is
-built once per event for exactly this, so an unmatched event costs a few
-attribute compares and is never sent.
+any value does (OR).  This module only turns the request's "filter" object
+into an EventMatcher (tetrahost/events/matcher.py, shared with the export
+allow/deny lists); nothing is parsed from the rendered JSON, so an unmatched
+event costs a few attribute compares and is never sent.
 
   event_types    Tetragon names ("PROCESS_EXEC") or EventMeta kinds ("process_exec")
   process_only   exec and exit events only
@@ -18,48 +19,15 @@ attribute compares and is never sent.
 """
 from __future__ import annotations
 
-import fnmatch
 import re
-from dataclasses import dataclass
 
 from tetrahost.control.protocol import ProtocolError
+from tetrahost.events.matcher import EventMatcher
 
 PROCESS_KINDS = frozenset({"process_exec", "process_exit"})
 KNOWN_KINDS = frozenset({"process_exec", "process_exit", "process_kprobe", "process_lsm",
                          "process_tracepoint", "process_uprobe"})
 FIELDS = ("event_types", "process_only", "binary", "pids", "policy_names", "units", "containers", "namespaces")
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    kinds: frozenset[str] | None = None
-    binary: tuple[re.Pattern, ...] = ()
-    pids: frozenset[int] | None = None
-    policy_names: frozenset[str] | None = None
-    units: tuple[str, ...] = ()
-    containers: tuple[str, ...] = ()
-    namespaces: frozenset[str] | None = None
-
-    def matches(self, meta) -> bool:
-        if self.kinds is not None and meta.kind not in self.kinds:
-            return False
-        if self.pids is not None and meta.pid not in self.pids:
-            return False
-        if self.policy_names is not None and meta.policy not in self.policy_names:
-            return False
-        if self.namespaces is not None and meta.workload_namespace not in self.namespaces:
-            return False
-        if self.binary and not any(p.search(meta.binary) for p in self.binary):
-            return False
-        if self.units and not any(fnmatch.fnmatchcase(meta.unit, u) for u in self.units):
-            return False
-        if self.containers and not (meta.container and any(meta.container.startswith(c) for c in self.containers)):
-            return False
-        return True
-
-    @property
-    def empty(self) -> bool:
-        return self == EventFilter()
 
 
 def _strings(spec: dict, key: str) -> list[str]:
@@ -73,8 +41,8 @@ def _strings(spec: dict, key: str) -> list[str]:
     return value
 
 
-def parse_filter(spec: dict | None) -> EventFilter:
-    """EventFilter from the request's "filter" object; ProtocolError for anything unclear."""
+def parse_filter(spec: dict | None) -> EventMatcher:
+    """EventMatcher from the request's "filter" object; ProtocolError for anything unclear."""
     spec = {} if spec is None else spec
     if not isinstance(spec, dict):
         raise ProtocolError("filter: expected an object")
@@ -102,8 +70,8 @@ def parse_filter(spec: dict | None) -> EventFilter:
         pids = frozenset(pids)
     policies = _strings(spec, "policy_names")
     namespaces = _strings(spec, "namespaces")
-    return EventFilter(kinds=kinds, binary=binary, pids=pids,
-                       policy_names=frozenset(policies) if policies else None,
-                       units=tuple(_strings(spec, "units")),
-                       containers=tuple(c.lower() for c in _strings(spec, "containers")),
-                       namespaces=frozenset(namespaces) if namespaces else None)
+    return EventMatcher(kinds=kinds, binary=binary, pids=pids,
+                        policies=frozenset(policies) if policies else None,
+                        unit_globs=tuple(_strings(spec, "units")),
+                        containers=tuple(c.lower() for c in _strings(spec, "containers")),
+                        namespaces=frozenset(namespaces) if namespaces else None)

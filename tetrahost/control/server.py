@@ -64,7 +64,11 @@ class ControlServer:
         self.clients: dict[int, Client] = {}
         self.dropped_total = 0
         self.refused = 0
-        self.policy_events: dict[str, list[int]] = {}     # name -> [events, enforced]
+        # policy name -> events whose action was enforced, since the agent started
+        # (across versions of the policy: records of retired hooks count too);
+        # `policy_list` reports it.  Events per policy are counted on the hooks
+        # (HookState.events) and, for metrics, by PolicyEventCounter.
+        self.enforcements: dict[str, int] = {}
         self._wep: select.epoll | None = None
 
     # -- component ---------------------------------------------------------------------
@@ -240,10 +244,8 @@ class ControlServer:
     # -- sending -------------------------------------------------------------------------
     def write_events(self, batch) -> None:
         for _line, meta in batch:
-            if meta.policy:
-                counts = self.policy_events.setdefault(meta.policy, [0, 0])
-                counts[0] += 1
-                counts[1] += meta.enforced
+            if meta.enforced and meta.policy:
+                self.enforcements[meta.policy] = self.enforcements.get(meta.policy, 0) + 1
         streams = [c for c in self.clients.values() if c.filter is not None]
         if not streams:
             return

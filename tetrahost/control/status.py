@@ -22,8 +22,7 @@ def policy_list(agent, server) -> list[dict]:
     records = directory.files if directory is not None else {}
     out = []
     for item in manager.describe():
-        counts = server.policy_events.get(item["name"], [0, 0])
-        item["enforcements"] = counts[1]
+        item["enforcements"] = server.enforcements.get(item["name"], 0)
         rec = records.get(item["file"])
         # the file changed into something that did not load: the old version still runs
         item["pending_errors"] = [] if rec is None or rec.ok else rec.errors

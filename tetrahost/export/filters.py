@@ -12,10 +12,12 @@ without parsing the event:
   pid           process ids
   policy_names  TracingPolicy names (hook events)
   namespace     the workload namespace (EventMeta.workload_namespace; "" = none)
-  unit          systemd unit of the process's cgroup (tetrahost extension)
+  unit          systemd unit of the process's cgroup, exact names (tetrahost extension)
 
 Tetragon's pid_set, arguments_regex, parent_binary_regex, labels, ... need
 data EventMeta does not carry and are rejected as unknown keys, not ignored.
+This module checks these keys; what a parsed filter matches is defined by
+EventMatcher (tetrahost/events/matcher.py), shared with `tetra getevents`.
 
 Field filters: `drop_process_fields` removes keys from the "process" and
 "parent" objects of every event (a simple form of Tetragon's fieldFilters with
@@ -34,12 +36,15 @@ import logging
 import re
 import time
 
+from tetrahost.events.matcher import EventMatcher
 from tetrahost.events.meta import EventMeta
 
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("PROCESS_EXEC", "PROCESS_EXIT", "PROCESS_KPROBE", "PROCESS_LSM", "PROCESS_TRACEPOINT")
 FILTER_KEYS = ("event_set", "binary_regex", "pid", "policy_names", "namespace", "unit")
+# keys whose values are names compared exactly -> the EventMatcher condition they fill
+_NAME_KEYS = {"policy_names": "policies", "namespace": "namespaces", "unit": "units"}
 PROCESS_FIELDS = frozenset((
     "exec_id", "pid", "uid", "cwd", "binary", "arguments", "flags", "start_time", "auid",
     "parent_exec_id", "cap", "ns", "tid", "process_credentials", "cgroup", "unit", "slice",
@@ -50,50 +55,42 @@ class FilterError(ValueError):
     pass
 
 
-class Filter:
-    """One Tetragon filter: every key present must match."""
-
-    def __init__(self, spec: dict, where: str = ""):
-        self.spec = spec
-        tests = []
-        for key, values in spec.items():
-            path = f"{where}{key}"
-            if key not in FILTER_KEYS:
-                raise FilterError(f"{path}: unknown filter key (supported: {', '.join(FILTER_KEYS)})")
-            if not isinstance(values, list) or not values:
-                raise FilterError(f"{path}: expected a non-empty list, got {values!r}")
-            if key == "event_set":
-                bad = [v for v in values if v not in EVENT_TYPES]
-                if bad:
-                    raise FilterError(f"{path}: unknown event type(s) {bad} (known: {', '.join(EVENT_TYPES)})")
-                kinds = frozenset(v.lower() for v in values)
-                tests.append(lambda m, k=kinds: m.kind in k)
-            elif key == "binary_regex":
-                try:
-                    rx = re.compile("|".join(f"(?:{v})" for v in values))
-                except (re.error, TypeError) as exc:
-                    raise FilterError(f"{path}: bad regular expression: {exc}") from None
-                tests.append(lambda m, rx=rx: rx.search(m.binary) is not None)
-            elif key == "pid":
-                if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-                    raise FilterError(f"{path}: expected process ids (integers), got {values!r}")
-                pids = frozenset(values)
-                tests.append(lambda m, p=pids: m.pid in p)
-            else:
-                if not all(isinstance(v, str) for v in values):
-                    raise FilterError(f"{path}: expected strings, got {values!r}")
-                attr = {"policy_names": "policy", "namespace": "workload_namespace", "unit": "unit"}[key]
-                names = frozenset(values)
-                tests.append(lambda m, a=attr, n=names: getattr(m, a) in n)
-        if not tests:
-            raise FilterError(f"{where.rstrip('.') or 'filter'}: empty filter (it would match everything)")
-        self._tests = tests
-
-    def matches(self, meta: EventMeta) -> bool:
-        return all(t(meta) for t in self._tests)
+def parse_filter(spec: dict, where: str = "") -> EventMatcher:
+    """One Tetragon filter (every key present must match) as an EventMatcher
+    (tetrahost/events/matcher.py, shared with `tetra getevents`); FilterError
+    names the key, prefixed with `where`, for anything it cannot honour."""
+    conditions = {}
+    for key, values in spec.items():
+        path = f"{where}{key}"
+        if key not in FILTER_KEYS:
+            raise FilterError(f"{path}: unknown filter key (supported: {', '.join(FILTER_KEYS)})")
+        if not isinstance(values, list) or not values:
+            raise FilterError(f"{path}: expected a non-empty list, got {values!r}")
+        if key == "event_set":
+            bad = [v for v in values if v not in EVENT_TYPES]
+            if bad:
+                raise FilterError(f"{path}: unknown event type(s) {bad} (known: {', '.join(EVENT_TYPES)})")
+            conditions["kinds"] = frozenset(v.lower() for v in values)
+        elif key == "binary_regex":
+            try:
+                rx = re.compile("|".join(f"(?:{v})" for v in values))
+            except (re.error, TypeError) as exc:
+                raise FilterError(f"{path}: bad regular expression: {exc}") from None
+            conditions["binary"] = (rx,)
+        elif key == "pid":
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+                raise FilterError(f"{path}: expected process ids (integers), got {values!r}")
+            conditions["pids"] = frozenset(values)
+        else:
+            if not all(isinstance(v, str) for v in values):
+                raise FilterError(f"{path}: expected strings, got {values!r}")
+            conditions[_NAME_KEYS[key]] = frozenset(values)
+    if not conditions:
+        raise FilterError(f"{where.rstrip('.') or 'filter'}: empty filter (it would match everything)")
+    return EventMatcher(**conditions)
 
 
-def parse_filter_list(value, where: str = "") -> list[Filter]:
+def parse_filter_list(value, where: str = "") -> list[EventMatcher]:
     """Filters from a list of tables (TOML) or Tetragon's form: a string of JSON objects, one per line."""
     if isinstance(value, str):
         specs = []
@@ -112,7 +109,7 @@ def parse_filter_list(value, where: str = "") -> list[Filter]:
         specs = value
     else:
         raise FilterError(f"expected a list of filters, got {value!r}")
-    return [Filter(spec, f"{where}[{i}].") for i, spec in enumerate(specs)]
+    return [parse_filter(spec, f"{where}[{i}].") for i, spec in enumerate(specs)]
 
 
 def drop_fields(line: str, fields: frozenset) -> str:

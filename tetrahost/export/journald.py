@@ -12,13 +12,19 @@ Each event becomes one entry:
 
 so `journalctl -u tetrahost TETRAGON_ACTION=SIGKILL` and `journalctl -o json` work.
 
+In the agent JournaldSink runs behind ThreadedSink (tetrahost/export/sinks.py):
+building an entry parses the event's JSON for MESSAGE, work that does not
+belong on the ring-buffer consumer's thread.  A worker that falls behind
+loses whole batches at the queue, counted in stats.dropped like any
+threaded exporter.
+
 Why events do not go through python-systemd's journal.send(): it calls
 sd_journal_sendv(), which does a *blocking* sendmsg() on the journal socket.
 When journald falls behind (its socket queue full, e.g. during a log storm or
-while it rotates/flushes to disk) that call would stall the agent's only
-thread, the ring-buffer consumer, and the kernel would start dropping records
-(policies' events, execs, exits) instead of us dropping journal lines.  The
-native protocol is a trivial datagram format (KEY=value\\n, or
+while it rotates/flushes to disk) that call would stall the worker for as
+long as journald is stuck: meanwhile the queue fills and drops whole batches,
+and the agent's shutdown waits out ThreadedSink's drain timeout.  The native
+protocol is a trivial datagram format (KEY=value\\n, or
 KEY\\n<le64 length><bytes>\\n when the value holds a newline), so we speak it
 with the stdlib socket module and MSG_DONTWAIT: a full queue costs one EAGAIN,
 counted in stats.dropped and logged (rate-limited), never a wait.  Entries too

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from tetrahost.inotify import (IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_IGNORED, IN_MOVE_SELF,
                                IN_MOVED_FROM, IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Inotify, OneShotTimer)
-from tetrahost.policy.load import load_text
+from tetrahost.policy.load import LoadResult, load_text
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,10 @@ class PolicyDirectory:
         for name in names:
             self.reconcile(name)
 
-    def reconcile(self, name: str) -> FileRecord | None:
-        """Make the loaded state of `name` match the file on disk; the file's record (None: absent)."""
+    def reconcile(self, name: str, checked: tuple[str, LoadResult] | None = None) -> FileRecord | None:
+        """Make the loaded state of `name` match the file on disk; the file's record (None: absent).
+        checked: (SHA-256, parse) of content the caller has parsed already (write()),
+        loaded as is when the file on disk still holds exactly that content."""
         path = os.path.join(self.path, name)
         data = _read_regular(path)
         if data is None:
@@ -174,9 +176,10 @@ class PolicyDirectory:
         rec = self.files.get(path)
         if rec is not None and rec.digest == digest:
             return rec
-        return self._apply(path, data, digest)
+        parsed = checked[1] if checked is not None and checked[0] == digest else None
+        return self._apply(path, data, digest, parsed)
 
-    def _apply(self, path: str, data: bytes, digest: str) -> FileRecord:
+    def _apply(self, path: str, data: bytes, digest: str, parsed: LoadResult | None = None) -> FileRecord:
         from tetrahost.sensors.policies import PolicyLoadFailed
         try:
             text = data.decode("utf-8")
@@ -187,7 +190,7 @@ class PolicyDirectory:
         else:
             had = bool(self.manager.names_from(path))
             try:
-                states = self.manager.apply_file(path, text)
+                states = self.manager.apply_file(path, text, parsed=parsed)
             except PolicyLoadFailed as exc:
                 rec = FileRecord(digest, False, self.manager.names_from(path), exc.messages,
                                  duplicate=exc.name_conflict)
@@ -211,22 +214,26 @@ class PolicyDirectory:
     # -- used by the control socket (tetra tracingpolicy add/delete) --------------------------
     def validate_text(self, filename: str, text: str) -> list[str]:
         """Errors that would stop `text` from loading as `filename` here ([] if none)."""
+        return self._check_text(filename, text)[0]
+
+    def _check_text(self, filename: str, text: str) -> tuple[list[str], LoadResult | None]:
+        """validate_text's errors, and the parse of `text` they come from (None: not parsed)."""
         if not is_policy_name(filename):
-            return [f"{filename!r} is not a policy file name here (NAME.yaml or NAME.yml, no dotfile)"]
+            return [f"{filename!r} is not a policy file name here (NAME.yaml or NAME.yml, no dotfile)"], None
         path = os.path.join(self.path, filename)
         result = load_text(text, file=path)
         if not result.ok:
-            return [e.render() for e in result.errors]
+            return [e.render() for e in result.errors], result
         errors = []
         for p in result.policies:
             owner = self.manager.policies.get(p.name)
             if owner is not None and owner.file != path:
                 errors.append(f'policy "{p.name}" is already loaded from {owner.file}')
-        return errors
+        return errors, result
 
     def write(self, filename: str, text: str) -> FileRecord:
         """Validate, then write atomically (temp file + rename) and apply at once."""
-        errors = self.validate_text(filename, text)
+        errors, parsed = self._check_text(filename, text)
         if errors:
             raise ValueError("\n".join(errors))
         tmp = os.path.join(self.path, f".{filename}.tmp-{os.getpid()}")
@@ -243,7 +250,11 @@ class PolicyDirectory:
             except FileNotFoundError:
                 pass
             raise
-        return self.reconcile(filename)     # the inotify echo then finds the same digest
+        # Load the parse just checked rather than parsing the file a second time
+        # (used only if the file still holds what was written); the inotify echo
+        # then finds the same digest and does nothing.
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return self.reconcile(filename, checked=(digest, parsed))
 
     def remove_policy(self, name: str) -> str:
         """Delete the drop-in file that defines policy `name`; its path."""

@@ -230,13 +230,16 @@ class PolicyManager:
         """Validate and attach every policy of a file; PolicyLoadFailed if the file is invalid."""
         return self.apply_file(path, replace=False)
 
-    def apply_file(self, path: str, text: str | None = None, replace: bool = True) -> list[PolicyState]:
+    def apply_file(self, path: str, text: str | None = None, replace: bool = True,
+                   parsed: LoadResult | None = None) -> list[PolicyState]:
         """Load `path` (its content `text` if given, so the caller's read is what loads),
         replacing what the same file loaded before.  Raises PolicyLoadFailed and
-        leaves the running version untouched when the new one is not usable."""
+        leaves the running version untouched when the new one is not usable.
+        parsed: load_text(text, file=path) when the caller has it already (the
+        policy directory checks a file before writing it), so it is not parsed again."""
         self.purge_retired()
         try:
-            states = self._apply(path, text, replace)
+            states = self._apply(path, text, replace, parsed)
         except PolicyLoadFailed as exc:
             self.reloads.failed += 1
             self.errors[path] = exc.messages
@@ -245,8 +248,11 @@ class PolicyManager:
         self.errors.pop(path, None)
         return states
 
-    def _apply(self, path: str, text: str | None, replace: bool) -> list[PolicyState]:
-        result = load_path(path) if text is None else load_text(text, file=path)
+    def _apply(self, path: str, text: str | None, replace: bool, parsed: LoadResult | None) -> list[PolicyState]:
+        if parsed is not None:
+            result = parsed
+        else:
+            result = load_path(path) if text is None else load_text(text, file=path)
         if not result.ok:
             raise PolicyLoadFailed(path, [e.render() for e in result.errors])
         for w in result.warnings:
