@@ -134,7 +134,10 @@ def test_events_on_a_tracked_socket_name_its_owner(agent):
         # data into both server sockets arrived in the client's context:
         assert tracked and all(e["process"]["pid"] == server.pid and e.get("socket_owner") for e in tracked)
         assert tracked[0]["args"][0]["sock_arg"]["cookie"] == cookie
-        assert untracked and all(e["process"]["pid"] == os.getpid() and "socket_owner" not in e
+        # untracked: no owner named; the event has whichever task the kernel ran it in, the
+        # sender's (softirq on its send) or the server's (a packet that found the socket
+        # locked by the server waits in its backlog until the server releases it)
+        assert untracked and all(e["process"]["pid"] in (os.getpid(), server.pid) and "socket_owner" not in e
                                  for e in untracked)
         # UntrackSock at tcp_close
         server.stdin.write("close\n")
