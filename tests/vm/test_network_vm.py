@@ -264,8 +264,10 @@ def child_connect(addr: str, port: int) -> int:
 
 
 def events_of(agent, name, count=1):
+    """Whole events of policy `name`, once count arrived and every earlier one is in (settle)."""
     agent.wait_events(lambda e: any(v.get("policy_name") == name for k, v in e.items()
                                     if k.startswith("process_") and isinstance(v, dict)), count)
+    agent.settle()
     return [e for e in agent.events() for k, v in e.items()
             if k.startswith("process_") and isinstance(v, dict) and v.get("policy_name") == name]
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from agent_harness import REPO, RunningAgent
+from agent_harness import REPO, RunningAgent, policy_events
 
 SEEDS = REPO.parent / "shared" / "conformance" / "seed-policies"
 NAMES = ["block-cryptominers", "detect-privilege-escalation", "detect-container-escape",
@@ -31,11 +31,6 @@ def agent(tmp_path_factory):
     a = RunningAgent(tmp_path_factory.mktemp("agent"), *args)
     yield a
     a.stop()
-
-
-def policy_events(agent, name):
-    return [e["process_kprobe"] for e in agent.events()
-            if "process_kprobe" in e and e["process_kprobe"]["policy_name"] == name]
 
 
 def test_every_seed_hook_is_active_with_kprobe_or_lsm(agent):
@@ -56,9 +51,7 @@ def test_block_cryptominers_fails_the_exec_and_kills(agent, tmp_path):
     other = tmp_path / "miner-not"
     shutil.copy2("/usr/bin/touch", other)
     assert subprocess.run([str(other), str(tmp_path / "ok")]).returncode == 0
-    agent.wait_events(lambda e: "process_kprobe" in e and
-                      e["process_kprobe"]["policy_name"] == "block-cryptominers", 1)
-    (k,) = policy_events(agent, "block-cryptominers")
+    (k,) = policy_events(agent, "block-cryptominers", 1)
     assert k["action"] == "KPROBE_ACTION_SIGKILL"
     assert k["args"] == [{"linux_binprm_arg": {"path": "/tmp/xmrig"}}]
 
@@ -67,9 +60,7 @@ def test_privilege_escalation_only_in_a_pid_namespace(agent):
     passwd = shutil.which("passwd") or pytest.skip("passwd not installed")
     subprocess.run([passwd, "--help"], capture_output=True)
     subprocess.run(["unshare", "--pid", "--fork", passwd, "--help"], capture_output=True)
-    agent.wait_events(lambda e: "process_kprobe" in e and
-                      e["process_kprobe"]["policy_name"] == "detect-privilege-escalation", 1)
-    (k,) = policy_events(agent, "detect-privilege-escalation")
+    (k,) = policy_events(agent, "detect-privilege-escalation", 1)
     assert k["action"] == "KPROBE_ACTION_POST"
     assert not k["process"]["ns"]["pid"].get("is_host", False)
 
@@ -85,9 +76,7 @@ def test_container_escape_setns_killed_in_pid_namespace_only(agent):
     assert "setns done" not in inside.stdout
     host = subprocess.run([sys.executable, "-c", SETNS], capture_output=True, text=True)
     assert host.returncode == 0 and "setns done" in host.stdout
-    agent.wait_events(lambda e: "process_kprobe" in e and
-                      e["process_kprobe"]["policy_name"] == "detect-container-escape", 1)
-    (k,) = policy_events(agent, "detect-container-escape")
+    (k,) = policy_events(agent, "detect-container-escape", 1)
     assert k["action"] == "KPROBE_ACTION_SIGKILL"
 
 
@@ -96,9 +85,7 @@ def test_monitor_sensitive_files_reports_shadow_not_hostname(agent):
         pass
     with open("/etc/shadow", "rb"):
         pass
-    agent.wait_events(lambda e: "process_kprobe" in e and
-                      e["process_kprobe"]["policy_name"] == "monitor-sensitive-files", 1)
-    paths = [k["args"][0]["file_arg"]["path"] for k in policy_events(agent, "monitor-sensitive-files")]
+    paths = [k["args"][0]["file_arg"]["path"] for k in policy_events(agent, "monitor-sensitive-files", 1)]
     assert "/etc/shadow" in paths
     assert "/etc/hostname" not in paths
     assert os.getpid() in [k["process"]["pid"] for k in policy_events(agent, "monitor-sensitive-files")
