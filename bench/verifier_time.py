@@ -24,7 +24,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tetrahost.bpf import BpfError, BpfObject  # noqa: E402
+from tetrahost.bpf import BpfError  # noqa: E402
+from tetrahost.sensors.generic import load_hook_object  # noqa: E402
 
 # entry program -> attach target (trampoline programs need one before load)
 PROGRAMS = {
@@ -35,18 +36,9 @@ PROGRAMS = {
 
 
 def load_once(path: str, program: str, target: str) -> tuple[float, int]:
-    obj = BpfObject(path)
-    try:
-        for prog in obj.programs.values():
-            prog.autoload = prog.name == program
-        if target:
-            obj.program(program).set_attach_target(target)
-        started = time.perf_counter()
-        obj.load()
-        elapsed = time.perf_counter() - started
-        return elapsed, obj.program(program).verified_insns
-    finally:
-        obj.close()
+    started = time.perf_counter()
+    with load_hook_object(((program, target),), {}, path=path) as obj:
+        return time.perf_counter() - started, obj.program(program).verified_insns
 
 
 def main() -> int:

@@ -28,11 +28,12 @@ def str_set_key(set_id: int, value: bytes, prefix: bool) -> bytes:
     return raw if prefix else raw[4:]
 
 
-def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict) -> BpfObject:
+def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict, path=None) -> BpfObject:
     """A loaded copy of generic.bpf.o with only `programs` ((name, target)
     pairs: AttachPlan.programs) in it, the attach targets of trampoline
-    programs set, and the shared maps reused."""
-    obj = BpfObject(find_object("generic"))
+    programs set, and the shared maps reused.  path: another build of the
+    object (benchmarks compare them)."""
+    obj = BpfObject(path or find_object("generic"))
     try:
         wanted = dict(programs)
         for prog in obj.programs.values():
