@@ -61,8 +61,9 @@ class Env:
     def run_miner(self, target=None) -> int:
         return subprocess.run([str(target or self.miner)]).returncode
 
-    def wait_rc(self, rc: int, target=None, timeout: float = 5) -> float:
-        """Exec the target until it exits with rc; seconds it took."""
+    def wait_rc(self, rc: int, target=None, timeout: float = 15) -> float:
+        """Exec the target until it exits with rc; seconds it took.  A generous
+        deadline: a reload is ~0.1 s, but other work may share the CPUs."""
         start = time.monotonic()
         deadline = start + timeout * SLOWDOWN
         while time.monotonic() < deadline:
