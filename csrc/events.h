@@ -166,6 +166,7 @@ enum th_hook_limits {
 	TH_STR_SLOT = 256,        /* stride of arguments in th_hook_event.data        */
 	TH_RET_SLOT = 5,          /* the slot after the arguments: a return value read
 	                           * as a non-integer type (returnArg: sock)           */
+	TH_SYSCALL_SET_BITS = 512,/* th_hook_config.syscall_set: syscall numbers below this */
 };
 
 /* How an argument is read (th_hook_config.arg_kind). */
@@ -363,7 +364,7 @@ struct th_hook_config {
 	uint32_t hook_id;         /* user space's id, echoed in events                */
 	uint8_t nselectors;
 	uint8_t monitor;          /* policy-mode monitor: report, do not enforce      */
-	int16_t syscall_nr;       /* sys_enter fallback: the syscall to watch, else -1 */
+	uint16_t pad0;
 	uint8_t arg_kind[5];      /* TH_MAX_ARGS, enum th_arg_kind                    */
 	uint8_t arg_src[5];       /* which function/syscall argument each one reads    */
 	uint8_t exec_target_arg;  /* exec hooks: arg holding the new binary, else 0xff */
@@ -380,6 +381,10 @@ struct th_hook_config {
 	uint8_t ret_kind;         /* returnArg read as enum th_arg_kind into TH_RET_SLOT,
 	                           * 0: an integer (retval only)                      */
 	uint8_t ret_action;       /* returnArgAction: 0, TH_ACTION_TRACK_SOCK or UNTRACK */
+	uint8_t pad1[6];
+	/* sys_enter/sys_exit fallback: bit n of word n / 64 set = syscall n is hooked
+	 * (one syscall, or a spec.lists syscall list); all zero = none */
+	uint64_t syscall_set[8];          /* TH_SYSCALL_SET_BITS / 64 */
 	struct th_selector selectors[5];  /* TH_MAX_SELECTORS */
 	/* matchReturnArgs of selector i (op 0: none), checked at the return
 	 * against the value normalised by ret_size/ret_signed */
@@ -468,6 +473,9 @@ struct th_hook_event {
 	uint32_t ns[10];          /* the task's namespaces when the hook fired        */
 	uint16_t arg_len[5];      /* bytes of each argument in data (ints: 8)         */
 	uint16_t ret_len;         /* bytes of the return value in TH_RET_SLOT (ret_kind) */
+	int32_t syscall_nr;       /* syscall hooks: the number of the syscall that fired
+	                           * (a list hook covers several), else -1             */
+	uint32_t pad2;
 	uint8_t data[1536];       /* (TH_MAX_ARGS + 1) * TH_STR_SLOT: argument i at i * 256,
 	                           * the return value at TH_RET_SLOT * 256            */
 };

@@ -82,12 +82,14 @@ static __always_inline __u64 pick_arg(__u64 *args, __u8 n)
  * killed also fails and the new program never runs).
  */
 static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_config *cfg,
-				    __u64 *args, __u32 slot)
+				    __u64 *args, long syscall_nr, __u32 slot)
 {
 	if (cfg->flags & TH_CFG_SYSCALL_WRAPPER) {
-		/* __x64_sys_*(const struct pt_regs *regs): the arguments are inside */
+		/* __x64_sys_*(const struct pt_regs *regs): the arguments are inside,
+		 * and which syscall this is (one program serves a whole list) */
 		struct pt_regs *regs = (struct pt_regs *)args[0];
 
+		syscall_nr = BPF_CORE_READ(regs, orig_ax);
 		args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
 		args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
 		args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
@@ -104,6 +106,7 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	ev->pid = id >> 32;
 	ev->tid = (__u32)id;
 	ev->hook_id = cfg->hook_id;
+	ev->syscall_nr = syscall_nr;
 	ev->flags = 0;
 	s->binary_ready = 0;
 	read_namespaces(task, BPF_CORE_READ(task, cred), ev->ns);
@@ -155,7 +158,9 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	return verdict;
 }
 
-static __always_inline int handle_hook(__u64 *args)
+/* syscall_nr: the syscall being entered where the caller knows it (sys_enter),
+ * else -1 (run_hook reads it from a syscall wrapper's pt_regs). */
+static __always_inline int handle_hook(__u64 *args, long syscall_nr)
 {
 	__u32 zero = 0, slot = 0;
 	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
@@ -168,7 +173,7 @@ static __always_inline int handle_hook(__u64 *args)
 		count_loss(TH_LOSS_HOOK_BUSY);
 		return 0;
 	}
-	int verdict = run_hook(s, cfg, args, slot);
+	int verdict = run_hook(s, cfg, args, syscall_nr, slot);
 
 	s->owner = 0;
 	return verdict;
@@ -183,7 +188,7 @@ static __always_inline int kprobe_body(struct pt_regs *ctx)
 		PT_REGS_PARM4(ctx), PT_REGS_PARM5(ctx),
 	};
 
-	return handle_hook(args);
+	return handle_hook(args, -1);
 }
 
 SEC("kprobe")
@@ -217,7 +222,7 @@ static __always_inline int trampoline_body(void *ctx)
 
 	for (int i = 0; i < TH_MAX_ARGS; i++)
 		bpf_get_func_arg(ctx, i, &args[i]);   /* fails past the last argument: stays 0 */
-	return handle_hook(args);
+	return handle_hook(args, -1);
 }
 
 /* Targets are set by user space before load (bpf_program__set_attach_target). */
@@ -260,7 +265,7 @@ int th_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 
 	for (int i = 0; i < TH_MAX_ARGS; i++)
 		bpf_probe_read_kernel(&args[i], sizeof(__u64), &ctx->args[i]);
-	handle_hook(args);
+	handle_hook(args, -1);
 	return 0;
 }
 
@@ -294,32 +299,42 @@ int th_tracepoint(void *ctx)
 			bpf_probe_read_kernel(&args[i], field & 15, (void *)at);
 		}
 	}
-	handle_hook(args);
+	handle_hook(args, -1);
 	return 0;
 }
 
+/* Is syscall `nr` one of the hook's (th_hook_config.syscall_set)?  One bounds
+ * check and one word of the bitmap: this runs on every syscall of every task. */
+static __always_inline bool in_syscall_set(struct th_hook_config *cfg, __u64 nr)
+{
+	if (nr >= TH_SYSCALL_SET_BITS)
+		return false;
+	return cfg->syscall_set[nr / 64] & (1ULL << (nr % 64));
+}
+
 /* Fallback for syscall hooks on kernels without kprobes: every syscall entry,
- * filtered at once by number. */
+ * filtered at once by number against the hook's set (one syscall, or a list). */
 SEC("raw_tp/sys_enter")
 int th_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u32 zero = 0;
 	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	__u64 nr = ctx->args[1];
 	__u64 args[TH_MAX_ARGS];
 
-	if (!cfg || (long)ctx->args[1] != cfg->syscall_nr)
+	if (!cfg || !in_syscall_set(cfg, nr))
 		return 0;
 	args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
 	args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
 	args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
 	args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
 	args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
-	handle_hook(args);
+	handle_hook(args, nr);
 	return 0;
 }
 
-/* The sys_enter fallback's return half: the same syscall's exit. */
+/* The sys_enter fallback's return half: the same syscalls' exit. */
 SEC("raw_tp/sys_exit")
 int th_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -327,7 +342,7 @@ int th_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 
-	if (!cfg || BPF_CORE_READ(regs, orig_ax) != cfg->syscall_nr)
+	if (!cfg || !in_syscall_set(cfg, BPF_CORE_READ(regs, orig_ax)))
 		return 0;
 	handle_return(ctx->args[1]);
 	return 0;
@@ -342,6 +357,6 @@ int th_exec(struct bpf_raw_tracepoint_args *ctx)
 	__u64 bprm = ctx->args[2];
 	__u64 args[TH_MAX_ARGS] = { bprm, bprm, bprm, bprm, bprm };
 
-	handle_hook(args);
+	handle_hook(args, -1);
 	return 0;
 }

@@ -101,6 +101,7 @@ class HookRecord:
     retval: int | None = None # return probes: the function's return value
     ret_raw: bytes = b""      # ... read as returnArg's type, when not an integer (sock)
     sock_owner: bool = False  # pid/tid are the tracked owner of the event's socket
+    syscall_nr: int = -1      # syscall hooks: the syscall that fired (list hooks cover several)
 
 
 Record = ExecRecord | ForkRecord | ExitRecord | HookRecord

@@ -41,6 +41,7 @@ from tetrahost.events.records import HookRecord
 from tetrahost.export.tetragon_json import CAPABILITY_NAMES, TetragonJSON, signal_name
 from tetrahost.policy.names import ADDRESS_FAMILIES, IP_PROTOCOLS, TCP_STATES
 from tetrahost.policy.vocab import ArgKind
+from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
 
 ACTION_NAMES = {
     lib.TH_ACTION_POST: "KPROBE_ACTION_POST",
@@ -268,6 +269,15 @@ def render_return(hook, retval: int, raw: bytes = b"", resolver=None) -> dict:
 
 
 _LOOK_UP = object()     # render(): the caller did not pass the process
+_SYSCALL_NAMES = {nr: name for name, nr in SYSCALLS_X86_64.items()}
+
+
+def function_name(hook, syscall_nr: int) -> str:
+    """The function that fired: a list hook covers several syscalls and the
+    record says which, shown as Tetragon names the kprobe ("__x64_sys_dup2")."""
+    if hook.syscall_list and syscall_nr in _SYSCALL_NAMES:
+        return f"__x64_sys_{_SYSCALL_NAMES[syscall_nr]}"
+    return hook.name
 
 
 class HookEventRenderer:
@@ -312,7 +322,7 @@ class HookEventRenderer:
         if hook.kind == "tracepoint":
             body["subsys"], body["event"] = hook.subsystem, hook.event
         else:
-            body["function_name"] = hook.name
+            body["function_name"] = function_name(hook, rec.syscall_nr)
         body["args"] = [render_arg(kind, arg, raw, self.netns if kind in _NET_ARG_KEYS else None)
                         for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
                         if kind != lib.TH_ARG_NONE]

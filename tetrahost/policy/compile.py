@@ -111,14 +111,14 @@ def _compile_tracepoint_args(hook: Hook, cfg, out: CompiledHook, fields) -> None
 
 
 def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: bool = False,
-                 syscall_nr: int = -1, fields=None) -> CompiledHook:
+                 fields=None) -> CompiledHook:
     """fields: a (non-raw) tracepoint's record layout (tetrahost.sensors.tracepoints),
-    read from tracefs when None."""
+    read from tracefs when None.  The sys_enter fallback's syscall set is the
+    attach plan's (HookSensor.start), not the policy's."""
     cfg = ffi.new("struct th_hook_config *")
     out = CompiledHook(hook, cfg)
     cfg.hook_id = hook_id
     cfg.monitor = monitor
-    cfg.syscall_nr = syscall_nr
     cfg.exec_target_arg = NO_ARG
     cfg.ret_copy_arg = NO_ARG
     if len(hook.args) > lib.TH_MAX_ARGS:

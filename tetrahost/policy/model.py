@@ -215,18 +215,23 @@ class Hook:
     message: str = ""
     tags: tuple[str, ...] = ()
     ignore_call_not_found: bool = False  # `ignore: {callNotFound: true}`
+    # kprobes on `call: "list:NAME"`: the list's name and its syscalls (without
+    # prefix, "dup"); the hook covers each of them with the same args and selectors
+    syscall_list: str = ""
+    syscalls: tuple[str, ...] = ()
     source: Location = _NO_SOURCE
 
     @property
     def is_exec_hook(self) -> bool:
         """True at hooks where a task is between two binaries (ARCHITECTURE.md):
         matchBinaries matches the caller OR the binary being executed there."""
-        return "bprm" in self.name
+        return "bprm" in self.name and not self.syscall_list
 
     @property
     def syscall_name(self) -> str:
-        """The syscall without arch prefix ("setns" for "__x64_sys_setns"), or ""."""
-        if not self.syscall:
+        """The syscall without arch prefix ("setns" for "__x64_sys_setns"), or ""
+        (also for a list hook: see `syscalls`)."""
+        if not self.syscall or self.syscall_list:
             return ""
         match = _SYSCALL_PREFIX.match(self.name)
         return self.name[match.end():] if match else self.name
@@ -248,7 +253,11 @@ class Hook:
         if self.kind == "lsm":
             return f"lsm {self.name}"
         extra = []
-        if self.syscall:
+        if self.syscall_list:
+            shown = ", ".join(self.syscalls[:4]) + (", ..." if len(self.syscalls) > 4 else "")
+            extra.append(f"syscall list: {len(self.syscalls)} syscall{'s' if len(self.syscalls) != 1 else ''}"
+                         f" ({shown})")
+        elif self.syscall:
             extra.append("syscall" + (", inferred from name" if self.syscall_inferred else ""))
         if self.return_:
             extra.append("return")

@@ -14,18 +14,18 @@ from .context import (Context, check_fields, choice, expect_map, get_bool, get_i
                       get_list, get_str, join)
 from .model import Arg, Hook
 from .hookshape import HookShape
+from .validate_lists import LIST_PREFIX, SyscallList, validate_lists
 from .validate_selectors import validate_selectors
 from .vocab import (ACCEPTED_ATTACH_OPTIONS, POLICY_MODES, SUPPORTED_ARG_TYPES,
                     SUPPORTED_RETURN_ARG_ACTIONS, TETRAGON_ONLY_ARG_TYPES)
 from .yamlnodes import YNode
 
-SPEC_FIELDS = ("kprobes", "tracepoints", "lsmhooks", "options", "loader")
+SPEC_FIELDS = ("kprobes", "tracepoints", "lsmhooks", "lists", "options", "loader")
 SPEC_NOT_SUPPORTED = {
     "uprobes": "uprobes are not supported by tetrahost yet",
     "usdts": "USDT probes are not supported by tetrahost yet",
     "fentries": "spec.fentries is not supported by tetrahost yet (write the hook under "
                 "spec.kprobes: tetrahost uses fentry by itself where the kernel allows)",
-    "lists": "lists (spec.lists) are not supported by tetrahost yet",
     "enforcers": "enforcers (spec.enforcers) are not supported by tetrahost yet",
     "selectorsMacros": "selector macros (spec.selectorsMacros) are not supported by tetrahost yet",
 }
@@ -61,16 +61,19 @@ def validate_spec(ctx: Context, spec: YNode, path: str = "spec") -> tuple[list[H
                   "loader events (spec.loader: true) are not supported by tetrahost yet",
                   "not-supported", "loader")
     mode, options = _validate_options(ctx, spec, path)
+    lists = validate_lists(ctx, spec, path)
 
     hooks: list[Hook] = []
     sections = (("kprobes", "kprobe"), ("tracepoints", "tracepoint"), ("lsmhooks", "lsm"))
     for key, kind in sections:
         for i, node in enumerate(get_list(ctx, spec, key, path)):
-            hook = _validate_hook(ctx, node, f"{join(path, key)}[{i}]", kind)
+            hook = _validate_hook(ctx, node, f"{join(path, key)}[{i}]", kind, lists)
             if hook is not None:
                 hooks.append(hook)
     present = [k for k, _ in sections if spec.get(k) is not None]
     present += [k for k in SPEC_NOT_SUPPORTED if spec.get(k) is not None]
+    if spec.get("lists") is not None and not present:
+        present.append("lists")     # the lists' own errors say more than "no hooks"
     if not present and not spec.get("loader"):
         ctx.error(spec.line, path, "the policy has no hooks (expected spec.kprobes, "
                   "spec.tracepoints or spec.lsmhooks)", "no-hooks")
@@ -104,7 +107,8 @@ def _validate_options(ctx: Context, spec: YNode, path: str) -> tuple[str, dict[s
     return mode, options
 
 
-def _validate_hook(ctx: Context, node: YNode, path: str, kind: str) -> Hook | None:
+def _validate_hook(ctx: Context, node: YNode, path: str, kind: str,
+                   lists: dict[str, SyscallList | None]) -> Hook | None:
     if not expect_map(ctx, node, path):
         return None
     errors_before = len(ctx.errors)
@@ -114,6 +118,8 @@ def _validate_hook(ctx: Context, node: YNode, path: str, kind: str) -> Hook | No
     if kind == "kprobe":
         name = _validate_call(ctx, node, path)
         extra.update(_validate_kprobe_flags(ctx, node, path, name))
+        if name.startswith(LIST_PREFIX):
+            extra.update(_validate_list_call(ctx, node, path, name, lists, extra))
     elif kind == "lsm":
         name = get_str(ctx, node, "hook", path, required=True)
         if name and not _SYMBOL.match(name):
@@ -153,7 +159,7 @@ def _validate_hook(ctx: Context, node: YNode, path: str, kind: str) -> Hook | No
         shape.positions[key] = args.index(arg)
     shape.return_ = extra.get("return_", False)
     shape.return_arg = return_arg
-    shape.is_exec_hook = "bprm" in name
+    shape.is_exec_hook = "bprm" in name and not name.startswith(LIST_PREFIX)
     selectors = validate_selectors(ctx, node, path, shape)
     if len(ctx.errors) != errors_before:
         return None
@@ -164,13 +170,36 @@ def _validate_hook(ctx: Context, node: YNode, path: str, kind: str) -> Hook | No
 
 def _validate_call(ctx: Context, node: YNode, path: str) -> str:
     name = get_str(ctx, node, "call", path, required=True)
-    if name.startswith("list:"):
-        ctx.error(node.key_line("call"), join(path, "call"),
-                  f'calls from a list ("{name}") are not supported by tetrahost yet '
-                  "(spec.lists is not supported)", "not-supported", "calls from lists (list:NAME)")
+    if name.startswith(LIST_PREFIX):
+        pass            # _validate_list_call, once the flags are known
     elif name and not _SYMBOL.match(name):
         ctx.error(node.key_line("call"), join(path, "call"), f'"{name}" is not a kernel function name', "invalid-name")
     return name
+
+
+def _validate_list_call(ctx: Context, node: YNode, path: str, call: str,
+                        lists: dict[str, SyscallList | None], flags: dict) -> dict:
+    """`call: "list:NAME"`: one hook over every syscall of the list (implied
+    `syscall: true`, as in Tetragon: a list's functions are syscalls)."""
+    name = call[len(LIST_PREFIX):]
+    line, cpath = node.key_line("call"), join(path, "call")
+    if name not in lists:
+        known = ", ".join(lists) or "none"
+        ctx.error(line, cpath, f'"{call}" names no list of spec.lists (defined: {known})', "unknown-list", name)
+        return {}
+    syscall_list = lists[name]
+    if syscall_list is None:
+        return {}       # the list's own errors say why
+    if node.get("syscall") is not None and not flags["syscall"]:
+        ctx.error(node.key_line("syscall"), join(path, "syscall"),
+                  f'list "{name}" holds syscalls: syscall: false contradicts it', "invalid")
+    if flags["return_"]:
+        ctx.error(node.key_line("return"), join(path, "return"),
+                  "return probes on a list hook are not supported by tetrahost yet (one return "
+                  "program per list would have to tell the syscalls' returns apart)",
+                  "not-supported", "return probes on list hooks")
+    return {"syscall": True, "syscall_inferred": False, "syscall_list": name,
+            "syscalls": syscall_list.syscalls}
 
 
 def _validate_kprobe_flags(ctx: Context, node: YNode, path: str, name: str) -> dict:

@@ -40,10 +40,18 @@ class AttachPlan:
     program: str            # entry program in generic.bpf.o
     target: str             # kernel function / LSM hook / syscall name
     method: str             # for operators: how, and why this way
-    syscall_nr: int = -1
+    syscall_nrs: tuple[int, ...] = ()   # sys_enter fallback: the syscalls it lets through
     unwrap_syscall: bool = False   # arguments sit in the syscall's pt_regs
     ret_program: str = ""   # return probes: the program that sees the return value
     ret_target: str = ""
+    # list hooks on kprobes: the one loaded program attaches to each of these
+    # (`target` is then the list, "list:NAME")
+    targets: tuple[str, ...] = ()
+
+    @property
+    def syscall_nr(self) -> int:
+        """The one syscall of a single-syscall fallback plan, else -1."""
+        return self.syscall_nrs[0] if len(self.syscall_nrs) == 1 else -1
 
     @property
     def programs(self) -> tuple[tuple[str, str], ...]:
@@ -59,11 +67,13 @@ class AttachPlan:
 
 @functools.lru_cache(maxsize=1)
 def kernel_symbols(path: str = "/proc/kallsyms") -> frozenset[str]:
-    """The kernel's BPF-LSM hook symbols (bpf_lsm_*): all lsm_hook_for asks
-    about; the whole symbol table would be kept for the agent's lifetime."""
+    """The kernel's BPF-LSM hook symbols (bpf_lsm_*) and syscall functions
+    (__x64_sys_*): all lsm_hook_for and list plans ask about; the whole symbol
+    table would be kept for the agent's lifetime."""
     try:
         with open(path) as f:
-            return frozenset(p[2] for line in f if len(p := line.split()) >= 3 and p[2].startswith("bpf_lsm_"))
+            return frozenset(p[2] for line in f
+                             if len(p := line.split()) >= 3 and p[2].startswith(("bpf_lsm_", "__x64_sys_")))
     except OSError:
         return frozenset()
 
@@ -126,6 +136,8 @@ def _plan_entry(hook: Hook, features, enforces: bool, overrides: bool, symbols) 
         if hook.raw:
             return AttachPlan("th_raw_tp", hook.event, f"raw_tp {hook.event}")
         return AttachPlan("th_tracepoint", hook.name, f"tracepoint {hook.name}")
+    if hook.syscall_list:
+        return plan_syscall_list(hook, features, overrides, symbols)
     if hook.syscall:
         return _plan_syscall(hook, features, overrides)
     if hook.is_exec_hook:
@@ -158,7 +170,45 @@ def _plan_syscall(hook: Hook, features, overrides: bool) -> AttachPlan:
         raise AttachError(f"{hook.name}: no kprobes or fentry on this kernel, and {name!r} "
                           "is not an x86_64 syscall the sys_enter fallback can filter")
     return AttachPlan("th_sys_enter", name, f"raw_tp sys_enter filtered to syscall {nr} ({name}); "
-                      "fallback: this kernel has no kprobes/fentry", syscall_nr=nr)
+                      "fallback: this kernel has no kprobes/fentry", syscall_nrs=(nr,))
+
+
+def _few(names, shown: int = 4) -> str:
+    names = list(names)
+    return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
+
+
+def plan_syscall_list(hook: Hook, features, overrides: bool, symbols=None) -> AttachPlan:
+    """A `list:NAME` hook: one loaded program for every syscall of the list.
+    With kprobes it attaches to each __x64_sys_* function (those the kernel
+    lacks are skipped and said); without, the sys_enter fallback filters on a
+    set of syscall numbers.  fentry/fmod_ret programs are bound to one function
+    at load, so they would need one object per syscall: not used for lists."""
+    target = f"list:{hook.syscall_list}"
+    count = f"{len(hook.syscalls)} syscall{'s' if len(hook.syscalls) != 1 else ''}"
+    if features.kprobe and (not overrides or features.override_return):
+        symbols = kernel_symbols() if symbols is None else symbols
+        functions = [f"__x64_sys_{name}" for name in hook.syscalls]
+        # an unreadable kallsyms says nothing: try them all, HookSensor skips failures
+        known = {s for s in symbols if s.startswith("__x64_sys_")}
+        present = tuple(f for f in functions if f in known) if known else tuple(functions)
+        missing = [f for f in functions if f not in present]
+        if not present:
+            raise AttachError(f"{target}: this kernel has none of the list's syscall functions "
+                              f"({_few(functions)})")
+        program = "th_kprobe_override" if overrides else "th_kprobe"
+        how = " with bpf_override_return" if overrides else ""
+        method = f"kprobe{how} on {len(present)} functions of {count} ({_few(present)})"
+        if missing:
+            method += f"; skipped, not in this kernel: {_few(missing)}"
+        return AttachPlan(program, target, method, unwrap_syscall=True, targets=present)
+    if overrides:
+        raise AttachError(f"{target}: Override of syscalls needs kprobes with bpf_override_return "
+                          "(CONFIG_BPF_KPROBE_OVERRIDE), which this kernel lacks")
+    numbers = tuple(SYSCALLS_X86_64[name] for name in hook.syscalls)
+    return AttachPlan("th_sys_enter", target,
+                      f"raw_tp sys_enter filtered to a set of {count} ({_few(hook.syscalls)}); "
+                      "fallback: this kernel has no kprobes", syscall_nrs=numbers)
 
 
 def _plan_exec(hook: Hook, features, enforces: bool, overrides: bool, symbols) -> AttachPlan:

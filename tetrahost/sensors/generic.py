@@ -5,9 +5,10 @@ The object shares the process sensor's ring buffer and loss counters
 """
 from __future__ import annotations
 
+import errno
 import logging
 
-from tetrahost.bpf import BpfObject, Link
+from tetrahost.bpf import BpfError, BpfObject, Link
 from tetrahost.bpf.native import ffi, lib
 from tetrahost.policy.compile import CompiledHook
 from tetrahost.sensors.attach import AttachPlan
@@ -16,6 +17,16 @@ from tetrahost.sensors.objects import find_object
 log = logging.getLogger(__name__)
 
 _TRAMPOLINE_PROGRAMS = ("th_fentry", "th_fexit", "th_fmod_ret", "th_lsm")
+
+
+def fill_syscall_set(cfg, numbers) -> None:
+    """th_hook_config.syscall_set: bit n = syscall n passes the sys_enter/exit fallback."""
+    for word in range(lib.TH_SYSCALL_SET_BITS // 64):
+        cfg.syscall_set[word] = 0
+    for nr in numbers:
+        if not 0 <= nr < lib.TH_SYSCALL_SET_BITS:
+            raise ValueError(f"syscall {nr} is outside the fallback's set (0..{lib.TH_SYSCALL_SET_BITS - 1})")
+        cfg.syscall_set[nr // 64] |= 1 << (nr % 64)
 
 
 def str_set_key(set_id: int, value: bytes, prefix: bool) -> bytes:
@@ -57,13 +68,14 @@ class HookSensor:
         self.shared = shared
         self.obj: BpfObject | None = None
         self.links: list[Link] = []
+        self.skipped: list[str] = []     # list hooks: functions that would not attach, with why
 
     def start(self, obj: BpfObject | None = None) -> "HookSensor":
         """Configure and attach; `obj` is an already loaded copy of the object
         for this plan (load_hook_object, e.g. from a pool of verified spares),
         else one is loaded here."""
         plan, cfg = self.plan, self.compiled.config
-        cfg.syscall_nr = plan.syscall_nr
+        fill_syscall_set(cfg, plan.syscall_nrs)
         if plan.unwrap_syscall:
             cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
         else:   # sys_enter hands over the syscall's own arguments
@@ -74,7 +86,10 @@ class HookSensor:
             # the return half first: an entry that parks an event must find
             # its return program already there
             for program, target in reversed(plan.programs):
-                self.links.append(self._attach(self.obj.program(program), program, target))
+                if plan.targets and program == plan.program:
+                    self._attach_each(program, plan.targets)
+                else:
+                    self.links.append(self._attach(self.obj.program(program), program, target))
         except BaseException:
             self.stop()
             raise
@@ -89,6 +104,23 @@ class HookSensor:
             self.obj.map("str_postfix").update(str_set_key(set_id, value[::-1], prefix=True), b"\1")
         # the config goes last: until it is there the program does nothing
         self.obj.map("hook_config").update((0).to_bytes(4, "little"), ffi.buffer(self.compiled.config)[:])
+
+    def _attach_each(self, program: str, targets: tuple[str, ...]) -> None:
+        """A list hook: one link per function.  A function that does not take
+        the probe (not traceable on this build) is skipped and said, not fatal,
+        unless none does."""
+        prog = self.obj.program(program)
+        for target in targets:
+            try:
+                self.links.append(self._attach(prog, program, target))
+            except BpfError as exc:
+                self.skipped.append(f"{target}: {str(exc).splitlines()[0]}")
+        if self.skipped:
+            log.warning("hook %s: %d of %d functions not attached: %s", self.compiled.hook.name,
+                        len(self.skipped), len(targets), "; ".join(self.skipped[:5]))
+        if not self.links:
+            raise BpfError(errno.ENOENT, f"{self.compiled.hook.name}: no function of the list could be "
+                           f"attached ({'; '.join(self.skipped[:3])})")
 
     @staticmethod
     def _attach(prog, name: str, target: str) -> Link:

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tetrahost.bpf import BpfError, BpfObject
 from tetrahost.events.namespaces import HostNamespaces
@@ -304,6 +304,9 @@ class PolicyManager:
                 self._acquire_proc_state(hs)
                 spare = self.pool.take(hs.plan)      # None: HookSensor loads its own
                 hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps).start(spare)
+                if hs.sensor.skipped:     # a list hook attached to fewer functions than planned
+                    hs.plan = replace(hs.plan, method=f"{hs.plan.method}; {len(hs.sensor.skipped)} "
+                                      f"would not attach: {'; '.join(hs.sensor.skipped[:3])}")
                 self.pool.refill(self.pool.key(hs.plan))    # after our own load (and start-up)
             except (CompileError, AttachError, BpfError) as exc:
                 # BpfError's text is one line plus the verifier's last lines:

@@ -1,0 +1,37 @@
+"""spec.lists on this machine: one hook over a list of syscalls.
+
+No kprobes here: the list hook is one raw_syscalls/sys_enter program whose
+syscall set holds dup and dup2.  Each call of either gives one event naming
+the syscall that fired (function_name "__x64_sys_dup" / "__x64_sys_dup2", as
+Tetragon shows a list hook); dup3, outside the list, gives none.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from agent_harness import policy_events, start_with_policies
+from dup_calls import EXPECTED, call_dup_dup2_dup3, functions_and_fds, list_policy
+
+pytestmark = pytest.mark.kernel
+
+NAME = "dup-list"
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    a = start_with_policies(tmp_path_factory, {NAME: list_policy(os.getpid())})
+    yield a
+    a.stop()
+
+
+def test_attaches_one_program_filtered_to_the_set(agent):
+    assert "raw_tp sys_enter filtered to a set of 2 syscalls (dup, dup2)" in agent.log_text()
+
+
+def test_one_event_per_listed_syscall_with_its_function_name(agent):
+    call_dup_dup2_dup3()
+    events = policy_events(agent, NAME, count=2)
+    assert functions_and_fds(events) == EXPECTED
+    assert all(e["process"]["pid"] == os.getpid() for e in events)

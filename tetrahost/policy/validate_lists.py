@@ -1,0 +1,124 @@
+"""spec.lists: named lists of functions a kprobe can hook at once (`call: "list:NAME"`).
+
+Syscall lists ("syscalls": the names given; "generated_syscalls": every x86_64
+syscall) are supported; one hook then covers every syscall of the list with
+the same args and selectors.  ftrace lists ("generated_ftrace" by pattern,
+"ftrace" by names) hook arbitrary kernel functions: rejected precisely until
+the kernel side can attach to a pattern.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
+
+from .context import Context, check_fields, expect_map, get_bool, get_list, get_str, join
+from .errors import Location
+from .yamlnodes import YNode
+
+LIST_FIELDS = ("name", "type", "values", "pattern", "validated")
+SYSCALL_LIST_TYPES = ("syscalls", "generated_syscalls")
+FTRACE_LIST_TYPES = ("generated_ftrace", "ftrace")
+LIST_TYPES = SYSCALL_LIST_TYPES + FTRACE_LIST_TYPES
+LIST_PREFIX = "list:"
+
+# "sys_dup", "__x64_sys_dup" and "dup" all name the syscall dup
+_SYSCALL_PREFIX = re.compile(r"^(?:__x64_)?sys_")
+# the compat entry points of 32-bit programs: other numbers, other wrappers
+_COMPAT_PREFIXES = ("__ia32_", "__x32_", "i386/")
+_LIST_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class SyscallList:
+    name: str
+    type: str                   # "syscalls" or "generated_syscalls"
+    syscalls: tuple[str, ...]   # names without prefix ("dup"), each a key of SYSCALLS_X86_64
+    source: Location
+
+
+def syscall_of(value: str) -> str:
+    """The syscall a list value names ("sys_dup" -> "dup")."""
+    return _SYSCALL_PREFIX.sub("", value, count=1)
+
+
+def validate_lists(ctx: Context, spec: YNode, path: str) -> dict[str, SyscallList | None]:
+    """Every list by name; None for a list that is defined but unusable (its
+    errors are already reported, so a hook naming it gets no second error)."""
+    lists: dict[str, SyscallList | None] = {}
+    where: dict[str, str] = {}
+    for i, node in enumerate(get_list(ctx, spec, "lists", path)):
+        lpath = f"{join(path, 'lists')}[{i}]"
+        if not expect_map(ctx, node, lpath):
+            continue
+        errors_before = len(ctx.errors)
+        check_fields(ctx, node, lpath, LIST_FIELDS)
+        get_bool(ctx, node, "validated", lpath)   # Tetragon's own bookkeeping: accepted, unused
+        name = get_str(ctx, node, "name", lpath, required=True)
+        if name and not _LIST_NAME.match(name):
+            ctx.error(node.key_line("name"), join(lpath, "name"),
+                      f'"{name}" is not a list name (letters, digits, "_", "-", ".")', "invalid-name")
+        if name in where:
+            ctx.error(node.key_line("name"), join(lpath, "name"),
+                      f'list "{name}" is already defined at {where[name]}', "duplicate")
+            continue
+        syscall_list = _validate_list(ctx, node, lpath, name)
+        if name:
+            where[name] = lpath
+            lists[name] = syscall_list if len(ctx.errors) == errors_before else None
+    return lists
+
+
+def _validate_list(ctx: Context, node: YNode, lpath: str, name: str) -> SyscallList | None:
+    type_name = get_str(ctx, node, "type", lpath, required=True)
+    tline = node.key_line("type")
+    if type_name in FTRACE_LIST_TYPES:
+        ctx.error(tline, join(lpath, "type"), f'list type "{type_name}" (kernel functions by '
+                  "ftrace name or pattern) is not supported by tetrahost yet; syscall lists are "
+                  f"({', '.join(SYSCALL_LIST_TYPES)})", "not-supported", "ftrace lists")
+        return None
+    if type_name and type_name not in LIST_TYPES:
+        ctx.error(tline, join(lpath, "type"), f'unknown list type "{type_name}" '
+                  f"(expected one of: {', '.join(LIST_TYPES)})", "unknown-value", "list type")
+        return None
+    if node.get("pattern") is not None:
+        ctx.error(node.key_line("pattern"), join(lpath, "pattern"),
+                  "pattern belongs to generated_ftrace lists", "invalid")
+    if type_name == "generated_syscalls":
+        if node.get("values") is not None:
+            ctx.error(node.key_line("values"), join(lpath, "values"),
+                      "a generated_syscalls list holds every syscall: it takes no values", "invalid")
+        syscalls = tuple(SYSCALLS_X86_64)
+    elif type_name == "syscalls":
+        syscalls = _validate_syscall_values(ctx, node, lpath)
+    else:
+        return None
+    return SyscallList(name, type_name, syscalls, ctx.loc(node, lpath))
+
+
+def _validate_syscall_values(ctx: Context, node: YNode, lpath: str) -> tuple[str, ...]:
+    items = get_list(ctx, node, "values", lpath, required=True)
+    if not items and node.get("values") is not None:
+        ctx.error(node.key_line("values"), join(lpath, "values"), "a syscalls list needs at least one value",
+                  "invalid")
+    syscalls: dict[str, str] = {}      # syscall -> path of the value that named it
+    for i, item in enumerate(items):
+        vpath = f"{join(lpath, 'values')}[{i}]"
+        if item.kind != "scalar" or not isinstance(item.value, str):
+            ctx.error(item.line, vpath, f"expected a syscall name, got {item.describe()}", "type")
+            continue
+        syscall = syscall_of(item.value)
+        if item.value.startswith(_COMPAT_PREFIXES):
+            ctx.error(item.line, vpath, f'"{item.value}": 32-bit (compat) syscalls in lists are not '
+                      "supported by tetrahost yet (x86_64 syscalls are)", "not-supported",
+                      "32-bit syscalls in lists")
+        elif syscall not in SYSCALLS_X86_64:
+            ctx.error(item.line, vpath, f'"{item.value}" is not an x86_64 syscall', "invalid-name")
+        elif syscall in syscalls:
+            ctx.error(item.line, vpath, f'"{item.value}": syscall {syscall} is already listed at '
+                      f"{syscalls[syscall]}", "duplicate")
+        else:
+            syscalls[syscall] = vpath
+    return tuple(syscalls)
