@@ -1,4 +1,5 @@
-"""The dup family, called through libc, for the syscall-list tests (host and VM).
+"""Workloads for the syscall-list tests (host and VM): the dup family through
+libc, and a private copy of `true` whose every syscall a generated list sees.
 
 Python's os.dup/os.dup2 go through fcntl and dup3, so libc (ctypes) is what
 makes exactly one dup, one dup2 and one dup3 syscall.  Only calls on
@@ -9,6 +10,8 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import shutil
+import subprocess
 
 SOURCE_FD = 250         # a number nothing else in the test process uses
 
@@ -62,3 +65,32 @@ def functions_and_fds(events: list[dict]) -> list[tuple[str, int]]:
 
 
 EXPECTED = [("__x64_sys_dup", SOURCE_FD), ("__x64_sys_dup2", SOURCE_FD)]    # and none for dup3
+
+
+def generated_policy(binary: str) -> str:
+    """spec body: every syscall (generated_syscalls), for one binary only."""
+    return f"""
+  lists:
+  - name: all
+    type: generated_syscalls
+  kprobes:
+  - call: "list:all"
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: ["{binary}"]
+"""
+
+
+def private_true(path: str) -> None:
+    """A copy of /usr/bin/true at `path`, which no other process runs."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    shutil.copy2("/usr/bin/true", path)
+
+
+def run_private_true(path: str) -> None:
+    subprocess.run([path], check=True)
+
+
+# syscalls every dynamically linked `true` makes after its exec, whatever the libc version
+ALWAYS_CALLED_BY_TRUE = {"__x64_sys_brk", "__x64_sys_mmap", "__x64_sys_exit_group"}

@@ -11,17 +11,24 @@ import os
 
 import pytest
 
+from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
+
 from agent_harness import policy_events, start_with_policies
-from dup_calls import EXPECTED, call_dup_dup2_dup3, functions_and_fds, list_policy
+from dup_calls import (ALWAYS_CALLED_BY_TRUE, EXPECTED, call_dup_dup2_dup3, functions_and_fds,
+                       generated_policy, list_policy, private_true, run_private_true)
 
 pytestmark = pytest.mark.kernel
 
 NAME = "dup-list"
+ALL_NAME = "all-syscalls-of-one-binary"
+TRUE = "/tmp/thlists/true-for-lists"
+EVERY_SYSCALL = len(SYSCALLS_X86_64)
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
-    a = start_with_policies(tmp_path_factory, {NAME: list_policy(os.getpid())})
+    private_true(TRUE)
+    a = start_with_policies(tmp_path_factory, {NAME: list_policy(os.getpid()), ALL_NAME: generated_policy(TRUE)})
     yield a
     a.stop()
 
@@ -35,3 +42,13 @@ def test_one_event_per_listed_syscall_with_its_function_name(agent):
     events = policy_events(agent, NAME, count=2)
     assert functions_and_fds(events) == EXPECTED
     assert all(e["process"]["pid"] == os.getpid() for e in events)
+
+
+def test_generated_list_sees_every_syscall_of_the_binary(agent):
+    assert f"raw_tp sys_enter filtered to a set of {EVERY_SYSCALL} syscalls" in agent.log_text()
+    run_private_true(TRUE)
+    events = policy_events(agent, ALL_NAME, count=len(ALWAYS_CALLED_BY_TRUE))
+    functions = {e["function_name"] for e in events}
+    assert ALWAYS_CALLED_BY_TRUE <= functions
+    assert all(f.startswith("__x64_sys_") for f in functions)
+    assert {e["process"]["binary"] for e in events} == {TRUE}
