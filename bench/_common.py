@@ -141,6 +141,15 @@ def run_costs(before: dict[int, dict], after: dict[int, dict]) -> list[tuple[str
     return sorted(rows)
 
 
+def costs_during(pid: int, work) -> list[tuple[str, int, float]]:
+    """run_costs() of the programs process pid holds, over work() (a callable);
+    kernel.bpf_stats_enabled must be on."""
+    progs, _ = bpf_ids(pid)
+    before = prog_stats(progs)
+    work()
+    return run_costs(before, prog_stats(progs))
+
+
 def percpu_sum(map_id: int) -> dict[int, int]:
     """key -> sum over CPUs of a per-CPU array of u64 (the agent's `losses`)."""
     res = {}

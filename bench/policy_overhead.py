@@ -123,15 +123,10 @@ def bpf_cost(config, opens, storm, n_opens, n_execs, workdir) -> list[tuple[str,
     subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
     agent = c.start_agent(workdir, export, extra=policy_args(config, workdir))
     try:
-        progs, _ = c.bpf_ids(agent.pid)
-        before = c.prog_stats(progs)
-        opens.run(n_opens)
-        storm.run(n_execs)
-        after = c.prog_stats(progs)
+        return c.costs_during(agent.pid, lambda: (opens.run(n_opens), storm.run(n_execs)))
     finally:
         agent.stop()
         subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=True)
-    return c.run_costs(before, after)
 
 
 def main() -> int:

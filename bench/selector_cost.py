@@ -92,17 +92,13 @@ def measure(selector: str, opens: OpenStorm, storm: c.Storm, n_opens: int, n_exe
     (workdir / "p.yaml").write_text(policy(selector))
     agent = c.start_agent(workdir, export, extra=["--policy", str(workdir / "p.yaml")])
     try:
-        progs, _ = c.bpf_ids(agent.pid)
-        before = c.prog_stats(progs)
-        opens.run(n_opens)
-        storm.run(n_execs)
-        after = c.prog_stats(progs)
+        costs = c.costs_during(agent.pid, lambda: (opens.run(n_opens), storm.run(n_execs)))
         log = agent.err.read_text()
     finally:
         agent.stop()
     if "not active" in log.lower():
         raise SystemExit(f"the policy did not attach:\n{log}")
-    return {name: ns for name, _, ns in c.run_costs(before, after)}
+    return {name: ns for name, _, ns in costs}
 
 
 def main() -> int:

@@ -58,10 +58,8 @@ def measure(repo: pathlib.Path, body: str, storm: pathlib.Path, calls: int, work
         c.wait_until(lambda: "tetrahost ready" in (work / "agent.log").read_text() or agent.poll() is not None, 60)
         if agent.poll() is not None or "not active" in (work / "agent.log").read_text():
             return None
-        progs = {i for i in c.bpf_ids(agent.pid)[0]}
-        before = c.prog_stats(progs)
-        subprocess.run([str(storm), str(calls)], check=True)
-        rows = [r for r in c.run_costs(before, c.prog_stats(progs)) if r[0] == "th_sys_enter"]
+        costs = c.costs_during(agent.pid, lambda: subprocess.run([str(storm), str(calls)], check=True))
+        rows = [r for r in costs if r[0] == "th_sys_enter"]
         return rows[0][2] if rows else None
     finally:
         agent.terminate()

@@ -84,7 +84,7 @@ def test_plans_kretprobe_fexit_or_sys_exit():
     sc = hook_of(kprobe(call="sys_openat", syscall="true"))
     plan = plan_attach(sc, dataclasses.replace(NONE, raw_tracepoint=True), False, False)
     assert plan.programs == (("th_sys_enter", "openat"), ("th_sys_exit", "sys_exit"))
-    assert plan.syscall_nr == 257
+    assert plan.syscall_nrs == (257,)
 
 
 def test_override_through_lsm_returns_from_the_function_itself():

@@ -204,33 +204,29 @@ def _host_userns(host_ns: HostNamespaces, here: str) -> int:
     return inum
 
 
+def _capability_entry(entries, field: str, host_ns: HostNamespaces, where: str):
+    """The one matchCapabilities / matchCapabilityChanges entry of a selector,
+    as (set kind, mask, negate, host user namespace inode or 0)."""
+    if len(entries) > 1:
+        raise CompileError(f"{where}.{field}: only one entry per selector is supported")
+    mc = entries[0]
+    userns = _host_userns(host_ns, f"{where}.{field}[0]") if mc.is_namespace_capability else 0
+    return _CAP_SETS[mc.type], mc.mask, mc.operator == "NotIn", userns
+
+
 def _compile_caps(sel: Selector, c, host_ns: HostNamespaces, where: str):
-    if not sel.match_capabilities:
-        return
-    if len(sel.match_capabilities) > 1:
-        raise CompileError(f"{where}.matchCapabilities: only one entry per selector is supported")
-    mc = sel.match_capabilities[0]
-    c.caps_kind = _CAP_SETS[mc.type]
-    c.caps_mask = mc.mask
-    c.caps_negate = mc.operator == "NotIn"
-    if mc.is_namespace_capability:
-        c.caps_userns = _host_userns(host_ns, f"{where}.matchCapabilities[0]")
+    if sel.match_capabilities:
+        c.caps_kind, c.caps_mask, c.caps_negate, c.caps_userns = _capability_entry(
+            sel.match_capabilities, "matchCapabilities", host_ns, where)
 
 
 def _compile_cap_changes(sel: Selector, c, host_ns: HostNamespaces, where: str):
     """Tetragon: In matches when one of the listed capabilities of the set
     differs from its value at the process's last exec; NotIn when only
     capabilities not listed differ."""
-    if not sel.match_capability_changes:
-        return
-    if len(sel.match_capability_changes) > 1:
-        raise CompileError(f"{where}.matchCapabilityChanges: only one entry per selector is supported")
-    mc = sel.match_capability_changes[0]
-    c.capch_kind = _CAP_SETS[mc.type]
-    c.capch_mask = mc.mask
-    c.capch_negate = mc.operator == "NotIn"
-    if mc.is_namespace_capability:
-        c.capch_userns = _host_userns(host_ns, f"{where}.matchCapabilityChanges[0]")
+    if sel.match_capability_changes:
+        c.capch_kind, c.capch_mask, c.capch_negate, c.capch_userns = _capability_entry(
+            sel.match_capability_changes, "matchCapabilityChanges", host_ns, where)
 
 
 def _compile_ns_changes(sel: Selector, c, where: str):

@@ -49,11 +49,6 @@ class AttachPlan:
     targets: tuple[str, ...] = ()
 
     @property
-    def syscall_nr(self) -> int:
-        """The one syscall of a single-syscall fallback plan, else -1."""
-        return self.syscall_nrs[0] if len(self.syscall_nrs) == 1 else -1
-
-    @property
     def programs(self) -> tuple[tuple[str, str], ...]:
         """(program, target) of each program this plan loads: entry first."""
         if self.ret_program:

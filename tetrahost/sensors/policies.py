@@ -249,10 +249,7 @@ class PolicyManager:
         return states
 
     def _apply(self, path: str, text: str | None, replace: bool, parsed: LoadResult | None) -> list[PolicyState]:
-        if parsed is not None:
-            result = parsed
-        else:
-            result = load_path(path) if text is None else load_text(text, file=path)
+        result = parsed or (load_path(path) if text is None else load_text(text, file=path))
         if not result.ok:
             raise PolicyLoadFailed(path, [e.render() for e in result.errors])
         for w in result.warnings:
