@@ -32,13 +32,17 @@ export PYTHONDONTWRITEBYTECODE=1
 cd "$repo" || exit 1
 
 # What a stalled run needs to be understood (a run that never ends leaves
-# nothing else): the busiest and the blocked processes, their kernel stacks.
+# nothing else): the busiest processes, and the kernel stacks of the blocked
+# ones.  Never the stack of a running task: unwinding a task that runs on
+# another CPU through a kretprobe's return trampoline makes 6.1 log a WARNING
+# (rethook_find_ret_addr), which fails the run; the deadline's sysrq-l shows
+# what the CPUs are running instead.
 snapshot() {
     echo "== uptime $(cut -d' ' -f1 /proc/uptime) s, load $(cut -d' ' -f1-4 /proc/loadavg)"
     grep -E '^(MemTotal|MemAvailable|Slab|SUnreclaim|Percpu|VmallocUsed):' /proc/meminfo | tr -s ' ' | paste -sd' '
     ps -eo pid,ppid,stat,pcpu,rss,wchan:28,etime,args --sort=-pcpu | head -n 25
-    for pid in $(ps -eo pid= --sort=-pcpu | head -n 4) $(ps -eo pid=,stat= | awk '$2 ~ /^D/ {print $1}'); do
-        echo "== kernel stack of $pid ($(cat /proc/$pid/comm 2>/dev/null))"
+    for pid in $(ps -eo pid=,stat= | awk '$2 ~ /^D/ {print $1}'); do
+        echo "== kernel stack of blocked $pid ($(cat /proc/$pid/comm 2>/dev/null))"
         cat /proc/$pid/stack 2>/dev/null
     done
 }
