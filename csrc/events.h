@@ -30,7 +30,8 @@ typedef __s64 int64_t;
 enum th_limits {
 	TH_PATH_MAX = 4096,      /* a binary or cwd path, NUL not included   */
 	TH_ARGS_MAX = 4096,      /* argv bytes (NUL-separated) kept per exec  */
-	TH_PATH_DEPTH = 64,      /* dentries walked for one path              */
+	TH_PATH_DEPTH = 16384,   /* dentries (and mount crossings) walked for one path:
+	                          * a bpf_loop() bound, paid only by paths that deep */
 	TH_NS_COUNT = 10,        /* namespace kinds, order of enum th_ns      */
 	TH_LOSS_SLOTS = 8,       /* per-op ring buffer loss counters          */
 };
@@ -59,11 +60,13 @@ enum th_ns {
 
 /* th_exec.flags: what the kernel side could not deliver whole. */
 enum th_exec_flags {
-	TH_EXEC_TRUNC_PATH = 1,   /* binary path longer than TH_PATH_MAX or deeper than TH_PATH_DEPTH */
+	TH_EXEC_TRUNC_PATH = 1,   /* binary path longer than TH_PATH_MAX (its root end is kept)
+	                           * or deeper than TH_PATH_DEPTH (TH_EXEC_PATH_UNRESOLVED) */
 	TH_EXEC_TRUNC_ARGS = 2,   /* argv longer than TH_ARGS_MAX                 */
 	TH_EXEC_TRUNC_CWD = 4,    /* cwd longer than TH_PATH_MAX / TH_PATH_DEPTH   */
 	TH_EXEC_ERR_ARGS = 8,     /* argv could not be read from user memory      */
 	TH_EXEC_NO_AUID = 16,     /* kernel without audit: auid unknown           */
+	TH_EXEC_PATH_UNRESOLVED = 32, /* the binary's root was not reached: only its leaf end is known */
 };
 
 /* Who owns a socket (TrackSock): events about it name this task even when
@@ -251,6 +254,8 @@ enum th_hook_event_flags {
 	TH_HOOK_HAS_RETURN = 8,   /* retval holds the function's return value          */
 	TH_HOOK_SOCK_OWNER = 16,  /* pid/tid are the owner of the event's socket (TrackSock),
 	                           * not the task the hook ran in                       */
+	TH_HOOK_PATH_UNRESOLVED = 32, /* a path's root was not reached (deeper than TH_PATH_DEPTH):
+	                           * Prefix/Equal on it failed closed (the selector matched) */
 };
 
 enum th_hook_config_flags {

@@ -110,16 +110,19 @@ static __noinline void track_fork(struct task_struct *child, __u32 tgid, __u32 p
 	bpf_map_update_elem(&proc_state, &tgid, &st, BPF_ANY);
 }
 
-/* Copy a walked path to dst, return its length. */
+/* Copy a walked path to dst, return its length.  A path longer than the
+ * buffer keeps its root end (what Prefix policies compare). */
 static __always_inline __u32 put_path(__u8 *dst, struct path_scratch *s, const struct path *p,
-				      __u32 *flags, __u32 trunc_flag)
+				      __u32 *flags, __u32 trunc_flag, __u32 unresolved_flag)
 {
-	bool truncated;
-	__u32 pos = walk_path(s, p, &truncated);
+	__u32 how;
+	__u32 pos = walk_path(s, p, &how, NULL, NULL);
 	__u32 len = TH_PATH_MAX - pos;
 
-	if (truncated)
+	if (how)
 		*flags |= trunc_flag;
+	if (how & TH_WALK_UNRESOLVED)
+		*flags |= unresolved_flag;
 	if (len > TH_PATH_MAX)      /* cannot happen; tells the verifier the bound */
 		return 0;
 	bpf_probe_read_kernel(dst, len, &s->buf[pos & (TH_PATH_MAX - 1)]);
@@ -162,7 +165,7 @@ int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	 * policies match on, not the string the caller passed. */
 	struct file *file = BPF_CORE_READ(bprm, file);
 	__u32 path_len = put_path(ev->data, &s->path, __builtin_preserve_access_index(&file->f_path),
-				  &ev->flags, TH_EXEC_TRUNC_PATH);
+				  &ev->flags, TH_EXEC_TRUNC_PATH, TH_EXEC_PATH_UNRESOLVED);
 
 	/* argv lives in the new image's stack, between arg_start and arg_end. */
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
@@ -183,7 +186,7 @@ int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	struct fs_struct *fs = BPF_CORE_READ(task, fs);
 	__u32 off = (path_len + args_len) & (2 * TH_PATH_MAX - 1);
 	__u32 cwd_len = put_path(&ev->data[off], &s->path, __builtin_preserve_access_index(&fs->pwd),
-				 &ev->flags, TH_EXEC_TRUNC_CWD);
+				 &ev->flags, TH_EXEC_TRUNC_CWD, 0);
 
 	ev->path_len = path_len;
 	ev->args_len = args_len;

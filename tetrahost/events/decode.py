@@ -55,6 +55,7 @@ def _exec(buf: bytes) -> ExecRecord:
         creds=Creds(*v[_CREDS]), caps=Caps(*v[_CAPS]), ns=v[_NS],
         binary=buf[_DATA_OFFSET:end_path], args=argv[1:], cwd=buf[end_args:end],
         truncated_path=bool(flags & lib.TH_EXEC_TRUNC_PATH),
+        path_unresolved=bool(flags & lib.TH_EXEC_PATH_UNRESOLVED),
         truncated_args=bool(flags & lib.TH_EXEC_TRUNC_ARGS),
         truncated_cwd=bool(flags & lib.TH_EXEC_TRUNC_CWD),
         args_error=bool(flags & lib.TH_EXEC_ERR_ARGS),
@@ -95,6 +96,7 @@ def _hook(buf: bytes) -> HookRecord:
         ns=v[_H_NS], args=args,
         monitor=bool(flags & lib.TH_HOOK_MONITOR), signal_failed=bool(flags & lib.TH_HOOK_SIGNAL_FAILED),
         truncated=bool(flags & lib.TH_HOOK_ARG_TRUNC),
+        path_unresolved=bool(flags & lib.TH_HOOK_PATH_UNRESOLVED),
         retval=v[_H["retval"]] if flags & lib.TH_HOOK_HAS_RETURN else None,
         ret_raw=buf[_RET_START:_RET_START + min(v[_H["ret_len"]], lib.TH_STR_SLOT)],
         sock_owner=bool(flags & lib.TH_HOOK_SOCK_OWNER), syscall_nr=v[_H["syscall_nr"]])

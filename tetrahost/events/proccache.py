@@ -121,6 +121,8 @@ def exec_flags(rec: ExecRecord) -> str:
         words.append("rootcwd")
     if rec.truncated_path:
         words.append("truncFilename")
+    if rec.path_unresolved:
+        words.append("errorPathResolution")   # deeper than the kernel-side walk: leaf end only
     if rec.truncated_args:
         words.append("truncArgs")
     if rec.args_error:
@@ -130,7 +132,7 @@ def exec_flags(rec: ExecRecord) -> str:
     return " ".join(words)
 
 
-_INHERITED_FLAGS = ("truncFilename", "truncArgs", "errorArgs", "truncCWD", "rootcwd")
+_INHERITED_FLAGS = ("truncFilename", "errorPathResolution", "truncArgs", "errorArgs", "truncCWD", "rootcwd")
 
 
 def clone_flags(parent_flags: str) -> str:

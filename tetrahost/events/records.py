@@ -50,7 +50,8 @@ class ExecRecord:
     binary: bytes             # resolved path of the executed file
     args: list[bytes]         # argv[1:] (argv[0] dropped, as Tetragon does)
     cwd: bytes
-    truncated_path: bool = False
+    truncated_path: bool = False   # longer than TH_PATH_MAX: binary holds its root end
+    path_unresolved: bool = False  # deeper than TH_PATH_DEPTH: binary holds its leaf end only
     truncated_args: bool = False
     truncated_cwd: bool = False
     args_error: bool = False
@@ -98,6 +99,7 @@ class HookRecord:
     monitor: bool = False     # policy-mode monitor: enforcement was not done
     signal_failed: bool = False
     truncated: bool = False
+    path_unresolved: bool = False # a path argument's root was not reached: Prefix/Equal failed closed
     retval: int | None = None # return probes: the function's return value
     ret_raw: bytes = b""      # ... read as returnArg's type, when not an integer (sock)
     sock_owner: bool = False  # pid/tid are the tracked owner of the event's socket

@@ -15,7 +15,10 @@ namespace's inode ("netns") and, where it has one, its /run/netns name
 "monitor": true with the action that would have been taken in policy-mode
 monitor, "signal_failed" when the kernel refused to send the signal,
 "socket_owner": true when the process is the owner TrackSock recorded for
-the event's socket rather than the task the hook ran in.
+the event's socket rather than the task the hook ran in, "path_unresolved":
+true when a path argument was deeper than the kernel-side walk reaches
+(TH_PATH_DEPTH components), so Prefix/Equal on it could not be decided and
+made the selector match (fail closed).
 
 Other arguments as Tetragon renders them: integers as int_arg (int8..int32),
 uint_arg (uint8..uint32), size_arg (uint64, size_t), long_arg (int64, long);
@@ -339,6 +342,8 @@ class HookEventRenderer:
             body["signal"] = signal_name(rec.action_arg)
             if rec.signal_failed:
                 body["signal_failed"] = True
+        if rec.path_unresolved:
+            body["path_unresolved"] = True  # a path too deep to reach its root: Prefix/Equal failed closed
         if rec.sock_owner:
             body["socket_owner"] = True     # process = the socket's TrackSock owner, not the running task
         if rec.action == lib.TH_ACTION_OVERRIDE:

@@ -10,20 +10,28 @@
 /* ---- reading arguments ------------------------------------------------- */
 
 /* Put a walked path into a TH_STR_SLOT-byte, zero-padded slot; returns its
- * length.  A path longer than the slot also leaves its end in tail[t]. */
-static __always_inline __u32 path_to_slot(struct hook_scratch *s, __u8 *slot, __u32 pos, bool truncated,
-					  __u32 t)
+ * length.  The slot holds the path's root end (what Prefix and Equal
+ * compare); a path longer than the slot also leaves its leaf end in tail[t]
+ * (Postfix), unless the walk saved it there already (a path longer than the
+ * walk's buffer).  how: the walk's enum th_walk_result. */
+static __always_inline __u32 path_to_slot(struct hook_scratch *s, __u8 *slot, __u32 pos, __u32 how, __u32 t)
 {
 	__u32 len = TH_PATH_MAX - pos;
 
+	if (how & TH_WALK_UNRESOLVED) {
+		s->unresolved[t & 7] = 1;
+		s->ev.flags |= TH_HOOK_PATH_UNRESOLVED;
+	}
 	if (len > TH_STR_MAX) {
 		len = TH_STR_MAX;
-		truncated = true;
-		/* the walk builds the path at the end of buf: its last bytes are there */
-		bpf_probe_read_kernel(s->tail[t & 7], TH_STR_MAX, &s->path.buf[TH_PATH_MAX - TH_STR_MAX]);
-		s->has_tail[t & 7] = 1;
+		how |= TH_WALK_CUT;
+		if (!s->has_tail[t & 7]) {
+			/* the walk builds the path at the end of buf: its last bytes are there */
+			bpf_probe_read_kernel(s->tail[t & 7], TH_STR_MAX, &s->path.buf[TH_PATH_MAX - TH_STR_MAX]);
+			s->has_tail[t & 7] = 1;
+		}
 	}
-	if (truncated)
+	if (how)
 		s->ev.flags |= TH_HOOK_ARG_TRUNC;
 	BARRIER_MASK(len, 255);            /* TH_STR_SLOT - 1 */
 	BARRIER_MASK(pos, 4095);           /* TH_PATH_MAX - 1 */
@@ -31,15 +39,22 @@ static __always_inline __u32 path_to_slot(struct hook_scratch *s, __u8 *slot, __
 	return len;
 }
 
+/* The walk of (dentry, vfsmnt) into argument t's slot; vfsmnt NULL for a
+ * dentry alone. */
+static __always_inline __u32 walk_to_slot(struct hook_scratch *s, __u8 *slot, struct dentry *dentry,
+					  struct vfsmount *vfsmnt, __u32 t)
+{
+	__u32 how, pos;
+
+	pos = walk(&s->path, dentry, vfsmnt, &how, s->tail[t & 7], &s->has_tail[t & 7]);
+	return path_to_slot(s, slot, pos, how, t);
+}
+
 static __always_inline __u32 file_to_slot(struct hook_scratch *s, __u8 *slot, struct file *file, __u32 t)
 {
-	bool truncated;
-	__u32 pos;
-
 	if (!file)
 		return 0;
-	pos = walk_path(&s->path, __builtin_preserve_access_index(&file->f_path), &truncated);
-	return path_to_slot(s, slot, pos, truncated, t);
+	return walk_to_slot(s, slot, BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), t);
 }
 
 static __always_inline struct file *fd_to_file(long fd)
@@ -115,7 +130,6 @@ TH_VERIFIED_ONCE int read_arg(__u32 scratch, __u32 i, __u32 kind, __u64 raw, __u
 {
 	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &scratch);
 	__u32 len = 0;
-	bool truncated;
 	long n;
 
 	if (!s || i >= TH_MAX_ARGS)
@@ -124,6 +138,7 @@ TH_VERIFIED_ONCE int read_arg(__u32 scratch, __u32 i, __u32 kind, __u64 raw, __u
 	__u8 *slot = arg_slot(s, i);
 
 	s->has_tail[i & 7] = 0;
+	s->unresolved[i & 7] = 0;
 	if (kind == TH_ARG_INT) {
 		*(__u64 *)slot = raw;
 		s->ev.arg_len[i] = 8;
@@ -161,12 +176,12 @@ TH_VERIFIED_ONCE int read_arg(__u32 scratch, __u32 i, __u32 kind, __u64 raw, __u
 		break;
 	case TH_ARG_PATH:
 		if (raw)
-			len = path_to_slot(s, slot, walk_path(&s->path, (struct path *)raw, &truncated), truncated, i);
+			len = walk_to_slot(s, slot, BPF_CORE_READ((struct path *)raw, dentry),
+					   BPF_CORE_READ((struct path *)raw, mnt), i);
 		break;
 	case TH_ARG_DENTRY:
 		if (raw)
-			len = path_to_slot(s, slot, walk_dentry(&s->path, (struct dentry *)raw, &truncated), truncated,
-					   i);
+			len = walk_to_slot(s, slot, (struct dentry *)raw, NULL, i);
 		break;
 	case TH_ARG_SOCK ... TH_ARG_NETDEV:
 		net_read_arg((struct th_sock_tuple *)slot, kind, raw);
@@ -202,6 +217,7 @@ static __always_inline void resolve_binary(struct hook_scratch *s)
 	s->binary_ready = 1;
 	__builtin_memset(s->binary, 0, TH_STR_SLOT);
 	s->has_tail[TH_TAIL_BINARY] = 0;
+	s->unresolved[TH_TAIL_BINARY] = 0;
 	s->binary_len = file_to_slot(s, s->binary, exe, TH_TAIL_BINARY);
 }
 

@@ -48,14 +48,28 @@ static __always_inline bool str_in_set(struct hook_scratch *s, const __u8 *str, 
 	return bpf_map_lookup_elem(&str_equal, &key->set_id) != NULL;
 }
 
+enum th_set_match { TH_SET_NO = 0, TH_SET_YES = 1, TH_SET_UNKNOWN = 2 };
+
 /* The string at t (an argument's slot, or the binary at TH_TAIL_BINARY) in a
- * set: Postfix on a string longer than its slot compares the string's end. */
-static __always_inline bool string_in_set(struct hook_scratch *s, __u32 t, const __u8 *str, __u32 len,
-					  __u8 op, __u32 set_id)
+ * set: Postfix on a string longer than its slot compares the string's end.
+ * A path whose root end is unknown cannot be compared from the root: the
+ * caller makes the selector match (fails closed), so a policy acts on what
+ * it cannot see rather than letting it through. */
+static __always_inline enum th_set_match string_in_set(struct hook_scratch *s, __u32 t, const __u8 *str,
+						       __u32 len, __u8 op, __u32 set_id)
 {
 	if (op == TH_MATCH_POSTFIX && s->has_tail[t & 7])
 		return str_in_set(s, s->tail[t & 7], TH_STR_MAX, op, set_id);
+	if (s->unresolved[t & 7])
+		return TH_SET_UNKNOWN;
 	return str_in_set(s, str, len, op, set_id);
+}
+
+/* A string operator's verdict on one value: found, adjusted for an unknown
+ * value to whatever makes the selector match (its negation included). */
+static __always_inline bool string_found(enum th_set_match m, __u8 negate)
+{
+	return m == TH_SET_UNKNOWN ? !negate : m == TH_SET_YES;
 }
 
 static __always_inline bool int_matches(const struct th_arg_matcher *m, __s64 v)
@@ -293,14 +307,14 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 	if (sel->bin_op) {
 		if (!s->binary_ready)
 			resolve_binary(s);
-		bool found = string_in_set(s, TH_TAIL_BINARY, s->binary, s->binary_len, sel->bin_op,
-					   sel->bin_set_id);
+		bool found = string_found(string_in_set(s, TH_TAIL_BINARY, s->binary, s->binary_len,
+							sel->bin_op, sel->bin_set_id), sel->bin_negate);
 		/* At exec hooks a task is between two binaries: either one counts. */
 		__u8 t = cfg->exec_target_arg;
 
 		if (!found && t < TH_MAX_ARGS)
-			found = string_in_set(s, t, arg_slot(s, t), s->arg_str_len[t & 7], sel->bin_op,
-					      sel->bin_set_id);
+			found = string_found(string_in_set(s, t, arg_slot(s, t), s->arg_str_len[t & 7],
+							   sel->bin_op, sel->bin_set_id), sel->bin_negate);
 		if (!found && sel->bin_follow)
 			found = follows_binary(ev->pid, sel->bin_follow - 1);
 		if (found == (bool)sel->bin_negate)
@@ -322,7 +336,8 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 		else if (m->op >= TH_MATCH_SADDR && m->op <= TH_MATCH_STATE)
 			found = net_arg_matches(slot, index, k);
 		else
-			found = string_in_set(s, i, at, s->arg_str_len[i], m->op, m->set_id);
+			found = string_found(string_in_set(s, i, at, s->arg_str_len[i], m->op, m->set_id),
+					     m->negate);
 		if (found == (bool)m->negate)
 			return false;
 	}

@@ -101,6 +101,9 @@ struct hook_scratch {
 	 * 8 rows so that an index masked with 7 stays inside. */
 	__u8 tail[8][TH_STR_SLOT];
 	__u8 has_tail[8];
+	/* a path whose root the walk did not reach (deeper than TH_PATH_DEPTH):
+	 * its root end is unknown, Prefix/Equal cannot decide (see string_in_set) */
+	__u8 unresolved[8];
 	__u8 rev[TH_STR_SLOT];        /* Postfix: a string slot reversed */
 	/* matchPIDs with followForks/isNamespacePID: the process and its
 	 * ancestors, collected once per event (valid while anc_ktime equals
