@@ -169,6 +169,9 @@ enum th_hook_limits {
 	TH_STR_SLOT = 256,        /* stride of arguments in th_hook_event.data        */
 	TH_RET_SLOT = 5,          /* the slot after the arguments: a return value read
 	                           * as a non-integer type (returnArg: sock)           */
+	TH_SYS_CHAIN_MAX = 31,    /* syscall-fallback hooks on one syscall: a tail-call
+	                           * chain, and the kernel allows 33 tail calls       */
+	TH_SYS_HOOK_SLOTS = 1024, /* syscall-fallback hooks loaded at once (dispatcher slots) */
 	TH_SYSCALL_SET_BITS = 512,/* th_hook_config.syscall_set: syscall numbers below this */
 };
 
@@ -365,6 +368,13 @@ struct th_selector {
 	struct th_ns_matcher ns[4];     /* TH_MAX_NS_MATCH   */
 };
 
+/* The syscall dispatcher's chain for one syscall: the slots of the hooks on
+ * it, in the order they run. */
+struct th_sys_chain {
+	uint16_t n;
+	uint16_t slot[31];        /* TH_SYS_CHAIN_MAX */
+};
+
 struct th_hook_config {
 	uint32_t hook_id;         /* user space's id, echoed in events                */
 	uint8_t nselectors;
@@ -386,7 +396,9 @@ struct th_hook_config {
 	uint8_t ret_kind;         /* returnArg read as enum th_arg_kind into TH_RET_SLOT,
 	                           * 0: an integer (retval only)                      */
 	uint8_t ret_action;       /* returnArgAction: 0, TH_ACTION_TRACK_SOCK or UNTRACK */
-	uint8_t pad1[6];
+	uint8_t pad1[4];
+	uint16_t dispatch_slot;   /* sys_enter/sys_exit fallback: this hook's slot in the
+	                           * syscall dispatcher (lib/dispatch.bpf.h)            */
 	/* sys_enter/sys_exit fallback: bit n of word n / 64 set = syscall n is hooked
 	 * (one syscall, or a spec.lists syscall list); all zero = none */
 	uint64_t syscall_set[8];          /* TH_SYSCALL_SET_BITS / 64 */

@@ -156,8 +156,14 @@ class Agent:
             self.features = kernel_features()
         from tetrahost.sensors.procstate import ProcState
 
+        from tetrahost.sensors.dispatch import SyscallDispatcher
+
         shared = {name: self.sensor.obj.map(name) for name in ("events", "losses", "socktrack", "proc_state")}
-        self.policies = PolicyManager(self.features, self.host_ns, shared, ProcState(self.sensor.obj, self.cache.running, self.proc_root))
+        self.dispatcher = SyscallDispatcher(shared)
+        shared.update(self.dispatcher.maps)
+        self.policies = PolicyManager(self.features, self.host_ns, shared,
+                                      ProcState(self.sensor.obj, self.cache.running, self.proc_root),
+                                      dispatcher=self.dispatcher)
         for path in self.policy_files:
             try:
                 self.policies.load_file(path)
@@ -195,6 +201,7 @@ class Agent:
                     log.exception("stopping %s failed", component)
             if self.policies is not None:
                 self.policies.stop_all()
+                self.dispatcher.close()
             self.sensor.stop()          # detach, then drain what is left
             self._flush()
             for sink in self.sinks:

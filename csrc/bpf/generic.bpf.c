@@ -13,6 +13,7 @@
 #include "lib/socktrack.bpf.h"
 #include "lib/net.bpf.h"
 #include "lib/procstate.bpf.h"
+#include "lib/dispatch.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -312,8 +313,9 @@ static __always_inline bool in_syscall_set(struct th_hook_config *cfg, __u64 nr)
 	return cfg->syscall_set[nr / 64] & (1ULL << (nr % 64));
 }
 
-/* Fallback for syscall hooks on kernels without kprobes: every syscall entry,
- * filtered at once by number against the hook's set (one syscall, or a list). */
+/* Fallback for syscall hooks on kernels without kprobes: tail-called by the
+ * syscall dispatcher (dispatch.bpf.c) for the syscalls of the hook's set (one
+ * syscall, or a list); when done, the next hook on the same syscall. */
 SEC("raw_tp/sys_enter")
 int th_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -323,14 +325,17 @@ int th_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	__u64 nr = ctx->args[1];
 	__u64 args[TH_MAX_ARGS];
 
-	if (!cfg || !in_syscall_set(cfg, nr))
+	if (!cfg)
 		return 0;
-	args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
-	args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
-	args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
-	args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
-	args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
-	handle_hook(args, nr);
+	if (in_syscall_set(cfg, nr)) {
+		args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
+		args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
+		args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
+		args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
+		args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
+		handle_hook(args, nr);
+	}
+	dispatch_after(ctx, &sys_enter_chains, &sys_enter_progs, nr, cfg->dispatch_slot);
 	return 0;
 }
 
@@ -341,10 +346,13 @@ int th_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	__u32 zero = 0;
 	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	__u64 nr = BPF_CORE_READ(regs, orig_ax);
 
-	if (!cfg || !in_syscall_set(cfg, BPF_CORE_READ(regs, orig_ax)))
+	if (!cfg)
 		return 0;
-	handle_return(ctx->args[1]);
+	if (in_syscall_set(cfg, nr))
+		handle_return(ctx->args[1]);
+	dispatch_after(ctx, &sys_exit_chains, &sys_exit_progs, nr, cfg->dispatch_slot);
 	return 0;
 }
 

@@ -12,6 +12,7 @@ from tetrahost.bpf import BpfError, BpfObject, Link
 from tetrahost.bpf.native import ffi, lib
 from tetrahost.policy.compile import CompiledHook
 from tetrahost.sensors.attach import AttachPlan
+from tetrahost.sensors.dispatch import DIRECTIONS
 from tetrahost.sensors.objects import find_object
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,16 @@ def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict, path=N
 
 
 class HookSensor:
-    def __init__(self, compiled: CompiledHook, plan: AttachPlan, shared: dict):
-        """shared: maps to reuse by name (the process sensor's "events" and "losses")."""
+    def __init__(self, compiled: CompiledHook, plan: AttachPlan, shared: dict, dispatcher=None):
+        """shared: maps to reuse by name (the process sensor's "events" and
+        "losses", the syscall dispatcher's); dispatcher: the SyscallDispatcher
+        that runs sys_enter/sys_exit fallback programs (None: they attach on
+        their own, as benchmarks of one hook do)."""
         self.compiled = compiled
         self.plan = plan
         self.shared = shared
+        self.dispatcher = dispatcher
+        self.dispatch_slot: int | None = None
         self.obj: BpfObject | None = None
         self.links: list[Link] = []
         self.skipped: list[str] = []     # list hooks: functions that would not attach, with why
@@ -81,6 +87,8 @@ class HookSensor:
         else:   # sys_enter hands over the syscall's own arguments
             cfg.flags &= ~lib.TH_CFG_SYSCALL_WRAPPER
         try:
+            if self.dispatcher is not None and plan.program in DIRECTIONS:
+                self.dispatch_slot = cfg.dispatch_slot = self.dispatcher.reserve_slot()
             self.obj = obj if obj is not None else load_hook_object(plan.programs, self.shared)
             self._fill_maps()
             # the return half first: an entry that parks an event must find
@@ -122,8 +130,9 @@ class HookSensor:
             raise BpfError(errno.ENOENT, f"{self.compiled.hook.name}: no function of the list could be "
                            f"attached ({'; '.join(self.skipped[:3])})")
 
-    @staticmethod
-    def _attach(prog, name: str, target: str) -> Link:
+    def _attach(self, prog, name: str, target: str) -> Link:
+        if name in DIRECTIONS and self.dispatch_slot is not None:
+            return self.dispatcher.register(prog, self.dispatch_slot, self.plan.syscall_nrs)
         if name in ("th_kprobe", "th_kprobe_override"):
             return prog.attach_kprobe(target)
         if name == "th_kretprobe":
@@ -143,6 +152,9 @@ class HookSensor:
         # entry first: nothing new is parked while the return half is still there
         while self.links:
             self.links.pop().destroy()
+        if self.dispatch_slot is not None:
+            self.dispatcher.release_slot(self.dispatch_slot)
+            self.dispatch_slot = None
         if self.obj is not None:
             self.obj.close()
             self.obj = None

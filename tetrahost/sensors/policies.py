@@ -205,11 +205,13 @@ class ReloadCounters:
 
 
 class PolicyManager:
-    def __init__(self, features, host_ns: HostNamespaces, shared_maps: dict, proc_state=None):
+    def __init__(self, features, host_ns: HostNamespaces, shared_maps: dict, proc_state=None, dispatcher=None):
         """proc_state: the process sensor's ProcState (tetrahost.sensors.procstate),
         for the selectors that need per-process state; without it they are
-        reported not active."""
+        reported not active.  dispatcher: the SyscallDispatcher that runs the
+        syscall-fallback hooks (its maps among shared_maps)."""
         self.proc_state = proc_state
+        self.dispatcher = dispatcher
         self.features = features
         self.host_ns = host_ns
         self.shared_maps = shared_maps
@@ -300,7 +302,7 @@ class PolicyManager:
                 hs.plan = plan_compiled(hook, hs.compiled, self.features)
                 self._acquire_proc_state(hs)
                 spare = self.pool.take(hs.plan)      # None: HookSensor loads its own
-                hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps).start(spare)
+                hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps, self.dispatcher).start(spare)
                 if hs.sensor.skipped:     # a list hook attached to fewer functions than planned
                     hs.plan = replace(hs.plan, method=f"{hs.plan.method}; {len(hs.sensor.skipped)} "
                                       f"would not attach: {'; '.join(hs.sensor.skipped[:3])}")

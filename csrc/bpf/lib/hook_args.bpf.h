@@ -129,6 +129,9 @@ static __always_inline void string_tail(struct hook_scratch *s, __u32 i, __u8 ki
 TH_VERIFIED_ONCE int read_arg(__u32 scratch, __u32 i, __u32 kind, __u64 raw, __u64 size)
 {
 	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &scratch);
+	struct vfsmount *vfsmnt = NULL;
+	struct dentry *dentry = NULL;
+	struct file *file = NULL;
 	__u32 len = 0;
 	long n;
 
@@ -165,23 +168,24 @@ TH_VERIFIED_ONCE int read_arg(__u32 scratch, __u32 i, __u32 kind, __u64 raw, __u
 			string_tail(s, i, kind, raw);
 		}
 		break;
+	/* every path kind: one walk below (each inlined walk is verified again) */
 	case TH_ARG_FILE:
-		len = file_to_slot(s, slot, (struct file *)raw, i);
+		file = (struct file *)raw;
 		break;
 	case TH_ARG_BPRM:
-		len = file_to_slot(s, slot, BPF_CORE_READ((struct linux_binprm *)raw, file), i);
+		file = BPF_CORE_READ((struct linux_binprm *)raw, file);
 		break;
 	case TH_ARG_FD:
-		len = file_to_slot(s, slot, fd_to_file(raw), i);
+		file = fd_to_file(raw);
 		break;
 	case TH_ARG_PATH:
-		if (raw)
-			len = walk_to_slot(s, slot, BPF_CORE_READ((struct path *)raw, dentry),
-					   BPF_CORE_READ((struct path *)raw, mnt), i);
+		if (raw) {
+			dentry = BPF_CORE_READ((struct path *)raw, dentry);
+			vfsmnt = BPF_CORE_READ((struct path *)raw, mnt);
+		}
 		break;
 	case TH_ARG_DENTRY:
-		if (raw)
-			len = walk_to_slot(s, slot, (struct dentry *)raw, NULL, i);
+		dentry = (struct dentry *)raw;
 		break;
 	case TH_ARG_SOCK ... TH_ARG_NETDEV:
 		net_read_arg((struct th_sock_tuple *)slot, kind, raw);
@@ -202,23 +206,34 @@ TH_VERIFIED_ONCE int read_arg(__u32 scratch, __u32 i, __u32 kind, __u64 raw, __u
 		s->ev.arg_len[i] = sizeof(struct th_char_buf);
 		return 0;
 	}
+	if (file) {
+		dentry = BPF_CORE_READ(file, f_path.dentry);
+		vfsmnt = BPF_CORE_READ(file, f_path.mnt);
+	}
+	if (dentry)
+		len = walk_to_slot(s, slot, dentry, vfsmnt, i);
 	s->arg_str_len[i] = len;
 	s->ev.arg_len[i] = len;
 	return 0;
 }
 
 /* The caller's executable (mm->exe_file), resolved once per event when a
- * selector needs it. */
-static __always_inline void resolve_binary(struct hook_scratch *s)
+ * selector needs it.  Global, like read_arg: its path walk is verified once
+ * rather than at every selector's call site. */
+TH_VERIFIED_ONCE int resolve_binary(__u32 scratch)
 {
+	struct hook_scratch *s = bpf_map_lookup_elem(&hook_heap, &scratch);
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
 
+	if (!s)
+		return 0;
 	s->binary_ready = 1;
 	__builtin_memset(s->binary, 0, TH_STR_SLOT);
 	s->has_tail[TH_TAIL_BINARY] = 0;
 	s->unresolved[TH_TAIL_BINARY] = 0;
 	s->binary_len = file_to_slot(s, s->binary, exe, TH_TAIL_BINARY);
+	return 0;
 }
 
 /* returnCopy: the buffer is filled by the call (read(2)...), so the entry

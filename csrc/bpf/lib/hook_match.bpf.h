@@ -306,7 +306,7 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 	}
 	if (sel->bin_op) {
 		if (!s->binary_ready)
-			resolve_binary(s);
+			resolve_binary(slot);
 		bool found = string_found(string_in_set(s, TH_TAIL_BINARY, s->binary, s->binary_len,
 							sel->bin_op, sel->bin_set_id), sel->bin_negate);
 		/* At exec hooks a task is between two binaries: either one counts. */
