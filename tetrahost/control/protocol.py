@@ -104,7 +104,7 @@ class FrameReader:
             start = nl + 1
         rest = len(data) - start
         if len(self.buf) + rest >= self.limit:      # no room left for the newline
-            raise FrameTooLarge(len(self.buf) + rest)
+            raise FrameTooLarge(len(self.buf) + rest + 1)
         self.buf += data[start:]
         return frames
 

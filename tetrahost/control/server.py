@@ -233,7 +233,7 @@ class ControlServer:
         self._set_reading(client, client.stream or not client.out)
 
     def _sweep(self) -> None:
-        if self.sock is None:
+        if self._wep is None:          # stopped (the agent's timers cannot be removed)
             return
         now = time.monotonic()
         for client in list(self.clients.values()):
