@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 from collections.abc import Iterator
 
 from tetrahost.control import protocol
@@ -18,7 +19,13 @@ class ControlClient:
         self.path = path
         self.timeout = timeout
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        self.sock.settimeout(timeout)
+        if timeout is not None:
+            # A blocking connect waits while the agent's backlog is full (a
+            # non-blocking one, as settimeout() makes it, fails at once with
+            # EAGAIN); SO_SNDTIMEO bounds that wait.
+            sec = int(timeout)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                 struct.pack("ll", sec, int((timeout - sec) * 1e6)))
         try:
             self.sock.connect(path)
         except FileNotFoundError:
@@ -33,6 +40,7 @@ class ControlClient:
         except (TimeoutError, BlockingIOError):
             self.sock.close()
             raise NoAgent(f"the agent did not accept a connection on {path} within {timeout:g} s") from None
+        self.sock.settimeout(timeout)
         self._file = self.sock.makefile("rb")
 
     def __enter__(self):
