@@ -8,7 +8,6 @@ default soft limit): a thread and a descriptor per metrics connection would exha
 """
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import resource
