@@ -14,10 +14,14 @@
   tetrahost_export_filtered_total, tetrahost_export_rate_limited_total
   tetrahost_policy_reloads_total{result}        ok / failed loads of policy files, unloads
 
+  tetrahost_metrics_connections_total{result}   this endpoint's connections: served, evicted,
+                                                timed_out, too_large, bad_request, refused
+
 Nothing is counted twice: a custom Collector reads the agent's own counters
-when Prometheus scrapes.  The HTTP server runs on prometheus_client's thread
-while the event loop keeps writing those counters, so the collector copies
-each dict first (dict.copy() is one C call under the GIL: a consistent
+when Prometheus scrapes.  The HTTP server (metrics_http.py: bounded
+connections and time, so a flood of slow clients cannot take the agent's
+file descriptors) runs on its own thread while the event loop keeps writing
+those counters, so the collector copies each dict first (dict.copy() is one C call under the GIL: a consistent
 snapshot, never "dict changed size during iteration") and reads only ints.
 
 Label values come from a bounded set: event types and loss kinds are fixed
@@ -28,13 +32,13 @@ under policy="other" rather than growing the scrape without bound.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+
+from tetrahost.metrics_http import BoundedHTTPServer, Renderer
 
 log = logging.getLogger(__name__)
 
@@ -158,20 +162,30 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    # Our own server rather than prometheus_client.start_http_server: that one
-    # returns the server (so it can be shut down) only since 0.17, and Debian 12
-    # ships 0.16.  make_wsgi_app is in every version.
-    daemon_threads = True
+def render_metrics(registry) -> "Renderer":
+    """The HTTP handler: /metrics (and /) in the format the scraper asks for."""
+    def render(method: str, target: str, accept: str):
+        if method not in ("GET", "HEAD"):
+            return "405 Method Not Allowed", "text/plain", b"only GET and HEAD\n"
+        if target.split("?", 1)[0] not in ("/metrics", "/"):
+            return "404 Not Found", "text/plain", b"not found: try /metrics\n"
+        encoder, content_type = choose_encoder(accept)
+        return "200 OK", content_type, encoder(registry)
+    return render
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+class ServerCollector:
+    """The metrics server's own connection outcomes (read on its thread, where they change)."""
 
+    def __init__(self, server):
+        self.server = server
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args):      # no stderr line per scrape
-        pass
+    def collect(self):
+        m = CounterMetricFamily("tetrahost_metrics_connections",
+                                "Connections to this metrics endpoint, by outcome", labels=["result"])
+        for result, n in self.server.stats.copy().items():
+            m.add_metric([result], n)
+        yield m
 
 
 class MetricsServer:
@@ -184,6 +198,7 @@ class MetricsServer:
         self.policy_counter = policy_counter
         self.registry = CollectorRegistry(auto_describe=False)
         self._server = None
+        self._thread = None
         self.port = None
 
     def start(self, agent) -> None:
@@ -193,18 +208,19 @@ class MetricsServer:
         self.registry.register(AgentCollector(agent, self.exporters, self.pipeline, self.policy_counter))
         host, port = parse_address(self.address)
         try:
-            self._server = make_server(host, port, make_wsgi_app(self.registry),
-                                       _Server6 if ":" in host else _Server, handler_class=_QuietHandler)
+            self._server = BoundedHTTPServer(host, port, render_metrics(self.registry))
         except OSError as exc:
             # Metrics are not worth losing security events over: report, run without.
             log.error("metrics: cannot listen on %s: %s; running without /metrics", self.address, exc)
             return
-        self.port = self._server.server_port
-        threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
+        self.registry.register(ServerCollector(self._server))
+        self.port = self._server.port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+        self._thread.start()
         log.info("metrics: serving http://%s:%d/metrics", host, self.port)
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
-            self._server.server_close()
+            self._thread.join(5.0)
             self._server = None

@@ -3,14 +3,24 @@
 Why in the loop and not in a thread: every request reads or changes agent
 state (policies, counters) that the loop mutates; serving from the loop needs
 no locks and cannot race a policy replace.  What keeps a client from ever
-slowing the agent:
+slowing or starving the agent (docs/control-protocol.md, "Limits"):
   * every socket is non-blocking; a send that does not complete leaves the
     rest in that client's queue, and the client's fd is put in a private
     epoll set (EPOLLOUT) whose own fd is registered with agent.add_reader():
     the loop wakes when some queue can drain, never polls on a timer;
-  * each queue is bounded (queue_bytes); events that do not fit are dropped
-    for THAT client only, counted, and the client is told with a
+  * a request client gets its next reply only after taking the previous
+    one: while a reply waits, the server stops reading from that client, so
+    pipelined requests cannot pile up replies; a reply not taken within
+    WRITE_TIMEOUT disconnects the client;
+  * a stream's queue is bounded (queue_bytes); events that do not fit are
+    dropped for THAT client only, counted, and the client is told with a
     {"dropped": N, "dropped_total": M} line once it catches up;
+  * a frame is at most protocol.MAX_FRAME bytes and must be complete within
+    FRAME_TIMEOUT of its first byte; a silent request client is closed after
+    IDLE_TIMEOUT;
+  * at most max_clients connections: a new one evicts the least useful
+    (idle first, then slow senders, unread replies, lagging streams; oldest
+    first), so idle connections can never lock out `tetra status`;
   * unmatched events are filtered out on EventMeta before any encoding.
 
 Access: the socket file is mode 0600 owned by root, and SO_PEERCRED is
@@ -18,38 +28,29 @@ checked on accept (uid 0 only) in case someone loosens the mode.
 """
 from __future__ import annotations
 
-import collections
+import errno
 import logging
 import os
 import select
 import socket
-import stat
 import struct
+import time
 
 from tetrahost.control import protocol
+from tetrahost.control.connection import Client, listen_unix, send_and_close
 from tetrahost.control.filters import parse_filter
-from tetrahost.control.protocol import ProtocolError
+from tetrahost.control.protocol import FrameTooLarge, ProtocolError
 from tetrahost.control.status import agent_status, policy_list
 
 log = logging.getLogger(__name__)
 
-QUEUE_BYTES = 4 << 20
+QUEUE_BYTES = 4 << 20      # a stream's output queue
 MAX_CLIENTS = 256
-
-
-class Client:
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.rbuf = bytearray()
-        self.out: collections.deque[bytes] = collections.deque()
-        self.queued = 0
-        self.filter = None             # set: this client streams events
-        self.dropped = 0               # not yet reported to the client
-        self.dropped_total = 0
-        self.sent_events = 0
-        self.closing = False           # close once the queue is flushed
-        self.want_write = False        # registered for EPOLLOUT
+FRAME_TIMEOUT = 10.0       # seconds from a frame's first byte to its newline
+WRITE_TIMEOUT = 10.0       # seconds a request client may leave a reply unread
+IDLE_TIMEOUT = 120.0       # seconds a request client may stay silent between requests
+ACCEPT_BATCH = 64          # connections accepted per loop turn: the loop also has events to drain
+SWEEP_INTERVAL = 1.0
 
 
 class ControlServer:
@@ -63,54 +64,32 @@ class ControlServer:
         self.sock: socket.socket | None = None
         self.clients: dict[int, Client] = {}
         self.dropped_total = 0
-        self.refused = 0
+        self.refused = 0               # not root, or no fd left to serve them
+        self.evicted = 0               # closed to make room for a newer client
+        self.timed_out = 0             # partial frame, unread reply or idle past its timeout
+        self.too_large = 0             # frames over protocol.MAX_FRAME
         # policy name -> events whose action was enforced, since the agent started
         # (across versions of the policy: records of retired hooks count too);
         # `policy_list` reports it.  Events per policy are counted on the hooks
         # (HookState.events) and, for metrics, by PolicyEventCounter.
         self.enforcements: dict[str, int] = {}
         self._wep: select.epoll | None = None
+        self._spare_fd: int | None = None
 
     # -- component ---------------------------------------------------------------------
     def start(self, agent) -> None:
         self.agent = agent
-        self.sock = self._bind()
+        self.sock = listen_unix(self.path)
         self._wep = select.epoll()
+        # held so that, with every fd in use, a connection can still be accepted and closed
+        # instead of staying in the backlog and waking the loop forever (see _accept)
+        self._spare_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         agent.add_reader(self.sock.fileno(), self._accept)
         agent.add_reader(self._wep.fileno(), self._on_writable)
+        agent.add_timer(SWEEP_INTERVAL, self._sweep)
         agent.sinks.append(self)          # events reach us with the other exporters' batches
         agent.control = self
         log.info("control socket listening on %s", self.path)
-
-    def _bind(self) -> socket.socket:
-        parent = os.path.dirname(self.path) or "."
-        os.makedirs(parent, mode=0o755, exist_ok=True)
-        try:
-            st = os.lstat(self.path)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISSOCK(st.st_mode):
-                raise FileExistsError(f"{self.path} exists and is not a socket; not replacing it")
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(self.path)
-            except (ConnectionRefusedError, FileNotFoundError):
-                os.unlink(self.path)      # left by an agent that died
-            else:
-                raise RuntimeError(f"another agent is serving {self.path}")
-            finally:
-                probe.close()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-        old_umask = os.umask(0o177)       # never visible with a wider mode, not even for a moment
-        try:
-            sock.bind(self.path)
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        os.chown(self.path, 0, 0)
-        sock.listen(64)
-        return sock
 
     def stop(self) -> None:
         if self.agent is not None and self in self.agent.sinks:
@@ -129,35 +108,73 @@ class ControlServer:
             self.agent.remove_reader(self._wep.fileno())
             self._wep.close()
             self._wep = None
+        if self._spare_fd is not None:
+            os.close(self._spare_fd)
+            self._spare_fd = None
 
     def close(self) -> None:       # as a sink: the agent closes sinks after stopping components
         pass
 
     # -- connections -------------------------------------------------------------------
     def _accept(self) -> None:
-        while True:
+        for _ in range(ACCEPT_BATCH):
             try:
                 sock, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("control socket accept failed: %s", exc)
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self._shed_one()
+                else:
+                    log.warning("control socket accept failed: %s", exc)
                 return
             sock.setblocking(False)
             pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-            if uid != 0 or len(self.clients) >= self.max_clients:
+            if uid != 0:
                 self.refused += 1
-                why = "permission denied: root only" if uid != 0 else "too many clients"
-                log.warning("control socket: refused pid %d uid %d: %s", pid, uid, why)
-                try:
-                    sock.send(protocol.error(why))
-                except OSError:
-                    pass
-                sock.close()
+                log.warning("control socket: refused pid %d uid %d: not root", pid, uid)
+                send_and_close(sock, protocol.error("permission denied: root only"))
                 continue
-            client = Client(sock)
-            self.clients[client.fd] = client
-            self.agent.add_reader(client.fd, lambda c=client: self._on_readable(c))
+            self.adopt(sock)
+
+    def adopt(self, sock: socket.socket) -> Client:
+        """Serve an accepted, non-blocking connection, evicting the least active client if full."""
+        if len(self.clients) >= self.max_clients:
+            self._evict()
+        client = Client(sock, time.monotonic())
+        self.clients[client.fd] = client
+        self._set_reading(client, True)
+        return client
+
+    def _shed_one(self) -> None:
+        """Out of fds: take one connection off the backlog with the spare fd and refuse it."""
+        self.refused += 1
+        if self._spare_fd is None:
+            return
+        os.close(self._spare_fd)
+        try:
+            sock, _ = self.sock.accept()
+            send_and_close(sock, protocol.error("the agent is out of file descriptors", code=protocol.TOO_MANY_CLIENTS))
+        except OSError:
+            pass
+        finally:
+            self._spare_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        log.warning("control socket: out of file descriptors; refused a connection")
+
+    def _evict(self) -> None:
+        victim = min(self.clients.values(), key=Client.rank)
+        self.evicted += 1
+        self._drop(victim, f"too many clients ({self.max_clients}); this connection was the least active",
+                   protocol.EVICTED)
+
+    def _drop(self, client: Client, message: str, code: str) -> None:
+        """Close now, telling the client why if a line boundary allows (never blocks)."""
+        if not client.out:
+            try:
+                client.sock.send(protocol.error(message, code=code))
+            except OSError:
+                pass
+        self._close(client)
 
     def _close(self, client: Client) -> None:
         if self.clients.pop(client.fd, None) is None:
@@ -166,6 +183,15 @@ class ControlServer:
         if client.want_write:
             self._wep.unregister(client.fd)
         client.sock.close()
+
+    def _set_reading(self, client: Client, on: bool) -> None:
+        if on == client.reading or client.fd not in self.clients:
+            return
+        if on:
+            self.agent.add_reader(client.fd, lambda c=client: self._on_readable(c))
+        else:
+            self.agent.remove_reader(client.fd)
+        client.reading = on
 
     def _on_readable(self, client: Client) -> None:
         try:
@@ -177,17 +203,52 @@ class ControlServer:
         if not data:                       # the client went away (Ctrl-C, done)
             self._close(client)
             return
-        if client.filter is not None or client.closing:
+        self.feed(client, data)
+
+    def feed(self, client: Client, data: bytes) -> None:
+        """Bytes from a client: frames are answered in order, one reply in flight at a time."""
+        now = client.last_active = time.monotonic()
+        if client.stream or client.closing:
             return                         # a stream takes no further requests
-        client.rbuf += data
-        while b"\n" in client.rbuf and client.fd in self.clients and client.filter is None:
-            line, _, rest = bytes(client.rbuf).partition(b"\n")
-            client.rbuf = bytearray(rest)
-            self._handle(client, line)
-        if len(client.rbuf) > protocol.MAX_REQUEST_BYTES:
-            self._send(client, protocol.error("request too long"))
-            client.closing = True
+        try:
+            frames = client.reader.feed(data)
+        except FrameTooLarge as exc:
+            self.too_large += 1
+            client.pending.clear()
+            self._send(client, protocol.error(str(exc), code=protocol.FRAME_TOO_LARGE, limit=protocol.MAX_FRAME))
+            client.closing = True          # the rest of the frame is still coming: no way to resync
             self._flush(client)
+            return
+        client.frame_started = (client.frame_started or now) if client.reader.partial else None
+        client.pending.extend(frames)
+        self._serve_pending(client)
+
+    def _serve_pending(self, client: Client) -> None:
+        while client.pending and not client.out and not client.stream and client.fd in self.clients:
+            self._handle(client, client.pending.popleft())
+        if client.stream:
+            client.pending.clear()
+        # a client that has not taken its reply is not read from: no replies pile up for it
+        # (a stream is always read, to notice its end; what it sends is ignored)
+        self._set_reading(client, client.stream or not client.out)
+
+    def _sweep(self) -> None:
+        if self._wep is None:          # stopped (the agent's timers cannot be removed)
+            return
+        now = time.monotonic()
+        for client in list(self.clients.values()):
+            if client.frame_started is not None and now - client.frame_started > FRAME_TIMEOUT:
+                why, code = f"request frame not completed within {FRAME_TIMEOUT:g} s", protocol.FRAME_TIMEOUT
+            elif not client.stream and client.out_since is not None and now - client.out_since > WRITE_TIMEOUT:
+                why, code = f"reply not read within {WRITE_TIMEOUT:g} s", protocol.REPLY_TIMEOUT
+            elif (not client.stream and not client.out and not client.pending
+                  and now - client.last_active > IDLE_TIMEOUT):
+                why, code = f"idle for {IDLE_TIMEOUT:g} s", protocol.IDLE_TIMEOUT
+            else:
+                continue
+            self.timed_out += 1
+            log.info("control socket: closing a client: %s", why)
+            self._drop(client, why, code)
 
     # -- requests ----------------------------------------------------------------------
     def _handle(self, client: Client, line: bytes) -> None:
@@ -246,7 +307,7 @@ class ControlServer:
         for _line, meta in batch:
             if meta.enforced and meta.policy:
                 self.enforcements[meta.policy] = self.enforcements.get(meta.policy, 0) + 1
-        streams = [c for c in self.clients.values() if c.filter is not None]
+        streams = [c for c in self.clients.values() if c.stream]
         if not streams:
             return
         encoded: dict[int, bytes] = {}
@@ -264,8 +325,7 @@ class ControlServer:
 
     def _send_events(self, client: Client, chunks: list[bytes]) -> None:
         if client.dropped and client.queued < self.queue_bytes // 2:
-            self._send(client, protocol.encode({"dropped": client.dropped, "dropped_total": client.dropped_total}))
-            client.dropped = 0
+            self._notify_dropped(client)
         room = self.queue_bytes - client.queued
         take = []
         for data in chunks:
@@ -283,22 +343,12 @@ class ControlServer:
             self._send(client, b"".join(take))
 
     def _send(self, client: Client, data: bytes) -> None:
-        client.out.append(data)
-        client.queued += len(data)
+        client.queue(data, time.monotonic())
         self._flush(client)
 
     def _flush(self, client: Client) -> None:
         try:
-            while client.out:
-                data = client.out[0]
-                n = client.sock.send(data)
-                client.queued -= n
-                if n < len(data):
-                    client.out[0] = data[n:]
-                    break
-                client.out.popleft()
-        except (BlockingIOError, InterruptedError):
-            pass
+            client.send_some()
         except OSError:                     # EPIPE, ECONNRESET: the client is gone
             self._close(client)
             return
@@ -321,12 +371,20 @@ class ControlServer:
             if client is None:
                 continue
             self._flush(client)
-            if client.fd in self.clients and client.dropped and client.queued < self.queue_bytes // 2:
-                self._send(client, protocol.encode({"dropped": client.dropped,
-                                                    "dropped_total": client.dropped_total}))
-                client.dropped = 0
+            if client.fd not in self.clients or client.out:
+                continue
+            if client.stream:
+                if client.dropped and client.queued < self.queue_bytes // 2:
+                    self._notify_dropped(client)
+            elif not client.closing:
+                self._serve_pending(client)
+
+    def _notify_dropped(self, client: Client) -> None:
+        self._send(client, protocol.encode({"dropped": client.dropped, "dropped_total": client.dropped_total}))
+        client.dropped = 0
 
     def describe(self) -> dict:
-        return {"socket": self.path, "clients": len(self.clients),
-                "streams": sum(c.filter is not None for c in self.clients.values()),
-                "dropped_total": self.dropped_total, "refused": self.refused}
+        return {"socket": self.path, "clients": len(self.clients), "max_clients": self.max_clients,
+                "streams": sum(c.stream for c in self.clients.values()),
+                "dropped_total": self.dropped_total, "refused": self.refused, "evicted": self.evicted,
+                "timed_out": self.timed_out, "too_large": self.too_large}
