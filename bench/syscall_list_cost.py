@@ -4,7 +4,7 @@
     sudo .venv/bin/python bench/syscall_list_cost.py                   # ~30 s
     sudo .venv/bin/python bench/syscall_list_cost.py --repo ../main    # another checkout: before/after
 
-th_sys_enter runs on every syscall of every task; a hook lets through only
+The syscall dispatcher (th_dispatch_enter; th_sys_enter in checkouts before it) runs on every syscall of every task; a hook lets through only
 its syscalls (one, or a spec.lists list).  One agent per variant, each with
 one syscall hook on dup3 (which the storm never calls); a getppid storm then
 runs and, with kernel.bpf_stats_enabled, run_time_ns / run_cnt of the hook's
@@ -59,7 +59,7 @@ def measure(repo: pathlib.Path, body: str, storm: pathlib.Path, calls: int, work
         if agent.poll() is not None or "not active" in (work / "agent.log").read_text():
             return None
         costs = c.costs_during(agent.pid, lambda: subprocess.run([str(storm), str(calls)], check=True))
-        rows = [r for r in costs if r[0] == "th_sys_enter"]
+        rows = [r for r in costs if r[0] in ("th_dispatch_enter", "th_sys_enter")]   # the dispatcher runs first where there is one
         return rows[0][2] if rows else None
     finally:
         agent.terminate()

@@ -356,6 +356,34 @@ int th_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
+/* Fallback for file-open hooks (security_file_open, lsm file_open) on
+ * kernels without kprobes, fentry or BPF-LSM: the completed open, at the exit
+ * of the open family (the hook's syscall set), the returned descriptor
+ * resolved to its file in the kernel, so a relative path or a symlink
+ * matches by the file's real path.  The open has happened: Sigkill stops the
+ * process before its next instruction, Override is not possible here. */
+SEC("raw_tp/sys_exit")
+int th_open_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	__u64 nr = BPF_CORE_READ(regs, orig_ax);
+	long fd = ctx->args[1];
+
+	if (!cfg)
+		return 0;
+	if (fd >= 0 && in_syscall_set(cfg, nr)) {
+		__u64 file = (__u64)fd_to_file(fd);
+		__u64 args[TH_MAX_ARGS] = { file, file, file, file, file };
+
+		if (file)
+			handle_hook(args, -1);
+	}
+	dispatch_after(ctx, &sys_exit_chains, &sys_exit_progs, nr, cfg->dispatch_slot);
+	return 0;
+}
+
 /* Fallback for exec hooks (security_bprm_check...) on kernels without
  * kprobes/LSM: the exec has succeeded but the new image has not run an
  * instruction yet, so a SIGKILL sent here stops it before it starts. */

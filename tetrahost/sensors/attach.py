@@ -31,6 +31,12 @@ EXEC_FALLBACK_FUNCTIONS = {"security_bprm_check", "security_bprm_creds_for_exec"
                            "bprm_creds_for_exec", "security_bprm_committing_creds"}
 
 
+# File-open hooks with a fallback where nothing can hook the function: the
+# completed open, at the exit of these syscalls (x86_64 entries).
+FILE_OPEN_FALLBACK_HOOKS = {"security_file_open", "file_open"}
+OPEN_SYSCALLS = ("open", "openat", "openat2", "creat")
+
+
 class AttachError(Exception):
     pass
 
@@ -57,7 +63,7 @@ class AttachPlan:
 
     @property
     def is_fallback(self) -> bool:
-        return self.program in ("th_sys_enter", "th_exec")
+        return self.program in ("th_sys_enter", "th_exec", "th_open_exit")
 
 
 @functools.lru_cache(maxsize=1)
@@ -121,6 +127,8 @@ def _with_return(hook: Hook, plan: AttachPlan, features) -> AttachPlan:
 
 def _plan_entry(hook: Hook, features, enforces: bool, overrides: bool, symbols) -> AttachPlan:
     if hook.kind == "lsm":
+        if not features.lsm and hook.name in FILE_OPEN_FALLBACK_HOOKS:
+            return _plan_open_exit(hook, features, overrides, "no BPF-LSM")
         if not features.lsm:
             raise AttachError(f"lsm hook {hook.name}: BPF-LSM is not usable on this kernel "
                               "(see `tetrahost probe`)")
@@ -239,5 +247,27 @@ def _plan_function(hook: Hook, features, overrides: bool, symbols) -> AttachPlan
         return AttachPlan("th_kprobe", name, f"kprobe {name}")
     if features.fentry:
         return AttachPlan("th_fentry", name, f"fentry {name} (no kprobes on this kernel)")
-    raise AttachError(f"{name}: this kernel has no kprobes and no fentry, and {name} is not a syscall "
-                      "or exec hook with a tracepoint fallback")
+    if name in FILE_OPEN_FALLBACK_HOOKS:
+        return _plan_open_exit(hook, features, overrides, "no kprobes and no fentry")
+    raise AttachError(f"{name}: this kernel has no kprobes and no fentry, and {name} is not a syscall, "
+                      "exec or file-open hook with a tracepoint fallback")
+
+
+def _plan_open_exit(hook: Hook, features, overrides: bool, why: str) -> AttachPlan:
+    """A file-open hook seen at the exit of the open family (th_open_exit):
+    it can read only the file (argument 0), after the open has happened."""
+    if overrides:
+        raise AttachError(f"{hook.name}: Override needs the open to be refused before it happens; this "
+                          f"kernel has {why}, and its fallback sees the open at syscall exit, when "
+                          "the file is already open (Sigkill and Post work there)")
+    other = [a for a in hook.args if a.index != 0 or a.base_type != "file"]
+    if other:
+        raise AttachError(f"{hook.name}: the syscall-exit fallback ({why} on this kernel) provides only "
+                          f"argument 0 as a file, not index {other[0].index} ({other[0].type})")
+    if not features.raw_tracepoint:
+        raise AttachError(f"{hook.name}: {why}, and no raw tracepoints for the syscall-exit fallback")
+    nrs = tuple(SYSCALLS_X86_64[n] for n in OPEN_SYSCALLS)
+    return AttachPlan("th_open_exit", hook.name,
+                      f"raw_tp sys_exit of {', '.join(OPEN_SYSCALLS)}, the returned descriptor's file "
+                      f"resolved in the kernel; fallback: {why} on this kernel (sees the completed open: "
+                      "Post and Sigkill, no Override)", syscall_nrs=nrs)

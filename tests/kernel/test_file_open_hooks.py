@@ -1,0 +1,99 @@
+"""File-open hooks (security_file_open) on any kernel.
+
+Where kprobes or fentry exist the hook is the function itself; where they do
+not (this project's CI host), the completed open is seen at the exit of the
+open family and its descriptor resolved to the file in the kernel.  Either
+way an open is matched by the file's real path: an absolute path, a relative
+one and a symlink to the file give the same event, and Sigkill stops the
+opener before it can use what it opened.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import uuid
+
+import pytest
+
+from agent_harness import RunningAgent, policy_events, policy_text
+from test_seed_policies_host import seed
+
+pytestmark = pytest.mark.kernel
+SEED_NAME = "monitor-sensitive-files"
+
+
+def open_and_close(path: str, cwd: str | None = None) -> None:
+    fd = os.open(path, os.O_RDONLY, dir_fd=None) if cwd is None else _open_in(path, cwd)
+    os.close(fd)
+
+
+def _open_in(path: str, cwd: str) -> int:
+    home = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.chdir(cwd)
+        return os.open(path, os.O_RDONLY)
+    finally:
+        os.fchdir(home)
+        os.close(home)
+
+
+def mine(bodies: list[dict]) -> list[dict]:
+    return [b for b in bodies if b["process"]["pid"] == os.getpid()]
+
+
+def test_sensitive_file_opened_three_ways_gives_three_events(tmp_path):
+    agent = RunningAgent(tmp_path, "--policy", seed(SEED_NAME))
+    try:
+        log = agent.log_text()
+        assert "not active" not in log.lower(), log
+        link = tmp_path / "innocent-name"
+        link.symlink_to("/etc/shadow")
+        open_and_close("/etc/shadow")
+        open_and_close("shadow", cwd="/etc")
+        open_and_close(str(link))
+        open_and_close("/etc/hostname")              # not under a Prefix value: no event
+        agent.wait_events(lambda e: any(b["process"]["pid"] == os.getpid()
+                                        for b in [e.get("process_kprobe", {})] if b), 3)
+        bodies = mine(policy_events(agent, SEED_NAME))
+    finally:
+        agent.stop()
+    assert len(bodies) == 3, bodies
+    for body in bodies:
+        assert body["function_name"] == "security_file_open"
+        assert body["args"][0]["file_arg"]["path"] == "/etc/shadow"
+        assert body["action"] == "KPROBE_ACTION_POST"
+
+
+def test_sigkill_on_open_stops_the_reader(tmp_path):
+    secret = pathlib.Path(f"/tmp/th-secret-{uuid.uuid4().hex[:8]}")
+    secret.write_text("the secret\n")
+    name = f"kill-open-{secret.name[-8:]}"
+    policy = tmp_path / "p.yaml"
+    policy.write_text(policy_text(name, f"""
+  kprobes:
+  - call: security_file_open
+    syscall: false
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["{secret}"]
+      matchActions:
+      - action: Sigkill
+"""))
+    agent = RunningAgent(tmp_path, "--policy", str(policy))
+    try:
+        assert "not active" not in agent.log_text().lower(), agent.log_text()
+        cat = subprocess.run(["cat", str(secret)], capture_output=True)
+        other = subprocess.run(["cat", "/etc/hostname"], capture_output=True)
+        bodies = policy_events(agent, name, 1)
+    finally:
+        agent.stop()
+        secret.unlink()
+    assert cat.returncode == -9 and cat.stdout == b"", "the reader was not stopped before it read"
+    assert other.returncode == 0
+    assert [b["action"] for b in bodies] == ["KPROBE_ACTION_SIGKILL"]
