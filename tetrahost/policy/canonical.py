@@ -63,6 +63,9 @@ def canonicalize_path(value: str, root: str = "/") -> str:
 
 
 def canonical_path_value(ctx, text: str, line: int, path: str) -> PathValue:
+    if "\0" in text:
+        ctx.error(line, path, "a path cannot hold a NUL byte (\\0)", "invalid-value", "NUL in path")
+        return PathValue(text, text)
     try:
         return PathValue(text, canonicalize_path(text, ctx.root))
     except OSError as exc:  # unreadable directory: keep the value, say why
