@@ -28,6 +28,7 @@ class Context:
     errors: list[PolicyError] = field(default_factory=list)
     warnings: list[PolicyWarning] = field(default_factory=list)
     follow_children_sections: int = 0
+    canonical_paths: dict = field(default_factory=dict)  # path value -> PathValue
 
     def error(self, line: int, path: str, message: str, code: str = "invalid",
               detail: str = "") -> None:

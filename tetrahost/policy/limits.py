@@ -81,7 +81,7 @@ MAX_POLICY_FILE_BYTES = 1 << 20
 
 # YAML nodes of one file, every alias counted as the whole subtree it repeats
 # ("billion laughs" files are refused instead of expanded).
-MAX_YAML_NODES = 100_000
+MAX_YAML_NODES = 50_000
 
 # Nesting levels of YAML collections; a policy needs about 8.
 MAX_YAML_DEPTH = 64
