@@ -192,3 +192,71 @@ def test_an_unexpected_exception_rejects_the_file_with_its_name(monkeypatch, tmp
         raise KeyError("boom")
     monkeypatch.setattr(load, "validate_spec", broken)
     assert [e.render() for e in check_file(path).errors] == [f"{path}: internal error: KeyError: 'boom'"]
+
+
+# ---- the command lines ------------------------------------------------------------------------
+
+def test_policy_check_goes_on_after_a_bad_file_and_fails(tmp_path, capsys, monkeypatch):
+    from tetrahost.cli import policy_cmd
+    import tetrahost.policy.compile_selectors as compile_selectors
+    good = tmp_path / "good.yaml"
+    good.write_text((HOSTILE / "empty-call.yaml").read_text().replace('call: ""', "call: sys_kill"))
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    paths = [str(HOSTILE / "self-alias.yaml"), str(fifo), str(good)]
+    assert policy_cmd.check_paths(paths, no_probe=True) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"FAIL {paths[0]}: 1 error"
+    assert out[2:4] == [f"FAIL {fifo}: 1 error", f"  {fifo}: not a regular file: it is a FIFO (named pipe); "
+                        "only regular files are read as policies"]
+    assert out[4].startswith("OK hostile: 1 hook") and out[-1] == "1 file(s) OK, 2 rejected"
+
+    # an exception in the kernel-side compiler: that hook's file is named, no traceback, exit 1
+    monkeypatch.setattr(compile_selectors, "_compile_action", lambda *a: 1 / 0)
+    good.write_text(good.read_text() + "    selectors:\n    - matchActions:\n      - action: Post\n")
+    assert policy_cmd.check_paths([str(good)], no_probe=True) == 1
+    captured = capsys.readouterr()
+    assert (f"    kernel side: REJECTED: {good}: internal error: ZeroDivisionError: division by zero"
+            in captured.out.splitlines())
+    assert "Traceback" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero", "large"])
+def test_tetra_tracingpolicy_add_refuses_before_connecting(tmp_path, target):
+    import io
+    from tetrahost.cli.tetra import main
+    path = tmp_path / "p.yaml"
+    if target == "fifo":
+        os.mkfifo(path)
+        expected = "not a regular file: it is a FIFO (named pipe)"
+    elif target == "large":
+        path.write_text("# padding\n" * (limits.MAX_POLICY_FILE_BYTES // 10 + 1))
+        expected = f"the file is too large ({path.stat().st_size} bytes; the limit is {limits.MAX_POLICY_FILE_BYTES} bytes)"
+    else:
+        path.symlink_to(target)
+        expected = "not a regular file (through a symbolic link): it is a character device"
+    out, err = io.StringIO(), io.StringIO()
+    # the socket does not exist: reaching the agent would give another message
+    code = main(["tracingpolicy", "add", str(path), "--socket", str(tmp_path / "no-agent.sock")],
+                stdout=out, stderr=err)
+    assert code == 1
+    assert err.getvalue().splitlines() == [f"FAIL {path}: 1 error", f"  {path}: {expected}"
+                                           + ("; only regular files are read as policies"
+                                              if target != "large" else "")]
+
+
+def test_uint64_values_compile_as_their_bit_pattern():
+    # validation admits uint64 values up to 2**64-1; the kernel's int64_t holds them
+    # as their bit pattern (this raised OverflowError in the compiler)
+    from tetrahost.events.namespaces import HostNamespaces
+    from tetrahost.policy.compile import compile_hook
+    text = (HOSTILE / "value-out-of-range.yaml").read_text().replace(
+        '- "18446744073709551616"', '- "18446744073709551615"\n        - "0x8000000000000000"')
+    [policy] = load_text(text, "u64.yaml").policies
+    compiled = compile_hook(policy.hooks[0], 0, HostNamespaces.unknown())
+    matcher = compiled.config.selectors[0].args[0]
+    assert (matcher.nvalues, matcher.values[0], matcher.values[1]) == (2, -1, -(1 << 63))
+    text = text.replace("operator: Equal", "operator: GreaterThan")
+    assert [e.render() for e in load_text(text, "u64.yaml").errors][0] == (
+        "u64.yaml:17: spec.kprobes[0].selectors[0].matchArgs[0].values[0]: 18446744073709551615 does not "
+        "fit a uint64 argument (range 0 to 9223372036854775807)")
