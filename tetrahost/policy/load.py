@@ -141,7 +141,8 @@ def read_policy_file(path: str | os.PathLike, display_name: str | None = None) -
     except OSError as exc:
         if exc.errno == errno.ENOENT and os.path.islink(path):
             raise refuse("cannot read the file: it is a symbolic link to a file that does not exist") from None
-        raise refuse(f"cannot read the file: {exc.strerror or exc}") from None
+        missing = exc.errno in (errno.ENOENT, errno.ENOTDIR)   # callers watching a directory skip these
+        raise refuse(f"cannot read the file: {exc.strerror or exc}", "missing" if missing else "unreadable") from None
     try:
         info = os.fstat(fd)
         check_regular(info.st_mode)

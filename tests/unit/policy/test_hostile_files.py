@@ -260,3 +260,10 @@ def test_uint64_values_compile_as_their_bit_pattern():
     assert [e.render() for e in load_text(text, "u64.yaml").errors][0] == (
         "u64.yaml:17: spec.kprobes[0].selectors[0].matchArgs[0].values[0]: 18446744073709551615 does not "
         "fit a uint64 argument (range 0 to 9223372036854775807)")
+
+
+def test_a_missing_file_has_its_own_code(tmp_path):
+    with pytest.raises(PolicyError) as info:
+        read_policy_file(tmp_path / "gone.yaml")
+    assert info.value.code == "missing"
+    assert info.value.render() == f"{tmp_path / 'gone.yaml'}: cannot read the file: No such file or directory"
