@@ -13,8 +13,9 @@ import os
 import sys
 
 from tetrahost.events.namespaces import HostNamespaces
-from tetrahost.policy.check import check_files, render_results
+from tetrahost.policy.check import check_file, render_result
 from tetrahost.policy.compile import CompileError, KernelUnreadable, compile_hook
+from tetrahost.policy.load import internal_error
 
 
 def register(sub) -> None:
@@ -50,12 +51,18 @@ def describer(features, not_probed: str, host_ns: HostNamespaces, failures: list
         except CompileError as exc:
             failures.append(exc)
             return f"kernel side: NOT SUPPORTED: {exc}"
+        except Exception as exc:  # noqa: BLE001 - one file's bug must not end the check of the others
+            failures.append(exc)
+            return f"kernel side: REJECTED: {hook.source.file}: {internal_error(exc)}"
         if features is None:
             return f"kernel side: compiles; attach method: {not_probed}"
         try:
             plan = plan_compiled(hook, compiled, features)
         except AttachError as exc:
             return f"kernel side: compiles; on this kernel: CANNOT ATTACH: {exc}"
+        except Exception as exc:  # noqa: BLE001
+            failures.append(exc)
+            return f"attach: REJECTED: {hook.source.file}: {internal_error(exc)}"
         return f"attach: {plan.method}"
     return describe
 
@@ -66,11 +73,24 @@ def check_paths(paths: list[str], no_probe: bool, out=sys.stdout, err=sys.stderr
     failures: list = []
     features, not_probed = probed_features(no_probe)
     describe = describer(features, not_probed, HostNamespaces.from_proc(), failures)
-    results = check_files(paths)
-    print(render_results(results, describe), file=out)
-    if failures:
-        print(f"{len(failures)} hook(s) use features the kernel side does not support yet", file=err)
-    return 0 if all(r.ok for r in results) and not failures else 1
+    rejected = 0
+    for path in paths:
+        # one file at a time, so an unexpected error rejects that file only
+        try:
+            result = check_file(path)
+            text = render_result(result, describe)
+            rejected += not result.ok
+        except Exception as exc:  # noqa: BLE001 - never a traceback, go on with the next file
+            text = f"FAIL {path}: 1 error\n  {path}: {internal_error(exc)}"
+            rejected += 1
+        print(text, file=out, flush=True)
+    print(f"{len(paths) - rejected} file(s) OK, {rejected} rejected", file=out)
+    unsupported = sum(isinstance(f, CompileError) for f in failures)
+    if unsupported:
+        print(f"{unsupported} hook(s) use features the kernel side does not support yet", file=err)
+    if len(failures) > unsupported:
+        print(f"{len(failures) - unsupported} hook(s) failed with an internal error", file=err)
+    return 0 if not rejected and not failures else 1
 
 
 def check(args) -> int:

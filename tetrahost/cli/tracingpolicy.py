@@ -35,22 +35,33 @@ def run(args, out, err) -> int:
         # the kernel side, and how each hook attaches here (probed as root)
         from tetrahost.cli.policy_cmd import check_paths
         return check_paths([args.file], no_probe=False, out=out, err=err)
+    content = None
     if args.tp_command == "add":
-        # validate locally first: a broken file is refused before anything is sent
-        from tetrahost.policy import check_file, render_result
-        result = check_file(args.file)
+        # read once, within the policy file limits (a FIFO, a device or a huge
+        # file is refused here), and validate: a broken file is refused before
+        # anything is sent; what is sent is what was validated
+        from tetrahost.policy import LoadResult, PolicyError, load_text, render_result
+        from tetrahost.policy.load import read_policy_file
+        try:
+            content = read_policy_file(args.file)
+            result = load_text(content, file=args.file)
+        except PolicyError as exc:
+            result = LoadResult(args.file, errors=[exc])
         if not result.ok:
             print(render_result(result), file=err)
             return 1
     try:
         with ControlClient(args.socket) as client:
-            return _remote(args, client, out, err)
+            return _remote(args, client, out, err, content)
     except NoAgent as exc:
         print(f"tetra: {exc}", file=err)
         return 1
+    except OSError as exc:      # the agent closed the connection (e.g. a request it refused)
+        print(f"tetra: the agent closed the control connection: {exc.strerror or exc}", file=err)
+        return 1
 
 
-def _remote(args, client, out, err) -> int:
+def _remote(args, client, out, err, content: str | None = None) -> int:
     if args.tp_command == "list":
         answer = client.call("policy_list")
         if not answer.get("ok"):
@@ -62,8 +73,6 @@ def _remote(args, client, out, err) -> int:
             print(render_list(answer["policies"]), file=out)
         return 0
     if args.tp_command == "add":
-        with open(args.file, encoding="utf-8") as f:
-            content = f.read()
         filename = args.name or os.path.basename(args.file)
         if not filename.endswith((".yaml", ".yml")):
             filename += ".yaml"

@@ -63,8 +63,15 @@ def canonicalize_path(value: str, root: str = "/") -> str:
 
 
 def canonical_path_value(ctx, text: str, line: int, path: str) -> PathValue:
+    if "\0" in text:
+        ctx.error(line, path, "a path cannot hold a NUL byte (\\0)", "invalid-value", "NUL in path")
+        return PathValue(text, text)
+    cache = ctx.canonical_paths      # a value repeated (by an alias) is resolved once
+    if text in cache:
+        return cache[text]
     try:
-        return PathValue(text, canonicalize_path(text, ctx.root))
+        cache[text] = PathValue(text, canonicalize_path(text, ctx.root))
+        return cache[text]
     except OSError as exc:  # unreadable directory: keep the value, say why
         ctx.warn(line, path, f"could not canonicalize {text}: {exc.strerror}; matched as written")
         return PathValue(text, text)

@@ -84,8 +84,16 @@ def _int_matcher(ma: MatchArg, m, here: str) -> None:
     if len(ma.parsed) > lib.TH_MAX_INT_VALUES:
         raise CompileError(f"{here}.values: {len(ma.parsed)} values; at most {lib.TH_MAX_INT_VALUES}")
     for j, v in enumerate(ma.parsed):
-        m.values[j] = int(v)
+        m.values[j] = as_int64(int(v))
     m.nvalues = len(ma.parsed)
+
+
+def as_int64(value: int) -> int:
+    """A 64-bit value as the kernel's int64_t holds it: validation admits
+    uint64 values up to 2**64-1 (Equal, Mask), stored as their bit pattern."""
+    if not -(1 << 63) <= value < (1 << 64):
+        raise CompileError(f"{value} does not fit in 64 bits")
+    return value - (1 << 64) if value >= (1 << 63) else value
 
 
 def _compile_args(hook: Hook, match_args: tuple[MatchArg, ...], c, sets: StringSets, where: str):

@@ -10,7 +10,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .errors import Location, PolicyError, PolicyWarning
+from .errors import Location, PolicyError, PolicyWarning, shown
 from .yamlnodes import YNode
 
 # Fields of Kubernetes object/pod scoping: meaningless on a plain host, so
@@ -28,6 +28,7 @@ class Context:
     errors: list[PolicyError] = field(default_factory=list)
     warnings: list[PolicyWarning] = field(default_factory=list)
     follow_children_sections: int = 0
+    canonical_paths: dict = field(default_factory=dict)  # path value -> PathValue
 
     def error(self, line: int, path: str, message: str, code: str = "invalid",
               detail: str = "") -> None:
@@ -88,7 +89,7 @@ def check_fields(ctx: Context, node: YNode, path: str, allowed: Iterable[str],
             ctx.error(line, field_path, not_supported[key], "not-supported", key)
         else:
             ctx.error(line, field_path,
-                      f'unknown field "{key}" (expected one of: {quoted_list(allowed)})'
+                      f'unknown field {shown(key)} (expected one of: {quoted_list(allowed)})'
                       f"{did_you_mean(key, (*allowed, *not_supported))}", "unknown-field", key)
 
 
@@ -105,6 +106,12 @@ def get_str(ctx: Context, node: YNode, key: str, path: str, required: bool = Fal
         if child.kind == "scalar" and isinstance(child.value, int) and not isinstance(child.value, bool):
             return str(child.value)
         ctx.error(child.line, join(path, key), f"expected a string, got {child.describe()}", "type")
+        return default
+    if required and not child.value:
+        ctx.error(child.line, join(path, key), "must not be empty", "empty")
+        return default
+    if "\0" in child.value:
+        ctx.error(child.line, join(path, key), "a NUL byte (\\0) is not allowed here", "invalid-value")
         return default
     return child.value
 
@@ -172,11 +179,11 @@ def choice(ctx: Context, node: YNode, key: str, path: str, choices: Iterable[str
         return value
     line = node.get(key).line
     if value in set(not_supported):
-        ctx.error(line, join(path, key), f'{what} "{value}" is not supported by tetrahost (yet)',
+        ctx.error(line, join(path, key), f'{what} {shown(value)} is not supported by tetrahost (yet)',
                   "not-supported", f"{what} {value}")
     else:
         ctx.error(line, join(path, key),
-                  f'unknown {what} "{value}" (expected one of: {quoted_list(choices)})'
+                  f'unknown {what} {shown(value)} (expected one of: {quoted_list(choices)})'
                   f"{did_you_mean(value, choices)}", "unknown-value", what)
     return ""
 

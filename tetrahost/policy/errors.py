@@ -9,6 +9,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Error messages end up in logs, `tetra status` and journald: they may quote
+# the offending token of a policy file, never more of it (a policy path can
+# point at any file, /etc/shadow included).
+MAX_QUOTED = 64      # characters of a value quoted in a message
+MAX_MESSAGE = 400    # characters of a whole message (field path and text each)
+
+
+def shown(value: object, limit: int = MAX_QUOTED) -> str:
+    """`value` quoted for a message, cut to `limit` characters with an ellipsis."""
+    return f'"{clip(str(value), limit)}"'
+
+
+def clip(text: str, limit: int = MAX_QUOTED) -> str:
+    """`text` cut to `limit` characters, "…" marking the cut; control characters escaped."""
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    if any(ch < " " or ch == "\x7f" for ch in text):
+        text = "".join(ch if " " <= ch != "\x7f" else f"\\x{ord(ch):02x}" for ch in text)
+    return text
+
 
 @dataclass(frozen=True)
 class Location:
@@ -26,8 +46,8 @@ class PolicyError(Exception):
                  code: str = "invalid", detail: str = ""):
         self.file = file
         self.line = line
-        self.path = path
-        self.message = message
+        self.path = clip(path, MAX_MESSAGE)
+        self.message = clip(message, MAX_MESSAGE)
         self.code = code
         self.detail = detail
         super().__init__(self.render())
@@ -55,6 +75,10 @@ class PolicyWarning:
     path: str
     message: str
     code: str = "warning"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", clip(self.path, MAX_MESSAGE))
+        object.__setattr__(self, "message", clip(self.message, MAX_MESSAGE))
 
     def render(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file

@@ -69,3 +69,30 @@ MAX_MESSAGE_LENGTH = 256
 
 # Signal numbers for the Signal action: 1..SIGRTMAX (64 on Linux).
 MAX_SIGNAL = 64
+
+# --- Limits on the file itself (not Tetragon's): a policy path may name any
+# file and a policy file may come from an untrusted author, so reading one is
+# bounded in bytes, nodes, nesting and number size (docs/policies.md, "Limits
+# on policy files").
+
+# Bytes of one policy file. The largest real policy we know (a syscall list
+# over every syscall, with selectors) is a few tens of KiB.
+MAX_POLICY_FILE_BYTES = 1 << 20
+
+# YAML nodes of one file, every alias counted as the whole subtree it repeats
+# ("billion laughs" files are refused instead of expanded).
+MAX_YAML_NODES = 50_000
+
+# Nesting levels of YAML collections; a policy needs about 8.
+MAX_YAML_DEPTH = 64
+
+# Characters of a YAML number: a 64-bit value needs at most 66 (0b and 64
+# binary digits); anything longer is out of range for every field.
+MAX_NUMBER_TEXT = 80
+
+# Longest Post rateLimit: one year, written in any unit ("8760h").
+MAX_RATE_LIMIT_SECONDS = 365 * 24 * 3600
+
+# Highest tracepoint argument index (a field of the event's record): no
+# tracepoint format has this many fields.
+MAX_TRACEPOINT_ARG_INDEX = 255

@@ -7,12 +7,15 @@ file system, returning errors instead of raising, for callers that collect.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 
+from . import limits
 from .context import Context, check_fields, expect_map, get_str, join
-from .errors import PolicyError, PolicyLoadError, PolicyWarning
+from .errors import PolicyError, PolicyLoadError, PolicyWarning, clip, shown
 from .model import Policy
 from .validate import validate_spec
 from .yamlnodes import YamlSyntaxError, YNode, parse_documents
@@ -63,13 +66,15 @@ def load_text(text: str, file: str = "<policy>", root: str = "/") -> LoadResult:
                 continue
             name_line = root_node.get("metadata").key_line("name")
             if policy.name in seen_names:
-                ctx.error(name_line, "metadata.name", f'policy "{policy.name}" is already defined '
+                ctx.error(name_line, "metadata.name", f'policy {shown(policy.name)} is already defined '
                           f"in this file (line {seen_names[policy.name]})", "duplicate")
                 continue
             seen_names[policy.name] = name_line
             result.policies.append(policy)
     except YamlSyntaxError as exc:
-        ctx.error(exc.line, "", exc.message, "yaml-syntax")
+        ctx.error(exc.line, exc.path, exc.message, "yaml-syntax")
+    except Exception as exc:  # noqa: BLE001 - a bug here must reject one file, not stop the caller
+        ctx.error(0, "", internal_error(exc), "internal")
     if documents == 0 and not ctx.errors:
         ctx.error(1, "", "the file holds no policy (expected a TracingPolicy document)", "empty")
     # Report in file order, whatever order the validators ran in.
@@ -78,6 +83,13 @@ def load_text(text: str, file: str = "<policy>", root: str = "/") -> LoadResult:
     if result.errors:
         result.policies = []  # a file is accepted or rejected as a whole
     return result
+
+
+def internal_error(exc: BaseException) -> str:
+    """The message for an unexpected exception while handling a policy file:
+    its type and first line, clipped (no traceback, no file content)."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"internal error: {type(exc).__name__}" + (f": {clip(first, 120)}" if first else "")
 
 
 def load_file(path: str | os.PathLike, root: str = "/", display_name: str | None = None) -> list[Policy]:
@@ -92,31 +104,113 @@ def load_path(path: str | os.PathLike, root: str = "/", display_name: str | None
     """Like load_text for a file; an unreadable file is an error in the result."""
     name = display_name or os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return LoadResult(name, errors=[PolicyError(name, 0, "", f"cannot read the file: {reason}", "unreadable")])
+        text = read_policy_file(path, display_name=name)
+    except PolicyError as exc:
+        return LoadResult(name, errors=[exc])
+    except Exception as exc:  # noqa: BLE001 - e.g. a path with a NUL byte: reject, do not raise
+        return LoadResult(name, errors=[PolicyError(name, 0, "", internal_error(exc), "internal")])
     return load_text(text, file=name, root=root)
+
+
+def read_policy_file(path: str | os.PathLike, display_name: str | None = None) -> str:
+    """The text of a policy file, read within bounds; raises PolicyError.
+
+    Only a regular file is read (a symlink is followed to one): a FIFO would
+    block, a device (/dev/zero) never ends, /proc files lie about their size.
+    The path is checked with stat before it is opened (non-blocking, so a
+    FIFO swapped in meanwhile cannot block) and the opened descriptor again
+    with fstat, so what is checked is what is read; at most
+    limits.MAX_POLICY_FILE_BYTES bytes are read.
+    """
+    name = display_name or os.fspath(path)
+
+    def refuse(message: str, code: str = "unreadable") -> PolicyError:
+        return PolicyError(name, 0, "", message, code)
+
+    def check_regular(mode: int) -> None:
+        if not stat.S_ISREG(mode):
+            link = " (through a symbolic link)" if os.path.islink(path) else ""
+            raise refuse(f"not a regular file{link}: it is {_file_kind(mode)}; "
+                         "only regular files are read as policies", "not-regular-file")
+
+    # stat before opening: opening a device can have effects of its own
+    # (a tape rewinds, a watchdog arms); fstat after: what is read is what was checked.
+    try:
+        check_regular(os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            raise refuse("cannot read the file: it is a symbolic link to a file that does not exist") from None
+        missing = exc.errno in (errno.ENOENT, errno.ENOTDIR)   # callers watching a directory skip these
+        raise refuse(f"cannot read the file: {exc.strerror or exc}", "missing" if missing else "unreadable") from None
+    try:
+        info = os.fstat(fd)
+        check_regular(info.st_mode)
+        if info.st_size > limits.MAX_POLICY_FILE_BYTES:
+            raise refuse(_too_large(f"{info.st_size} bytes"), "too-large")
+        os.set_blocking(fd, True)
+        data = b""
+        while len(data) <= limits.MAX_POLICY_FILE_BYTES:
+            chunk = os.read(fd, limits.MAX_POLICY_FILE_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if len(data) > limits.MAX_POLICY_FILE_BYTES:   # the file grew while read
+            raise refuse(_too_large(f"more than {limits.MAX_POLICY_FILE_BYTES} bytes"), "too-large")
+    except OSError as exc:
+        raise refuse(f"cannot read the file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # say where, never what: the bytes may be anything (a binary, a key)
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PolicyError(name, line, "", f"the file is not UTF-8 text (invalid byte at offset {exc.start})",
+                          "unreadable") from None
+
+
+def _too_large(size: str) -> str:
+    return f"the file is too large ({size}; the limit is {limits.MAX_POLICY_FILE_BYTES} bytes)"
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a special file"
 
 
 def _load_document(ctx: Context, node: YNode, number: int) -> Policy | None:
     if node.kind == "scalar" and node.value is None:
         return None  # an empty document between "---" separators
-    if not expect_map(ctx, node, ""):
+    if node.kind != "map":
+        # not a word of the content: a policy path may name any file (/etc/shadow)
+        what = {"seq": "a list"}.get(node.kind, "a single value")
+        ctx.error(node.line, "", f"expected a TracingPolicy document (a mapping), the document is {what}",
+                  "type")
         return None
+    if node.entries and not any(key in node.entries for key in ("apiVersion", "kind", "metadata", "spec")):
+        # Another kind of file (/etc/shadow parses as a mapping of its lines):
+        # one error, no key quoted.
+        ctx.error(node.line, "", "not a TracingPolicy document (it has none of the fields apiVersion, "
+                  "kind, metadata, spec)", "not-a-policy")
+        return None
+    expect_map(ctx, node, "")
     errors_before = len(ctx.errors)
     check_fields(ctx, node, "", ("apiVersion", "kind", "metadata", "spec"), {"status": "status is set by Kubernetes; remove it"})
     api_version = get_str(ctx, node, "apiVersion", "", required=True)
     if api_version and api_version != API_VERSION:
-        ctx.error(node.key_line("apiVersion"), "apiVersion", f'unsupported apiVersion "{api_version}" '
+        ctx.error(node.key_line("apiVersion"), "apiVersion", f'unsupported apiVersion {shown(api_version)} '
                   f'(expected "{API_VERSION}")', "api-version", api_version)
     kind = get_str(ctx, node, "kind", "", required=True)
     if kind == NAMESPACED_KIND:
         ctx.error(node.key_line("kind"), "kind", f"{NAMESPACED_KIND}: namespaced policies are a Kubernetes "
                   f"concept, tetrahost runs on plain hosts (use kind: {KIND})", "kubernetes-only", NAMESPACED_KIND)
     elif kind and kind != KIND:
-        ctx.error(node.key_line("kind"), "kind", f'unsupported kind "{kind}" (expected "{KIND}")', "kind", kind)
+        ctx.error(node.key_line("kind"), "kind", f'unsupported kind {shown(kind)} (expected "{KIND}")', "kind", kind)
     name = _metadata_name(ctx, node)
     spec = node.get("spec")
     if spec is None:
@@ -146,7 +240,7 @@ def _metadata_name(ctx: Context, node: YNode) -> str:
                     ctx.error(line, f"metadata.{key}.{entry_key}", f"expected a string, got {value.describe()}", "type")
     name = get_str(ctx, metadata, "name", "metadata", required=True)
     if name and (len(name) > _MAX_NAME or not _NAME.match(name)):
-        ctx.error(metadata.key_line("name"), "metadata.name", f'"{name}" is not a valid policy name (lower '
+        ctx.error(metadata.key_line("name"), "metadata.name", f'{shown(name)} is not a valid policy name (lower '
                   "case letters, digits, '-' and '.', starting and ending with a letter or digit)",
                   "invalid-name")
     return name

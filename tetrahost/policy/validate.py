@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from . import limits
+from .errors import shown
 from .context import (Context, check_fields, choice, expect_map, get_bool, get_int,
                       get_list, get_str, join)
 from .model import Arg, Hook
@@ -93,15 +94,15 @@ def _validate_options(ctx: Context, spec: YNode, path: str) -> tuple[str, dict[s
         if not name:
             continue
         if name in options:
-            ctx.error(node.line, join(opath, "name"), f'option "{name}" is given twice', "duplicate")
+            ctx.error(node.line, join(opath, "name"), f'option {shown(name)} is given twice', "duplicate")
         options[name] = value
         if name == "policy-mode":
             mode = choice(ctx, node, "value", opath, POLICY_MODES, what="policy mode") or mode
         elif name in ACCEPTED_ATTACH_OPTIONS:
-            ctx.warn(node.line, opath, f'option "{name}" tunes how Tetragon attaches; '
+            ctx.warn(node.line, opath, f'option {shown(name)} tunes how Tetragon attaches; '
                      "tetrahost chooses attach methods itself and ignores it")
         else:
-            ctx.error(node.line, join(opath, "name"), f'unknown policy option "{name}" '
+            ctx.error(node.line, join(opath, "name"), f'unknown policy option {shown(name)} '
                       f"(expected one of: policy-mode, {', '.join(sorted(ACCEPTED_ATTACH_OPTIONS))})",
                       "unknown-value", "option")
     return mode, options
@@ -123,7 +124,7 @@ def _validate_hook(ctx: Context, node: YNode, path: str, kind: str,
     elif kind == "lsm":
         name = get_str(ctx, node, "hook", path, required=True)
         if name and not _SYMBOL.match(name):
-            ctx.error(node.key_line("hook"), join(path, "hook"), f'"{name}" is not an LSM hook name', "invalid-name")
+            ctx.error(node.key_line("hook"), join(path, "hook"), f'{shown(name)} is not an LSM hook name', "invalid-name")
         if name.startswith("security_"):
             ctx.error(node.key_line("hook"), join(path, "hook"),
                       f'LSM hooks are named without "security_" (write "{name[len("security_"):]}")',
@@ -133,7 +134,7 @@ def _validate_hook(ctx: Context, node: YNode, path: str, kind: str,
         event = get_str(ctx, node, "event", path, required=True)
         for key, value in (("subsystem", subsystem), ("event", event)):
             if value and not _TRACEPOINT_NAME.match(value):
-                ctx.error(node.key_line(key), join(path, key), f'"{value}" is not a tracepoint {key} name', "invalid-name")
+                ctx.error(node.key_line(key), join(path, key), f'{shown(value)} is not a tracepoint {key} name', "invalid-name")
         name = f"{subsystem}/{event}"
         extra.update(subsystem=subsystem, event=event, raw=get_bool(ctx, node, "raw", path))
 
@@ -173,7 +174,7 @@ def _validate_call(ctx: Context, node: YNode, path: str) -> str:
     if name.startswith(LIST_PREFIX):
         pass            # _validate_list_call, once the flags are known
     elif name and not _SYMBOL.match(name):
-        ctx.error(node.key_line("call"), join(path, "call"), f'"{name}" is not a kernel function name', "invalid-name")
+        ctx.error(node.key_line("call"), join(path, "call"), f'{shown(name)} is not a kernel function name', "invalid-name")
     return name
 
 
@@ -185,14 +186,14 @@ def _validate_list_call(ctx: Context, node: YNode, path: str, call: str,
     line, cpath = node.key_line("call"), join(path, "call")
     if name not in lists:
         known = ", ".join(lists) or "none"
-        ctx.error(line, cpath, f'"{call}" names no list of spec.lists (defined: {known})', "unknown-list", name)
+        ctx.error(line, cpath, f'{shown(call)} names no list of spec.lists (defined: {known})', "unknown-list", name)
         return {}
     syscall_list = lists[name]
     if syscall_list is None:
         return {}       # the list's own errors say why
     if node.get("syscall") is not None and not flags["syscall"]:
         ctx.error(node.key_line("syscall"), join(path, "syscall"),
-                  f'list "{name}" holds syscalls: syscall: false contradicts it', "invalid")
+                  f'list {shown(name)} holds syscalls: syscall: false contradicts it', "invalid")
     if flags["return_"]:
         ctx.error(node.key_line("return"), join(path, "return"),
                   "return probes on a list hook are not supported by tetrahost yet (one return "
@@ -219,7 +220,7 @@ def _validate_kprobe_flags(ctx: Context, node: YNode, path: str, name: str) -> d
         line = node.key_line("returnArgAction")
         apath = join(path, "returnArgAction")
         if action not in SUPPORTED_RETURN_ARG_ACTIONS:
-            ctx.error(line, apath, f'unknown returnArgAction "{action}" (expected one of: '
+            ctx.error(line, apath, f'unknown returnArgAction {shown(action)} (expected one of: '
                       f"{', '.join(SUPPORTED_RETURN_ARG_ACTIONS)})", "unknown-value", "returnArgAction")
         elif not flags["return_"]:
             ctx.error(line, apath, "returnArgAction needs return: true", "invalid")
@@ -277,17 +278,18 @@ def validate_arg(ctx: Context, node: YNode, path: str, hook_kind: str, is_return
         return None
     errors_before = len(ctx.errors)
     check_fields(ctx, node, path, ARG_FIELDS, ARG_NOT_SUPPORTED)
-    max_index = limits.MAX_KPROBE_ARG_INDEX if hook_kind != "tracepoint" and not is_return else None
+    max_index = (limits.MAX_KPROBE_ARG_INDEX if hook_kind != "tracepoint" and not is_return
+                 else limits.MAX_TRACEPOINT_ARG_INDEX)
     index = get_int(ctx, node, "index", path, required=True, minimum=0, maximum=max_index)
     type_name = get_str(ctx, node, "type", path, required=True)
     info = SUPPORTED_ARG_TYPES.get(type_name)
     if type_name and info is None:
         tline = node.key_line("type")
         if type_name in TETRAGON_ONLY_ARG_TYPES:
-            ctx.error(tline, join(path, "type"), f'argument type "{type_name}" is known to Tetragon '
+            ctx.error(tline, join(path, "type"), f'argument type {shown(type_name)} is known to Tetragon '
                       "but not supported by tetrahost yet", "unsupported-arg-type", type_name)
         else:
-            ctx.error(tline, join(path, "type"), f'unknown argument type "{type_name}" (expected one of: '
+            ctx.error(tline, join(path, "type"), f'unknown argument type {shown(type_name)} (expected one of: '
                       f"{', '.join(SUPPORTED_ARG_TYPES)})", "unknown-arg-type", type_name)
     size_arg_index = get_int(ctx, node, "sizeArgIndex", path, minimum=1, maximum=limits.MAX_SIZE_ARG_INDEX) or 0
     return_copy = get_bool(ctx, node, "returnCopy", path)
@@ -327,6 +329,9 @@ def _validate_tags(ctx: Context, node: YNode, path: str) -> list[str]:
     for i, item in enumerate(items):
         if item.kind != "scalar" or not isinstance(item.value, str):
             ctx.error(item.line, f"{join(path, 'tags')}[{i}]", f"expected a string, got {item.describe()}", "type")
+        elif not item.value or "\0" in item.value:
+            ctx.error(item.line, f"{join(path, 'tags')}[{i}]", "a tag must be a non-empty string without NUL bytes",
+                      "invalid-value")
         else:
             tags.append(item.value)
     return tags

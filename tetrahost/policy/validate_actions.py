@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from . import limits
+from .errors import shown
 from .context import Context, check_fields, did_you_mean, expect_map, get_bool, get_int, get_list, get_str, join
 from .hookshape import HookShape
 from .model import Action
@@ -31,7 +32,7 @@ _POST_FEATURES_NOT_SUPPORTED = {
     "userStackTrace": "user stack traces (userStackTrace) are not supported by tetrahost yet",
     "imaHash": "IMA file hashes (imaHash) are not supported by tetrahost yet",
 }
-_RATE_LIMIT = re.compile(r"^(\d+)([smh]?)$")
+_RATE_LIMIT = re.compile(r"^([0-9]+)([smh]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
 
@@ -62,7 +63,7 @@ def _validate_action(ctx: Context, entry: YNode, path: str, shape: HookShape, is
                   "unsupported-action", name)
         return None
     if name not in SUPPORTED_ACTIONS:
-        ctx.error(line, join(path, "action"), f'unknown action "{name}" (expected one of: '
+        ctx.error(line, join(path, "action"), f'unknown action {shown(name)} (expected one of: '
                   f"{', '.join(SUPPORTED_ACTIONS)}){did_you_mean(name, SUPPORTED_ACTIONS)}",
                   "unknown-action", name)
         return None
@@ -136,16 +137,20 @@ def _post_parameters(ctx: Context, entry: YNode, path: str) -> dict:
         match = _RATE_LIMIT.match(rate_limit)
         if match is None or int(match.group(1)) == 0:
             ctx.error(entry.key_line("rateLimit"), join(path, "rateLimit"),
-                      f'"{rate_limit}" is not a rate limit (a positive number of seconds, optionally '
+                      f'{shown(rate_limit)} is not a rate limit (a positive number of seconds, optionally '
                       'followed by s, m or h: "30", "5m", "1h")', "invalid-value", "rateLimit")
+        elif len(match.group(1)) > 12 or _seconds(match) > limits.MAX_RATE_LIMIT_SECONDS:
+            ctx.error(entry.key_line("rateLimit"), join(path, "rateLimit"),
+                      f"{shown(rate_limit)} is out of range (at most {limits.MAX_RATE_LIMIT_SECONDS} "
+                      f"seconds, {limits.MAX_RATE_LIMIT_SECONDS // 3600}h)", "range", "rateLimit")
         else:
             fields["rate_limit"] = rate_limit
-            fields["rate_limit_seconds"] = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            fields["rate_limit_seconds"] = _seconds(match)
     scope = get_str(ctx, entry, "rateLimitScope", path)
     if scope:
         spath = join(path, "rateLimitScope")
         if scope not in RATE_LIMIT_SCOPES:
-            ctx.error(entry.key_line("rateLimitScope"), spath, f'unknown rateLimitScope "{scope}" '
+            ctx.error(entry.key_line("rateLimitScope"), spath, f'unknown rateLimitScope {shown(scope)} '
                       f"(expected one of: {', '.join(RATE_LIMIT_SCOPES)})", "unknown-value", "rateLimitScope")
         elif not rate_limit:
             ctx.error(entry.key_line("rateLimitScope"), spath, "rateLimitScope needs rateLimit", "invalid")
@@ -153,3 +158,7 @@ def _post_parameters(ctx: Context, entry: YNode, path: str) -> dict:
     elif rate_limit:
         fields["rate_limit_scope"] = "thread"  # Tetragon's default scope
     return fields
+
+
+def _seconds(rate_limit: re.Match) -> int:
+    return int(rate_limit.group(1)) * _UNIT_SECONDS[rate_limit.group(2)]

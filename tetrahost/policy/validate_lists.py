@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
 
 from .context import Context, check_fields, expect_map, get_bool, get_list, get_str, join
-from .errors import Location
+from .errors import Location, shown
 from .yamlnodes import YNode
 
 LIST_FIELDS = ("name", "type", "values", "pattern", "validated")
@@ -59,10 +59,10 @@ def validate_lists(ctx: Context, spec: YNode, path: str) -> dict[str, SyscallLis
         name = get_str(ctx, node, "name", lpath, required=True)
         if name and not _LIST_NAME.match(name):
             ctx.error(node.key_line("name"), join(lpath, "name"),
-                      f'"{name}" is not a list name (letters, digits, "_", "-", ".")', "invalid-name")
+                      f'{shown(name)} is not a list name (letters, digits, "_", "-", ".")', "invalid-name")
         if name in where:
             ctx.error(node.key_line("name"), join(lpath, "name"),
-                      f'list "{name}" is already defined at {where[name]}', "duplicate")
+                      f'list {shown(name)} is already defined at {where[name]}', "duplicate")
             continue
         syscall_list = _validate_list(ctx, node, lpath, name)
         if name:
@@ -75,12 +75,12 @@ def _validate_list(ctx: Context, node: YNode, lpath: str, name: str) -> SyscallL
     type_name = get_str(ctx, node, "type", lpath, required=True)
     tline = node.key_line("type")
     if type_name in FTRACE_LIST_TYPES:
-        ctx.error(tline, join(lpath, "type"), f'list type "{type_name}" (kernel functions by '
+        ctx.error(tline, join(lpath, "type"), f'list type {shown(type_name)} (kernel functions by '
                   "ftrace name or pattern) is not supported by tetrahost yet; syscall lists are "
                   f"({', '.join(SYSCALL_LIST_TYPES)})", "not-supported", "ftrace lists")
         return None
     if type_name and type_name not in LIST_TYPES:
-        ctx.error(tline, join(lpath, "type"), f'unknown list type "{type_name}" '
+        ctx.error(tline, join(lpath, "type"), f'unknown list type {shown(type_name)} '
                   f"(expected one of: {', '.join(LIST_TYPES)})", "unknown-value", "list type")
         return None
     if node.get("pattern") is not None:
@@ -111,13 +111,13 @@ def _validate_syscall_values(ctx: Context, node: YNode, lpath: str) -> tuple[str
             continue
         syscall = syscall_of(item.value)
         if item.value.startswith(_COMPAT_PREFIXES):
-            ctx.error(item.line, vpath, f'"{item.value}": 32-bit (compat) syscalls in lists are not '
+            ctx.error(item.line, vpath, f'{shown(item.value)}: 32-bit (compat) syscalls in lists are not '
                       "supported by tetrahost yet (x86_64 syscalls are)", "not-supported",
                       "32-bit syscalls in lists")
         elif syscall not in SYSCALLS_X86_64:
-            ctx.error(item.line, vpath, f'"{item.value}" is not an x86_64 syscall', "invalid-name")
+            ctx.error(item.line, vpath, f'{shown(item.value)} is not an x86_64 syscall', "invalid-name")
         elif syscall in syscalls:
-            ctx.error(item.line, vpath, f'"{item.value}": syscall {syscall} is already listed at '
+            ctx.error(item.line, vpath, f'{shown(item.value)}: syscall {syscall} is already listed at '
                       f"{syscalls[syscall]}", "duplicate")
         else:
             syscalls[syscall] = vpath

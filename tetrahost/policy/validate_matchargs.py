@@ -11,6 +11,7 @@ import ipaddress
 
 from . import limits
 from .canonical import canonical_path_value
+from .errors import shown
 from .context import (Context, check_fields, did_you_mean, expect_map, get_int, get_list, get_str,
                       join, values_of)
 from .hookshape import HookShape
@@ -111,7 +112,7 @@ def _target_arg(ctx: Context, entry: YNode, path: str, is_return: bool, shape: H
             ctx.error(entry.line, path, "matchReturnArgs needs returnArg (the type of the return value)",
                       "invalid", "matchReturnArgs without returnArg")
         return shape.return_arg
-    index = get_int(ctx, entry, "index", path, required=True, minimum=0)
+    index = get_int(ctx, entry, "index", path, required=True, minimum=0, maximum=limits.MAX_TRACEPOINT_ARG_INDEX)
     if index is None:
         return None
     arg = shape.args.get(index)
@@ -138,7 +139,7 @@ def _operator(ctx: Context, entry: YNode, path: str, written: str) -> str:
         return ""
     operator = MATCHARG_OPERATOR_ALIASES.get(written, written)
     if operator not in MATCHARG_OPERATORS:
-        ctx.error(line, join(path, "operator"), f'unknown operator "{written}" (expected one of: '
+        ctx.error(line, join(path, "operator"), f'unknown operator {shown(written)} (expected one of: '
                   f"{', '.join(MATCHARG_OPERATORS)}){did_you_mean(written, MATCHARG_OPERATORS)}",
                   "unknown-operator", written)
         return ""
@@ -153,16 +154,16 @@ def _parse_value(ctx: Context, text: str, line: int, path: str, operator: str, a
         try:
             return ipaddress.ip_network(text, strict=False)
         except ValueError:
-            return bad(f'"{text}" is not an IPv4/IPv6 address or CIDR', "address")
+            return bad(f'{shown(text)} is not an IPv4/IPv6 address or CIDR', "address")
     if operator in PORT_OPERATORS:
-        return _port_range(text) or bad(f'"{text}" is not a port or port range (0-65535, or min:max)', "port")
+        return _port_range(text) or bad(f'{shown(text)} is not a port or port range (0-65535, or min:max)', "port")
     named = {"Protocol": (IP_PROTOCOLS, 0xFFFF, "a protocol number or IPPROTO_* name"),
              "Family": (ADDRESS_FAMILIES, 0xFFFF, "an address family number or AF_* name"),
              "State": (TCP_STATES, 0xFF, "a TCP state number or TCP_* name")}.get(operator)
     if named is not None:
         names, maximum, expected = named
         value = _number_or_name(text, names, maximum)
-        return value if value is not None else bad(f'"{text}" is not {expected}', operator.lower())
+        return value if value is not None else bad(f'{shown(text)} is not {expected}', operator.lower())
     if arg.kind is ArgKind.INTEGER:
         return _integer(ctx, text, line, path, operator, arg)
     return _string(ctx, text, line, path, operator, arg)
@@ -174,10 +175,12 @@ def _integer(ctx: Context, text: str, line: int, path: str, operator: str, arg: 
         number = CAPABILITIES[text]
         value = number if arg.base_type == "capability" else 1 << number
     if value is None:
-        ctx.error(line, path, f'"{text}" is not a number (decimal, 0x hex or 0 octal)', "invalid-value", "number")
+        ctx.error(line, path, f'{shown(text)} is not a number (decimal, 0x hex or 0 octal)', "invalid-value", "number")
         return None
     low = -(1 << (arg.bits - 1)) if arg.signed and operator != "Mask" else 0
     high = (1 << arg.bits) - 1
+    if operator in ("GreaterThan", "LessThan") and arg.bits == 64:
+        high = (1 << 63) - 1    # the kernel side compares 64-bit values as signed
     if not low <= value <= high:
         ctx.error(line, path, f"{value} does not fit a {arg.type} argument (range {low} to {high}"
                   f"{' for Mask' if operator == 'Mask' else ''})", "invalid-value", "number range")
@@ -200,7 +203,7 @@ def _string(ctx: Context, text: str, line: int, path: str, operator: str, arg: A
         return text
     if arg.base_type in _CANONICALIZED_TYPES and operator in _CANONICALIZED_OPERATORS:
         if not text.startswith("/"):
-            ctx.error(line, path, f'a {arg.type} is matched by its full path, "{text}" is not absolute',
+            ctx.error(line, path, f'a {arg.type} is matched by its full path, {shown(text)} is not absolute',
                       "invalid-value", "relative path")
             return None
         return canonical_path_value(ctx, text, line, path)
@@ -213,7 +216,7 @@ def parse_int(text: str) -> int | None:
     sign = -1 if body.startswith("-") else 1
     if body[:1] in "+-":
         body = body[1:]
-    if not body or not body.replace("x", "").replace("X", "").isalnum():
+    if not body or len(body) > 80 or not body.isascii() or not body.replace("x", "").replace("X", "").isalnum():
         return None
     try:
         if body[:2] in ("0x", "0X"):
@@ -236,7 +239,7 @@ def _number_or_name(text: str, names: dict[str, int], maximum: int) -> int | Non
 
 def _port_range(text: str) -> PortRange | None:
     low_text, _, high_text = text.partition(":")
-    if not low_text.isdigit() or (high_text and not high_text.isdigit()):
+    if not all(t.isascii() and t.isdigit() and len(t) <= 5 for t in (low_text, high_text or low_text)):
         return None
     low, high = int(low_text), int(high_text or low_text)
     if not 0 <= low <= high <= 65535:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import limits
 from .canonical import canonical_path_value
+from .errors import shown
 from .context import (Context, check_fields, choice, expect_map, get_bool, get_list, join,
                       values_of)
 from .hookshape import HookShape
@@ -106,7 +107,7 @@ def _match_binaries(ctx: Context, node: YNode, path: str) -> list[MatchBinaries]
                 continue
             if not text.startswith("/"):
                 ctx.error(item.line, vpath, f'matchBinaries values are absolute paths of executables, '
-                          f'got "{text}"', "invalid", "relative binary path")
+                          f'got {shown(text)}', "invalid", "relative binary path")
                 continue
             if operator in ("Prefix", "NotPrefix") and len(text) > limits.MAX_PREFIX_LENGTH:
                 ctx.error(item.line, vpath, f"a prefix can be at most {limits.MAX_PREFIX_LENGTH} "
@@ -128,8 +129,8 @@ def _match_pids(ctx: Context, node: YNode, path: str) -> list[MatchPIDs]:
                       f"is {limits.MAX_PID_VALUES} per matchPIDs entry", "limit", "PID values")
         pids = []
         for item, vpath, text in values:
-            if not text.isdigit() or int(text) > 0xFFFFFFFF:
-                ctx.error(item.line, vpath, f'"{text}" is not a PID (expected a number from 0 to 4294967295)',
+            if not _is_u32(text):
+                ctx.error(item.line, vpath, f'{shown(text)} is not a PID (expected a number from 0 to 4294967295)',
                           "invalid-value", "PID")
             else:
                 pids.append(int(text))
@@ -162,10 +163,10 @@ def _match_namespaces(ctx: Context, node: YNode, path: str) -> list[MatchNamespa
         for item, vpath, text in values:
             if text == HOST_NS:
                 parsed.append(HOST_NS)
-            elif text.isdigit() and int(text) <= 0xFFFFFFFF:
+            elif _is_u32(text):
                 parsed.append(int(text))
             else:
-                ctx.error(item.line, vpath, f'"{text}" is not a namespace inode number or "{HOST_NS}"',
+                ctx.error(item.line, vpath, f'{shown(text)} is not a namespace inode number or "{HOST_NS}"',
                           "invalid-value", "namespace")
         if kind and operator:
             out.append(MatchNamespace(kind, operator, tuple(parsed), ctx.loc(entry, epath)))
@@ -185,10 +186,10 @@ def _match_capabilities(ctx: Context, node: YNode, key: str, path: str) -> list[
                 names.append(text)
                 numbers.append(CAPABILITIES[text])
             elif text.upper() in CAPABILITIES:
-                ctx.error(item.line, vpath, f'capability names are upper case: "{text.upper()}"',
+                ctx.error(item.line, vpath, f'capability names are upper case: {shown(text.upper())}',
                           "invalid-value", "capability")
             else:
-                ctx.error(item.line, vpath, f'unknown capability "{text}" (expected a CAP_* name such '
+                ctx.error(item.line, vpath, f'unknown capability {shown(text)} (expected a CAP_* name such '
                           'as CAP_SYS_ADMIN)', "invalid-value", "capability")
         if cap_type and operator:
             out.append(MatchCapabilities(cap_type, operator, tuple(names), tuple(numbers),
@@ -207,8 +208,14 @@ def _match_namespace_changes(ctx: Context, node: YNode, path: str) -> list[Match
             if text in NAMESPACE_KINDS:
                 kinds.append(text)
             else:
-                ctx.error(item.line, vpath, f'unknown namespace "{text}" (expected one of: '
+                ctx.error(item.line, vpath, f'unknown namespace {shown(text)} (expected one of: '
                           f"{', '.join(NAMESPACE_KINDS)})", "invalid-value", "namespace")
         if operator:
             out.append(MatchNamespaceChanges(operator, tuple(kinds), ctx.loc(entry, epath)))
     return out
+
+
+def _is_u32(text: str) -> bool:
+    """A decimal number from 0 to 2**32-1 (ASCII digits only: str.isdigit
+    also takes "²", which int() refuses)."""
+    return text.isascii() and text.isdigit() and len(text) <= 10 and int(text) <= 0xFFFFFFFF
