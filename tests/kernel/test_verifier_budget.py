@@ -9,7 +9,7 @@ from agent_harness import require_root_and_bpf
 from verifier_budget import BUDGET, verified_insns
 
 
-@pytest.mark.parametrize("program", ["th_exec", "th_sys_enter", "th_sys_exit", "th_raw_tp", "th_tracepoint"])
+@pytest.mark.parametrize("program", ["th_exec", "th_sys_enter", "th_sys_exit", "th_open_exit", "th_raw_tp", "th_tracepoint"])
 def test_entry_program_verifies_within_budget(program):
     require_root_and_bpf()
     insns = verified_insns(program)
