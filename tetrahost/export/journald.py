@@ -46,7 +46,7 @@ import os
 import socket
 import struct
 
-from tetrahost.export.sinks import LogThrottle, SinkStats
+from tetrahost.export.sinks import LogThrottle, SinkStats, errno_reason
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def encode_entry(fields: dict) -> bytes:
     out = []
     for key, value in fields.items():
         k = key.encode("ascii")
-        v = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogateescape")
+        v = value if isinstance(value, bytes) else str(value).encode("utf-8", "backslashreplace")
         if b"\n" in v:
             out.append(k + b"\n" + struct.pack("<Q", len(v)) + v + b"\n")
         else:
@@ -168,7 +168,7 @@ class JournaldSink:
                 # No journald (ENOENT/ECONNREFUSED) or another failure: the rest
                 # of the batch would fail the same way; count it all and go on.
                 self.stats.errors += 1
-                self.stats.dropped += len(batch) - i
+                self.stats.lose(len(batch) - i, errno_reason(exc))
                 self._throttle.warning("journald: cannot send to %s, %d events lost (%d in total): %s",
                                        self.path, len(batch) - i, self.stats.dropped, exc)
                 return
@@ -176,7 +176,7 @@ class JournaldSink:
                 self.stats.events += 1
                 self.stats.bytes += len(data)
             else:
-                self.stats.dropped += 1
+                self.stats.lose(1, "journald_busy")
                 self._throttle.warning("journald is not keeping up (socket queue full): "
                                        "%d events dropped so far", self.stats.dropped)
 
