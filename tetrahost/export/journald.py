@@ -60,7 +60,7 @@ def encode_entry(fields: dict) -> bytes:
     out = []
     for key, value in fields.items():
         k = key.encode("ascii")
-        v = value if isinstance(value, bytes) else str(value).encode("utf-8", "backslashreplace")
+        v = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogateescape")
         if b"\n" in v:
             out.append(k + b"\n" + struct.pack("<Q", len(v)) + v + b"\n")
         else:
