@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import logging
 import os
 import socket
@@ -125,11 +124,12 @@ def journal_available(path: str = JOURNAL_SOCKET) -> bool:
 
 
 def _compact(line: str, meta) -> str:
-    from tetrahost.export.compact import CompactError, format_event
+    from tetrahost.export.compact import CompactError, format_line
+    from tetrahost.export.terminal import terminal_text
     try:
-        return format_event(json.loads(line))
+        return format_line(line)
     except (CompactError, ValueError):
-        return f"{meta.event_type} {meta.binary}".strip()
+        return terminal_text(f"{meta.event_type} {meta.binary}".strip())
 
 
 def event_fields(line: str, meta) -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import json
 import logging
 import os
 import sys
@@ -89,9 +88,9 @@ class LineSink:
         return self.stats.events
 
     def _render(self, line: str) -> str:
-        from tetrahost.export.compact import CompactError, format_event
+        from tetrahost.export.compact import CompactError, format_line
         try:
-            return format_event(json.loads(line))
+            return format_line(line)
         except (CompactError, ValueError):
             return line          # not an event the compact form knows (rate_limit_info...): keep JSON
 
