@@ -18,7 +18,8 @@ hex pair 80..ff (either case), read left to right, is one byte; everything
 else is UTF-8 text.  Only bytes >= 0x80 can be invalid UTF-8, which is why the
 escapes stop there: systemd's own escapes in unit and cgroup names ("\\x2d"
 for "-") and backslashes in regexes or Windows-style arguments come out exactly
-as Tetragon (which writes the raw bytes) shows them.  Encoded UTF-16
+as Tetragon shows them.  (Tetragon replaces invalid bytes with U+FFFD, which
+loses them.)  Encoded UTF-16
 surrogates (b"\\xed\\xa0\\x80") are not valid UTF-8 and are escaped byte by byte.
 """
 from __future__ import annotations
