@@ -203,6 +203,10 @@ class RotatingFileSink:
 
     def _write_batch(self, lines: list[bytes]) -> None:
         """Write lines, one write per run of lines between rotations."""
+        if self._size + sum(map(len, lines)) <= self.max_bytes:
+            if lines:                       # the usual case: no rotation inside this batch
+                self._write_lines(lines)
+            return
         chunk: list[bytes] = []
         chunk_size = 0
         for data in lines:
