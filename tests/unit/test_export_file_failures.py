@@ -151,6 +151,26 @@ def test_file_removed_during_the_write_is_written_again(tmp_path):
     sink.close()
 
 
+def test_file_removed_before_a_rotation_inside_a_batch(tmp_path):
+    path = str(tmp_path / "t.log")
+
+    class RemovedMidWrite(RotatingFileSink):
+        removals = 1
+
+        def _write_lines(self, chunk):
+            super()._write_lines(chunk)
+            if self.removals:
+                self.removals -= 1
+                os.unlink(self.path)                     # the rotation's rename finds nothing
+
+    sink = RemovedMidWrite(path, max_bytes=1500, max_backups=0)
+    sink.write_events(batch(0, 60))
+    sink.close()
+    seen = [s for p in sink.backups() + [path] for s in seqs(p)]
+    assert sorted(seen) == list(range(60)) and len(seen) == 60
+    assert sink.stats.events == 60 and sink.stats.dropped == 0 and sink.reopens == 1
+
+
 def test_file_removed_during_the_write_and_rewrite_failing_counts_file_removed(tmp_path, monkeypatch):
     path = str(tmp_path / "t.log")
 

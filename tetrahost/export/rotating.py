@@ -246,13 +246,16 @@ class RotatingFileSink:
         try:
             os.rename(self.path, backup)
         except FileNotFoundError:
-            backup = None     # removed under us: nothing to keep, start a new file
+            # Removed under us: what this batch wrote to it goes to a new file.
+            again, self._pending = self._pending, []
+            self._reopen("the file was removed while being written")
+            if again:
+                self._write_lines(again)
+            return
         self._confirm()       # the lines in the renamed file are safe
         os.close(self._fd)
         self._fd = -1
         self._open()
-        if backup is None:
-            return
         self.rotations += 1
         self._jobs.put(backup)
 
