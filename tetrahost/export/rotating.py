@@ -64,6 +64,7 @@ class RotatingFileSink:
         self.rotations = 0
         self.reopens = 0           # live file found deleted or moved, opened anew
         self._throttle = LogThrottle(log)
+        self._reopen_log = LogThrottle(log)    # own throttle: must not hide write failures
         self._dir, base = os.path.split(self.path)
         self._stem, self._ext = os.path.splitext(base)
         self._fd = -1
@@ -130,7 +131,7 @@ class RotatingFileSink:
             self._fd = -1
         self._open()
         self.reopens += 1
-        self._throttle.warning("%s: %s, writing to a new file", self.path, why)
+        self._reopen_log.warning("%s: %s, writing to a new file", self.path, why)
 
     def _ready(self) -> None:
         """Before a batch: a live file that was deleted or moved away is replaced by a
