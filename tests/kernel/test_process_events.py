@@ -13,6 +13,8 @@ import pytest
 
 from agent_harness import RunningAgent, execs_of, exits_of
 
+from tetrahost.events.text import text_to_bytes
+
 pytestmark = pytest.mark.kernel
 
 NOBODY = 65534
@@ -134,6 +136,9 @@ def test_binary_path_with_space_and_non_utf8_byte_round_trips(agent, tmp_path):
     shutil.copy2("/bin/sh", path)
     subprocess.run([path, b"-c", b"exit 0", b"arg-\xff"], check=True)
     (ev,) = agent.wait_events(lambda e: "process_exec" in e and
-                              os.fsencode(e["process_exec"]["process"]["binary"]) == path, 1)
-    assert os.fsencode(ev["process_exec"]["process"]["binary"]) == path
-    assert os.fsencode(ev["process_exec"]["process"]["arguments"]).endswith(b"arg-\xff")
+                              text_to_bytes(e["process_exec"]["process"]["binary"]) == path, 1)
+    p = ev["process_exec"]["process"]
+    assert p["binary"].endswith("/prog-\\xff\\xfe")            # valid UTF-8: bytes as \xNN
+    p["binary"].encode("utf-8", "strict")
+    assert text_to_bytes(p["binary"]) == path
+    assert text_to_bytes(p["arguments"]).endswith(b"arg-\xff")

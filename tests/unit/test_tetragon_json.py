@@ -1,11 +1,11 @@
 import base64
 import json
-import os
 import time
 
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import NAMESPACE_KINDS, Caps, Creds, ExecRecord, ExitRecord
+from tetrahost.events.text import text_to_bytes
 from tetrahost.export.tetragon_json import (
     TetragonJSON, capability_names, format_arguments, format_fraction, measure_boot_offset_ns,
 )
@@ -95,10 +95,12 @@ def test_non_utf8_and_spaces_round_trip():
     line = r.render(cache.handle(exec_rec(300, 100, 10**9, binary=binary, args=args,
                                           cwd=b"/tmp/\xe9t\xe9 dir")))
     assert line.isascii()                                         # ensure_ascii
+    assert "\\ud" not in line                                     # no lone surrogates
     p = json.loads(line)["process_exec"]["process"]
-    assert os.fsencode(p["binary"]) == binary
-    assert os.fsencode(p["cwd"]) == b"/tmp/\xe9t\xe9 dir"
-    assert os.fsencode(p["arguments"]) == b'"a b" \xff "say \\"hi\\"" "" plain'
+    assert p["binary"] == "/tmp/my dir/x\\xff\\xfe"
+    assert text_to_bytes(p["binary"]) == binary
+    assert text_to_bytes(p["cwd"]) == b"/tmp/\xe9t\xe9 dir"
+    assert text_to_bytes(p["arguments"]) == b'"a b" \xff "say \\"hi\\"" "" plain'
 
 
 def test_format_arguments_rule():

@@ -30,6 +30,7 @@ from tetrahost.cli import tracingpolicy
 from tetrahost.control.client import ControlClient, NoAgent
 from tetrahost.control.protocol import DEFAULT_SOCKET, unwrap_event
 from tetrahost.export.compact import CompactError, format_event
+from tetrahost.export.terminal import terminal_json_line
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -157,7 +158,7 @@ def _render(line: str, output: str, color: bool, timestamps: bool) -> str:
     if not isinstance(event, dict):
         raise ValueError("not a JSON object")
     if output == "json":
-        return line
+        return terminal_json_line(line, event)      # unchanged unless it holds raw controls/bytes
     return format_event(event, color=color, timestamps=timestamps)
 
 
@@ -169,6 +170,7 @@ def getevents(args: argparse.Namespace, source: EventSource, out: TextIO, err: T
             out.write(text + "\n")
         except (ValueError, CompactError) as problem:
             # UnicodeError is a ValueError: a text the output encoding cannot hold.
+            # (CompactError texts quote the event's strings already escaped.)
             print(f"tetra: {source.name} line {number}: {problem}; skipped", file=err)
             continue
         out.flush()   # an interactive pipe (tail -f) must see each event at once

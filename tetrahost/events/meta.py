@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tetrahost.events.text import bytes_to_text, os_text
+
 
 @dataclass(frozen=True, slots=True)
 class EventMeta:
     kind: str                 # "process_exec" | "process_exit" | "process_kprobe" | "process_lsm"
     pid: int
-    binary: str               # the process's binary (text; undecodable bytes as surrogates)
+    binary: str               # the process's binary, as exported (tetrahost.events.text)
     exec_id: str
     ktime: int                # boot ns of the event
     unit: str = ""            # systemd unit of the process's cgroup
@@ -36,6 +38,7 @@ def meta_for_process(kind: str, entry, ktime: int, pid: int = 0, **extra) -> Eve
     if entry is None:
         return EventMeta(kind=kind, pid=pid, binary="", exec_id="", ktime=ktime, **extra)
     w = entry.workload
-    return EventMeta(kind=kind, pid=entry.pid, binary=entry.binary.decode("utf-8", "surrogateescape"),
-                     exec_id=entry.exec_id, ktime=ktime, unit=w.unit or "",
-                     container=w.container_id or "", workload_namespace=w.namespace or "", **extra)
+    return EventMeta(kind=kind, pid=entry.pid, binary=bytes_to_text(entry.binary),
+                     exec_id=entry.exec_id, ktime=ktime, unit=os_text(w.unit or ""),
+                     container=os_text(w.container_id or ""),
+                     workload_namespace=os_text(w.namespace or ""), **extra)

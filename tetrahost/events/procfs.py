@@ -119,6 +119,8 @@ def parse_cgroup_v2(data: bytes) -> str:
     """The unified-hierarchy path from /proc/<pid>/cgroup (the "0::" line)."""
     for line in data.split(b"\n"):
         if line.startswith(b"0::"):
+            # Kept as the OS spells it (surrogateescape) for workload parsing; the
+            # exporters turn it into valid UTF-8 with tetrahost.events.text.os_text.
             return line[3:].decode("utf-8", "surrogateescape")
     return ""
 

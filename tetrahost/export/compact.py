@@ -22,10 +22,19 @@ tracepoint / LSM events whose policy action killed or overrode get a suffix
 
 Event kinds not handled yet have their icon reserved in EVENT_STYLES; an
 unknown kind raises CompactError (the caller reports and goes on).
+
+Every string of the event is shown through tetrahost.export.terminal
+(control characters, ESC sequences, newlines, bidi controls and bytes that are
+not UTF-8 become visible \\xNN / \\n escapes): process names and arguments
+are chosen by whoever runs the process, and must not drive the terminal.
 """
 from __future__ import annotations
 
-__all__ = ["CompactError", "EVENT_STYLES", "ACTION_MARKS", "format_event"]
+import json
+
+from tetrahost.export.terminal import is_plain_line, terminal_safe
+
+__all__ = ["CompactError", "EVENT_STYLES", "ACTION_MARKS", "format_event", "format_line"]
 
 
 class CompactError(ValueError):
@@ -222,8 +231,20 @@ def _line(icon: str, label: str, node: str, process: dict, details: list[str],
     return text
 
 
+def format_line(line: str, *, color: bool = False, timestamps: bool = False) -> str:
+    """The compact line for one JSON line (ValueError if it is not JSON, CompactError)."""
+    event = json.loads(line)
+    if not is_plain_line(line):       # most lines: nothing to escape, skip the walk
+        event = terminal_safe(event)
+    return _format(event, color, timestamps)
+
+
 def format_event(event: dict, *, color: bool = False, timestamps: bool = False) -> str:
-    """The compact line for one Tetragon-shaped event dict."""
+    """The compact line for one Tetragon-shaped event dict (strings escaped for a terminal)."""
+    return _format(terminal_safe(event), color, timestamps)
+
+
+def _format(event: dict, color: bool, timestamps: bool) -> str:
     if not isinstance(event, dict):
         raise CompactError("event is not a JSON object")
     kind = next((k for k in event if k in EVENT_STYLES), None)

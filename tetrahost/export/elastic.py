@@ -101,7 +101,7 @@ class ElasticsearchSink:
                 self._buf.append((f"{self._run_id}-{self._seq}", now, line))
             lost = len(batch) - len(take)
             if lost:
-                self.stats.dropped += lost
+                self.stats.lose(lost, "buffer_full")
             if len(self._buf) >= self.batch_size:
                 self._cond.notify()
         if lost:
@@ -146,7 +146,7 @@ class ElasticsearchSink:
                 with self._cond:
                     if self._closing:
                         if time.monotonic() > self._close_deadline:
-                            self.stats.dropped += len(batch) + len(self._buf)
+                            self.stats.lose(len(batch) + len(self._buf), "shutdown")
                             self._buf.clear()
                             return
                     self._cond.wait(delay)   # close() wakes us up early
@@ -160,7 +160,7 @@ class ElasticsearchSink:
             action = {"create": {"_index": self.index_for(when), "_id": doc_id}}
             parts.append(json.dumps(action, separators=(",", ":")))
             parts.append(line)
-        return ("\n".join(parts) + "\n").encode("utf-8", "surrogateescape")
+        return ("\n".join(parts) + "\n").encode("utf-8", "backslashreplace")
 
     def _connection(self):
         if self._conn is None:
@@ -191,7 +191,7 @@ class ElasticsearchSink:
         if resp.status != 200:
             # 400/401/403/404 on the whole request: resending cannot help.
             self.stats.errors += 1
-            self.stats.dropped += len(batch)
+            self.stats.lose(len(batch), "rejected")
             self._throttle.warning("elasticsearch: bulk request rejected (%d): %s; %d events dropped",
                                    resp.status, data[:300].decode("utf-8", "replace"), len(batch))
             return []
@@ -212,7 +212,7 @@ class ElasticsearchSink:
             retry.extend(batch[len(reply.get("items", [])):])
         if failed:
             self.stats.errors += 1
-            self.stats.dropped += failed
+            self.stats.lose(failed, "rejected")
             self._throttle.warning("elasticsearch: %d documents rejected (e.g. mapping errors), dropped",
                                    failed)
         self._delivered(ok, len(body) if not retry else 0)
@@ -230,5 +230,5 @@ class ElasticsearchSink:
             self._cond.notify_all()
         self._thread.join(self.drain_timeout + self.timeout + 1)
         if self._thread.is_alive():
-            self.stats.dropped += len(self._buf)
+            self.stats.lose(len(self._buf), "shutdown")
         self._drop_conn()

@@ -41,6 +41,7 @@ from tetrahost.bpf.native import ffi, lib
 from tetrahost.events import netns as _netns
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
+from tetrahost.events.text import bytes_to_text, os_text
 from tetrahost.export.tetragon_json import CAPABILITY_NAMES, TetragonJSON, signal_name
 from tetrahost.policy.names import ADDRESS_FAMILIES, IP_PROTOCOLS, TCP_STATES
 from tetrahost.policy.vocab import ArgKind
@@ -84,8 +85,7 @@ EVENT_KINDS = {"kprobe": "process_kprobe", "lsm": "process_lsm", "tracepoint": "
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
+_text = bytes_to_text
 
 
 def _addr(family: int, raw) -> str:
@@ -108,7 +108,7 @@ def _netns_of(t, resolver) -> dict:
         out["netns"] = t.netns
         name = resolver.name(t.netns) if resolver else None
         if name:
-            out["netns_name"] = name
+            out["netns_name"] = os_text(name)     # a /run/netns file name
     return out
 
 
@@ -117,10 +117,10 @@ def _netns_fields(t, resolver) -> dict:
     out = _netns_of(t, resolver)
     if t.ifindex:
         out["ifindex"] = t.ifindex
-        ifname = ffi.string(t.ifname).decode("utf-8", "replace") if t.ifname[0] else (
+        ifname = bytes_to_text(ffi.string(t.ifname)) if t.ifname[0] else (
             resolver.ifname(t.netns, t.ifindex) if resolver else None)
         if ifname:
-            out["ifname"] = ifname
+            out["ifname"] = os_text(ifname)
     return out
 
 
@@ -133,7 +133,7 @@ def render_net_arg(kind: int, raw: bytes, resolver=None) -> dict:
     if t.flags & lib.TH_SOCK_READ_FAILED and not t.family:
         return {key: {}}
     if kind == lib.TH_ARG_NETDEV:
-        body = {"name": ffi.string(t.ifname).decode("utf-8", "replace"), "ifindex": t.ifindex}
+        body = {"name": bytes_to_text(ffi.string(t.ifname)), "ifindex": t.ifindex}
         body.update(_netns_of(t, resolver))
         return {key: body}
     family = _name(_FAMILY_NAMES, t.family)

@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import logging
 import os
 import socket
 import struct
 
-from tetrahost.export.sinks import LogThrottle, SinkStats
+from tetrahost.export.sinks import LogThrottle, SinkStats, errno_reason
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +124,12 @@ def journal_available(path: str = JOURNAL_SOCKET) -> bool:
 
 
 def _compact(line: str, meta) -> str:
-    from tetrahost.export.compact import CompactError, format_event
+    from tetrahost.export.compact import CompactError, format_line
+    from tetrahost.export.terminal import terminal_text
     try:
-        return format_event(json.loads(line))
+        return format_line(line)
     except (CompactError, ValueError):
-        return f"{meta.event_type} {meta.binary}".strip()
+        return terminal_text(f"{meta.event_type} {meta.binary}".strip())
 
 
 def event_fields(line: str, meta) -> dict:
@@ -168,7 +168,7 @@ class JournaldSink:
                 # No journald (ENOENT/ECONNREFUSED) or another failure: the rest
                 # of the batch would fail the same way; count it all and go on.
                 self.stats.errors += 1
-                self.stats.dropped += len(batch) - i
+                self.stats.lose(len(batch) - i, errno_reason(exc))
                 self._throttle.warning("journald: cannot send to %s, %d events lost (%d in total): %s",
                                        self.path, len(batch) - i, self.stats.dropped, exc)
                 return
@@ -176,7 +176,7 @@ class JournaldSink:
                 self.stats.events += 1
                 self.stats.bytes += len(data)
             else:
-                self.stats.dropped += 1
+                self.stats.lose(1, "journald_busy")
                 self._throttle.warning("journald is not keeping up (socket queue full): "
                                        "%d events dropped so far", self.stats.dropped)
 

@@ -11,7 +11,22 @@ on an older file can never race with a rename of the same name.
 Lines are never split: a rotation happens only between lines, before a line
 that would take the file past max_bytes (a single line longer than max_bytes
 gets a file of its own).  Data goes out with os.write on an O_APPEND fd, one
-call per group of whole lines, so a reader (or a crash) sees whole lines.
+call per group of whole lines.
+
+Failures (what a hostile or unlucky host does to a log file):
+  * ENOSPC/EIO/EFBIG in the middle of a write: the file is ftruncate'd back
+    to its last whole line, the events not written are counted lost with the
+    errno name as reason (SinkStats.lost_by_reason), and the next batch tries
+    again; so the file only holds whole lines, also after a full disk;
+  * a partial last line left by a crash of an earlier run is cut at open;
+  * the live file deleted or moved (rm -rf of the directory, logrotate
+    without copytruncate): before each batch (fstat of the fd + stat of the
+    path, two cheap syscalls) the fd is compared with the path by st_dev,
+    st_ino and st_nlink, and a new file (and directory, mode 0700) is opened;
+    after the batch the check is repeated, and lines written meanwhile to a
+    file that was deleted are written again to the new one (lost as
+    "file_removed" if that fails).  Events only count as exported once their
+    lines are in a file that is still linked.
 
 Compression (gzip) and pruning beyond max_backups run on a helper thread:
 gzip of a 10 MiB file takes ~0.2 s, too long for whoever calls write_events.
@@ -29,7 +44,7 @@ import shutil
 import threading
 import time
 
-from tetrahost.export.sinks import LogThrottle, SinkStats
+from tetrahost.export.sinks import LogThrottle, SinkStats, errno_reason
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +62,17 @@ class RotatingFileSink:
         self.mode = mode
         self.stats = SinkStats()
         self.rotations = 0
+        self.reopens = 0           # live file found deleted or moved, opened anew
         self._throttle = LogThrottle(log)
+        self._reopen_log = LogThrottle(log)    # own throttle: must not hide write failures
         self._dir, base = os.path.split(self.path)
         self._stem, self._ext = os.path.splitext(base)
-        os.makedirs(self._dir, mode=0o700, exist_ok=True)
         self._fd = -1
         self._size = 0
+        self._ident = (0, 0)       # (st_dev, st_ino) of the open live file
+        self._dirty = False        # a failed write's partial line could not be cut yet
+        self._pending: list[bytes] = []   # lines in the live file this batch, not counted yet
+        self._counted = 0          # lines of this batch counted as exported
         self._open()
         self._jobs: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, name=f"rotate-{base}", daemon=True)
@@ -60,45 +80,152 @@ class RotatingFileSink:
 
     # -- the live file ---------------------------------------------------------------
     def _open(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.mode)
-        os.fchmod(fd, self.mode)       # an existing file keeps whatever mode it had otherwise
-        self._fd = fd
-        self._size = os.fstat(fd).st_size
+        os.makedirs(self._dir, mode=0o700, exist_ok=True)   # the directory may have been removed
+        # O_RDWR: _cut_partial_line reads the tail back.
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.mode)
+        try:
+            os.fchmod(fd, self.mode)   # an existing file keeps whatever mode it had otherwise
+            st = os.fstat(fd)
+            self._size = st.st_size
+            self._ident = (st.st_dev, st.st_ino)
+            self._fd = fd
+            self._cut_partial_line()   # a crash of an earlier run in the middle of a write
+        except BaseException:
+            os.close(fd)
+            self._fd = -1
+            raise
 
-    def _write_all(self, data: bytes) -> None:
+    def _cut_partial_line(self) -> None:
+        """Truncate the file back to its last newline, if it does not end with one."""
+        end = self._size
+        if end == 0 or os.pread(self._fd, 1, end - 1) == b"\n":
+            return
+        pos = end
+        while pos > 0:
+            step = min(pos, 1 << 16)
+            pos -= step
+            nl = os.pread(self._fd, step, pos).rfind(b"\n")
+            if nl >= 0:
+                pos += nl + 1
+                break
+        os.ftruncate(self._fd, pos)
+        self._size = pos
+        log.warning("%s: removed %d bytes of an incomplete last line", self.path, end - pos)
+
+    def _current(self) -> bool:
+        """Is the open fd still the file at self.path?  (Refreshes the size: O_APPEND
+        writes land at the end, wherever that is now.)"""
+        try:
+            st = os.fstat(self._fd)
+            if st.st_nlink == 0 or (st.st_dev, st.st_ino) != self._ident:
+                return False
+            path_st = os.stat(self.path)
+        except OSError:
+            return False
+        self._size = st.st_size
+        return (path_st.st_dev, path_st.st_ino) == self._ident
+
+    def _reopen(self, why: str) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._open()
+        self.reopens += 1
+        self._reopen_log.warning("%s: %s, writing to a new file", self.path, why)
+
+    def _ready(self) -> None:
+        """Before a batch: a live file that was deleted or moved away is replaced by a
+        new one at self.path (logrotate without copytruncate, rm -rf of the directory)."""
+        if self._fd < 0:
+            self._open()
+        elif not self._current():
+            self._reopen("the file was removed or moved")
+
+    def _write_lines(self, chunk: list[bytes]) -> None:
+        """Append whole lines with as few write(2) calls as the kernel allows.
+
+        On a failure (ENOSPC, EIO, EFBIG, ...) what was written of the last
+        line is cut off again, so the file only ever holds whole lines; the
+        lines that did make it are added to self._pending before the OSError
+        goes up."""
+        data = b"".join(chunk)
         view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        self._size += len(data)
+        start = self._size
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, view[done:])
+        except OSError:
+            keep = data.rfind(b"\n", 0, done) + 1
+            if keep < done:
+                try:
+                    os.ftruncate(self._fd, start + keep)
+                except OSError as exc:
+                    self._throttle.warning("%s: cannot cut a partial line: %s", self.path, exc)
+                    self._dirty = True      # _cut_partial_line before the next write
+            self._size = start + keep
+            self._pending.extend(chunk[:data.count(b"\n", 0, keep)])
+            raise
+        self._size += done
+        self._pending.extend(chunk)
 
     def write_events(self, batch) -> None:
-        """Write every line of the batch, rotating between lines as sizes require."""
+        """Write every line of the batch, rotating between lines as sizes require.
+
+        Events are counted exported once their lines are in a rotated file, or
+        in the live file while it is still linked at self.path after the
+        write.  Lines that went to a file removed meanwhile are written again
+        to a new file (counted lost as "file_removed" if that fails too)."""
+        # The renderers produce ASCII JSON; backslashreplace keeps the file valid
+        # UTF-8 even if some future line carried a lone surrogate.
+        lines = [line.encode("utf-8", "backslashreplace") + b"\n" for line, _meta in batch]
+        self._pending, self._counted = [], 0
+        reason = None
+        try:
+            self._ready()
+            if self._dirty:
+                self._cut_partial_line()
+                self._dirty = False
+            self._write_batch(lines)
+            if self._pending and not self._current():
+                again, self._pending = self._pending, []
+                reason = "file_removed"
+                self._reopen("the file was removed while being written")
+                self._write_batch(again)
+            self._confirm()
+        except OSError as exc:
+            # ENOSPC, EIO...: count what did not reach a file and go on; the next
+            # batch tries again (the disk may have been cleaned meanwhile).
+            self.stats.errors += 1
+            self._confirm()             # whole lines written before the failure
+            lost = len(lines) - self._counted
+            self.stats.lose(lost, reason or errno_reason(exc))
+            self._throttle.warning("%s: write failed, %d events lost: %s", self.path, lost, exc)
+
+    def _write_batch(self, lines: list[bytes]) -> None:
+        """Write lines, one write per run of lines between rotations."""
+        if self._size + sum(map(len, lines)) <= self.max_bytes:
+            if lines:                       # the usual case: no rotation inside this batch
+                self._write_lines(lines)
+            return
         chunk: list[bytes] = []
         chunk_size = 0
-        done = 0            # lines known to be in a file
-        try:
-            for line, _meta in batch:
-                data = line.encode("utf-8", "surrogateescape") + b"\n"
-                if self._size + chunk_size + len(data) > self.max_bytes and self._size + chunk_size > 0:
-                    if chunk:
-                        self._write_all(b"".join(chunk))
-                        done += len(chunk)
-                        self._count(chunk_size, len(chunk))
-                        chunk, chunk_size = [], 0
-                    self._rotate()
-                chunk.append(data)
-                chunk_size += len(data)
-            if chunk:
-                self._write_all(b"".join(chunk))
-                done += len(chunk)
-                self._count(chunk_size, len(chunk))
-        except OSError as exc:
-            # ENOSPC, EIO...: count what did not reach the file and go on; the
-            # next batch tries again (the disk may have been cleaned meanwhile).
-            self.stats.errors += 1
-            self.stats.dropped += len(batch) - done
-            self._throttle.warning("%s: write failed, %d events lost: %s", self.path, len(batch) - done, exc)
+        for data in lines:
+            if self._size + chunk_size + len(data) > self.max_bytes and self._size + chunk_size > 0:
+                if chunk:
+                    self._write_lines(chunk)
+                    chunk, chunk_size = [], 0
+                self._rotate()
+            chunk.append(data)
+            chunk_size += len(data)
+        if chunk:
+            self._write_lines(chunk)
+
+    def _confirm(self) -> None:
+        """Count the lines written to the live file so far as exported."""
+        self._count(sum(map(len, self._pending)), len(self._pending))
+        self._counted += len(self._pending)
+        self._pending = []
 
     def _count(self, nbytes: int, nlines: int) -> None:
         self.stats.events += nlines
@@ -117,8 +244,18 @@ class RotatingFileSink:
 
     def _rotate(self) -> None:
         backup = self._backup_name()
-        os.rename(self.path, backup)
+        try:
+            os.rename(self.path, backup)
+        except FileNotFoundError:
+            # Removed under us: what this batch wrote to it goes to a new file.
+            again, self._pending = self._pending, []
+            self._reopen("the file was removed while being written")
+            if again:
+                self._write_lines(again)
+            return
+        self._confirm()       # the lines in the renamed file are safe
         os.close(self._fd)
+        self._fd = -1
         self._open()
         self.rotations += 1
         self._jobs.put(backup)

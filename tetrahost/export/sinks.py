@@ -14,13 +14,13 @@ records before policies' user-space side, metrics or any exporter sees them).
 from __future__ import annotations
 
 import collections
-import json
+import errno
 import logging
 import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,22 @@ class SinkStats:
     bytes: int = 0
     errors: int = 0         # failed writes / requests
     dropped: int = 0        # events lost (queue full, write failed, journald busy, buffer overflow)
+    # dropped split by why (reason -> events): "queue_full", "shutdown", "file_removed",
+    # "exporter_error", or the errno name of a failed write/open ("ENOSPC", "EIO", ...).
+    # Written by one thread at a time; a reader may see a new key a moment late.
+    lost_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def lose(self, n: int, reason: str) -> None:
+        """Count n events lost for `reason` (and in the `dropped` total)."""
+        if n <= 0:
+            return
+        self.dropped += n
+        self.lost_by_reason[reason] = self.lost_by_reason.get(reason, 0) + n
+
+
+def errno_reason(exc: OSError) -> str:
+    """The lost-event reason for a failed system call: its errno name ("ENOSPC")."""
+    return errno.errorcode.get(exc.errno or 0, "write_error")
 
 
 class LogThrottle:
@@ -72,9 +88,9 @@ class LineSink:
         return self.stats.events
 
     def _render(self, line: str) -> str:
-        from tetrahost.export.compact import CompactError, format_event
+        from tetrahost.export.compact import CompactError, format_line
         try:
-            return format_event(json.loads(line))
+            return format_line(line)
         except (CompactError, ValueError):
             return line          # not an event the compact form knows (rate_limit_info...): keep JSON
 
@@ -89,11 +105,11 @@ class LineSink:
             self.stream.flush()
         except (OSError, ValueError) as exc:
             self.stats.errors += 1
-            self.stats.dropped += len(batch)
+            self.stats.lose(len(batch), errno_reason(exc) if isinstance(exc, OSError) else "closed")
             self._throttle.warning("%s: write failed, %d events lost: %s", self.name, len(batch), exc)
             return
         self.stats.events += len(batch)
-        self.stats.bytes += len(text.encode("utf-8", "surrogateescape")) if not text.isascii() else len(text)
+        self.stats.bytes += len(text.encode("utf-8", "backslashreplace")) if not text.isascii() else len(text)
 
     def close(self) -> None:
         try:
@@ -142,7 +158,7 @@ class ThreadedSink:
             if self._closing:
                 return
             if self._queued + len(batch) > self.max_events:
-                self.stats.dropped += len(batch)
+                self.stats.lose(len(batch), "queue_full")
                 dropped = True
             else:
                 self._queue.append(batch)
@@ -170,7 +186,7 @@ class ThreadedSink:
                 self.inner.write_events(merged)
             except Exception:
                 self.stats.errors += 1
-                self.stats.dropped += len(merged)
+                self.stats.lose(len(merged), "exporter_error")
                 log.exception("%s: exporter failed", self.name)
 
     def close(self) -> None:
@@ -181,6 +197,6 @@ class ThreadedSink:
         if self._thread.is_alive():
             log.warning("%s: exporter did not finish within %.0fs; %d queued events lost",
                         self.name, self.drain_timeout, self._queued)
-            self.stats.dropped += self._queued
+            self.stats.lose(self._queued, "shutdown")
             return
         self.inner.close()

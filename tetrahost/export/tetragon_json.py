@@ -32,8 +32,10 @@ is empty or contains a tab, newline or double quote, and inside quotes escape
 argument; we do neither.)
 
 Bytes: paths and arguments are bytes from the kernel, not always UTF-8.  They
-are decoded with surrogateescape and dumped with ensure_ascii=True, so
-`os.fsencode(json.loads(line)[...]["binary"])` gives back the original bytes.
+become text by tetrahost.events.text.bytes_to_text (bytes that are not UTF-8
+as "\\xNN", documented in docs/outputs.md), so every line is valid UTF-8 and
+text_to_bytes(json.loads(line)[...]["binary"]) gives back the original bytes.
+For "arguments", undo the quoting above first, then text_to_bytes each argument.
 
 Time: kernel ktime is CLOCK_BOOTTIME ns.  The wall clock offset is measured
 once at start: time.time_ns() minus the midpoint of two CLOCK_BOOTTIME reads
@@ -57,6 +59,7 @@ from tetrahost.events.cgroups import Workload
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessEntry, ProcessEvent
 from tetrahost.events.records import NAMESPACE_KINDS
+from tetrahost.events.text import bytes_to_text, os_text
 
 CAPABILITY_NAMES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
@@ -71,10 +74,6 @@ CAPABILITY_NAMES = (
 )
 
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
-
-
-def decode_bytes(value: bytes) -> str:
-    return value.decode("utf-8", "surrogateescape")
 
 
 @lru_cache(maxsize=1024)
@@ -107,10 +106,10 @@ def format_arguments(args: list[bytes]) -> str:
         return ""
     # Fast path, the common case: nothing to quote, one decode of the joined bytes.
     if all(args) and not _NEEDS_QUOTES.search(b"\0".join(args)):
-        return b" ".join(args).decode("utf-8", "surrogateescape")
+        return bytes_to_text(b" ".join(args))
     parts = []
     for arg in args:
-        text = arg.decode("utf-8", "surrogateescape")
+        text = bytes_to_text(arg)
         if not arg or _NEEDS_QUOTES.search(arg):
             text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
         parts.append(text)
@@ -197,19 +196,20 @@ class TetragonJSON:
     @staticmethod
     @lru_cache(maxsize=1024)
     def _workload_fields(workload: Workload) -> tuple[tuple[str, object], ...]:
+        # Names come from the cgroup tree as the OS gave them (surrogateescape): os_text.
         fields: list[tuple[str, object]] = []
         if workload.unit:
-            fields.append(("unit", workload.unit))
+            fields.append(("unit", os_text(workload.unit)))
         if workload.slice:
-            fields.append(("slice", workload.slice))
+            fields.append(("slice", os_text(workload.slice)))
         if workload.namespace:
-            fields.append(("workload_namespace", workload.namespace))
+            fields.append(("workload_namespace", os_text(workload.namespace)))
         if workload.container_runtime:
             container = {"runtime": workload.container_runtime}
             if workload.container_id:
-                container["id"] = workload.container_id
+                container["id"] = os_text(workload.container_id)
             if workload.container_name:
-                container["name"] = workload.container_name
+                container["name"] = os_text(workload.container_name)
             fields.append(("container", container))
         return tuple(fields)
 
@@ -217,9 +217,9 @@ class TetragonJSON:
         """The per-process fields of a "process" object, before cap/ns/creds."""
         head: dict = {"exec_id": e.exec_id, "pid": e.pid, "uid": e.creds.uid}
         if e.cwd:
-            head["cwd"] = e.cwd.decode("utf-8", "surrogateescape")
+            head["cwd"] = bytes_to_text(e.cwd)
         if e.binary:
-            head["binary"] = e.binary.decode("utf-8", "surrogateescape")
+            head["binary"] = bytes_to_text(e.binary)
         if e.args:
             head["arguments"] = format_arguments(e.args)
         if e.flags:
@@ -246,7 +246,7 @@ class TetragonJSON:
             "suid": c.suid, "sgid": c.sgid, "fsuid": c.fsuid, "fsgid": c.fsgid,
         }
         if e.cgroup:
-            d["cgroup"] = e.cgroup
+            d["cgroup"] = os_text(e.cgroup)
         for key, value in self._workload_fields(e.workload):
             d[key] = value
         return d
@@ -286,7 +286,7 @@ class TetragonJSON:
     @staticmethod
     @lru_cache(maxsize=4096)
     def _tail_json(cgroup: str, workload: Workload) -> str:
-        extras: dict = {"cgroup": cgroup} if cgroup else {}
+        extras: dict = {"cgroup": os_text(cgroup)} if cgroup else {}
         extras.update(TetragonJSON._workload_fields(workload))
         return "," + _dumps(extras)[1:-1] if extras else ""
 
