@@ -11,6 +11,7 @@
   tetrahost_policy_state{policy,state}          1 for the policy's current state, 0 for the others
   tetrahost_process_cache_size
   tetrahost_export_events_total{exporter}, _bytes_total, _errors_total, _dropped_total
+  tetrahost_export_lost_total{exporter,reason}  the dropped events by reason (ENOSPC, EIO, file_removed...)
   tetrahost_export_filtered_total, tetrahost_export_rate_limited_total
   tetrahost_policy_reloads_total{result}        ok / failed loads of policy files, unloads
 
@@ -148,6 +149,12 @@ class AgentCollector:
             for k, fam in fams.items():
                 fam.add_metric([exp.name], getattr(s, k))
         yield from fams.values()
+        lost = CounterMetricFamily("tetrahost_export_lost", "Events an exporter lost, by reason "
+                                   "(ENOSPC, EIO, file_removed, queue_full, ...)", labels=["exporter", "reason"])
+        for exp in self.exporters:
+            for reason, n in dict(exp.stats.lost_by_reason).items():   # copied: written by the exporter's thread
+                lost.add_metric([exp.name, reason], n)
+        yield lost
         p = self.pipeline
         yield CounterMetricFamily("tetrahost_export_filtered", "Events removed by export allow/deny lists",
                                   value=p.filtered if p else 0)

@@ -172,3 +172,22 @@ def test_collector_bounds_labels_and_copies_state():
     assert {s.labels["type"]: s.value for s in fams["tetragon_missed_events"].samples} == \
         {"PROCESS_EXEC": 4, "PROCESS_CLONE": 0, "PROCESS_EXIT": 0}
     assert fams["tetrahost_process_cache_size"].samples[0].value == 2
+
+
+def test_export_losses_by_reason_are_served():
+    from types import SimpleNamespace
+
+    from tetrahost.daemon import Counters
+    from tetrahost.export.sinks import SinkStats
+    from tetrahost.metrics import AgentCollector
+
+    stats = SinkStats()
+    stats.lose(7, "ENOSPC")
+    stats.lose(2, "file_removed")
+    exporter = SimpleNamespace(name="file", stats=stats)
+    agent = SimpleNamespace(counters=Counters(), cache=[], policies=None)
+    fams = {f.name: f for f in AgentCollector(agent, exporters=[exporter]).collect()}
+    assert {(s.labels["exporter"], s.labels["reason"]): s.value
+            for s in fams["tetrahost_export_lost"].samples if s.name.endswith("_total")} == \
+        {("file", "ENOSPC"): 7, ("file", "file_removed"): 2}
+    assert [s.value for s in fams["tetrahost_export_dropped"].samples if s.name.endswith("_total")] == [9]
