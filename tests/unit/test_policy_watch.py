@@ -58,6 +58,9 @@ class FakeManager:
         self.log.append(("apply", os.path.basename(path)))
         return states
 
+    def begin_apply(self, path, text, parsed=None):
+        return FakeJob(self, path, text, parsed)
+
     def unload_file(self, path):
         names = self.names_from(path)
         for n in names:
@@ -66,6 +69,22 @@ class FakeManager:
         return names
 
     def purge_retired(self):
+        pass
+
+
+class FakeJob:
+    """ApplyJob's interface: the whole load in the first step."""
+    def __init__(self, manager, path, text, parsed):
+        self.args, self.manager, self.states, self.error = (path, text, parsed), manager, [], None
+
+    def step(self):
+        try:
+            self.states = self.manager.apply_file(*self.args)
+        except PolicyLoadFailed as exc:
+            self.error = exc
+        return True
+
+    def cancel(self):
         pass
 
 
@@ -215,9 +234,9 @@ def parses(monkeypatch):
 @pytest.fixture
 def real_pd(tmp_path, monkeypatch):
     """PolicyDirectory over the real PolicyManager, minus the kernel: policies load with no hooks."""
-    from tetrahost.sensors.policies import PolicyManager, PolicyState
+    from tetrahost.sensors.policies import HookState, PolicyManager
     manager = PolicyManager(features=None, host_ns=None, shared_maps={})
-    monkeypatch.setattr(manager, "_start_policy", PolicyState)
+    monkeypatch.setattr(manager, "_start_hook", lambda policy, hook: HookState(0, policy, hook))
     d = PolicyDirectory(str(tmp_path / "policies.d"), debounce=0.05, manager=manager)
     d.start()
     yield d
