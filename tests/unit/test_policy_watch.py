@@ -274,3 +274,56 @@ def test_rejections_read_the_same_whether_checked_or_loaded(real_pd):
     settle(real_pd)
     errors = real_pd.files[os.path.join(real_pd.path, "x.yaml")].errors
     assert errors == str(info.value).split("\n") and "Explode" in errors[0]
+
+
+def test_special_and_oversized_files_are_errors_not_hangs(pd):
+    """Each is reported by name; none blocks (a FIFO would block a plain open) or is read in full."""
+    d = pd.path
+    os.mkfifo(os.path.join(d, "fifo.yaml"))
+    os.symlink("/dev/zero", os.path.join(d, "zero.yaml"))
+    os.symlink("/proc/self/mem", os.path.join(d, "mem.yaml"))
+    os.symlink("/nonexistent/x", os.path.join(d, "dangling.yaml"))
+    os.mkdir(os.path.join(d, "dir.yaml"))
+    pd.max_file_bytes = 4096
+    with open(os.path.join(d, "big.yaml"), "w") as f:
+        f.write("#" * 5000)
+    with open(os.path.join(d, "good.yaml"), "w") as f:
+        f.write(POLICY.format(name="good"))
+    settle(pd)
+    expect = {"fifo.yaml": "not a regular file (a FIFO)", "zero.yaml": "not a regular file (a character device)",
+              "mem.yaml": "cannot read", "dangling.yaml": "symlink to a missing file",
+              "dir.yaml": "not a regular file (a directory)", "big.yaml": "larger than limits.max_policy_file_kb"}
+    for name, why in expect.items():
+        rec = pd.files[os.path.join(d, name)]
+        assert not rec.ok and why in rec.errors[0] and name in rec.errors[0], (name, rec.errors)
+    assert list(pd.manager.policies) == ["good"]
+
+
+def test_parser_crashes_are_errors_for_the_file(pd):
+    """Self-referencing aliases and deep nesting make the parser recurse without end: in the
+    parsing worker that is an error for the file, and the next file still loads."""
+    d = pd.path
+    for name, text in (("alias.yaml", "a: &a [*a]\n"), ("deep.yaml", "[" * 5000 + "]" * 5000),
+                       ("ok.yaml", POLICY.format(name="ok"))):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+    settle(pd)
+    for name in ("alias.yaml", "deep.yaml"):
+        rec = pd.files[os.path.join(d, name)]
+        assert not rec.ok and name in rec.errors[0]
+    assert list(pd.manager.policies) == ["ok"]
+
+
+def test_a_hard_link_is_noticed_and_a_new_file_waits_for_its_close(pd, tmp_path):
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(POLICY.format(name="linked"))
+    os.link(outside, os.path.join(pd.path, "linked.yaml"))      # IN_CREATE only: no close_write
+    f = open(os.path.join(pd.path, "open.yaml"), "w")           # created, not closed: not read
+    f.write(POLICY.format(name="open")[:30])
+    f.flush()
+    settle(pd)
+    assert list(pd.manager.policies) == ["linked"]
+    f.write(POLICY.format(name="open")[30:])
+    f.close()
+    settle(pd)
+    assert sorted(pd.manager.policies) == ["linked", "open"]

@@ -11,9 +11,10 @@ and a burst of events costs one reload.
 Half-written files: a file is considered when a writer CLOSES it
 (IN_CLOSE_WRITE) or it is renamed into the directory (IN_MOVED_TO), never on
 IN_MODIFY, so a policy is not read while it is being written.  IN_CREATE
-counts only for names that are complete when created: a symlink, or a hard
+counts only for names that are complete when created: a symlink, a hard
 link (a regular file with st_nlink > 1: its content was written elsewhere;
-a new file being written has st_nlink 1 and waits for its close).  A file
+a new file being written has st_nlink 1 and waits for its close) or a
+special file (FIFO, device, directory: reported as not a policy).  A file
 whose content did not change (same SHA-256) is not reloaded.
 
 Hostile files (see policy/isolated.py): only regular files are read, without
@@ -165,13 +166,15 @@ class PolicyDirectory:
             self._mark(None)
 
     def _complete_on_create(self, name: str) -> bool:
-        """A symlink or hard link never gets IN_CLOSE_WRITE: its creation is its
-        completion.  A new file (one link) is still being written: wait for its close."""
+        """A symlink, hard link, FIFO or other special file never gets
+        IN_CLOSE_WRITE: its creation is its completion (a special file is then
+        reported as not a policy).  A new regular file with one link is still
+        being written: wait for its close."""
         try:
             st = os.lstat(os.path.join(self.path, name))
         except OSError:
             return False
-        return stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink > 1)
+        return not stat.S_ISREG(st.st_mode) or st.st_nlink > 1
 
     def _mark(self, name: str | None) -> None:
         now = time.monotonic()
