@@ -50,6 +50,7 @@ class Counters:
     events: dict[str, int] = field(default_factory=dict)   # by EventMeta.kind
     lost: dict[str, int] = field(default_factory=dict)     # in-kernel losses by record kind
     started: float = field(default_factory=time.time)
+    longest_turn: float = 0.0      # seconds of the slowest loop turn (work between two waits)
 
 
 class Agent:
@@ -242,7 +243,8 @@ class Agent:
                 signal.signal(sig, handler)
             os.close(wake_r)
             os.close(wake_w)
-        log.info("tetrahost stopped: %d records, %s", self.counters.records, self.counters.events)
+        log.info("tetrahost stopped: %d records, %s; longest loop turn %.3f s", self.counters.records,
+                 self.counters.events, self.counters.longest_turn)
         return 0
 
     def _loop(self, wake_r: int) -> None:
@@ -255,12 +257,15 @@ class Agent:
             while not self._stop:
                 now = time.monotonic()
                 timeout = max(0.0, min(self._work_due, *(t[0] for t in self._timers)) - now)
-                for key, _ in sel.select(timeout=timeout):
+                ready = sel.select(timeout=timeout)
+                began = time.monotonic()
+                for key, _ in ready:
                     if key.data is not None:
                         self._guarded(key.data, f"reader of fd {key.fd}")
                 self.drain_events()
                 self._run_timers()
                 self._run_workers()
+                self.counters.longest_turn = max(self.counters.longest_turn, time.monotonic() - began)
         finally:
             sel.close()
             self._sel = None

@@ -13,8 +13,9 @@ put on every handler of the root logger:
     grow the log faster than about RATE x the line length;
   - a message longer than MAX_CHARS is cut (a policy error may quote the file).
 
-Lines below WARNING only go through the identical-line check: the agent's
-info lines come from operator actions and are few.
+Lines below WARNING are only cut to MAX_CHARS: they report changes that happened
+(a policy loaded, a hook attached), and several identical ones are real
+(a policy's hooks of one kind each log the same attach line).
 """
 from __future__ import annotations
 
@@ -54,11 +55,11 @@ class LogLimiter(logging.Filter):
         return decided
 
     def _decide(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "_limiter_report", False):
-            return True
         text = record.getMessage()
         if len(text) > MAX_CHARS:
             record.msg, record.args = f"{text[:MAX_CHARS]}... ({len(text) - MAX_CHARS} more characters)", None
+        if getattr(record, "_limiter_report", False) or record.levelno < logging.WARNING:
+            return True
         key = (record.name, record.levelno, text)
         now = self.clock()
         with self._lock:
@@ -75,7 +76,7 @@ class LogLimiter(logging.Filter):
                 entry[2] += 1
                 self.suppressed_total += 1
                 return False
-            if record.levelno >= logging.WARNING and not self._take_token(now):
+            if not self._take_token(now):
                 self.suppressed_by_rate += 1
                 self.suppressed_total += 1
                 return False

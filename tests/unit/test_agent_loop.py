@@ -95,6 +95,9 @@ class FakeSensorHandle:
 
 
 class FakePool:
+    def would_wait(self, plan):
+        return False
+
     def take(self, plan):
         return None
 

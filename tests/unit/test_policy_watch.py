@@ -234,9 +234,9 @@ def parses(monkeypatch):
 @pytest.fixture
 def real_pd(tmp_path, monkeypatch):
     """PolicyDirectory over the real PolicyManager, minus the kernel: policies load with no hooks."""
-    from tetrahost.sensors.policies import HookState, PolicyManager
+    from tetrahost.sensors.policies import PolicyManager
     manager = PolicyManager(features=None, host_ns=None, shared_maps={})
-    monkeypatch.setattr(manager, "_start_hook", lambda policy, hook: HookState(0, policy, hook))
+    monkeypatch.setattr(manager, "_attach", lambda hs: None)
     d = PolicyDirectory(str(tmp_path / "policies.d"), debounce=0.05, manager=manager)
     d.start()
     yield d

@@ -334,7 +334,7 @@ class PolicyDirectory:
             job.load = self.manager.begin_apply(job.path, job.text, parsed=result)
             return 0
         if not job.load.step():
-            return 0
+            return job.load.pause
         if job is self._job:
             self._job = None
         err = job.load.error

@@ -40,6 +40,7 @@ RETIRE_GRACE = 5.0   # seconds a detached hook's id still resolves (records in f
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 RETRY_FIRST = 1.0
 RETRY_MAX = 60.0
+SPARE_POLL = 0.01    # seconds between looks at a spare object being verified for a load
 
 
 @dataclass
@@ -110,6 +111,7 @@ class ApplyJob:
     def __init__(self, manager: "PolicyManager", path: str, steps):
         self.manager, self.path, self._steps = manager, path, steps
         self.done = False
+        self.pause = 0.0                 # after a step: seconds before the next one is worth trying
         self.states: list[PolicyState] = []
         self.error: PolicyLoadFailed | None = None
 
@@ -119,7 +121,7 @@ class ApplyJob:
         if self.done:
             return True
         try:
-            next(self._steps)
+            self.pause = next(self._steps) or 0.0
             return False
         except StopIteration as stop:
             self.states = stop.value
@@ -137,7 +139,8 @@ class ApplyJob:
     def wait(self) -> list[PolicyState]:
         """Run to the end; the states, or raise PolicyLoadFailed."""
         while not self.step():
-            pass
+            if self.pause:
+                time.sleep(self.pause)
         if self.error is not None:
             raise self.error
         return self.states
@@ -226,7 +229,11 @@ class PolicyManager:
                 state = PolicyState(p)
                 new.append(state)
                 for hook in p.hooks:
-                    state.hooks.append(self._start_hook(p, hook))
+                    hs = self._prepare_hook(p, hook)
+                    while hs.plan is not None and self.pool.would_wait(hs.plan):
+                        yield SPARE_POLL     # the pool's thread verifies; the loop runs meanwhile
+                    self._attach(hs)
+                    state.hooks.append(hs)
                     yield
             self._check_names(path, result, replace)     # a name may have been taken meanwhile
             old = {n: self.policies[n] for n in self.names_from(path)} if replace else {}
@@ -283,10 +290,16 @@ class PolicyManager:
         if problems:
             raise PolicyLoadFailed(path, problems)
 
-    def _start_hook(self, policy: Policy, hook: Hook) -> HookState:
+    def _prepare_hook(self, policy: Policy, hook: Hook) -> HookState:
+        """A new hook state with its attach plan when the hook compiles (the
+        plan says which verified object it needs); _attach reports any failure."""
         hs = HookState(next(self._ids), policy, hook)
         self.hooks[hs.hook_id] = hs
-        self._attach(hs)
+        try:
+            hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor")
+            hs.plan = plan_compiled(hook, hs.compiled, self.features)
+        except Exception:
+            hs.compiled = hs.plan = None
         return hs
 
     def _attach(self, hs: HookState) -> None:
@@ -294,8 +307,9 @@ class PolicyManager:
         for a shortage of fds or memory, when it is tried again)."""
         policy, hook = hs.policy, hs.hook
         try:
-            hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor")
-            hs.plan = plan_compiled(hook, hs.compiled, self.features)
+            if hs.compiled is None or hs.plan is None:
+                hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor")
+                hs.plan = plan_compiled(hook, hs.compiled, self.features)
             self._acquire_proc_state(hs)
             spare = self.pool.take(hs.plan)      # None: HookSensor loads its own
             hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps).start(spare)

@@ -61,6 +61,15 @@ class WarmPool:
         return tuple((program, target if program in _TRAMPOLINE_PROGRAMS else "")
                      for program, target in plan.programs)
 
+    def would_wait(self, plan: AttachPlan) -> bool:
+        """True while take(plan) would wait for a spare being loaded; starts
+        loading one if none is ready.  The policy manager's steps poll this
+        so that the verifier runs in the pool's thread, not in the agent's loop."""
+        key = self.key(plan)
+        self.refill(key)
+        with self._lock:
+            return not self._ready.get(key) and key in self._loading
+
     def take(self, plan: AttachPlan) -> BpfObject | None:
         key = self.key(plan)
         with self._lock:
