@@ -182,6 +182,16 @@ class PendingParse:
         self.owner.restart()      # the worker may be mid-parse: a fresh one answers the next request
 
 
+def _worker_env() -> dict:
+    """Our environment, with this copy of tetrahost first on the path: the
+    packaged entry points put a private directory on sys.path, which a new
+    interpreter would not know."""
+    import tetrahost
+    root = os.path.dirname(os.path.dirname(os.path.abspath(tetrahost.__file__)))
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
 class ParseInChild:
     """A long-lived parsing worker (python -m tetrahost.policy.isolated), one request at a time."""
 
@@ -196,8 +206,9 @@ class ParseInChild:
     def _send(self, data: bytes) -> None:
         if self._proc is None or self._proc.poll() is not None:
             self.restart()
-            self._proc = subprocess.Popen([sys.executable, "-m", "tetrahost.policy.isolated"],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+            self._proc = subprocess.Popen([sys.executable, "-m", "tetrahost.policy.isolated"], cwd="/",
+                                          env=_worker_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          close_fds=True)
             os.set_blocking(self._proc.stdout.fileno(), False)
         try:
             self._proc.stdin.write(data)      # the worker is idle, reading: this does not wait long

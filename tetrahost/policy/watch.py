@@ -434,5 +434,6 @@ class PolicyDirectory:
 
     def describe(self) -> dict:
         return {"path": self.path, "watching": not self._watch_lost,
+                "queued": len(self._queue) + (self._job is not None),
                 "files": [{"file": p, "ok": r.ok, "policies": r.names, "errors": r.errors}
                           for p, r in sorted(self.files.items())]}
