@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tetrahost.daemon import Agent
+from tetrahost.daemon import Agent, Counters
 from tetrahost.logrates import LogLimiter
 from tetrahost.policy.load import load_text
 from tetrahost.sensors import policies as pmod
@@ -44,7 +44,7 @@ class FakeSensor:
 def bare_agent() -> Agent:
     """An Agent with its loop's state but no kernel objects."""
     agent = Agent.__new__(Agent)
-    agent.sensor = FakeSensor()
+    agent.sensor, agent.counters = FakeSensor(), Counters()
     agent.sinks, agent._batch, agent._readers, agent._timers = [], [], {}, []
     agent._workers, agent._work_due, agent._stop = [], float("inf"), False
     return agent

@@ -327,3 +327,22 @@ def test_a_hard_link_is_noticed_and_a_new_file_waits_for_its_close(pd, tmp_path)
     f.close()
     settle(pd)
     assert sorted(pd.manager.policies) == ["linked", "open"]
+
+
+def test_an_unforeseen_failure_costs_one_file_an_error(pd, monkeypatch):
+    """Whatever breaks while one file is handled, the queue goes on to the next."""
+    real = pd.manager.begin_apply
+
+    def flaky(path, text, parsed=None):
+        if path.endswith("bad.yaml"):
+            raise OverflowError("something nobody expected")
+        return real(path, text, parsed)
+
+    monkeypatch.setattr(pd.manager, "begin_apply", flaky)
+    for name in ("bad.yaml", "good.yaml"):
+        with open(os.path.join(pd.path, name), "w") as f:
+            f.write(POLICY.format(name=name[:-5]))
+    settle(pd)
+    rec = pd.files[os.path.join(pd.path, "bad.yaml")]
+    assert not rec.ok and "OverflowError" in rec.errors[0] and "bad.yaml" in rec.errors[0]
+    assert list(pd.manager.policies) == ["good"]

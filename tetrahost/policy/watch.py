@@ -229,13 +229,31 @@ class PolicyDirectory:
                     if not self._retry_at:
                         return None
                     return max(0.0, min(self._retry_at.values()) - time.monotonic())
-                self._job = self._begin(name)
+                self._job = self._guard(name, self._begin, name)
             if self._job is not None:
-                wait = self._advance(self._job)
+                wait = self._guard(self._job.name, self._advance, self._job)
                 if wait:
                     return wait
             if time.monotonic() >= deadline:
                 return 0
+
+    def _guard(self, name: str, step, arg):
+        """Run one step for `name`; a failure nobody foresaw costs that file an
+        error, never the queue (at start: never the agent's start-up)."""
+        try:
+            return step(arg)
+        except Exception as exc:
+            log.debug("policy file %s", name, exc_info=True)
+            job, self._job = self._job, None
+            if job is not None:
+                try:
+                    job.cancel()
+                except Exception:
+                    log.debug("cancelling the load of %s", name, exc_info=True)
+            path = os.path.join(self.path, name)
+            self._reject(path, f"failed: {type(exc).__name__}", [f"{path}: cannot be loaded: "
+                                                                 f"{type(exc).__name__}: {exc}"])
+            return None
 
     def _next_name(self) -> str | None:
         now = time.monotonic()
