@@ -13,6 +13,13 @@ before they were detached still find their policy and render (the daemon
 looks records up by hook id).  A replacement that does not validate, names a
 policy another file owns, or has a hook that fails to attach is rolled back
 and the old version keeps running.
+
+A load runs in steps (begin_apply -> ApplyJob.step(): the parse, then one
+hook per step, committed after the last), so the agent's loop serves its
+ring buffer and timers between hooks; whatever a step raises ends the job
+as PolicyLoadFailed naming the file.  limits.max_hooks_per_policy/_total
+are checked before anything is attached.  A hook that fails for want of fds
+or memory (EMFILE, ENFILE, ENOMEM) is attached again later (retry_failed).
 """
 from __future__ import annotations
 
