@@ -144,11 +144,21 @@ class SystemdConfig:
 
 
 @dataclass
+class LimitsConfig:
+    # Each hook is a verified BPF object (~0.13 s of verifier time here, a few
+    # fds, kernel memory): bounds so that a policy file cannot tie the agent up.
+    max_hooks_per_policy: int = _opt(64, min=1)       # the seed policies have at most 6
+    max_hooks_total: int = _opt(512, min=1)           # ~70 s of loading at start, ~4 fds each
+    max_policy_file_kb: int = _opt(1024, min=1)       # larger policy files are rejected unread
+
+
+@dataclass
 class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     systemd: SystemdConfig = field(default_factory=SystemdConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: str = field(default="(defaults)", metadata={"internal": True})   # where it was read from
 
 

@@ -3,14 +3,20 @@
 One thread.  It waits on the ring buffer's epoll fd, a wake-up pipe (written
 by the signal handlers) and whatever other fds components register with
 add_reader() (control socket, policy directory watch); add_timer() runs
-periodic work (loss counters, watchdog).  Each wake-up drains the ring buffer
+periodic work (loss counters, watchdog); add_worker() runs long jobs (policy
+loads) one bounded slice per turn.  Each wake-up drains the ring buffer
 completely and hands the sinks one batch of (json_line, EventMeta), so the
 cost of an export is paid per burst, not per event.
+
+Nothing a callback raises stops the loop: readers, timers and workers are
+dispatched through one guard that logs the failure and carries on (a hostile
+policy file must cost an error line, never the enforcement of the others).
 """
 from __future__ import annotations
 
 import logging
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -44,6 +50,7 @@ class Counters:
     events: dict[str, int] = field(default_factory=dict)   # by EventMeta.kind
     lost: dict[str, int] = field(default_factory=dict)     # in-kernel losses by record kind
     started: float = field(default_factory=time.time)
+    longest_turn: float = 0.0      # seconds of the slowest loop turn (work between two waits)
 
 
 class Agent:
@@ -71,6 +78,8 @@ class Agent:
         self._batch: list[tuple[str, EventMeta]] = []
         self._readers: dict[int, object] = {}
         self._timers: list[list] = []          # [next_due, interval, callback]
+        self._workers: list = []               # callback() -> seconds until it wants the next turn, or None
+        self._work_due = float("inf")          # monotonic time the next worker slice is due
         self._stop = False
         self._started: list = []
         self.add_timer(LOSS_CHECK_INTERVAL, self._check_losses)
@@ -90,6 +99,31 @@ class Agent:
     def add_timer(self, interval: float, callback) -> None:
         """Call callback() in the loop every `interval` seconds."""
         self._timers.append([time.monotonic() + interval, interval, callback])
+
+    def add_worker(self, callback) -> None:
+        """Call callback() once per loop turn while it has work: it does one bounded
+        slice and returns 0 (more now), a delay in seconds (call again then) or
+        None (idle until something calls wake_workers())."""
+        self._workers.append(callback)
+        self.wake_workers()
+
+    def wake_workers(self) -> None:
+        """New work for the workers: run them on the next turn."""
+        self._work_due = 0.0
+
+    def drain_events(self) -> None:
+        """Consume the ring buffer and hand the batch to the sinks; for long
+        start-up work (policy loads) that runs before the loop does."""
+        self._guarded(self.sensor.ringbuf.consume, "reading the ring buffer")
+        self._flush()
+
+    def _guarded(self, callback, what) -> None:
+        """Run one callback; whatever it raises is logged, never propagated: the
+        loop serves enforcement, and one failing task must not end it."""
+        try:
+            callback()
+        except Exception:
+            log.exception("event loop: %s failed", what or callback)
 
     # -- hot path: one call per kernel record ----------------------------------------
     def _on_record(self, raw: bytes) -> None:
@@ -145,7 +179,7 @@ class Agent:
 
     # -- policies ------------------------------------------------------------------
     def _start_policies(self) -> None:
-        from tetrahost.sensors.policies import PolicyLoadFailed, PolicyManager
+        from tetrahost.sensors.policies import Limits, PolicyLoadFailed, PolicyManager
 
         # A component that manages policies at run time (the policy directory
         # watch) needs the manager even when no --policy file was given.
@@ -161,9 +195,12 @@ class Agent:
         shared = {name: self.sensor.obj.map(name) for name in ("events", "losses", "socktrack", "proc_state")}
         self.dispatcher = SyscallDispatcher(shared)
         shared.update(self.dispatcher.maps)
+        cfg = getattr(self, "config", None)
+        limits = Limits(cfg.limits.max_hooks_per_policy, cfg.limits.max_hooks_total) if cfg is not None else None
         self.policies = PolicyManager(self.features, self.host_ns, shared,
-                                      ProcState(self.sensor.obj, self.cache.running, self.proc_root),
+                                      ProcState(self.sensor.obj, self.cache.running, self.proc_root), limits,
                                       dispatcher=self.dispatcher)
+        self.add_timer(1.0, self.policies.retry_failed)    # hooks that failed for want of fds/memory
         for path in self.policy_files:
             try:
                 self.policies.load_file(path)
@@ -175,6 +212,7 @@ class Agent:
         self._stop = True
 
     def run(self) -> int:
+        check_fd_limit()
         ensure_mounted()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old_wakeup = signal.set_wakeup_fd(wake_w)
@@ -211,7 +249,8 @@ class Agent:
                 signal.signal(sig, handler)
             os.close(wake_r)
             os.close(wake_w)
-        log.info("tetrahost stopped: %d records, %s", self.counters.records, self.counters.events)
+        log.info("tetrahost stopped: %d records, %s; longest loop turn %.3f s", self.counters.records,
+                 self.counters.events, self.counters.longest_turn)
         return 0
 
     def _loop(self, wake_r: int) -> None:
@@ -223,13 +262,16 @@ class Agent:
         try:
             while not self._stop:
                 now = time.monotonic()
-                timeout = max(0.0, min(t[0] for t in self._timers) - now)
-                for key, _ in sel.select(timeout=timeout):
+                timeout = max(0.0, min(self._work_due, *(t[0] for t in self._timers)) - now)
+                ready = sel.select(timeout=timeout)
+                began = time.monotonic()
+                for key, _ in ready:
                     if key.data is not None:
-                        key.data()
-                self.sensor.ringbuf.consume()
-                self._flush()
+                        self._guarded(key.data, f"reader of fd {key.fd}")
+                self.drain_events()
                 self._run_timers()
+                self._run_workers()
+                self.counters.longest_turn = max(self.counters.longest_turn, time.monotonic() - began)
         finally:
             sel.close()
             self._sel = None
@@ -239,10 +281,45 @@ class Agent:
         for timer in self._timers:
             if now >= timer[0]:
                 timer[0] = now + timer[1]
-                try:
-                    timer[2]()
-                except Exception:
-                    log.exception("periodic task %s failed", timer[2])
+                self._guarded(timer[2], f"periodic task {timer[2]}")
+
+    def _run_workers(self) -> None:
+        now = time.monotonic()
+        if now < self._work_due:
+            return
+        due = float("inf")
+        for worker in self._workers:
+            delay = None
+            try:
+                delay = worker()
+            except Exception:
+                log.exception("event loop: worker %s failed", worker)
+                delay = 1.0          # a failing worker is retried, slowly
+            if delay is not None:
+                due = min(due, now + delay)
+        self._work_due = due
+
+
+# Each hook holds a few fds (programs, maps, links, perf events); the budget
+# must cover max_hooks_total of them with room for sockets and exporters.
+WANTED_NOFILE = 65536
+
+
+def check_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE towards the hard one (a plain shell's 1024
+    runs out with a few hundred hooks) and log the budget; the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = WANTED_NOFILE if hard == resource.RLIM_INFINITY else min(hard, WANTED_NOFILE)
+    if soft != resource.RLIM_INFINITY and target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open file limit from %d to %d: %s", soft, target, exc)
+    level = logging.WARNING if soft < 4096 else logging.INFO
+    log.log(level, "open file limit: %s (hard %s)%s", soft, hard,
+            "; low: loads may fail with EMFILE (set LimitNOFILE=)" if level == logging.WARNING else "")
+    return soft
 
 
 def _drain(fd: int) -> None:

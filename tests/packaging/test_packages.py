@@ -172,7 +172,8 @@ def test_man_pages_cover_help():
 def test_unit_hardening():
     unit = PKG / "systemd/tetrahost.service"
     text = unit.read_text()
-    for line in ("Type=notify", "Restart=on-failure", "LimitMEMLOCK=infinity", "RuntimeDirectory=tetrahost",
+    for line in ("Type=notify", "Restart=on-failure", "LimitMEMLOCK=infinity", "LimitNOFILE=65536",
+                 "RuntimeDirectory=tetrahost",
                  "StateDirectory=tetrahost", "LogsDirectory=tetragon", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "ProtectHome=", "PrivateTmp=yes"):
         assert re.search(rf"^{re.escape(line)}", text, re.M), line

@@ -58,6 +58,9 @@ class FakeManager:
         self.log.append(("apply", os.path.basename(path)))
         return states
 
+    def begin_apply(self, path, text, parsed=None):
+        return FakeJob(self, path, text, parsed)
+
     def unload_file(self, path):
         names = self.names_from(path)
         for n in names:
@@ -66,6 +69,22 @@ class FakeManager:
         return names
 
     def purge_retired(self):
+        pass
+
+
+class FakeJob:
+    """ApplyJob's interface: the whole load in the first step."""
+    def __init__(self, manager, path, text, parsed):
+        self.args, self.manager, self.states, self.error = (path, text, parsed), manager, [], None
+
+    def step(self):
+        try:
+            self.states = self.manager.apply_file(*self.args)
+        except PolicyLoadFailed as exc:
+            self.error = exc
+        return True
+
+    def cancel(self):
         pass
 
 
@@ -215,9 +234,9 @@ def parses(monkeypatch):
 @pytest.fixture
 def real_pd(tmp_path, monkeypatch):
     """PolicyDirectory over the real PolicyManager, minus the kernel: policies load with no hooks."""
-    from tetrahost.sensors.policies import PolicyManager, PolicyState
+    from tetrahost.sensors.policies import PolicyManager
     manager = PolicyManager(features=None, host_ns=None, shared_maps={})
-    monkeypatch.setattr(manager, "_start_policy", PolicyState)
+    monkeypatch.setattr(manager, "_attach", lambda hs: None)
     d = PolicyDirectory(str(tmp_path / "policies.d"), debounce=0.05, manager=manager)
     d.start()
     yield d
@@ -255,3 +274,75 @@ def test_rejections_read_the_same_whether_checked_or_loaded(real_pd):
     settle(real_pd)
     errors = real_pd.files[os.path.join(real_pd.path, "x.yaml")].errors
     assert errors == str(info.value).split("\n") and "Explode" in errors[0]
+
+
+def test_special_and_oversized_files_are_errors_not_hangs(pd):
+    """Each is reported by name; none blocks (a FIFO would block a plain open) or is read in full."""
+    d = pd.path
+    os.mkfifo(os.path.join(d, "fifo.yaml"))
+    os.symlink("/dev/zero", os.path.join(d, "zero.yaml"))
+    os.symlink("/proc/self/mem", os.path.join(d, "mem.yaml"))
+    os.symlink("/nonexistent/x", os.path.join(d, "dangling.yaml"))
+    os.mkdir(os.path.join(d, "dir.yaml"))
+    pd.max_file_bytes = 4096
+    with open(os.path.join(d, "big.yaml"), "w") as f:
+        f.write("#" * 5000)
+    with open(os.path.join(d, "good.yaml"), "w") as f:
+        f.write(POLICY.format(name="good"))
+    settle(pd)
+    expect = {"fifo.yaml": "not a regular file (a FIFO)", "zero.yaml": "not a regular file (a character device)",
+              "mem.yaml": "cannot read", "dangling.yaml": "symlink to a missing file",
+              "dir.yaml": "not a regular file (a directory)", "big.yaml": "larger than limits.max_policy_file_kb"}
+    for name, why in expect.items():
+        rec = pd.files[os.path.join(d, name)]
+        assert not rec.ok and why in rec.errors[0] and name in rec.errors[0], (name, rec.errors)
+    assert list(pd.manager.policies) == ["good"]
+
+
+def test_parser_crashes_are_errors_for_the_file(pd):
+    """Self-referencing aliases and deep nesting make the parser recurse without end: in the
+    parsing worker that is an error for the file, and the next file still loads."""
+    d = pd.path
+    for name, text in (("alias.yaml", "a: &a [*a]\n"), ("deep.yaml", "[" * 5000 + "]" * 5000),
+                       ("ok.yaml", POLICY.format(name="ok"))):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+    settle(pd)
+    for name in ("alias.yaml", "deep.yaml"):
+        rec = pd.files[os.path.join(d, name)]
+        assert not rec.ok and name in rec.errors[0]
+    assert list(pd.manager.policies) == ["ok"]
+
+
+def test_a_hard_link_is_noticed_and_a_new_file_waits_for_its_close(pd, tmp_path):
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(POLICY.format(name="linked"))
+    os.link(outside, os.path.join(pd.path, "linked.yaml"))      # IN_CREATE only: no close_write
+    f = open(os.path.join(pd.path, "open.yaml"), "w")           # created, not closed: not read
+    f.write(POLICY.format(name="open")[:30])
+    f.flush()
+    settle(pd)
+    assert list(pd.manager.policies) == ["linked"]
+    f.write(POLICY.format(name="open")[30:])
+    f.close()
+    settle(pd)
+    assert sorted(pd.manager.policies) == ["linked", "open"]
+
+
+def test_an_unforeseen_failure_costs_one_file_an_error(pd, monkeypatch):
+    """Whatever breaks while one file is handled, the queue goes on to the next."""
+    real = pd.manager.begin_apply
+
+    def flaky(path, text, parsed=None):
+        if path.endswith("bad.yaml"):
+            raise OverflowError("something nobody expected")
+        return real(path, text, parsed)
+
+    monkeypatch.setattr(pd.manager, "begin_apply", flaky)
+    for name in ("bad.yaml", "good.yaml"):
+        with open(os.path.join(pd.path, name), "w") as f:
+            f.write(POLICY.format(name=name[:-5]))
+    settle(pd)
+    rec = pd.files[os.path.join(pd.path, "bad.yaml")]
+    assert not rec.ok and "OverflowError" in rec.errors[0] and "bad.yaml" in rec.errors[0]
+    assert list(pd.manager.policies) == ["good"]

@@ -207,6 +207,8 @@ def run(args) -> int:
         print(exc, file=sys.stderr)
         return 2
     setup_agent_logging(cfg)
+    from tetrahost import logrates
+    limiter = logrates.install()     # after the handlers are in place: it filters each of them
     # A stuck agent must be diagnosable in place: `kill -USR1 PID` writes
     # every thread's Python stack to stderr (journald under systemd), and a
     # crash in C code (libbpf, the extension) leaves one too.
@@ -226,6 +228,7 @@ def run(args) -> int:
                       ringbuf_bytes=cfg.agent.ringbuf_size or None, policy_files=args.policy,
                       components=components)
         agent.config = cfg      # for components reading settings at start (policy directory watch)
+        agent.add_timer(5.0, limiter.flush)     # "repeated N more times" lines
         return agent.run()
     except (BpfError, OSError, ValueError) as exc:
         log.error("%s", exc)

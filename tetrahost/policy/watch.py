@@ -9,9 +9,25 @@ their dance (vim: rename to backup + write new; others: write temp + rename),
 and a burst of events costs one reload.
 
 Half-written files: a file is considered when a writer CLOSES it
-(IN_CLOSE_WRITE) or it is renamed/linked into the directory (IN_MOVED_TO),
-never on IN_CREATE/IN_MODIFY, so a policy is not read while it is being
-written.  A file whose content did not change (same SHA-256) is not reloaded.
+(IN_CLOSE_WRITE) or it is renamed into the directory (IN_MOVED_TO), never on
+IN_MODIFY, so a policy is not read while it is being written.  IN_CREATE
+counts only for names that are complete when created: a symlink, a hard
+link (a regular file with st_nlink > 1: its content was written elsewhere;
+a new file being written has st_nlink 1 and waits for its close) or a
+special file (FIFO, device, directory: reported as not a policy).  A file
+whose content did not change (same SHA-256) is not reloaded.
+
+Hostile files (see policy/isolated.py): only regular files are read, without
+blocking and up to limits.max_policy_file_kb; the parse runs in a worker
+process with a deadline and a memory limit.  A file that cannot be read or
+parsed is one error naming it; nothing else is affected.
+
+The loop stays responsive: dirty names wait in a queue and work() -- an agent
+worker, one slice per loop turn -- reads, parses and loads them one step at a
+time (a step is one hook: ~0.13 s for a BPF load and verify), so the ring
+buffer, timers and control socket are served between hooks.  At start the
+queue is worked off before start() returns: READY=1 (sd_notify, the last
+component) still means every file present at start has been processed.
 
 Ignored: names not ending in .yaml/.yml, dotfiles (this includes emacs' .#lock
 files and our own temp files), backups ending in ~ and vim's .swp files.
@@ -27,7 +43,9 @@ from dataclasses import dataclass, field
 
 from tetrahost.inotify import (IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_IGNORED, IN_MOVE_SELF,
                                IN_MOVED_FROM, IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Inotify, OneShotTimer)
-from tetrahost.policy.load import LoadResult, load_text
+from tetrahost.policy.dropins import DropInFiles, is_policy_name
+from tetrahost.policy.isolated import ParseInChild, PendingParse, UnreadablePolicy, read_policy_file
+from tetrahost.policy.load import LoadResult
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +55,10 @@ MAX_DELAY = 1.0
 WATCH_MASK = (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE
               | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
 _DIRTY = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE
-
-
-def is_policy_name(name: str) -> bool:
-    if not name or name.startswith(".") or "/" in name:
-        return False
-    return name.endswith((".yaml", ".yml"))
+SLICE = 0.05             # seconds of loading per loop turn (a single hook load may take longer)
+PARSE_POLL = 0.005       # seconds between looks at the parsing worker
+MAX_FILE_BYTES = 1024 * 1024
+RESOURCE_RETRY_FIRST, RESOURCE_RETRY_MAX = 1.0, 60.0   # a file rejected for want of fds/memory
 
 
 @dataclass
@@ -52,16 +68,42 @@ class FileRecord:
     names: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     duplicate: bool = False           # rejected because another file owns a name: retried on unloads
+    retries: int = 0                  # consecutive rejections for want of fds/memory
 
 
-class PolicyDirectory:
+@dataclass
+class _Job:
+    """One file on its way in: parsed by the worker, then loaded hook by hook."""
+    name: str
+    path: str
+    digest: str
+    text: str
+    parse: PendingParse | None = None
+    load: object = None               # the manager's ApplyJob once parsed
+    had: bool = False                 # the file had loaded policies before
+
+    def cancel(self) -> None:
+        if self.load is not None:
+            self.load.cancel()
+        elif self.parse is not None:
+            self.parse.cancel()
+
+
+class PolicyDirectory(DropInFiles):
     """Agent component: keeps the PolicyManager in step with a directory."""
     needs_policies = True             # the agent creates its PolicyManager even without --policy files
 
-    def __init__(self, path: str = DEFAULT_DIR, debounce: float = DEBOUNCE, manager=None):
+    def __init__(self, path: str = DEFAULT_DIR, debounce: float = DEBOUNCE, manager=None,
+                 max_file_bytes: int = MAX_FILE_BYTES):
         self.path = os.path.realpath(path)
         self.debounce = debounce
         self.manager = manager
+        self.max_file_bytes = max_file_bytes
+        self.parser = ParseInChild()
+        self._agent = None
+        self._queue: dict[str, None] = {}          # names to reconcile, in order
+        self._job: _Job | None = None
+        self._retry_at: dict[str, float] = {}      # name -> when to reconcile again (fds/memory)
         self.files: dict[str, FileRecord] = {}
         self.inotify: Inotify | None = None
         self.timer: OneShotTimer | None = None
@@ -75,19 +117,29 @@ class PolicyDirectory:
         if agent is not None:
             self.manager = agent.policies
             agent.policy_dir = self          # the control server finds us here
+            cfg = getattr(agent, "config", None)
+            if cfg is not None:
+                self.max_file_bytes = cfg.limits.max_policy_file_kb * 1024
         os.makedirs(self.path, mode=0o755, exist_ok=True)
         self.inotify = Inotify()
         self.timer = OneShotTimer()
         self.inotify.add_watch(self.path, WATCH_MASK)   # before the scan: no change slips between
+        self.scan()
+        self.run_queue(agent.drain_events if agent is not None else None)
         if agent is not None:
             agent.add_reader(self.inotify.fd, self.on_inotify)
             agent.add_reader(self.timer.fd, self.on_timer)
             agent.add_timer(1.0, self.housekeeping)
-        self.scan()
+            agent.add_worker(self.work)
+            self._agent = agent
         log.info("watching policy directory %s: %d file(s), %d policies", self.path, len(self.files),
                  sum(len(r.names) for r in self.files.values()))
 
     def stop(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self._job = None
+        self.parser.close()
         for res in (self.inotify, self.timer):
             if res is not None:
                 res.close()
@@ -102,15 +154,22 @@ class PolicyDirectory:
                     log.error("policy directory %s was removed or moved: loaded policies keep running; "
                               "changes are not seen until it is back", self.path)
                 self._watch_lost = True
-            elif ev.mask & _DIRTY or (ev.mask & IN_CREATE and self._is_symlink(ev.name)):
-                if is_policy_name(ev.name):
-                    self._mark(ev.name)
+            elif is_policy_name(ev.name) and (ev.mask & _DIRTY or (ev.mask & IN_CREATE
+                                                                   and self._complete_on_create(ev.name))):
+                self._mark(ev.name)
         if self._rescan and not self._pending:
             self._mark(None)
 
-    def _is_symlink(self, name: str) -> bool:
-        # a symlink never gets IN_CLOSE_WRITE: its creation is its completion
-        return os.path.islink(os.path.join(self.path, name))
+    def _complete_on_create(self, name: str) -> bool:
+        """A symlink, hard link, FIFO or other special file never gets
+        IN_CLOSE_WRITE: its creation is its completion (a special file is then
+        reported as not a policy).  A new regular file with one link is still
+        being written: wait for its close."""
+        try:
+            st = os.lstat(os.path.join(self.path, name))
+        except OSError:
+            return False
+        return not stat.S_ISREG(st.st_mode) or st.st_nlink > 1
 
     def _mark(self, name: str | None) -> None:
         now = time.monotonic()
@@ -127,18 +186,87 @@ class PolicyDirectory:
         self.flush()
 
     def flush(self) -> None:
-        """Apply every pending change now (the debounce timer's work)."""
+        """Queue every pending change (the debounce timer's work); the agent's
+        loop works the queue off (without an agent: at once)."""
         pending, self._pending = sorted(self._pending), set()
         rescan, self._rescan = self._rescan, False
         self._first_pending = 0.0
         if rescan:
             self.scan()
-        for name in pending:
-            self.reconcile(name)
+        self._enqueue(pending)
+        if self._agent is None:
+            self.run_queue()
+
+    def _enqueue(self, names) -> None:
+        for name in names:
+            self._queue[name] = None
+        if self._agent is not None:
+            self._agent.wake_workers()
+
+    def run_queue(self, between=None) -> None:
+        """Work the queue off now (start-up, and tests without an agent loop);
+        between(): called after each slice (the agent drains its ring buffer)."""
+        while self._queue or self._job is not None:
+            delay = self.work()
+            if between is not None:
+                between()
+            if delay:
+                time.sleep(min(delay, PARSE_POLL))
+
+    def work(self) -> float | None:
+        """One slice (at least one step, then up to SLICE seconds) of the queue's
+        work; 0 if more is ready, else seconds until it may be, None when idle."""
+        deadline = time.monotonic() + SLICE
+        while True:
+            if self._job is None:
+                name = self._next_name()
+                if name is None:
+                    if not self._retry_at:
+                        return None
+                    return max(0.0, min(self._retry_at.values()) - time.monotonic())
+                self._job = self._guard(name, self._begin, name)
+            if self._job is not None:
+                wait = self._guard(self._job.name, self._advance, self._job)
+                if wait:
+                    return wait
+            if time.monotonic() >= deadline:
+                return 0
+
+    def _guard(self, name: str, step, arg):
+        """Run one step for `name`; a failure nobody foresaw costs that file an
+        error, never the queue (at start: never the agent's start-up)."""
+        try:
+            return step(arg)
+        except Exception as exc:
+            log.debug("policy file %s", name, exc_info=True)
+            job, self._job = self._job, None
+            if job is not None:
+                try:
+                    job.cancel()
+                except Exception:
+                    log.debug("cancelling the load of %s", name, exc_info=True)
+            path = os.path.join(self.path, name)
+            self._reject(path, f"failed: {type(exc).__name__}", [f"{path}: cannot be loaded: "
+                                                                 f"{type(exc).__name__}: {exc}"])
+            return None
+
+    def _next_name(self) -> str | None:
+        now = time.monotonic()
+        for name, due in list(self._retry_at.items()):
+            if due <= now:
+                del self._retry_at[name]
+                self._queue[name] = None
+        if not self._queue:
+            return None
+        name = next(iter(self._queue))
+        del self._queue[name]
+        return name
 
     def housekeeping(self) -> None:
         self.manager.purge_retired()
         self.check_watch()
+        if self._retry_at and self._agent is not None:
+            self._agent.wake_workers()
 
     def check_watch(self) -> None:
         if self._watch_lost and os.path.isdir(self.path):
@@ -154,17 +282,34 @@ class PolicyDirectory:
         except OSError as exc:
             log.error("cannot list policy directory %s: %s", self.path, exc)
             return
-        for gone in set(self.files) - {os.path.join(self.path, n) for n in names}:
-            self.reconcile(os.path.basename(gone))
-        for name in names:
-            self.reconcile(name)
+        gone = [os.path.basename(p) for p in set(self.files) - {os.path.join(self.path, n) for n in names}]
+        for name in sorted(gone) + names:
+            self._queue[name] = None
 
     def reconcile(self, name: str, checked: tuple[str, LoadResult] | None = None) -> FileRecord | None:
-        """Make the loaded state of `name` match the file on disk; the file's record (None: absent).
+        """Make the loaded state of `name` match the file on disk now (for the
+        control socket: synchronous); the file's record (None: absent).
         checked: (SHA-256, parse) of content the caller has parsed already (write()),
         loaded as is when the file on disk still holds exactly that content."""
         path = os.path.join(self.path, name)
-        data = _read_regular(path)
+        if self._job is not None and self._job.path == path:
+            self._job.cancel()        # superseded: what is on disk now wins
+            self._job = None
+        job = self._begin(name, checked)
+        while job is not None and (wait := self._advance(job)) is not None:
+            if wait:
+                time.sleep(min(wait, PARSE_POLL))
+        return self.files.get(path)
+
+    def _begin(self, name: str, checked: tuple[str, LoadResult] | None = None) -> _Job | None:
+        """Look at `name` on disk: removals, unchanged and unreadable files are
+        dealt with here and now (None); a file to load becomes a job."""
+        path = os.path.join(self.path, name)
+        try:
+            data = read_policy_file(path, self.max_file_bytes)
+        except UnreadablePolicy as exc:
+            self._reject(path, f"unreadable: {exc}", [f"{path}: {exc}"])
+            return None
         if data is None:
             if path in self.files:
                 self.files.pop(path)
@@ -174,125 +319,73 @@ class PolicyDirectory:
             return None
         digest = hashlib.sha256(data).hexdigest()
         rec = self.files.get(path)
-        if rec is not None and rec.digest == digest:
-            return rec
-        parsed = checked[1] if checked is not None and checked[0] == digest else None
-        return self._apply(path, data, digest, parsed)
-
-    def _apply(self, path: str, data: bytes, digest: str, parsed: LoadResult | None = None) -> FileRecord:
-        from tetrahost.sensors.policies import PolicyLoadFailed
+        if rec is not None and rec.digest == digest and not (rec.retries or rec.duplicate):
+            return None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            rec = FileRecord(digest, False, self.manager.names_from(path), [f"{path}: not UTF-8 text: {exc}"])
+            self._reject(path, digest, [f"{path}: not UTF-8 text: {exc}"])
+            return None
+        job = _Job(name, path, digest, text, had=bool(self.manager.names_from(path)))
+        if checked is not None and checked[0] == digest:
+            job.load = self.manager.begin_apply(path, text, parsed=checked[1])
+            return job
+        try:
+            job.parse = self.parser.start(path, text)
+        except OSError as exc:
+            self._reject(path, digest, [f"{path}: cannot start the policy parser: {exc}"], retryable=True)
+            return None
+        return job
+
+    def _advance(self, job: _Job) -> float | None:
+        """One step of a job: None when it is finished, 0 after a step, or the
+        seconds to wait for the parsing worker."""
+        if job.load is None:
+            result = job.parse.poll()
+            if result is None:
+                return PARSE_POLL
+            job.load = self.manager.begin_apply(job.path, job.text, parsed=result)
+            return 0
+        if not job.load.step():
+            return job.load.pause
+        if job is self._job:
+            self._job = None
+        err = job.load.error
+        if err is not None:
+            self._reject(job.path, job.digest, err.messages, err.name_conflict, err.retryable, counted=True)
+            return None
+        states = job.load.states
+        self.files[job.path] = FileRecord(job.digest, True, [s.policy.name for s in states])
+        log.info("policy file %s %s: %s", job.path, "reloaded" if job.had else "loaded",
+                 ", ".join(f"{s.policy.name} ({s.state})" for s in states))
+        return None
+
+    def _reject(self, path: str, digest: str, errors: list[str], duplicate: bool = False,
+                retryable: bool = False, counted: bool = False) -> FileRecord:
+        """Record and log a file that did not load; the previous version (if any) keeps running."""
+        if not counted:       # the manager counts the loads it was asked to do
             self.manager.reloads.failed += 1
-            self.manager.errors[path] = rec.errors
-        else:
-            had = bool(self.manager.names_from(path))
-            try:
-                states = self.manager.apply_file(path, text, parsed=parsed)
-            except PolicyLoadFailed as exc:
-                rec = FileRecord(digest, False, self.manager.names_from(path), exc.messages,
-                                 duplicate=exc.name_conflict)
-            else:
-                rec = FileRecord(digest, True, [s.policy.name for s in states])
-                log.info("policy file %s %s: %s", path, "reloaded" if had else "loaded",
-                         ", ".join(f"{s.policy.name} ({s.state})" for s in states))
-        if not rec.ok:
-            keep = f"; still running the previous version of {', '.join(rec.names)}" if rec.names else ""
-            log.error("policy file %s rejected%s:\n  %s", path, keep, "\n  ".join(rec.errors))
+            self.manager.errors[path] = errors
+        prev = self.files.get(path)
+        rec = FileRecord(digest, False, self.manager.names_from(path), errors, duplicate=duplicate,
+                         retries=(prev.retries + 1 if prev is not None else 1) if retryable else 0)
         self.files[path] = rec
+        keep = f"; still running the previous version of {', '.join(rec.names)}" if rec.names else ""
+        again = ""
+        if retryable:
+            delay = min(RESOURCE_RETRY_MAX, RESOURCE_RETRY_FIRST * 2 ** (rec.retries - 1))
+            self._retry_at[os.path.basename(path)] = time.monotonic() + delay
+            again = f"; out of resources, trying again in {delay:.0f} s"
+        log.error("policy file %s rejected%s%s:\n  %s", path, keep, again, "\n  ".join(errors))
         return rec
 
     def _retry_duplicates(self) -> None:
-        for path, rec in sorted(self.files.items()):
-            if rec.duplicate:
-                data = _read_regular(path)
-                if data is not None:
-                    self._apply(path, data, hashlib.sha256(data).hexdigest())
-
-    # -- used by the control socket (tetra tracingpolicy add/delete) --------------------------
-    def validate_text(self, filename: str, text: str) -> list[str]:
-        """Errors that would stop `text` from loading as `filename` here ([] if none)."""
-        return self._check_text(filename, text)[0]
-
-    def _check_text(self, filename: str, text: str) -> tuple[list[str], LoadResult | None]:
-        """validate_text's errors, and the parse of `text` they come from (None: not parsed)."""
-        if not is_policy_name(filename):
-            return [f"{filename!r} is not a policy file name here (NAME.yaml or NAME.yml, no dotfile)"], None
-        path = os.path.join(self.path, filename)
-        result = load_text(text, file=path)
-        if not result.ok:
-            return [e.render() for e in result.errors], result
-        errors = []
-        for p in result.policies:
-            owner = self.manager.policies.get(p.name)
-            if owner is not None and owner.file != path:
-                errors.append(f'policy "{p.name}" is already loaded from {owner.file}')
-        return errors, result
-
-    def write(self, filename: str, text: str) -> FileRecord:
-        """Validate, then write atomically (temp file + rename) and apply at once."""
-        errors, parsed = self._check_text(filename, text)
-        if errors:
-            raise ValueError("\n".join(errors))
-        tmp = os.path.join(self.path, f".{filename}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, os.path.join(self.path, filename))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        # Load the parse just checked rather than parsing the file a second time
-        # (used only if the file still holds what was written); the inotify echo
-        # then finds the same digest and does nothing.
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        return self.reconcile(filename, checked=(digest, parsed))
-
-    def remove_policy(self, name: str) -> str:
-        """Delete the drop-in file that defines policy `name`; its path."""
-        state = self.manager.policies.get(name)
-        if state is None:
-            raise KeyError(f'no policy named "{name}" is loaded')
-        path = os.fspath(state.file)
-        if os.path.dirname(path) != self.path:
-            raise ValueError(f'policy "{name}" comes from {path}, not from the policy directory {self.path}; '
-                             "it cannot be deleted from here")
-        others = [n for n in self.manager.names_from(path) if n != name]
-        if others:
-            raise ValueError(f"{path} also defines {', '.join(others)}: edit the file instead")
-        os.unlink(path)
-        self.reconcile(os.path.basename(path))
-        return path
+        dups = [os.path.basename(p) for p, rec in sorted(self.files.items()) if rec.duplicate]
+        if dups:
+            self._enqueue(dups)
 
     def describe(self) -> dict:
         return {"path": self.path, "watching": not self._watch_lost,
+                "queued": len(self._queue) + (self._job is not None),
                 "files": [{"file": p, "ok": r.ok, "policies": r.names, "errors": r.errors}
                           for p, r in sorted(self.files.items())]}
-
-
-def _read_regular(path: str) -> bytes | None:
-    """The bytes of a regular file (following symlinks), None if absent or not a file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        log.error("cannot open %s: %s", path, exc)
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)

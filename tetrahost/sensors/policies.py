@@ -13,27 +13,48 @@ before they were detached still find their policy and render (the daemon
 looks records up by hook id).  A replacement that does not validate, names a
 policy another file owns, or has a hook that fails to attach is rolled back
 and the old version keeps running.
+
+A load runs in steps (begin_apply -> ApplyJob.step(): the parse, then one
+hook per step, committed after the last), so the agent's loop serves its
+ring buffer and timers between hooks; whatever a step raises ends the job
+as PolicyLoadFailed naming the file.  limits.max_hooks_per_policy/_total
+are checked before anything is attached.  A hook that fails for want of fds
+or memory (EMFILE, ENFILE, ENOMEM) is attached again later (retry_failed).
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from tetrahost.bpf import BpfError, BpfObject
+from tetrahost.bpf import BpfError
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.policy.compile import CompiledHook, CompileError, compile_hook
 from tetrahost.policy.load import LoadResult, load_path, load_text
 from tetrahost.policy.model import Hook, Policy
 from tetrahost.sensors.attach import AttachError, AttachPlan, plan_compiled
-from tetrahost.sensors.generic import _TRAMPOLINE_PROGRAMS, HookSensor, load_hook_object
+from tetrahost.sensors.generic import HookSensor
+from tetrahost.sensors.warmpool import WarmPool, spares_per_key
 
 log = logging.getLogger(__name__)
 
 RETIRE_GRACE = 5.0   # seconds a detached hook's id still resolves (records in flight)
+# A hook that fails for want of fds or (kernel) memory is not broken: it is
+# attached again after RETRY_FIRST, 2x, 4x ... up to RETRY_MAX seconds.
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+RETRY_FIRST = 1.0
+RETRY_MAX = 60.0
+SPARE_POLL = 0.01    # seconds between looks at a spare object being verified for a load
+
+
+@dataclass
+class Limits:
+    """limits.* of the configuration (tetrahost/config.py has the defaults' reasons)."""
+    max_hooks_per_policy: int = 64
+    max_hooks_total: int = 512
 
 
 @dataclass
@@ -48,6 +69,8 @@ class HookState:
     events: int = 0
     retired_at: float | None = None      # monotonic time it was detached by a replace/unload
     proc_bits: list[int] | None = None   # holds the per-process state (ProcState.acquire)
+    retries: int = 0                     # failed attempts for want of fds/memory
+    retry_at: float | None = None        # monotonic time of the next attempt (None: not retried)
 
     @property
     def active(self) -> bool:
@@ -78,123 +101,62 @@ class PolicyState:
 
 
 class PolicyLoadFailed(Exception):
-    def __init__(self, file: str, messages: list[str], name_conflict: bool = False):
+    def __init__(self, file: str, messages: list[str], name_conflict: bool = False, retryable: bool = False):
         """name_conflict: rejected because another file owns a policy name (the
-        policy directory retries such a file when the owner goes away)."""
+        policy directory retries such a file when the owner goes away);
+        retryable: failed for want of fds or memory (worth trying again later)."""
         self.file = file
         self.messages = messages
         self.name_conflict = name_conflict
+        self.retryable = retryable
         super().__init__(f"{file}: policy rejected:\n  " + "\n  ".join(messages))
 
 
-SPARES_ENV = "TETRAHOST_POLICY_SPARES"
+class ApplyJob:
+    """One file being loaded (PolicyManager.begin_apply): the parse, then one hook per step()."""
 
+    def __init__(self, manager: "PolicyManager", path: str, steps):
+        self.manager, self.path, self._steps = manager, path, steps
+        self.done = False
+        self.pause = 0.0                 # after a step: seconds before the next one is worth trying
+        self.states: list[PolicyState] = []
+        self.error: PolicyLoadFailed | None = None
 
-def spares_per_key() -> int:
-    """Verified spare objects kept per hook kind (default 2).  0 turns the
-    pool off: on an emulated CPU (the tests' QEMU guest) each spare costs tens
-    of seconds of verifier time in the background, more than a reload saves."""
-    try:
-        return max(0, int(os.environ.get(SPARES_ENV, "2")))
-    except ValueError:
-        log.warning("%s=%r is not a number: using 2", SPARES_ENV, os.environ.get(SPARES_ENV))
-        return 2
-
-
-class WarmPool:
-    """Spare, already verified copies of generic.bpf.o, one per (program, target).
-
-    The verifier takes ~0.5 s for generic.bpf.o, which would be the whole of a
-    reload's latency and would stall the agent's loop.  Nothing the verifier
-    sees depends on the policy (selectors live in maps, filled after load), so
-    a spare object can be loaded ahead of time in a thread (cffi releases the
-    GIL around bpf_object__load) and a reload only fills maps and attaches.
-    After a spare is taken another is loaded for the next reload.
-    """
-
-    def __init__(self, shared_maps: dict, depth: int = 2):
-        self.shared = shared_maps
-        self.depth = depth                                   # spares kept per key
-        self._ready: dict[tuple, list[BpfObject]] = {}
-        self._loading: dict[tuple, threading.Thread] = {}   # one loader thread per key
-        self._lock = threading.Condition()                  # notified when a spare is ready
-        self._closed = False
-        # Until resume(): keys to fill later.  Spares are for reloads; loading
-        # them while the agent starts would compete with its own first loads.
-        self._deferred: set[tuple] | None = set()
-
-    def resume(self) -> None:
-        """Start filling: the agent is up (called once its first policies are loaded)."""
-        with self._lock:
-            keys, self._deferred = self._deferred or set(), None
-        for key in keys:
-            self.refill(key)
-
-    @staticmethod
-    def key(plan: AttachPlan) -> tuple:
-        """What the verified object depends on: its programs and, for
-        trampoline programs, their targets (fixed at load)."""
-        return tuple((program, target if program in _TRAMPOLINE_PROGRAMS else "")
-                     for program, target in plan.programs)
-
-    def take(self, plan: AttachPlan) -> BpfObject | None:
-        key = self.key(plan)
-        with self._lock:
-            # a spare on its way comes sooner than a load of our own (which would
-            # also compete with it for the CPU)
-            self._lock.wait_for(lambda: self._ready.get(key) or key not in self._loading)
-            spares = self._ready.get(key)
-            return spares.pop() if spares else None
-
-    def refill(self, key: tuple) -> None:
-        with self._lock:
-            if self.depth == 0:
-                return
-            if self._deferred is not None:
-                self._deferred.add(key)
-                return
-            if self._closed or key in self._loading or len(self._ready.get(key, ())) >= self.depth:
-                return
-            t = self._loading[key] = threading.Thread(target=self._fill, args=(key,), daemon=True,
-                                                      name=f"warm-{key[0][0]}")
-        t.start()
-
-    def _fill(self, key: tuple) -> None:
-        while True:
-            obj = self._load(key)
-            with self._lock:
-                if obj is None or self._closed:
-                    self._loading.pop(key, None)
-                    self._lock.notify_all()
-                    break
-                spares = self._ready.setdefault(key, [])
-                spares.append(obj)
-                obj = None
-                self._lock.notify_all()
-                if len(spares) >= self.depth:
-                    self._loading.pop(key, None)
-                    return
-        if obj is not None:
-            obj.close()
-
-    def _load(self, key: tuple) -> BpfObject | None:
+    def step(self) -> bool:
+        """Do the next piece of work; True once the job is finished (states or error set).
+        Whatever goes wrong ends as error: a file cannot make this raise."""
+        if self.done:
+            return True
         try:
-            return load_hook_object(key, self.shared)
-        except Exception as exc:     # the synchronous path will report the real error
-            log.debug("warm pool: loading %s failed: %s", key, exc)
-            return None
+            self.pause = next(self._steps) or 0.0
+            return False
+        except StopIteration as stop:
+            self.states = stop.value
+        except PolicyLoadFailed as exc:
+            self.error = exc
+        except Exception as exc:     # e.g. RecursionError, MemoryError from a hostile file
+            log.debug("loading %s failed", self.path, exc_info=True)
+            text = " ".join(str(exc).split())[:300]
+            self.error = PolicyLoadFailed(self.path, [f"{self.path}: cannot be loaded: {type(exc).__name__}"
+                                                      + (f": {text}" if text else "")])
+        self.done = True
+        self.manager._finished(self)
+        return True
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            threads = list(self._loading.values())
-        for t in threads:           # at most one load each: a thread checks _closed between loads
-            t.join()
-        with self._lock:
-            for spares in self._ready.values():
-                for obj in spares:
-                    obj.close()
-            self._ready.clear()
+    def wait(self) -> list[PolicyState]:
+        """Run to the end; the states, or raise PolicyLoadFailed."""
+        while not self.step():
+            if self.pause:
+                time.sleep(self.pause)
+        if self.error is not None:
+            raise self.error
+        return self.states
+
+    def cancel(self) -> None:
+        """Abandon the load: hooks it attached are detached; nothing loaded before is touched."""
+        if not self.done:
+            self._steps.close()
+            self.done = True
 
 
 @dataclass
@@ -205,11 +167,14 @@ class ReloadCounters:
 
 
 class PolicyManager:
-    def __init__(self, features, host_ns: HostNamespaces, shared_maps: dict, proc_state=None, dispatcher=None):
+    def __init__(self, features, host_ns: HostNamespaces, shared_maps: dict, proc_state=None,
+                 limits: Limits | None = None, dispatcher=None):
         """proc_state: the process sensor's ProcState (tetrahost.sensors.procstate),
         for the selectors that need per-process state; without it they are
         reported not active.  dispatcher: the SyscallDispatcher that runs the
         syscall-fallback hooks (its maps among shared_maps)."""
+        self.limits = limits or Limits()
+        self._reserved: dict[str, int] = {}        # file -> hooks of its load in progress
         self.proc_state = proc_state
         self.dispatcher = dispatcher
         self.features = features
@@ -239,33 +204,61 @@ class PolicyManager:
         leaves the running version untouched when the new one is not usable.
         parsed: load_text(text, file=path) when the caller has it already (the
         policy directory checks a file before writing it), so it is not parsed again."""
-        self.purge_retired()
-        try:
-            states = self._apply(path, text, replace, parsed)
-        except PolicyLoadFailed as exc:
-            self.reloads.failed += 1
-            self.errors[path] = exc.messages
-            raise
-        self.reloads.ok += 1
-        self.errors.pop(path, None)
-        return states
+        return self.begin_apply(path, text, replace, parsed).wait()
 
-    def _apply(self, path: str, text: str | None, replace: bool, parsed: LoadResult | None) -> list[PolicyState]:
+    def begin_apply(self, path: str, text: str | None = None, replace: bool = True,
+                    parsed: LoadResult | None = None) -> "ApplyJob":
+        """apply_file in steps: the job's step() does one hook at a time, so the
+        agent's loop can serve its ring buffer and timers between them."""
+        self.purge_retired()
+        return ApplyJob(self, path, self._apply_steps(path, text, replace, parsed))
+
+    def _finished(self, job: "ApplyJob") -> None:
+        if job.error is None:
+            self.reloads.ok += 1
+            self.errors.pop(job.path, None)
+        else:
+            self.reloads.failed += 1
+            self.errors[job.path] = job.error.messages
+
+    def _apply_steps(self, path: str, text: str | None, replace: bool, parsed: LoadResult | None):
+        """A generator: yields after the parse and after each hook; returns the new states."""
         result = parsed or (load_path(path) if text is None else load_text(text, file=path))
         if not result.ok:
             raise PolicyLoadFailed(path, [e.render() for e in result.errors])
         for w in result.warnings:
             log.warning("%s", w.render())
         self._check_names(path, result, replace)
-        old = {n: self.policies[n] for n in self.names_from(path)} if replace else {}
-        new = [self._start_policy(p) for p in result.policies]
-        failed = [(s, h) for s in new for h in s.hooks if not h.active]
-        if failed and any(h.active for s in old.values() for h in s.hooks):
-            # Never trade a running version for one that enforces less.
+        self._check_limits(path, result, replace)
+        self._reserved[path] = sum(len(p.hooks) for p in result.policies)
+        new: list[PolicyState] = []
+        try:
+            yield
+            for p in result.policies:
+                state = PolicyState(p)
+                new.append(state)
+                for hook in p.hooks:
+                    hs = self._prepare_hook(p, hook)
+                    while hs.plan is not None and self.pool.would_wait(hs.plan):
+                        yield SPARE_POLL     # the pool's thread verifies; the loop runs meanwhile
+                    self._attach(hs)
+                    state.hooks.append(hs)
+                    yield
+            self._check_names(path, result, replace)     # a name may have been taken meanwhile
+            old = {n: self.policies[n] for n in self.names_from(path)} if replace else {}
+            failed = [(s, h) for s in new for h in s.hooks if not h.active]
+            if failed and any(h.active for s in old.values() for h in s.hooks):
+                # Never trade a running version for one that enforces less.
+                raise PolicyLoadFailed(path, [f"policy {s.policy.name}: {h.hook.describe()} could not be "
+                                              f"attached: {h.error}; the previous version keeps running"
+                                              for s, h in failed],
+                                       retryable=any(h.retry_at is not None for _, h in failed))
+        except BaseException:       # rejected, cancelled or broken: nothing of the new version stays
             for s in new:
                 self._retire(s)
-            raise PolicyLoadFailed(path, [f"policy {s.policy.name}: {h.hook.describe()} could not be attached: "
-                                          f"{h.error}; the previous version keeps running" for s, h in failed])
+            raise
+        finally:
+            self._reserved.pop(path, None)
         # Commit: the new hooks are attached; only now detach the old ones.
         for s in new:
             prev = old.get(s.policy.name)
@@ -291,33 +284,82 @@ class PolicyManager:
         if problems:
             raise PolicyLoadFailed(path, problems, name_conflict=True)
 
-    def _start_policy(self, policy: Policy) -> PolicyState:
-        state = PolicyState(policy)
-        for hook in policy.hooks:
-            hs = HookState(next(self._ids), policy, hook)
-            state.hooks.append(hs)
-            self.hooks[hs.hook_id] = hs
-            try:
+    def _check_limits(self, path: str, result: LoadResult, replace: bool) -> None:
+        """Hook counts against limits.*: a file over a limit loads nothing and
+        touches nothing loaded (each hook costs kernel memory, fds and a verifier run)."""
+        problems = [f'policy "{p.name}" has {len(p.hooks)} hooks: more than limits.max_hooks_per_policy '
+                    f"({self.limits.max_hooks_per_policy})"
+                    for p in result.policies if len(p.hooks) > self.limits.max_hooks_per_policy]
+        adding = sum(len(p.hooks) for p in result.policies)
+        others = (sum(len(s.hooks) for s in self.policies.values() if not (replace and s.file == path))
+                  + sum(n for f, n in self._reserved.items() if f != path))
+        if others + adding > self.limits.max_hooks_total:
+            problems.append(f"its {adding} hooks would make {others + adding} in all: more than "
+                            f"limits.max_hooks_total ({self.limits.max_hooks_total}; {others} loaded)")
+        if problems:
+            raise PolicyLoadFailed(path, problems)
+
+    def _prepare_hook(self, policy: Policy, hook: Hook) -> HookState:
+        """A new hook state with its attach plan when the hook compiles (the
+        plan says which verified object it needs); _attach reports any failure."""
+        hs = HookState(next(self._ids), policy, hook)
+        self.hooks[hs.hook_id] = hs
+        try:
+            hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor")
+            hs.plan = plan_compiled(hook, hs.compiled, self.features)
+        except Exception:
+            hs.compiled = hs.plan = None
+        return hs
+
+    def _attach(self, hs: HookState) -> None:
+        """Compile, plan and attach one hook; on failure hs.error says why (and,
+        for a shortage of fds or memory, when it is tried again)."""
+        policy, hook = hs.policy, hs.hook
+        try:
+            if hs.compiled is None or hs.plan is None:
                 hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor")
                 hs.plan = plan_compiled(hook, hs.compiled, self.features)
-                self._acquire_proc_state(hs)
-                spare = self.pool.take(hs.plan)      # None: HookSensor loads its own
-                hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps, self.dispatcher).start(spare)
-                if hs.sensor.skipped:     # a list hook attached to fewer functions than planned
-                    hs.plan = replace(hs.plan, method=f"{hs.plan.method}; {len(hs.sensor.skipped)} "
-                                      f"would not attach: {'; '.join(hs.sensor.skipped[:3])}")
-                self.pool.refill(self.pool.key(hs.plan))    # after our own load (and start-up)
-            except (CompileError, AttachError, BpfError) as exc:
-                # BpfError's text is one line plus the verifier's last lines:
-                # the reason, on one line for status/list output
-                self._release_proc_state(hs)
-                hs.error = " | ".join(line.strip() for line in str(exc).splitlines())
-                log.error("policy %s (%s): %s not active: %s", policy.name, policy.file, hook.describe(), hs.error)
-                if isinstance(exc, BpfError) and exc.log:
-                    log.debug("verifier log:\n%s", exc.full_log)
+            self._acquire_proc_state(hs)
+            spare = self.pool.take(hs.plan)      # None: HookSensor loads its own
+            hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps, self.dispatcher).start(spare)
+            if hs.sensor.skipped:     # a list hook attached to fewer functions than planned
+                hs.plan = replace(hs.plan, method=f"{hs.plan.method}; {len(hs.sensor.skipped)} "
+                                  f"would not attach: {'; '.join(hs.sensor.skipped[:3])}")
+            self.pool.refill(self.pool.key(hs.plan))    # after our own load (and start-up)
+        except Exception as exc:     # nothing about one hook may stop the others (BpfError: an OSError)
+            self._release_proc_state(hs)
+            # BpfError's text is one line plus the verifier's last lines:
+            # the reason, on one line for status/list output
+            reason = " | ".join(line.strip() for line in str(exc).splitlines())
+            if not isinstance(exc, (CompileError, AttachError, OSError)):
+                reason = f"internal error: {type(exc).__name__}: {reason}"
+                log.debug("hook start failed", exc_info=True)
+            hs.error = reason
+            if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+                delay = min(RETRY_MAX, RETRY_FIRST * 2 ** hs.retries)
+                hs.retries += 1
+                hs.retry_at = time.monotonic() + delay
+                hs.error = f"{reason}; retry {hs.retries} in {delay:.0f} s"
             else:
-                log.info("policy %s: %s", policy.name, hs.describe())
-        return state
+                hs.retry_at = None
+            log.error("policy %s (%s): %s not active: %s", policy.name, policy.file, hook.describe(), hs.error)
+            if isinstance(exc, BpfError) and exc.log:
+                log.debug("verifier log:\n%s", exc.full_log)
+        else:
+            hs.error, hs.retry_at, hs.retries = "", None, 0
+            log.info("policy %s: %s", policy.name, hs.describe())
+
+    def retry_failed(self, budget: float = 0.1) -> None:
+        """Attach again the hooks that failed for want of fds or memory, once
+        their backoff is over; at most `budget` seconds per call (a timer's)."""
+        now = time.monotonic()
+        deadline = now + budget
+        for state in list(self.policies.values()):
+            for hs in state.hooks:
+                if hs.sensor is None and hs.retry_at is not None and hs.retry_at <= now:
+                    if time.monotonic() > deadline:
+                        return
+                    self._attach(hs)
 
     def _acquire_proc_state(self, hs: HookState) -> None:
         if not hs.compiled.needs_proc_state:
@@ -342,6 +384,7 @@ class PolicyManager:
                 hs.sensor = None
             self._release_proc_state(hs)
             hs.retired_at = now
+            hs.retry_at = None
 
     def unload(self, name: str) -> None:
         state = self.policies.pop(name)
@@ -378,6 +421,7 @@ class PolicyManager:
                 "events": sum(h.events for h in s.hooks),
                 "hooks": [{"id": h.hook_id, "hook": h.hook.describe(), "active": h.active,
                            "attach": h.plan.method if h.plan is not None and h.active else "",
-                           "error": h.error, "events": h.events} for h in s.hooks],
+                           "error": h.error, "events": h.events,
+                           "retrying": h.retry_at is not None} for h in s.hooks],
             })
         return out

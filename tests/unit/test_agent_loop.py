@@ -1,0 +1,244 @@
+"""The agent's loop and policy manager keep going whatever a callback or a policy file does."""
+import errno
+import logging
+import os
+
+import pytest
+
+from tetrahost.daemon import Agent, Counters
+from tetrahost.logrates import LogLimiter
+from tetrahost.policy.load import load_text
+from tetrahost.sensors import policies as pmod
+from tetrahost.sensors.policies import Limits, PolicyLoadFailed, PolicyManager
+
+HOOK = """
+  - call: "security_bprm_check"
+    syscall: false
+    args:
+    - index: 0
+      type: "linux_binprm"
+    selectors:
+    - matchActions:
+      - action: Post"""
+
+
+def policy(name: str, hooks: int = 1) -> str:
+    return (f"apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\n"
+            f"spec:\n  kprobes:{HOOK * hooks}\n")
+
+
+class FakeRingbuf:
+    def __init__(self):
+        self.fd, self._w = os.pipe()      # never written: never readable
+        self.consumed = 0
+
+    def consume(self):
+        self.consumed += 1
+
+
+class FakeSensor:
+    def __init__(self):
+        self.ringbuf = FakeRingbuf()
+
+
+def bare_agent() -> Agent:
+    """An Agent with its loop's state but no kernel objects."""
+    agent = Agent.__new__(Agent)
+    agent.sensor, agent.counters = FakeSensor(), Counters()
+    agent.sinks, agent._batch, agent._readers, agent._timers = [], [], {}, []
+    agent._workers, agent._work_due, agent._stop = [], float("inf"), False
+    return agent
+
+
+def test_raising_reader_timer_and_worker_do_not_stop_the_loop(caplog):
+    agent = bare_agent()
+    calls = {"reader": 0, "timer": 0, "worker": 0, "good": 0}
+    r, w = os.pipe()
+    os.write(w, b"x")                     # stays readable: the reader raises every turn
+
+    def reader():
+        calls["reader"] += 1
+        raise RecursionError("hostile input")
+
+    def timer():
+        calls["timer"] += 1
+        raise MemoryError()
+
+    def worker():
+        calls["worker"] += 1
+        raise OverflowError("int too large")
+
+    def good():
+        calls["good"] += 1
+        if calls["worker"] >= 2:          # a failed worker is called again a second later
+            agent.request_stop()
+
+    agent.add_reader(r, reader)
+    agent.add_timer(0.001, timer)
+    agent.add_worker(worker)
+    agent.add_timer(0.01, good)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
+    agent._loop(wake_r)
+    assert calls["good"] > 5
+    assert calls["reader"] > 1 and calls["timer"] > 1 and calls["worker"] > 1
+    assert agent.sensor.ringbuf.consumed > 1
+    assert "RecursionError" in caplog.text and "MemoryError" in caplog.text and "OverflowError" in caplog.text
+
+
+# ---- the policy manager, minus the kernel -----------------------------------------
+
+class FakeSensorHandle:
+    skipped = ()
+
+    def stop(self):
+        pass
+
+
+class FakePool:
+    def would_wait(self, plan):
+        return False
+
+    def take(self, plan):
+        return None
+
+    def refill(self, key):
+        pass
+
+    def key(self, plan):
+        return ()
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def manager(monkeypatch):
+    """A PolicyManager whose hooks 'attach' through starts (a list of callables)."""
+    starts = []
+
+    class Sensor:
+        def __init__(self, compiled, plan, shared):
+            pass
+
+        def start(self, spare):
+            if starts:
+                starts.pop(0)()
+            return FakeSensorHandle()
+
+    monkeypatch.setattr(pmod, "compile_hook", lambda hook, hook_id, ns, monitor: type("C", (), {
+        "needs_proc_state": False})())
+    monkeypatch.setattr(pmod, "plan_compiled", lambda hook, compiled, features: type("P", (), {"method": "fake"})())
+    monkeypatch.setattr(pmod, "HookSensor", Sensor)
+    m = PolicyManager(features=None, host_ns=None, shared_maps={}, limits=Limits(3, 5))
+    m.pool = FakePool()
+    m.starts = starts
+    return m
+
+
+def test_a_parser_that_raises_anything_is_an_error_naming_the_file(manager, monkeypatch):
+    def explode(text, file):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(pmod, "load_text", explode)
+    with pytest.raises(PolicyLoadFailed) as info:
+        manager.apply_file("/p/deep.yaml", "[[[")
+    assert "/p/deep.yaml" in info.value.messages[0] and "RecursionError" in info.value.messages[0]
+    assert manager.reloads.failed == 1 and manager.policies == {}
+
+
+def test_hook_limits_reject_the_file_and_keep_what_runs(manager):
+    manager.apply_file("/p/a.yaml", policy("a", 3))
+    with pytest.raises(PolicyLoadFailed, match=r"4 hooks: more than limits.max_hooks_per_policy \(3\)"):
+        manager.apply_file("/p/big.yaml", policy("big", 4))
+    with pytest.raises(PolicyLoadFailed, match=r"would make 6 in all: more than limits.max_hooks_total \(5"):
+        manager.apply_file("/p/b.yaml", policy("b", 3))
+    manager.apply_file("/p/c.yaml", policy("c", 2))          # exactly the total
+    assert sorted(manager.policies) == ["a", "c"]
+    assert all(h.active for s in manager.policies.values() for h in s.hooks)
+    manager.apply_file("/p/a.yaml", policy("a", 3))          # a replace counts the file once
+    assert manager.policies["a"].generation == 2
+
+
+def test_steps_are_one_hook_each_and_commit_at_the_end(manager):
+    job = manager.begin_apply("/p/a.yaml", policy("a", 3))
+    steps = 0
+    while not job.step():
+        steps += 1
+        assert "a" not in manager.policies      # not committed before every hook is attached
+    assert steps == 4                            # the parse, then one per hook
+    assert [s.policy.name for s in job.states] == ["a"] and "a" in manager.policies
+
+
+def test_out_of_fds_is_retried_with_backoff(manager, monkeypatch):
+    def emfile():
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    manager.starts.extend([emfile, emfile])
+    (state,) = manager.apply_file("/p/a.yaml", policy("a"))
+    hs = state.hooks[0]
+    assert not hs.active and "retry 1 in 1 s" in hs.error and hs.retry_at is not None
+    manager.retry_failed()                       # not due yet
+    assert hs.retries == 1
+    hs.retry_at = 0
+    manager.retry_failed()                       # fails again: the wait doubles
+    assert not hs.active and "retry 2 in 2 s" in hs.error
+    hs.retry_at = 0
+    manager.retry_failed()
+    assert hs.active and hs.error == "" and hs.retry_at is None
+    assert manager.describe()[0]["state"] == "enforcing"     # no mode: enforcing
+
+
+def test_a_replace_short_of_fds_keeps_the_old_version(manager):
+    manager.apply_file("/p/a.yaml", policy("a"))
+    manager.starts.append(lambda: (_ for _ in ()).throw(OSError(errno.ENFILE, "file table overflow")))
+    with pytest.raises(PolicyLoadFailed) as info:
+        manager.apply_file("/p/a.yaml", policy("a", 2))
+    assert info.value.retryable and manager.policies["a"].generation == 1
+
+
+# ---- the log limiter --------------------------------------------------------------
+
+class Clock:
+    now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_identical_lines_are_suppressed_counted_and_reported(caplog):
+    clock = Clock()
+    limiter = LogLimiter(window=10, repeat_burst=2, rate=1000, burst=1000, clock=clock)
+    logger = logging.getLogger("tetrahost.test.flood")
+    caplog.handler.addFilter(limiter)
+    try:
+        for _ in range(50):
+            logger.error("accept failed: %s", "EMFILE")
+        logger.error("another line")
+        assert caplog.text.count("accept failed: EMFILE") == 2 and "another line" in caplog.text
+        clock.now = 11
+        limiter.flush()
+        assert "last message repeated 48 more times in 10 s: accept failed: EMFILE" in caplog.text
+    finally:
+        caplog.handler.removeFilter(limiter)
+
+
+def test_distinct_lines_are_held_to_the_rate():
+    clock = Clock()
+    limiter = LogLimiter(window=10, repeat_burst=2, rate=10, burst=20, clock=clock)
+    passed = sum(limiter.filter(logging.LogRecord("x", logging.ERROR, "f", 1, f"file {i} bad", None, None))
+                 for i in range(100))
+    assert passed == 20 and limiter.suppressed_by_rate == 80
+    clock.now = 1.0            # ten more tokens
+    passed = sum(limiter.filter(logging.LogRecord("x", logging.ERROR, "f", 1, f"late {i}", None, None))
+                 for i in range(100))
+    assert passed == 10
+
+
+def test_policy_rejection_names_hostile_text_is_cut():
+    limiter = LogLimiter()
+    rec = logging.LogRecord("x", logging.ERROR, "f", 1, "%s", ("y" * 100000,), None)
+    assert limiter.filter(rec) and len(rec.getMessage()) < 9000 and "more characters" in rec.getMessage()
+
+
+def test_load_text_still_parses_the_helper_policy():
+    assert load_text(policy("a", 2)).ok

@@ -1,0 +1,86 @@
+"""Drop-in files written and removed for `tetra tracingpolicy add/delete` (the control socket).
+
+A mixin of PolicyDirectory: validate before writing, write atomically
+(temp file + rename), apply at once, and delete only files that define
+nothing but the named policy.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import TYPE_CHECKING
+
+from tetrahost.policy.load import LoadResult, load_text
+
+if TYPE_CHECKING:
+    from tetrahost.policy.watch import FileRecord
+
+
+def is_policy_name(name: str) -> bool:
+    if not name or name.startswith(".") or "/" in name:
+        return False
+    return name.endswith((".yaml", ".yml"))
+
+
+class DropInFiles:
+    """Needs self.path, self.manager and self.reconcile() (PolicyDirectory)."""
+
+    def validate_text(self, filename: str, text: str) -> list[str]:
+        """Errors that would stop `text` from loading as `filename` here ([] if none)."""
+        return self._check_text(filename, text)[0]
+
+    def _check_text(self, filename: str, text: str) -> tuple[list[str], LoadResult | None]:
+        """validate_text's errors, and the parse of `text` they come from (None: not parsed)."""
+        if not is_policy_name(filename):
+            return [f"{filename!r} is not a policy file name here (NAME.yaml or NAME.yml, no dotfile)"], None
+        path = os.path.join(self.path, filename)
+        result = load_text(text, file=path)
+        if not result.ok:
+            return [e.render() for e in result.errors], result
+        errors = []
+        for p in result.policies:
+            owner = self.manager.policies.get(p.name)
+            if owner is not None and owner.file != path:
+                errors.append(f'policy "{p.name}" is already loaded from {owner.file}')
+        return errors, result
+
+    def write(self, filename: str, text: str) -> FileRecord:
+        """Validate, then write atomically (temp file + rename) and apply at once."""
+        errors, parsed = self._check_text(filename, text)
+        if errors:
+            raise ValueError("\n".join(errors))
+        tmp = os.path.join(self.path, f".{filename}.tmp-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, os.path.join(self.path, filename))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        # Load the parse just checked rather than parsing the file a second time
+        # (used only if the file still holds what was written); the inotify echo
+        # then finds the same digest and does nothing.
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return self.reconcile(filename, checked=(digest, parsed))
+
+    def remove_policy(self, name: str) -> str:
+        """Delete the drop-in file that defines policy `name`; its path."""
+        state = self.manager.policies.get(name)
+        if state is None:
+            raise KeyError(f'no policy named "{name}" is loaded')
+        path = os.fspath(state.file)
+        if os.path.dirname(path) != self.path:
+            raise ValueError(f'policy "{name}" comes from {path}, not from the policy directory {self.path}; '
+                             "it cannot be deleted from here")
+        others = [n for n in self.manager.names_from(path) if n != name]
+        if others:
+            raise ValueError(f"{path} also defines {', '.join(others)}: edit the file instead")
+        os.unlink(path)
+        self.reconcile(os.path.basename(path))
+        return path
