@@ -117,7 +117,7 @@ def manager(monkeypatch):
     starts = []
 
     class Sensor:
-        def __init__(self, compiled, plan, shared):
+        def __init__(self, compiled, plan, shared, dispatcher=None):
             pass
 
         def start(self, spare):

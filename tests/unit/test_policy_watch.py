@@ -290,9 +290,10 @@ def test_special_and_oversized_files_are_errors_not_hangs(pd):
     with open(os.path.join(d, "good.yaml"), "w") as f:
         f.write(POLICY.format(name="good"))
     settle(pd)
-    expect = {"fifo.yaml": "not a regular file (a FIFO)", "zero.yaml": "not a regular file (a character device)",
-              "mem.yaml": "cannot read", "dangling.yaml": "symlink to a missing file",
-              "dir.yaml": "not a regular file (a directory)", "big.yaml": "larger than limits.max_policy_file_kb"}
+    expect = {"fifo.yaml": "not a regular file: it is a FIFO",
+              "zero.yaml": "not a regular file (through a symbolic link): it is a character device",
+              "mem.yaml": "cannot read", "dangling.yaml": "symbolic link to a file that does not exist",
+              "dir.yaml": "not a regular file: it is a directory", "big.yaml": "too large"}
     for name, why in expect.items():
         rec = pd.files[os.path.join(d, name)]
         assert not rec.ok and why in rec.errors[0] and name in rec.errors[0], (name, rec.errors)

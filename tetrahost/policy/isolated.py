@@ -20,22 +20,18 @@ import logging
 import os
 import pickle
 import resource
-import stat
 import struct
 import subprocess
 import sys
 import time
 
 from tetrahost.policy.errors import PolicyError
-from tetrahost.policy.load import LoadResult, load_text
+from tetrahost.policy.load import LoadResult, load_text, read_policy_bytes
 
 log = logging.getLogger(__name__)
 
 PARSE_TIMEOUT = 5.0                  # seconds; a real policy parses in milliseconds
 PARSE_MEMORY = 1 << 30               # address space of the parsing child (bytes)
-
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFDIR: "a directory", stat.S_IFSOCK: "a socket"}
 
 
 class UnreadablePolicy(Exception):
@@ -45,46 +41,13 @@ class UnreadablePolicy(Exception):
 def read_policy_file(path: str, max_bytes: int) -> bytes | None:
     """The bytes of the regular file at path (symlinks followed); None if the
     name does not exist.  UnreadablePolicy for anything else: never blocks,
-    never reads more than max_bytes + 1."""
+    never reads more than max_bytes + 1 (load.read_policy_bytes)."""
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise UnreadablePolicy(f"symlink to a missing file ({os.readlink(path)})") from None
-        return None
-    except OSError as exc:
-        raise UnreadablePolicy(f"cannot stat: {exc.strerror}") from None
-    _check_kind(st, max_bytes)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise UnreadablePolicy(f"cannot open: {exc.strerror}") from None
-    try:
-        _check_kind(os.fstat(fd), max_bytes)     # what was opened, not what stat saw
-        chunks, size = [], 0
-        while size <= max_bytes:
-            chunk = os.read(fd, min(1 << 16, max_bytes + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise UnreadablePolicy(f"cannot read: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if size > max_bytes:     # a /proc or sysfs file claims size 0
-        raise UnreadablePolicy(f"larger than limits.max_policy_file_kb ({max_bytes // 1024} KiB)")
-    return b"".join(chunks)
-
-
-def _check_kind(st: os.stat_result, max_bytes: int) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise UnreadablePolicy(f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special file')})")
-    if st.st_size > max_bytes:
-        raise UnreadablePolicy(f"{st.st_size} bytes: larger than limits.max_policy_file_kb "
-                               f"({max_bytes // 1024} KiB)")
+        return read_policy_bytes(path, path, max_bytes)
+    except PolicyError as exc:
+        if exc.code == "missing":
+            return None
+        raise UnreadablePolicy(exc.message) from None
 
 
 def error_result(path: str, message: str) -> LoadResult:

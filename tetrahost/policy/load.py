@@ -112,18 +112,30 @@ def load_path(path: str | os.PathLike, root: str = "/", display_name: str | None
     return load_text(text, file=name, root=root)
 
 
-def read_policy_file(path: str | os.PathLike, display_name: str | None = None) -> str:
-    """The text of a policy file, read within bounds; raises PolicyError.
+def read_policy_file(path: str | os.PathLike, display_name: str | None = None,
+                     max_bytes: int = limits.MAX_POLICY_FILE_BYTES) -> str:
+    """The text of a policy file, read within bounds (read_policy_bytes); raises PolicyError."""
+    name = display_name or os.fspath(path)
+    data = read_policy_bytes(path, name, max_bytes)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # say where, never what: the bytes may be anything (a binary, a key)
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PolicyError(name, line, "", f"the file is not UTF-8 text (invalid byte at offset {exc.start})",
+                          "unreadable") from None
+
+
+def read_policy_bytes(path: str | os.PathLike, name: str, max_bytes: int = limits.MAX_POLICY_FILE_BYTES) -> bytes:
+    """The bytes of a policy file, read within bounds; raises PolicyError
+    (code "missing" when the name does not exist: a directory watch skips it).
 
     Only a regular file is read (a symlink is followed to one): a FIFO would
     block, a device (/dev/zero) never ends, /proc files lie about their size.
     The path is checked with stat before it is opened (non-blocking, so a
     FIFO swapped in meanwhile cannot block) and the opened descriptor again
-    with fstat, so what is checked is what is read; at most
-    limits.MAX_POLICY_FILE_BYTES bytes are read.
+    with fstat, so what is checked is what is read; at most max_bytes are read.
     """
-    name = display_name or os.fspath(path)
-
     def refuse(message: str, code: str = "unreadable") -> PolicyError:
         return PolicyError(name, 0, "", message, code)
 
@@ -146,32 +158,26 @@ def read_policy_file(path: str | os.PathLike, display_name: str | None = None) -
     try:
         info = os.fstat(fd)
         check_regular(info.st_mode)
-        if info.st_size > limits.MAX_POLICY_FILE_BYTES:
-            raise refuse(_too_large(f"{info.st_size} bytes"), "too-large")
+        if info.st_size > max_bytes:
+            raise refuse(_too_large(f"{info.st_size} bytes", max_bytes), "too-large")
         os.set_blocking(fd, True)
         data = b""
-        while len(data) <= limits.MAX_POLICY_FILE_BYTES:
-            chunk = os.read(fd, limits.MAX_POLICY_FILE_BYTES + 1 - len(data))
+        while len(data) <= max_bytes:
+            chunk = os.read(fd, max_bytes + 1 - len(data))
             if not chunk:
                 break
             data += chunk
-        if len(data) > limits.MAX_POLICY_FILE_BYTES:   # the file grew while read
-            raise refuse(_too_large(f"more than {limits.MAX_POLICY_FILE_BYTES} bytes"), "too-large")
+        if len(data) > max_bytes:   # the file grew while read, or /proc claimed size 0
+            raise refuse(_too_large(f"more than {max_bytes} bytes", max_bytes), "too-large")
     except OSError as exc:
         raise refuse(f"cannot read the file: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # say where, never what: the bytes may be anything (a binary, a key)
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise PolicyError(name, line, "", f"the file is not UTF-8 text (invalid byte at offset {exc.start})",
-                          "unreadable") from None
+    return data
 
 
-def _too_large(size: str) -> str:
-    return f"the file is too large ({size}; the limit is {limits.MAX_POLICY_FILE_BYTES} bytes)"
+def _too_large(size: str, max_bytes: int = limits.MAX_POLICY_FILE_BYTES) -> str:
+    return f"the file is too large ({size}; the limit is {max_bytes} bytes)"
 
 
 def _file_kind(mode: int) -> str:
