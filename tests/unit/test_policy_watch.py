@@ -347,3 +347,23 @@ def test_an_unforeseen_failure_costs_one_file_an_error(pd, monkeypatch):
     rec = pd.files[os.path.join(pd.path, "bad.yaml")]
     assert not rec.ok and "OverflowError" in rec.errors[0] and "bad.yaml" in rec.errors[0]
     assert list(pd.manager.policies) == ["good"]
+
+
+def test_parse_time_starts_when_the_worker_is_ready(monkeypatch, tmp_path):
+    """A worker slow to import the parser (an emulated CPU) is not a timed-out
+    file: the parse deadline starts at its greeting."""
+    import time as _time
+
+    from tetrahost.policy import isolated
+
+    (tmp_path / "sitecustomize.py").write_text("import time\ntime.sleep(1.5)\n")   # a slow interpreter start
+    real_env = isolated._worker_env
+    monkeypatch.setattr(isolated, "_worker_env",
+                        lambda: {**real_env(), "PYTHONPATH": f"{tmp_path}:{real_env()['PYTHONPATH']}"})
+    parser = isolated.ParseInChild(timeout=0.5)
+    pending = parser.start("/p/ok.yaml", POLICY.format(name="ok"))
+    deadline = _time.monotonic() + 30
+    while (result := pending.poll()) is None and _time.monotonic() < deadline:
+        _time.sleep(0.01)
+    parser.close()
+    assert result is not None and result.ok, result and result.errors

@@ -31,6 +31,10 @@ from tetrahost.policy.load import LoadResult, load_text, read_policy_bytes
 log = logging.getLogger(__name__)
 
 PARSE_TIMEOUT = 5.0                  # seconds; a real policy parses in milliseconds
+# A new worker imports the parser before it can answer: seconds on a slow or
+# emulated CPU.  Its own allowance, separate from a file's parse time, which
+# starts when the worker says it is ready (an empty frame).
+STARTUP_TIMEOUT = 120.0
 PARSE_MEMORY = 1 << 30               # address space of the parsing child (bytes)
 
 
@@ -78,6 +82,8 @@ def worker_main() -> int:
     """The parsing process: (path, text) requests on stdin, portable results on stdout."""
     resource.setrlimit(resource.RLIMIT_AS, (PARSE_MEMORY, PARSE_MEMORY))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout.write(_FRAME.pack(0))                  # ready: the parser is imported
+    stdout.flush()
     while True:
         header = stdin.read(_FRAME.size)
         if len(header) < _FRAME.size:
@@ -107,9 +113,11 @@ class PendingParse:
 
     def __init__(self, owner: "ParseInChild", path: str, text: str):
         self.owner, self.path = owner, path
-        self.deadline = time.monotonic() + owner.timeout
         self._buf = b""
         owner._send(_frame((path, text)))
+        now = time.monotonic()
+        # the file's time starts when the worker is ready; a new one first imports the parser
+        self.deadline = now + (owner.timeout if owner.ready else STARTUP_TIMEOUT)
 
     def poll(self) -> LoadResult | None:
         """The result, or None while the worker works (an error result when it
@@ -121,7 +129,13 @@ class PendingParse:
                 if not chunk:
                     return self._failed("died")
                 self._buf += chunk
-                if len(self._buf) >= _FRAME.size:
+                if not self.owner.ready and len(self._buf) >= _FRAME.size:
+                    if _FRAME.unpack_from(self._buf)[0] != 0:
+                        return self._failed("died")          # not our worker's greeting
+                    self._buf = self._buf[_FRAME.size:]
+                    self.owner.ready = True
+                    self.deadline = time.monotonic() + self.owner.timeout
+                if self.owner.ready and len(self._buf) >= _FRAME.size:
                     size = _FRAME.unpack_from(self._buf)[0]
                     if len(self._buf) >= _FRAME.size + size:
                         return _from_portable(pickle.loads(self._buf[_FRAME.size:_FRAME.size + size]))
@@ -134,7 +148,10 @@ class PendingParse:
         return None
 
     def _failed(self, how: str) -> LoadResult:
+        was_ready = self.owner.ready
         code = self.owner.restart()
+        if how == "timeout" and not was_ready:
+            return error_result(self.path, f"the policy parser did not start within {STARTUP_TIMEOUT:.0f} s")
         if how == "timeout":
             return error_result(self.path, f"parsing took longer than {self.owner.timeout:.0f} s: the file is "
                                            "too complex (deeply nested or alias-expanding YAML?)")
@@ -160,6 +177,7 @@ class ParseInChild:
 
     def __init__(self, timeout: float = PARSE_TIMEOUT):
         self.timeout = timeout
+        self.ready = False            # the current worker has greeted (imports done)
         self._proc: subprocess.Popen | None = None
 
     def start(self, path: str, text: str) -> PendingParse:
@@ -183,6 +201,7 @@ class ParseInChild:
     def restart(self) -> int | None:
         """End the worker (the next request starts a new one); its exit code."""
         proc, self._proc = self._proc, None
+        self.ready = False
         if proc is None:
             return None
         if proc.poll() is None:
