@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from tetrahost.export.conformance import validate_line
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 # The Debian guest of tests/vm is an emulated CPU: everything is slower; waits
 # stay bounded so that a broken agent fails a test in minutes, not hangs CI.
@@ -54,11 +56,15 @@ class RunningAgent:
         export file (tests read every event from one file: the default keeps
         5 x 10 MiB, which a busy host fills in seconds), an empty private
         policy directory, no metrics port (agents of several tests would
-        clash on :2112).  Flags given by a test still override it."""
+        clash on :2112), and export.host_fields on (tests check the matched
+        selector, monitor details...: they are in the "tetrahost" member,
+        which stop() checks like the rest).  Flags given by a test still
+        override it."""
         policies = tmp_path / "policies.d"
         policies.mkdir(exist_ok=True)
         conf = tmp_path / "tetrahost-test.toml"
         conf.write_text(f'[agent]\npolicy_dir = "{policies}"\n'
+                        '[export]\nhost_fields = true\n'
                         '[export.file]\nmax_size_mb = 100000\nmax_backups = 0\n'
                         '[metrics]\nenabled = false\n')
         return conf
@@ -100,7 +106,32 @@ class RunningAgent:
         subprocess.run(["/bin/true", mark], check=True)
         self.wait_events(lambda e: "process_exec" in e and e["process_exec"]["process"].get("arguments") == mark, 1)
 
+    def check_conformance(self) -> None:
+        """Every line the agent exported parses with Tetragon's schema
+        (tetrahost/export/conformance.py): unknown field, wrong type, unknown
+        enum value = failure.  The "tetrahost" member of export.host_fields is
+        checked against its own documented schema."""
+        if not self.events_path.exists():
+            return
+        bad = []
+        with open(self.events_path, "rb") as f:
+            for n, line in enumerate(f, 1):
+                if not line.endswith(b"\n"):
+                    continue
+                errors = validate_line(line, allow_host_fields=True)
+                if errors:
+                    bad.append(f"{self.events_path}:{n}: {'; '.join(errors[:5])}\n  {line[:600]!r}")
+        assert not bad, f"{len(bad)} exported line(s) do not parse with Tetragon's schema:\n" + "\n".join(bad[:10])
+
     def stop(self) -> int:
+        """Stop the agent (SIGINT) and check every line it exported (check_conformance)."""
+        stopped_here = self.proc.poll() is None or not self._log.closed
+        self._stop()
+        if stopped_here:
+            self.check_conformance()
+        return self.proc.returncode
+
+    def _stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -109,7 +140,6 @@ class RunningAgent:
                 self.proc.kill()
                 raise AssertionError(f"agent did not stop on SIGINT:\n{self.log_text()}")
         self._log.close()
-        return self.proc.returncode
 
 
 def execs_of(binary: str):

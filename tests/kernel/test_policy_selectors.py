@@ -228,7 +228,7 @@ def test_match_pids_and_binaries_and_monitor_mode(tmp_path, world):
         agent.wait_events(lambda e: "process_tracepoint" in e, 2)
     finally:
         agent.stop()
-    evs = [e["process_tracepoint"] for e in agent.events() if "process_tracepoint" in e]
+    evs = [{**e["process_tracepoint"], **e["tetrahost"]} for e in agent.events() if "process_tracepoint" in e]
     by_policy = {}
     for ev in evs:
         by_policy.setdefault(ev["policy_name"], []).append(ev)

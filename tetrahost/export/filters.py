@@ -201,7 +201,8 @@ class ExportPipeline:
         log.warning("export rate limit: %d events dropped", n)
         now = time.time_ns()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 1_000_000_000))
-        line = json.dumps({"rate_limit_info": {"number_of_dropped_process_events": n},
+        # uint64: a JSON string in protobuf's JSON mapping, as Tetragon writes it
+        line = json.dumps({"rate_limit_info": {"number_of_dropped_process_events": str(n)},
                            "node_name": self.node_name, "time": f"{stamp}.{now % 1_000_000_000:09d}Z"},
                           separators=(",", ":"))
         self._deliver([(line, EventMeta(kind="rate_limit_info", pid=0, binary="", exec_id="", ktime=0))])
