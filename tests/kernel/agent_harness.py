@@ -36,22 +36,29 @@ def require_root_and_bpf():
 
 
 class RunningAgent:
-    def __init__(self, tmp_path: pathlib.Path, *extra_args: str, env: dict | None = None):
-        """env: variables added to the agent's environment."""
+    def __init__(self, tmp_path: pathlib.Path, *extra_args: str, env: dict | None = None,
+                 config: str = "", stdout_path: pathlib.Path | None = None):
+        """env: variables added to the agent's environment; config: TOML keys
+        added to the [export] table of the private configuration; stdout_path:
+        export to stdout too, into this file."""
         require_root_and_bpf()
         self.events_path = tmp_path / "events.json"
         self.log_path = tmp_path / "agent.log"
         self._log = open(self.log_path, "w+")
+        out = open(stdout_path, "wb") if stdout_path else None
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tetrahost.cli.main", "run", "--no-stdout",
-             "--config", str(self._private_config(tmp_path)),
+            [sys.executable, "-m", "tetrahost.cli.main", "run", "--stdout" if out else "--no-stdout",
+             "--config", str(self._private_config(tmp_path, config)),
              "--export-file", str(self.events_path), *extra_args,
              *([] if "--socket" in extra_args else ["--no-socket"])],
-            stdout=subprocess.DEVNULL, stderr=self._log, cwd=REPO, env={**os.environ, **_NO_SPARES, **(env or {})})
+            stdout=out or subprocess.DEVNULL, stderr=self._log, cwd=REPO,
+            env={**os.environ, **_NO_SPARES, **(env or {})})
+        if out:
+            out.close()
         self._wait_for(lambda: "tetrahost ready" in self.log_text(), 30 * SLOWDOWN, "the agent to report ready")
 
     @staticmethod
-    def _private_config(tmp_path: pathlib.Path) -> pathlib.Path:
+    def _private_config(tmp_path: pathlib.Path, extra: str = "") -> pathlib.Path:
         """A configuration of the agent's own for each test: no rotation of the
         export file (tests read every event from one file: the default keeps
         5 x 10 MiB, which a busy host fills in seconds), an empty private
@@ -64,7 +71,7 @@ class RunningAgent:
         policies.mkdir(exist_ok=True)
         conf = tmp_path / "tetrahost-test.toml"
         conf.write_text(f'[agent]\npolicy_dir = "{policies}"\n'
-                        '[export]\nhost_fields = true\n'
+                        f'[export]\nhost_fields = true\n{extra}\n'
                         '[export.file]\nmax_size_mb = 100000\nmax_backups = 0\n'
                         '[metrics]\nenabled = false\n')
         return conf
