@@ -46,9 +46,10 @@ FILTER_KEYS = ("event_set", "binary_regex", "pid", "policy_names", "namespace", 
 # keys whose values are names compared exactly -> the EventMatcher condition they fill
 _NAME_KEYS = {"policy_names": "policies", "namespace": "namespaces", "unit": "units"}
 PROCESS_FIELDS = frozenset((
-    "exec_id", "pid", "uid", "cwd", "binary", "arguments", "flags", "start_time", "auid",
-    "parent_exec_id", "cap", "ns", "tid", "process_credentials", "cgroup", "unit", "slice",
-    "workload_namespace", "container", "refcnt"))
+    "exec_id", "pid", "uid", "cwd", "binary", "arguments", "flags", "start_time", "auid", "docker",
+    "parent_exec_id", "cap", "ns", "tid", "process_credentials", "refcnt",
+    # no longer in "process" (they are host fields now): still accepted, so older configurations load
+    "cgroup", "unit", "slice", "workload_namespace", "container"))
 
 
 class FilterError(ValueError):
