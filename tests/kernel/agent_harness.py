@@ -174,13 +174,26 @@ def start_with_policies(tmp_path_factory, policies: dict[str, str], env=None) ->
     return RunningAgent(tmp_path_factory.mktemp("agent"), *args, env=env)
 
 
+_HOST_PER_PROCESS = ("process", "parent", "args", "return")
+
+
+def with_host(event: dict) -> dict:
+    """The event's body (process_kprobe/...) with the hook-level members of its
+    "tetrahost" object (selector, signal, monitor, socket_owner, return_value...;
+    export.host_fields, on in these tests) beside Tetragon's fields, as tests
+    read them."""
+    body = next(v for k, v in event.items() if k.startswith("process_") and isinstance(v, dict))
+    host = {k: v for k, v in event.get("tetrahost", {}).items() if k not in _HOST_PER_PROCESS}
+    return {**body, **host}
+
+
 def _bodies_of(event: dict, name: str) -> list[dict]:
-    return [v for k, v in event.items()
+    return [with_host(event) for k, v in event.items()
             if k.startswith("process_") and isinstance(v, dict) and v.get("policy_name") == name]
 
 
 def policy_events(agent: RunningAgent, name: str, count: int = 0) -> list[dict]:
-    """The bodies (process_kprobe/_lsm/_tracepoint) of the events of policy
+    """The bodies (process_kprobe/_lsm/_tracepoint, with_host) of the events of policy
     `name`, after waiting for at least count of them and for every event of
     what ran before (settle): a wrong extra event is among them."""
     if count:
