@@ -63,6 +63,15 @@ def _check_process_fields(value: list) -> str | None:
     return None
 
 
+def _check_redaction(value) -> str | None:
+    from tetrahost.export.redaction import RedactionError, Redactor, parse_filters
+    try:
+        Redactor(parse_filters(value))
+    except RedactionError as exc:
+        return str(exc)
+    return None
+
+
 def _check_index(value: str) -> str | None:
     # Elasticsearch's own rules for index names, checked here so a bad name
     # fails `config check` rather than every bulk request at run time.
@@ -125,6 +134,9 @@ class ExportConfig:
     deny_list: list[dict] | str = _opt(None, factory=list, check=_check_filters)    # Helm exportDenyList
     drop_process_fields: list[str] = _opt(None, factory=list, check=_check_process_fields)  # ~ fieldFilters
     rate_limit: int = _opt(-1, min=-1)                              # Helm exportRateLimit, events/min
+    host_fields: bool = False             # add the "tetrahost" member (unit, cgroup, selector...): not Tetragon's schema
+    redaction_filters: list[dict] | str = _opt(None, factory=list, check=_check_redaction)  # Helm redactionFilters
+    redact_default_secrets: bool = False  # also apply tetrahost.export.redaction.DEFAULT_FILTERS
     stdout: StdoutConfig = field(default_factory=StdoutConfig)
     file: FileConfig = field(default_factory=FileConfig)
     journald: JournaldConfig = field(default_factory=JournaldConfig)

@@ -18,6 +18,13 @@
   tetrahost_metrics_connections_total{result}   this endpoint's connections: served, evicted,
                                                 timed_out, too_large, bad_request, refused
 
+Also under the names Tetragon's dashboards query (tetragon_compat_metrics):
+  tetragon_bpf_missed_events_total{msg_op,error}  the in-kernel losses by Tetragon's op code
+  tetragon_tracingpolicy_loaded{state}           policies by Tetragon's state names
+  tetragon_build_info{version,commit,python_version}
+  tetragon_overhead_program_runs_total{policy,sensor,attach,section}, _seconds_total
+                                                per BPF program, while kernel.bpf_stats_enabled=1
+
 Nothing is counted twice: a custom Collector reads the agent's own counters
 when Prometheus scrapes.  The HTTP server (metrics_http.py: bounded
 connections and time, so a flood of slow clients cannot take the agent's
@@ -119,6 +126,7 @@ class AgentCollector:
                                 value=len(self.agent.cache))
         yield from self._policies()
         yield from self._exports()
+        yield from tetragon_compat_metrics(self.agent)
 
     def _policies(self):
         pm = getattr(self.agent, "policies", None)
@@ -160,6 +168,80 @@ class AgentCollector:
                                   value=p.filtered if p else 0)
         yield CounterMetricFamily("tetrahost_export_rate_limited", "Events dropped by the export rate limit",
                                   value=p.rate_limited if p else 0)
+
+
+# in-kernel loss slot -> (msg_op, error) as Tetragon labels tetragon_bpf_missed_events_total:
+# its message op codes (MSG_OP_EXECVE 5, MSG_OP_EXIT 7, MSG_OP_CLONE 23, MSG_OP_GENERIC_KPROBE 13)
+# and why the record was lost (ring buffer full: ENOSPC; every scratch slot busy: EBUSY;
+# TrackSock's owner map full: E2BIG)
+MISSED_OPS = {"exec": ("5", "ENOSPC"), "exit": ("7", "ENOSPC"), "fork": ("23", "ENOSPC"),
+              "hook": ("13", "ENOSPC"), "hook_busy": ("13", "EBUSY"), "socktrack": ("13", "E2BIG")}
+# Tetragon's TracingPolicyState names, lower case as its metric writes them
+TRACINGPOLICY_STATES = ("enabled", "disabled", "load_error", "error", "loading", "unloading")
+_STATE_TO_TETRAGON = {"enforcing": "enabled", "monitoring": "enabled", "partial": "enabled", "error": "error"}
+
+
+def build_info() -> tuple[str, str, str]:
+    """(version, commit, python_version) of this agent."""
+    import os
+    import platform
+    from importlib import metadata
+    try:
+        version = metadata.version("tetrahost")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return version, os.environ.get("TETRAHOST_COMMIT", ""), platform.python_version()
+
+
+def tetragon_compat_metrics(agent):
+    """The families Tetragon's dashboards query, from the agent's own facts."""
+    from tetrahost.overhead import program_costs
+
+    m = CounterMetricFamily("tetragon_bpf_missed_events", "Records the kernel could not send to user space, "
+                            "by Tetragon message op and reason", labels=["msg_op", "error"])
+    totals: dict[tuple[str, str], int] = {}
+    for kind, n in agent.counters.lost.copy().items():
+        key = MISSED_OPS.get(kind, ("0", kind.upper()))
+        totals[key] = totals.get(key, 0) + n
+    for (op, error), n in sorted(totals.items()):
+        m.add_metric([op, error], n)
+    yield m
+
+    states = dict.fromkeys(TRACINGPOLICY_STATES, 0)
+    pm = getattr(agent, "policies", None)
+    if pm is not None:
+        for ps in list(pm.policies.copy().values()):
+            try:
+                states[_STATE_TO_TETRAGON.get(ps.state, "error")] += 1
+            except Exception:       # a policy being torn down by a reload right now
+                continue
+        states["load_error"] += len(getattr(pm, "errors", {}) or {})
+    m = GaugeMetricFamily("tetragon_tracingpolicy_loaded", "Tracing policies by state (Tetragon's names: "
+                          "enforcing, monitoring and partial policies are enabled; rejected files load_error)",
+                          labels=["state"])
+    for state, n in states.items():
+        m.add_metric([state], n)
+    yield m
+
+    m = GaugeMetricFamily("tetragon_build_info", "Build information of the agent",
+                          labels=["version", "commit", "python_version"])
+    m.add_metric(list(build_info()), 1)
+    yield m
+
+    runs = CounterMetricFamily("tetragon_overhead_program_runs", "Runs of each BPF program of the agent "
+                               "(while kernel.bpf_stats_enabled=1)", labels=["policy", "sensor", "attach", "section"])
+    secs = CounterMetricFamily("tetragon_overhead_program_seconds", "Time spent in each BPF program of the agent "
+                               "(while kernel.bpf_stats_enabled=1)", labels=["policy", "sensor", "attach", "section"])
+    seen: dict[tuple[str, str, str, str], list[int]] = {}
+    for cost in program_costs(agent):
+        acc = seen.setdefault((cost.policy, cost.sensor, cost.attach, cost.section), [0, 0])
+        acc[0] += cost.runs
+        acc[1] += cost.run_time_ns
+    for labels, (n, ns) in sorted(seen.items()):
+        runs.add_metric(list(labels), n)
+        secs.add_metric(list(labels), ns / 1e9)
+    yield runs
+    yield secs
 
 
 def parse_address(address: str) -> tuple[str, int]:

@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from tetrahost.export.conformance import validate_line
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 # The Debian guest of tests/vm is an emulated CPU: everything is slower; waits
 # stay bounded so that a broken agent fails a test in minutes, not hangs CI.
@@ -34,31 +36,42 @@ def require_root_and_bpf():
 
 
 class RunningAgent:
-    def __init__(self, tmp_path: pathlib.Path, *extra_args: str, env: dict | None = None):
-        """env: variables added to the agent's environment."""
+    def __init__(self, tmp_path: pathlib.Path, *extra_args: str, env: dict | None = None,
+                 config: str = "", stdout_path: pathlib.Path | None = None):
+        """env: variables added to the agent's environment; config: TOML keys
+        added to the [export] table of the private configuration; stdout_path:
+        export to stdout too, into this file."""
         require_root_and_bpf()
         self.events_path = tmp_path / "events.json"
         self.log_path = tmp_path / "agent.log"
         self._log = open(self.log_path, "w+")
+        out = open(stdout_path, "wb") if stdout_path else None
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tetrahost.cli.main", "run", "--no-stdout",
-             "--config", str(self._private_config(tmp_path)),
+            [sys.executable, "-m", "tetrahost.cli.main", "run", "--stdout" if out else "--no-stdout",
+             "--config", str(self._private_config(tmp_path, config)),
              "--export-file", str(self.events_path), *extra_args,
              *([] if "--socket" in extra_args else ["--no-socket"])],
-            stdout=subprocess.DEVNULL, stderr=self._log, cwd=REPO, env={**os.environ, **_NO_SPARES, **(env or {})})
+            stdout=out or subprocess.DEVNULL, stderr=self._log, cwd=REPO,
+            env={**os.environ, **_NO_SPARES, **(env or {})})
+        if out:
+            out.close()
         self._wait_for(lambda: "tetrahost ready" in self.log_text(), 30 * SLOWDOWN, "the agent to report ready")
 
     @staticmethod
-    def _private_config(tmp_path: pathlib.Path) -> pathlib.Path:
+    def _private_config(tmp_path: pathlib.Path, extra: str = "") -> pathlib.Path:
         """A configuration of the agent's own for each test: no rotation of the
         export file (tests read every event from one file: the default keeps
         5 x 10 MiB, which a busy host fills in seconds), an empty private
         policy directory, no metrics port (agents of several tests would
-        clash on :2112).  Flags given by a test still override it."""
+        clash on :2112), and export.host_fields on (tests check the matched
+        selector, monitor details...: they are in the "tetrahost" member,
+        which stop() checks like the rest).  Flags given by a test still
+        override it."""
         policies = tmp_path / "policies.d"
         policies.mkdir(exist_ok=True)
         conf = tmp_path / "tetrahost-test.toml"
         conf.write_text(f'[agent]\npolicy_dir = "{policies}"\n'
+                        f'[export]\nhost_fields = true\n{extra}\n'
                         '[export.file]\nmax_size_mb = 100000\nmax_backups = 0\n'
                         '[metrics]\nenabled = false\n')
         return conf
@@ -100,7 +113,32 @@ class RunningAgent:
         subprocess.run(["/bin/true", mark], check=True)
         self.wait_events(lambda e: "process_exec" in e and e["process_exec"]["process"].get("arguments") == mark, 1)
 
+    def check_conformance(self) -> None:
+        """Every line the agent exported parses with Tetragon's schema
+        (tetrahost/export/conformance.py): unknown field, wrong type, unknown
+        enum value = failure.  The "tetrahost" member of export.host_fields is
+        checked against its own documented schema."""
+        if not self.events_path.exists():
+            return
+        bad = []
+        with open(self.events_path, "rb") as f:
+            for n, line in enumerate(f, 1):
+                if not line.endswith(b"\n"):
+                    continue
+                errors = validate_line(line, allow_host_fields=True)
+                if errors:
+                    bad.append(f"{self.events_path}:{n}: {'; '.join(errors[:5])}\n  {line[:600]!r}")
+        assert not bad, f"{len(bad)} exported line(s) do not parse with Tetragon's schema:\n" + "\n".join(bad[:10])
+
     def stop(self) -> int:
+        """Stop the agent (SIGINT) and check every line it exported (check_conformance)."""
+        stopped_here = self.proc.poll() is None or not self._log.closed
+        self._stop()
+        if stopped_here:
+            self.check_conformance()
+        return self.proc.returncode
+
+    def _stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -109,7 +147,6 @@ class RunningAgent:
                 self.proc.kill()
                 raise AssertionError(f"agent did not stop on SIGINT:\n{self.log_text()}")
         self._log.close()
-        return self.proc.returncode
 
 
 def execs_of(binary: str):
@@ -137,13 +174,26 @@ def start_with_policies(tmp_path_factory, policies: dict[str, str], env=None) ->
     return RunningAgent(tmp_path_factory.mktemp("agent"), *args, env=env)
 
 
+_HOST_PER_PROCESS = ("process", "parent", "args", "return")
+
+
+def with_host(event: dict) -> dict:
+    """The event's body (process_kprobe/...) with the hook-level members of its
+    "tetrahost" object (selector, signal, monitor, socket_owner, return_value...;
+    export.host_fields, on in these tests) beside Tetragon's fields, as tests
+    read them."""
+    body = next(v for k, v in event.items() if k.startswith("process_") and isinstance(v, dict))
+    host = {k: v for k, v in event.get("tetrahost", {}).items() if k not in _HOST_PER_PROCESS}
+    return {**body, **host}
+
+
 def _bodies_of(event: dict, name: str) -> list[dict]:
-    return [v for k, v in event.items()
+    return [with_host(event) for k, v in event.items()
             if k.startswith("process_") and isinstance(v, dict) and v.get("policy_name") == name]
 
 
 def policy_events(agent: RunningAgent, name: str, count: int = 0) -> list[dict]:
-    """The bodies (process_kprobe/_lsm/_tracepoint) of the events of policy
+    """The bodies (process_kprobe/_lsm/_tracepoint, with_host) of the events of policy
     `name`, after waiting for at least count of them and for every event of
     what ran before (settle): a wrong extra event is among them."""
     if count:

@@ -102,6 +102,9 @@ def test_missed_events_come_from_the_kernel(tmp_path):
         assert missed > 0, "no in-kernel loss reported"
         assert value(samples, "tetrahost_ringbuf_lost_total") == missed
         assert value(samples, "tetragon_missed_events_total", type="PROCESS_EXEC") > 0
+        # the same losses under Tetragon's name and labels (MSG_OP_EXECVE = 5, ring buffer full)
+        assert value(samples, "tetragon_bpf_missed_events_total", msg_op="5", error="ENOSPC") > 0
+        assert sum(v for (name, _), v in samples.items() if name == "tetragon_bpf_missed_events_total") == missed
     finally:
         assert agent.stop() == 0, agent.log_text()
     assert "ring buffer full" in agent.log_text()
@@ -143,6 +146,50 @@ def test_policy_dir_from_run_is_watched(tmp_path):
         assert value(samples, "tetrahost_policy_state", policy="block-cryptominers", state="enforcing") == 1
         assert value(samples, "tetrahost_policy_reloads_total", result="ok") >= 1
     finally:
+        assert agent.stop() == 0, agent.log_text()
+
+
+STATS = pathlib.Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+def test_tetragon_dashboard_metrics_and_promtool(tmp_path):
+    """Tetragon's names for the same facts, per-program cost while bpf stats
+    are on, and a scrape that `promtool check metrics` passes."""
+    policy = SEEDS / "block-cryptominers.yaml"
+    if not policy.is_file():
+        pytest.skip(f"seed policy {policy} not found")
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing (Debian package prometheus, scripts/install-deps.sh)"
+    before = STATS.read_text().strip()
+    STATS.write_text("1")          # host-wide; put back below
+    agent = MetricsAgent(tmp_path, "--policy", str(policy))
+    try:
+        for _ in range(20):
+            subprocess.run(["/bin/true"], check=True)
+        deadline = time.monotonic() + 10 * SLOWDOWN
+        while True:
+            samples = agent.scrape()
+            runs = {dict(k)["section"]: v for (name, k), v in samples.items()
+                    if name == "tetragon_overhead_program_runs_total" and dict(k)["sensor"] == "process"}
+            if sum(runs.values()) >= 20 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert sum(runs.values()) >= 20, runs          # at least our 20 execs ran the exec program
+        secs = [v for (name, k), v in samples.items() if name == "tetragon_overhead_program_seconds_total"]
+        assert secs and sum(secs) > 0
+        assert any(dict(k)["policy"] == "block-cryptominers" for (name, k) in samples
+                   if name == "tetragon_overhead_program_runs_total"), "no series for the policy's programs"
+        assert value(samples, "tetragon_tracingpolicy_loaded", state="enabled") == 1
+        assert value(samples, "tetragon_tracingpolicy_loaded", state="load_error") == 0
+        info = [dict(k) for (name, k) in samples if name == "tetragon_build_info"]
+        assert len(info) == 1 and info[0]["version"] and info[0]["python_version"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/metrics", timeout=10) as r:
+            text = r.read()
+        check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
+        assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), \
+            (check.stdout + check.stderr).decode()
+    finally:
+        STATS.write_text(before)
         assert agent.stop() == 0, agent.log_text()
 
 
@@ -191,3 +238,20 @@ def test_export_losses_by_reason_are_served():
             for s in fams["tetrahost_export_lost"].samples if s.name.endswith("_total")} == \
         {("file", "ENOSPC"): 7, ("file", "file_removed"): 2}
     assert [s.value for s in fams["tetrahost_export_dropped"].samples if s.name.endswith("_total")] == [9]
+
+
+def test_tetragon_compat_families_from_agent_facts():
+    from types import SimpleNamespace
+
+    from tetrahost.daemon import Counters
+    from tetrahost.metrics import tetragon_compat_metrics
+
+    states = ["enforcing", "monitoring", "partial", "error"]
+    pm = SimpleNamespace(policies={s: SimpleNamespace(state=s) for s in states}, errors={"/x.yaml": ["bad"]})
+    agent = SimpleNamespace(counters=Counters(lost={"exec": 4, "hook_busy": 2, "socktrack": 1}), policies=pm)
+    fams = {f.name: f for f in tetragon_compat_metrics(agent)}
+    assert {(s.labels["msg_op"], s.labels["error"]): s.value for s in fams["tetragon_bpf_missed_events"].samples} \
+        == {("5", "ENOSPC"): 4, ("13", "EBUSY"): 2, ("13", "E2BIG"): 1}
+    assert {s.labels["state"]: s.value for s in fams["tetragon_tracingpolicy_loaded"].samples} == \
+        {"enabled": 3, "disabled": 0, "load_error": 1, "error": 1, "loading": 0, "unloading": 0}
+    assert [s.value for s in fams["tetragon_build_info"].samples] == [1]

@@ -78,14 +78,16 @@ def written(tmp_path_factory):
             os.close(fd)
         events = [e["process_kprobe"] for e in
                   agent.wait_events(lambda e: e.get("process_kprobe", {}).get("policy_name") == "write-bufs", 3)]
+        host = [e["tetrahost"] for e in agent.events()
+                if e.get("process_kprobe", {}).get("policy_name") == "write-bufs"]
     finally:
         agent.stop()
-    return {"fd": fd, "short": short, "long": long, "events": events}
+    return {"fd": fd, "short": short, "long": long, "events": events, "host": host}
 
 
 def test_exactly_the_matching_writes_are_reported(written):
     assert len(written["events"]) == 3
-    assert [e["selector"] for e in written["events"]] == [0, 0, 1]
+    assert [h["selector"] for h in written["host"]] == [0, 0, 1]       # export.host_fields
     assert all(e["function_name"] == "sys_write" for e in written["events"])
 
 
@@ -94,18 +96,19 @@ def test_short_buffer_is_whole_base64_bytes_arg_with_its_label(written):
     short = written["short"]
     assert ev["args"][0] == {"int_arg": written["fd"]}
     assert ev["args"][1] == {"bytes_arg": base64.b64encode(short).decode(), "label": "data"}
-    assert ev["args"][2] == {"size_arg": len(short)}
+    assert ev["args"][2] == {"size_arg": str(len(short))}     # uint64: a JSON string
 
 
 def test_long_buffer_is_truncated_with_its_original_size(written):
     ev = written["events"][1]
     long = written["long"]
     assert ev["args"][1] == {"truncated_bytes_arg": {"bytes_arg": base64.b64encode(long[:252]).decode(),
-                                                     "orig_size": len(long)}, "label": "data"}
-    assert ev["args"][2] == {"size_arg": len(long)}
+                                                     "orig_size": str(len(long))}, "label": "data"}
+    assert ev["args"][2] == {"size_arg": str(len(long))}
 
 
 def test_unreadable_buffer_is_reported_as_a_read_error(written):
     ev = written["events"][2]
-    assert ev["args"][1] == {"bytes_arg": "", "read_error": "CharBufErrorPageFault", "label": "data"}
-    assert ev["args"][2] == {"size_arg": BAD_COUNT}
+    assert ev["args"][1] == {"bytes_arg": "", "label": "data"}
+    assert written["host"][2]["args"]["1"] == {"read_error": "CharBufErrorPageFault"}
+    assert ev["args"][2] == {"size_arg": str(BAD_COUNT)}

@@ -228,11 +228,12 @@ def test_match_pids_and_binaries_and_monitor_mode(tmp_path, world):
         agent.wait_events(lambda e: "process_tracepoint" in e, 2)
     finally:
         agent.stop()
-    evs = [e["process_tracepoint"] for e in agent.events() if "process_tracepoint" in e]
+    evs = [{**e["process_tracepoint"], "host": e["tetrahost"]} for e in agent.events() if "process_tracepoint" in e]
     by_policy = {}
     for ev in evs:
         by_policy.setdefault(ev["policy_name"], []).append(ev)
     assert [e["process"]["binary"] for e in by_policy["bins"]] == [str(cat)]
-    assert by_policy["bins"][0]["monitor"] is True
-    assert by_policy["bins"][0]["monitor_action"] == "KPROBE_ACTION_SIGKILL"
+    assert by_policy["bins"][0]["action"] == "KPROBE_ACTION_POST"          # nothing was enforced
+    assert by_policy["bins"][0]["host"]["monitor"] is True                  # export.host_fields
+    assert by_policy["bins"][0]["host"]["monitor_action"] == "KPROBE_ACTION_SIGKILL"
     assert [e["process"]["pid"] for e in by_policy["pids"]] == [os.getpid()]

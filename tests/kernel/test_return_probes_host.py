@@ -181,4 +181,4 @@ def test_return_copy_holds_the_bytes_the_call_read(agent):
     assert [e["return"]["int_arg"] for e in evs] == [len(content), 0]
     assert base64.b64decode(evs[0]["args"][1]["bytes_arg"]) == content
     assert base64.b64decode(evs[1]["args"][1].get("bytes_arg", "")) == b""
-    assert evs[0]["args"][2] == {"size_arg": 4096}
+    assert evs[0]["args"][2] == {"size_arg": "4096"}     # uint64: a JSON string

@@ -107,7 +107,7 @@ def test_rate_limit_drops_and_reports():
     assert len(out.lines) == 70 and p.rate_limited == 130
     p.report()
     info = json.loads(out.lines[-1])
-    assert info["rate_limit_info"] == {"number_of_dropped_process_events": 130}
+    assert info["rate_limit_info"] == {"number_of_dropped_process_events": "130"}
     assert info["node_name"] == "node1" and info["time"].endswith("Z")
     p.report()                                  # nothing new dropped: no second report
     assert len(out.lines) == 71

@@ -1,4 +1,4 @@
-"""Rendering network arguments (sock_arg, sockaddr_arg, skb_arg, netdev_arg),
+"""Rendering network arguments (sock_arg, sockaddr_arg, skb_arg, net_dev_arg) and their host fields,
 their compact lines, the netns/interface name resolver, and the tuple's
 layout against the BPF object's BTF."""
 import ipaddress
@@ -10,7 +10,7 @@ import pytest
 from tetrahost.bpf.native import ffi, lib
 from tetrahost.events.netns import NetnsResolver, named_namespaces
 from tetrahost.export.compact import format_event
-from tetrahost.export.hook_json import render_arg, render_net_arg
+from tetrahost.export.hook_json import net_host_fields, render_arg, render_net_arg
 
 BPF_DIR = pathlib.Path(__file__).resolve().parents[2] / "build" / "bpf"
 
@@ -40,12 +40,14 @@ TCP4 = dict(family=2, type=1, protocol=6, state=2, flags=lib.TH_SOCK_HAS_PORTS, 
             saddr="10.1.0.1", daddr="10.1.0.2", cookie=0xffff888812345678, netns=4026532177)
 
 
-def test_sock_arg_is_tetragon_shaped_with_netns():
+def test_sock_arg_is_tetragon_shaped_netns_in_host_fields():
     out = render_net_arg(lib.TH_ARG_SOCK, tuple_bytes(**TCP4), FakeResolver())
     assert out == {"sock_arg": {
         "family": "AF_INET", "type": "SOCK_STREAM", "protocol": "IPPROTO_TCP",
         "saddr": "10.1.0.1", "daddr": "10.1.0.2", "sport": 40000, "dport": 443,
-        "cookie": 0xffff888812345678, "state": "TCP_SYN_SENT", "netns": 4026532177, "netns_name": "th-a"}}
+        "cookie": str(0xffff888812345678), "state": "TCP_SYN_SENT"}}        # uint64 cookie: a JSON string
+    assert net_host_fields(lib.TH_ARG_SOCK, tuple_bytes(**TCP4), FakeResolver()) == \
+        {"netns": 4026532177, "netns_name": "th-a"}
 
 
 def test_sock_arg_ipv6_mark_priority_bound_device():
@@ -54,7 +56,9 @@ def test_sock_arg_ipv6_mark_priority_bound_device():
     sa = render_net_arg(lib.TH_ARG_SOCKET, raw, FakeResolver())["sock_arg"]
     assert (sa["family"], sa["saddr"], sa["daddr"], sa["state"]) == ("AF_INET6", "fd00:1::1", "fd00:1::2",
                                                                      "TCP_LISTEN")
-    assert (sa["mark"], sa["priority"], sa["ifindex"], sa["ifname"]) == (7, 3, 2, "tha0")
+    assert (sa["mark"], sa["priority"]) == (7, 3)
+    host = net_host_fields(lib.TH_ARG_SOCKET, raw, FakeResolver())
+    assert (host["ifindex"], host["ifname"]) == (2, "tha0")
 
 
 def test_sockaddr_skb_netdev_and_failed_reads():
@@ -68,7 +72,9 @@ def test_sockaddr_skb_netdev_and_failed_reads():
     assert skb == {"skb_arg": {"family": "AF_INET", "len": 33, "proto": 17, "protocol": "IPPROTO_UDP",
                                "saddr": "10.1.0.1", "daddr": "10.1.0.2", "sport": 5000, "dport": 9300}}
     dev = render_net_arg(lib.TH_ARG_NETDEV, tuple_bytes(ifname="eth0", ifindex=2, netns=4026532177), FakeResolver())
-    assert dev == {"netdev_arg": {"name": "eth0", "ifindex": 2, "netns": 4026532177, "netns_name": "th-a"}}
+    assert dev == {"net_dev_arg": {"name": "eth0"}}
+    assert net_host_fields(lib.TH_ARG_NETDEV, tuple_bytes(ifname="eth0", ifindex=2, netns=4026532177),
+                           FakeResolver()) == {"ifindex": 2, "netns": 4026532177, "netns_name": "th-a"}
     assert render_net_arg(lib.TH_ARG_SOCK, tuple_bytes(flags=lib.TH_SOCK_READ_FAILED)) == {"sock_arg": {}}
 
 

@@ -104,5 +104,5 @@ def test_no_return_half_is_an_attach_error():
 
 def test_return_renders_as_its_type():
     assert render_return(hook_of(kprobe()), -13) == {"int_arg": -13}
-    assert render_return(hook_of(kprobe(ret_type="size_t")), 4096) == {"size_arg": 4096}
+    assert render_return(hook_of(kprobe(ret_type="size_t")), 4096) == {"size_arg": "4096"}
     assert render_return(hook_of(kprobe(ret_type="uint32")), 7) == {"uint_arg": 7}

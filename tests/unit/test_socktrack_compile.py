@@ -92,4 +92,4 @@ def test_returned_sock_renders_as_sock_arg():
     ffi.memmove(t.saddr, bytes([127, 0, 0, 1]), 4)
     out = render_return(hook, 0, bytes(ffi.buffer(t)))
     assert out["sock_arg"]["sport"] == 8080 and out["sock_arg"]["saddr"] == "127.0.0.1"
-    assert out["sock_arg"]["cookie"] == 0xffff888012345678 and out["sock_arg"]["state"] == "TCP_LISTEN"
+    assert out["sock_arg"]["cookie"] == str(0xffff888012345678) and out["sock_arg"]["state"] == "TCP_LISTEN"

@@ -16,7 +16,7 @@ import socket
 
 import pytest
 
-from agent_harness import policy_text, RunningAgent
+from agent_harness import policy_text, RunningAgent, with_host
 
 try:    # a dependency of tetrahost (pyproject): missing means a broken venv, not a skip
     import pyroute2  # noqa: F401
@@ -273,7 +273,7 @@ def events_of(agent, name, count=1):
 
 
 def body(event: dict) -> dict:
-    return next(v for k, v in event.items() if k.startswith("process_"))
+    return with_host(event)
 
 
 def test_all_network_hooks_attach(agent):
@@ -293,8 +293,8 @@ def test_connect_to_another_namespace_gives_one_event_with_the_exact_tuple(agent
     assert b["args"] == [{"sock_arg": {
         "family": "AF_INET", "type": "SOCK_STREAM", "protocol": "IPPROTO_TCP",
         "saddr": "10.1.0.1", "daddr": "10.1.0.2", "sport": sport, "dport": 9200,
-        "cookie": b["args"][0]["sock_arg"]["cookie"], "state": "TCP_SYN_SENT",
-        "netns": net, "netns_name": NS_A}}]
+        "cookie": b["args"][0]["sock_arg"]["cookie"], "state": "TCP_SYN_SENT"}}]
+    assert ev["tetrahost"]["args"]["0"] == {"netns": net, "netns_name": NS_A}     # export.host_fields
     assert b["process"]["ns"]["net"]["inum"] == net
     line = format_event(ev)
     assert line.startswith("🔌 connect ") and f"tcp 10.1.0.1:{sport} -> 10.1.0.2:9200" in line, line

@@ -177,4 +177,4 @@ def test_char_buf_in_kernel_memory(agent):
     # which runs the hook again with the same arguments
     assert {str(e["args"]) for e in evs} == {str([{"string_arg": "user.thvm"},
                                                   {"bytes_arg": base64.b64encode(value).decode()},
-                                                  {"size_arg": len(value)}])}
+                                                  {"size_arg": str(len(value))}])}

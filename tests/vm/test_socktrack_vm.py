@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from agent_harness import RunningAgent
+from agent_harness import RunningAgent, with_host
 
 TRACKED, UNTRACKED = 47101, 47102
 
@@ -115,7 +115,7 @@ def test_events_on_a_tracked_socket_name_its_owner(agent):
         for c in clients:
             c.sendall(b"x" * 10)
         def rcv(port):
-            return [e["process_kprobe"] for e in agent.events()
+            return [with_host(e) for e in agent.events()
                     if e.get("process_kprobe", {}).get("function_name") == "tcp_rcv_established"
                     and e["process_kprobe"]["args"][0]["sock_arg"].get("sport") == port]
         agent.wait_events(lambda e: e.get("process_kprobe", {}).get("function_name") == "tcp_rcv_established",
@@ -129,8 +129,8 @@ def test_events_on_a_tracked_socket_name_its_owner(agent):
                   if e.get("process_kprobe", {}).get("function_name") == "inet_csk_accept"]
         assert len(accept) == 1 and accept[0]["process"]["pid"] == server.pid
         assert accept[0]["return"]["sock_arg"]["sport"] == TRACKED
-        cookie = accept[0]["return"]["sock_arg"]["cookie"]
-        assert cookie in owner_map()
+        cookie = accept[0]["return"]["sock_arg"]["cookie"]          # uint64: a JSON string
+        assert int(cookie) in owner_map()
         # data into both server sockets arrived in the client's context:
         assert tracked and all(e["process"]["pid"] == server.pid and e.get("socket_owner") for e in tracked)
         assert tracked[0]["args"][0]["sock_arg"]["cookie"] == cookie
@@ -145,7 +145,7 @@ def test_events_on_a_tracked_socket_name_its_owner(agent):
         assert server.stdout.readline().strip() == "closed"
         for c in clients:
             c.close()
-        assert cookie not in owner_map()
+        assert int(cookie) not in owner_map()
     finally:
         server.kill()
         server.wait()

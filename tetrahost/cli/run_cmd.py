@@ -196,6 +196,14 @@ def return_freed_memory_promptly() -> bool:
     return bool(mallopt(m_mmap_threshold, 128 * 1024)) and bool(mallopt(m_trim_threshold, 128 * 1024))
 
 
+def configure_rendering(renderer, export) -> None:
+    """Host fields and redaction, on the renderer every event line comes from
+    (process and hook events alike): no exporter sees an unredacted line."""
+    from tetrahost.export.redaction import Redactor
+    renderer.host_fields = export.host_fields
+    renderer.redactor = Redactor.from_config(export.redaction_filters, export.redact_default_secrets)
+
+
 def run(args) -> int:
     from tetrahost import config
     from tetrahost.bpf import BpfError
@@ -228,6 +236,7 @@ def run(args) -> int:
                       ringbuf_bytes=cfg.agent.ringbuf_size or None, policy_files=args.policy,
                       components=components)
         agent.config = cfg      # for components reading settings at start (policy directory watch)
+        configure_rendering(agent.renderer, cfg.export)
         agent.add_timer(5.0, limiter.flush)     # "repeated N more times" lines
         return agent.run()
     except (BpfError, OSError, ValueError) as exc:

@@ -174,8 +174,8 @@ def _net_details(args: list) -> str:
             text = _sock(a)
             if text:
                 return text
-        elif "netdev_arg" in a:
-            return str((a["netdev_arg"] or {}).get("name", ""))
+        elif "net_dev_arg" in a or "netdev_arg" in a:     # netdev_arg: lines of earlier versions
+            return str((a.get("net_dev_arg") or a.get("netdev_arg") or {}).get("name", ""))
     return ""
 
 

@@ -46,9 +46,10 @@ FILTER_KEYS = ("event_set", "binary_regex", "pid", "policy_names", "namespace", 
 # keys whose values are names compared exactly -> the EventMatcher condition they fill
 _NAME_KEYS = {"policy_names": "policies", "namespace": "namespaces", "unit": "units"}
 PROCESS_FIELDS = frozenset((
-    "exec_id", "pid", "uid", "cwd", "binary", "arguments", "flags", "start_time", "auid",
-    "parent_exec_id", "cap", "ns", "tid", "process_credentials", "cgroup", "unit", "slice",
-    "workload_namespace", "container", "refcnt"))
+    "exec_id", "pid", "uid", "cwd", "binary", "arguments", "flags", "start_time", "auid", "docker",
+    "parent_exec_id", "cap", "ns", "tid", "process_credentials", "refcnt",
+    # no longer in "process" (they are host fields now): still accepted, so older configurations load
+    "cgroup", "unit", "slice", "workload_namespace", "container"))
 
 
 class FilterError(ValueError):
@@ -201,7 +202,8 @@ class ExportPipeline:
         log.warning("export rate limit: %d events dropped", n)
         now = time.time_ns()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 1_000_000_000))
-        line = json.dumps({"rate_limit_info": {"number_of_dropped_process_events": n},
+        # uint64: a JSON string in protobuf's JSON mapping, as Tetragon writes it
+        line = json.dumps({"rate_limit_info": {"number_of_dropped_process_events": str(n)},
                            "node_name": self.node_name, "time": f"{stamp}.{now % 1_000_000_000:09d}Z"},
                           separators=(",", ":"))
         self._deliver([(line, EventMeta(kind="rate_limit_info", pid=0, binary="", exec_id="", ktime=0))])

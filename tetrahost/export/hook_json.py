@@ -7,18 +7,29 @@
 The process object comes from the process cache, but its "ns" is the one the
 kernel saw when the hook fired: a task that called unshare()/setns() since
 its exec is in other namespaces than its exec event said.  Network arguments render as Tetragon's sock_arg /
-sockaddr_arg / skb_arg (netdev_arg for a net_device) with the network
-namespace's inode ("netns") and, where it has one, its /run/netns name
-("netns_name"), and the device ("ifindex", "ifname").  tetrahost extras:
-"selector" (which one matched), "attach" (how the hook is attached),
-"read_error": "CharBufErrorPageFault" beside a char_buf whose bytes could not be read,
-"monitor": true with the action that would have been taken in policy-mode
-monitor, "signal_failed" when the kernel refused to send the signal,
-"socket_owner": true when the process is the owner TrackSock recorded for
-the event's socket rather than the task the hook ran in, "path_unresolved":
-true when a path argument was deeper than the kernel-side walk reaches
-(TH_PATH_DEPTH components), so Prefix/Equal on it could not be decided and
-made the selector match (fail closed).
+sockaddr_arg / skb_arg (net_dev_arg for a net_device).  Only Tetragon's
+fields are written (tetrahost/export/conformance.py checks it); 64-bit
+integers (size_arg, long_arg, cookie, orig_size) are JSON strings, as
+protobuf's JSON mapping writes them.
+
+With `export.host_fields = true` a top-level "tetrahost" member adds what
+Tetragon has no field for: "selector" (which one matched), "attach" (how the
+hook is attached), "monitor": true with "monitor_action" (the action policy-mode
+monitor did not take), "signal" (the signal sent by Sigkill/Signal),
+"signal_failed" when the kernel refused to send it, "socket_owner": true when
+the process is the owner TrackSock recorded for the event's socket rather
+than the task the hook ran in, "path_unresolved": true when a path argument
+was deeper than the kernel-side walk reaches (TH_PATH_DEPTH components), so
+Prefix/Equal on it could not be decided and made the selector match (fail
+closed), "return_value" (Override's value), "return_arg" (the return value
+of an LSM or tracepoint hook, which Tetragon's messages have no field for),
+and per argument index in
+"args" (and for the return value in "return"): the network namespace
+("netns", "netns_name"), the device ("ifindex", "ifname"), "read_error":
+"CharBufErrorPageFault" for a char_buf whose bytes could not be read.
+
+Redaction (tetrahost.export.redaction) is applied to string_arg and to the
+bytes of bytes_arg / truncated_bytes_arg before they are encoded.
 
 Other arguments as Tetragon renders them: integers as int_arg (int8..int32),
 uint_arg (uint8..uint32), size_arg (uint64, size_t), long_arg (int64, long);
@@ -27,8 +38,9 @@ kernel_cap_t_arg (cap_*_arg): the mask in 16 hex digits; a cred as
 process_credentials_arg (ids, securebits names, caps, user_ns); a
 user_namespace as user_ns_arg; a char_buf as bytes_arg (base64), or
 truncated_bytes_arg {bytes_arg, orig_size} when the kernel side copied only
-the first TH_BUF_MAX bytes.  Capability names are the kernel's CAP_* names,
-as in process objects (tetragon_json.py).
+the first TH_BUF_MAX bytes.  capability_arg's "name" (a plain string in
+Tetragon's schema) is the kernel's CAP_* name; capability sets use Tetragon's
+CapabilitiesType names, as in process objects (tetragon_json.py).
 """
 from __future__ import annotations
 
@@ -42,7 +54,7 @@ from tetrahost.events import netns as _netns
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
 from tetrahost.events.text import bytes_to_text, os_text
-from tetrahost.export.tetragon_json import CAPABILITY_NAMES, TetragonJSON, signal_name
+from tetrahost.export.tetragon_json import KERNEL_CAPABILITY_NAMES, TetragonJSON, signal_name
 from tetrahost.policy.names import ADDRESS_FAMILIES, IP_PROTOCOLS, TCP_STATES
 from tetrahost.policy.vocab import ArgKind
 from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
@@ -63,7 +75,7 @@ _PATH_ARG_KEYS = {
 }
 _NET_ARG_KEYS = {
     lib.TH_ARG_SOCK: "sock_arg", lib.TH_ARG_SOCKET: "sock_arg", lib.TH_ARG_SOCKADDR: "sockaddr_arg",
-    lib.TH_ARG_SOCKADDR_USER: "sockaddr_arg", lib.TH_ARG_SKB: "skb_arg", lib.TH_ARG_NETDEV: "netdev_arg",
+    lib.TH_ARG_SOCKADDR_USER: "sockaddr_arg", lib.TH_ARG_SKB: "skb_arg", lib.TH_ARG_NETDEV: "net_dev_arg",
 }
 _AF_INET, _AF_INET6 = ADDRESS_FAMILIES["AF_INET"], ADDRESS_FAMILIES["AF_INET6"]
 _FAMILY_NAMES = {v: k for k, v in reversed(ADDRESS_FAMILIES.items())}     # AF_UNIX over AF_LOCAL
@@ -74,6 +86,7 @@ _SOCK_TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM", 
 # integer base types (tetrahost.policy.vocab) -> Tetragon's JSON key
 _INT_ARG_KEYS = {"uint8": "uint_arg", "uint16": "uint_arg", "uint32": "uint_arg", "uint64": "size_arg",
                  "int64": "long_arg"}
+_LONG_KEYS = ("size_arg", "long_arg")      # uint64 / int64: JSON strings
 _CAP_SET_KEYS = {"kernel_cap_t": "kernel_cap_t_arg", "cap_inheritable": "cap_inheritable_arg",
                  "cap_permitted": "cap_permitted_arg", "cap_effective": "cap_effective_arg"}
 # SECBIT_* bit -> Tetragon's SecureBitsType name
@@ -102,7 +115,7 @@ def _name(names: dict, value: int) -> str:
 
 
 def _netns_of(t, resolver) -> dict:
-    """The network namespace: inode and, where it has one, its /run/netns name."""
+    """Host fields: the network namespace's inode and, where it has one, its /run/netns name."""
     out: dict = {}
     if t.netns:
         out["netns"] = t.netns
@@ -113,7 +126,7 @@ def _netns_of(t, resolver) -> dict:
 
 
 def _netns_fields(t, resolver) -> dict:
-    """tetrahost extras: the namespace (inode, /run/netns name) and device name."""
+    """Host fields: the namespace (inode, /run/netns name) and device."""
     out = _netns_of(t, resolver)
     if t.ifindex:
         out["ifindex"] = t.ifindex
@@ -124,18 +137,27 @@ def _netns_fields(t, resolver) -> dict:
     return out
 
 
+def net_host_fields(kind: int, raw: bytes, resolver=None) -> dict:
+    """The host fields of a network argument: netns, netns_name, ifindex, ifname."""
+    t = _decode("struct th_sock_tuple", raw)
+    if t.flags & lib.TH_SOCK_READ_FAILED and not t.family:
+        return {}
+    if kind == lib.TH_ARG_NETDEV:
+        return {"ifindex": t.ifindex, **_netns_of(t, resolver)} if t.ifindex else _netns_of(t, resolver)
+    if kind in (lib.TH_ARG_SOCKADDR, lib.TH_ARG_SOCKADDR_USER):
+        return {}
+    return _netns_fields(t, resolver)
+
+
 def render_net_arg(kind: int, raw: bytes, resolver=None) -> dict:
     """A sock/socket/sockaddr/skb/net_device argument, Tetragon-shaped (zero
-    mark/priority left out, as Tetragon's JSON leaves out zero values), plus
-    netns / netns_name / ifindex / ifname."""
+    mark/priority left out, as Tetragon's JSON leaves out zero values)."""
     t = _decode("struct th_sock_tuple", raw)
     key = _NET_ARG_KEYS[kind]
     if t.flags & lib.TH_SOCK_READ_FAILED and not t.family:
         return {key: {}}
     if kind == lib.TH_ARG_NETDEV:
-        body = {"name": bytes_to_text(ffi.string(t.ifname)), "ifindex": t.ifindex}
-        body.update(_netns_of(t, resolver))
-        return {key: body}
+        return {key: {"name": bytes_to_text(ffi.string(t.ifname))}}
     family = _name(_FAMILY_NAMES, t.family)
     if kind in (lib.TH_ARG_SOCKADDR, lib.TH_ARG_SOCKADDR_USER):
         body = {"family": family}
@@ -155,14 +177,13 @@ def render_net_arg(kind: int, raw: bytes, resolver=None) -> dict:
         if t.family in (_AF_INET, _AF_INET6):
             body.update(saddr=_addr(t.family, t.saddr), daddr=_addr(t.family, t.daddr),
                         sport=t.sport, dport=t.dport)
-        body["cookie"] = t.cookie
+        body["cookie"] = str(t.cookie)      # uint64
         if t.state:
             body["state"] = _name(_STATE_NAMES, t.state)
     if t.mark:
         body["mark"] = t.mark
     if t.priority:
         body["priority"] = t.priority
-    body.update(_netns_fields(t, resolver))
     return {key: body}
 
 
@@ -202,17 +223,27 @@ def render_cred(raw: bytes) -> dict:
     return out
 
 
-def render_buf(raw: bytes) -> dict:
+def buf_read_failed(raw: bytes) -> bool:
+    """The kernel could not read the char_buf (host field read_error)."""
+    return bool(_decode("struct th_char_buf", raw).size & _BUF_FAULT)
+
+
+def render_buf(raw: bytes, redact=None) -> dict:
     """bytes_arg (base64, as protobuf JSON writes bytes), truncated_bytes_arg
-    {bytes_arg, orig_size} when only the first TH_BUF_MAX bytes were copied."""
+    {bytes_arg, orig_size (uint64: a string)} when only the first TH_BUF_MAX
+    bytes were copied; an empty bytes_arg when they could not be read.
+    redact: bytes -> bytes, applied before encoding."""
     b = _decode("struct th_char_buf", raw)
     size = b.size & lib.TH_BUF_SIZE_MAX
     if b.size & _BUF_FAULT:
-        return {"bytes_arg": "", "read_error": "CharBufErrorPageFault"}
+        return {"bytes_arg": ""}
     data = bytes(ffi.buffer(b.data))[:min(size, lib.TH_BUF_MAX)]
+    copied = len(data)
+    if redact is not None:
+        data = redact(data)
     text = base64.b64encode(data).decode()
-    if size > len(data):
-        return {"truncated_bytes_arg": {"bytes_arg": text, "orig_size": size}}
+    if size > copied:
+        return {"truncated_bytes_arg": {"bytes_arg": text, "orig_size": str(size)}}
     return {"bytes_arg": text}
 
 
@@ -229,17 +260,20 @@ def render_int(arg, raw: bytes) -> dict:
     value = _int_value(arg, raw)
     if arg.base_type == "capability":
         out: dict = {"value": value}
-        if 0 <= value < len(CAPABILITY_NAMES):
-            out["name"] = CAPABILITY_NAMES[value]
+        if 0 <= value < len(KERNEL_CAPABILITY_NAMES):
+            out["name"] = KERNEL_CAPABILITY_NAMES[value]
         return {"capability_arg": out}
     if arg.base_type in _CAP_SET_KEYS:
         return {_CAP_SET_KEYS[arg.base_type]: f"{value:016x}"}
-    return {_INT_ARG_KEYS.get(arg.base_type, "int_arg"): value}
+    key = _INT_ARG_KEYS.get(arg.base_type, "int_arg")
+    return {key: str(value) if key in _LONG_KEYS else value}
 
 
-def render_arg(kind: int, arg, raw: bytes, resolver=None) -> dict:
+def render_arg(kind: int, arg, raw: bytes, resolver=None, redactor=None, binary: str = "") -> dict:
     """One entry of "args": arg is the policy's model.Arg (type, bits, sign, label).
-    resolver: names network namespaces and interfaces (tetrahost.events.netns)."""
+    resolver: names network namespaces and interfaces (tetrahost.events.netns);
+    redactor: a tetrahost.export.redaction.Redactor for string and char_buf
+    arguments of a process whose binary is `binary`."""
     if kind in _NET_ARG_KEYS:
         out = render_net_arg(kind, raw, resolver)
     elif kind in (lib.TH_ARG_INT, lib.TH_ARG_CAP_SET):
@@ -249,9 +283,10 @@ def render_arg(kind: int, arg, raw: bytes, resolver=None) -> dict:
     elif kind == lib.TH_ARG_USER_NS:
         out = {"user_ns_arg": _user_ns(_decode("struct th_user_ns", raw))}
     elif kind in (lib.TH_ARG_BUF_KERNEL, lib.TH_ARG_BUF_USER):
-        out = render_buf(raw)
+        out = render_buf(raw, None if redactor is None else (lambda data: redactor.data(binary, data)))
     elif kind in (lib.TH_ARG_STR_KERNEL, lib.TH_ARG_STR_USER):
-        out = {"string_arg": _text(raw)}
+        text = _text(raw)
+        out = {"string_arg": text if redactor is None else redactor.text(binary, text)}
     else:
         out = {_PATH_ARG_KEYS.get(kind, "path_arg"): {"path": _text(raw)}}
     if arg.label:
@@ -267,7 +302,7 @@ def render_return(hook, retval: int, raw: bytes = b"", resolver=None) -> dict:
     if ret is not None and raw and ret.base_type in ("sock", "socket"):
         return render_net_arg(lib.TH_ARG_SOCK, raw, resolver)
     if ret is None or ret.kind is not ArgKind.INTEGER:
-        return {"long_arg": retval}
+        return {"long_arg": str(retval)}
     return render_arg(lib.TH_ARG_INT, ret, struct.pack("<q", retval))
 
 
@@ -318,45 +353,78 @@ class HookEventRenderer:
         """hs: the tetrahost.sensors.policies.HookState the record's hook_id names;
         process: the record's cache entry when the caller already looked it up."""
         hook, policy = hs.hook, hs.policy
+        base = self.base
         if process is _LOOK_UP:
             process = self.cache.get_pid(rec.pid)
         members = self._process_members(rec, process)
+        binary = bytes_to_text(process.binary) if process is not None and base.redactor is not None else ""
         body: dict = {}
         if hook.kind == "tracepoint":
             body["subsys"], body["event"] = hook.subsystem, hook.event
         else:
             body["function_name"] = function_name(hook, rec.syscall_nr)
-        body["args"] = [render_arg(kind, arg, raw, self.netns if kind in _NET_ARG_KEYS else None)
-                        for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
-                        if kind != lib.TH_ARG_NONE]
+        args = [(kind, arg, raw) for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
+                if kind != lib.TH_ARG_NONE]
+        body["args"] = [render_arg(kind, arg, raw, self.netns if kind in _NET_ARG_KEYS else None,
+                                   base.redactor, binary) for kind, arg, raw in args]
+        ret = None
         if rec.retval is not None:
-            body["return"] = render_return(hook, rec.retval, rec.ret_raw, self.netns if rec.ret_raw else None)
+            ret = render_return(hook, rec.retval, rec.ret_raw, self.netns if rec.ret_raw else None)
+            if hook.kind == "kprobe":       # Tetragon's ProcessLsm / ProcessTracepoint have no "return"
+                body["return"] = ret
         action = ACTION_NAMES.get(rec.action, f"KPROBE_ACTION_{rec.action}")
-        if rec.monitor:
-            body["action"] = "KPROBE_ACTION_POST"
-            body["monitor"] = True
-            body["monitor_action"] = action
-        else:
-            body["action"] = action
-        if rec.action in (lib.TH_ACTION_SIGKILL, lib.TH_ACTION_SIGNAL) and not rec.monitor:
-            body["signal"] = signal_name(rec.action_arg)
-            if rec.signal_failed:
-                body["signal_failed"] = True
-        if rec.path_unresolved:
-            body["path_unresolved"] = True  # a path too deep to reach its root: Prefix/Equal failed closed
-        if rec.sock_owner:
-            body["socket_owner"] = True     # process = the socket's TrackSock owner, not the running task
-        if rec.action == lib.TH_ACTION_OVERRIDE:
-            body["return_value"] = rec.action_arg
+        # policy-mode monitor: nothing was enforced, the event is a Post
+        body["action"] = "KPROBE_ACTION_POST" if rec.monitor else action
         body["policy_name"] = policy.name
-        body["selector"] = rec.selector
-        if hs.plan is not None:
-            body["attach"] = hs.plan.method
         if hook.message:
             body["message"] = hook.message
         if hook.tags:
             body["tags"] = list(hook.tags)
         kind = EVENT_KINDS[hook.kind]
         rest = _dumps(body)[1:-1]
-        return (f'{{"{kind}":{{{",".join(members)},{rest}}},"node_name":{_dumps(self.base.node_name)},'
-                f'"time":{_dumps(self.base.format_ktime(rec.ktime))}}}')
+        host = ""
+        if base.host_fields:
+            fields = self._host_fields(rec, hs, args, action)
+            if ret is not None and "return" not in body:
+                fields["return_arg"] = ret
+            extra = _dumps(fields)[1:-1]
+            host = base.host_member(process, self.cache.parent_of(process) if process is not None else None,
+                                    extra)
+        return (f'{{"{kind}":{{{",".join(members)},{rest}}},"node_name":{_dumps(base.node_name)},'
+                f'"time":{_dumps(base.format_ktime(rec.ktime))}{host}}}')
+
+    def _host_fields(self, rec: HookRecord, hs, args, action: str) -> dict:
+        """The hook event's members of the "tetrahost" object (export.host_fields)."""
+        out: dict = {"selector": rec.selector}
+        if hs.plan is not None:
+            out["attach"] = hs.plan.method
+        if rec.monitor:
+            out["monitor"] = True
+            out["monitor_action"] = action
+        if rec.action in (lib.TH_ACTION_SIGKILL, lib.TH_ACTION_SIGNAL) and not rec.monitor:
+            out["signal"] = signal_name(rec.action_arg)
+            if rec.signal_failed:
+                out["signal_failed"] = True
+        if rec.path_unresolved:
+            out["path_unresolved"] = True  # a path too deep to reach its root: Prefix/Equal failed closed
+        if rec.sock_owner:
+            out["socket_owner"] = True     # process = the socket's TrackSock owner, not the running task
+        if rec.action == lib.TH_ACTION_OVERRIDE:
+            out["return_value"] = rec.action_arg
+        per_arg = {}
+        for i, (kind, _arg, raw) in enumerate(args):
+            fields = {}
+            if kind in _NET_ARG_KEYS:
+                fields = net_host_fields(kind, raw, self.netns)
+            elif kind in (lib.TH_ARG_BUF_KERNEL, lib.TH_ARG_BUF_USER) and buf_read_failed(raw):
+                fields = {"read_error": "CharBufErrorPageFault"}
+            if fields:
+                per_arg[str(i)] = fields
+        if per_arg:
+            out["args"] = per_arg
+        ret = hs.hook.return_arg
+        if rec.retval is not None and rec.ret_raw and ret is not None and ret.base_type in ("sock", "socket"):
+            fields = net_host_fields(lib.TH_ARG_SOCK, rec.ret_raw, self.netns)
+            if fields:
+                out["return"] = fields
+        return out

@@ -15,14 +15,23 @@ has no "is_host" (read it as `.get("is_host", False)`), empty "arguments",
 wraps (pid, uid, tid, auid, credentials) are always present, 0 included.
 
 Process object fields, in Tetragon's order: exec_id, pid, uid, cwd, binary,
-arguments, flags, start_time, auid, parent_exec_id, cap, ns, tid,
-process_credentials; then tetrahost's host extras:
-  "cgroup"              the cgroup v2 path
-  "unit", "slice"       systemd unit and its slice (tetrahost.events.cgroups)
-  "workload_namespace"  the container runtime or top-level slice (--namespace)
-  "container"           {"id", "runtime", "name"} when in a container
-Capability names are the kernel's CAP_* names (Tetragon's proto spells bit 1
-"DAC_OVERRIDE"; we write CAP_DAC_OVERRIDE).
+arguments, flags, start_time, auid, docker (the container id, when the
+process is in a container), parent_exec_id, cap, ns, tid, process_credentials.
+Nothing else: every line parses with Tetragon's own schema
+(tetrahost/export/conformance.py).  Capability names are the values of
+Tetragon's CapabilitiesType enum, which spells bit 1 "DAC_OVERRIDE" (no CAP_
+prefix) and every other bit CAP_*; bits the enum does not have are left out.
+
+Host context that Tetragon has no field for (cgroup path, systemd unit and
+slice, workload namespace, container runtime and name) is written only with
+`export.host_fields = true`, in one top-level "tetrahost" member:
+  "tetrahost":{"process":{"cgroup","unit","slice","workload_namespace",
+               "container":{"id","runtime","name"}},"parent":{...}}
+(docs/outputs.md, "Host fields").  journald, filters and `tetra getevents`
+get the same facts from EventMeta either way.
+
+Redaction (tetrahost.export.redaction): when a Redactor is set, "arguments"
+is redacted as it is rendered, so no exporter ever sees the secret.
 
 arguments: argv[1:] joined with single spaces.  As Tetragon does, an argument
 containing a space is written in double quotes; we also quote an argument that
@@ -61,7 +70,9 @@ from tetrahost.events.proccache import ProcessEntry, ProcessEvent
 from tetrahost.events.records import NAMESPACE_KINDS
 from tetrahost.events.text import bytes_to_text, os_text
 
-CAPABILITY_NAMES = (
+# The kernel's names, bit by bit (capability_arg's "name" is a plain string in
+# Tetragon's schema and carries these).
+KERNEL_CAPABILITY_NAMES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
     "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
     "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
@@ -72,18 +83,22 @@ CAPABILITY_NAMES = (
     "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
     "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 )
+# Tetragon's CapabilitiesType enum (capabilities.proto), used for capability
+# sets (process.cap, process_credentials caps, cred_arg): bit 1 is "DAC_OVERRIDE".
+CAPABILITY_NAMES = tuple("DAC_OVERRIDE" if n == "CAP_DAC_OVERRIDE" else n for n in KERNEL_CAPABILITY_NAMES)
 
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 @lru_cache(maxsize=1024)
 def capability_names(mask: int) -> tuple[str, ...]:
-    """CAP_* names of the bits set in a capability mask (unknown bits as CAP_<n>)."""
+    """Tetragon's CapabilitiesType names of the bits set in a capability mask
+    (bits beyond the enum are left out: no value could name them)."""
     names = []
     bit = 0
     while mask:
-        if mask & 1:
-            names.append(CAPABILITY_NAMES[bit] if bit < len(CAPABILITY_NAMES) else f"CAP_{bit}")
+        if mask & 1 and bit < len(CAPABILITY_NAMES):
+            names.append(CAPABILITY_NAMES[bit])
         mask >>= 1
         bit += 1
     return tuple(names)
@@ -143,8 +158,12 @@ class TetragonJSON:
     """Renders ProcessEvents as Tetragon JSON lines (without the trailing newline)."""
 
     def __init__(self, node_name: str, host_ns: HostNamespaces | None = None,
-                 boot_offset_ns: int | None = None):
+                 boot_offset_ns: int | None = None, *, host_fields: bool = False, redactor=None):
+        """host_fields: add the "tetrahost" member (export.host_fields);
+        redactor: a tetrahost.export.redaction.Redactor, or None."""
         self.node_name = node_name
+        self.host_fields = host_fields
+        self.redactor = redactor
         self.host_ns = host_ns or HostNamespaces.unknown()
         self.boot_offset_ns = measure_boot_offset_ns() if boot_offset_ns is None else boot_offset_ns
         self._node_json = _dumps(node_name)
@@ -196,6 +215,7 @@ class TetragonJSON:
     @staticmethod
     @lru_cache(maxsize=1024)
     def _workload_fields(workload: Workload) -> tuple[tuple[str, object], ...]:
+        """The host fields of a workload (export.host_fields)."""
         # Names come from the cgroup tree as the OS gave them (surrogateescape): os_text.
         fields: list[tuple[str, object]] = []
         if workload.unit:
@@ -221,12 +241,17 @@ class TetragonJSON:
         if e.binary:
             head["binary"] = bytes_to_text(e.binary)
         if e.args:
-            head["arguments"] = format_arguments(e.args)
+            arguments = format_arguments(e.args)
+            if self.redactor is not None:
+                arguments = self.redactor.text(head.get("binary", ""), arguments)
+            head["arguments"] = arguments
         if e.flags:
             head["flags"] = e.flags
         head["start_time"] = self.format_ktime(e.ktime)
         if e.auid is not None:
             head["auid"] = e.auid
+        if e.workload.container_id:
+            head["docker"] = os_text(e.workload.container_id)
         if e.parent_exec_id:
             head["parent_exec_id"] = e.parent_exec_id
         return head
@@ -245,11 +270,33 @@ class TetragonJSON:
             "uid": c.uid, "gid": c.gid, "euid": c.euid, "egid": c.egid,
             "suid": c.suid, "sgid": c.sgid, "fsuid": c.fsuid, "fsgid": c.fsgid,
         }
-        if e.cgroup:
-            d["cgroup"] = os_text(e.cgroup)
-        for key, value in self._workload_fields(e.workload):
-            d[key] = value
         return d
+
+    def host_process(self, e: ProcessEntry) -> dict:
+        """The host fields of a process (the "tetrahost" member's "process")."""
+        return json.loads(self._host_json(e.cgroup, e.workload))
+
+    @staticmethod
+    @lru_cache(maxsize=4096)
+    def _host_json(cgroup: str, workload: Workload) -> str:
+        extras: dict = {"cgroup": os_text(cgroup)} if cgroup else {}
+        extras.update(TetragonJSON._workload_fields(workload))
+        return _dumps(extras)
+
+    def host_member(self, process: ProcessEntry | None, parent: ProcessEntry | None,
+                    extra: str = "") -> str:
+        """',"tetrahost":{...}' when host fields are on, else "".  extra: more
+        members as JSON text without braces (hook events)."""
+        if not self.host_fields:
+            return ""
+        parts = []
+        if process is not None:
+            parts.append(f'"process":{self._host_json(process.cgroup, process.workload)}')
+        if parent is not None:
+            parts.append(f'"parent":{self._host_json(parent.cgroup, parent.workload)}')
+        if extra:
+            parts.append(extra)
+        return f',"tetrahost":{{{",".join(parts)}}}'
 
     def process_json(self, e: ProcessEntry) -> str:
         """process_dict(e) as JSON, built once per entry and kept on it.
@@ -269,11 +316,10 @@ class TetragonJSON:
             if len(self._ns_json) >= 4096:
                 self._ns_json.clear()
             ns = self._ns_json[e.ns] = _dumps(self._ns_object(e.ns))
-        tail = self._tail_json(e.cgroup, e.workload)
         text = e.rendered = (
             f'{_dumps(head)[:-1]}{cap},"ns":{ns},"tid":{e.tid},"process_credentials":'
             f'{{"uid":{c.uid},"gid":{c.gid},"euid":{c.euid},"egid":{c.egid},'
-            f'"suid":{c.suid},"sgid":{c.sgid},"fsuid":{c.fsuid},"fsgid":{c.fsgid}}}{tail}}}'
+            f'"suid":{c.suid},"sgid":{c.sgid},"fsuid":{c.fsuid},"fsgid":{c.fsgid}}}}}'
         )
         return text
 
@@ -283,22 +329,16 @@ class TetragonJSON:
         cap = TetragonJSON._cap_object(permitted, effective, inheritable)
         return f',"cap":{_dumps(cap)}' if cap else ""
 
-    @staticmethod
-    @lru_cache(maxsize=4096)
-    def _tail_json(cgroup: str, workload: Workload) -> str:
-        extras: dict = {"cgroup": os_text(cgroup)} if cgroup else {}
-        extras.update(TetragonJSON._workload_fields(workload))
-        return "," + _dumps(extras)[1:-1] if extras else ""
-
     # ---- events ------------------------------------------------------------
     def render(self, ev: ProcessEvent) -> str:
         """One JSON line (no newline) for an exec or exit event."""
         process = self.process_json(ev.process)
         parent = "" if ev.parent is None else ',"parent":' + self.process_json(ev.parent)
         when = self.format_ktime(ev.ktime)
+        host = self.host_member(ev.process, ev.parent) if self.host_fields else ""
         if ev.kind == "exec":
             return (f'{{"process_exec":{{"process":{process}{parent}}},'
-                    f'"node_name":{self._node_json},"time":"{when}"}}')
+                    f'"node_name":{self._node_json},"time":"{when}"{host}}}')
         if ev.kind == "exit":
             extra = ""
             if ev.signal:
@@ -306,7 +346,7 @@ class TetragonJSON:
             if ev.status:
                 extra += f',"status":{ev.status}'
             return (f'{{"process_exit":{{"process":{process}{parent}{extra},"time":"{when}"}},'
-                    f'"node_name":{self._node_json},"time":"{when}"}}')
+                    f'"node_name":{self._node_json},"time":"{when}"{host}}}')
         raise ValueError(f"unknown event kind {ev.kind!r}")
 
     def event_dict(self, ev: ProcessEvent) -> dict:
@@ -316,12 +356,19 @@ class TetragonJSON:
             body["parent"] = self.process_dict(ev.parent)
         when = self.format_ktime(ev.ktime)
         if ev.kind == "exec":
-            return {"process_exec": body, "node_name": self.node_name, "time": when}
-        if ev.kind == "exit":
+            out = {"process_exec": body, "node_name": self.node_name, "time": when}
+        elif ev.kind == "exit":
             if ev.signal:
                 body["signal"] = signal_name(ev.signal)
             if ev.status:
                 body["status"] = ev.status
             body["time"] = when
-            return {"process_exit": body, "node_name": self.node_name, "time": when}
-        raise ValueError(f"unknown event kind {ev.kind!r}")
+            out = {"process_exit": body, "node_name": self.node_name, "time": when}
+        else:
+            raise ValueError(f"unknown event kind {ev.kind!r}")
+        if self.host_fields:
+            host = {"process": self.host_process(ev.process)}
+            if ev.parent is not None:
+                host["parent"] = self.host_process(ev.parent)
+            out["tetrahost"] = host
+        return out
