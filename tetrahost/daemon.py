@@ -132,7 +132,7 @@ class Agent:
     def drain_events(self) -> None:
         """Consume the ring buffer and hand the batch to the sinks; for long
         start-up work (policy loads) that runs before the loop does."""
-        if self._hold_ring:
+        if getattr(self, "_hold_ring", False):
             return
         self._guarded(self.sensor.ringbuf.consume, "reading the ring buffer")
         self._flush()
