@@ -87,6 +87,13 @@ class AgentConfig:
     ringbuf_size: int = _opt(0, min=0, check=lambda v: None if v == 0 or (v & (v - 1) == 0 and v >= 4096)
                              else f"expected 0 (built-in 8 MiB) or a power of two >= 4096, got {v}")
     proc_root: str = "/proc"
+    # Pinned state (docs/pinning.md): the programs outlive a crash, a restart
+    # and a package upgrade.  "" = no pinning (everything goes with the agent).
+    pin_dir: str = _opt("/sys/fs/bpf/tetrahost", check=lambda v: None if v == "" or v.startswith("/")
+                        else f"expected an absolute path in a bpf file system, or \"\", got {v!r}")
+    # true: `systemctl stop` / an orderly exit also leave the policies enforcing
+    # (until `tetrahost cleanup`, the next agent, or a reboot)
+    keep_enforcing_on_stop: bool = False
 
 
 @dataclass

@@ -11,6 +11,14 @@ cost of an export is paid per burst, not per event.
 Nothing a callback raises stops the loop: readers, timers and workers are
 dispatched through one guard that logs the failure and carries on (a hostile
 policy file must cost an error line, never the enforcement of the others).
+
+With a pin directory (agent.pin_dir) the kernel side outlives the process
+(tetrahost/sensors/pins.py, docs/pinning.md): a crash or a restart leaves
+every program attached, and the next agent adopts what it finds.  While it
+adopts, the ring buffer is not read: records written while no agent ran
+(and meanwhile) need their hooks known first.  An orderly exit removes the
+pins unless keep_pins says they stay (agent.keep_enforcing_on_stop, or the
+systemd unit, whose ExecStopPost tells a stop from a restart).
 """
 from __future__ import annotations
 
@@ -32,7 +40,7 @@ from tetrahost.events.records import HookRecord
 from tetrahost.export.hook_json import ACTION_NAMES, EVENT_KINDS, HookEventRenderer
 from tetrahost.export.tetragon_json import TetragonJSON
 from tetrahost.sensors.mounts import ensure_mounted
-from tetrahost.sensors.process import ProcessSensor
+from tetrahost.sensors.process import DEFAULT_RINGBUF_BYTES, ProcessSensor
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +63,22 @@ class Counters:
 
 class Agent:
     def __init__(self, sinks, node_name: str | None = None, proc_root: str = "/proc",
-                 ringbuf_bytes: int | None = None, policy_files=(), features=None, components=()):
+                 ringbuf_bytes: int | None = None, policy_files=(), features=None, components=(),
+                 pin_dir: str = "", keep_pins: bool = False):
         """sinks: objects with write_events(list[tuple[str, EventMeta]]) and close();
         features: the kernel's probed capabilities (probed when needed if None);
         components: objects with start(agent) and stop(), started once the
         sensors and the policy files given here are in place (control socket,
-        policy directory watch, metrics, sd_notify), stopped in reverse order."""
+        policy directory watch, metrics, sd_notify), stopped in reverse order;
+        pin_dir: the bpffs directory of the pinned state ("" = none: everything
+        goes with the process); keep_pins: an orderly exit leaves the pins
+        (enforcing) instead of removing them."""
+        self.pin_dir = pin_dir
+        self.keep_pins = keep_pins
+        self.pins = None
+        self.dispatcher = None
+        self._hold_ring = False          # True while adopting pinned hooks
+        self._ready = False
         self.sinks = list(sinks)
         self.components = list(components)
         self.policy_files = list(policy_files)
@@ -73,8 +91,8 @@ class Agent:
         self.host_ns = HostNamespaces.from_proc(proc_root)
         self.renderer = TetragonJSON(self.node_name, self.host_ns)
         self.hook_renderer = HookEventRenderer(self.renderer, self.cache)
-        kwargs = {"ringbuf_bytes": ringbuf_bytes} if ringbuf_bytes else {}
-        self.sensor = ProcessSensor(self._on_record, **kwargs)
+        self.ringbuf_bytes = ringbuf_bytes or DEFAULT_RINGBUF_BYTES
+        self.sensor = ProcessSensor(self._on_record, ringbuf_bytes=self.ringbuf_bytes)
         self._batch: list[tuple[str, EventMeta]] = []
         self._readers: dict[int, object] = {}
         self._timers: list[list] = []          # [next_due, interval, callback]
@@ -114,6 +132,8 @@ class Agent:
     def drain_events(self) -> None:
         """Consume the ring buffer and hand the batch to the sinks; for long
         start-up work (policy loads) that runs before the loop does."""
+        if getattr(self, "_hold_ring", False):
+            return
         self._guarded(self.sensor.ringbuf.consume, "reading the ring buffer")
         self._flush()
 
@@ -183,7 +203,10 @@ class Agent:
 
         # A component that manages policies at run time (the policy directory
         # watch) needs the manager even when no --policy file was given.
-        if not self.policy_files and not any(getattr(c, "needs_policies", False) for c in self.components):
+        # Adopted pins may hold hooks (dispatcher chains) only a manager can remove.
+        adopting = self.pins is not None and self.pins.adopted
+        if not self.policy_files and not adopting \
+                and not any(getattr(c, "needs_policies", False) for c in self.components):
             return
         if self.features is None:
             from tetrahost.sensors.probe import kernel_features
@@ -193,13 +216,13 @@ class Agent:
         from tetrahost.sensors.dispatch import SyscallDispatcher
 
         shared = {name: self.sensor.obj.map(name) for name in ("events", "losses", "socktrack", "proc_state")}
-        self.dispatcher = SyscallDispatcher(shared)
+        self.dispatcher = SyscallDispatcher(shared, pins=self.pins)
         shared.update(self.dispatcher.maps)
         cfg = getattr(self, "config", None)
         limits = Limits(cfg.limits.max_hooks_per_policy, cfg.limits.max_hooks_total) if cfg is not None else None
         self.policies = PolicyManager(self.features, self.host_ns, shared,
                                       ProcState(self.sensor.obj, self.cache.running, self.proc_root), limits,
-                                      dispatcher=self.dispatcher)
+                                      dispatcher=self.dispatcher, pins=self.pins)
         self.add_timer(1.0, self.policies.retry_failed)    # hooks that failed for want of fds/memory
         for path in self.policy_files:
             try:
@@ -211,6 +234,57 @@ class Agent:
     def request_stop(self, *_):
         self._stop = True
 
+    def _open_pins(self) -> None:
+        if not self.pin_dir:
+            return
+        from tetrahost.sensors.pins import PinStore
+        try:
+            pins = PinStore(self.pin_dir)
+            pins.open(self.ringbuf_bytes)
+        except OSError as exc:
+            log.error("pinned state: %s unusable, enforcement will not survive this agent: %s",
+                      self.pin_dir, exc)
+            return
+        self.pins = pins
+        self._hold_ring = pins.adopted
+
+    def _finish_pins(self) -> None:
+        """Start-up loads are attached: drop what they replace, then read the ring buffer."""
+        if self.pins is None:
+            return
+        try:
+            if self.policies is not None:
+                self.policies.finish_start()
+            else:
+                self.pins.remove_orphans(set())
+                self.pins.write_manifest({})
+        except OSError as exc:
+            log.error("pinned state: %s", exc)
+        finally:
+            self._hold_ring = False
+        hooks = [h for s in (self.policies.policies.values() if self.policies else ()) for h in s.hooks]
+        log.info("pinned state %s (g%d): %s; %d hooks adopted, %d loaded fresh", self.pins.root,
+                 self.pins.generation, "adopted" if self.pins.adopted else "new",
+                 sum(h.origin == "adopted" for h in hooks), sum(h.origin == "fresh" and h.active for h in hooks))
+
+    def _shutdown_kernel_side(self) -> None:
+        # A start that failed half-way is a crash: what the previous agent
+        # pinned keeps enforcing for the next one.
+        keep = self.pins is not None and (self.keep_pins or not self._ready)
+        if self.pins is not None and not keep:
+            self.pins.remove_all()          # our fds are now the last references: closing detaches
+        if self.policies is not None:
+            if keep:
+                self.policies.release_all()
+            else:
+                self.policies.stop_all()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+        self.sensor.stop()          # detach (unless pinned), then drain what is left
+        if keep:
+            log.info("pinned state kept in %s: enforcing until the next agent or `tetrahost cleanup`",
+                     self.pins.root)
+
     def run(self) -> int:
         check_fd_limit()
         ensure_mounted()
@@ -220,12 +294,15 @@ class Agent:
         try:
             # Attach before scanning /proc: a process started in between is then
             # in the ring buffer, not lost between the scan and the attach.
-            self.sensor.start()
+            self._open_pins()
+            self.sensor.start(self.pins)
             loaded = self.cache.load_procfs(self.proc_root)
             self._start_policies()
             for component in self.components:
                 component.start(self)
                 self._started.append(component)
+            self._finish_pins()
+            self._ready = True
             if self.policies is not None:
                 self.policies.pool.resume()     # spares for reloads, now that start-up is done
             log.info("tetrahost ready: node %s, %d processes from %s, process sensor attached",
@@ -237,10 +314,8 @@ class Agent:
                     component.stop()
                 except Exception:
                     log.exception("stopping %s failed", component)
-            if self.policies is not None:
-                self.policies.stop_all()
-                self.dispatcher.close()
-            self.sensor.stop()          # detach, then drain what is left
+            self._hold_ring = False
+            self._shutdown_kernel_side()
             self._flush()
             for sink in self.sinks:
                 sink.close()

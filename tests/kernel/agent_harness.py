@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -33,6 +34,10 @@ def require_root_and_bpf():
         pytest.skip("needs root to load BPF programs")
     if not (REPO / "build" / "bpf" / "process.bpf.o").is_file():
         pytest.fail("build/bpf/process.bpf.o is missing: run `make build`")
+
+
+def private_pin_dir() -> str:
+    return f"/sys/fs/bpf/tetrahost-test-{uuid.uuid4().hex[:12]}"
 
 
 class RunningAgent:
@@ -63,14 +68,17 @@ class RunningAgent:
         export file (tests read every event from one file: the default keeps
         5 x 10 MiB, which a busy host fills in seconds), an empty private
         policy directory, no metrics port (agents of several tests would
-        clash on :2112), and export.host_fields on (tests check the matched
+        clash on :2112), export.host_fields on (tests check the matched
         selector, monitor details...: they are in the "tetrahost" member,
-        which stop() checks like the rest).  Flags given by a test still
+        which stop() checks like the rest), and a pin directory of its own
+        (agents of other tests must neither adopt nor remove its pins;
+        TETRAHOST_PIN_DIR in env wins, for tests of several agents in turn).
+        Flags given by a test still
         override it."""
         policies = tmp_path / "policies.d"
         policies.mkdir(exist_ok=True)
         conf = tmp_path / "tetrahost-test.toml"
-        conf.write_text(f'[agent]\npolicy_dir = "{policies}"\n'
+        conf.write_text(f'[agent]\npolicy_dir = "{policies}"\npin_dir = "{private_pin_dir()}"\n'
                         f'[export]\nhost_fields = true\n{extra}\n'
                         '[export.file]\nmax_size_mb = 100000\nmax_backups = 0\n'
                         '[metrics]\nenabled = false\n')

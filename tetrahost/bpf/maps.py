@@ -114,6 +114,10 @@ class Map:
         ring buffer shared by every object)."""
         check_rc(lib.bpf_map__reuse_fd(self._ptr, other.fd), f"share map {other.name} with {self.name}")
 
+    def reuse_fd_number(self, fd: int) -> None:
+        """reuse_fd for a map known only by an fd (e.g. a pinned one; libbpf dups it)."""
+        check_rc(lib.bpf_map__reuse_fd(self._ptr, fd), f"reuse fd {fd} as map {self.name}")
+
     # -- pinning -----------------------------------------------------------
     def pin(self, path: str) -> None:
         check_rc(lib.bpf_map__pin(self._ptr, path.encode()), f"pin map {self.name} at {path}")

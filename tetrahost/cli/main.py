@@ -11,7 +11,7 @@ import logging
 import sys
 
 SUBCOMMANDS = ["tetrahost.cli.run_cmd", "tetrahost.cli.probe_cmd", "tetrahost.cli.policy_cmd",
-               "tetrahost.cli.config_cmd"]
+               "tetrahost.cli.config_cmd", "tetrahost.cli.cleanup_cmd"]
 
 
 def build_parser() -> argparse.ArgumentParser:

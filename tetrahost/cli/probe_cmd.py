@@ -22,5 +22,38 @@ def run(args) -> int:
         print(f"tetrahost probe: {exc}" if "tetrahost probe" not in str(exc) else str(exc), file=sys.stderr)
         return 1
     render = probe.render_json if args.output == "json" else probe.render_text
-    sys.stdout.write(render(caps, evidence))
+    text = render(caps, evidence)
+    pinned = pinned_state()
+    if args.output == "json":
+        import json
+        doc = json.loads(text)
+        doc["pinned"] = pinned
+        text = json.dumps(doc, indent=2) + "\n"
+    elif pinned is not None:
+        text += render_pinned(pinned)
+    sys.stdout.write(text)
     return 0
+
+
+def pinned_state() -> dict | None:
+    """What is pinned under agent.pin_dir (docs/pinning.md); None when pinning is off."""
+    from tetrahost import config
+    from tetrahost.sensors import pins
+
+    try:
+        root = pins.resolve_pin_dir(config.load().agent.pin_dir)
+    except config.ConfigError:
+        root = pins.resolve_pin_dir(pins.DEFAULT_PIN_DIR)
+    return pins.inspect(root) if root else None
+
+
+def render_pinned(p: dict) -> str:
+    if not p["exists"]:
+        return f"pinned state  none at {p['pin_dir']}\n"
+    m = p["manifest"]
+    head = (f"pinned state  {p['pin_dir']}: generation g{m['generation']}, build {m['build']}, "
+            f"{p['hooks']} hook(s) of {len(p['policies'])} policies, written by pid {m.get('agent_pid')}"
+            if m else f"pinned state  {p['pin_dir']}: manifest not trusted: {p['problem'] or 'missing'}")
+    lines = [head] + [f"  policy {x['name']}: {x['hooks']} hook(s) from {x['file']}" for x in p["policies"]]
+    lines += [f"  orphan {o}" for o in p["orphans"]]
+    return "\n".join(lines) + "\n"

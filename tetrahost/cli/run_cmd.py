@@ -61,6 +61,12 @@ def register(sub) -> None:
     p.add_argument("--proc-root", help="proc file system to scan at start (default: agent.proc_root, /proc)")
     p.add_argument("--ringbuf-size", type=int, metavar="BYTES",
                    help="kernel ring buffer size, a power of two (default: agent.ringbuf_size, 8 MiB)")
+    p.add_argument("--pin-dir", metavar="DIR",
+                   help="bpffs directory of the pinned state, \"\" for none (default: agent.pin_dir)")
+    p.add_argument("--exit-keeps-pins", action="store_true",
+                   help="an orderly exit leaves the policies enforcing (the systemd unit sets it: "
+                        "its ExecStopPost runs `tetrahost cleanup --if-stopping`, which removes them "
+                        "on a stop, not on a restart)")
     p.set_defaults(func=run)
 
 
@@ -84,7 +90,7 @@ def apply_overrides(cfg, args):
         e.elasticsearch.url = args.elasticsearch_url
     if args.export_rate_limit is not None:
         e.rate_limit = args.export_rate_limit
-    for attr in ("policy_dir", "node_name", "proc_root", "ringbuf_size"):
+    for attr in ("policy_dir", "node_name", "proc_root", "ringbuf_size", "pin_dir"):
         if getattr(args, attr) is not None:
             setattr(a, attr, getattr(args, attr))
     return cfg
@@ -208,6 +214,7 @@ def run(args) -> int:
     from tetrahost import config
     from tetrahost.bpf import BpfError
     from tetrahost.daemon import Agent
+    from tetrahost.sensors.pins import resolve_pin_dir
 
     try:
         cfg = apply_overrides(config.load(args.config), args)
@@ -234,7 +241,8 @@ def run(args) -> int:
         sinks, components, _ = build_outputs(cfg, cfg.agent.node_name, policy_components(cfg, args))
         agent = Agent(sinks, node_name=cfg.agent.node_name or None, proc_root=cfg.agent.proc_root,
                       ringbuf_bytes=cfg.agent.ringbuf_size or None, policy_files=args.policy,
-                      components=components)
+                      components=components, pin_dir=cfg.agent.pin_dir if args.pin_dir is not None else resolve_pin_dir(cfg.agent.pin_dir),
+                      keep_pins=cfg.agent.keep_enforcing_on_stop or args.exit_keeps_pins)
         agent.config = cfg      # for components reading settings at start (policy directory watch)
         configure_rendering(agent.renderer, cfg.export)
         agent.add_timer(5.0, limiter.flush)     # "repeated N more times" lines

@@ -241,6 +241,14 @@ def _status(args, out: TextIO, err: TextIO) -> int:
     lines += [f"  {p['name']}: {p['state']} ({p['mode']}, {p['file']})" for p in st["policies"]]
     for file, errors in st["policy_errors"].items():
         lines.append(f"  ERROR {file}: " + "; ".join(errors))
+    pin = st.get("pinned")
+    if pin:
+        lines.append(f"pinned: {pin['pin_dir']} g{pin['generation']} ({'adopted' if pin['adopted'] else 'new'}); "
+                     f"hooks {pin['hooks_adopted']} adopted, {pin['hooks_fresh']} fresh, "
+                     f"{pin['hooks_unpinned']} not pinned; orphan pins: "
+                     + (", ".join(pin["orphans"]) or "none"))
+    elif "pinned" in st:
+        lines.append("pinned: off (enforcement ends with the agent)")
     lines.append(f"events: {c['records']} records, " + ", ".join(f"{k} {v}" for k, v in sorted(c["events"].items())))
     lines.append("lost in kernel: " + (", ".join(f"{k} {v}" for k, v in sorted(c["lost"].items())) or "none")
                  + f"; decode errors: {c['decode_errors']}; dropped for slow clients: "

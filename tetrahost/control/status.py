@@ -30,6 +30,21 @@ def policy_list(agent, server) -> list[dict]:
     return out
 
 
+def pinned_status(agent) -> dict | None:
+    """The pinned state (docs/pinning.md): adopted vs fresh hooks, orphan pins."""
+    pins = getattr(agent, "pins", None)
+    if pins is None:
+        return None
+    manager = agent.policies
+    hooks = [h for s in (manager.policies.values() if manager else ()) for h in s.hooks if h.active]
+    return {"pin_dir": pins.root, "generation": pins.generation, "adopted": pins.adopted,
+            "problem": pins.problem,
+            "hooks_adopted": sum(h.origin == "adopted" for h in hooks),
+            "hooks_fresh": sum(h.origin == "fresh" for h in hooks),
+            "hooks_unpinned": sum(not h.pinned for h in hooks),
+            "orphans": pins.orphans({h.hook_id for h in hooks if h.pinned})}
+
+
 def agent_status(agent, server) -> dict:
     c = agent.counters
     manager = agent.policies
@@ -56,6 +71,7 @@ def agent_status(agent, server) -> dict:
         "counters": {"records": c.records, "decode_errors": c.decode_errors,
                      "events": dict(c.events), "lost": dict(c.lost)},
         "control": server.describe(),
+        "pinned": pinned_status(agent),
     }
     if manager and (manager.errors or any(s.state != "enforcing" and s.state != "monitoring"
                                           for s in manager.policies.values())):

@@ -12,10 +12,17 @@ host pays nothing on its syscalls.
 The hook objects reuse the dispatcher's maps (shared by fd, like the ring
 buffer), and each hook's th_hook_config.dispatch_slot tells its program where
 it stands in a chain, so it can call the next hook.
+
+With a PinStore the maps and links are pinned (g<N>/dispatch/): the program
+arrays, pinned, keep every dispatched hook program alive while no agent runs.
+An adopting agent reuses the pinned maps, reads the chains back from them and
+holds the pinned links; it loads the dispatcher's programs only to attach a
+direction that had no link.
 """
 from __future__ import annotations
 
 import logging
+import os
 
 from tetrahost.bpf import BpfError, BpfObject, Link
 from tetrahost.bpf.native import ffi, lib
@@ -54,21 +61,75 @@ class _Registration:
 
 
 class SyscallDispatcher:
-    def __init__(self, shared: dict | None = None, path=None):
+    def __init__(self, shared: dict | None = None, path=None, pins=None):
         """shared: maps to reuse by name (the process sensor's ring buffer and
-        loss counters, which the dispatch object declares like every object)."""
+        loss counters, which the dispatch object declares like every object);
+        pins: a PinStore (adopt its generation's dispatcher, or pin this one)."""
+        self.pins = pins
         self.obj = BpfObject(path or find_object("dispatch"))
+        self._free = list(range(lib.TH_SYS_HOOK_SLOTS - 1, -1, -1))
+        self._chains: dict[str, dict[int, list[int]]] = {"enter": {}, "exit": {}}
+        self._links: dict[str, Link | None] = {"enter": None, "exit": None}
+        adopt = pins is not None and pins.adopted
         try:
             for name, shared_map in (shared or {}).items():
                 if name in ("events", "losses"):
                     self.obj.map(name).reuse_fd(shared_map)
+            if adopt:
+                self._reuse_pinned_maps()
             self.obj.load()
+            if adopt:
+                self._adopt_state()
+            elif pins is not None:
+                for name in MAP_NAMES:
+                    self.obj.map(name).pin(pins.gen_path("dispatch", name))
         except BaseException:
-            self.obj.close()
+            self.close()
             raise
-        self._free = list(range(lib.TH_SYS_HOOK_SLOTS - 1, -1, -1))
-        self._chains: dict[str, dict[int, list[int]]] = {"enter": {}, "exit": {}}
-        self._links: dict[str, Link | None] = {"enter": None, "exit": None}
+
+    def _reuse_pinned_maps(self) -> None:
+        from tetrahost.bpf.pinned import obj_get
+        for name in MAP_NAMES:
+            fd = obj_get(self.pins.gen_path("dispatch", name))
+            try:
+                self.obj.map(name).reuse_fd_number(fd)
+            finally:
+                os.close(fd)
+
+    def _adopt_state(self) -> None:
+        """The chains and links as the previous agent left them."""
+        from tetrahost.bpf.pinned import open_link
+        used = set()
+        for direction in ("enter", "exit"):
+            for key in list(self.obj.map(f"sys_{direction}_chains").keys()):
+                raw = self.obj.map(f"sys_{direction}_chains").lookup(key)
+                if raw is None:
+                    continue
+                chain = ffi.cast("struct th_sys_chain *", ffi.from_buffer(raw))
+                slots = [chain.slot[i] for i in range(min(chain.n, lib.TH_SYS_CHAIN_MAX))]
+                self._chains[direction][int.from_bytes(key, "little")] = slots
+                used |= set(slots)
+            path = self.pins.gen_path("dispatch", f"link_{direction}")
+            if os.path.exists(path):
+                self._links[direction] = open_link(path, f"raw_tp/sys_{direction} dispatcher")
+        self._free = [s for s in self._free if s not in used]
+
+    def adopt_registration(self, direction: str, slot: int, numbers) -> "_Registration":
+        """A registration for a hook the previous agent put in the chains."""
+        if slot in self._free:
+            self._free.remove(slot)
+        return _Registration(self, direction, slot, tuple(sorted(set(numbers))))
+
+    def drop_unowned(self, owned: set[int]) -> list[int]:
+        """Take out of the chains the slots no hook owns (a load the previous
+        agent did not finish); the slots dropped."""
+        stray = sorted({s for chains in self._chains.values() for c in chains.values() for s in c} - owned)
+        for slot in stray:
+            for direction in ("enter", "exit"):
+                numbers = [nr for nr, c in self._chains[direction].items() if slot in c]
+                if numbers:
+                    self._unregister(_Registration(self, direction, slot, tuple(numbers)))
+        return stray
 
     @property
     def maps(self) -> dict:
@@ -116,6 +177,7 @@ class SyscallDispatcher:
         # out of every chain first: nothing calls the slot when it empties
         self.obj.map(f"sys_{reg.direction}_progs").delete(_u32(reg.slot))
         if not chains and self._links[reg.direction] is not None:
+            self._unpin_link(reg.direction)
             self._links[reg.direction].destroy()
             self._links[reg.direction] = None
         self.release_slot(reg.slot)
@@ -141,13 +203,23 @@ class SyscallDispatcher:
     def _ensure_attached(self, direction: str) -> None:
         if self._links[direction] is None:
             self._links[direction] = self.obj.program(f"th_dispatch_{direction}").attach()
+            if self.pins is not None:
+                self._links[direction].pin(self.pins.gen_path("dispatch", f"link_{direction}"))
             log.info("syscall dispatcher attached to raw_syscalls sys_%s", direction)
 
     def hooks_on(self, direction: str, nr: int) -> list[int]:
         """The slots chained on syscall nr (tests, status)."""
         return list(self._chains[direction].get(nr, ()))
 
+    def _unpin_link(self, direction: str) -> None:
+        if self.pins is not None:
+            try:
+                os.unlink(self.pins.gen_path("dispatch", f"link_{direction}"))
+            except FileNotFoundError:
+                pass
+
     def close(self) -> None:
+        """Our fds closed: detached unless pinned (the pins keep it running)."""
         for direction, link in self._links.items():
             if link is not None:
                 link.destroy()

@@ -6,6 +6,7 @@ The object shares the process sensor's ring buffer and loss counters
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 
 from tetrahost.bpf import BpfError, BpfObject, Link
@@ -76,18 +77,48 @@ class HookSensor:
         self.links: list[Link] = []
         self.skipped: list[str] = []     # list hooks: functions that would not attach, with why
 
-    def start(self, obj: BpfObject | None = None) -> "HookSensor":
-        """Configure and attach; `obj` is an already loaded copy of the object
-        for this plan (load_hook_object, e.g. from a pool of verified spares),
-        else one is loaded here."""
+    @property
+    def dispatched(self) -> bool:
+        return self.dispatcher is not None and self.plan.program in DIRECTIONS
+
+    def _configure(self) -> None:
         plan, cfg = self.plan, self.compiled.config
         fill_syscall_set(cfg, plan.syscall_nrs)
         if plan.unwrap_syscall:
             cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
         else:   # sys_enter hands over the syscall's own arguments
             cfg.flags &= ~lib.TH_CFG_SYSCALL_WRAPPER
+
+    def config_digest(self) -> str:
+        """What the kernel was given for this hook (config, string sets, programs
+        and targets): an agent adopting a pinned hook compares it with its own
+        compile of the same policy, so a changed compiler never keeps an old hook."""
+        h = hashlib.sha256(ffi.buffer(self.compiled.config)[:])
+        h.update(repr((self.compiled.str_equal, self.compiled.str_prefix, self.compiled.str_postfix,
+                       self.plan.programs, self.plan.targets)).encode())
+        return h.hexdigest()[:32]
+
+    @classmethod
+    def adopted(cls, compiled: CompiledHook, plan: AttachPlan, shared: dict, dispatcher,
+                links: list, slot: int | None, registrations=()) -> "HookSensor":
+        """A hook a previous agent attached and pinned, taken over as it is:
+        `links` (opened from the pins) and, for a dispatched hook, its slot and
+        the dispatcher registrations, so that stop() takes it out as usual."""
+        self = cls(compiled, plan, shared, dispatcher)
+        self._configure()
+        if slot is not None:
+            self.dispatch_slot = compiled.config.dispatch_slot = slot
+        self.links = list(registrations) + list(links)
+        return self
+
+    def start(self, obj: BpfObject | None = None) -> "HookSensor":
+        """Configure and attach; `obj` is an already loaded copy of the object
+        for this plan (load_hook_object, e.g. from a pool of verified spares),
+        else one is loaded here."""
+        plan, cfg = self.plan, self.compiled.config
+        self._configure()
         try:
-            if self.dispatcher is not None and plan.program in DIRECTIONS:
+            if self.dispatched:
                 self.dispatch_slot = cfg.dispatch_slot = self.dispatcher.reserve_slot()
             self.obj = obj if obj is not None else load_hook_object(plan.programs, self.shared)
             self._fill_maps()
@@ -147,6 +178,25 @@ class HookSensor:
         if name == "th_raw_tp":
             return prog.attach_raw_tracepoint(target)
         return prog.attach()       # raw_tp fallbacks: the section names the tracepoint
+
+    def pinnable_links(self) -> list[Link]:
+        """The real links (dispatched halves are registrations: the pinned
+        program arrays hold those)."""
+        return [link for link in self.links if isinstance(link, Link)]
+
+    def registrations(self) -> list:
+        return [link for link in self.links if not isinstance(link, Link)]
+
+    def release(self) -> None:
+        """Exit leaving the hook enforcing (pinned): our fds closed, nothing
+        taken out of the dispatcher's chains."""
+        for link in self.pinnable_links():
+            link.destroy()
+        self.links = []
+        self.dispatch_slot = None
+        if self.obj is not None:
+            self.obj.close()
+            self.obj = None
 
     def stop(self) -> None:
         # entry first: nothing new is parked while the return half is still there

@@ -20,6 +20,11 @@ ring buffer and timers between hooks; whatever a step raises ends the job
 as PolicyLoadFailed naming the file.  limits.max_hooks_per_policy/_total
 are checked before anything is attached.  A hook that fails for want of fds
 or memory (EMFILE, ENFILE, ENOMEM) is attached again later (retry_failed).
+
+With a PinStore (pins=) every attached hook is pinned and the manifest kept
+up to date, and a file whose pinned version is exactly what would be loaded
+is adopted instead (tetrahost/sensors/adoption.py); finish_start() then
+removes what no loaded file claimed.
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ from dataclasses import dataclass, field, replace
 from tetrahost.bpf import BpfError
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.policy.compile import CompiledHook, CompileError, compile_hook
-from tetrahost.policy.load import LoadResult, load_path, load_text
+from tetrahost.policy.errors import PolicyError
+from tetrahost.policy.load import LoadResult, load_text, read_policy_file
+from tetrahost.sensors import adoption
 from tetrahost.policy.model import Hook, Policy
 from tetrahost.sensors.attach import AttachError, AttachPlan, plan_compiled
 from tetrahost.sensors.generic import HookSensor
@@ -71,6 +78,8 @@ class HookState:
     proc_bits: list[int] | None = None   # holds the per-process state (ProcState.acquire)
     retries: int = 0                     # failed attempts for want of fds/memory
     retry_at: float | None = None        # monotonic time of the next attempt (None: not retried)
+    origin: str = "fresh"                # "adopted": taken over, as it ran, from a previous agent's pins
+    pinned: bool = False                 # its links are pinned (it survives the agent)
 
     @property
     def active(self) -> bool:
@@ -87,6 +96,7 @@ class PolicyState:
     hooks: list[HookState] = field(default_factory=list)
     generation: int = 1                  # 1 + number of successful replaces
     loaded_at: float = field(default_factory=time.time)
+    digest: str = ""                     # sha256 of the file content it came from
 
     @property
     def state(self) -> str:
@@ -168,11 +178,12 @@ class ReloadCounters:
 
 class PolicyManager:
     def __init__(self, features, host_ns: HostNamespaces, shared_maps: dict, proc_state=None,
-                 limits: Limits | None = None, dispatcher=None):
+                 limits: Limits | None = None, dispatcher=None, pins=None):
         """proc_state: the process sensor's ProcState (tetrahost.sensors.procstate),
         for the selectors that need per-process state; without it they are
         reported not active.  dispatcher: the SyscallDispatcher that runs the
-        syscall-fallback hooks (its maps among shared_maps)."""
+        syscall-fallback hooks (its maps among shared_maps); pins: the PinStore
+        hooks are pinned into (None: they go with the agent)."""
         self.limits = limits or Limits()
         self._reserved: dict[str, int] = {}        # file -> hooks of its load in progress
         self.proc_state = proc_state
@@ -184,7 +195,15 @@ class PolicyManager:
         self.hooks: dict[int, HookState] = {}       # live and recently retired, by hook id
         self.reloads = ReloadCounters()
         self.errors: dict[str, list[str]] = {}      # file -> messages of its last failed load
-        self._ids = itertools.count(1)
+        self.pins = pins
+        # path -> manifest entry of a previous agent's pinned version, until
+        # adopted or dropped (finish_start drops the ones no file claimed)
+        self.pinned_files: dict[str, dict] = pins.pinned_files() if pins is not None else {}
+        taken = {h["id"] for e in self.pinned_files.values() for p in e["policies"] for h in p["hooks"]}
+        if pins is not None:
+            taken |= pins.pinned_hook_ids()
+        # hook ids go into records: never reuse one a pinned hook may still write
+        self._ids = itertools.count(max(taken, default=0) + 1)
         self.pool = WarmPool(shared_maps, depth=spares_per_key())
 
     # -- queries -----------------------------------------------------------------------
@@ -223,19 +242,32 @@ class PolicyManager:
 
     def _apply_steps(self, path: str, text: str | None, replace: bool, parsed: LoadResult | None):
         """A generator: yields after the parse and after each hook; returns the new states."""
-        result = parsed or (load_path(path) if text is None else load_text(text, file=path))
+        if text is None and parsed is None:
+            try:
+                text = read_policy_file(path)
+            except PolicyError as exc:
+                raise PolicyLoadFailed(path, [exc.render()]) from None
+        result = parsed or load_text(text, file=path)
+        digest = adoption.digest_of(text) if text is not None else ""
         if not result.ok:
             raise PolicyLoadFailed(path, [e.render() for e in result.errors])
         for w in result.warnings:
             log.warning("%s", w.render())
         self._check_names(path, result, replace)
         self._check_limits(path, result, replace)
+        if path in self.pinned_files and not self.names_from(path):
+            adopted = adoption.adopt_file(self, path, digest, result)
+            if adopted is not None:
+                for s in adopted:
+                    self.policies[s.policy.name] = s
+                self._write_manifest()
+                return adopted
         self._reserved[path] = sum(len(p.hooks) for p in result.policies)
         new: list[PolicyState] = []
         try:
             yield
             for p in result.policies:
-                state = PolicyState(p)
+                state = PolicyState(p, digest=digest)
                 new.append(state)
                 for hook in p.hooks:
                     hs = self._prepare_hook(p, hook)
@@ -272,6 +304,9 @@ class PolicyManager:
                 log.info("policy %s: removed (no longer in %s)", name, path)
         if old:
             log.info("policy file %s: replaced (%s)", path, ", ".join(s.policy.name for s in new))
+        if self.pins is not None:
+            adoption.drop_pinned(self, path)     # a previous agent's version: after the new one is attached
+            self._write_manifest()
         return new
 
     def _check_names(self, path: str, result: LoadResult, replace: bool) -> None:
@@ -325,6 +360,8 @@ class PolicyManager:
             if hs.sensor.skipped:     # a list hook attached to fewer functions than planned
                 hs.plan = replace(hs.plan, method=f"{hs.plan.method}; {len(hs.sensor.skipped)} "
                                   f"would not attach: {'; '.join(hs.sensor.skipped[:3])}")
+            if self.pins is not None:
+                adoption.pin_hook(self, hs)
             self.pool.refill(self.pool.key(hs.plan))    # after our own load (and start-up)
         except Exception as exc:     # nothing about one hook may stop the others (BpfError: an OSError)
             self._release_proc_state(hs)
@@ -379,6 +416,9 @@ class PolicyManager:
     def _retire(self, state: PolicyState) -> None:
         now = time.monotonic()
         for hs in state.hooks:
+            if hs.pinned:          # unpinned first: destroying our link then detaches it
+                self.pins.remove_hook(hs.hook_id)
+                hs.pinned = False
             if hs.sensor is not None:
                 hs.sensor.stop()
                 hs.sensor = None
@@ -396,6 +436,9 @@ class PolicyManager:
         for name in names:
             self.unload(name)
         self.errors.pop(path, None)
+        if self.pins is not None:
+            adoption.drop_pinned(self, path)
+            self._write_manifest()
         return names
 
     def purge_retired(self, now: float | None = None) -> None:
@@ -410,6 +453,42 @@ class PolicyManager:
             self.unload(name)
         self.pool.close()
 
+    # -- pinned state --------------------------------------------------------------------
+    def finish_start(self) -> None:
+        """Start-up loads are done: pinned versions no file claimed (deleted
+        while no agent ran) and orphans are removed, now that what replaces
+        them is attached."""
+        if self.pins is None:
+            return
+        for path in list(self.pinned_files):
+            log.info("policy file %s: gone since the previous agent; removing its pinned hooks", path)
+            adoption.drop_pinned(self, path)
+        live = {h.hook_id for s in self.policies.values() for h in s.hooks if h.pinned}
+        if self.dispatcher is not None and self.pins.adopted:
+            owned = {h.sensor.dispatch_slot for s in self.policies.values() for h in s.hooks
+                     if h.sensor is not None and h.sensor.dispatch_slot is not None}
+            stray = self.dispatcher.drop_unowned(owned)
+            if stray:
+                log.info("pinned state: dispatcher slots %s owned by no hook: removed", stray)
+        self.pins.remove_orphans(live)
+        self._write_manifest()
+
+    def release_all(self) -> None:
+        """Exit leaving every hook enforcing through its pins."""
+        self.pool.close()
+        for state in self.policies.values():
+            for hs in state.hooks:
+                if hs.sensor is not None:
+                    hs.sensor.release()
+                    hs.sensor = None
+
+    def _write_manifest(self) -> None:
+        try:
+            self.pins.write_manifest(adoption.manifest_files(self))
+        except OSError as exc:
+            log.error("pinned state: cannot write the manifest (a restart will load everything "
+                      "fresh): %s", exc)
+
     # -- reporting -----------------------------------------------------------------------
     def describe(self) -> list[dict]:
         """Plain data for status / tracingpolicy list."""
@@ -421,7 +500,8 @@ class PolicyManager:
                 "events": sum(h.events for h in s.hooks),
                 "hooks": [{"id": h.hook_id, "hook": h.hook.describe(), "active": h.active,
                            "attach": h.plan.method if h.plan is not None and h.active else "",
-                           "error": h.error, "events": h.events,
+                           "error": h.error, "events": h.events, "origin": h.origin,
+                           "pinned": h.pinned,
                            "retrying": h.retry_at is not None} for h in s.hooks],
             })
         return out

@@ -1,0 +1,216 @@
+"""Enforcement that outlives the agent (docs/pinning.md), on the host kernel.
+
+A loop runs a Sigkill'ed "miner" every few milliseconds while the agent is
+kill -9'ed and restarted: no run may succeed, no run may be killed (reported)
+twice, and every run made while no agent ran must be exported by the next one.
+Each test has a pin directory of its own, removed at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from agent_harness import RunningAgent, policy_text, private_pin_dir, require_root_and_bpf
+
+RESTARTS = 10
+
+
+def _kill_policy(name: str, binary: str) -> str:
+    return policy_text(name, f"""
+  kprobes:
+  - call: "security_bprm_check"
+    syscall: false
+    args:
+    - index: 0
+      type: "linux_binprm"
+    selectors:
+    - matchBinaries:
+      - operator: "In"
+        values:
+        - "{binary}"
+      matchActions:
+      - action: Sigkill
+""")
+
+
+@pytest.fixture
+def pin_dir():
+    require_root_and_bpf()
+    path = private_pin_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)     # whatever a failed test left
+
+
+@pytest.fixture
+def miner(tmp_path):
+    """(binary path, policy name, policy file) unique to the test."""
+    tag = uuid.uuid4().hex[:10]
+    binary = tmp_path / f"xmrig-{tag}"
+    shutil.copy("/bin/true", binary)
+    name = f"pin-kill-{tag}"
+    policy = tmp_path / f"{name}.yaml"
+    policy.write_text(_kill_policy(name, str(binary)))
+    return str(binary), name, policy
+
+
+def _start(tmp_path, i, pin_dir, *args) -> RunningAgent:
+    d = tmp_path / f"agent{i}"
+    d.mkdir()
+    return RunningAgent(d, *args, env={"TETRAHOST_PIN_DIR": pin_dir})
+
+
+def _kills(agent: RunningAgent, policy: str) -> list[str]:
+    """The argument (run number) of each Sigkill event of policy."""
+    out = []
+    for e in agent.events():
+        body = e.get("process_kprobe")
+        if body and body.get("policy_name") == policy and body.get("action") == "KPROBE_ACTION_SIGKILL":
+            out.append(body["process"].get("arguments", ""))
+    return out
+
+
+def _run(binary: str, *args: str) -> int:
+    return subprocess.run([binary, *args]).returncode
+
+
+def _pinned_ids(root: str) -> tuple[set[int], set[int]]:
+    """(program ids, map ids) of what is pinned under root, from bpftool."""
+    progs, maps = set(), set()
+    for d, _, files in os.walk(root):
+        for f in files:
+            path = os.path.join(d, f)
+            link = subprocess.run(["bpftool", "-j", "link", "show", "pinned", path], capture_output=True, text=True)
+            if link.returncode == 0:
+                progs.add(json.loads(link.stdout)["prog_id"])
+                continue
+            m = subprocess.run(["bpftool", "-j", "map", "show", "pinned", path], capture_output=True, text=True)
+            if m.returncode == 0:
+                maps.add(json.loads(m.stdout)["id"])
+    return progs, maps
+
+
+def _live_ids() -> tuple[set[int], set[int]]:
+    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True).stdout)
+    maps = json.loads(subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, text=True).stdout)
+    return {p["id"] for p in progs}, {m["id"] for m in maps}
+
+
+def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
+    binary, policy, policy_file = miner
+    agents = [_start(tmp_path, 0, pin_dir, "--policy", str(policy_file))]
+    runs: list[tuple[int, float, int]] = []      # (run number, start time, return code)
+    stop = threading.Event()
+
+    def probe():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            began = time.monotonic()
+            runs.append((n, began, _run(binary, f"run-{n}")))
+            time.sleep(0.003)
+
+    gaps: list[tuple[float, float, int]] = []    # (agent dead at, next ready at, next agent index)
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    try:
+        for i in range(1, RESTARTS + 1):
+            time.sleep(0.3)
+            agents[-1].proc.kill()
+            agents[-1].proc.wait()
+            dead = time.monotonic()
+            time.sleep(0.2)                          # execs while no agent runs at all
+            agents.append(_start(tmp_path, i, pin_dir, "--policy", str(policy_file)))
+            gaps.append((dead, time.monotonic(), i))
+            assert "1 hooks adopted, 0 loaded fresh" in agents[-1].log_text()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join()
+    last = agents[-1]
+    _run(binary, "run-final")
+    last.wait_events(lambda e: e.get("process_kprobe", {}).get("process", {}).get("arguments") == "run-final", 1)
+    last.settle()
+
+    succeeded = [n for n, _, rc in runs if rc != -9]
+    assert len(runs) > 200, "the probe loop hardly ran"
+    assert not succeeded, f"{len(succeeded)} of {len(runs)} miner runs were not killed: {succeeded[:10]}"
+    reported: dict[str, int] = {}
+    for agent in agents:
+        for arg in _kills(agent, policy):
+            reported[arg] = reported.get(arg, 0) + 1
+    dups = {arg: c for arg, c in reported.items() if c > 1}
+    assert not dups, f"runs reported killed more than once: {dups}"
+    lost_logged = any("records lost" in a.log_text() for a in agents)
+    in_gaps = [(n, i) for n, began, _ in runs for dead, ready, i in gaps if dead < began < ready - 0.05]
+    assert len(in_gaps) >= RESTARTS, "too few runs fell while no agent was ready"
+    missing = [(n, i) for n, i in in_gaps if f"run-{n}" not in set(_kills(agents[i], policy))]
+    assert not missing or lost_logged, f"runs made while no agent ran, exported by none: {missing[:10]}"
+    assert last.stop() == 0
+    assert not os.path.exists(pin_dir), "an orderly stop with the default configuration left pins"
+
+
+def test_policy_changed_or_deleted_while_down_takes_effect(tmp_path, pin_dir, miner):
+    binary, policy, policy_file = miner
+    other = tmp_path / "xmrig-other"
+    shutil.copy("/bin/true", other)
+    other_file = tmp_path / "other.yaml"
+    other_file.write_text(_kill_policy(policy + "-other", str(other)))
+    agent = _start(tmp_path, 0, pin_dir, "--policy", str(policy_file), "--policy", str(other_file))
+    agent.proc.kill()
+    agent.proc.wait()
+    assert _run(binary) == -9 and _run(str(other)) == -9, "no enforcement while no agent runs"
+    third = tmp_path / "xmrig-third"
+    shutil.copy("/bin/true", third)
+    policy_file.write_text(_kill_policy(policy, str(third)))        # edited: kills another binary now
+    other_file.unlink()                                             # deleted
+    agent = _start(tmp_path, 1, pin_dir, "--policy", str(policy_file))
+    try:
+        log = agent.log_text()
+        assert "0 hooks adopted, 1 loaded fresh" in log, log
+        assert "pinned version removed" in log, log
+        assert _run(binary) == 0, "the edited policy still kills the old binary"
+        assert _run(str(other)) == 0, "the deleted policy still enforces"
+        assert _run(str(third)) == -9, "the edited policy does not kill its new binary"
+    finally:
+        agent.stop()
+
+
+def test_corrupted_manifest_is_replaced_not_trusted(tmp_path, pin_dir, miner):
+    from tetrahost.bpf import pinned
+    binary, _, policy_file = miner
+    os.makedirs(pin_dir)
+    pinned.write_blob(os.path.join(pin_dir, "manifest"), b'{"magic": "someone-else"}')
+    agent = _start(tmp_path, 0, pin_dir, "--policy", str(policy_file))
+    try:
+        assert "manifest is not trusted" in agent.log_text()
+        assert _run(binary) == -9
+        agent.proc.kill()
+        agent.proc.wait()
+        agent = _start(tmp_path, 1, pin_dir, "--policy", str(policy_file))
+        assert "1 hooks adopted" in agent.log_text(), "the replaced manifest was not adopted next time"
+    finally:
+        agent.stop()
+
+
+def test_cleanup_leaves_nothing_of_ours(tmp_path, pin_dir, miner):
+    binary, _, policy_file = miner
+    agent = _start(tmp_path, 0, pin_dir, "--policy", str(policy_file))
+    agent.proc.kill()
+    agent.proc.wait()
+    progs, maps = _pinned_ids(pin_dir)
+    assert progs and maps and _run(binary) == -9
+    rc = subprocess.run([os.sys.executable, "-m", "tetrahost.cli.main", "cleanup", "--pin-dir", pin_dir],
+                        capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
+    assert not os.path.exists(pin_dir)
+    live_progs, live_maps = _live_ids()
+    assert not progs & live_progs, f"programs left: {progs & live_progs}"
+    assert not maps & live_maps, f"maps left: {maps & live_maps}"
+    assert _run(binary) == 0

@@ -1,0 +1,273 @@
+"""Pinned state: what keeps enforcing while no agent runs (docs/pinning.md).
+
+Layout under the pin directory (agent.pin_dir, /sys/fs/bpf/tetrahost):
+
+    manifest              the manifest (JSON in a one-element array map)
+    g<N>/process/         the process sensor's maps (ring buffer, loss
+                          counters, ...) and links
+    g<N>/dispatch/        the syscall dispatcher's maps and links
+    g<N>/hooks/<id>/l<i>  each policy hook's links (dispatched hooks have
+                          none: the dispatcher's pinned program arrays hold them)
+
+A generation g<N> is one set of kernel objects sharing one ring buffer.  An
+agent that finds a manifest it can trust, from the same build (sha256 of the
+.bpf.o files) and pin layout, adopts the generation; otherwise it starts a new
+one, loads everything there, and removes the older generations once its own
+start-up loads are attached (new before old).  Anything in the directory the
+manifest does not name is an orphan, removed at the same point.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+
+from tetrahost.bpf import BpfError
+from tetrahost.bpf import pinned
+from tetrahost.sensors.objects import find_object
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PIN_DIR = "/sys/fs/bpf/tetrahost"
+PIN_DIR_ENV = "TETRAHOST_PIN_DIR"          # overrides agent.pin_dir (tests use private ones)
+PIN_LAYOUT = 1                             # this module's layout and manifest schema
+MAGIC = "tetrahost-pins"
+MANIFEST = "manifest"
+OBJECTS = ("process", "dispatch", "generic")
+_GEN = re.compile(r"g(\d+)$")
+
+
+class ManifestError(ValueError):
+    """The manifest is not one this agent wrote (corrupted, foreign, other layout)."""
+
+
+def build_id(names=OBJECTS) -> str:
+    """What the pinned programs were built from: sha256 of the BPF objects."""
+    h = hashlib.sha256()
+    for name in names:
+        h.update(find_object(name).read_bytes())
+    return h.hexdigest()[:32]
+
+
+def parse_manifest(raw: bytes) -> dict:
+    """The manifest's JSON, checked field by field: ManifestError says what is wrong."""
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
+        raise ManifestError(f"magic: expected {MAGIC!r} (not written by tetrahost)")
+    if doc.get("layout") != PIN_LAYOUT:
+        raise ManifestError(f"layout: {doc.get('layout')!r}, this agent knows {PIN_LAYOUT}")
+    for key, kind in (("build", str), ("generation", int), ("ringbuf_bytes", int), ("files", dict)):
+        if not isinstance(doc.get(key), kind):
+            raise ManifestError(f"{key}: expected {kind.__name__}, got {type(doc.get(key)).__name__}")
+    for path, entry in doc["files"].items():
+        where = f"files.{path}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str) \
+                or not isinstance(entry.get("policies"), list):
+            raise ManifestError(f"{where}: expected digest and policies")
+        for i, pol in enumerate(entry["policies"]):
+            if not isinstance(pol, dict) or not isinstance(pol.get("name"), str) \
+                    or not isinstance(pol.get("hooks"), list):
+                raise ManifestError(f"{where}.policies[{i}]: expected name and hooks")
+            for j, hook in enumerate(pol["hooks"]):
+                ok = isinstance(hook, dict) and isinstance(hook.get("id"), int) and hook["id"] > 0 \
+                    and isinstance(hook.get("links"), int) and isinstance(hook.get("config"), str) \
+                    and (hook.get("dispatch") is None or _valid_dispatch(hook["dispatch"]))
+                if not ok:
+                    raise ManifestError(f"{where}.policies[{i}].hooks[{j}]: expected id, links, config, dispatch")
+    return doc
+
+
+def _valid_dispatch(d) -> bool:
+    return isinstance(d, dict) and isinstance(d.get("slot"), int) and \
+        all(isinstance(d.get(k, []), list) and all(isinstance(n, int) for n in d.get(k, [])) for k in ("enter", "exit"))
+
+
+class PinStore:
+    """One agent's view of the pin directory: what it found, what it pins."""
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/") or "/"
+        self.build = build_id()
+        self.previous: dict | None = None    # the manifest found at start, when trusted
+        self.problem = ""                    # why the manifest found was not trusted
+        self.adopted = False                 # True: this agent continues previous["generation"]
+        self.generation = 0
+        self.ringbuf_bytes = 0
+
+    # -- start ---------------------------------------------------------------------
+    def open(self, ringbuf_bytes: int) -> bool:
+        """Read what is pinned; True when the generation found can be adopted."""
+        self.ringbuf_bytes = ringbuf_bytes
+        os.makedirs(self.root, exist_ok=True)
+        try:
+            raw = pinned.read_blob(self.path(MANIFEST))
+            if raw is not None:
+                self.previous = parse_manifest(raw)
+        except (ManifestError, ValueError, BpfError) as exc:
+            self.problem = f"{self.path(MANIFEST)}: {exc}"
+            log.error("pinned state: the manifest is not trusted and will be replaced: %s", self.problem)
+        prev = self.previous
+        gens = self.generations()
+        if prev is not None and prev["build"] != self.build:
+            self.problem = f"pinned by another build ({prev['build']}, this is {self.build}): replaced"
+        elif prev is not None and prev["ringbuf_bytes"] != ringbuf_bytes:
+            self.problem = f"ring buffer of {prev['ringbuf_bytes']} bytes, configured {ringbuf_bytes}: replaced"
+        elif prev is not None and prev["generation"] not in gens:
+            self.problem = f"generation g{prev['generation']} named by the manifest is missing"
+        elif prev is not None:
+            self.adopted = True
+            self.generation = prev["generation"]
+            log.info("pinned state: adopting generation g%d of %s", self.generation, self.root)
+            return True
+        if self.problem:
+            log.warning("pinned state: %s", self.problem)
+        self.generation = max(gens, default=0) + 1
+        os.makedirs(self.gen_path(), exist_ok=True)
+        return False
+
+    def pinned_files(self) -> dict:
+        """path -> manifest entry of the policy files the adopted generation enforces."""
+        return dict(self.previous["files"]) if self.adopted else {}
+
+    # -- paths ---------------------------------------------------------------------
+    def path(self, *parts) -> str:
+        return os.path.join(self.root, *map(str, parts))
+
+    def gen_path(self, *parts) -> str:
+        return self.path(f"g{self.generation}", *parts)
+
+    def hook_dir(self, hook_id: int) -> str:
+        return self.gen_path("hooks", hook_id)
+
+    def generations(self) -> list[int]:
+        try:
+            return sorted(int(m.group(1)) for m in map(_GEN.match, os.listdir(self.root)) if m)
+        except FileNotFoundError:
+            return []
+
+    def pinned_hook_ids(self) -> set[int]:
+        try:
+            return {int(n) for n in os.listdir(self.gen_path("hooks")) if n.isdigit()}
+        except FileNotFoundError:
+            return set()
+
+    # -- pinning -------------------------------------------------------------------
+    def pin_links(self, directory: str, links) -> None:
+        os.makedirs(directory, exist_ok=True)
+        for i, link in enumerate(links):
+            link.pin(os.path.join(directory, f"l{i}"))
+
+    def open_links(self, directory: str, count: int, what: str) -> list:
+        return [pinned.open_link(os.path.join(directory, f"l{i}"), f"{what} (pinned)") for i in range(count)]
+
+    def write_manifest(self, files: dict) -> None:
+        doc = {"magic": MAGIC, "layout": PIN_LAYOUT, "build": self.build, "generation": self.generation,
+               "ringbuf_bytes": self.ringbuf_bytes, "agent_pid": os.getpid(), "written": time.time(),
+               "files": files}
+        pinned.write_blob(self.path(MANIFEST), json.dumps(doc, sort_keys=True).encode())
+
+    # -- removal -------------------------------------------------------------------
+    def remove_hook(self, hook_id: int) -> None:
+        remove_tree(self.hook_dir(hook_id))
+
+    def orphans(self, live_hooks: set[int]) -> list[str]:
+        """Pins nothing running owns: older generations, stray names, hooks of
+        ours the manifest does not list (a load cut short by a crash)."""
+        out = []
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return out
+        for name in names:
+            if name != MANIFEST and name != f"g{self.generation}":
+                out.append(self.path(name))
+        out += [self.hook_dir(i) for i in sorted(self.pinned_hook_ids() - live_hooks)]
+        return out
+
+    def remove_orphans(self, live_hooks: set[int]) -> list[str]:
+        """Remove the orphans (after the start-up loads: new before old); their
+        paths.  Unread records of an older generation's ring buffer are counted."""
+        removed = []
+        for path in self.orphans(live_hooks):
+            lost = _unread_records_bytes(path)
+            if lost:
+                log.warning("pinned state: %d bytes of unread records in %s discarded (lost)", lost, path)
+            remove_tree(path)
+            removed.append(path)
+        if removed:
+            log.info("pinned state: removed %d orphan pin(s): %s", len(removed), ", ".join(removed[:8]))
+        return removed
+
+    def remove_all(self) -> None:
+        remove_tree(self.root)
+
+
+def _unread_records_bytes(path: str) -> int:
+    events = os.path.join(path, "process", "events")
+    if not os.path.exists(events):
+        return 0
+    try:
+        fd = pinned.obj_get(events)
+    except OSError:
+        return 0
+    try:
+        return pinned.ringbuf_unread(fd)
+    except (OSError, ValueError):
+        return 0
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: str) -> None:
+    """Unpin everything under path: with no fd left, the kernel detaches the
+    links and frees the programs and maps."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def resolve_pin_dir(configured: str) -> str:
+    """agent.pin_dir, or $TETRAHOST_PIN_DIR when set; "" = no pinning."""
+    return os.environ.get(PIN_DIR_ENV, configured)
+
+
+def inspect(root: str) -> dict:
+    """What is pinned under root, for `tetrahost probe` / `tetrahost cleanup --dry-run`:
+    the manifest (or why it is not trusted), the hooks it names, the orphans."""
+    out = {"pin_dir": root, "exists": os.path.isdir(root), "manifest": None, "problem": "",
+           "hooks": 0, "policies": [], "orphans": []}
+    if not out["exists"]:
+        return out
+    gen = None
+    try:
+        raw = pinned.read_blob(os.path.join(root, MANIFEST))
+        if raw is not None:
+            doc = parse_manifest(raw)
+            gen = doc["generation"]
+            out["manifest"] = {k: doc[k] for k in ("build", "generation", "ringbuf_bytes", "agent_pid", "written")
+                               if k in doc}
+            live = set()
+            for path, entry in doc["files"].items():
+                for pol in entry["policies"]:
+                    out["policies"].append({"name": pol["name"], "file": path, "hooks": len(pol["hooks"])})
+                    live |= {h["id"] for h in pol["hooks"]}
+            out["hooks"] = len(live)
+            store = PinStore.__new__(PinStore)
+            store.root, store.generation = root.rstrip("/"), gen
+            out["orphans"] = store.orphans(live)
+    except (ManifestError, ValueError, OSError) as exc:
+        out["problem"] = str(exc)
+    if gen is None:
+        out["orphans"] = [os.path.join(root, n) for n in sorted(os.listdir(root)) if n != MANIFEST]
+    return out
