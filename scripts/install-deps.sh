@@ -5,4 +5,7 @@ set -eu
 PACKAGES="clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkg-config gcc make
 python3 python3-venv python3-dev libsystemd-dev systemd util-linux procps
 libbpf-tools bpftrace auditd"
-exec "$(dirname "$0")/apt-ensure.sh" $PACKAGES
+"$(dirname "$0")/apt-ensure.sh" $PACKAGES
+# promtool for the alert-rule tests and the server tests/kernel/test_prometheus.py
+# starts on loopback; without its recommends (node exporter, web console libraries).
+exec "$(dirname "$0")/apt-ensure.sh" --no-install-recommends prometheus

@@ -4,7 +4,7 @@ Settings come from the configuration file (/etc/tetragon/tetrahost.toml, or
 --config), then command-line flags override them.  This module turns the
 result into the agent's sinks and components:
 
-  sinks:       PolicyEventCounter (metrics, sees every event)
+  sinks:       PolicyEventCounter, BinaryExecCounter (metrics, see every event)
                ExportPipeline (allow/deny, field filters, rate limit) -> exporters:
                  stdout (JSON or compact), JSON file(s) with rotation,
                  journald (non-blocking native protocol)             [on worker threads]
@@ -141,6 +141,7 @@ def build_outputs(cfg, node_name: str, extra_components=()):
     from tetrahost.export.rotating import RotatingFileSink
     from tetrahost.export.sinks import ThreadedSink, stdout_sink
     from tetrahost.metrics import MetricsServer, PolicyEventCounter
+    from tetrahost.metrics_binaries import BinaryExecCounter
     from tetrahost.notify import Notifier
 
     e = cfg.export
@@ -171,12 +172,16 @@ def build_outputs(cfg, node_name: str, extra_components=()):
         deny=parse_filter_list(e.deny_list, "export.deny_list"),
         drop_process_fields=e.drop_process_fields, rate_limit=e.rate_limit, node_name=node_name)
     counter = PolicyEventCounter()
+    sinks = [counter, pipeline]
     components = [pipeline, *extra_components]
     if cfg.metrics.enabled and cfg.metrics.address not in ("", "off"):
-        components.append(MetricsServer(cfg.metrics.address, exporters, pipeline, counter))
+        binaries = BinaryExecCounter()
+        sinks.insert(1, binaries)
+        components.append(MetricsServer(cfg.metrics.address, exporters, pipeline, counter,
+                                        collectors=[binaries]))
     if cfg.systemd.notify:
         components.append(Notifier(cfg.systemd.status_interval))   # last: READY=1 after the rest
-    return [counter, pipeline], components, exporters
+    return sinks, components, exporters
 
 
 def return_freed_memory_promptly() -> bool:
