@@ -67,7 +67,8 @@ COMMON = ["/usr/bin/tetrahost", "/usr/bin/tetra", "/etc/tetragon/tetrahost.toml"
           "/usr/share/doc/tetrahost/examples/detect-container-escape.yaml",
           "/usr/share/man/man8/tetrahost.8.gz", "/usr/share/man/man8/tetra.8.gz",
           "/usr/share/tetrahost/prometheus/tetrahost-rules.yml",
-          "/usr/share/tetrahost/grafana/tetrahost-dashboard.json"]
+          "/usr/share/tetrahost/grafana/tetrahost-dashboard.json",
+          "/usr/share/tetrahost/elasticsearch/tetrahost-index-template.json"]
 
 
 def test_deb_contents(deb):

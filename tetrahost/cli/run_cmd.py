@@ -166,7 +166,7 @@ def build_outputs(cfg, node_name: str, extra_components=()):
             es.url, es.index, daily_index=es.daily_index, batch_size=es.batch_size,
             flush_interval=es.flush_interval, buffer_size=es.buffer_size, timeout=es.timeout,
             max_retry_delay=es.max_retry_delay, username=es.username, password=es.password,
-            api_key=es.api_key, ca_file=es.ca_file, verify_tls=es.verify_tls))
+            api_key=es.api_key, ca_file=es.ca_file, verify_tls=es.verify_tls, data_stream=es.data_stream))
     pipeline = ExportPipeline(
         exporters, allow=parse_filter_list(e.allow_list, "export.allow_list"),
         deny=parse_filter_list(e.deny_list, "export.deny_list"),
