@@ -4,7 +4,9 @@
 set -eu
 PACKAGES="clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkg-config gcc make
 python3 python3-venv python3-dev libsystemd-dev systemd util-linux procps
-libbpf-tools bpftrace auditd
-prometheus"
-# prometheus: for promtool (`promtool check metrics` on a scrape, tests/kernel/test_metrics.py)
-exec "$(dirname "$0")/apt-ensure.sh" $PACKAGES
+libbpf-tools bpftrace auditd"
+"$(dirname "$0")/apt-ensure.sh" $PACKAGES
+# promtool (alert-rule tests, `promtool check metrics` on a scrape) and the server
+# tests/kernel/test_prometheus.py
+# starts on loopback; without its recommends (node exporter, web console libraries).
+exec "$(dirname "$0")/apt-ensure.sh" --no-install-recommends prometheus

@@ -12,7 +12,8 @@
 set -euo pipefail
 
 VNG_VENV=${VNG_VENV:-/opt/vng}
-APT_PACKAGES=(qemu-system-x86 kmod busybox-static linux-image-amd64 systemd dbus python3-venv)
+APT_PACKAGES=(qemu-system-x86 kmod busybox-static linux-image-amd64 systemd dbus python3-venv
+              systemd-journal-remote)  # the journal_remote scenario (the guest shares the host root)
 
 log() { echo "vm-setup: $*" >&2; }
 

@@ -121,6 +121,7 @@ class ElasticsearchConfig:
     url: str = _opt("http://localhost:9200", check=_check_url)
     index: str = _opt("tetragon", check=_check_index)
     daily_index: bool = True              # append -YYYY.MM.DD (UTC)
+    data_stream: bool = False             # index names a data stream: no suffix, @timestamp added
     username: str = ""
     password: str = ""
     api_key: str = ""                     # sent as "Authorization: ApiKey <value>"

@@ -17,6 +17,8 @@
 
   tetrahost_metrics_connections_total{result}   this endpoint's connections: served, evicted,
                                                 timed_out, too_large, bad_request, refused
+  tetrahost_new_binaries_total, tetrahost_binaries_known,
+  tetrahost_process_exec_binary_total{binary}   executions by binary, bounded (metrics_binaries.py)
 
 Also under the names Tetragon's dashboards query (tetragon_compat_metrics):
   tetragon_bpf_missed_events_total{msg_op,error}  the in-kernel losses by Tetragon's op code
@@ -280,8 +282,9 @@ class ServerCollector:
 class MetricsServer:
     """Component: serves /metrics from start() to stop()."""
 
-    def __init__(self, address: str, exporters=(), pipeline=None, policy_counter=None):
+    def __init__(self, address: str, exporters=(), pipeline=None, policy_counter=None, collectors=()):
         self.address = address
+        self.collectors = list(collectors)      # more collectors of the agent's state (BinaryExecCounter)
         self.exporters = exporters
         self.pipeline = pipeline
         self.policy_counter = policy_counter
@@ -295,6 +298,8 @@ class MetricsServer:
             self.policy_counter._policy_names = (
                 lambda: agent.policies.policies if agent.policies is not None else ())
         self.registry.register(AgentCollector(agent, self.exporters, self.pipeline, self.policy_counter))
+        for collector in self.collectors:
+            self.registry.register(collector)
         host, port = parse_address(self.address)
         try:
             self._server = BoundedHTTPServer(host, port, render_metrics(self.registry))

@@ -65,7 +65,10 @@ COMMON = ["/usr/bin/tetrahost", "/usr/bin/tetra", "/etc/tetragon/tetrahost.toml"
           "/etc/tetragon/policies.d/monitor-sensitive-files.yaml",
           "/usr/share/doc/tetrahost/examples/block-cryptominers.yaml",
           "/usr/share/doc/tetrahost/examples/detect-container-escape.yaml",
-          "/usr/share/man/man8/tetrahost.8.gz", "/usr/share/man/man8/tetra.8.gz"]
+          "/usr/share/man/man8/tetrahost.8.gz", "/usr/share/man/man8/tetra.8.gz",
+          "/usr/share/tetrahost/prometheus/tetrahost-rules.yml",
+          "/usr/share/tetrahost/grafana/tetrahost-dashboard.json",
+          "/usr/share/tetrahost/elasticsearch/tetrahost-index-template.json"]
 
 
 def test_deb_contents(deb):

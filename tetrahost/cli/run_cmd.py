@@ -4,7 +4,7 @@ Settings come from the configuration file (/etc/tetragon/tetrahost.toml, or
 --config), then command-line flags override them.  This module turns the
 result into the agent's sinks and components:
 
-  sinks:       PolicyEventCounter (metrics, sees every event)
+  sinks:       PolicyEventCounter, BinaryExecCounter (metrics, see every event)
                ExportPipeline (allow/deny, field filters, rate limit) -> exporters:
                  stdout (JSON or compact), JSON file(s) with rotation,
                  journald (non-blocking native protocol)             [on worker threads]
@@ -147,6 +147,7 @@ def build_outputs(cfg, node_name: str, extra_components=()):
     from tetrahost.export.rotating import RotatingFileSink
     from tetrahost.export.sinks import ThreadedSink, stdout_sink
     from tetrahost.metrics import MetricsServer, PolicyEventCounter
+    from tetrahost.metrics_binaries import BinaryExecCounter
     from tetrahost.notify import Notifier
 
     e = cfg.export
@@ -171,18 +172,22 @@ def build_outputs(cfg, node_name: str, extra_components=()):
             es.url, es.index, daily_index=es.daily_index, batch_size=es.batch_size,
             flush_interval=es.flush_interval, buffer_size=es.buffer_size, timeout=es.timeout,
             max_retry_delay=es.max_retry_delay, username=es.username, password=es.password,
-            api_key=es.api_key, ca_file=es.ca_file, verify_tls=es.verify_tls))
+            api_key=es.api_key, ca_file=es.ca_file, verify_tls=es.verify_tls, data_stream=es.data_stream))
     pipeline = ExportPipeline(
         exporters, allow=parse_filter_list(e.allow_list, "export.allow_list"),
         deny=parse_filter_list(e.deny_list, "export.deny_list"),
         drop_process_fields=e.drop_process_fields, rate_limit=e.rate_limit, node_name=node_name)
     counter = PolicyEventCounter()
+    sinks = [counter, pipeline]
     components = [pipeline, *extra_components]
     if cfg.metrics.enabled and cfg.metrics.address not in ("", "off"):
-        components.append(MetricsServer(cfg.metrics.address, exporters, pipeline, counter))
+        binaries = BinaryExecCounter()
+        sinks.insert(1, binaries)
+        components.append(MetricsServer(cfg.metrics.address, exporters, pipeline, counter,
+                                        collectors=[binaries]))
     if cfg.systemd.notify:
         components.append(Notifier(cfg.systemd.status_interval))   # last: READY=1 after the rest
-    return [counter, pipeline], components, exporters
+    return sinks, components, exporters
 
 
 def return_freed_memory_promptly() -> bool:

@@ -1,0 +1,213 @@
+"""The shipped alert rules evaluated by a real Prometheus scraping a real agent.
+
+Debian's `prometheus` is started by the test on 127.0.0.1 (a free port, a
+private configuration and storage directory), scrapes an agent started by the
+test every second and evaluates packaging/prometheus/tetrahost-rules.yml with
+every duration divided by 60 (minutes become seconds: `rate(...[5m])` is read
+over 5 s, `for: 10m` waits 10 s), so that a scenario of a minute shows what a
+fleet's Prometheus shows in an hour.  Alerts are read from /api/v1/alerts.
+
+Scenario, in order, on one agent: a miner is killed by a policy -> TetragonSigkill;
+an exec flood several times the quiet rate -> TetragonEventsSpike; the agent
+stopped (SIGSTOP) with a 64 KiB ring buffer (large enough to keep up with the
+flood, small enough to fill while the agent is stopped) while processes run,
+so the kernel drops records -> TetragonMissedEvents (as test_metrics.py forces it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from agent_harness import REPO, SLOWDOWN, RunningAgent, policy_text
+
+pytestmark = [pytest.mark.kernel, pytest.mark.needs_root]
+
+RULES = REPO / "packaging" / "prometheus" / "tetrahost-rules.yml"
+PROMETHEUS = shutil.which("prometheus")
+TAG = uuid.uuid4().hex[:8]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def minutes_as_seconds(rules: str) -> str:
+    """The rules with every PromQL range, offset and `for:` duration divided by 60."""
+    def scale(m):
+        n, unit = int(m.group(1)), m.group(2)
+        return f"{n * {'s': 1, 'm': 60, 'h': 3600}[unit] // 60 or 1}s"
+    out = re.sub(r"(?<=\[)(\d+)([smh])(?=\])", scale, rules)
+    out = re.sub(r"(?<=offset )(\d+)([smh])\b", scale, out)
+    return re.sub(r"(?<=for: )(\d+)([smh])\b", scale, out)
+
+
+def test_minutes_as_seconds():
+    assert minutes_as_seconds("rate(x[5m]) > rate(x[1h] offset 5m)\n  for: 10m\n") == \
+        "rate(x[5s]) > rate(x[60s] offset 5s)\n  for: 10s\n"
+
+
+class Prometheus:
+    def __init__(self, tmp: pathlib.Path, target_port: int):
+        if PROMETHEUS is None:
+            if os.environ.get("CI"):
+                pytest.fail("prometheus not installed in CI (scripts/install-deps.sh)")
+            pytest.skip("Debian package prometheus not installed")
+        self.port = free_port()
+        (tmp / "rules.yml").write_text(minutes_as_seconds(RULES.read_text()))
+        (tmp / "prometheus.yml").write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            f"rule_files: [{tmp / 'rules.yml'}]\n"
+            "scrape_configs:\n  - job_name: tetrahost\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n")
+        self.log = open(tmp / "prometheus.log", "w+")
+        self.proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}",
+             "--storage.tsdb.retention.time=1h"],
+            stdout=self.log, stderr=self.log, cwd=tmp)
+        self.wait(lambda: self.get("/-/ready") is not None, 30, "prometheus to be ready")
+        self.wait(lambda: self.target_up(), 30, "the agent's target to be up")
+        self.started = time.monotonic()
+
+    def get(self, path: str):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                body = r.read()
+        except OSError:
+            return None
+        return json.loads(body) if path.startswith("/api/") else body
+
+    def target_up(self) -> bool:
+        r = self.get("/api/v1/query?query=up")
+        return bool(r and any(s["value"][1] == "1" for s in r["data"]["result"]))
+
+    def alerts(self, state: str = "firing") -> dict[str, list[dict]]:
+        """alertname -> label sets of the alerts in that state."""
+        out: dict[str, list[dict]] = {}
+        for a in self.get("/api/v1/alerts")["data"]["alerts"]:
+            if a["state"] == state:
+                out.setdefault(a["labels"]["alertname"], []).append(a["labels"])
+        return out
+
+    def wait(self, cond, timeout: float, what: str):
+        deadline = time.monotonic() + timeout * SLOWDOWN
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"prometheus exited: {self.log_text()}")
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting for {what}; alerts now: "
+                             f"{self.get('/api/v1/alerts')}\n{self.log_text()[-3000:]}")
+
+    def wait_alert(self, name: str, timeout: float = 60) -> list[dict]:
+        self.wait(lambda: name in self.alerts(), timeout, f"alert {name} to fire")
+        return self.alerts()[name]
+
+    def log_text(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def miner_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp(f"th-prom-{TAG}")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, miner_dir):
+    metrics_port = free_port()
+    policy = tmp_path_factory.mktemp("policy") / "miner.yaml"
+    policy.write_text(policy_text(f"th-prom-miner-{TAG}", f"""
+  kprobes:
+  - call: "security_bprm_check"
+    syscall: false
+    args:
+    - index: 0
+      type: "linux_binprm"
+    selectors:
+    - matchBinaries:
+      - operator: "In"
+        values:
+        - "{miner_dir / 'xmrig'}"
+      matchActions:
+      - action: Sigkill
+"""))
+    agent = RunningAgent(tmp_path_factory.mktemp("agent"), "--metrics-address", f"127.0.0.1:{metrics_port}",
+                         "--no-journald", "--ringbuf-size", str(64 * 1024), "--policy", str(policy))
+    agent.metrics_port = metrics_port
+    prom = None
+    try:
+        prom = Prometheus(tmp_path_factory.mktemp("prometheus"), metrics_port)
+        yield agent, prom
+    finally:
+        if prom is not None:
+            prom.stop()
+        assert agent.stop() == 0, agent.log_text()
+
+
+def exec_loop(n: int) -> None:
+    subprocess.run(["sh", "-c", f"i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"], check=True)
+
+
+def test_killed_miner_fires_sigkill_alert(setup, miner_dir):
+    agent, prom = setup
+    assert "TetragonSigkill" not in prom.alerts() and "TetragonSigkill" not in prom.alerts("pending")
+    miner = miner_dir / "xmrig"
+    shutil.copy2("/usr/bin/true", miner)
+    assert subprocess.run([str(miner)]).returncode == -signal.SIGKILL
+    fired = prom.wait_alert("TetragonSigkill")
+    assert {(a["policy"], a["hook"], a["severity"]) for a in fired} == \
+        {(f"th-prom-miner-{TAG}", "security_bprm_check", "critical")}
+
+
+def test_exec_flood_fires_spike_alert(setup):
+    agent, prom = setup
+    # The baseline: the rules compare 5 s against the 60 s before them.
+    time.sleep(max(0.0, prom.started + 66 - time.monotonic()))
+    assert "TetragonEventsSpike" not in prom.alerts() and "TetragonEventsSpike" not in prom.alerts("pending"), \
+        "the host was not quiet enough for a baseline"
+    deadline = time.monotonic() + 60 * SLOWDOWN
+    while "TetragonEventsSpike" not in prom.alerts():
+        assert time.monotonic() < deadline, f"no spike alert; pending: {prom.alerts('pending')}"
+        exec_loop(300)
+    assert [a["severity"] for a in prom.alerts()["TetragonEventsSpike"]] == ["warning"]
+
+
+def test_forced_ring_buffer_loss_fires_missed_events_alert(setup):
+    agent, prom = setup
+    deadline = time.monotonic() + 60 * SLOWDOWN
+    # for: 10 s over 5 s windows: losses in every window, so stop the agent
+    # again and again until Prometheus has seen losses for long enough.
+    while "TetragonMissedEvents" not in prom.alerts():
+        assert time.monotonic() < deadline, f"no missed-events alert; pending: {prom.alerts('pending')}"
+        os.kill(agent.proc.pid, signal.SIGSTOP)
+        try:
+            exec_loop(1000)         # ~200 executions' records fill 64 KiB
+        finally:
+            os.kill(agent.proc.pid, signal.SIGCONT)
+        time.sleep(1)
+    assert {a["instance"] for a in prom.alerts()["TetragonMissedEvents"]} == {f"127.0.0.1:{agent.metrics_port}"}
+    assert "ring buffer full" in agent.log_text()
