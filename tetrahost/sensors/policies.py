@@ -28,7 +28,8 @@ from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.policy.compile import CompiledHook, CompileError, compile_hook
 from tetrahost.policy.load import LoadResult, load_path, load_text
 from tetrahost.policy.model import Hook, Policy
-from tetrahost.sensors.attach import AttachError, AttachPlan, plan_compiled
+from tetrahost.sensors.attach import AttachError, AttachPlan, candidates_compiled
+from tetrahost.sensors.fallback import start_hook
 from tetrahost.sensors.generic import _TRAMPOLINE_PROGRAMS, HookSensor, load_hook_object
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class HookState:
     events: int = 0
     retired_at: float | None = None      # monotonic time it was detached by a replace/unload
     proc_bits: list[int] | None = None   # holds the per-process state (ProcState.acquire)
+    fallback_from: list[str] = field(default_factory=list)   # better methods that failed, with why
 
     @property
     def active(self) -> bool:
@@ -297,10 +299,12 @@ class PolicyManager:
             self.hooks[hs.hook_id] = hs
             try:
                 hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor")
-                hs.plan = plan_compiled(hook, hs.compiled, self.features)
+                candidates = candidates_compiled(hook, hs.compiled, self.features)
+                hs.plan = candidates[0]
                 self._acquire_proc_state(hs)
-                spare = self.pool.take(hs.plan)      # None: HookSensor loads its own
-                hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps).start(spare)
+                # the first method that loads and attaches; spares are tried first
+                started = start_hook(hs.compiled, candidates, self.shared_maps, self.pool.take)
+                hs.sensor, hs.plan, hs.fallback_from = started.sensor, started.plan, started.failed
                 if hs.sensor.skipped:     # a list hook attached to fewer functions than planned
                     hs.plan = replace(hs.plan, method=f"{hs.plan.method}; {len(hs.sensor.skipped)} "
                                       f"would not attach: {'; '.join(hs.sensor.skipped[:3])}")
@@ -376,6 +380,7 @@ class PolicyManager:
                 "events": sum(h.events for h in s.hooks),
                 "hooks": [{"id": h.hook_id, "hook": h.hook.describe(), "active": h.active,
                            "attach": h.plan.method if h.plan is not None and h.active else "",
-                           "error": h.error, "events": h.events} for h in s.hooks],
+                           "error": h.error, "events": h.events,
+                           "fallback_from": h.fallback_from if h.active else []} for h in s.hooks],
             })
         return out
