@@ -13,12 +13,12 @@
 #include "lib/socktrack.bpf.h"
 #include "lib/net.bpf.h"
 #include "lib/procstate.bpf.h"
+#include "lib/lsm_ret.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 #define EPERM 1
 #define SIGKILL 9
-#define MAX_ERRNO 4095
 
 /* the rest of the program, in the order each part needs the previous ones */
 #include "lib/hook_state.bpf.h"
@@ -244,40 +244,16 @@ int th_fexit(void *ctx)
 	return 0;
 }
 
-/*
- * What an LSM (or fmod_ret on a security_* function) program may return: 0
- * or a negative errno.  Verifiers from 6.8 on refuse an LSM program whose
- * return value they cannot prove is in [-MAX_ERRNO, 0], and the verdict
- * comes from a map (Override's argError), so it is clamped here, on the
- * return path itself.  The barrier keeps the compiler from folding the two
- * tests into one unsigned range check on a copy (the verifier would not carry
- * its bounds back to the returned register); a 64-bit copy keeps it from
- * sign-extending again between the tests, and the 64-bit return keeps -EPERM
- * negative in all of R0 (as an int it would be 0xffffffff: verifiers that
- * check all 64 bits refuse that).
- */
-static __always_inline long errno_verdict(int verdict)
-{
-	__s64 v = verdict;      /* both tests on one 64-bit register */
-
-	barrier_var(v);
-	if (v > 0)
-		return 0;
-	if (v < -MAX_ERRNO)
-		return -EPERM;
-	return v;
-}
-
 SEC("fmod_ret/security_file_open")
 long th_fmod_ret(void *ctx)
 {
-	return errno_verdict(trampoline_body(ctx));
+	return lsm_ret(trampoline_body(ctx));
 }
 
 SEC("lsm/file_open")
 long th_lsm(void *ctx)
 {
-	return errno_verdict(trampoline_body(ctx));
+	return lsm_ret(trampoline_body(ctx));
 }
 
 /* Raw tracepoints: arguments are the TP_PROTO arguments.  Read through

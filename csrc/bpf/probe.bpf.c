@@ -17,6 +17,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include "lib/lsm_ret.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -153,22 +154,13 @@ int BPF_PROG(probe_fmod_ret, struct file *file)
 	return 0;
 }
 
-/* Returns the previous hook's verdict unchanged: 0 or a negative errno,
- * which verifiers from 6.8 on want proven (they check an LSM program's
- * return value, some in all 64 bits of R0), hence the bounds spelled out on
- * a 64-bit value. */
+/* Returns the previous programs' verdict unchanged (through lsm_ret: the
+ * verifier wants it proven to be 0 or -errno). */
 SEC("lsm/bprm_check_security")
-long probe_lsm(unsigned long long *ctx)
+long BPF_PROG(probe_lsm, struct linux_binprm *bprm, int ret)
 {
-	__s64 v = (int)ctx[1];     /* (bprm, ret): the previous programs' verdict */
-
 	hit(HIT_LSM);
-	barrier_var(v);
-	if (v > 0)
-		return 0;
-	if (v < -4095)
-		return -1;
-	return v;
+	return lsm_ret(ret);
 }
 
 /* bpf_send_signal from a raw tracepoint (what enforcement falls back to on
