@@ -3,6 +3,7 @@ that tries them in turn: a method that does not load or attach is named and
 the next one is used; the hook fails only when none works."""
 import dataclasses
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 
@@ -191,3 +192,36 @@ def test_verify_candidates_reports_the_first_that_loads(fake_kernel):
     assert "not used: BPF-LSM" in result.plan.method
     loads["th_kprobe"] = loads["th_exec"] = "verifier"
     assert fallback.verify_candidates(candidates_compiled(hook, compiled, ALL, SYMBOLS)).plan is None
+
+
+# ---- the policy manager and status report the fallback -------------------------------
+
+def test_policy_manager_reports_the_method_used_and_what_failed(monkeypatch, tmp_path):
+    from tetrahost.control.status import agent_status
+    from tetrahost.sensors import policies
+
+    def fake_start(compiled, candidates, shared, take_spare=None):
+        failed = [f"{candidates[0].method}: load: refused (R0 out of [-4095, 0])"]
+        used = fallback.with_failures(candidates[1], failed)
+        return fallback.Started(SimpleNamespace(skipped=[], stop=lambda: None, plan=used), used, failed)
+
+    monkeypatch.setattr(policies, "start_hook", fake_start)
+    monkeypatch.setattr("tetrahost.sensors.attach.kernel_symbols", lambda: frozenset(SYMBOLS))
+    path = tmp_path / "miner.yaml"
+    path.write_text(HEADER.replace("name: t", "name: miner") + textwrap.indent(EXEC_KILL.strip("\n"), "  ") + "\n")
+    manager = policies.PolicyManager(ALL, HostNamespaces.unknown(), {})
+    try:
+        (state,) = manager.load_file(str(path))
+        assert state.state == "enforcing"
+        (hook,) = manager.describe()[0]["hooks"]
+        assert hook["active"] and hook["attach"].startswith("fmod_ret security_bprm_check")
+        assert hook["fallback_from"] == ["BPF-LSM bprm_check_security (a Sigkill also fails the exec (EPERM), "
+                                         "so the program never runs): load: refused (R0 out of [-4095, 0])"]
+        agent = SimpleNamespace(policies=manager, counters=SimpleNamespace(started=0, records=0, decode_errors=0,
+                                                                           events={}, lost={}),
+                                node_name="n", features=ALL, sensor=SimpleNamespace(obj=SimpleNamespace(programs={})))
+        status = agent_status(agent, SimpleNamespace(describe=lambda: {}))
+        (fb,) = status["policies"][0]["fallbacks"]
+        assert "kprobe security_bprm_check: fmod_ret security_bprm_check" in fb and "not used: BPF-LSM" in fb
+    finally:
+        manager.stop_all()
