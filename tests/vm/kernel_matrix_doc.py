@@ -43,6 +43,10 @@ def _short(method: str | None) -> str:
     return head + (" (fallback)" if "[fallback;" in method else "")
 
 
+def _verdict(exit_code) -> str:
+    return "—" if exit_code is None else "PASS" if exit_code == 0 else "FAIL"
+
+
 def render(results: Path) -> str:
     runs = _json(results / "matrix.json") or []
     lines = ["# Kernel matrix", "",
@@ -62,7 +66,7 @@ def render(results: Path) -> str:
         probes[r["name"]] = _json(d / "probe.json") or {}
         seeds[r["name"]] = _json(d / "seeds.json") or {}
         lines.append(f"| {r['name']} | {_read(d / 'release.txt') or '?'} | {_read(d / 'lsm.txt') or '?'} | "
-                     f"{r['suite']} | {junit or 'no result'} | {'PASS' if r['exit'] == 0 else 'FAIL'} | "
+                     f"{r['suite']} | {junit or 'no result'} | {_verdict(r['exit'])} | "
                      f"{r['seconds']:.0f} s |")
     names = [r["name"] for r in runs]
     lines += ["", "## What each kernel lets tetrahost hook (`tetrahost probe`)", "",

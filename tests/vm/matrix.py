@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -58,6 +59,25 @@ def run_entry(entry: Entry, results: Path, timeout: float) -> dict:
     return {**asdict(entry), "exit": rc, "seconds": round(seconds, 1), "results": str(out)}
 
 
+def collect_host(out: Path) -> dict:
+    """The machine's own kernel as a column of the table: what it offers and
+    how the seeds attach (its tests are `make test-host`, not run here)."""
+    out.mkdir(parents=True, exist_ok=True)
+    cli = [sys.executable, "-m", "tetrahost.cli.main"]
+    seeds = sorted((REPO.parent / "shared" / "conformance" / "seed-policies").glob("*.yaml"))
+    (out / "release.txt").write_text(os.uname().release + "\n")
+    try:
+        (out / "lsm.txt").write_text(Path("/sys/kernel/security/lsm").read_text() + "\n")
+    except OSError:
+        pass
+    for name, args in (("probe.json", ["probe", "-o", "json"]),
+                       ("seeds.json", ["policy", "check", "-o", "json", *map(str, seeds)])):
+        proc = subprocess.run(cli + args, cwd=REPO, capture_output=True, text=True)
+        (out / name).write_text(proc.stdout)
+    return {"name": "host", "kernel": "host", "suite": "host", "lsm": "", "exit": None, "seconds": 0,
+            "what": "this machine's kernel (tested by make test-host)", "results": str(out)}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=REPO / "build" / "vm-matrix")
@@ -72,7 +92,8 @@ def main(argv: list[str]) -> int:
         return 2
     args.results.mkdir(parents=True, exist_ok=True)
     runs = [run_entry(e, args.results, args.timeout) for e in entries]
-    (args.results / "matrix.json").write_text(json.dumps(runs, indent=2) + "\n")
+    (args.results / "matrix.json").write_text(json.dumps([collect_host(args.results / "host"), *runs], indent=2)
+                                              + "\n")
     print("\n==== kernel matrix ====")
     for r in runs:
         print(f"{r['name']:14} {r['suite']:5} {'PASS' if r['exit'] == 0 else 'FAIL'}  {r['seconds']:7.1f} s")
