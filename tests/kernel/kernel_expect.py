@@ -59,3 +59,21 @@ def syscall_method(name: str) -> str:
     if f.fentry:
         return f"fentry __x64_sys_{name}"
     return "raw_tp sys_enter"
+
+
+def syscall_return_method(name: str) -> str:
+    """Where a `return: true` syscall hook reads the return value."""
+    f = features()
+    if f.kprobe or f.fentry:
+        if f.kretprobe:
+            return f"return value from kretprobe __x64_sys_{name}"
+        if f.fexit:
+            return f"return value from fexit __x64_sys_{name}"
+    return "return value from raw_tp sys_exit"
+
+
+def syscall_list_method(count: int) -> tuple[str, ...]:
+    """Words the attach text of a list hook of `count` syscalls must hold."""
+    if features().kprobe:
+        return ("kprobe on ", f"functions of {count} syscalls")
+    return (f"raw_tp sys_enter filtered to a set of {count} syscalls",)
