@@ -91,9 +91,11 @@ def main(argv: list[str]) -> int:
         print(f"matrix: unknown entries {sorted(unknown)}; known: {[e.name for e in ENTRIES]}", file=sys.stderr)
         return 2
     args.results.mkdir(parents=True, exist_ok=True)
-    runs = [run_entry(e, args.results, args.timeout) for e in entries]
-    (args.results / "matrix.json").write_text(json.dumps([collect_host(args.results / "host"), *runs], indent=2)
-                                              + "\n")
+    host = collect_host(args.results / "host")
+    runs: list[dict] = []
+    for entry in entries:      # matrix.json after each entry: a stopped matrix still has a table
+        runs.append(run_entry(entry, args.results, args.timeout))
+        (args.results / "matrix.json").write_text(json.dumps([host, *runs], indent=2) + "\n")
     print("\n==== kernel matrix ====")
     for r in runs:
         print(f"{r['name']:14} {r['suite']:5} {'PASS' if r['exit'] == 0 else 'FAIL'}  {r['seconds']:7.1f} s")
