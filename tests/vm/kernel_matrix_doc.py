@@ -99,7 +99,7 @@ def render(results: Path) -> str:
     refusals = [(name, h.get("policy"), f) for name in names for h in seeds[name].get("hooks", [])
                 for f in h.get("failed", [])]
     if refusals:
-        lines += ["", "Refused by a kernel on the way (the next method was used):", ""]
+        lines += ["", "Methods not used, with the reason (a kernel refusal, then the next method was used; or why none can attach):", ""]
         lines += [f"- {name}, {policy}: {f}" for name, policy, f in refusals]
     return "\n".join(lines) + "\n"
 
