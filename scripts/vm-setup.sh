@@ -5,6 +5,8 @@
 # second run takes well under a second. What it provides:
 #   - qemu-system-x86, kmod, busybox-static: virtme-ng boots the guest with them
 #   - linux-image-amd64: Debian's 6.1 kernel (kprobes, fentry, BPF-LSM), the guest kernel
+#   - linux-image-6.12-amd64, linux-image-rt-amd64: Debian 12's 6.12 LTS and
+#     PREEMPT_RT 6.1 kernels, for the kernel matrix (tests/vm/matrix.py)
 #   - systemd, dbus: PID 1 and the bus of the guest in systemd mode (run.py --systemd)
 #   - python3-venv, then virtme-ng (PyPI) in its own venv /opt/vng, kept apart
 #     from the project venv
@@ -12,8 +14,9 @@
 set -euo pipefail
 
 VNG_VENV=${VNG_VENV:-/opt/vng}
-APT_PACKAGES=(qemu-system-x86 kmod busybox-static linux-image-amd64 systemd dbus python3-venv
-              systemd-journal-remote)  # the journal_remote scenario (the guest shares the host root)
+# systemd-journal-remote: the journal_remote scenario (the guest shares the host root)
+APT_PACKAGES=(qemu-system-x86 kmod busybox-static linux-image-amd64 linux-image-6.12-amd64 linux-image-rt-amd64
+              systemd dbus python3-venv systemd-journal-remote)
 
 log() { echo "vm-setup: $*" >&2; }
 
@@ -26,7 +29,10 @@ installed() {  # true when the package is fully installed (not half-configured)
     [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" = "ii " ]
 }
 
-have_kernel() { compgen -G '/boot/vmlinuz-6.1.*-amd64' >/dev/null; }
+have_kernel() {
+    compgen -G '/boot/vmlinuz-6.1.*-amd64' >/dev/null && compgen -G '/boot/vmlinuz-6.12.*-amd64' >/dev/null \
+        && compgen -G '/boot/vmlinuz-6.1.*-rt-amd64' >/dev/null
+}
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -55,7 +61,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 if ! have_kernel; then
-    log "linux-image-amd64 is installed but /boot has no vmlinuz-6.1.*-amd64"
+    log "the kernel packages are installed but /boot lacks vmlinuz-6.1.*-amd64, -6.12.*-amd64 or -6.1.*-rt-amd64"
     exit 1
 fi
 
@@ -66,4 +72,4 @@ if [ ! -x "$VNG_VENV/bin/vng" ]; then
     "$VNG_VENV/bin/pip" install --quiet virtme-ng
 fi
 
-log "ok: $(ls /boot/vmlinuz-6.1.*-amd64 | tail -n1), $("$VNG_VENV/bin/vng" --version 2>&1 | head -n1)"
+log "ok: $(ls /boot/vmlinuz-6.1*-amd64 | tr '\n' ' ')$("$VNG_VENV/bin/vng" --version 2>&1 | head -n1)"

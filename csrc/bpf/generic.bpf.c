@@ -14,6 +14,7 @@
 #include "lib/net.bpf.h"
 #include "lib/procstate.bpf.h"
 #include "lib/dispatch.bpf.h"
+#include "lib/lsm_ret.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -245,15 +246,15 @@ int th_fexit(void *ctx)
 }
 
 SEC("fmod_ret/security_file_open")
-int th_fmod_ret(void *ctx)
+long th_fmod_ret(void *ctx)
 {
-	return trampoline_body(ctx);
+	return lsm_ret(trampoline_body(ctx));
 }
 
 SEC("lsm/file_open")
-int th_lsm(void *ctx)
+long th_lsm(void *ctx)
 {
-	return trampoline_body(ctx);
+	return lsm_ret(trampoline_body(ctx));
 }
 
 /* Raw tracepoints: arguments are the TP_PROTO arguments.  Read through

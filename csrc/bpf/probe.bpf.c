@@ -17,6 +17,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include "lib/lsm_ret.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -153,12 +154,13 @@ int BPF_PROG(probe_fmod_ret, struct file *file)
 	return 0;
 }
 
-/* Returns the previous hook's verdict unchanged. */
+/* Returns the previous programs' verdict unchanged (through lsm_ret: the
+ * verifier wants it proven to be 0 or -errno). */
 SEC("lsm/bprm_check_security")
-int BPF_PROG(probe_lsm, struct linux_binprm *bprm, int ret)
+long BPF_PROG(probe_lsm, struct linux_binprm *bprm, int ret)
 {
 	hit(HIT_LSM);
-	return ret;
+	return lsm_ret(ret);
 }
 
 /* bpf_send_signal from a raw tracepoint (what enforcement falls back to on

@@ -12,6 +12,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include "lib/lsm_ret.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -41,12 +42,12 @@ static __always_inline void count(__u32 slot)
 }
 
 SEC("lsm/bprm_check_security")
-int BPF_PROG(smoke_deny_exec, struct linux_binprm *bprm, int ret)
+long BPF_PROG(smoke_deny_exec, struct linux_binprm *bprm, int ret)
 {
 	__u64 ino;
 
 	if (ret)                /* an earlier LSM already said no: keep its verdict */
-		return ret;
+		return lsm_ret(ret);
 	count(0);
 	ino = BPF_CORE_READ(bprm, file, f_inode, i_ino);
 	if (!bpf_map_lookup_elem(&deny_ino, &ino))

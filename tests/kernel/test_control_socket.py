@@ -16,6 +16,7 @@ import uuid
 import pytest
 
 from agent_harness import SLOWDOWN
+from kernel_expect import exec_kill_method
 from launch_agent import launched_agent
 from tetrahost.control.client import ControlClient
 
@@ -75,7 +76,8 @@ def test_status_and_protocol_errors(agent):
         st = c.call("status")["status"]
         assert st["health"] == "ok" and st["uptime_seconds"] > 0
         assert st["kernel"]["features"]["send_signal"] is True
-        assert any("sched_process_exec" in u for u in st["kernel"]["in_use"])
+        # the method that follows from the probed features (kernel_expect), by its name
+        assert any(exec_kill_method() in u for u in st["kernel"]["in_use"]), st["kernel"]["in_use"]
         assert st["policies"][0]["name"] == "block-cryptominers" and st["policies"][0]["state"] == "enforcing"
         assert st["counters"]["records"] > 0
         c.sock.sendall(b'{"version":2,"op":"status"}\n')

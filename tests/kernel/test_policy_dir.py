@@ -19,6 +19,7 @@ import uuid
 import pytest
 
 from agent_harness import SLOWDOWN, RunningAgent
+from kernel_expect import exec_kill_method
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_root]
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -228,7 +229,7 @@ def test_tracingpolicy_add_delete_check(env, tmp_path):
     assert (env.dir / "good.yaml").read_text() == good.read_text()
     assert env.run_miner() == -9          # applied before add returned
     listing = env.tetra("tracingpolicy", "list").stdout
-    assert "via-cli  state=enforcing" in listing and "raw_tp sched_process_exec" in listing
+    assert "via-cli  state=enforcing" in listing and exec_kill_method() in listing, listing
     dup = env.tetra("tracingpolicy", "add", str(good), "--name", "again.yaml", check=False)
     assert dup.returncode == 1 and "already loaded" in dup.stderr
     assert "deleted via-cli" in env.tetra("tracingpolicy", "delete", "via-cli").stdout

@@ -1,10 +1,11 @@
-"""The mission's seed policies, loaded unmodified, on this machine's kernel.
+"""The mission's seed policies, loaded unmodified, on the kernel the tests run on.
 
-This kernel has no kprobes, fentry or BPF-LSM, so the agent must use its
-fallbacks: block-cryptominers and detect-privilege-escalation through
-raw_tp/sched_process_exec, detect-container-escape through raw_tp/sys_enter;
-monitor-sensitive-files through the open family's sys_exit (test_file_open_hooks.py).
-The same policies on a kernel with kprobes/LSM are tested in tests/vm/.
+Each hook attaches with the method that follows from the probed features
+(kernel_expect): on a kernel without kprobes, fentry or BPF-LSM (this project's
+CI host) block-cryptominers and detect-privilege-escalation go through
+raw_tp/sched_process_exec, detect-container-escape through raw_tp/sys_enter and
+monitor-sensitive-files through the open family's sys_exit; on Debian's 6.1 or
+6.12 they use BPF-LSM / kprobes.  The enforcement checked is the same everywhere.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import sys
 import pytest
 
 from agent_harness import RunningAgent
+from kernel_expect import exec_kill_method, features, syscall_method
 
 pytestmark = pytest.mark.kernel
 
@@ -82,6 +84,21 @@ def test_relative_path_and_symlink_cannot_dodge(miner_agent, xmrig, tmp_path):
     miner_agent.wait_events(lambda e: "process_kprobe" in e, 2)
 
 
+def test_each_hook_attaches_as_the_kernel_allows(miner_agent, xmrig, tmp_path):
+    """Every seed hook attaches on every kernel (the file policy through the
+    open family's sys_exit where nothing can hook security_file_open)."""
+    log = miner_agent.log_text()
+    assert f"policy block-cryptominers: kprobe security_bprm_check: {exec_kill_method()}" in log, log
+    assert "not active" not in log, log
+    open("/etc/shadow", "rb").close()
+    ev = miner_agent.wait_events(lambda e: e.get("process_kprobe", {}).get("policy_name")
+                                 == "monitor-sensitive-files", 1)[0]["process_kprobe"]
+    assert ev["function_name"] == "security_file_open"
+    assert ev["args"][0]["file_arg"]["path"] == "/etc/shadow"
+    # the exec policy enforces beside it
+    assert subprocess.run([str(xmrig), str(tmp_path / "x")]).returncode == -9
+
+
 # os.setns is Python 3.12+: call libc's
 SETNS_CHILD = ("import ctypes,os,sys; fd=os.open('/proc/self/ns/net', os.O_RDONLY); "
                "ctypes.CDLL(None).setns(fd, 0); print('setns done', flush=True)")
@@ -90,6 +107,7 @@ SETNS_CHILD = ("import ctypes,os,sys; fd=os.open('/proc/self/ns/net', os.O_RDONL
 def test_container_escape_setns_from_new_pid_namespace_is_killed(tmp_path):
     agent = RunningAgent(tmp_path, "--policy", seed("detect-container-escape"))
     try:
+        assert f"__x64_sys_setns (syscall): {syscall_method('setns')}" in agent.log_text(), agent.log_text()
         inside = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-c",
                                  SETNS_CHILD + "; sys.exit(0)"], capture_output=True, text=True)
         assert "setns done" not in inside.stdout, "setns in a child pid namespace went through"

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from agent_harness import policy_events, start_with_policies
+from kernel_expect import features, not_applicable
 
 BASE = "/tmp/thvm"
 
@@ -140,14 +141,26 @@ def events_of(agent, name, count=1):
     return policy_events(agent, name, count)
 
 
+LSM_ONLY = ("signal-on-open",)     # an lsmhooks section: BPF-LSM or nothing
+
+
 def test_all_hooks_active_and_attach_as_planned(agent):
     lines = agent.log_text().splitlines()
     inactive = [line for line in lines if "not active:" in line]
-    assert len(inactive) == 1 and "deny-mkdir " in inactive[0], inactive
-    assert "CONFIG_FUNCTION_ERROR_INJECTION" in inactive[0]
     log = agent.log_text()
-    assert "BPF-LSM file_open (Override returns the error)" in log
-    assert "BPF-LSM path_mkdir (Override returns the error)" in log
+    by_policy = {line.split("policy ", 1)[1].split(" ")[0]: line for line in inactive}
+    assert "CONFIG_FUNCTION_ERROR_INJECTION" in by_policy.get("deny-mkdir", ""), inactive
+    if features().lsm:
+        assert set(by_policy) == {"deny-mkdir"}, inactive
+        assert "BPF-LSM file_open (Override returns the error)" in log
+        assert "BPF-LSM path_mkdir (Override returns the error)" in log
+    else:
+        # BPF-LSM inactive: Override on security_file_open takes fmod_ret and says
+        # so; the lsmhooks policies cannot run and say why
+        assert set(by_policy) == {"deny-mkdir", *LSM_ONLY}, inactive
+        assert all("BPF-LSM is not usable" in by_policy[name] for name in LSM_ONLY), inactive
+        assert "fmod_ret security_file_open (Override returns the error)" in log, log
+        assert "fmod_ret security_path_mkdir (Override returns the error)" in log, log
     assert "kprobe security_path_mkdir" in log
 
 
@@ -162,6 +175,7 @@ def test_override_fails_open_with_eperm_only_for_the_prefix(agent):
 
 
 def test_override_through_lsm_returns_the_errno(agent):
+    # (where BPF-LSM is inactive, through fmod_ret on security_path_mkdir)
     with pytest.raises(PermissionError) as exc:
         os.mkdir(f"{BASE}/locked/sub")
     assert exc.value.errno == errno.EACCES
@@ -181,6 +195,8 @@ def test_path_and_dentry_arguments(agent):
 
 
 def test_signal_action_from_lsmhooks(agent):
+    if not features().lsm:
+        not_applicable("BPF-LSM is not an active LSM (lsmhooks cannot attach)")
     code = f"open('{BASE}/usr1').close(); open('{BASE}/allowed-file').close(); print('survived')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == -signal.SIGUSR1 and "survived" not in r.stdout

@@ -1,4 +1,4 @@
-"""Boot Debian's 6.1 kernel under QEMU with virtme-ng, from the host side.
+"""Boot one of Debian 12's kernels under QEMU with virtme-ng, from the host side.
 
 The guest sees the host root read-only (9p) with writable overlays, so the
 checkout and its venv are visible at the same paths inside. One host directory
@@ -51,15 +51,28 @@ class SetupError(RuntimeError):
     """The host lacks something the harness needs; the message says what to do."""
 
 
-def find_kernel() -> Path:
-    """Newest /boot/vmlinuz-6.1.*-amd64 (the version differs between machines)."""
+# The kernels of the matrix (Debian 12's own packages, scripts/vm-setup.sh):
+# name -> (glob in /boot, what the file name must not contain).
+KERNELS = {
+    "6.1": ("vmlinuz-6.1.*-amd64", ("-rt-", "-cloud-")),
+    "6.12": ("vmlinuz-6.12.*-amd64", ("-rt-", "-cloud-")),
+    "6.1-rt": ("vmlinuz-6.1.*-rt-amd64", ()),
+    "6.12-rt": ("vmlinuz-6.12.*-rt-amd64", ()),
+}
+
+
+def find_kernel(name: str = "6.1") -> Path:
+    """Newest /boot kernel of the matrix entry NAME (the version differs between machines)."""
 
     def version(path: Path) -> list[int]:
         return [int(n) for n in re.findall(r"\d+", path.name)]
 
-    kernels = sorted(Path("/boot").glob("vmlinuz-6.1.*-amd64"), key=version)
+    if name not in KERNELS:
+        raise SetupError(f"unknown guest kernel {name!r}: one of {', '.join(KERNELS)}")
+    pattern, excluded = KERNELS[name]
+    kernels = sorted((k for k in Path("/boot").glob(pattern) if not any(x in k.name for x in excluded)), key=version)
     if not kernels:
-        raise SetupError("no Debian 6.1 kernel in /boot (vmlinuz-6.1.*-amd64): run scripts/vm-setup.sh")
+        raise SetupError(f"no Debian {name} kernel in /boot ({pattern}): run scripts/vm-setup.sh")
     kernel = kernels[-1]
     release = kernel.name.removeprefix("vmlinuz-")
     if not Path("/lib/modules", release).is_dir():
@@ -83,15 +96,31 @@ class VmOptions:
     timeout: float  # seconds for the whole run, boot included
     memory: str = "2G"
     cpus: int = 2
+    append: tuple[str, ...] = ()   # extra kernel parameters (e.g. an lsm= list)
+    label: str = "6.1"             # the matrix entry, for the guest's tests (TETRAHOST_VM_KERNEL)
 
 
-def plain_command(opts: VmOptions, kernel: Path, vng: Path, pytest_args: list[str]) -> list[str]:
-    """vng command that boots once and runs pytest on tests/vm in the guest."""
+# What a plain run runs: the VM suite, the host's kernel suite, or the lean
+# enforcement subset of the VM suite (the matrix's lighter kernels).
+SUITES = {
+    "vm": ("tests/vm",),
+    "kernel": ("tests/kernel",),
+    "lean": ("tests/vm/test_seed_policies_vm.py", "tests/vm/test_policy_hooks_vm.py",
+             "tests/vm/test_policy_selectors_vm.py", "tests/vm/test_guest_kernel.py"),
+}
+
+
+def plain_command(opts: VmOptions, kernel: Path, vng: Path, pytest_args: list[str], suite: str = "vm") -> list[str]:
+    """vng command that boots once and runs pytest on SUITE (SUITES) in the guest."""
     # The guest stops a stalled pytest itself, with stacks dumped, before
     # the host's timeout kills the VM and everything in it unexplained.
     deadline = max(60, int(opts.timeout - GUEST_DEADLINE_MARGIN))
+    # test files or directories among the arguments replace the suite's paths
+    paths = [a for a in pytest_args if not a.startswith("-") and (REPO / a.split("::")[0]).exists()]
+    rest = [a for a in pytest_args if a not in paths]
     guest_cmd = shlex.join(
-        [str(GUEST_DIR / "run_pytest.sh"), GUEST_RESULTS, str(REPO), str(deadline), *pytest_args]
+        [str(GUEST_DIR / "run_pytest.sh"), GUEST_RESULTS, str(REPO), str(deadline), opts.label,
+         ":".join(paths or SUITES[suite]), *rest]
     )
     return [
         *_common_args(opts, kernel, vng),
@@ -151,6 +180,7 @@ def _common_args(opts: VmOptions, kernel: Path, vng: Path) -> list[str]:
         # else. (vng's own loglevel=7 comes first: the last one counts.)
         "--verbose",
         "--append=loglevel=4",
+        *(f"--append={shlex.quote(param)}" for param in opts.append),
         "--memory",
         opts.memory,
         "--cpus",

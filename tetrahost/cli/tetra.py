@@ -238,7 +238,9 @@ def _status(args, out: TextIO, err: TextIO) -> int:
     lines += [f"  in use: {u}" for u in st["kernel"]["in_use"]]
     lines.append(f"policies: {len(st['policies'])} (reloads ok {st['policy_reloads'].get('ok', 0)}, "
                  f"failed {st['policy_reloads'].get('failed', 0)})")
-    lines += [f"  {p['name']}: {p['state']} ({p['mode']}, {p['file']})" for p in st["policies"]]
+    for p in st["policies"]:
+        lines.append(f"  {p['name']}: {p['state']} ({p['mode']}, {p['file']})")
+        lines += [f"    FALLBACK {f}" for f in p.get("fallbacks", [])]
     for file, errors in st["policy_errors"].items():
         lines.append(f"  ERROR {file}: " + "; ".join(errors))
     pin = st.get("pinned")

@@ -63,7 +63,11 @@ def agent_status(agent, server) -> dict:
                       + sorted({f"{h.plan.program}: {h.plan.method}" for h in active}),
         },
         "policies": [{"name": n, "state": s.state, "mode": s.policy.mode, "file": os.fspath(s.file),
-                      "generation": s.generation} for n, s in sorted(manager.policies.items())] if manager else [],
+                      "generation": s.generation,
+                      # hooks running on a lesser method because a better one failed here
+                      "fallbacks": [f"{h.hook.describe()}: {h.plan.method}" for h in s.hooks
+                                    if h.active and h.fallback_from]}
+                     for n, s in sorted(manager.policies.items())] if manager else [],
         "policy_reloads": {"ok": manager.reloads.ok, "failed": manager.reloads.failed,
                            "unloads": manager.reloads.unloads} if manager else {},
         "policy_errors": dict(manager.errors) if manager else {},

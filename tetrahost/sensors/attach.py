@@ -3,9 +3,11 @@
 Inputs: the hook, what it compiled to (does it enforce? override?), and the
 kernel's probed features (tetrahost.sensors.probe).  Output: which entry
 program of csrc/bpf/generic.bpf.c to load, its target, and a sentence an
-operator can read in `tetra tracingpolicy list` / `policy check`.  A hook that
-cannot be honoured raises AttachError with the reason, never a weaker hook
-that would silently not enforce.
+operator can read in `tetra tracingpolicy list` / `policy check`.  Every way
+the probed features allow comes out, best first (attach_candidates): the
+agent falls back to the next when one does not load or attach.  A way that
+would not enforce what the policy asks is never among them; a hook that
+cannot be honoured at all raises AttachError with the reason.
 """
 from __future__ import annotations
 
@@ -91,16 +93,42 @@ def lsm_hook_for(function: str, symbols=None) -> str | None:
 
 
 def plan_compiled(hook: Hook, compiled, features, symbols=None) -> AttachPlan:
-    """The plan for a compiled hook: in policy-mode monitor nothing is
-    enforced, so no hook that can enforce (or override) is needed."""
+    """The preferred plan for a compiled hook (candidates_compiled()[0])."""
+    return candidates_compiled(hook, compiled, features, symbols)[0]
+
+
+def candidates_compiled(hook: Hook, compiled, features, symbols=None) -> list[AttachPlan]:
+    """Every plan the probed features allow for a compiled hook, best first:
+    in policy-mode monitor nothing is enforced, so no hook that can enforce
+    (or override) is needed."""
     enforcing = not compiled.config.monitor
-    return plan_attach(hook, features, enforcing and compiled.uses_enforcement,
-                       enforcing and compiled.uses_override, symbols)
+    return attach_candidates(hook, features, enforcing and compiled.uses_enforcement,
+                             enforcing and compiled.uses_override, symbols)
 
 
 def plan_attach(hook: Hook, features, enforces: bool, overrides: bool, symbols=None) -> AttachPlan:
-    plan = _plan_entry(hook, features, enforces, overrides, symbols)
-    return _with_return(hook, plan, features) if hook.return_ else plan
+    return attach_candidates(hook, features, enforces, overrides, symbols)[0]
+
+
+def attach_candidates(hook: Hook, features, enforces: bool, overrides: bool, symbols=None) -> list[AttachPlan]:
+    """The plans that can honour the hook on this kernel, best first.  The
+    probe proves a kind of program works, not that this object verifies or
+    that this function takes it: the agent tries them in order and uses the
+    first that loads and attaches.  AttachError (with the reason for the
+    best one) when the probe rules out every way."""
+    plans: list[AttachPlan] = []
+    errors: list[str] = []
+    for plan in _entry_candidates(hook, features, enforces, overrides, symbols):
+        if isinstance(plan, AttachError):
+            errors.append(str(plan))
+            continue
+        try:
+            plans.append(_with_return(hook, plan, features) if hook.return_ else plan)
+        except AttachError as exc:
+            errors.append(str(exc))
+    if not plans:
+        raise AttachError(errors[0] if errors else f"{hook.name}: no attach method on this kernel")
+    return plans
 
 
 def _with_return(hook: Hook, plan: AttachPlan, features) -> AttachPlan:
@@ -125,55 +153,63 @@ def _with_return(hook: Hook, plan: AttachPlan, features) -> AttachPlan:
     raise AttachError(f"{hook.name}: return: true needs kretprobes or fexit, and this kernel has neither")
 
 
-def _plan_entry(hook: Hook, features, enforces: bool, overrides: bool, symbols) -> AttachPlan:
+def _entry_candidates(hook: Hook, features, enforces: bool, overrides: bool, symbols):
+    """Entry plans, best first; an AttachError in the list says why the way
+    that would have come first is ruled out (reported only if none is left)."""
     if hook.kind == "lsm":
         if not features.lsm and hook.name in FILE_OPEN_FALLBACK_HOOKS:
-            return _plan_open_exit(hook, features, overrides, "no BPF-LSM")
+            return [_open_exit_candidate(hook, features, overrides, "no BPF-LSM on this kernel")]
         if not features.lsm:
-            raise AttachError(f"lsm hook {hook.name}: BPF-LSM is not usable on this kernel "
-                              "(see `tetrahost probe`)")
-        return AttachPlan("th_lsm", hook.name, f"BPF-LSM {hook.name}")
+            return [AttachError(f"lsm hook {hook.name}: BPF-LSM is not usable on this kernel "
+                                "(see `tetrahost probe`)")]
+        return [AttachPlan("th_lsm", hook.name, f"BPF-LSM {hook.name}")]
     if hook.kind == "tracepoint":
         if overrides:
-            raise AttachError(f"{hook.name}: Override is not possible at a tracepoint")
+            return [AttachError(f"{hook.name}: Override is not possible at a tracepoint")]
         if hook.raw:
-            return AttachPlan("th_raw_tp", hook.event, f"raw_tp {hook.event}")
-        return AttachPlan("th_tracepoint", hook.name, f"tracepoint {hook.name}")
+            return [AttachPlan("th_raw_tp", hook.event, f"raw_tp {hook.event}")]
+        return [AttachPlan("th_tracepoint", hook.name, f"tracepoint {hook.name}")]
     if hook.syscall_list:
-        return plan_syscall_list(hook, features, overrides, symbols)
+        return _list_candidates(hook, features, overrides, symbols)
     if hook.syscall:
-        return _plan_syscall(hook, features, overrides)
+        return _syscall_candidates(hook, features, overrides)
     if hook.is_exec_hook:
-        return _plan_exec(hook, features, enforces, overrides, symbols)
-    return _plan_function(hook, features, overrides, symbols)
+        return _exec_candidates(hook, features, enforces, overrides, symbols)
+    return _function_candidates(hook, features, overrides, symbols)
 
 
-def _plan_syscall(hook: Hook, features, overrides: bool) -> AttachPlan:
+def _syscall_candidates(hook: Hook, features, overrides: bool) -> list:
     name = hook.syscall_name
     target = f"__x64_sys_{name}"
     if overrides:
         # Changing a syscall's return needs the kernel's error-injection list
         # (CONFIG_FUNCTION_ERROR_INJECTION) for fmod_ret as for
         # bpf_override_return; override_return is what the probe can prove.
+        plans = []
         if features.override_return and features.fmod_ret:
-            return AttachPlan("th_fmod_ret", target, f"fmod_ret {target} (Override returns the error)",
-                              unwrap_syscall=True)
+            plans.append(AttachPlan("th_fmod_ret", target, f"fmod_ret {target} (Override returns the error)",
+                                    unwrap_syscall=True))
         if features.override_return and features.kprobe:
-            return AttachPlan("th_kprobe_override", target, f"kprobe {target} with bpf_override_return",
-                              unwrap_syscall=True)
-        raise AttachError(f"{target}: Override of a syscall needs error injection "
-                          "(CONFIG_FUNCTION_ERROR_INJECTION, for fmod_ret or bpf_override_return), "
-                          "which this kernel lacks; hook the matching security_* function or LSM hook instead")
+            plans.append(AttachPlan("th_kprobe_override", target, f"kprobe {target} with bpf_override_return",
+                                    unwrap_syscall=True))
+        return plans or [AttachError(
+            f"{target}: Override of a syscall needs error injection "
+            "(CONFIG_FUNCTION_ERROR_INJECTION, for fmod_ret or bpf_override_return), "
+            "which this kernel lacks; hook the matching security_* function or LSM hook instead")]
+    plans: list = []
     if features.kprobe:
-        return AttachPlan("th_kprobe", target, f"kprobe {target}", unwrap_syscall=True)
+        plans.append(AttachPlan("th_kprobe", target, f"kprobe {target}", unwrap_syscall=True))
     if features.fentry:
-        return AttachPlan("th_fentry", target, f"fentry {target}", unwrap_syscall=True)
+        plans.append(AttachPlan("th_fentry", target, f"fentry {target}", unwrap_syscall=True))
     nr = SYSCALLS_X86_64.get(name)
-    if nr is None:
-        raise AttachError(f"{hook.name}: no kprobes or fentry on this kernel, and {name!r} "
-                          "is not an x86_64 syscall the sys_enter fallback can filter")
-    return AttachPlan("th_sys_enter", name, f"raw_tp sys_enter filtered to syscall {nr} ({name}); "
-                      "fallback: this kernel has no kprobes/fentry", syscall_nrs=(nr,))
+    if nr is not None and features.raw_tracepoint:
+        plans.append(AttachPlan("th_sys_enter", name, f"raw_tp sys_enter filtered to syscall {nr} ({name})"
+                                + ("" if plans else "; fallback: this kernel has no kprobes/fentry"),
+                                syscall_nrs=(nr,)))
+    elif not plans:
+        plans.append(AttachError(f"{hook.name}: no kprobes or fentry on this kernel, and {name!r} "
+                                 "is not an x86_64 syscall the sys_enter fallback can filter"))
+    return plans
 
 
 def _few(names, shown: int = 4) -> str:
@@ -182,13 +218,22 @@ def _few(names, shown: int = 4) -> str:
 
 
 def plan_syscall_list(hook: Hook, features, overrides: bool, symbols=None) -> AttachPlan:
+    plan = _list_candidates(hook, features, overrides, symbols)[0]
+    if isinstance(plan, AttachError):
+        raise plan
+    return plan
+
+
+def _list_candidates(hook: Hook, features, overrides: bool, symbols=None) -> list:
     """A `list:NAME` hook: one loaded program for every syscall of the list.
     With kprobes it attaches to each __x64_sys_* function (those the kernel
-    lacks are skipped and said); without, the sys_enter fallback filters on a
-    set of syscall numbers.  fentry/fmod_ret programs are bound to one function
-    at load, so they would need one object per syscall: not used for lists."""
+    lacks are skipped and said); else, or when that fails, the sys_enter
+    fallback filters on a set of syscall numbers.  fentry/fmod_ret programs
+    are bound to one function at load, so they would need one object per
+    syscall: not used for lists."""
     target = f"list:{hook.syscall_list}"
     count = f"{len(hook.syscalls)} syscall{'s' if len(hook.syscalls) != 1 else ''}"
+    plans: list = []
     if features.kprobe and (not overrides or features.override_return):
         symbols = kernel_symbols() if symbols is None else symbols
         functions = [f"__x64_sys_{name}" for name in hook.syscalls]
@@ -197,77 +242,95 @@ def plan_syscall_list(hook: Hook, features, overrides: bool, symbols=None) -> At
         present = tuple(f for f in functions if f in known) if known else tuple(functions)
         missing = [f for f in functions if f not in present]
         if not present:
-            raise AttachError(f"{target}: this kernel has none of the list's syscall functions "
-                              f"({_few(functions)})")
-        program = "th_kprobe_override" if overrides else "th_kprobe"
-        how = " with bpf_override_return" if overrides else ""
-        method = f"kprobe{how} on {len(present)} functions of {count} ({_few(present)})"
-        if missing:
-            method += f"; skipped, not in this kernel: {_few(missing)}"
-        return AttachPlan(program, target, method, unwrap_syscall=True, targets=present)
+            plans.append(AttachError(f"{target}: this kernel has none of the list's syscall functions "
+                                     f"({_few(functions)})"))
+        else:
+            program = "th_kprobe_override" if overrides else "th_kprobe"
+            how = " with bpf_override_return" if overrides else ""
+            method = f"kprobe{how} on {len(present)} functions of {count} ({_few(present)})"
+            if missing:
+                method += f"; skipped, not in this kernel: {_few(missing)}"
+            plans.append(AttachPlan(program, target, method, unwrap_syscall=True, targets=present))
     if overrides:
-        raise AttachError(f"{target}: Override of syscalls needs kprobes with bpf_override_return "
-                          "(CONFIG_BPF_KPROBE_OVERRIDE), which this kernel lacks")
-    numbers = tuple(SYSCALLS_X86_64[name] for name in hook.syscalls)
-    return AttachPlan("th_sys_enter", target,
-                      f"raw_tp sys_enter filtered to a set of {count} ({_few(hook.syscalls)}); "
-                      "fallback: this kernel has no kprobes", syscall_nrs=numbers)
+        if not plans:
+            plans.append(AttachError(f"{target}: Override of syscalls needs kprobes with bpf_override_return "
+                                     "(CONFIG_BPF_KPROBE_OVERRIDE), which this kernel lacks"))
+        return plans
+    if features.raw_tracepoint:
+        numbers = tuple(SYSCALLS_X86_64[name] for name in hook.syscalls)
+        plans.append(AttachPlan("th_sys_enter", target,
+                                f"raw_tp sys_enter filtered to a set of {count} ({_few(hook.syscalls)})"
+                                + ("" if features.kprobe else "; fallback: this kernel has no kprobes"),
+                                syscall_nrs=numbers))
+    return plans
 
 
-def _plan_exec(hook: Hook, features, enforces: bool, overrides: bool, symbols) -> AttachPlan:
+def _exec_candidates(hook: Hook, features, enforces: bool, overrides: bool, symbols) -> list:
+    """Exec hooks: BPF-LSM (a Sigkill also fails the exec), fmod_ret on the
+    security_* function (the same, where BPF-LSM is not an active LSM), then
+    kprobe or fentry (the signal alone), then the sched_process_exec fallback."""
+    if overrides:
+        return _function_candidates(hook, features, overrides, symbols)
+    plans: list = []
     lsm = lsm_hook_for(hook.name, symbols) if hook.name.startswith("security_") else hook.name
     if features.lsm and lsm:
         why = "a Sigkill also fails the exec (EPERM), so the program never runs" if enforces else "exec hook"
-        return AttachPlan("th_lsm", lsm, f"BPF-LSM {lsm} ({why})")
-    if overrides:
-        return _plan_function(hook, features, overrides, symbols)
+        plans.append(AttachPlan("th_lsm", lsm, f"BPF-LSM {lsm} ({why})"))
+    if enforces and features.fmod_ret and hook.name.startswith("security_"):
+        plans.append(AttachPlan("th_fmod_ret", hook.name, f"fmod_ret {hook.name} "
+                                "(a Sigkill also fails the exec (EPERM), so the program never runs)"))
+    by_signal = " (Sigkill by signal: the exec itself is not failed)" if enforces else ""
     if features.kprobe:
-        return AttachPlan("th_kprobe", hook.name, f"kprobe {hook.name}" +
-                          (" (Sigkill by signal: the exec itself is not failed; no BPF-LSM)" if enforces else ""))
-    if hook.name in EXEC_FALLBACK_FUNCTIONS and any(a.base_type == "linux_binprm" for a in hook.args):
-        return AttachPlan("th_exec", "sched_process_exec",
-                          "raw_tp sched_process_exec; fallback: no kprobes/BPF-LSM on this kernel. "
-                          "Sigkill lands before the new program's first instruction")
-    raise AttachError(f"{hook.name}: needs kprobes or BPF-LSM, and this kernel has neither")
+        plans.append(AttachPlan("th_kprobe", hook.name, f"kprobe {hook.name}{by_signal}"))
+    elif features.fentry:
+        plans.append(AttachPlan("th_fentry", hook.name, f"fentry {hook.name}{by_signal}"))
+    if (hook.name in EXEC_FALLBACK_FUNCTIONS and any(a.base_type == "linux_binprm" for a in hook.args)
+            and features.raw_tracepoint):
+        plans.append(AttachPlan("th_exec", "sched_process_exec",
+                                "raw_tp sched_process_exec" + ("" if plans else "; fallback: no kprobes/BPF-LSM "
+                                                               "on this kernel") +
+                                ". Sigkill lands before the new program's first instruction"))
+    return plans or [AttachError(f"{hook.name}: needs kprobes or BPF-LSM, and this kernel has neither")]
 
 
-def _plan_function(hook: Hook, features, overrides: bool, symbols) -> AttachPlan:
+def _function_candidates(hook: Hook, features, overrides: bool, symbols) -> list:
     name = hook.name
+    plans: list = []
     if overrides:
         lsm = lsm_hook_for(name, symbols)
         if features.lsm and lsm:
-            return AttachPlan("th_lsm", lsm, f"BPF-LSM {lsm} (Override returns the error)")
+            plans.append(AttachPlan("th_lsm", lsm, f"BPF-LSM {lsm} (Override returns the error)"))
         if features.fmod_ret and name.startswith("security_"):
-            return AttachPlan("th_fmod_ret", name, f"fmod_ret {name} (Override returns the error)")
+            plans.append(AttachPlan("th_fmod_ret", name, f"fmod_ret {name} (Override returns the error)"))
         if features.kprobe and features.override_return:
-            return AttachPlan("th_kprobe_override", name, f"kprobe {name} with bpf_override_return")
-        raise AttachError(f"{name}: Override needs BPF-LSM or fmod_ret on a security_* function, "
-                          "or bpf_override_return; this kernel offers none for it")
+            plans.append(AttachPlan("th_kprobe_override", name, f"kprobe {name} with bpf_override_return"))
+        return plans or [AttachError(f"{name}: Override needs BPF-LSM or fmod_ret on a security_* function, "
+                                     "or bpf_override_return; this kernel offers none for it")]
     if features.kprobe:
-        return AttachPlan("th_kprobe", name, f"kprobe {name}")
+        plans.append(AttachPlan("th_kprobe", name, f"kprobe {name}"))
     if features.fentry:
-        return AttachPlan("th_fentry", name, f"fentry {name} (no kprobes on this kernel)")
-    if name in FILE_OPEN_FALLBACK_HOOKS:
-        return _plan_open_exit(hook, features, overrides, "no kprobes and no fentry")
-    raise AttachError(f"{name}: this kernel has no kprobes and no fentry, and {name} is not a syscall, "
-                      "exec or file-open hook with a tracepoint fallback")
+        plans.append(AttachPlan("th_fentry", name, f"fentry {name}" + ("" if plans else " (no kprobes on this kernel)")))
+    if name in FILE_OPEN_FALLBACK_HOOKS:    # last: used where kprobe/fentry are missing or fail
+        plans.append(_open_exit_candidate(hook, features, False, "no kprobe or fentry attached"))
+    return plans or [AttachError(f"{name}: this kernel has no kprobes and no fentry, and {name} is not a syscall, "
+                                 "exec or file-open hook with a tracepoint fallback")]
 
 
-def _plan_open_exit(hook: Hook, features, overrides: bool, why: str) -> AttachPlan:
+def _open_exit_candidate(hook: Hook, features, overrides: bool, why: str) -> AttachPlan | AttachError:
     """A file-open hook seen at the exit of the open family (th_open_exit):
     it can read only the file (argument 0), after the open has happened."""
     if overrides:
-        raise AttachError(f"{hook.name}: Override needs the open to be refused before it happens; this "
-                          f"kernel has {why}, and its fallback sees the open at syscall exit, when "
-                          "the file is already open (Sigkill and Post work there)")
+        return AttachError(f"{hook.name}: Override needs the open to be refused before it happens; here "
+                           f"{why}, and the fallback sees the open at syscall exit, when the file is "
+                           "already open (Sigkill and Post work there)")
     other = [a for a in hook.args if a.index != 0 or a.base_type != "file"]
     if other:
-        raise AttachError(f"{hook.name}: the syscall-exit fallback ({why} on this kernel) provides only "
-                          f"argument 0 as a file, not index {other[0].index} ({other[0].type})")
+        return AttachError(f"{hook.name}: the syscall-exit fallback ({why}) provides only argument 0 as a "
+                           f"file, not index {other[0].index} ({other[0].type})")
     if not features.raw_tracepoint:
-        raise AttachError(f"{hook.name}: {why}, and no raw tracepoints for the syscall-exit fallback")
+        return AttachError(f"{hook.name}: {why}, and no raw tracepoints for the syscall-exit fallback")
     nrs = tuple(SYSCALLS_X86_64[n] for n in OPEN_SYSCALLS)
     return AttachPlan("th_open_exit", hook.name,
                       f"raw_tp sys_exit of {', '.join(OPEN_SYSCALLS)}, the returned descriptor's file "
-                      f"resolved in the kernel; fallback: {why} on this kernel (sees the completed open: "
+                      f"resolved in the kernel; fallback: {why} (sees the completed open: "
                       "Post and Sigkill, no Override)", syscall_nrs=nrs)

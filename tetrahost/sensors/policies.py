@@ -42,7 +42,8 @@ from tetrahost.policy.errors import PolicyError
 from tetrahost.policy.load import LoadResult, load_text, read_policy_file
 from tetrahost.sensors import adoption
 from tetrahost.policy.model import Hook, Policy
-from tetrahost.sensors.attach import AttachError, AttachPlan, plan_compiled
+from tetrahost.sensors.attach import AttachError, AttachPlan, candidates_compiled, plan_compiled
+from tetrahost.sensors.fallback import start_hook
 from tetrahost.sensors.generic import HookSensor
 from tetrahost.sensors.warmpool import WarmPool, spares_per_key
 
@@ -80,6 +81,7 @@ class HookState:
     retry_at: float | None = None        # monotonic time of the next attempt (None: not retried)
     origin: str = "fresh"                # "adopted": taken over, as it ran, from a previous agent's pins
     pinned: bool = False                 # its links are pinned (it survives the agent)
+    fallback_from: list[str] = field(default_factory=list)   # better methods that failed, with why
 
     @property
     def active(self) -> bool:
@@ -353,10 +355,12 @@ class PolicyManager:
         try:
             if hs.compiled is None or hs.plan is None:
                 hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor")
-                hs.plan = plan_compiled(hook, hs.compiled, self.features)
+            candidates = candidates_compiled(hook, hs.compiled, self.features)
+            hs.plan = candidates[0]
             self._acquire_proc_state(hs)
-            spare = self.pool.take(hs.plan)      # None: HookSensor loads its own
-            hs.sensor = HookSensor(hs.compiled, hs.plan, self.shared_maps, self.dispatcher).start(spare)
+            # the first method that loads and attaches; spares are tried first
+            started = start_hook(hs.compiled, candidates, self.shared_maps, self.pool.take, self.dispatcher)
+            hs.sensor, hs.plan, hs.fallback_from = started.sensor, started.plan, started.failed
             if hs.sensor.skipped:     # a list hook attached to fewer functions than planned
                 hs.plan = replace(hs.plan, method=f"{hs.plan.method}; {len(hs.sensor.skipped)} "
                                   f"would not attach: {'; '.join(hs.sensor.skipped[:3])}")
@@ -501,7 +505,7 @@ class PolicyManager:
                 "hooks": [{"id": h.hook_id, "hook": h.hook.describe(), "active": h.active,
                            "attach": h.plan.method if h.plan is not None and h.active else "",
                            "error": h.error, "events": h.events, "origin": h.origin,
-                           "pinned": h.pinned,
-                           "retrying": h.retry_at is not None} for h in s.hooks],
+                           "pinned": h.pinned, "retrying": h.retry_at is not None,
+                           "fallback_from": h.fallback_from if h.active else []} for h in s.hooks],
             })
         return out

@@ -10,7 +10,7 @@ from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.export.hook_json import function_name
 from tetrahost.policy import load_text
 from tetrahost.policy.compile import compile_hook
-from tetrahost.sensors.attach import AttachError, plan_attach
+from tetrahost.sensors.attach import AttachError, attach_candidates, plan_attach
 from tetrahost.sensors.generic import fill_syscall_set
 from tetrahost.sensors.probe import KernelFeatures
 from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
@@ -144,9 +144,19 @@ def test_kprobe_plan_attaches_to_each_function_the_kernel_has():
                            "skipped, not in this kernel: __x64_sys_dup3")
 
 
-def test_kprobe_plan_with_no_listed_function_is_an_attach_error():
+def test_kprobe_plan_with_no_listed_function_falls_back_to_sys_enter():
+    plans = attach_candidates(hook_of(dups()), ALL, False, False, symbols={"__x64_sys_read"})
+    assert [p.program for p in plans] == ["th_sys_enter"]
+    # and where sys_enter cannot serve either, the kprobe reason is what is said
+    no_raw_tp = dataclasses.replace(ALL, raw_tracepoint=False)
     with pytest.raises(AttachError, match="this kernel has none of the list's syscall functions"):
-        plan_attach(hook_of(dups()), ALL, False, False, symbols={"__x64_sys_read"})
+        plan_attach(hook_of(dups()), no_raw_tp, False, False, symbols={"__x64_sys_read"})
+
+
+def test_list_candidates_are_kprobes_then_sys_enter():
+    plans = attach_candidates(hook_of(dups()), ALL, False, False, symbols={"__x64_sys_dup"})
+    assert [p.program for p in plans] == ["th_kprobe", "th_sys_enter"]
+    assert plans[1].syscall_nrs == (32, 33)
 
 
 def test_override_on_a_list_needs_kprobe_override():

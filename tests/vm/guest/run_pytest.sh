@@ -2,7 +2,10 @@
 # Guest side of a plain tests/vm/run.py run (the command virtme-ng executes
 # after booting the Debian 6.1 kernel).
 #
-# Usage: run_pytest.sh RESULTS_DIR REPO DEADLINE [pytest args...]
+# Usage: run_pytest.sh RESULTS_DIR REPO DEADLINE KERNEL TESTS [pytest args...]
+# KERNEL: the matrix entry booted (6.1, 6.12, 6.1-rt...; TETRAHOST_VM_KERNEL for
+# the tests). TESTS: colon-separated paths under REPO (tests/vm, tests/kernel,
+# or files); paths under tests/vm run with `-m vm`.
 # RESULTS_DIR is the host directory shared read-write with the guest: the host
 # reads exit_code, junit.xml and dmesg.txt from it after the guest powers off.
 # DEADLINE (seconds): a pytest still running then is stopped by the watchdog
@@ -11,7 +14,9 @@ set -u
 results=$1
 repo=$2
 deadline=$3
-shift 3
+export TETRAHOST_VM_KERNEL=$4
+tests=$5
+shift 5
 
 echo "tetrahost-vm: guest up, kernel $(uname -r), uptime $(cut -d' ' -f1 /proc/uptime)s"
 
@@ -27,6 +32,8 @@ mount_fs bpf /sys/fs/bpf
 mount_fs debugfs /sys/kernel/debug
 
 export TETRAHOST_IN_VM=1
+# a skip other than "not applicable on this kernel" fails the run (tests/conftest.py)
+export TETRAHOST_STRICT_SKIPS=1
 # The checkout is on the read-only host root: keep Python from trying to write .pyc files.
 export PYTHONDONTWRITEBYTECODE=1
 cd "$repo" || exit 1
@@ -79,7 +86,13 @@ watchdog() {  # PID of pytest
 
 # The venv interpreter by absolute path: in the guest `python3` may be another one.
 # faulthandler_timeout: the Python stacks of a test that takes over 5 minutes.
-"$repo/.venv/bin/python" -m pytest "$repo/tests/vm" -m vm -p no:cacheprovider \
+paths=""
+old_ifs=$IFS; IFS=:
+for t in $tests; do paths="$paths $repo/$t"; done
+IFS=$old_ifs
+case "$tests" in tests/vm*) marker="-m vm" ;; *) marker="" ;; esac
+# shellcheck disable=SC2086  # paths and marker are word lists on purpose
+"$repo/.venv/bin/python" -m pytest $paths $marker -p no:cacheprovider -rs \
     -o faulthandler_timeout=300 --junitxml="$results/junit.xml" "$@" &
 pytest_pid=$!
 watchdog "$pytest_pid" &
@@ -87,6 +100,16 @@ watchdog_pid=$!
 wait "$pytest_pid"
 rc=$?
 kill "$watchdog_pid" 2>/dev/null
+
+# For the kernel matrix (tests/vm/matrix.py): what this kernel offers and
+# how the seed policies attach here, verified by the kernel (policy check).
+uname -r > "$results/release.txt"
+cat /sys/kernel/security/lsm > "$results/lsm.txt" 2>/dev/null
+"$repo/.venv/bin/python" -m tetrahost.cli.main probe -o json > "$results/probe.json" 2>/dev/null
+seeds=$(ls "$repo"/../shared/conformance/seed-policies/*.yaml 2>/dev/null)
+# shellcheck disable=SC2086
+[ -n "$seeds" ] && "$repo/.venv/bin/python" -m tetrahost.cli.main policy check -o json $seeds \
+    > "$results/seeds.json" 2>/dev/null
 
 dmesg > "$results/dmesg.txt" 2>&1
 # Written last: its presence tells the host that the guest got to the end.
