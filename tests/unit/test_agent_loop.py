@@ -4,6 +4,7 @@ import logging
 import os
 
 import pytest
+from types import SimpleNamespace
 
 from tetrahost.daemon import Agent, Counters
 from tetrahost.logrates import LogLimiter
@@ -116,19 +117,18 @@ def manager(monkeypatch):
     """A PolicyManager whose hooks 'attach' through starts (a list of callables)."""
     starts = []
 
-    class Sensor:
-        def __init__(self, compiled, plan, shared, dispatcher=None):
-            pass
+    fake_plan = type("P", (), {"method": "fake"})()
 
-        def start(self, spare):
-            if starts:
-                starts.pop(0)()
-            return FakeSensorHandle()
+    def start_hook(compiled, candidates, shared, take_spare=None, dispatcher=None):
+        if starts:
+            starts.pop(0)()
+        return SimpleNamespace(sensor=FakeSensorHandle(), plan=fake_plan, failed=[])
 
     monkeypatch.setattr(pmod, "compile_hook", lambda hook, hook_id, ns, monitor: type("C", (), {
         "needs_proc_state": False})())
-    monkeypatch.setattr(pmod, "plan_compiled", lambda hook, compiled, features: type("P", (), {"method": "fake"})())
-    monkeypatch.setattr(pmod, "HookSensor", Sensor)
+    monkeypatch.setattr(pmod, "plan_compiled", lambda hook, compiled, features: fake_plan)
+    monkeypatch.setattr(pmod, "candidates_compiled", lambda hook, compiled, features: [fake_plan])
+    monkeypatch.setattr(pmod, "start_hook", start_hook)
     m = PolicyManager(features=None, host_ns=None, shared_maps={}, limits=Limits(3, 5))
     m.pool = FakePool()
     m.starts = starts
