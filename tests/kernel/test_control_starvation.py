@@ -8,6 +8,7 @@ default soft limit): a thread and a descriptor per metrics connection would exha
 """
 from __future__ import annotations
 
+import http.client
 import os
 import pathlib
 import resource
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -60,9 +62,18 @@ def timed_status(path: str) -> tuple[float, dict]:
     return time.monotonic() - t0, answer
 
 
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return r.read().decode()
+def scrape(port: int, attempts: int = 5) -> str:
+    """/metrics as a scraper gets it: during a flood a connection may be
+    evicted before it is served, and a scraper tries again (Prometheus at its
+    next interval); five evictions in a row fail the test."""
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                return r.read().decode()
+        except (ConnectionError, http.client.HTTPException, urllib.error.URLError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
 
 
 def tetra(*args) -> subprocess.CompletedProcess:

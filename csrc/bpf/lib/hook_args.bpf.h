@@ -50,11 +50,48 @@ static __always_inline __u32 walk_to_slot(struct hook_scratch *s, __u8 *slot, st
 	return path_to_slot(s, slot, pos, how, t);
 }
 
+/*
+ * The path a file was opened by, as its user sees it.  Since 6.6 a stacking
+ * file system (overlayfs, FUSE passthrough) opens the real file as a
+ * "backing file" whose f_path is the real one, on a private mount that no
+ * namespace reaches (security_file_open runs for it too); the path the user
+ * opened is the backing_file's user_path.  Which f_mode bit marks a backing
+ * file moved between kernels (even within Debian's 6.12 line), so it is
+ * recognised by what it is: f_path on a detached mount that is not the
+ * task's root, and a user_path whose mount and dentry agree on their super
+ * block (memory after an ordinary struct file does not).
+ */
+static __always_inline void file_user_path(struct file *file, struct dentry **dentry, struct vfsmount **vfsmnt)
+{
+	*dentry = BPF_CORE_READ(file, f_path.dentry);
+	*vfsmnt = BPF_CORE_READ(file, f_path.mnt);
+	if (!bpf_core_type_exists(struct backing_file) || !*vfsmnt)
+		return;
+	struct mount *m = container_of(*vfsmnt, struct mount, mnt);
+	struct task_struct *task = (void *)bpf_get_current_task();
+
+	if (BPF_CORE_READ(m, mnt_parent) != m || *vfsmnt == BPF_CORE_READ(task, fs, root.mnt))
+		return;
+	struct backing_file *bf = container_of(file, struct backing_file, file);
+	struct vfsmount *user_mnt = BPF_CORE_READ(bf, user_path.mnt);
+	struct dentry *user_dentry = BPF_CORE_READ(bf, user_path.dentry);
+	struct super_block *sb = BPF_CORE_READ(user_mnt, mnt_sb);
+
+	if (sb && sb == BPF_CORE_READ(user_dentry, d_sb)) {
+		*dentry = user_dentry;
+		*vfsmnt = user_mnt;
+	}
+}
+
 static __always_inline __u32 file_to_slot(struct hook_scratch *s, __u8 *slot, struct file *file, __u32 t)
 {
+	struct vfsmount *vfsmnt;
+	struct dentry *dentry;
+
 	if (!file)
 		return 0;
-	return walk_to_slot(s, slot, BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), t);
+	file_user_path(file, &dentry, &vfsmnt);
+	return walk_to_slot(s, slot, dentry, vfsmnt, t);
 }
 
 static __always_inline struct file *fd_to_file(long fd)
@@ -206,10 +243,8 @@ TH_VERIFIED_ONCE int read_arg(__u32 scratch, __u32 i, __u32 kind, __u64 raw, __u
 		s->ev.arg_len[i] = sizeof(struct th_char_buf);
 		return 0;
 	}
-	if (file) {
-		dentry = BPF_CORE_READ(file, f_path.dentry);
-		vfsmnt = BPF_CORE_READ(file, f_path.mnt);
-	}
+	if (file)
+		file_user_path(file, &dentry, &vfsmnt);
 	if (dentry)
 		len = walk_to_slot(s, slot, dentry, vfsmnt, i);
 	s->arg_str_len[i] = len;

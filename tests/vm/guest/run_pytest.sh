@@ -90,7 +90,8 @@ paths=""
 old_ifs=$IFS; IFS=:
 for t in $tests; do paths="$paths $repo/$t"; done
 IFS=$old_ifs
-case "$tests" in tests/vm*) marker="-m vm" ;; *) marker="" ;; esac
+# -m vm only for tests/vm alone: behaviour tests of tests/kernel in the list run as they are
+case "$tests" in *tests/kernel*) marker="" ;; tests/vm*) marker="-m vm" ;; *) marker="" ;; esac
 # shellcheck disable=SC2086  # paths and marker are word lists on purpose
 "$repo/.venv/bin/python" -m pytest $paths $marker -p no:cacheprovider -rs \
     -o faulthandler_timeout=300 --junitxml="$results/junit.xml" "$@" &
