@@ -84,6 +84,9 @@ def _check_index(value: str) -> str | None:
 class AgentConfig:
     node_name: str = ""                                   # "" = the host name
     policy_dir: str = "/etc/tetragon/policies.d"          # TracingPolicy YAML files loaded (and watched)
+    # Tetragon's default --tracing-policy-dir, read too so a Tetragon host's files keep
+    # working after switching; watched when it exists at start, "" = not read
+    tetragon_policy_dir: str = "/etc/tetragon/tetragon.tp.d"
     ringbuf_size: int = _opt(0, min=0, check=lambda v: None if v == 0 or (v & (v - 1) == 0 and v >= 4096)
                              else f"expected 0 (built-in 8 MiB) or a power of two >= 4096, got {v}")
     proc_root: str = "/proc"

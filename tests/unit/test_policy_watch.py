@@ -367,3 +367,39 @@ def test_parse_time_starts_when_the_worker_is_ready(monkeypatch, tmp_path):
         _time.sleep(0.01)
     parser.close()
     assert result is not None and result.ok, result and result.errors
+
+
+def test_tetragon_directory_is_read_too_and_a_name_in_both_is_a_conflict(tmp_path, monkeypatch):
+    """policies.d and Tetragon's tetragon.tp.d feed one manager: both load, and a
+    policy name defined in both is refused for the second file, naming the first."""
+    from tetrahost.sensors.policies import PolicyManager
+    manager = PolicyManager(features=None, host_ns=None, shared_maps={})
+    monkeypatch.setattr(manager, "_attach", lambda hs: None)
+    ours, theirs = tmp_path / "policies.d", tmp_path / "tetragon.tp.d"
+    theirs.mkdir()
+    (theirs / "from-tetragon.yaml").write_text(POLICY.format(name="from-tetragon"))
+    (theirs / "dup.yaml").write_text(POLICY.format(name="same"))
+    primary = PolicyDirectory(str(ours), debounce=0.05, manager=manager)
+    secondary = PolicyDirectory(str(theirs), debounce=0.05, manager=manager, primary=False)
+    primary.start()
+    secondary.start()
+    try:
+        assert "from-tetragon" in manager.policies and "same" in manager.policies
+        with open(ours / "dup.yaml", "w") as f:
+            f.write(POLICY.format(name="same"))
+        settle(primary)
+        rec = primary.files[os.path.join(primary.path, "dup.yaml")]
+        assert not rec.ok and "same" in rec.errors[0] and str(theirs / "dup.yaml") in " ".join(rec.errors)
+        assert manager.policies["same"].file == str(theirs / "dup.yaml")
+    finally:
+        primary.stop()
+        secondary.stop()
+        manager.pool.close()
+
+
+def test_a_missing_tetragon_directory_is_not_created(tmp_path):
+    d = PolicyDirectory(str(tmp_path / "tetragon.tp.d"), manager=FakeManager(), primary=False)
+    with pytest.raises(OSError):
+        d.start()        # run_cmd only starts it when the directory exists
+    d.stop()
+    assert not (tmp_path / "tetragon.tp.d").exists()

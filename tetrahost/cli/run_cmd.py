@@ -132,6 +132,10 @@ def policy_components(cfg, args) -> list:
     if args.policy_dir or service:
         from tetrahost.policy.watch import PolicyDirectory
         out.append(PolicyDirectory(cfg.agent.policy_dir))
+        other = cfg.agent.tetragon_policy_dir
+        if service and other and os.path.isdir(other) \
+                and os.path.realpath(other) != os.path.realpath(cfg.agent.policy_dir):
+            out.append(PolicyDirectory(other, primary=False))
     if (args.socket or service) and not args.no_socket:
         from tetrahost.control.server import ControlServer
         from tetrahost.control.protocol import DEFAULT_SOCKET

@@ -94,7 +94,12 @@ class PolicyDirectory(DropInFiles):
     needs_policies = True             # the agent creates its PolicyManager even without --policy files
 
     def __init__(self, path: str = DEFAULT_DIR, debounce: float = DEBOUNCE, manager=None,
-                 max_file_bytes: int = MAX_FILE_BYTES):
+                 max_file_bytes: int = MAX_FILE_BYTES, primary: bool = True):
+        """primary: the directory `tetra tracingpolicy add/delete` write to, created
+        when missing; another one (Tetragon's tetragon.tp.d) is only read, and
+        watched when it exists at start.  Both feed one PolicyManager, which
+        refuses a policy name defined in two files (the second file names the first)."""
+        self.primary = primary
         self.path = os.path.realpath(path)
         self.debounce = debounce
         self.manager = manager
@@ -116,11 +121,13 @@ class PolicyDirectory(DropInFiles):
     def start(self, agent=None) -> None:
         if agent is not None:
             self.manager = agent.policies
-            agent.policy_dir = self          # the control server finds us here
+            if self.primary:
+                agent.policy_dir = self          # the control server finds us here
             cfg = getattr(agent, "config", None)
             if cfg is not None:
                 self.max_file_bytes = cfg.limits.max_policy_file_kb * 1024
-        os.makedirs(self.path, mode=0o755, exist_ok=True)
+        if self.primary:
+            os.makedirs(self.path, mode=0o755, exist_ok=True)
         self.inotify = Inotify()
         self.timer = OneShotTimer()
         self.inotify.add_watch(self.path, WATCH_MASK)   # before the scan: no change slips between
