@@ -35,7 +35,7 @@ EXEC_FALLBACK_FUNCTIONS = {"security_bprm_check", "security_bprm_creds_for_exec"
 
 # File-open hooks with a fallback where nothing can hook the function: the
 # completed open, at the exit of these syscalls (x86_64 entries).
-FILE_OPEN_FALLBACK_HOOKS = {"security_file_open", "file_open"}
+FILE_OPEN_FALLBACK_HOOKS = {"security_file_open"}
 OPEN_SYSCALLS = ("open", "openat", "openat2", "creat")
 
 
@@ -157,8 +157,6 @@ def _entry_candidates(hook: Hook, features, enforces: bool, overrides: bool, sym
     """Entry plans, best first; an AttachError in the list says why the way
     that would have come first is ruled out (reported only if none is left)."""
     if hook.kind == "lsm":
-        if not features.lsm and hook.name in FILE_OPEN_FALLBACK_HOOKS:
-            return [_open_exit_candidate(hook, features, overrides, "no BPF-LSM on this kernel")]
         if not features.lsm:
             return [AttachError(f"lsm hook {hook.name}: BPF-LSM is not usable on this kernel "
                                 "(see `tetrahost probe`)")]
