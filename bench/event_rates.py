@@ -117,9 +117,19 @@ class Agent:
         if not c.wait_until(lambda: "tetrahost ready" in self.log.read_text() or self.proc.poll() is not None, 90) \
                 or self.proc.poll() is not None:
             raise RuntimeError(f"agent of {repo} did not start: {self.log.read_text()[-2000:]}")
-        time.sleep(0.3)
+        self.wait_idle()
         _, maps = c.bpf_ids(self.proc.pid)
         self.losses_map = c.map_named(maps, "losses")
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Past "ready" the agent still prepares spare hook objects for reloads
+        (its warm pool): measure from when it has settled (< 2 % of a core)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            cpu0 = self.cpu()
+            time.sleep(0.5)
+            if self.cpu() - cpu0 < 0.01:
+                return
 
     def kernel_losses(self) -> int:
         """Hook records the kernel could not hand over (ring buffer full, scratch busy)."""
@@ -182,7 +192,16 @@ def measure(repo, work, gen, storm, rates, seconds, execs, journald) -> dict:
             out = subprocess.run([str(gen), str(rate), str(seconds)], check=True, capture_output=True,
                                  text=True).stdout.split()
             produced, wall = int(out[0]), float(out[1])
-            agent.drained()
+            # Done when neither the output nor the loss counters moved for 2 s:
+            # the agent may spend long turns in one drain, so a file quiet for
+            # a moment alone does not say it has caught up.
+            last, still = None, time.monotonic()
+            while time.monotonic() - still < 2:
+                now = (sum(p.stat().st_size for p in c.export_files(agent.export)),
+                       agent.kernel_losses(), agent.export_losses())
+                if now != last:
+                    last, still = now, time.monotonic()
+                time.sleep(0.2)
             received = count_hook_lines(agent.export, GEN_NAME.encode()) - before
             lost = agent.kernel_losses() - k0 + agent.export_losses() - e0
             res["rows"].append({"rate": rate, "achieved": produced / wall, "produced": produced,

@@ -5,8 +5,9 @@ by the signal handlers) and whatever other fds components register with
 add_reader() (control socket, policy directory watch); add_timer() runs
 periodic work (loss counters, watchdog); add_worker() runs long jobs (policy
 loads) one bounded slice per turn.  Each wake-up drains the ring buffer
-completely and hands the sinks one batch of (json_line, EventMeta), so the
-cost of an export is paid per burst, not per event.
+completely and hands the sinks batches of (json_line, EventMeta), one per
+burst or per FLUSH_EVERY events, so the cost of an export is paid per burst,
+not per event, and a flood cannot grow a batch without bound.
 
 Nothing a callback raises stops the loop: readers, timers and workers are
 dispatched through one guard that logs the failure and carries on (a hostile
@@ -49,6 +50,10 @@ LOSS_CHECK_INTERVAL = 1.0    # seconds between reads of the in-kernel loss count
 # than the record, see csrc/bpf/lib/common.bpf.h) until 64 KiB wait, so the
 # loop also drains at this interval: the most a quiet host's event waits.
 DRAIN_INTERVAL = 0.1
+# A drain under a flood can last as long as the flood (the kernel refills the
+# ring buffer as we read it): hand the sinks what we have every this many
+# events, so memory stays bounded and the output keeps moving meanwhile.
+FLUSH_EVERY = 1024
 
 
 @dataclass
@@ -180,6 +185,8 @@ class Agent:
     def _emit(self, line: str, meta: EventMeta) -> None:
         self.counters.events[meta.kind] = self.counters.events.get(meta.kind, 0) + 1
         self._batch.append((line, meta))
+        if len(self._batch) >= FLUSH_EVERY:
+            self._flush()
 
     def _flush(self) -> None:
         if self._batch:

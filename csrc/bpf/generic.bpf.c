@@ -109,6 +109,7 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	ev->hook_id = cfg->hook_id;
 	ev->syscall_nr = syscall_nr;
 	ev->flags = 0;
+	ev->ret_len = 0;          /* the scratch is reused: no stale return slot */
 	s->binary_ready = 0;
 	read_namespaces(task, BPF_CORE_READ(task, cred), ev->ns);
 	for (int i = 0; i < TH_MAX_ARGS; i++) {
@@ -155,7 +156,7 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	}
 	/* a rate limit thins the events, never the enforcement above */
 	if (rate_allows(sel, c.matched, id, ev->hdr.ktime))
-		submit(ev, sizeof(*ev), TH_LOSS_HOOK);
+		submit_hook(ev);
 	return verdict;
 }
 

@@ -27,7 +27,8 @@ _NS = _EXEC.slice("ns[")
 _HOOK = Layout("struct th_hook_event", stop_at="data")
 _HOOK_DATA = ffi.offsetof("struct th_hook_event", "data")
 _RET_START = _HOOK_DATA + lib.TH_RET_SLOT * lib.TH_STR_SLOT
-_HOOK_SIZE = ffi.sizeof("struct th_hook_event")      # the kernel always submits it whole
+# The kernel sends the fixed part and the argument slots up to the end of the
+# last one used (hook_event_size in csrc/bpf/lib/common.bpf.h), not the whole struct.
 _H = _HOOK.index
 _H_NS = _HOOK.slice("ns[")
 _H_LEN = _HOOK.slice("arg_len[")
@@ -82,13 +83,21 @@ def _exit(buf: bytes) -> ExitRecord:
 
 
 def _hook(buf: bytes) -> HookRecord:
-    if len(buf) < _HOOK_SIZE:
-        raise DecodeError(f"hook record of {len(buf)} bytes, expected {_HOOK_SIZE}")
+    if len(buf) < _HOOK_DATA:
+        raise DecodeError(f"hook record of {len(buf)} bytes, shorter than its fixed part ({_HOOK_DATA})")
     v = _HOOK.struct.unpack_from(buf)
     args = []
+    end = _HOOK_DATA
     for i, n in enumerate(v[_H_LEN]):
         start = _HOOK_DATA + i * lib.TH_STR_SLOT
+        if n:
+            end = start + min(n, lib.TH_STR_SLOT)
         args.append(buf[start:start + min(n, lib.TH_STR_SLOT)])
+    ret_len = min(v[_H["ret_len"]], lib.TH_STR_SLOT)
+    if ret_len:
+        end = _RET_START + ret_len
+    if len(buf) < end:
+        raise DecodeError(f"hook record of {len(buf)} bytes, its arguments end at byte {end}")
     flags = v[_H["flags"]]
     return HookRecord(
         ktime=v[_H["hdr.ktime"]], pid=v[_H["pid"]], tid=v[_H["tid"]], hook_id=v[_H["hook_id"]],
@@ -98,7 +107,7 @@ def _hook(buf: bytes) -> HookRecord:
         truncated=bool(flags & lib.TH_HOOK_ARG_TRUNC),
         path_unresolved=bool(flags & lib.TH_HOOK_PATH_UNRESOLVED),
         retval=v[_H["retval"]] if flags & lib.TH_HOOK_HAS_RETURN else None,
-        ret_raw=buf[_RET_START:_RET_START + min(v[_H["ret_len"]], lib.TH_STR_SLOT)],
+        ret_raw=buf[_RET_START:_RET_START + ret_len],
         sock_owner=bool(flags & lib.TH_HOOK_SOCK_OWNER), syscall_nr=v[_H["syscall_nr"]])
 
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import json
+from tetrahost.export.encode import dumps
 import struct
 
 from tetrahost.bpf.native import ffi, lib
@@ -95,7 +95,7 @@ SECUREBITS_NAMES = ("SecBitNoRoot", "SecBitNoRootLocked", "SecBitNoSetUidFixup",
                     "SecBitNoCapAmbientRaiseLocked")
 _BUF_FAULT = 1 << lib.TH_BUF_FAULT_SHIFT
 EVENT_KINDS = {"kprobe": "process_kprobe", "lsm": "process_lsm", "tracepoint": "process_tracepoint"}
-_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+_dumps = dumps
 
 
 _text = bytes_to_text
@@ -307,6 +307,9 @@ def render_return(hook, retval: int, raw: bytes = b"", resolver=None) -> dict:
 
 
 _LOOK_UP = object()     # render(): the caller did not pass the process
+# render_full(marks=True): where the arguments and the time go (NULs: no real value has them)
+ARGS_MARK = "\0args\0"
+TIME_MARK = "\0time\0"
 _SYSCALL_NAMES = {nr: name for name, nr in SYSCALLS_X86_64.items()}
 
 
@@ -319,10 +322,17 @@ def function_name(hook, syscall_nr: int) -> str:
 
 
 class HookEventRenderer:
-    def __init__(self, base: TetragonJSON, cache: ProcessCache, netns: _netns.NetnsResolver | None = None):
+    def __init__(self, base: TetragonJSON, cache: ProcessCache, netns: _netns.NetnsResolver | None = None,
+                 fragments: bool = True):
+        """fragments: reuse the rendered parts of earlier events of the same
+        process and hook (tetrahost.export.hook_fragments)."""
         self.base = base
         self.cache = cache
         self._netns = netns
+        self.fragments = None
+        if fragments:
+            from tetrahost.export.hook_fragments import HookFragments
+            self.fragments = HookFragments(self)
 
     @property
     def netns(self) -> _netns.NetnsResolver:
@@ -352,10 +362,17 @@ class HookEventRenderer:
     def render(self, rec: HookRecord, hs, process=_LOOK_UP) -> str:
         """hs: the tetrahost.sensors.policies.HookState the record's hook_id names;
         process: the record's cache entry when the caller already looked it up."""
-        hook, policy = hs.hook, hs.policy
-        base = self.base
         if process is _LOOK_UP:
             process = self.cache.get_pid(rec.pid)
+        if self.fragments is not None and rec.retval is None and not self.base.host_fields:
+            return self.fragments.line(rec, hs, process)
+        return self.render_full(rec, hs, process)
+
+    def render_full(self, rec: HookRecord, hs, process, marks: bool = False) -> str:
+        """The whole line, every part rendered anew.  marks: "args" and "time"
+        hold place-holders instead (hook_fragments splits the line there)."""
+        hook, policy = hs.hook, hs.policy
+        base = self.base
         members = self._process_members(rec, process)
         binary = bytes_to_text(process.binary) if process is not None and base.redactor is not None else ""
         body: dict = {}
@@ -365,8 +382,9 @@ class HookEventRenderer:
             body["function_name"] = function_name(hook, rec.syscall_nr)
         args = [(kind, arg, raw) for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
                 if kind != lib.TH_ARG_NONE]
-        body["args"] = [render_arg(kind, arg, raw, self.netns if kind in _NET_ARG_KEYS else None,
-                                   base.redactor, binary) for kind, arg, raw in args]
+        body["args"] = ARGS_MARK if marks else [
+            render_arg(kind, arg, raw, self.netns if kind in _NET_ARG_KEYS else None, base.redactor, binary)
+            for kind, arg, raw in args]
         ret = None
         if rec.retval is not None:
             ret = render_return(hook, rec.retval, rec.ret_raw, self.netns if rec.ret_raw else None)
@@ -391,7 +409,7 @@ class HookEventRenderer:
             host = base.host_member(process, self.cache.parent_of(process) if process is not None else None,
                                     extra)
         return (f'{{"{kind}":{{{",".join(members)},{rest}}},"node_name":{_dumps(base.node_name)},'
-                f'"time":{_dumps(base.format_ktime(rec.ktime))}{host}}}')
+                f'"time":{_dumps(TIME_MARK if marks else base.format_ktime(rec.ktime))}{host}}}')
 
     def _host_fields(self, rec: HookRecord, hs, args, action: str) -> dict:
         """The hook event's members of the "tetrahost" object (export.host_fields)."""

@@ -85,4 +85,38 @@ static __always_inline void submit(void *rec, __u64 size, __u32 slot)
 		count_loss(slot);
 }
 
+/* Bytes of a hook record worth sending: the fixed part, then the argument
+ * slots up to the end of the last one used (argument i at i * TH_STR_SLOT of
+ * data, the return value at TH_RET_SLOT).  A record with one integer
+ * argument is ~130 bytes instead of the whole struct's ~1.7 KB, so the ring
+ * buffer holds ten times more of them and the consumer copies less.  Also
+ * written to hdr.size (user space checks the record against it). */
+static __always_inline __u32 hook_event_size(struct th_hook_event *ev)
+{
+	__u32 end = 0;
+
+	for (int i = 0; i < TH_MAX_ARGS; i++) {
+		__u32 n = ev->arg_len[i];
+
+		if (n)
+			end = i * TH_STR_SLOT + (n > TH_STR_SLOT ? TH_STR_SLOT : n);
+	}
+	if (ev->ret_len)
+		end = TH_RET_SLOT * TH_STR_SLOT + (ev->ret_len > TH_STR_SLOT ? TH_STR_SLOT : ev->ret_len);
+	end += __builtin_offsetof(struct th_hook_event, data);
+	BARRIER_MASK(end, 2047);
+	if (end > sizeof(*ev))
+		end = sizeof(*ev);
+	return end;
+}
+
+/* Submit a hook record with only the argument bytes it uses. */
+static __always_inline void submit_hook(struct th_hook_event *ev)
+{
+	__u32 size = hook_event_size(ev);
+
+	ev->hdr.size = size;
+	submit(ev, size, TH_LOSS_HOOK);
+}
+
 #endif
