@@ -164,12 +164,29 @@ class Agent:
                 self.proc.wait()
 
 
-def count_hook_lines(export: pathlib.Path, needle: bytes) -> int:
-    n = 0
-    for path in c.export_files(export):
-        with open(path, "rb") as f:
-            n += sum(1 for line in f if needle in line and b'"process_kprobe"' in line)
-    return n
+class HookLineCounter:
+    """process_kprobe lines of the generator in the export file, read
+    incrementally (the file holds the whole host's exec events too)."""
+
+    def __init__(self, export: pathlib.Path):
+        self.export = export
+        self.offset = 0
+        self.count = 0
+        self._rest = b""
+
+    def update(self) -> int:
+        try:
+            with open(self.export, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return self.count
+        self.offset += len(data)
+        lines = (self._rest + data).split(b"\n")
+        self._rest = lines.pop()
+        needle = GEN_NAME.encode()
+        self.count += sum(1 for line in lines if needle in line and b'"process_kprobe"' in line)
+        return self.count
 
 
 def measure(repo, work, gen, storm, rates, seconds, execs, journald) -> dict:
@@ -188,22 +205,22 @@ def measure(repo, work, gen, storm, rates, seconds, execs, journald) -> dict:
             c.remove_exports(agent.export)
         for rate in rates:
             k0, e0, cpu0 = agent.kernel_losses(), agent.export_losses(), agent.cpu()
-            before = count_hook_lines(agent.export, GEN_NAME.encode())
+            counter = HookLineCounter(agent.export)
             out = subprocess.run([str(gen), str(rate), str(seconds)], check=True, capture_output=True,
                                  text=True).stdout.split()
             produced, wall = int(out[0]), float(out[1])
-            # Done when neither the output nor the loss counters moved for 2 s:
-            # the agent may spend long turns in one drain, so a file quiet for
-            # a moment alone does not say it has caught up.
+            # Done when every event is accounted for, or neither our lines nor
+            # the loss counters moved for 3 s (the host's other events keep
+            # the file growing, so its size says nothing).
             last, still = None, time.monotonic()
-            while time.monotonic() - still < 2:
-                now = (sum(p.stat().st_size for p in c.export_files(agent.export)),
-                       agent.kernel_losses(), agent.export_losses())
-                if now != last:
-                    last, still = now, time.monotonic()
+            while True:
+                received = counter.update()
+                lost = agent.kernel_losses() - k0 + agent.export_losses() - e0
+                if received + lost >= produced or time.monotonic() - still > 3:
+                    break
+                if (received, lost) != last:
+                    last, still = (received, lost), time.monotonic()
                 time.sleep(0.2)
-            received = count_hook_lines(agent.export, GEN_NAME.encode()) - before
-            lost = agent.kernel_losses() - k0 + agent.export_losses() - e0
             res["rows"].append({"rate": rate, "achieved": produced / wall, "produced": produced,
                                 "received": received, "lost": lost, "unaccounted": produced - received - lost,
                                 "cpu": agent.cpu() - cpu0})
