@@ -22,25 +22,9 @@ import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-POLICY = """apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: {name}
-spec:
-  kprobes:
-  - call: "security_bprm_check"
-    syscall: false
-    args:
-    - index: 0
-      type: "linux_binprm"
-    selectors:
-    - matchBinaries:
-      - operator: "In"
-        values:
-        - "/tmp/{name}"
-      matchActions:
-      - action: Sigkill
-"""
+# Sigkill on exec of /tmp/{name}: the tests' policy (tests/policies/kill-exec.yaml.in).
+with open(os.path.join(REPO, "tests", "policies", "kill-exec.yaml.in")) as _f:
+    POLICY = _f.read().replace("{targets}", '["/tmp/{name}"]')
 
 
 def start_until_ready(workdir: str, policies: list[str], pin_dir: str) -> tuple[subprocess.Popen, float]:

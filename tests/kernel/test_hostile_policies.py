@@ -23,24 +23,9 @@ from agent_harness import SLOWDOWN, RunningAgent
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_root]
 
-KILL = """apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: {name}
-spec:
-  kprobes:
-  - call: "security_bprm_check"
-    syscall: false
-    args:
-    - index: 0
-      type: "linux_binprm"
-    selectors:
-    - matchBinaries:
-      - operator: "In"
-        values: ["{target}"]
-      matchActions:
-      - action: Sigkill
-"""
+# Sigkill on exec of {target} (tests/policies/kill-exec.yaml.in, shared with the policy-dir tests).
+KILL = (pathlib.Path(__file__).resolve().parents[1] / "policies/kill-exec.yaml.in").read_text().replace(
+    "{targets}", '["{target}"]')
 HOOK = KILL.format(name="unused", target="/x").split("  kprobes:\n")[1]
 
 

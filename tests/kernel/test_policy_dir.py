@@ -24,29 +24,12 @@ from kernel_expect import exec_kill_method
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_root]
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
-POLICY = """apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: {name}
-spec:
-  kprobes:
-  - call: "security_bprm_check"
-    syscall: false
-    args:
-    - index: 0
-      type: "linux_binprm"
-    selectors:
-    - matchBinaries:
-      - operator: "In"
-        values:
-{values}
-      matchActions:
-      - action: Sigkill
-"""
+# The Sigkill-on-exec policy the tests of the policy directory share ({name}, {targets}).
+POLICY = (REPO / "tests/policies/kill-exec.yaml.in").read_text()
 
 
 def policy(name: str, *targets: str) -> str:
-    return POLICY.format(name=name, values="\n".join(f'        - "{t}"' for t in targets))
+    return POLICY.format(name=name, targets=json.dumps(list(targets)))
 
 
 class Env:

@@ -1,5 +1,6 @@
 """PolicyDirectory on a temp dir with a manager that loads nothing into the kernel."""
 import os
+import pathlib
 import time
 
 import pytest
@@ -9,24 +10,9 @@ from tetrahost.policy.load import load_text
 from tetrahost.policy.watch import PolicyDirectory, is_policy_name
 from tetrahost.sensors.policies import PolicyLoadFailed, ReloadCounters
 
-POLICY = """apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: {name}
-spec:
-  kprobes:
-  - call: "security_bprm_check"
-    syscall: false
-    args:
-    - index: 0
-      type: "linux_binprm"
-    selectors:
-    - matchBinaries:
-      - operator: "In"
-        values: ["/tmp/xmrig"]
-      matchActions:
-      - action: Sigkill
-"""
+# Sigkill on exec of /tmp/xmrig, {name} to fill in (tests/policies/kill-exec.yaml.in).
+POLICY = (pathlib.Path(__file__).resolve().parents[1] / "policies/kill-exec.yaml.in").read_text().replace(
+    "{targets}", '["/tmp/xmrig"]')
 
 
 class State:
