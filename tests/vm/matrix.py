@@ -100,6 +100,10 @@ def main(argv: list[str]) -> int:
     for r in runs:
         print(f"{r['name']:14} {r['suite']:5} {'PASS' if r['exit'] == 0 else 'FAIL'}  {r['seconds']:7.1f} s")
     print(f"total {sum(r['seconds'] for r in runs):.0f} s")
+    for r in runs:     # the reasons again, at the end where a CI log's tail shows them
+        verdict = Path(r["results"]) / "verdict.txt"
+        if r["exit"] != 0 and verdict.is_file():
+            print(f"\n---- {r['name']}: " + verdict.read_text(errors="replace").rstrip())
     if args.doc:
         import kernel_matrix_doc
         args.doc.write_text(kernel_matrix_doc.render(args.results))

@@ -24,8 +24,11 @@ from pathlib import Path
 import vmboot
 import vmreport
 
+# A guest that never comes up ran no test: boot it again, this many times in all.
+BOOT_ATTEMPTS = 3
 RESULT_FILES = ("exit_code", "junit.xml", "dmesg.txt", "scenario.log", "journal.txt", "failed-units.txt",
-                "snapshot.txt", "agent-logs.txt", "release.txt", "lsm.txt", "probe.json", "seeds.json")
+                "snapshot.txt", "agent-logs.txt", "release.txt", "lsm.txt", "probe.json", "seeds.json",
+                "console.log", "verdict.txt")
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -58,6 +61,8 @@ def prepare_results(path: Path | None) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     for name in RESULT_FILES:  # a stale exit_code would pass for this run's
         (path / name).unlink(missing_ok=True)
+    for stale in path.glob("boot-hang-*.log"):
+        stale.unlink()
     return path
 
 
@@ -90,7 +95,13 @@ def main(argv: list[str]) -> int:
 
     print(f"tetrahost-vm: booting {kernel.name}{' lsm=' + args.lsm if args.lsm else ''} (TCG, {opts.cpus} vCPUs, {opts.memory}) for {what}", flush=True)
     started = time.monotonic()
-    boot = vmboot.run_vm(command, vng, opts.timeout)
+    console = results / "console.log"
+    for attempt in range(1, BOOT_ATTEMPTS + 1):
+        boot = vmboot.run_vm(command, vng, opts.timeout - (time.monotonic() - started), console=console)
+        if not boot.boot_hung or attempt == BOOT_ATTEMPTS:
+            break
+        kept = console.rename(results / f"boot-hang-{attempt}.log") if console.is_file() else None
+        print(f"tetrahost-vm: boot attempt {attempt} hung (console: {kept}); booting again", flush=True)
     return report(boot, results, systemd=args.systemd is not None, wall=time.monotonic() - started,
                   suite=args.suite)
 
@@ -102,7 +113,9 @@ def report(boot: vmboot.BootResult, results: Path, systemd: bool, wall: float, s
     trouble = vmreport.kernel_trouble(results)
     junit = None if systemd else vmreport.junit_counts(results)
 
-    if boot.timed_out:
+    if boot.boot_hung:
+        problems.append(f"the guest did not come up in {vmboot.BOOT_TIMEOUT} s, {BOOT_ATTEMPTS} times")
+    elif boot.timed_out:
         problems.append(f"timeout: the VM was killed after {boot.total_seconds:.0f} s (--vm-timeout)")
     elif exit_code is None:
         problems.append(f"the guest reported no result (vng exit {boot.returncode}): "
@@ -142,9 +155,25 @@ def report(boot: vmboot.BootResult, results: Path, systemd: bool, wall: float, s
     if problems:
         show_stall_evidence(results)
         print("verdict:  FAIL: " + "; ".join(problems))
+        write_verdict(results, problems, junit, trouble, wedged=boot.timed_out or boot.boot_hung or exit_code is None)
         return 1
     print("verdict:  PASS")
+    (results / "verdict.txt").write_text("PASS\n")
     return 0
+
+
+def write_verdict(results: Path, problems: list[str], junit, trouble: list[str] | None, wedged: bool) -> None:
+    """A short account of a failed run in verdict.txt, which the kernel
+    matrix repeats at its end: CI logs keep only their tail, so the reason
+    must be there, not only in the run's own output far above."""
+    lines = ["FAIL: " + "; ".join(problems)]
+    lines += [f"  failed: {name}" for name in (junit.failed_names if junit else [])]
+    lines += [f"  dmesg: {line}" for line in (trouble or [])[:8]]
+    if wedged:   # where the guest was when it stopped answering
+        console = results / "console.log"
+        tail = console.read_text(errors="replace").splitlines()[-30:] if console.is_file() else []
+        lines += ["  last console lines:", *(f"    {line}" for line in tail)]
+    (results / "verdict.txt").write_text("\n".join(lines) + "\n")
 
 
 def show_stall_evidence(results: Path) -> None:

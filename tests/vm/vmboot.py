@@ -199,15 +199,28 @@ class BootResult:
     timed_out: bool
     boot_seconds: float | None  # launch until the guest printed GUEST_UP_MARKER
     total_seconds: float
+    boot_hung: bool = False  # killed because the guest never came up (BOOT_TIMEOUT)
 
 
-def run_vm(command: list[str], vng: Path, timeout: float) -> BootResult:
-    """Run COMMAND, echo its output live, kill the whole VM after TIMEOUT s."""
+# Seconds the guest may take to come up (GUEST_UP_MARKER); a plain boot
+# takes ~10-25 s under TCG, the systemd guest ~60 s.  Now and then a TCG
+# guest never comes up (QEMU busy, no guest after minutes; seen here and,
+# we believe, in a CI run that lost 20 minutes to it): such a boot is
+# killed and retried by run.py, since no test has run yet, and its console
+# is kept (boot-hang-N.log) for the reason.
+BOOT_TIMEOUT = 240
+
+
+def run_vm(command: list[str], vng: Path, timeout: float, console: Path | None = None,
+           boot_timeout: float = BOOT_TIMEOUT) -> BootResult:
+    """Run COMMAND, echo its output live (and into CONSOLE), kill the whole
+    VM after TIMEOUT s, or after BOOT_TIMEOUT s if the guest is not up by then."""
     env = dict(os.environ)
     # vng execs virtme-run and friends by name from the same venv.
     env["PATH"] = f"{vng.parent}{os.pathsep}{env.get('PATH', '')}"
     start = time.monotonic()
     up_at: list[float] = []
+    came_up = threading.Event()
     proc = subprocess.Popen(
         command,
         cwd=REPO,
@@ -219,11 +232,17 @@ def run_vm(command: list[str], vng: Path, timeout: float) -> BootResult:
         # Own process group, so a timeout kills vng, virtme-run and QEMU at once.
         start_new_session=True,
     )
-    reader = threading.Thread(target=_echo, args=(proc.stdout, up_at), daemon=True)
+    reader = threading.Thread(target=_echo, args=(proc.stdout, up_at, console, came_up), daemon=True)
     reader.start()
-    timed_out = False
+    timed_out = boot_hung = False
     try:
-        proc.wait(timeout=timeout)
+        # up, or exited (the reader sees EOF and sets came_up too), or hung at boot
+        if not came_up.wait(timeout=min(boot_timeout, timeout)) and proc.poll() is None:
+            boot_hung = True
+            print(f"\ntetrahost-vm: the guest did not come up in {boot_timeout:.0f} s, killing the VM",
+                  flush=True)
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=max(1.0, timeout - (time.monotonic() - start)))
     except subprocess.TimeoutExpired:
         timed_out = True
         print(f"\ntetrahost-vm: timeout after {timeout:.0f} s, killing the VM", flush=True)
@@ -234,27 +253,37 @@ def run_vm(command: list[str], vng: Path, timeout: float) -> BootResult:
         raise
     reader.join(timeout=5)
     return BootResult(
-        returncode=None if timed_out else proc.returncode,
+        returncode=None if timed_out or boot_hung else proc.returncode,
         timed_out=timed_out,
         boot_seconds=up_at[0] - start if up_at else None,
         total_seconds=time.monotonic() - start,
+        boot_hung=boot_hung,
     )
 
 
-def _echo(stream, up_at: list[float]) -> None:
+def _echo(stream, up_at: list[float], console: Path | None, came_up: threading.Event) -> None:
     """Echo the VM's output live.  Until the guest is up it is held back
     (vng's virtiofsd attempts, the early kernel console) and shown only if
-    the guest never comes up, where it is what tells why."""
+    the guest never comes up, where it is what tells why.  CONSOLE gets
+    every line: the end of a wedged run is read back from it (run.py)."""
     booting: list[str] = []
+    keep = console.open("w", encoding="utf-8") if console else None
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", "replace")
+        if keep:
+            keep.write(line)
+            keep.flush()
         if not up_at:
             if GUEST_UP_MARKER not in line:
                 booting.append(line)
                 continue
             up_at.append(time.monotonic())
+            came_up.set()
         sys.stdout.write(line)
         sys.stdout.flush()
+    came_up.set()   # end of output: nothing more to wait for
     if not up_at:
         sys.stdout.write("".join(booting))
         sys.stdout.flush()
+    if keep:
+        keep.close()

@@ -92,8 +92,9 @@ for t in $tests; do paths="$paths $repo/$t"; done
 IFS=$old_ifs
 # -m vm only for tests/vm alone: behaviour tests of tests/kernel in the list run as they are
 case "$tests" in *tests/kernel*) marker="" ;; tests/vm*) marker="-m vm" ;; *) marker="" ;; esac
+# -v: each test is named on the console as it starts, so a wedged run shows where.
 # shellcheck disable=SC2086  # paths and marker are word lists on purpose
-"$repo/.venv/bin/python" -m pytest $paths $marker -p no:cacheprovider -rs \
+"$repo/.venv/bin/python" -m pytest $paths $marker -p no:cacheprovider -rs -v \
     -o faulthandler_timeout=300 --junitxml="$results/junit.xml" "$@" &
 pytest_pid=$!
 watchdog "$pytest_pid" &
