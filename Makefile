@@ -55,9 +55,10 @@ test-vm-matrix: build         ## one boot per kernel: 6.1 and 6.12 full, 6.1 wit
 	bash scripts/vm-setup.sh
 	$(PY) tests/vm/matrix.py --results "$(CURDIR)/build/vm-matrix" --doc "$(CURDIR)/build/vm-matrix/kernel-matrix.md"
 
-test-vm-systemd: build        ## a scenario under systemd + journald in the guest
+test-vm-systemd: build        ## scenarios under systemd + journald in the guest: the unit, central journals
 	bash scripts/vm-setup.sh
 	$(PY) tests/vm/run.py --systemd tests/vm/scenarios/systemd_smoke.sh
+	$(PY) tests/vm/run.py --systemd tests/vm/scenarios/journal_remote.sh
 
 bench: build
 	$(PY) bench/exec_storm.py

@@ -158,6 +158,9 @@ class ExportConfig:
 class MetricsConfig:
     enabled: bool = True
     address: str = _opt(":2112", check=_check_address)   # Helm prometheus.address / port
+    # tetrahost_new_binaries_total counts nothing for this long after start
+    # (every binary is new to a fresh agent): metrics_binaries.py
+    new_binary_learning_seconds: float = _opt(600.0, min=0)
 
 
 @dataclass

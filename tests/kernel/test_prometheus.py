@@ -11,7 +11,10 @@ Scenario, in order, on one agent: a miner is killed by a policy -> TetragonSigki
 an exec flood several times the quiet rate -> TetragonEventsSpike; the agent
 stopped (SIGSTOP) with a 64 KiB ring buffer (large enough to keep up with the
 flood, small enough to fill while the agent is stopped) while processes run,
-so the kernel drops records -> TetragonMissedEvents (as test_metrics.py forces it).
+so the kernel drops records -> TetragonMissedEvents (as test_metrics.py forces it);
+after the agent's learning period (10 min, scaled to 10 s like the rules), a
+handful of never-run binaries -> TetrahostNewBinaries; the agent frozen
+(SIGSTOP) until scrapes fail -> TetrahostAgentDown.
 """
 from __future__ import annotations
 
@@ -156,7 +159,8 @@ def setup(tmp_path_factory, miner_dir):
       - action: Sigkill
 """))
     agent = RunningAgent(tmp_path_factory.mktemp("agent"), "--metrics-address", f"127.0.0.1:{metrics_port}",
-                         "--no-journald", "--ringbuf-size", str(64 * 1024), "--policy", str(policy))
+                         "--no-journald", "--ringbuf-size", str(64 * 1024), "--policy", str(policy),
+                         metrics_config="new_binary_learning_seconds = 10")
     agent.metrics_port = metrics_port
     prom = None
     try:
@@ -211,3 +215,27 @@ def test_forced_ring_buffer_loss_fires_missed_events_alert(setup):
         time.sleep(1)
     assert {a["instance"] for a in prom.alerts()["TetragonMissedEvents"]} == {f"127.0.0.1:{agent.metrics_port}"}
     assert "ring buffer full" in agent.log_text()
+
+
+def test_never_run_binaries_fire_new_binaries_alert(setup, miner_dir):
+    agent, prom = setup
+    prom.wait(lambda: time.monotonic() > prom.started + 15, 30, "the learning period to end")
+    assert "TetrahostNewBinaries" not in prom.alerts(), "the host ran new binaries before the test did"
+    for i in range(8):      # the rule: more than 5 in (scaled) 15 minutes
+        fresh = miner_dir / f"fresh-{TAG}-{i}"
+        shutil.copy2("/usr/bin/true", fresh)
+        subprocess.run([str(fresh)], check=True)
+    fired = prom.wait_alert("TetrahostNewBinaries")
+    assert {(a["instance"], a["severity"]) for a in fired} == {(f"127.0.0.1:{agent.metrics_port}", "warning")}
+
+
+def test_frozen_agent_fires_agent_down_alert(setup):
+    agent, prom = setup
+    assert "TetrahostAgentDown" not in prom.alerts()
+    os.kill(agent.proc.pid, signal.SIGSTOP)     # scrapes time out: up == 0
+    try:
+        fired = prom.wait_alert("TetrahostAgentDown")
+    finally:
+        os.kill(agent.proc.pid, signal.SIGCONT)
+    assert [a["instance"] for a in fired] == [f"127.0.0.1:{agent.metrics_port}"]
+    prom.wait(lambda: "TetrahostAgentDown" not in prom.alerts(), 30, "the alert to resolve once scraped again")

@@ -185,7 +185,7 @@ def build_outputs(cfg, node_name: str, extra_components=()):
     sinks = [counter, pipeline]
     components = [pipeline, *extra_components]
     if cfg.metrics.enabled and cfg.metrics.address not in ("", "off"):
-        binaries = BinaryExecCounter()
+        binaries = BinaryExecCounter(cfg.metrics.new_binary_learning_seconds)
         sinks.insert(1, binaries)
         components.append(MetricsServer(cfg.metrics.address, exporters, pipeline, counter,
                                         collectors=[binaries]))
