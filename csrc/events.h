@@ -173,6 +173,10 @@ enum th_hook_limits {
 	                           * chain, and the kernel allows 33 tail calls       */
 	TH_SYS_HOOK_SLOTS = 1024, /* syscall-fallback hooks loaded at once (dispatcher slots) */
 	TH_SYSCALL_SET_BITS = 512,/* th_hook_config.syscall_set: syscall numbers below this */
+	TH_STR_SET_ENTRIES = 1024,/* entries of each string-set map of a hook (str_equal,
+	                           * str_prefix, str_postfix): the strings of all its
+	                           * selectors' Equal/In, Prefix, Postfix values (matchArgs
+	                           * and matchBinaries), with no limit per entry      */
 };
 
 /* How an argument is read (th_hook_config.arg_kind). */

@@ -29,6 +29,7 @@ class Context:
     warnings: list[PolicyWarning] = field(default_factory=list)
     follow_children_sections: int = 0
     canonical_paths: dict = field(default_factory=dict)  # path value -> PathValue
+    server_set: dict = field(default_factory=dict)       # field path -> first line (see below)
 
     def error(self, line: int, path: str, message: str, code: str = "invalid",
               detail: str = "") -> None:
@@ -36,6 +37,22 @@ class Context:
 
     def warn(self, line: int, path: str, message: str, code: str = "warning") -> None:
         self.warnings.append(PolicyWarning(self.file, line, path, message, code))
+
+    def note_server_set(self, node: YNode, path: str, keys: Iterable[str]) -> None:
+        """Remember the fields of `keys` present in `node`: fields a Kubernetes
+        API server sets (an exported policy), ignored with one warning per file."""
+        for key in keys:
+            if node.get(key) is not None:
+                self.server_set.setdefault(join(path, key), node.key_line(key))
+
+    def warn_server_set(self) -> None:
+        """The one warning of a file that carried server-set fields."""
+        if not self.server_set:
+            return
+        line = min(self.server_set.values())
+        names = ", ".join(sorted(self.server_set, key=lambda k: (self.server_set[k], k)))
+        self.warn(line, "", f"ignored the fields a Kubernetes API server sets (an exported object): "
+                  f"{names}", "kubernetes-fields")
 
     def loc(self, node: YNode, path: str) -> Location:
         return Location(self.file, node.line, path)

@@ -8,19 +8,24 @@ means the kubebuilder markers of the TracingPolicy types
 (bpf/process/generic... `MAX_POSSIBLE_ARGS`). We keep Tetragon's documented
 numbers so a policy accepted here is also valid for Tetragon, and so the kernel
 compiler can size its maps and unrolled loops from these constants.
+
+A limit the kernel side has too is read from csrc/events.h (through the cffi
+binding, `lib.TH_*`), never written a second time here.
 """
+
+from tetrahost.bpf.native import lib
 
 # Selectors per hook. Tetragon docs: "Each hook can contain up to 5 selectors" /
 # "Max Selectors 5". (Tetragon's BPF has room for 31, the documented limit is 5.)
-MAX_SELECTORS_PER_HOOK = 5
+MAX_SELECTORS_PER_HOOK = lib.TH_MAX_SELECTORS
 
 # Arguments per hook. Tetragon BPF: MAX_POSSIBLE_ARGS 5 (msg_generic_kprobe
 # carries 5 argument slots).
-MAX_ARGS_PER_HOOK = 5
+MAX_ARGS_PER_HOOK = lib.TH_MAX_ARGS
 
 # Highest function-argument index a kprobe/LSM arg can read: the BPF side reads
 # registers PARM1..PARM5 (MAX_POSSIBLE_ARGS 5 -> indexes 0..4).
-MAX_KPROBE_ARG_INDEX = 4
+MAX_KPROBE_ARG_INDEX = MAX_ARGS_PER_HOOK - 1
 
 # sizeArgIndex is 1-based in Tetragon (docs/reference/tracing-policy.md: "does not
 # take the index, but the number of the index (or index + 1)"), so 1..5.
@@ -28,16 +33,20 @@ MAX_SIZE_ARG_INDEX = MAX_KPROBE_ARG_INDEX + 1
 
 # matchArgs entries per selector. Tetragon docs: "Max MatchArgs per selector 5
 # (one per index)".
-MAX_MATCHARGS_PER_SELECTOR = 5
+MAX_MATCHARGS_PER_SELECTOR = lib.TH_MAX_MATCH_ARGS
 
-# Values per matchArgs entry for value operators (Equal, NotEqual, GT, LT, Mask,
-# ports, ...). Tetragon docs: "Max MatchArg Values per MatchArgs 4".
-MAX_MATCHARG_VALUES = 4
+# Values per matchArgs entry for integer and network operators (Equal, NotEqual,
+# GT, LT, Mask, ports, addresses, Protocol, ...): they are kept inline in the
+# selector (th_arg_matcher.values).  Tetragon allows 4 (pkg/selectors
+# writeMatchValues: "maxMatchValues := 4"); the kernel side here holds 8.
+MAX_MATCHARG_VALUES = lib.TH_MAX_INT_VALUES
 
-# Values per matchArgs entry on file-like arguments (fd, file, path, ...).
-# Tetragon docs: "Max file match values (using fd or file arg): 8 on kernels
-# >=5.3". tetrahost requires >=5.3-class kernels, so 8.
-MAX_FILE_MATCH_VALUES = 8
+# String and path values (Equal/NotEqual, Prefix/NotPrefix, Postfix/NotPostfix
+# on string, char_buf, file, fd, path, ... arguments; matchBinaries values) go
+# to BPF maps, hash or LPM trie, as in Tetragon (whose docs still say 8 for
+# files, while its code puts them in maps sized by the policy): no limit per
+# entry, only the maps' capacity per hook and kind of set.
+MAX_STRING_SET_ENTRIES = lib.TH_STR_SET_ENTRIES
 
 # String prefix / postfix lengths. Tetragon docs: "String prefix max length: 256
 # chars", "String postfix max length: 128 chars".
@@ -49,7 +58,7 @@ MAX_POSTFIX_LENGTH = 128
 MAX_EQUAL_STRING_LENGTH = 4095
 
 # matchPIDs values per entry. Tetragon docs: "Max PID values per selector 4".
-MAX_PID_VALUES = 4
+MAX_PID_VALUES = lib.TH_MAX_PID_VALUES
 
 # matchNamespaces. Tetragon docs, "Namespaces filter" limitations: "up to 4
 # values" per namespace entry, and up to 10 namespace entries on kernels >= 5.3

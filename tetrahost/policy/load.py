@@ -24,18 +24,26 @@ API_VERSION = "cilium.io/v1alpha1"
 KIND = "TracingPolicy"
 NAMESPACED_KIND = "TracingPolicyNamespaced"
 
-METADATA_FIELDS = ("name", "annotations", "labels")
-_SERVER_SET = "is set by a Kubernetes API server, not by policy authors; remove it"
+# Fields a Kubernetes API server writes into an object: a policy exported with
+# `kubectl get tracingpolicy -o yaml` carries them.  Tetragon's agent ignores
+# them, so do we, with one warning per file naming them (KubernetesFields).
+SERVER_SET_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp",
+                       "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields",
+                       "selfLink", "ownerReferences", "finalizers", "generateName")
+SERVER_SET_TOP = ("status",)
+METADATA_FIELDS = ("name", "annotations", "labels") + SERVER_SET_METADATA
 METADATA_NOT_SUPPORTED = {
-    "namespace": "namespace is a Kubernetes-only field, tetrahost runs on plain hosts",
-    **{key: f"{key} {_SERVER_SET}" for key in (
-        "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
-        "deletionGracePeriodSeconds", "managedFields", "selfLink", "ownerReferences",
-        "finalizers", "generateName")},
+    "namespace": "namespace is a Kubernetes-only field, tetrahost runs on plain hosts "
+                 "(TracingPolicy is cluster-scoped)",
 }
-# Kubernetes object names (DNS-1123 subdomain): policy names end up in event
-# fields, journald fields and file names, so keep Tetragon's rule.
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# Tetragon checks metadata.name with Kubernetes' own object-meta validation
+# (pkg/tracingpolicy: ValidateObjectMeta with NameIsDNSSubdomain), for policy
+# files as well as for cluster objects: a DNS-1123 subdomain, i.e. '.'-separated
+# labels of lower case letters, digits and '-', each starting and ending with a
+# letter or digit, 253 characters at most.  Names are never used as file or pin
+# names here (pins are named by hook id), so no rule of our own is added.
+_NAME_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_NAME = re.compile(rf"^{_NAME_LABEL}(\.{_NAME_LABEL})*$")
 _MAX_NAME = 253
 
 
@@ -77,6 +85,7 @@ def load_text(text: str, file: str = "<policy>", root: str = "/") -> LoadResult:
         ctx.error(0, "", internal_error(exc), "internal")
     if documents == 0 and not ctx.errors:
         ctx.error(1, "", "the file holds no policy (expected a TracingPolicy document)", "empty")
+    ctx.warn_server_set()
     # Report in file order, whatever order the validators ran in.
     result.errors = sorted(ctx.errors, key=lambda e: e.line)
     result.warnings = sorted(ctx.warnings, key=lambda w: w.line)
@@ -206,7 +215,8 @@ def _load_document(ctx: Context, node: YNode, number: int) -> Policy | None:
         return None
     expect_map(ctx, node, "")
     errors_before = len(ctx.errors)
-    check_fields(ctx, node, "", ("apiVersion", "kind", "metadata", "spec"), {"status": "status is set by Kubernetes; remove it"})
+    check_fields(ctx, node, "", ("apiVersion", "kind", "metadata", "spec") + SERVER_SET_TOP)
+    ctx.note_server_set(node, "", SERVER_SET_TOP)
     api_version = get_str(ctx, node, "apiVersion", "", required=True)
     if api_version and api_version != API_VERSION:
         ctx.error(node.key_line("apiVersion"), "apiVersion", f'unsupported apiVersion {shown(api_version)} '
@@ -238,6 +248,7 @@ def _metadata_name(ctx: Context, node: YNode) -> str:
     if not expect_map(ctx, metadata, "metadata"):
         return ""
     check_fields(ctx, metadata, "metadata", METADATA_FIELDS, METADATA_NOT_SUPPORTED)
+    ctx.note_server_set(metadata, "metadata", SERVER_SET_METADATA)
     for key in ("annotations", "labels"):
         child = metadata.get(key)
         if child is not None and expect_map(ctx, child, join("metadata", key)):
@@ -245,8 +256,24 @@ def _metadata_name(ctx: Context, node: YNode) -> str:
                 if value.kind != "scalar" or not isinstance(value.value, str):
                     ctx.error(line, f"metadata.{key}.{entry_key}", f"expected a string, got {value.describe()}", "type")
     name = get_str(ctx, metadata, "name", "metadata", required=True)
-    if name and (len(name) > _MAX_NAME or not _NAME.match(name)):
-        ctx.error(metadata.key_line("name"), "metadata.name", f'{shown(name)} is not a valid policy name (lower '
-                  "case letters, digits, '-' and '.', starting and ending with a letter or digit)",
-                  "invalid-name")
+    if name:
+        problem = name_problem(name)
+        if problem:
+            ctx.error(metadata.key_line("name"), "metadata.name", problem, "invalid-name")
     return name
+
+
+def name_problem(name: str) -> str:
+    """Why `name` is not a policy name Tetragon accepts ("" when it is)."""
+    if len(name) > _MAX_NAME:
+        return f"a policy name has at most {_MAX_NAME} characters, this one has {len(name)}"
+    if _NAME.fullmatch(name):
+        return ""
+    hint = ""
+    suggestion = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-.")
+    suggestion = re.sub(r"\.[-.]*|[-.]*\.", ".", suggestion)
+    if suggestion and len(suggestion) <= _MAX_NAME and _NAME.fullmatch(suggestion):
+        hint = f" (try {shown(suggestion)})"
+    return (f"{shown(name)} is not a valid policy name: Tetragon and Kubernetes require a DNS-1123 "
+            "subdomain: lower case letters, digits, '-' and '.', every '.'-separated part starting "
+            f"and ending with a letter or digit{hint}")

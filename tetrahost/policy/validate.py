@@ -17,7 +17,7 @@ from .model import Arg, Hook
 from .hookshape import HookShape
 from .validate_lists import LIST_PREFIX, SyscallList, validate_lists
 from .validate_selectors import validate_selectors
-from .vocab import (ACCEPTED_ATTACH_OPTIONS, POLICY_MODES, SUPPORTED_ARG_TYPES,
+from .vocab import (ACCEPTED_ATTACH_OPTIONS, ArgKind, POLICY_MODES, SUPPORTED_ARG_TYPES,
                     SUPPORTED_RETURN_ARG_ACTIONS, TETRAGON_ONLY_ARG_TYPES)
 from .yamlnodes import YNode
 
@@ -162,6 +162,7 @@ def _validate_hook(ctx: Context, node: YNode, path: str, kind: str,
     shape.return_arg = return_arg
     shape.is_exec_hook = "bprm" in name and not name.startswith(LIST_PREFIX)
     selectors = validate_selectors(ctx, node, path, shape)
+    check_string_sets(ctx, node, path, selectors)
     if len(ctx.errors) != errors_before:
         return None
     return Hook(kind=kind, name=name, args=tuple(args), return_arg=return_arg,
@@ -336,3 +337,30 @@ def _validate_tags(ctx: Context, node: YNode, path: str) -> list[str]:
             tags.append(item.value)
     return tags
 
+
+
+# The string-set map of the kernel side each string operator's values go to.
+_STRING_SET_OF = {"Equal": "Equal/In", "NotEqual": "Equal/In", "In": "Equal/In", "NotIn": "Equal/In",
+                  "Prefix": "Prefix", "NotPrefix": "Prefix", "Postfix": "Postfix", "NotPostfix": "Postfix"}
+
+
+def check_string_sets(ctx: Context, node: YNode, path: str, selectors) -> None:
+    """String and path values of all the hook's selectors share one BPF map per
+    kind of set (hash for Equal/In, LPM trie for Prefix and for Postfix), of
+    limits.MAX_STRING_SET_ENTRIES entries each: the only bound on their number."""
+    counts: dict[str, int] = {}
+    for sel in selectors:
+        for ma in (*sel.match_args, *sel.match_return_args):
+            if ma.arg_kind in (ArgKind.STRING, ArgKind.PATH) and ma.operator in _STRING_SET_OF:
+                kind = _STRING_SET_OF[ma.operator]
+                counts[kind] = counts.get(kind, 0) + len(ma.parsed)
+        for mb in sel.match_binaries:
+            kind = _STRING_SET_OF.get(mb.operator)
+            if kind:
+                counts[kind] = counts.get(kind, 0) + len(mb.values)
+    for kind, count in counts.items():
+        if count > limits.MAX_STRING_SET_ENTRIES:
+            ctx.error(node.key_line("selectors"), join(path, "selectors"),
+                      f"{count} {kind} string values in this hook's selectors (matchArgs and "
+                      f"matchBinaries together), the limit is {limits.MAX_STRING_SET_ENTRIES} per hook",
+                      "limit", "string values per hook")

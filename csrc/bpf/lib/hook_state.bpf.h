@@ -17,7 +17,7 @@ struct {
 /* Equal/In string sets: key = set_id + zero-padded string (th_str_key minus prefixlen). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(max_entries, TH_STR_SET_ENTRIES);
 	__uint(key_size, sizeof(struct th_str_key) - 4);
 	__uint(value_size, 1);
 } str_equal SEC(".maps");
@@ -25,7 +25,7 @@ struct {
 /* Prefix string sets: longest-prefix match over set_id + string. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1024);
+	__uint(max_entries, TH_STR_SET_ENTRIES);
 	__uint(key_size, sizeof(struct th_str_key));
 	__uint(value_size, 1);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -48,7 +48,7 @@ struct {
  * a suffix of the argument is a prefix of its reversal. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1024);
+	__uint(max_entries, TH_STR_SET_ENTRIES);
 	__uint(key_size, sizeof(struct th_str_key));
 	__uint(value_size, 1);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
