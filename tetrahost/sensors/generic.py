@@ -177,6 +177,9 @@ class HookSensor:
             return prog.attach_tracepoint(subsystem, event)
         if name == "th_raw_tp":
             return prog.attach_raw_tracepoint(target)
+        if name == "th_uprobe":
+            hook = self.compiled.hook
+            return prog.attach_uprobe(hook.path, hook.symbol, hook.offset)
         return prog.attach()       # raw_tp fallbacks: the section names the tracepoint
 
     def pinnable_links(self) -> list[Link]:
