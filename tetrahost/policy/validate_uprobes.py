@@ -115,6 +115,8 @@ def _targets(ctx: Context, node: YNode, path: str) -> list[tuple[str, int, YNode
                   "uprobe symbols with offsets")
         return out
     if not symbols and not offsets:
+        if node.get("symbol") is not None:
+            return out          # the old field's own error says what to write
         ctx.error(node.line, join(path, "symbols"), "a uprobe needs symbols (function names in the binary) "
                   "or offsets (file offsets into it)", "missing", "symbols")
         return out
