@@ -2,6 +2,7 @@
 from the caller's memory), how they are planned, how their event renders
 (Tetragon's process_uprobe, no "action": it is a host field)."""
 import dataclasses
+import os
 import json
 import textwrap
 from types import SimpleNamespace
@@ -108,3 +109,18 @@ def test_event_of_a_file_offset_names_the_offset(fake_proc):
     assert body["offset"] == "4409" and "symbol" not in body
     assert validate_line(json.dumps(event).encode() + b"\n", allow_host_fields=True) == []
     assert "/usr/local/bin/app +0x1139" in format_event(event)
+
+
+def test_only_a_regular_file_is_handed_to_libbpf(tmp_path):
+    """libbpf opens the binary to read its symbols: a FIFO would block the agent."""
+    from tetrahost.bpf import BpfError
+    from tetrahost.sensors.generic import check_uprobe_binary
+
+    fifo, regular = tmp_path / "fifo", tmp_path / "app"
+    os.mkfifo(fifo)
+    regular.write_bytes(b"\x7fELF")
+    check_uprobe_binary(str(regular))
+    with pytest.raises(BpfError, match="not a regular file"):
+        check_uprobe_binary(str(fifo))
+    with pytest.raises(BpfError, match="No such file"):
+        check_uprobe_binary(str(tmp_path / "missing"))
