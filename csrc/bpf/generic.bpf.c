@@ -218,6 +218,17 @@ int th_kprobe_override(struct pt_regs *ctx)
 	return 0;
 }
 
+/* Functions of user-space programs (spec.uprobes): the registers of a user
+ * call, read as a kprobe's; pointers among them are the caller's memory, so
+ * user space gives string/char_buf arguments the *_USER kinds.  A Sigkill
+ * is the signal alone: the call itself cannot be failed from here. */
+SEC("uprobe")
+int th_uprobe(struct pt_regs *ctx)
+{
+	kprobe_body(ctx);
+	return 0;
+}
+
 static __always_inline int trampoline_body(void *ctx)
 {
 	__u64 args[TH_MAX_ARGS] = {};

@@ -35,6 +35,7 @@ enum probe_slot {
 	HIT_SEND_SIGNAL,
 	HIT_OVERRIDE,
 	HIT_RINGBUF,
+	HIT_UPROBE,
 	HIT_SLOTS,
 };
 
@@ -207,5 +208,15 @@ int BPF_PROG(probe_ringbuf, struct pt_regs *regs, long id)
 	rec = (__u64)id;
 	if (bpf_ringbuf_output(&probe_events, &rec, sizeof(rec), 0) == 0)
 		hit(HIT_RINGBUF);
+	return 0;
+}
+
+/* A uprobe: user space attaches it to a libc function of its own process
+ * only (pid-filtered), then calls that function. */
+SEC("uprobe")
+int probe_uprobe(struct pt_regs *ctx)
+{
+	if (wanted())
+		hit(HIT_UPROBE);
 	return 0;
 }

@@ -24,7 +24,7 @@ def probed():
 
 
 @pytest.mark.parametrize("name", ["tracepoint", "raw_tracepoint", "kprobe", "kretprobe", "fentry", "fexit",
-                                  "fmod_ret", "lsm", "send_signal", "ringbuf"])
+                                  "fmod_ret", "lsm", "send_signal", "ringbuf", "uprobe"])
 def test_available_in_guest(probed, name):
     cap = probed[1][name]
     assert cap.available, cap

@@ -62,6 +62,18 @@ class Program:
         return self._attach(lambda: lib.bpf_program__attach_kprobe(self._ptr, retprobe, function.encode()),
                             f"{kind}/{function}")
 
+    def attach_uprobe(self, binary: str, symbol: str = "", offset: int = 0, pid: int = -1) -> Link:
+        """A uprobe on `symbol` (+ offset) of the ELF file `binary`, or at file
+        offset `offset` when no symbol is given; pid -1: in every process."""
+        opts = ffi.new("struct bpf_uprobe_opts *")
+        opts.sz = ffi.sizeof("struct bpf_uprobe_opts")
+        name = ffi.new("char[]", symbol.encode()) if symbol else ffi.NULL
+        opts.func_name = name
+        where = f"{binary}:{symbol or hex(offset)}" + (f"+{offset:#x}" if symbol and offset else "")
+        return self._attach(lambda: lib.bpf_program__attach_uprobe_opts(self._ptr, pid, binary.encode(),
+                                                                         offset, opts),
+                            f"uprobe/{where}")
+
     def attach_trace(self) -> Link:
         """fentry, fexit and fmod_ret: the target was fixed before load."""
         return self._attach(lambda: lib.bpf_program__attach_trace(self._ptr), self.section)

@@ -213,6 +213,18 @@ def _kprobe_details(function: str, args: list) -> tuple[str, str, str]:
     return icon, label, ""
 
 
+def _uprobe_args(args: list) -> str:
+    """A user function's arguments: numbers and strings, in order."""
+    shown = []
+    for a in args:
+        if not isinstance(a, dict):
+            continue
+        value = next((a[k] for k in ("int_arg", "uint_arg", "size_arg", "long_arg", "string_arg") if k in a), None)
+        if value is not None:
+            shown.append(str(value))
+    return " ".join(shown)
+
+
 def _caps_trailer(process: dict) -> str:
     effective = (process.get("cap") or {}).get("effective") or ()
     return "🛑 CAP_SYS_ADMIN" if "CAP_SYS_ADMIN" in effective else ""
@@ -288,12 +300,17 @@ def _format(event: dict, color: bool, timestamps: bool) -> str:
         else:
             details.append(f"{function} {net}".strip())
     elif kind == "process_uprobe":
-        details.append(f"{body.get('path', '')} {body.get('symbol', '')}".strip())
+        where = body.get("symbol") or (f"+{int(body['offset']):#x}" if str(body.get("offset", "")).isdigit() else "")
+        details.append(f"{body.get('path', '')} {where}".strip())
+        details.append(_paint(_uprobe_args(body.get("args") or []), "cyan", color))
     elif kind == "process_usdt":
         details.append(" ".join(str(body.get(k, "")) for k in ("path", "provider", "name")).strip())
     elif kind == "process_loader":
         details.append(str(body.get("path", "")))
-    mark = ACTION_MARKS.get(str(body.get("action", "")))
+    # a uprobe's action is only among the host fields (ProcessUprobe has none)
+    host = event.get("tetrahost")
+    action = body.get("action") or (host.get("action", "") if isinstance(host, dict) else "")
+    mark = ACTION_MARKS.get(str(action))
     if mark:
         details.append(_paint(mark, "red", color))
     return _with_time(_line(icon, label, node, process, details, color), event, timestamps)

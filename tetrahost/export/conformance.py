@@ -49,6 +49,7 @@ HOST_MESSAGES = {
         "socket_owner": ["bool", ""], "path_unresolved": ["bool", ""], "return_value": ["json_int", ""],
         "args": ["map<string,tetrahost.Arg>", ""], "return": ["tetrahost.Arg", ""],
         "return_arg": ["KprobeArgument", ""],
+        "action": ["KprobeAction", ""],      # process_uprobe: ProcessUprobe has no action field
     },
     "tetrahost.Process": {
         "cgroup": ["string", ""], "unit": ["string", ""], "slice": ["string", ""],

@@ -1,8 +1,14 @@
-"""Policy hook events as Tetragon JSON: process_kprobe / process_lsm lines.
+"""Policy hook events as Tetragon JSON: process_kprobe / process_lsm /
+process_tracepoint / process_uprobe lines.
 
     {"process_kprobe":{"process":{...},"parent":{...},"function_name":"security_bprm_check",
       "args":[{"linux_binprm_arg":{"path":"/tmp/xmrig"}}],"action":"KPROBE_ACTION_SIGKILL",
       "policy_name":"block-cryptominers"},"node_name":"host1","time":"..."}
+
+A uprobe's line carries "path" (the binary as the policy names it), "symbol"
+(or "offset", a uint64 and so a JSON string, when probed by file offset), and
+no "action": Tetragon's ProcessUprobe has no such field, so with
+`export.host_fields` the action taken is "tetrahost"."action".
 
 The process object comes from the process cache, but its "ns" is the one the
 kernel saw when the hook fired: a task that called unshare()/setns() since
@@ -94,7 +100,8 @@ SECUREBITS_NAMES = ("SecBitNoRoot", "SecBitNoRootLocked", "SecBitNoSetUidFixup",
                     "SecBitKeepCaps", "SecBitKeepCapsLocked", "SecBitNoCapAmbientRaise",
                     "SecBitNoCapAmbientRaiseLocked")
 _BUF_FAULT = 1 << lib.TH_BUF_FAULT_SHIFT
-EVENT_KINDS = {"kprobe": "process_kprobe", "lsm": "process_lsm", "tracepoint": "process_tracepoint"}
+EVENT_KINDS = {"kprobe": "process_kprobe", "lsm": "process_lsm", "tracepoint": "process_tracepoint",
+               "uprobe": "process_uprobe"}
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
@@ -361,6 +368,12 @@ class HookEventRenderer:
         body: dict = {}
         if hook.kind == "tracepoint":
             body["subsys"], body["event"] = hook.subsystem, hook.event
+        elif hook.kind == "uprobe":
+            body["path"] = hook.path
+            if hook.symbol:
+                body["symbol"] = hook.symbol
+            else:
+                body["offset"] = str(hook.offset)       # uint64
         else:
             body["function_name"] = function_name(hook, rec.syscall_nr)
         args = [(kind, arg, raw) for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
@@ -373,8 +386,9 @@ class HookEventRenderer:
             if hook.kind == "kprobe":       # Tetragon's ProcessLsm / ProcessTracepoint have no "return"
                 body["return"] = ret
         action = ACTION_NAMES.get(rec.action, f"KPROBE_ACTION_{rec.action}")
-        # policy-mode monitor: nothing was enforced, the event is a Post
-        body["action"] = "KPROBE_ACTION_POST" if rec.monitor else action
+        if hook.kind != "uprobe":       # Tetragon's ProcessUprobe has no "action"
+            # policy-mode monitor: nothing was enforced, the event is a Post
+            body["action"] = "KPROBE_ACTION_POST" if rec.monitor else action
         body["policy_name"] = policy.name
         if hook.message:
             body["message"] = hook.message
@@ -396,6 +410,8 @@ class HookEventRenderer:
     def _host_fields(self, rec: HookRecord, hs, args, action: str) -> dict:
         """The hook event's members of the "tetrahost" object (export.host_fields)."""
         out: dict = {"selector": rec.selector}
+        if hs.hook.kind == "uprobe":
+            out["action"] = "KPROBE_ACTION_POST" if rec.monitor else action
         if hs.plan is not None:
             out["attach"] = hs.plan.method
         if rec.monitor:

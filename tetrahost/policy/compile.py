@@ -34,6 +34,8 @@ BUF_ARG_KINDS = frozenset({lib.TH_ARG_BUF_KERNEL, lib.TH_ARG_BUF_USER})
 
 
 def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
+    # a syscall's or a user-space function's pointers are the caller's memory
+    user_memory = hook.syscall or hook.kind == "uprobe"
     if kind is ArgKind.NOP:     # holds a place in the argument list, reads nothing
         return lib.TH_ARG_NONE
     if base_type in CAP_SET_TYPES:
@@ -41,11 +43,9 @@ def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
     if kind is ArgKind.INTEGER:
         return lib.TH_ARG_INT
     if base_type == "char_buf":
-        # the same rule as strings: a syscall's buffer is the caller's memory
-        return lib.TH_ARG_BUF_USER if hook.syscall else lib.TH_ARG_BUF_KERNEL
+        return lib.TH_ARG_BUF_USER if user_memory else lib.TH_ARG_BUF_KERNEL
     if base_type == "string":
-        # syscall arguments point into user memory, kernel functions' into kernel memory
-        return lib.TH_ARG_STR_USER if hook.syscall else lib.TH_ARG_STR_KERNEL
+        return lib.TH_ARG_STR_USER if user_memory else lib.TH_ARG_STR_KERNEL
     if base_type in _PATH_KINDS:
         return _PATH_KINDS[base_type]
     if base_type == "sockaddr" and hook.syscall:

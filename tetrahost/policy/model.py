@@ -197,10 +197,11 @@ _SYSCALL_PREFIX = re.compile(r"^(?:__x64_|__ia32_|__arm64_|__s390x_|__riscv_|__s
 
 @dataclass(frozen=True)
 class Hook:
-    kind: str  # "kprobe" | "tracepoint" | "lsm"
+    kind: str  # "kprobe" | "tracepoint" | "lsm" | "uprobe"
     # kprobe: the function ("security_bprm_check", "sys_setns", "__x64_sys_setns")
     # lsm: the LSM hook name without "security_" ("bprm_check_security", "file_open")
     # tracepoint: "subsystem/event"
+    # uprobe: the symbol, or the file offset in hex ("0x1139") when probed by offset
     name: str
     subsystem: str = ""  # tracepoints only
     event: str = ""  # tracepoints only
@@ -219,6 +220,11 @@ class Hook:
     # prefix, "dup"); the hook covers each of them with the same args and selectors
     syscall_list: str = ""
     syscalls: tuple[str, ...] = ()
+    # uprobes: the binary as written in the policy, and the symbol or the file
+    # offset (symbol "") probed in it
+    path: str = ""
+    symbol: str = ""
+    offset: int = 0
     source: Location = _NO_SOURCE
 
     @property
@@ -252,6 +258,8 @@ class Hook:
             return f"{'raw_tracepoint' if self.raw else 'tracepoint'} {self.name}"
         if self.kind == "lsm":
             return f"lsm {self.name}"
+        if self.kind == "uprobe":
+            return f"uprobe {self.path}:{self.name}"
         extra = []
         if self.syscall_list:
             shown = ", ".join(self.syscalls[:4]) + (", ..." if len(self.syscalls) > 4 else "")

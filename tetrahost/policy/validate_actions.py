@@ -98,6 +98,10 @@ def _override_error(ctx: Context, entry: YNode, path: str, shape: HookShape, is_
     if shape.kind == "tracepoint":
         ctx.error(line, join(path, "action"), "Override needs a function to override; a tracepoint "
                   "has none (use a kprobe or an LSM hook)", "invalid", "Override at tracepoint")
+    if shape.kind == "uprobe":
+        ctx.error(line, join(path, "action"), "Override on a uprobe (setting registers, argRegs) is not "
+                  "supported by tetrahost; Sigkill, Signal, Post and NoPost are", "not-supported",
+                  "Override on uprobes")
     if is_return:
         ctx.error(line, join(path, "action"), "Override cannot run in matchReturnActions: the function "
                   "has already run", "invalid", "Override at return")

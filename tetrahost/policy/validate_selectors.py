@@ -16,7 +16,7 @@ from .model import (MatchBinaries, MatchCapabilities, MatchNamespace, MatchNames
 from .names import CAPABILITIES
 from .validate_actions import validate_actions
 from .validate_matchargs import validate_match_args
-from .vocab import (BINARY_OPERATORS, CAPABILITY_SETS, FOLLOW_CHILDREN_OPERATORS, HOST_NS,
+from .vocab import (ArgKind, BINARY_OPERATORS, CAPABILITY_SETS, FOLLOW_CHILDREN_OPERATORS, HOST_NS,
                     NAMESPACE_KINDS, SET_OPERATORS)
 from .yamlnodes import YNode
 
@@ -219,3 +219,29 @@ def _is_u32(text: str) -> bool:
     """A decimal number from 0 to 2**32-1 (ASCII digits only: str.isdigit
     also takes "²", which int() refuses)."""
     return text.isascii() and text.isdigit() and len(text) <= 10 and int(text) <= 0xFFFFFFFF
+
+# The string-set map of the kernel side each string operator's values go to.
+_STRING_SET_OF = {"Equal": "Equal/In", "NotEqual": "Equal/In", "In": "Equal/In", "NotIn": "Equal/In",
+                  "Prefix": "Prefix", "NotPrefix": "Prefix", "Postfix": "Postfix", "NotPostfix": "Postfix"}
+
+
+def check_string_sets(ctx: Context, node: YNode, path: str, selectors) -> None:
+    """String and path values of all the hook's selectors share one BPF map per
+    kind of set (hash for Equal/In, LPM trie for Prefix and for Postfix), of
+    limits.MAX_STRING_SET_ENTRIES entries each: the only bound on their number."""
+    counts: dict[str, int] = {}
+    for sel in selectors:
+        for ma in (*sel.match_args, *sel.match_return_args):
+            if ma.arg_kind in (ArgKind.STRING, ArgKind.PATH) and ma.operator in _STRING_SET_OF:
+                kind = _STRING_SET_OF[ma.operator]
+                counts[kind] = counts.get(kind, 0) + len(ma.parsed)
+        for mb in sel.match_binaries:
+            kind = _STRING_SET_OF.get(mb.operator)
+            if kind:
+                counts[kind] = counts.get(kind, 0) + len(mb.values)
+    for kind, count in counts.items():
+        if count > limits.MAX_STRING_SET_ENTRIES:
+            ctx.error(node.key_line("selectors"), join(path, "selectors"),
+                      f"{count} {kind} string values in this hook's selectors (matchArgs and "
+                      f"matchBinaries together), the limit is {limits.MAX_STRING_SET_ENTRIES} per hook",
+                      "limit", "string values per hook")

@@ -161,6 +161,8 @@ def _entry_candidates(hook: Hook, features, enforces: bool, overrides: bool, sym
             return [AttachError(f"lsm hook {hook.name}: BPF-LSM is not usable on this kernel "
                                 "(see `tetrahost probe`)")]
         return [AttachPlan("th_lsm", hook.name, f"BPF-LSM {hook.name}")]
+    if hook.kind == "uprobe":
+        return [_uprobe_candidate(hook, features, overrides)]
     if hook.kind == "tracepoint":
         if overrides:
             return [AttachError(f"{hook.name}: Override is not possible at a tracepoint")]
@@ -174,6 +176,21 @@ def _entry_candidates(hook: Hook, features, enforces: bool, overrides: bool, sym
     if hook.is_exec_hook:
         return _exec_candidates(hook, features, enforces, overrides, symbols)
     return _function_candidates(hook, features, overrides, symbols)
+
+
+def uprobe_target(hook: Hook) -> str:
+    """"/usr/bin/bash:readline", or the file offset: "/usr/bin/app:0x1139"."""
+    return f"{hook.path}:{hook.symbol or hex(hook.offset)}"
+
+
+def _uprobe_candidate(hook: Hook, features, overrides: bool) -> AttachPlan | AttachError:
+    target = uprobe_target(hook)
+    if overrides:       # the validator rejects it; a hand-built hook must not load as Post
+        return AttachError(f"uprobe {target}: Override is not possible on a uprobe")
+    if not getattr(features, "uprobe", False):
+        return AttachError(f"uprobe {target}: uprobes are not usable on this kernel (see `tetrahost probe`)")
+    how = "symbol resolved in its ELF symbols" if hook.symbol else "file offset"
+    return AttachPlan("th_uprobe", target, f"uprobe {target} ({how}; every process)")
 
 
 def _syscall_candidates(hook: Hook, features, overrides: bool) -> list:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import os
+import stat
 
 from tetrahost.bpf import BpfError, BpfObject, Link
 from tetrahost.bpf.native import ffi, lib
@@ -29,6 +31,17 @@ def fill_syscall_set(cfg, numbers) -> None:
         if not 0 <= nr < lib.TH_SYSCALL_SET_BITS:
             raise ValueError(f"syscall {nr} is outside the fallback's set (0..{lib.TH_SYSCALL_SET_BITS - 1})")
         cfg.syscall_set[nr // 64] |= 1 << (nr % 64)
+
+
+def check_uprobe_binary(path: str) -> None:
+    """A uprobe's binary must be a regular file: libbpf opens it to read its
+    symbols, and opening a FIFO would block the agent for good."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise BpfError(exc.errno or errno.ENOENT, f"uprobe binary {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise BpfError(errno.EINVAL, f"uprobe binary {path}: not a regular file")
 
 
 def str_set_key(set_id: int, value: bytes, prefix: bool) -> bytes:
@@ -177,6 +190,10 @@ class HookSensor:
             return prog.attach_tracepoint(subsystem, event)
         if name == "th_raw_tp":
             return prog.attach_raw_tracepoint(target)
+        if name == "th_uprobe":
+            hook = self.compiled.hook
+            check_uprobe_binary(hook.path)
+            return prog.attach_uprobe(hook.path, hook.symbol, hook.offset)
         return prog.attach()       # raw_tp fallbacks: the section names the tracepoint
 
     def pinnable_links(self) -> list[Link]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import gzip
 import json
 import logging
@@ -29,14 +30,15 @@ log = logging.getLogger(__name__)
 
 # Slots of probe_hits / probe_config: same order as csrc/bpf/probe.bpf.c.
 HIT_SLOTS = ("tracepoint", "raw_tracepoint", "kprobe", "kretprobe", "kprobe_multi", "fentry", "fexit",
-             "fmod_ret", "lsm", "send_signal", "override_return", "ringbuf")
+             "fmod_ret", "lsm", "send_signal", "override_return", "ringbuf", "uprobe")
 CFG_TGID, CFG_SIGNAL, CFG_SYSCALL = 0, 1, 2
 SYS_GETPPID = 110          # x86_64; a syscall nothing else in this process makes while probing
 OVERRIDE_TARGET = "__x64_sys_getppid"   # syscall entries are on the error-injection list
 TRACEFS, SECURITYFS = "/sys/kernel/tracing", "/sys/kernel/security"
 CONFIG_KEYS = ("CONFIG_KPROBES", "CONFIG_KPROBE_EVENTS", "CONFIG_FPROBE", "CONFIG_BPF_LSM",
                "CONFIG_BPF_KPROBE_OVERRIDE", "CONFIG_FUNCTION_ERROR_INJECTION",
-               "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS", "CONFIG_DEBUG_INFO_BTF", "CONFIG_LSM")
+               "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS", "CONFIG_DEBUG_INFO_BTF", "CONFIG_LSM",
+               "CONFIG_UPROBES", "CONFIG_UPROBE_EVENTS")
 
 
 class ProbeError(RuntimeError):
@@ -70,6 +72,7 @@ class KernelFeatures:
     override_return: bool
     ringbuf: bool
     btf: bool
+    uprobe: bool = False
 
 
 @dataclasses.dataclass
@@ -198,6 +201,26 @@ def _fire_send_signal(obj) -> bool | None:
     return bool(got)
 
 
+def own_libc() -> str:
+    """The C library this process runs (from /proc/self/maps): where the
+    uprobe probe attaches, limited to this process."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line.split(maxsplit=5)[5].strip() if len(line.split(maxsplit=5)) == 6 else ""
+            if os.path.basename(path).startswith("libc.so"):
+                return path
+    raise FileNotFoundError("no libc.so mapped in this process (a static build?)")
+
+
+def _attach_uprobe(prog):
+    from tetrahost.bpf import BpfError
+    try:
+        libc = own_libc()
+    except OSError as exc:
+        raise BpfError(errno.ENOENT, f"uprobe probe: {exc}") from None
+    return prog.attach_uprobe(libc, "getppid", pid=os.getpid())
+
+
 def _fire_ringbuf(obj) -> bool:
     from tetrahost.bpf import RingBuffer
 
@@ -224,12 +247,14 @@ _PROBES = (
     ("send_signal", "probe_send_signal", lambda p: p.attach(), _fire_send_signal),
     ("override_return", "probe_override", lambda p: p.attach_kprobe(OVERRIDE_TARGET), None),
     ("ringbuf", "probe_ringbuf", lambda p: p.attach(), _fire_ringbuf),
+    ("uprobe", "probe_uprobe", _attach_uprobe, lambda o: os.getppid()),
 )
 CAPABILITY_NAMES = tuple(p[0] for p in _PROBES)
 
 
 def _method(name: str, section: str) -> str:
     target = {"override_return": f"kprobe/{OVERRIDE_TARGET} calling bpf_override_return",
+              "uprobe": "uprobe on libc getppid of this process",
               "send_signal": f"{section} calling bpf_send_signal",
               "ringbuf": f"ringbuf map + {section} calling bpf_ringbuf_output"}.get(name, section)
     return f"load+attach {target}"
@@ -301,6 +326,8 @@ def explain(name: str, stage: str, err: int, verifier: str | None, ev: Evidence)
         parts.append(_config_says(ev, "CONFIG_FUNCTION_ERROR_INJECTION", "CONFIG_BPF_KPROBE_OVERRIDE"))
     if name == "kprobe_multi":
         parts.append(_config_says(ev, "CONFIG_FPROBE"))
+    if name == "uprobe" and stage == "attach":
+        parts.append(_config_says(ev, "CONFIG_UPROBES", "CONFIG_UPROBE_EVENTS"))
     if name in ("fentry", "fexit", "fmod_ret", "lsm"):
         if ev.btf is None:
             parts.append("no /sys/kernel/btf/vmlinux (kernel BTF needed)")

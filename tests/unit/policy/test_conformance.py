@@ -42,10 +42,13 @@ def test_every_example_is_accepted_or_precisely_rejected(conformance_dir):
     assert accepted >= 42
 
 
-def test_uprobes_and_k8s_examples_rejected_for_the_right_reason(conformance_dir):
+def test_uprobe_examples_accepted_and_k8s_examples_rejected_for_the_right_reason(conformance_dir):
     corpus, _ = _examples(conformance_dir)
-    (error,) = check_file(corpus / "uprobe.yaml").errors
-    assert (error.code, error.detail, error.path) == ("not-supported", "uprobes", "spec.uprobes")
+    (policy,) = check_file(corpus / "uprobe.yaml").policies
+    assert [(h.kind, h.path, h.symbol) for h in policy.hooks] == [
+        ("uprobe", "/bin/bash", "readline"), ("uprobe", "/bin/bash", "main")]
+    (error,) = check_file(corpus / "usdt.yaml").errors
+    assert (error.code, error.detail, error.path) == ("not-supported", "usdts", "spec.usdts")
     (error,) = check_file(corpus / "modules-nohost.yaml").errors
     assert (error.code, error.detail, error.line) == ("kubernetes-only", "podSelector", 11)
 

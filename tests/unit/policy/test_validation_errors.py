@@ -169,12 +169,13 @@ def test_kubernetes_only_fields():
         "p.yaml:8: spec.containerSelector: containerSelector is a Kubernetes-only field, tetrahost runs on plain hosts"]
 
 
-def test_uprobes_are_rejected_not_ignored():
+def test_usdts_are_rejected_not_ignored():
     assert errors_of("""
-        uprobes:
-        - path: /bin/bash
-          symbols: [readline]
-        """) == ["p.yaml:6: spec.uprobes: uprobes are not supported by tetrahost yet"]
+        usdts:
+        - path: /usr/bin/python3
+          provider: python
+          name: function__entry
+        """) == ["p.yaml:6: spec.usdts: USDT probes are not supported by tetrahost yet"]
 
 
 def test_namespaced_kind_is_rejected():
