@@ -98,6 +98,9 @@ class VmOptions:
     cpus: int = 2
     append: tuple[str, ...] = ()   # extra kernel parameters (e.g. an lsm= list)
     label: str = "6.1"             # the matrix entry, for the guest's tests (TETRAHOST_VM_KERNEL)
+    # TCG threading: "multi" (a host thread per vCPU, QEMU's default) or
+    # "single" (all vCPUs in one thread, in turn).  See TCG_THREADING.
+    tcg: str = os.environ.get("TETRAHOST_VM_TCG", "multi")
 
 
 # What a plain run runs: the VM suite, the host's kernel suite, or the lean
@@ -187,6 +190,7 @@ def _common_args(opts: VmOptions, kernel: Path, vng: Path) -> list[str]:
         "--verbose",
         "--append=loglevel=4",
         *(f"--append={shlex.quote(param)}" for param in opts.append),
+        *(["--qemu-opts=-accel tcg,thread=single"] if opts.tcg == "single" else []),
         "--memory",
         opts.memory,
         "--cpus",
