@@ -1,7 +1,8 @@
 """Validate matchActions / matchReturnActions.
 
 tetrahost implements Post (with rate limiting), NoPost, Sigkill, Signal,
-Override, TrackSock and UntrackSock; every other Tetragon action is rejected by name. Parameters that belong
+Override, TrackSock, UntrackSock and (on USDT points) Set; every other Tetragon
+action is rejected by name. Parameters that belong
 to another action are ignored with a warning, as Tetragon ignores them (its own
 examples put argError on Sigkill).
 """
@@ -15,7 +16,7 @@ from .errors import shown
 from .context import Context, check_fields, did_you_mean, expect_map, get_bool, get_int, get_list, get_str, join
 from .hookshape import HookShape
 from .model import Action
-from .vocab import RATE_LIMIT_SCOPES, SOCKET_ACTIONS, SUPPORTED_ACTIONS, TETRAGON_ONLY_ACTIONS
+from .vocab import ArgKind, RATE_LIMIT_SCOPES, SOCKET_ACTIONS, SUPPORTED_ACTIONS, TETRAGON_ONLY_ACTIONS
 from .yamlnodes import YNode
 
 # Parameter -> the action it belongs to.
@@ -88,6 +89,8 @@ def _validate_action(ctx: Context, entry: YNode, path: str, shape: HookShape, is
         fields.update(_post_parameters(ctx, entry, path))
     elif name in SOCKET_ACTIONS:
         fields["arg_sock"] = _sock_argument(ctx, entry, path, shape, name)
+    elif name == "Set":
+        fields.update(_set_parameters(ctx, entry, path, shape, is_return))
     if len(ctx.errors) != errors_before:
         return None
     return Action(action=name, source=ctx.loc(entry, path), **fields)
@@ -98,10 +101,10 @@ def _override_error(ctx: Context, entry: YNode, path: str, shape: HookShape, is_
     if shape.kind == "tracepoint":
         ctx.error(line, join(path, "action"), "Override needs a function to override; a tracepoint "
                   "has none (use a kprobe or an LSM hook)", "invalid", "Override at tracepoint")
-    if shape.kind == "uprobe":
-        ctx.error(line, join(path, "action"), "Override on a uprobe (setting registers, argRegs) is not "
+    if shape.kind in ("uprobe", "usdt"):
+        ctx.error(line, join(path, "action"), f"Override on a {shape.kind} (setting registers, argRegs) is not "
                   "supported by tetrahost; Sigkill, Signal, Post and NoPost are", "not-supported",
-                  "Override on uprobes")
+                  f"Override on {shape.kind}s")
     if is_return:
         ctx.error(line, join(path, "action"), "Override cannot run in matchReturnActions: the function "
                   "has already run", "invalid", "Override at return")
@@ -129,6 +132,32 @@ def _sock_argument(ctx: Context, entry: YNode, path: str, shape: HookShape, name
         ctx.error(entry.key_line("argSock"), join(path, "argSock"), f"{name}: args[{position}] is of type "
                   f"{arg.type}, not sock or socket{default}", "invalid", "argSock")
     return position
+
+
+def _set_parameters(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> dict:
+    """Set: argIndex names a declared integer argument of a USDT point (by its
+    index, as args[].index), argValue the value written into it.  Whether the
+    argument is in memory (writable) or in a register is only known from the
+    binary's note: the attach says so."""
+    line = entry.key_line("action")
+    if shape.kind != "usdt":
+        ctx.error(line, join(path, "action"), "Set writes an argument of a USDT point; only spec.usdts "
+                  "hooks support it in tetrahost", "not-supported", "Set outside usdts")
+        return {}
+    if is_return:
+        ctx.error(line, join(path, "action"), "Set cannot run in matchReturnActions", "invalid", "Set at return")
+    index = get_int(ctx, entry, "argIndex", path, required=True, minimum=0, maximum=limits.MAX_KPROBE_ARG_INDEX)
+    value = get_int(ctx, entry, "argValue", path, required=True, minimum=-(1 << 63), maximum=(1 << 63) - 1)
+    if index is not None:
+        arg = shape.args.get(index)
+        ipath = join(path, "argIndex")
+        if arg is None and index not in shape.rejected:
+            ctx.error(entry.key_line("argIndex"), ipath, f"Set: argIndex {index} names no argument in args "
+                      "(declare the USDT argument it writes)", "invalid", "argIndex")
+        elif arg is not None and arg.kind is not ArgKind.INTEGER:
+            ctx.error(entry.key_line("argIndex"), ipath, f"Set: argument {index} is of type {arg.type}; Set "
+                      "writes integers", "invalid", "argIndex")
+    return {"arg_index": index, "arg_value": value}
 
 
 def _post_parameters(ctx: Context, entry: YNode, path: str) -> dict:
