@@ -11,8 +11,11 @@ was enabled.
 """
 from __future__ import annotations
 
+import http.server
 import pathlib
 import shutil
+import threading
+import time
 import signal
 import subprocess
 import sys
@@ -118,12 +121,48 @@ def run(binary: pathlib.Path, *args: str) -> tuple[int, str]:
     return proc.returncode, proc.stdout
 
 
+class _Canary(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        self.server.paths.append(self.path)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory, target):
+def canary():
+    """A loopback web server the GetUrl action fetches from."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Canary)
+    srv.paths = []
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def notify(port: int) -> str:
+    return f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["notify"]
+      matchActions:
+      - action: GetUrl
+        argUrl: "http://127.0.0.1:{port}/canary-{ID}"
+      - action: DnsLookup
+        argFqdn: localhost
+"""
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory, target, canary):
     d = tmp_path_factory.mktemp("policies")
     args = []
     for name, point, selectors in ((f"us-{ID}", "check", KILL_OR_POST), (f"usf-{ID}", "check", ONLY_42),
-                                   (f"usg-{ID}", "guarded", "\n    - matchActions:\n      - action: Post\n")):
+                                   (f"usg-{ID}", "guarded", "\n    - matchActions:\n      - action: Post\n"),
+                                   (f"usn-{ID}", "check", notify(canary.server_port))):
         (d / f"{name}.yaml").write_text(policy_text(name, usdt_spec(str(target), point, selectors)))
         args += ["--policy", str(d / f"{name}.yaml")]
     a = RunningAgent(tmp_path_factory.mktemp("agent"), *args)
@@ -211,3 +250,19 @@ def test_set_writes_the_argument_in_memory(tmp_path, target):
         assert (events[0]["set_arg"], events[0]["set_value"]) == (0, 32) and "set_failed" not in events[0]
     finally:
         assert agent.stop() == 0
+
+
+def test_geturl_and_dnslookup_run_in_user_space_when_the_selector_matches(agent, target, canary):
+    """Policy usn: word "notify" makes the agent fetch the loopback canary URL
+    and resolve localhost; the event names the action as Tetragon does."""
+    assert run(target, "2", "notify")[0] == 0
+    assert run(target, "2", "quiet")[0] == 0
+    events = policy_events(agent, f"usn-{ID}", 1)
+    assert len(events) == 1 and events[0]["args"][1] == {"string_arg": "notify"}
+    assert events[0]["action"] == "KPROBE_ACTION_GETURL"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (
+            canary.paths and "user action DnsLookup localhost: " in agent.log_text()):
+        time.sleep(0.05)
+    assert canary.paths == [f"/canary-{ID}"]        # once: the "quiet" run matched nothing
+    assert "user action DnsLookup localhost: " in agent.log_text()

@@ -326,6 +326,15 @@ def function_name(hook, syscall_nr: int) -> str:
     return hook.name
 
 
+def user_actions(hook, rec: HookRecord) -> list[tuple[str, str]]:
+    """(action, target) of the DnsLookup/GetUrl actions of the selector that matched."""
+    selectors = getattr(hook, "selectors", ())      # hand-made hooks (benchmarks, tests) may have none
+    if not 0 <= rec.selector < len(selectors):
+        return []
+    return [(a.action, a.arg_fqdn or a.arg_url) for a in selectors[rec.selector].match_actions
+            if a.action in ("DnsLookup", "GetUrl")]
+
+
 class HookEventRenderer:
     def __init__(self, base: TetragonJSON, cache: ProcessCache, netns: _netns.NetnsResolver | None = None):
         self.base = base
@@ -389,6 +398,9 @@ class HookEventRenderer:
             if hook.kind == "kprobe":       # Tetragon's ProcessLsm / ProcessTracepoint have no "return"
                 body["return"] = ret
         action = ACTION_NAMES.get(rec.action, f"KPROBE_ACTION_{rec.action}")
+        user = user_actions(hook, rec)
+        if user and rec.action == lib.TH_ACTION_POST:     # posted for DnsLookup/GetUrl: name that
+            action = f"KPROBE_ACTION_{user[0][0].upper()}"
         if hook.kind not in _NO_ACTION_FIELD:
             # policy-mode monitor: nothing was enforced, the event is a Post
             body["action"] = "KPROBE_ACTION_POST" if rec.monitor else action

@@ -38,7 +38,9 @@ _CAP_SETS = {"Effective": 1, "Permitted": 2, "Inheritable": 3}
 ACTIONS = {"Post": lib.TH_ACTION_POST, "NoPost": lib.TH_ACTION_NOPOST, "Sigkill": lib.TH_ACTION_SIGKILL,
            "Signal": lib.TH_ACTION_SIGNAL, "Override": lib.TH_ACTION_OVERRIDE,
            "TrackSock": lib.TH_ACTION_TRACK_SOCK, "UntrackSock": lib.TH_ACTION_UNTRACK_SOCK,
-           "Set": lib.TH_ACTION_SET}
+           "Set": lib.TH_ACTION_SET,
+           # user-space actions: the kernel posts, the agent resolves/fetches (tetrahost/useractions.py)
+           "DnsLookup": lib.TH_ACTION_POST, "GetUrl": lib.TH_ACTION_POST}
 # policy namespace names -> enum th_ns (NAMESPACE_KINDS order is the kernel's order)
 _NS_INDEX = {name: i for i, name in enumerate(NAMESPACE_KINDS)}
 _NS_RECORD_KIND = ("uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time",

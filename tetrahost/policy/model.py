@@ -157,6 +157,8 @@ class Action:
     arg_sock: int | None = None  # TrackSock/UntrackSock: position in Hook.args of the sock
     arg_index: int | None = None  # Set: the USDT argument written (its index, as args[].index)
     arg_value: int | None = None  # Set: the value written
+    arg_fqdn: str = ""  # DnsLookup: the name resolved (user space)
+    arg_url: str = ""  # GetUrl: the URL fetched (user space)
     source: Location = _NO_SOURCE
 
     @property

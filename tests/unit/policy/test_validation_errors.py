@@ -207,7 +207,7 @@ def test_unknown_fields_everywhere_and_all_errors_collected():
         "matchReturnArgs, matchBinaries, matchPIDs, matchNamespaces, matchCapabilities, matchNamespaceChanges, "
         'matchCapabilityChanges, matchActions, matchReturnActions); did you mean "matchArgs"?',
         'p.yaml:17: spec.kprobes[0].selectors[0].matchActions[0].action: unknown action "Sigkil" (expected one '
-        'of: Post, NoPost, Sigkill, Signal, Override, TrackSock, UntrackSock, Set); did you mean "Sigkill"?',
+        'of: Post, NoPost, Sigkill, Signal, Override, TrackSock, UntrackSock, Set, DnsLookup, GetUrl); did you mean "Sigkill"?',
         "p.yaml:18: spec.kprobes[0].selectors[0].matchActions[1].action: action FollowFD is not supported by "
         "tetrahost (yet)",
     ]
