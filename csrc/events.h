@@ -251,6 +251,8 @@ enum th_action {
 	TH_ACTION_OVERRIDE = 5,
 	TH_ACTION_TRACK_SOCK = 6,   /* action_arg: the sock argument whose owner is recorded */
 	TH_ACTION_UNTRACK_SOCK = 7, /* ... whose record is dropped                     */
+	TH_ACTION_SET = 8,          /* USDT: write th_selector.set_value into the memory of
+	                             * argument action_arg (bpf_probe_write_user)      */
 };
 
 /* th_hook_event.flags */
@@ -263,6 +265,7 @@ enum th_hook_event_flags {
 	                           * not the task the hook ran in                       */
 	TH_HOOK_PATH_UNRESOLVED = 32, /* a path's root was not reached (deeper than TH_PATH_DEPTH):
 	                           * Prefix/Equal on it failed closed (the selector matched) */
+	TH_HOOK_SET_FAILED = 64,  /* Set: the argument's memory could not be written    */
 };
 
 enum th_hook_config_flags {
@@ -367,9 +370,29 @@ struct th_selector {
 	uint16_t nsch_mask;       /* matchNamespaceChanges: bit (1 << enum th_ns) of each
 	                           * kind whose change matches; 0: no such matcher     */
 	uint8_t pad[6];
+	int64_t set_value;        /* Set: the value written (its argument's size of it) */
 	struct th_pid_matcher pids[4];  /* TH_MAX_PID_MATCH  */
 	struct th_arg_matcher args[5];  /* TH_MAX_MATCH_ARGS */
 	struct th_ns_matcher ns[4];     /* TH_MAX_NS_MATCH   */
+};
+
+/* USDT arguments (spec.usdts): where the probe point keeps each argument,
+ * compiled by user space from the argument string of the binary's
+ * .note.stapsdt entry ("-4@%edi", "8@-16(%rbp)", "4@$5"). */
+enum th_usdt_arg_loc {
+	TH_USDT_NONE = 0,         /* no such argument                                  */
+	TH_USDT_CONST = 1,        /* the value is `value`                               */
+	TH_USDT_REG = 2,          /* the register at reg_off in struct pt_regs          */
+	TH_USDT_MEM = 3,          /* user memory at that register + value               */
+};
+
+struct th_usdt_arg {
+	int64_t value;            /* the constant, or the displacement from the register */
+	uint16_t reg_off;         /* byte offset of the register in struct pt_regs       */
+	uint8_t loc;              /* enum th_usdt_arg_loc                               */
+	uint8_t size;             /* bytes of the value: 1, 2, 4 or 8                   */
+	uint8_t is_signed;        /* sign-extend it to 64 bits                          */
+	uint8_t pad[3];
 };
 
 /* The syscall dispatcher's chain for one syscall: the slots of the hooks on
@@ -411,6 +434,7 @@ struct th_hook_config {
 	 * against the value normalised by ret_size/ret_signed */
 	struct th_arg_matcher ret_match[5];
 	struct th_cidr cidrs[32];         /* TH_MAX_CIDRS: SAddr/DAddr prefixes          */
+	struct th_usdt_arg usdt_args[5];  /* TH_MAX_ARGS: USDT arguments 0..4 (th_usdt)   */
 };
 
 /* What a network argument's slot in th_hook_event.data holds. Addresses in

@@ -77,14 +77,39 @@ static __always_inline __u64 pick_arg(__u64 *args, __u8 n)
 	return 0;
 }
 
+/* Set (USDT): write the selector's value into the user memory of argument
+ * action_arg, as many bytes as the argument has.  Only th_usdt_set gets
+ * here (set_addr is NULL for every other program, so the helper, refused
+ * under lockdown, is in no other program).  0 if written. */
+static __always_inline int usdt_set(struct th_hook_config *cfg, struct th_selector *sel, __u64 *set_addr)
+{
+	__u32 i = sel->action_arg;
+	__u64 addr;
+	__s64 v = sel->set_value;
+
+	if (i >= TH_MAX_ARGS)
+		return -1;
+	addr = pick_arg(set_addr, i);
+	if (!addr)              /* a register or a constant: not in memory */
+		return -1;
+	switch (cfg->usdt_args[i].size) {
+	case 1: return bpf_probe_write_user((void *)addr, &v, 1);
+	case 2: return bpf_probe_write_user((void *)addr, &v, 2);
+	case 4: return bpf_probe_write_user((void *)addr, &v, 4);
+	case 8: return bpf_probe_write_user((void *)addr, &v, 8);
+	}
+	return -1;
+}
+
 /*
  * Read the arguments, evaluate the selectors, act.  Returns what an entry
  * program that can fail the call should return: 0 to let it proceed, or a
  * negative errno (Override's argError; -EPERM for Sigkill, so an exec being
- * killed also fails and the new program never runs).
+ * killed also fails and the new program never runs).  set_addr: th_usdt_set's
+ * user addresses of the USDT arguments in memory (0 for others), else NULL.
  */
 static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_config *cfg,
-				    __u64 *args, long syscall_nr, __u32 slot)
+				    __u64 *args, long syscall_nr, __u32 slot, __u64 *set_addr)
 {
 	if (cfg->flags & TH_CFG_SYSCALL_WRAPPER) {
 		/* __x64_sys_*(const struct pt_regs *regs): the arguments are inside,
@@ -144,6 +169,9 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 			verdict = -EPERM;
 	} else if (sel->action == TH_ACTION_OVERRIDE) {
 		verdict = sel->action_arg;
+	} else if (set_addr && sel->action == TH_ACTION_SET) {
+		if (usdt_set(cfg, sel, set_addr))
+			ev->flags |= TH_HOOK_SET_FAILED;
 	}
 	socket_owner_actions(s, cfg, sel);
 	if (sel->action == TH_ACTION_NOPOST || sel->no_post)
@@ -162,7 +190,7 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 
 /* syscall_nr: the syscall being entered where the caller knows it (sys_enter),
  * else -1 (run_hook reads it from a syscall wrapper's pt_regs). */
-static __always_inline int handle_hook(__u64 *args, long syscall_nr)
+static __always_inline int handle_hook_set(__u64 *args, long syscall_nr, __u64 *set_addr)
 {
 	__u32 zero = 0, slot = 0;
 	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
@@ -175,10 +203,15 @@ static __always_inline int handle_hook(__u64 *args, long syscall_nr)
 		count_loss(TH_LOSS_HOOK_BUSY);
 		return 0;
 	}
-	int verdict = run_hook(s, cfg, args, syscall_nr, slot);
+	int verdict = run_hook(s, cfg, args, syscall_nr, slot, set_addr);
 
 	s->owner = 0;
 	return verdict;
+}
+
+static __always_inline int handle_hook(__u64 *args, long syscall_nr)
+{
+	return handle_hook_set(args, syscall_nr, NULL);
 }
 
 /* ---- entry programs: user space autoloads the one it attaches ------------ */
@@ -226,6 +259,80 @@ SEC("uprobe")
 int th_uprobe(struct pt_regs *ctx)
 {
 	kprobe_body(ctx);
+	return 0;
+}
+
+/* USDT probe points (spec.usdts): a uprobe at the point's address; its
+ * arguments are wherever the compiler left them (th_hook_config.usdt_args,
+ * from the binary's note): a register, a constant, or memory at a register
+ * plus a displacement.  Pointers among them are the program's memory. */
+static __noinline __u64 usdt_reg(struct pt_regs *ctx, __u16 off)
+{
+	__u64 v = 0;
+
+	if (off <= sizeof(struct pt_regs) - sizeof(__u64))
+		bpf_probe_read_kernel(&v, sizeof(v), (void *)ctx + off);
+	return v;
+}
+
+static __always_inline __u64 usdt_extend(__u64 v, struct th_usdt_arg *a)
+{
+	int shift = a->size >= 8 || a->size == 0 ? 0 : 64 - 8 * a->size;
+
+	if (!shift)
+		return v;
+	v <<= shift;
+	return a->is_signed ? (__u64)((__s64)v >> shift) : v >> shift;
+}
+
+/* The value of argument i; *addr: its user address when it is in memory. */
+static __always_inline __u64 usdt_arg(struct pt_regs *ctx, struct th_usdt_arg *a, __u64 *addr)
+{
+	__u64 v = 0;
+	__u32 n = a->size;
+
+	*addr = 0;
+	if (n > sizeof(v))
+		n = sizeof(v);
+	switch (a->loc) {
+	case TH_USDT_CONST:
+		return a->value;
+	case TH_USDT_REG:
+		return usdt_extend(usdt_reg(ctx, a->reg_off), a);
+	case TH_USDT_MEM:
+		*addr = usdt_reg(ctx, a->reg_off) + a->value;
+		bpf_probe_read_user(&v, n, (void *)*addr);
+		return usdt_extend(v, a);
+	}
+	return 0;
+}
+
+static __always_inline int usdt_body(struct pt_regs *ctx, bool may_set)
+{
+	__u32 zero = 0;
+	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
+	__u64 args[TH_MAX_ARGS] = {}, addr[TH_MAX_ARGS] = {};
+
+	if (!cfg)
+		return 0;
+	for (int i = 0; i < TH_MAX_ARGS; i++)
+		args[i] = usdt_arg(ctx, &cfg->usdt_args[i], &addr[i]);
+	return handle_hook_set(args, -1, may_set ? addr : NULL);
+}
+
+SEC("uprobe")
+int th_usdt(struct pt_regs *ctx)
+{
+	usdt_body(ctx, false);
+	return 0;
+}
+
+/* The same with the Set action: only policies that write arguments load it,
+ * because bpf_probe_write_user is refused under lockdown and taints the log. */
+SEC("uprobe")
+int th_usdt_set(struct pt_regs *ctx)
+{
+	usdt_body(ctx, true);
 	return 0;
 }
 

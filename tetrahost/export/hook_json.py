@@ -101,7 +101,8 @@ SECUREBITS_NAMES = ("SecBitNoRoot", "SecBitNoRootLocked", "SecBitNoSetUidFixup",
                     "SecBitNoCapAmbientRaiseLocked")
 _BUF_FAULT = 1 << lib.TH_BUF_FAULT_SHIFT
 EVENT_KINDS = {"kprobe": "process_kprobe", "lsm": "process_lsm", "tracepoint": "process_tracepoint",
-               "uprobe": "process_uprobe"}
+               "uprobe": "process_uprobe", "usdt": "process_usdt"}
+_NO_ACTION_FIELD = ("uprobe", "usdt")    # Tetragon's ProcessUprobe / ProcessUsdt have no "action"
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
@@ -325,6 +326,15 @@ def function_name(hook, syscall_nr: int) -> str:
     return hook.name
 
 
+def user_actions(hook, rec: HookRecord) -> list[tuple[str, str]]:
+    """(action, target) of the DnsLookup/GetUrl actions of the selector that matched."""
+    selectors = getattr(hook, "selectors", ())      # hand-made hooks (benchmarks, tests) may have none
+    if not 0 <= rec.selector < len(selectors):
+        return []
+    return [(a.action, a.arg_fqdn or a.arg_url) for a in selectors[rec.selector].match_actions
+            if a.action in ("DnsLookup", "GetUrl")]
+
+
 class HookEventRenderer:
     def __init__(self, base: TetragonJSON, cache: ProcessCache, netns: _netns.NetnsResolver | None = None):
         self.base = base
@@ -374,6 +384,8 @@ class HookEventRenderer:
                 body["symbol"] = hook.symbol
             else:
                 body["offset"] = str(hook.offset)       # uint64
+        elif hook.kind == "usdt":
+            body["path"], body["provider"], body["name"] = hook.path, hook.provider, hook.usdt_name
         else:
             body["function_name"] = function_name(hook, rec.syscall_nr)
         args = [(kind, arg, raw) for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
@@ -386,7 +398,10 @@ class HookEventRenderer:
             if hook.kind == "kprobe":       # Tetragon's ProcessLsm / ProcessTracepoint have no "return"
                 body["return"] = ret
         action = ACTION_NAMES.get(rec.action, f"KPROBE_ACTION_{rec.action}")
-        if hook.kind != "uprobe":       # Tetragon's ProcessUprobe has no "action"
+        user = user_actions(hook, rec)
+        if user and rec.action == lib.TH_ACTION_POST:     # posted for DnsLookup/GetUrl: name that
+            action = f"KPROBE_ACTION_{user[0][0].upper()}"
+        if hook.kind not in _NO_ACTION_FIELD:
             # policy-mode monitor: nothing was enforced, the event is a Post
             body["action"] = "KPROBE_ACTION_POST" if rec.monitor else action
         body["policy_name"] = policy.name
@@ -410,13 +425,20 @@ class HookEventRenderer:
     def _host_fields(self, rec: HookRecord, hs, args, action: str) -> dict:
         """The hook event's members of the "tetrahost" object (export.host_fields)."""
         out: dict = {"selector": rec.selector}
-        if hs.hook.kind == "uprobe":
+        known = rec.action in ACTION_NAMES      # Set is not among Tetragon's KprobeAction names
+        if hs.hook.kind in _NO_ACTION_FIELD and (known or rec.monitor):
             out["action"] = "KPROBE_ACTION_POST" if rec.monitor else action
         if hs.plan is not None:
             out["attach"] = hs.plan.method
         if rec.monitor:
             out["monitor"] = True
-            out["monitor_action"] = action
+            if known:
+                out["monitor_action"] = action
+        if rec.action == lib.TH_ACTION_SET:     # the argument Set writes and the value (the config's)
+            out["set_arg"] = rec.action_arg
+            out["set_value"] = int(hs.compiled.config.selectors[rec.selector].set_value)
+            if rec.set_failed:
+                out["set_failed"] = True
         if rec.action in (lib.TH_ACTION_SIGKILL, lib.TH_ACTION_SIGNAL) and not rec.monitor:
             out["signal"] = signal_name(rec.action_arg)
             if rec.signal_failed:

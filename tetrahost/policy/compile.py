@@ -35,7 +35,7 @@ BUF_ARG_KINDS = frozenset({lib.TH_ARG_BUF_KERNEL, lib.TH_ARG_BUF_USER})
 
 def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
     # a syscall's or a user-space function's pointers are the caller's memory
-    user_memory = hook.syscall or hook.kind == "uprobe"
+    user_memory = hook.syscall or hook.kind in ("uprobe", "usdt")
     if kind is ArgKind.NOP:     # holds a place in the argument list, reads nothing
         return lib.TH_ARG_NONE
     if base_type in CAP_SET_TYPES:

@@ -37,7 +37,10 @@ _RATE_SCOPES = {"thread": lib.TH_RATE_THREAD, "process": lib.TH_RATE_PROCESS, "g
 _CAP_SETS = {"Effective": 1, "Permitted": 2, "Inheritable": 3}
 ACTIONS = {"Post": lib.TH_ACTION_POST, "NoPost": lib.TH_ACTION_NOPOST, "Sigkill": lib.TH_ACTION_SIGKILL,
            "Signal": lib.TH_ACTION_SIGNAL, "Override": lib.TH_ACTION_OVERRIDE,
-           "TrackSock": lib.TH_ACTION_TRACK_SOCK, "UntrackSock": lib.TH_ACTION_UNTRACK_SOCK}
+           "TrackSock": lib.TH_ACTION_TRACK_SOCK, "UntrackSock": lib.TH_ACTION_UNTRACK_SOCK,
+           "Set": lib.TH_ACTION_SET,
+           # user-space actions: the kernel posts, the agent resolves/fetches (tetrahost/useractions.py)
+           "DnsLookup": lib.TH_ACTION_POST, "GetUrl": lib.TH_ACTION_POST}
 # policy namespace names -> enum th_ns (NAMESPACE_KINDS order is the kernel's order)
 _NS_INDEX = {name: i for i, name in enumerate(NAMESPACE_KINDS)}
 _NS_RECORD_KIND = ("uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time",
@@ -262,7 +265,7 @@ def _compile_action(sel: Selector, c, where: str):
     special = [a for a in actions if a.is_enforcement or a.arg_sock is not None]
     if len(special) > 1:
         raise CompileError(f"{where}.matchActions: {', '.join(a.action for a in special)}: the kernel side "
-                           "takes one of Sigkill/Signal/Override/TrackSock/UntrackSock per selector")
+                           "takes one of Sigkill/Signal/Override/Set/TrackSock/UntrackSock per selector")
     chosen = special[0] if special else actions[0]
     limited = [a for a in actions if a.rate_limit_seconds]
     if limited:
@@ -275,4 +278,7 @@ def _compile_action(sel: Selector, c, where: str):
         c.action_arg = chosen.arg_error or 0      # validate warns: Tetragon returns 0 then
     elif chosen.arg_sock is not None:
         c.action_arg = chosen.arg_sock       # validation checked it names a sock/socket argument
+    elif chosen.action == "Set":
+        c.action_arg = chosen.arg_index      # the USDT argument, th_usdt_set writes its memory
+        c.set_value = chosen.arg_value
     c.no_post = any(a.action == "NoPost" for a in actions)

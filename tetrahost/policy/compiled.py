@@ -49,7 +49,13 @@ class CompiledHook:
 
     @property
     def uses_enforcement(self) -> bool:
-        return bool(self._actions() & {lib.TH_ACTION_SIGKILL, lib.TH_ACTION_SIGNAL, lib.TH_ACTION_OVERRIDE})
+        return bool(self._actions() & {lib.TH_ACTION_SIGKILL, lib.TH_ACTION_SIGNAL, lib.TH_ACTION_OVERRIDE,
+                                       lib.TH_ACTION_SET})
+
+    @property
+    def uses_set(self) -> bool:
+        """USDT Set: the program that writes user memory is needed."""
+        return lib.TH_ACTION_SET in self._actions()
 
     @property
     def uses_override(self) -> bool:

@@ -155,6 +155,10 @@ class Action:
     rate_limit_seconds: int = 0  # Post: parsed; 0 = no rate limit
     rate_limit_scope: str = ""  # Post: thread (default), process, global
     arg_sock: int | None = None  # TrackSock/UntrackSock: position in Hook.args of the sock
+    arg_index: int | None = None  # Set: the USDT argument written (its index, as args[].index)
+    arg_value: int | None = None  # Set: the value written
+    arg_fqdn: str = ""  # DnsLookup: the name resolved (user space)
+    arg_url: str = ""  # GetUrl: the URL fetched (user space)
     source: Location = _NO_SOURCE
 
     @property
@@ -197,11 +201,12 @@ _SYSCALL_PREFIX = re.compile(r"^(?:__x64_|__ia32_|__arm64_|__s390x_|__riscv_|__s
 
 @dataclass(frozen=True)
 class Hook:
-    kind: str  # "kprobe" | "tracepoint" | "lsm" | "uprobe"
+    kind: str  # "kprobe" | "tracepoint" | "lsm" | "uprobe" | "usdt"
     # kprobe: the function ("security_bprm_check", "sys_setns", "__x64_sys_setns")
     # lsm: the LSM hook name without "security_" ("bprm_check_security", "file_open")
     # tracepoint: "subsystem/event"
     # uprobe: the symbol, or the file offset in hex ("0x1139") when probed by offset
+    # usdt: "provider:name"
     name: str
     subsystem: str = ""  # tracepoints only
     event: str = ""  # tracepoints only
@@ -225,6 +230,9 @@ class Hook:
     path: str = ""
     symbol: str = ""
     offset: int = 0
+    # usdts: the probe point's provider and name (path: the binary)
+    provider: str = ""
+    usdt_name: str = ""
     source: Location = _NO_SOURCE
 
     @property
@@ -260,6 +268,8 @@ class Hook:
             return f"lsm {self.name}"
         if self.kind == "uprobe":
             return f"uprobe {self.path}:{self.name}"
+        if self.kind == "usdt":
+            return f"usdt {self.path}:{self.name}"
         extra = []
         if self.syscall_list:
             shown = ", ".join(self.syscalls[:4]) + (", ..." if len(self.syscalls) > 4 else "")

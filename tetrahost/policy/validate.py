@@ -19,12 +19,12 @@ from .validate_args import fill_shape, validate_arg, validate_args, validate_tag
 from .validate_lists import LIST_PREFIX, SyscallList, validate_lists
 from .validate_selectors import check_string_sets, validate_selectors
 from .validate_uprobes import validate_uprobes
+from .validate_usdts import validate_usdts
 from .vocab import ACCEPTED_ATTACH_OPTIONS, POLICY_MODES, SUPPORTED_RETURN_ARG_ACTIONS
 from .yamlnodes import YNode
 
-SPEC_FIELDS = ("kprobes", "tracepoints", "lsmhooks", "uprobes", "lists", "options", "loader")
+SPEC_FIELDS = ("kprobes", "tracepoints", "lsmhooks", "uprobes", "usdts", "lists", "options", "loader")
 SPEC_NOT_SUPPORTED = {
-    "usdts": "USDT probes are not supported by tetrahost yet",
     "fentries": "spec.fentries is not supported by tetrahost yet (write the hook under "
                 "spec.kprobes: tetrahost uses fentry by itself where the kernel allows)",
     "enforcers": "enforcers (spec.enforcers) are not supported by tetrahost yet",
@@ -65,15 +65,15 @@ def validate_spec(ctx: Context, spec: YNode, path: str = "spec") -> tuple[list[H
             if hook is not None:
                 hooks.append(hook)
     hooks.extend(validate_uprobes(ctx, spec, path))
+    hooks.extend(validate_usdts(ctx, spec, path))
     present = [k for k, _ in sections if spec.get(k) is not None]
-    if spec.get("uprobes") is not None:
-        present.append("uprobes")
+    present += [k for k in ("uprobes", "usdts") if spec.get(k) is not None]
     present += [k for k in SPEC_NOT_SUPPORTED if spec.get(k) is not None]
     if spec.get("lists") is not None and not present:
         present.append("lists")     # the lists' own errors say more than "no hooks"
     if not present and not spec.get("loader"):
         ctx.error(spec.line, path, "the policy has no hooks (expected spec.kprobes, "
-                  "spec.tracepoints, spec.lsmhooks or spec.uprobes)", "no-hooks")
+                  "spec.tracepoints, spec.lsmhooks, spec.uprobes or spec.usdts)", "no-hooks")
     return hooks, mode, options
 
 

@@ -135,12 +135,16 @@ CAPABILITY_SETS = ("Effective", "Inheritable", "Permitted")
 
 # --- actions ---------------------------------------------------------------------
 
-SUPPORTED_ACTIONS = ("Post", "NoPost", "Sigkill", "Signal", "Override", "TrackSock", "UntrackSock")
+SUPPORTED_ACTIONS = ("Post", "NoPost", "Sigkill", "Signal", "Override", "TrackSock", "UntrackSock", "Set",
+                     "DnsLookup", "GetUrl")
+# done by the agent in user space (tetrahost/useractions.py) on the posted event
+USER_SPACE_ACTIONS = frozenset({"DnsLookup", "GetUrl"})
 SOCKET_ACTIONS = frozenset({"TrackSock", "UntrackSock"})   # argSock: whose owner is recorded / dropped
-ENFORCEMENT_ACTIONS = frozenset({"Sigkill", "Signal", "Override"})
+# Set (USDT argument writes) changes what a program does: not done in policy-mode monitor
+ENFORCEMENT_ACTIONS = frozenset({"Sigkill", "Signal", "Override", "Set"})
 TETRAGON_ONLY_ACTIONS = frozenset({
-    "FollowFD", "UnfollowFD", "CopyFD", "GetUrl", "DnsLookup",
-    "NotifyEnforcer", "Set", "CleanupEnforcerNotification",
+    "FollowFD", "UnfollowFD", "CopyFD",
+    "NotifyEnforcer", "CleanupEnforcerNotification",
 })
 RATE_LIMIT_SCOPES = ("thread", "process", "global")
 

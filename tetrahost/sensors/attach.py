@@ -163,6 +163,8 @@ def _entry_candidates(hook: Hook, features, enforces: bool, overrides: bool, sym
         return [AttachPlan("th_lsm", hook.name, f"BPF-LSM {hook.name}")]
     if hook.kind == "uprobe":
         return [_uprobe_candidate(hook, features, overrides)]
+    if hook.kind == "usdt":
+        return [_usdt_candidate(hook, features, overrides)]
     if hook.kind == "tracepoint":
         if overrides:
             return [AttachError(f"{hook.name}: Override is not possible at a tracepoint")]
@@ -191,6 +193,26 @@ def _uprobe_candidate(hook: Hook, features, overrides: bool) -> AttachPlan | Att
         return AttachError(f"uprobe {target}: uprobes are not usable on this kernel (see `tetrahost probe`)")
     how = "symbol resolved in its ELF symbols" if hook.symbol else "file offset"
     return AttachPlan("th_uprobe", target, f"uprobe {target} ({how}; every process)")
+
+
+def _usdt_candidate(hook: Hook, features, overrides: bool) -> AttachPlan | AttachError:
+    """A uprobe at the point's address (from the binary's note, read when the
+    hook attaches); th_usdt_set where a selector Sets an argument."""
+    target = f"{hook.path}:{hook.name}"
+    if overrides:
+        return AttachError(f"usdt {target}: Override is not possible on a USDT point")
+    if not getattr(features, "uprobe", False):
+        return AttachError(f"usdt {target}: uprobes are not usable on this kernel (see `tetrahost probe`)")
+    sets = any(a.action == "Set" for sel in hook.selectors for a in sel.match_actions)
+    if not sets:
+        return AttachPlan("th_usdt", target, f"usdt {target} (uprobe at the point of its .note.stapsdt; "
+                          "every process)")
+    if not getattr(features, "probe_write_user", False):
+        return AttachError(f"usdt {target}: the Set action needs bpf_probe_write_user, which this kernel "
+                           "refuses (lockdown, see `tetrahost probe`: probe_write_user); without Set the "
+                           "point attaches")
+    return AttachPlan("th_usdt_set", target, f"usdt {target} (uprobe at the point of its .note.stapsdt, "
+                      "Set with bpf_probe_write_user; every process)")
 
 
 def _syscall_candidates(hook: Hook, features, overrides: bool) -> list:

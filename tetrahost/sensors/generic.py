@@ -89,6 +89,7 @@ class HookSensor:
         self.obj: BpfObject | None = None
         self.links: list[Link] = []
         self.skipped: list[str] = []     # list hooks: functions that would not attach, with why
+        self.usdt = None                 # USDT hooks: the point in the binary (tetrahost.usdt.notes.UsdtTarget)
 
     @property
     def dispatched(self) -> bool:
@@ -101,6 +102,13 @@ class HookSensor:
             cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
         else:   # sys_enter hands over the syscall's own arguments
             cfg.flags &= ~lib.TH_CFG_SYSCALL_WRAPPER
+        if self.compiled.hook.kind == "usdt" and self.usdt is None:
+            from tetrahost.usdt.configure import resolve
+            from tetrahost.usdt.notes import UsdtError
+            try:
+                self.usdt = resolve(self.compiled.hook, cfg)
+            except UsdtError as exc:
+                raise BpfError(errno.EINVAL, str(exc)) from None
 
     def config_digest(self) -> str:
         """What the kernel was given for this hook (config, string sets, programs
@@ -194,6 +202,10 @@ class HookSensor:
             hook = self.compiled.hook
             check_uprobe_binary(hook.path)
             return prog.attach_uprobe(hook.path, hook.symbol, hook.offset)
+        if name in ("th_usdt", "th_usdt_set"):
+            # the kernel increments the point's semaphore while attached
+            return prog.attach_uprobe(self.compiled.hook.path, offset=self.usdt.offset,
+                                      ref_ctr_offset=self.usdt.ref_ctr_offset)
         return prog.attach()       # raw_tp fallbacks: the section names the tracepoint
 
     def pinnable_links(self) -> list[Link]:

@@ -169,15 +169,6 @@ def test_kubernetes_only_fields():
         "p.yaml:8: spec.containerSelector: containerSelector is a Kubernetes-only field, tetrahost runs on plain hosts"]
 
 
-def test_usdts_are_rejected_not_ignored():
-    assert errors_of("""
-        usdts:
-        - path: /usr/bin/python3
-          provider: python
-          name: function__entry
-        """) == ["p.yaml:6: spec.usdts: USDT probes are not supported by tetrahost yet"]
-
-
 def test_namespaced_kind_is_rejected():
     text = policy_text("kprobes:\n- call: foo").replace("kind: TracingPolicy", "kind: TracingPolicyNamespaced")
     assert [e.render() for e in load_text(text, "p.yaml").errors] == [
@@ -216,7 +207,7 @@ def test_unknown_fields_everywhere_and_all_errors_collected():
         "matchReturnArgs, matchBinaries, matchPIDs, matchNamespaces, matchCapabilities, matchNamespaceChanges, "
         'matchCapabilityChanges, matchActions, matchReturnActions); did you mean "matchArgs"?',
         'p.yaml:17: spec.kprobes[0].selectors[0].matchActions[0].action: unknown action "Sigkil" (expected one '
-        'of: Post, NoPost, Sigkill, Signal, Override, TrackSock, UntrackSock); did you mean "Sigkill"?',
+        'of: Post, NoPost, Sigkill, Signal, Override, TrackSock, UntrackSock, Set, DnsLookup, GetUrl); did you mean "Sigkill"?',
         "p.yaml:18: spec.kprobes[0].selectors[0].matchActions[1].action: action FollowFD is not supported by "
         "tetrahost (yet)",
     ]
