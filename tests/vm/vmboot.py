@@ -110,7 +110,7 @@ class VmOptions:
 # tests/kernel is too slow under emulation for CI).
 KERNEL_BEHAVIOUR = ("tests/kernel/test_deep_paths.py", "tests/kernel/test_file_open_hooks.py",
                     "tests/kernel/test_syscall_dispatch.py", "tests/kernel/test_uprobes_host.py",
-                    "tests/kernel/test_many_values.py")
+                    "tests/kernel/test_many_values.py", "tests/kernel/test_usdt_host.py")
 SUITES = {
     "vm": ("tests/vm", *KERNEL_BEHAVIOUR),
     "kernel": ("tests/kernel",),
