@@ -177,6 +177,16 @@ enum th_hook_limits {
 	                           * str_prefix, str_postfix): the strings of all its
 	                           * selectors' Equal/In, Prefix, Postfix values (matchArgs
 	                           * and matchBinaries), with no limit per entry      */
+	TH_INT_SET_ENTRIES = 4096,/* entries of a hook's int_set map: every integer of its
+	                           * InMap/NotInMap values, ranges and lists expanded  */
+	TH_ENFORCER_NOTES = 32768,/* threads with a pending NotifyEnforcer at once     */
+};
+
+/* syscall64 arguments (Tetragon's Is32Bit): the syscall number, with this bit
+ * set when the task made a 32-bit (ia32 compat) syscall, whose numbers are
+ * i386's.  InMap values of 32-bit list entries carry it too. */
+enum th_syscall64 {
+	TH_SYSCALL64_I386 = 0x80000000,
 };
 
 /* How an argument is read (th_hook_config.arg_kind). */
@@ -203,6 +213,8 @@ enum th_arg_kind {
 	TH_ARG_BUF_KERNEL = 17,   /* char_buf: bytes in kernel memory, count from another argument */
 	TH_ARG_BUF_USER = 18,     /* char_buf in user memory (syscall arguments)     */
 	TH_ARG_CAP_SET = 19,      /* kernel_cap_t * -> its 64-bit mask, matched as an integer */
+	TH_ARG_SYSCALL64 = 20,    /* a syscall number, TH_SYSCALL64_I386 added for a 32-bit
+	                           * syscall; matched as an integer                  */
 };
 
 /* Network selectors and the network limits. */
@@ -235,6 +247,7 @@ enum th_match_op {
 	TH_MATCH_FAMILY = 13,     /* AF_* numbers                                     */
 	TH_MATCH_STATE = 14,      /* TCP_* state numbers                              */
 	TH_MATCH_POSTFIX = 15,    /* strings: reversed, in str_postfix LPM trie       */
+	TH_MATCH_IN_MAP = 16,     /* ints: (set_id, value) in the int_set hash map    */
 };
 
 /* th_pid_matcher.flags */
@@ -251,6 +264,9 @@ enum th_action {
 	TH_ACTION_OVERRIDE = 5,
 	TH_ACTION_TRACK_SOCK = 6,   /* action_arg: the sock argument whose owner is recorded */
 	TH_ACTION_UNTRACK_SOCK = 7, /* ... whose record is dropped                     */
+	TH_ACTION_NOTIFY_ENFORCER = 8, /* note (notify_error, action_arg = signal) for this
+	                            * thread in enforcer_notes: the policy's enforcer acts
+	                            * on it at its syscall (th_enforcer_exit)          */
 };
 
 /* th_hook_event.flags */
@@ -263,6 +279,8 @@ enum th_hook_event_flags {
 	                           * not the task the hook ran in                       */
 	TH_HOOK_PATH_UNRESOLVED = 32, /* a path's root was not reached (deeper than TH_PATH_DEPTH):
 	                           * Prefix/Equal on it failed closed (the selector matched) */
+	TH_HOOK_COMPAT = 64,      /* the task was in a 32-bit (ia32) syscall: syscall_nr is
+	                           * an i386 number                                  */
 };
 
 enum th_hook_config_flags {
@@ -270,6 +288,8 @@ enum th_hook_config_flags {
 	TH_CFG_NEEDS_BINARY = 2,     /* a selector has matchBinaries: resolve the caller's binary */
 	TH_CFG_RETURN = 4,           /* return probe: the entry parks a matching event in
 	                              * `pending`, the return program completes and posts it */
+	TH_CFG_ENFORCER = 8,         /* spec.enforcers: no selectors; acts on this thread's
+	                              * enforcer_notes entry of enforcer_id at its syscalls */
 };
 
 /* ---- Per-process state the process sensor keeps (map proc_state) ----------
@@ -366,7 +386,8 @@ struct th_selector {
 	uint64_t capch_mask;      /* In: one of these changed; NotIn: only others changed */
 	uint16_t nsch_mask;       /* matchNamespaceChanges: bit (1 << enum th_ns) of each
 	                           * kind whose change matches; 0: no such matcher     */
-	uint8_t pad[6];
+	uint8_t pad[2];
+	int32_t notify_error;     /* NotifyEnforcer's argError (action_arg: its argSig) */
 	struct th_pid_matcher pids[4];  /* TH_MAX_PID_MATCH  */
 	struct th_arg_matcher args[5];  /* TH_MAX_MATCH_ARGS */
 	struct th_ns_matcher ns[4];     /* TH_MAX_NS_MATCH   */
@@ -406,6 +427,12 @@ struct th_hook_config {
 	/* sys_enter/sys_exit fallback: bit n of word n / 64 set = syscall n is hooked
 	 * (one syscall, or a spec.lists syscall list); all zero = none */
 	uint64_t syscall_set[8];          /* TH_SYSCALL_SET_BITS / 64 */
+	/* the same for 32-bit (ia32) syscalls, by i386 number: checked instead of
+	 * syscall_set when the task is in a 32-bit syscall */
+	uint64_t syscall_set32[8];
+	uint32_t enforcer_id;     /* NotifyEnforcer: the id of its policy's enforcer;
+	                           * TH_CFG_ENFORCER: this enforcer's id              */
+	uint32_t pad2;
 	struct th_selector selectors[5];  /* TH_MAX_SELECTORS */
 	/* matchReturnArgs of selector i (op 0: none), checked at the return
 	 * against the value normalised by ret_size/ret_signed */
@@ -499,6 +526,22 @@ struct th_hook_event {
 	uint32_t pad2;
 	uint8_t data[1536];       /* (TH_MAX_ARGS + 1) * TH_STR_SLOT: argument i at i * 256,
 	                           * the return value at TH_RET_SLOT * 256            */
+};
+
+/* Key of a hook's int_set map (InMap / NotInMap on integers). */
+struct th_int_key {
+	uint32_t set_id;
+	uint32_t pad;
+	int64_t value;
+};
+
+/* A NotifyEnforcer verdict waiting for the enforcer's syscall (map
+ * enforcer_notes, key: the thread's pid_tgid). */
+struct th_enforcer_note {
+	uint32_t enforcer_id;     /* whose enforcer acts on it                        */
+	uint32_t hook_id;         /* the hook that noted it                           */
+	int32_t error;            /* argError: the return value the call should get   */
+	int32_t sig;              /* argSig: signal to send, 0 none                   */
 };
 
 /* CDEF-END */

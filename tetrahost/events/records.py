@@ -104,6 +104,7 @@ class HookRecord:
     ret_raw: bytes = b""      # ... read as returnArg's type, when not an integer (sock)
     sock_owner: bool = False  # pid/tid are the tracked owner of the event's socket
     syscall_nr: int = -1      # syscall hooks: the syscall that fired (list hooks cover several)
+    compat: bool = False      # the task was in a 32-bit syscall: syscall_nr is an i386 number
 
 
 Record = ExecRecord | ForkRecord | ExitRecord | HookRecord

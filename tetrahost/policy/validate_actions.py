@@ -1,7 +1,7 @@
 """Validate matchActions / matchReturnActions.
 
 tetrahost implements Post (with rate limiting), NoPost, Sigkill, Signal,
-Override, TrackSock and UntrackSock; every other Tetragon action is rejected by name. Parameters that belong
+Override, TrackSock, UntrackSock and NotifyEnforcer (with spec.enforcers); every other Tetragon action is rejected by name. Parameters that belong
 to another action are ignored with a warning, as Tetragon ignores them (its own
 examples put argError on Sigkill).
 """
@@ -72,6 +72,8 @@ def _validate_action(ctx: Context, entry: YNode, path: str, shape: HookShape, is
         owner = _PARAMETER_OWNER.get(key)
         if owner is None or key == "action" or owner == name:
             continue
+        if name == "NotifyEnforcer" and key in ("argError", "argSig"):
+            continue
         if owner == "Post":
             ctx.error(entry.key_line(key), join(path, key), f"{key} is only valid with the Post action",
                       "invalid", key)
@@ -88,6 +90,8 @@ def _validate_action(ctx: Context, entry: YNode, path: str, shape: HookShape, is
         fields.update(_post_parameters(ctx, entry, path))
     elif name in SOCKET_ACTIONS:
         fields["arg_sock"] = _sock_argument(ctx, entry, path, shape, name)
+    elif name == "NotifyEnforcer":
+        fields.update(_notify_enforcer(ctx, entry, path, shape, is_return))
     if len(ctx.errors) != errors_before:
         return None
     return Action(action=name, source=ctx.loc(entry, path), **fields)
@@ -110,6 +114,23 @@ def _override_error(ctx: Context, entry: YNode, path: str, shape: HookShape, is_
         ctx.warn(line, path, "Override without argError makes the function return 0 (success)")
         return 0
     return value
+
+
+def _notify_enforcer(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> dict:
+    """argError (the enforced call's return, 0: unchanged) and argSig (0: none)."""
+    line = entry.key_line("action")
+    if not shape.has_enforcer:
+        ctx.error(line, join(path, "action"), "NotifyEnforcer needs spec.enforcers: the enforcer is what "
+                  "acts on the note, at its syscalls", "invalid", "NotifyEnforcer without enforcers")
+    if is_return:
+        ctx.error(line, join(path, "action"), "NotifyEnforcer in matchReturnActions is not supported by "
+                  "tetrahost yet", "not-supported", "NotifyEnforcer at return")
+    error = get_int(ctx, entry, "argError", path, minimum=-4095, maximum=0)
+    sig = get_int(ctx, entry, "argSig", path, minimum=1, maximum=limits.MAX_SIGNAL)
+    if entry.get("argError") is None and entry.get("argSig") is None:
+        ctx.error(line, path, "NotifyEnforcer needs argError, argSig or both", "invalid",
+                  "NotifyEnforcer without arguments")
+    return {"arg_error": error or 0, "arg_sig": sig or 0}
 
 
 def _sock_argument(ctx: Context, entry: YNode, path: str, shape: HookShape, name: str) -> int | None:

@@ -22,6 +22,15 @@ struct {
 	__uint(value_size, 1);
 } str_equal SEC(".maps");
 
+/* InMap/NotInMap integer sets: key = set_id + value (struct th_int_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TH_INT_SET_ENTRIES);
+	__type(key, struct th_int_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} int_set SEC(".maps");
+
 /* Prefix string sets: longest-prefix match over set_id + string. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
