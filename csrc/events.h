@@ -180,6 +180,16 @@ enum th_hook_limits {
 	TH_INT_SET_ENTRIES = 4096,/* entries of a hook's int_set map: every integer of its
 	                           * InMap/NotInMap values, ranges and lists expanded  */
 	TH_ENFORCER_NOTES = 32768,/* threads with a pending NotifyEnforcer at once     */
+	TH_STACK_DEPTH = 127,     /* frames kept of a stack trace (PERF_MAX_STACK_DEPTH) */
+	TH_STACK_ENTRIES = 1024,  /* distinct stacks the stack_traces map of a hook with
+	                           * kernelStackTrace/userStackTrace holds (a power of two:
+	                           * a new stack then replaces, never fails)          */
+};
+
+/* th_selector.stack_traces: Post's kernelStackTrace / userStackTrace */
+enum th_stack_flags {
+	TH_STACK_KERNEL = 1,
+	TH_STACK_USER = 2,
 };
 
 /* syscall64 arguments (Tetragon's Is32Bit): the syscall number, with this bit
@@ -386,7 +396,8 @@ struct th_selector {
 	uint64_t capch_mask;      /* In: one of these changed; NotIn: only others changed */
 	uint16_t nsch_mask;       /* matchNamespaceChanges: bit (1 << enum th_ns) of each
 	                           * kind whose change matches; 0: no such matcher     */
-	uint8_t pad[2];
+	uint8_t stack_traces;     /* enum th_stack_flags: stacks the event references  */
+	uint8_t pad;
 	int32_t notify_error;     /* NotifyEnforcer's argError (action_arg: its argSig) */
 	struct th_pid_matcher pids[4];  /* TH_MAX_PID_MATCH  */
 	struct th_arg_matcher args[5];  /* TH_MAX_MATCH_ARGS */
@@ -524,6 +535,9 @@ struct th_hook_event {
 	int32_t syscall_nr;       /* syscall hooks: the number of the syscall that fired
 	                           * (a list hook covers several), else -1             */
 	uint32_t pad2;
+	int32_t kernel_stack_id;  /* kernelStackTrace: the stack's id in the hook's
+	                           * stack_traces map, < 0 none (or the helper's error) */
+	int32_t user_stack_id;    /* userStackTrace: the same for the user stack      */
 	uint8_t data[1536];       /* (TH_MAX_ARGS + 1) * TH_STR_SLOT: argument i at i * 256,
 	                           * the return value at TH_RET_SLOT * 256            */
 };

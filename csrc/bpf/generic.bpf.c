@@ -103,7 +103,7 @@ static __always_inline __u64 pick_arg(__u64 *args, __u8 n)
  * negative errno (Override's argError; -EPERM for Sigkill, so an exec being
  * killed also fails and the new program never runs).
  */
-static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_config *cfg,
+static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th_hook_config *cfg,
 				    __u64 *args, long syscall_nr, __u32 slot)
 {
 	if (cfg->flags & TH_CFG_SYSCALL_WRAPPER) {
@@ -148,6 +148,12 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	ev->selector = c.matched;
 	ev->action = sel->action;
 	ev->action_arg = sel->action_arg;
+	/* stacks are taken here, in the program's own context (the helper needs
+	 * it); REUSE: a new stack whose hash collides replaces the old one */
+	ev->kernel_stack_id = sel->stack_traces & TH_STACK_KERNEL ?
+			      bpf_get_stackid(ctx, &stack_traces, BPF_F_REUSE_STACKID) : -1;
+	ev->user_stack_id = sel->stack_traces & TH_STACK_USER ?
+			    bpf_get_stackid(ctx, &stack_traces, BPF_F_USER_STACK | BPF_F_REUSE_STACKID) : -1;
 	if (cfg->monitor) {
 		ev->flags |= TH_HOOK_MONITOR;
 	} else if (sel->action == TH_ACTION_SIGKILL || sel->action == TH_ACTION_SIGNAL) {
@@ -186,7 +192,7 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 
 /* syscall_nr: the syscall being entered where the caller knows it (sys_enter),
  * else -1 (run_hook reads it from a syscall wrapper's pt_regs). */
-static __always_inline int handle_hook(__u64 *args, long syscall_nr)
+static __always_inline int handle_hook(void *ctx, __u64 *args, long syscall_nr)
 {
 	__u32 zero = 0, slot = 0;
 	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
@@ -199,7 +205,7 @@ static __always_inline int handle_hook(__u64 *args, long syscall_nr)
 		count_loss(TH_LOSS_HOOK_BUSY);
 		return 0;
 	}
-	int verdict = run_hook(s, cfg, args, syscall_nr, slot);
+	int verdict = run_hook(ctx, s, cfg, args, syscall_nr, slot);
 
 	s->owner = 0;
 	return verdict;
@@ -214,7 +220,7 @@ static __always_inline int kprobe_body(struct pt_regs *ctx)
 		PT_REGS_PARM4(ctx), PT_REGS_PARM5(ctx),
 	};
 
-	return handle_hook(args, -1);
+	return handle_hook(ctx, args, -1);
 }
 
 SEC("kprobe")
@@ -259,7 +265,7 @@ static __always_inline int trampoline_body(void *ctx)
 
 	for (int i = 0; i < TH_MAX_ARGS; i++)
 		bpf_get_func_arg(ctx, i, &args[i]);   /* fails past the last argument: stays 0 */
-	return handle_hook(args, -1);
+	return handle_hook(ctx, args, -1);
 }
 
 /* Targets are set by user space before load (bpf_program__set_attach_target). */
@@ -302,7 +308,7 @@ int th_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 
 	for (int i = 0; i < TH_MAX_ARGS; i++)
 		bpf_probe_read_kernel(&args[i], sizeof(__u64), &ctx->args[i]);
-	handle_hook(args, -1);
+	handle_hook(ctx, args, -1);
 	return 0;
 }
 
@@ -336,7 +342,7 @@ int th_tracepoint(void *ctx)
 			bpf_probe_read_kernel(&args[i], field & 15, (void *)at);
 		}
 	}
-	handle_hook(args, -1);
+	handle_hook(ctx, args, -1);
 	return 0;
 }
 
@@ -368,7 +374,7 @@ int th_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	if (in_syscall_set(cfg, nr)) {
 		syscall_args(regs, args);
-		handle_hook(args, nr);
+		handle_hook(ctx, args, nr);
 	}
 	dispatch_after(ctx, &sys_enter_chains, &sys_enter_progs, nr, cfg->dispatch_slot);
 	return 0;
@@ -413,7 +419,7 @@ int th_open_exit(struct bpf_raw_tracepoint_args *ctx)
 		__u64 args[TH_MAX_ARGS] = { file, file, file, file, file };
 
 		if (file)
-			handle_hook(args, -1);
+			handle_hook(ctx, args, -1);
 	}
 	dispatch_after(ctx, &sys_exit_chains, &sys_exit_progs, nr, cfg->dispatch_slot);
 	return 0;
@@ -428,7 +434,7 @@ int th_exec(struct bpf_raw_tracepoint_args *ctx)
 	__u64 bprm = ctx->args[2];
 	__u64 args[TH_MAX_ARGS] = { bprm, bprm, bprm, bprm, bprm };
 
-	handle_hook(args, -1);
+	handle_hook(ctx, args, -1);
 	return 0;
 }
 

@@ -60,6 +60,7 @@ from tetrahost.events import netns as _netns
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
 from tetrahost.events.text import bytes_to_text, os_text
+from tetrahost.export.stacks import StackRenderer
 from tetrahost.export.tetragon_json import KERNEL_CAPABILITY_NAMES, TetragonJSON, signal_name
 from tetrahost.policy.names import ADDRESS_FAMILIES, IP_PROTOCOLS, TCP_STATES
 from tetrahost.policy.vocab import ArgKind
@@ -344,6 +345,24 @@ class HookEventRenderer:
         self.base = base
         self.cache = cache
         self._netns = netns
+        self._stacks: StackRenderer | None = None
+
+    def stacks(self, hs, rec: HookRecord) -> dict:
+        """kernel_stack_trace / user_stack_trace of the event, read from its
+        hook's stack_traces map (ids < 0: none was asked, or none was taken)."""
+        obj = getattr(hs.sensor, "obj", None) if getattr(hs, "sensor", None) is not None else None
+        if obj is None or (rec.kernel_stack_id < 0 and rec.user_stack_id < 0):
+            return {}
+        if self._stacks is None or self._stacks.addresses != self.base.stack_addresses:
+            self._stacks = StackRenderer(self.base.stack_addresses)
+        stack_map, out = obj.map("stack_traces"), {}
+        for key, stack_id in (("kernel_stack_trace", rec.kernel_stack_id), ("user_stack_trace", rec.user_stack_id)):
+            raw = stack_map.lookup(stack_id.to_bytes(4, "little")) if stack_id >= 0 else None
+            if raw is not None:
+                raw = bytes(raw)
+                out[key] = (self._stacks.kernel_stack(raw) if key.startswith("kernel")
+                            else self._stacks.user_stack(rec.pid, raw))
+        return out
 
     @property
     def netns(self) -> _netns.NetnsResolver:
@@ -403,6 +422,8 @@ class HookEventRenderer:
         if hook.kind != "uprobe":       # Tetragon's ProcessUprobe has no "action"
             # policy-mode monitor: nothing was enforced, the event is a Post
             body["action"] = "KPROBE_ACTION_POST" if rec.monitor else action
+        if hook.kind == "kprobe":      # Tetragon's ProcessKprobe alone has the fields
+            body.update(self.stacks(hs, rec))
         body["policy_name"] = policy.name
         if hook.message:
             body["message"] = hook.message

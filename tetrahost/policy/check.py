@@ -131,6 +131,9 @@ def _describe_action(action: Action, mode: str) -> str:
         text += f" (the enforcer returns {action.arg_error}, sends signal {action.arg_sig or 'none'})"
     elif action.rate_limit:
         text += f" at most once per {action.rate_limit} per {action.rate_limit_scope}"
+    stacks = [n for n, on in (("kernel", action.kernel_stack_trace), ("user", action.user_stack_trace)) if on]
+    if stacks:
+        text += f" with the {' and '.join(stacks)} stack trace{'s' if len(stacks) > 1 else ''}"
     if action.is_enforcement and mode == "monitor":
         text += " [not performed: monitor mode]"
     return text

@@ -285,3 +285,5 @@ def _compile_action(sel: Selector, c, where: str):
     elif chosen.arg_sock is not None:
         c.action_arg = chosen.arg_sock       # validation checked it names a sock/socket argument
     c.no_post = any(a.action == "NoPost" for a in actions)
+    c.stack_traces = ((lib.TH_STACK_KERNEL if any(a.kernel_stack_trace for a in actions) else 0)
+                      | (lib.TH_STACK_USER if any(a.user_stack_trace for a in actions) else 0))

@@ -45,6 +45,12 @@ class CompiledHook:
         sels = [self.config.selectors[i] for i in range(self.config.nselectors)]
         return bool(self.follow) or any(s.capch_kind or s.nsch_mask for s in sels)
 
+    @property
+    def needs_stacks(self) -> bool:
+        """A selector's Post asks for stack traces: the hook's stack_traces map
+        gets TH_STACK_ENTRIES entries (one otherwise)."""
+        return any(self.config.selectors[i].stack_traces for i in range(self.config.nselectors))
+
     def _actions(self) -> set[int]:
         return {self.config.selectors[i].action for i in range(self.config.nselectors)}
 

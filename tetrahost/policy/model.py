@@ -173,6 +173,8 @@ class Action:
     rate_limit_scope: str = ""  # Post: thread (default), process, global
     arg_sock: int | None = None  # TrackSock/UntrackSock: position in Hook.args of the sock
     # NotifyEnforcer: arg_error is the return the enforced call gets, arg_sig the signal (0: none)
+    kernel_stack_trace: bool = False  # Post: the kernel stack goes with the event
+    user_stack_trace: bool = False  # Post: the user stack too
     source: Location = _NO_SOURCE
 
     @property

@@ -28,10 +28,9 @@ _PARAMETER_OWNER = {
     "argValue": "Set", "argRegs": "Override on uprobes",
 }
 _POST_FEATURES_NOT_SUPPORTED = {
-    "kernelStackTrace": "kernel stack traces (kernelStackTrace) are not supported by tetrahost yet",
-    "userStackTrace": "user stack traces (userStackTrace) are not supported by tetrahost yet",
     "imaHash": "IMA file hashes (imaHash) are not supported by tetrahost yet",
 }
+_STACK_TRACES = {"kernelStackTrace": "kernel_stack_trace", "userStackTrace": "user_stack_trace"}
 _RATE_LIMIT = re.compile(r"^([0-9]+)([smh]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
@@ -88,6 +87,7 @@ def _validate_action(ctx: Context, entry: YNode, path: str, shape: HookShape, is
         fields["arg_sig"] = get_int(ctx, entry, "argSig", path, required=True, minimum=1, maximum=limits.MAX_SIGNAL)
     elif name == "Post":
         fields.update(_post_parameters(ctx, entry, path))
+        fields.update(_stack_traces(ctx, entry, path, shape, is_return))
     elif name in SOCKET_ACTIONS:
         fields["arg_sock"] = _sock_argument(ctx, entry, path, shape, name)
     elif name == "NotifyEnforcer":
@@ -114,6 +114,23 @@ def _override_error(ctx: Context, entry: YNode, path: str, shape: HookShape, is_
         ctx.warn(line, path, "Override without argError makes the function return 0 (success)")
         return 0
     return value
+
+
+def _stack_traces(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> dict:
+    """kernelStackTrace / userStackTrace: the stacks where the hook fired, in
+    the event (Tetragon renders them on kprobe events only: ProcessKprobe)."""
+    fields = {}
+    for key, field in _STACK_TRACES.items():
+        if not get_bool(ctx, entry, key, path):
+            continue
+        if shape.kind != "kprobe":
+            ctx.error(entry.key_line(key), join(path, key), f"{key} is reported on kprobe events only (Tetragon's "
+                      f"ProcessKprobe has the field), not on a {shape.kind}", "invalid", f"{key} on {shape.kind}")
+        elif is_return:
+            ctx.error(entry.key_line(key), join(path, key), f"{key} in matchReturnActions is not supported by "
+                      "tetrahost yet (the stack is taken at the entry)", "not-supported", f"{key} at return")
+        fields[field] = True
+    return fields
 
 
 def _notify_enforcer(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> dict:

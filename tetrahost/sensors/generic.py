@@ -56,11 +56,13 @@ def str_set_key(set_id: int, value: bytes, prefix: bool) -> bytes:
     return raw if prefix else raw[4:]
 
 
-def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict, path=None) -> BpfObject:
+def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict, path=None,
+                     stack_entries: int = 0) -> BpfObject:
     """A loaded copy of generic.bpf.o with only `programs` ((name, target)
     pairs: AttachPlan.programs) in it, the attach targets of trampoline
     programs set, and the shared maps reused.  path: another build of the
-    object (benchmarks compare them)."""
+    object (benchmarks compare them); stack_entries: the size of its
+    stack_traces map (kernelStackTrace/userStackTrace), else one entry."""
     obj = BpfObject(path or find_object("generic"))
     try:
         wanted = dict(programs)
@@ -71,6 +73,8 @@ def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict, path=N
                 obj.program(program).set_attach_target(target)
         for name, shared_map in shared.items():
             obj.map(name).reuse_fd(shared_map)
+        if stack_entries:
+            obj.map("stack_traces").max_entries = stack_entries
         return obj.load()
     except BaseException:
         obj.close()

@@ -31,6 +31,17 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } int_set SEC(".maps");
 
+/* kernelStackTrace / userStackTrace: stacks by id, read by user space when it
+ * renders the event.  One entry unless the hook's selectors ask for stacks
+ * (user space sizes it to TH_STACK_ENTRIES before load): a stack map is
+ * allocated whole. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, TH_STACK_DEPTH * sizeof(__u64));
+} stack_traces SEC(".maps");
+
 /* Prefix string sets: longest-prefix match over set_id + string. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
