@@ -27,6 +27,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "lib/hook_args.bpf.h"
 #include "lib/hook_match.bpf.h"
 #include "lib/hook_return.bpf.h"
+#include "lib/hook_syscall.bpf.h"
 
 /* ---- socket owners (TrackSock / UntrackSock) ---------------------------- */
 
@@ -63,25 +64,6 @@ static __noinline void socket_owner_actions(struct hook_scratch *s, struct th_ho
 }
 
 /* ---- the common body of every entry program ----------------------------- */
-
-/* A syscall's arguments from its pt_regs: x86_64's registers, or i386's
- * (ebx, ecx, edx, esi, edi) for a 32-bit syscall. */
-static __always_inline void syscall_args(struct pt_regs *regs, __u64 *args)
-{
-	if (in_ia32_syscall()) {
-		args[0] = (__u32)BPF_CORE_READ(regs, bx);
-		args[1] = (__u32)BPF_CORE_READ(regs, cx);
-		args[2] = (__u32)BPF_CORE_READ(regs, dx);
-		args[3] = (__u32)BPF_CORE_READ(regs, si);
-		args[4] = (__u32)BPF_CORE_READ(regs, di);
-		return;
-	}
-	args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
-	args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
-	args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
-	args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
-	args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
-}
 
 /* args[n] with a constant index each: variable offsets into the stack are
  * rejected by older verifiers. */
@@ -346,18 +328,6 @@ int th_tracepoint(void *ctx)
 	return 0;
 }
 
-/* Is syscall `nr` one of the hook's (th_hook_config.syscall_set)?  One bounds
- * check and one word of the bitmap: this runs on every syscall of every task. */
-static __always_inline bool in_syscall_set(struct th_hook_config *cfg, __u64 nr)
-{
-	if (nr >= TH_SYSCALL_SET_BITS)
-		return false;
-	/* a 32-bit task's numbers are i386's: dup is 41 there, socket here */
-	if (in_ia32_syscall())
-		return cfg->syscall_set32[nr / 64] & (1ULL << (nr % 64));
-	return cfg->syscall_set[nr / 64] & (1ULL << (nr % 64));
-}
-
 /* Fallback for syscall hooks on kernels without kprobes: tail-called by the
  * syscall dispatcher (dispatch.bpf.c) for the syscalls of the hook's set (one
  * syscall, or a list); when done, the next hook on the same syscall. */
@@ -438,57 +408,5 @@ int th_exec(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-/* ---- spec.enforcers ------------------------------------------------------ */
-
-/* This thread's NotifyEnforcer note for enforcer `enforcer_id`, taken out of
- * the map (a note is acted on once). */
-static __always_inline bool take_note(__u32 enforcer_id, struct th_enforcer_note *out)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct th_enforcer_note *note = bpf_map_lookup_elem(&enforcer_notes, &id);
-
-	if (!note || note->enforcer_id != enforcer_id)
-		return false;
-	*out = *note;
-	bpf_map_delete_elem(&enforcer_notes, &id);
-	return true;
-}
-
-/* The enforcer where the kernel can change a syscall's return: a kprobe on
- * each of its syscall functions with bpf_override_return (loads only where
- * the kernel has it). */
-SEC("kprobe")
-int th_enforcer_kprobe(struct pt_regs *ctx)
-{
-	__u32 zero = 0;
-	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
-	struct th_enforcer_note note;
-
-	if (!cfg || !(cfg->flags & TH_CFG_ENFORCER) || !take_note(cfg->enforcer_id, &note))
-		return 0;
-	if (note.sig)
-		bpf_send_signal(note.sig);
-	bpf_override_return(ctx, note.error);
-	return 0;
-}
-
-/* The enforcer on kernels without that: at the exit of its syscalls (in the
- * dispatcher's chains), the signal.  The call has run and its return value
- * cannot be changed from here: a Sigkill stops the task before it sees it. */
-SEC("raw_tp/sys_exit")
-int th_enforcer_exit(struct bpf_raw_tracepoint_args *ctx)
-{
-	__u32 zero = 0;
-	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
-	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	__u64 nr = BPF_CORE_READ(regs, orig_ax);
-	struct th_enforcer_note note;
-
-	if (!cfg)
-		return 0;
-	if ((cfg->flags & TH_CFG_ENFORCER) && in_syscall_set(cfg, nr) &&
-	    take_note(cfg->enforcer_id, &note) && note.sig)
-		bpf_send_signal(note.sig);
-	dispatch_after(ctx, &sys_exit_chains, &sys_exit_progs, nr, cfg->dispatch_slot);
-	return 0;
-}
+/* spec.enforcers: its programs, which need the dispatcher walk above */
+#include "lib/hook_enforcer.bpf.h"
