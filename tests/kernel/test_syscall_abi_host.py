@@ -8,6 +8,7 @@ the ABI matches the wrong one.  Absence is checked after RunningAgent.settle()
 """
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -20,7 +21,9 @@ from kernel_expect import enforcer_method, i386_list_method
 pytestmark = pytest.mark.kernel
 
 ID = uuid.uuid4().hex[:6]
-IDS, DUPS, LIST32, LIST64, KILL = (f"{n}-{ID}" for n in ("abi-ids", "abi-dups", "abi-l32", "abi-l64", "abi-kill"))
+IDS, DUPS, LIST32, LIST64, KILL, OPEN = (f"{n}-{ID}" for n in ("abi-ids", "abi-dups", "abi-l32", "abi-l64",
+                                                                "abi-kill", "abi-open"))
+MARKED = f"/tmp/th-abi-open-{ID}"
 
 
 def ids_policy(binary: str) -> str:
@@ -115,6 +118,26 @@ def kill_policy(binary: str) -> str:
 """
 
 
+def open_policy(binary: str) -> str:
+    """security_file_open (the open family's sys_exit where nothing can hook it)."""
+    return f"""
+  kprobes:
+  - call: security_file_open
+    syscall: false
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: ["{binary}"]
+      matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["{MARKED}"]
+"""
+
+
 @pytest.fixture(scope="module")
 def binaries(tmp_path_factory):
     return {name: build(tmp_path_factory, name) for name in ("th-abi", "th-abi-kill")}
@@ -125,7 +148,7 @@ def agent(tmp_path_factory, binaries):
     b, k = binaries["th-abi"], binaries["th-abi-kill"]
     a = start_with_policies(tmp_path_factory, {
         IDS: ids_policy(b), DUPS: dups_policy(b), LIST32: list_policy(b, "__ia32_sys_dup"),
-        LIST64: list_policy(b, "sys_dup"), KILL: kill_policy(k)})
+        LIST64: list_policy(b, "sys_dup"), KILL: kill_policy(k), OPEN: open_policy(b)})
     yield a
     assert a.stop() == 0
 
@@ -174,3 +197,15 @@ def test_enforcer_kills_at_the_listed_syscalls_of_either_abi(agent, binaries):
                   for e in events) == [(X64_DUP, "x64", "KPROBE_ACTION_NOTIFYENFORCER"),
                                        (X64_DUP2, "x64", "KPROBE_ACTION_NOTIFYENFORCER"),
                                        (I386_DUP, "i386", "KPROBE_ACTION_NOTIFYENFORCER")]
+
+
+def test_a_32_bit_open_is_seen_by_the_file_open_hook(agent, binaries):
+    with open(MARKED, "w") as f:
+        f.write("x")
+    try:
+        out = run(binaries["th-abi"], "open32", MARKED)
+        assert out.returncode == 0, out
+        (event,) = policy_events(agent, OPEN, count=1)
+        assert event["args"][0]["file_arg"]["path"] == MARKED
+    finally:
+        os.unlink(MARKED)

@@ -395,8 +395,10 @@ def _open_exit_candidate(hook: Hook, features, overrides: bool, why: str) -> Att
                            f"file, not index {other[0].index} ({other[0].type})")
     if not features.raw_tracepoint:
         return AttachError(f"{hook.name}: {why}, and no raw tracepoints for the syscall-exit fallback")
+    # security_file_open runs for 32-bit programs' opens too: their numbers as well
     nrs = tuple(SYSCALLS_X86_64[n] for n in OPEN_SYSCALLS)
+    nrs32 = tuple(SYSCALLS_I386[n] for n in OPEN_SYSCALLS)
     return AttachPlan("th_open_exit", hook.name,
-                      f"raw_tp sys_exit of {', '.join(OPEN_SYSCALLS)}, the returned descriptor's file "
-                      f"resolved in the kernel; fallback: {why} (sees the completed open: "
-                      "Post and Sigkill, no Override)", syscall_nrs=nrs)
+                      f"raw_tp sys_exit of {', '.join(OPEN_SYSCALLS)} (x86_64 and i386), the returned "
+                      f"descriptor's file resolved in the kernel; fallback: {why} (sees the completed open: "
+                      "Post and Sigkill, no Override)", syscall_nrs=nrs, syscall_nrs32=nrs32)

@@ -214,3 +214,11 @@ def test_function_name_of_a_32_bit_call():
                      'kprobes:\n- call: "list:d"\n').hooks[0]
     assert function_name(hook, 41, compat=True) == "__ia32_sys_dup"
     assert function_name(hook, 32) == "__x64_sys_dup"
+
+
+def test_the_file_open_fallback_sees_32_bit_opens_too():
+    hook = policy_of("kprobes:\n- call: security_file_open\n  syscall: false\n  args:\n  - {index: 0, type: file}\n"
+                     ).hooks[0]
+    plan = plan_attach(hook, FALLBACK, False, False)
+    assert plan.program == "th_open_exit"
+    assert plan.syscall_nrs32 == tuple(SYSCALLS_I386[n] for n in ("open", "openat", "openat2", "creat"))
