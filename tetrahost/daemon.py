@@ -226,7 +226,8 @@ class Agent:
 
         from tetrahost.sensors.dispatch import SyscallDispatcher
 
-        shared = {name: self.sensor.obj.map(name) for name in ("events", "losses", "socktrack", "proc_state")}
+        shared = {name: self.sensor.obj.map(name) for name in ("events", "losses", "socktrack",
+                                                             "proc_state", "enforcer_notes")}
         self.dispatcher = SyscallDispatcher(shared, pins=self.pins)
         shared.update(self.dispatcher.maps)
         cfg = getattr(self, "config", None)

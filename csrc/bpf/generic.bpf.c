@@ -11,6 +11,7 @@
 #include "lib/path.bpf.h"
 #include "lib/task.bpf.h"
 #include "lib/socktrack.bpf.h"
+#include "lib/enforcer.bpf.h"
 #include "lib/net.bpf.h"
 #include "lib/procstate.bpf.h"
 #include "lib/dispatch.bpf.h"
@@ -26,6 +27,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "lib/hook_args.bpf.h"
 #include "lib/hook_match.bpf.h"
 #include "lib/hook_return.bpf.h"
+#include "lib/hook_syscall.bpf.h"
 
 /* ---- socket owners (TrackSock / UntrackSock) ---------------------------- */
 
@@ -108,7 +110,7 @@ static __always_inline int usdt_set(struct th_hook_config *cfg, struct th_select
  * killed also fails and the new program never runs).  set_addr: th_usdt_set's
  * user addresses of the USDT arguments in memory (0 for others), else NULL.
  */
-static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_config *cfg,
+static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th_hook_config *cfg,
 				    __u64 *args, long syscall_nr, __u32 slot, __u64 *set_addr)
 {
 	if (cfg->flags & TH_CFG_SYSCALL_WRAPPER) {
@@ -117,11 +119,7 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 		struct pt_regs *regs = (struct pt_regs *)args[0];
 
 		syscall_nr = BPF_CORE_READ(regs, orig_ax);
-		args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
-		args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
-		args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
-		args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
-		args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
+		syscall_args(regs, args);
 	}
 	struct th_hook_event *ev = &s->ev;
 	struct task_struct *task = (void *)bpf_get_current_task();
@@ -134,7 +132,7 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	ev->tid = (__u32)id;
 	ev->hook_id = cfg->hook_id;
 	ev->syscall_nr = syscall_nr;
-	ev->flags = 0;
+	ev->flags = in_ia32_syscall() ? TH_HOOK_COMPAT : 0;
 	s->binary_ready = 0;
 	read_namespaces(task, BPF_CORE_READ(task, cred), ev->ns);
 	for (int i = 0; i < TH_MAX_ARGS; i++) {
@@ -157,6 +155,12 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	ev->selector = c.matched;
 	ev->action = sel->action;
 	ev->action_arg = sel->action_arg;
+	/* stacks are taken here, in the program's own context (the helper needs
+	 * it); REUSE: a new stack whose hash collides replaces the old one */
+	ev->kernel_stack_id = sel->stack_traces & TH_STACK_KERNEL ?
+			      bpf_get_stackid(ctx, &stack_traces, BPF_F_REUSE_STACKID) : -1;
+	ev->user_stack_id = sel->stack_traces & TH_STACK_USER ?
+			    bpf_get_stackid(ctx, &stack_traces, BPF_F_USER_STACK | BPF_F_REUSE_STACKID) : -1;
 	if (cfg->monitor) {
 		ev->flags |= TH_HOOK_MONITOR;
 	} else if (sel->action == TH_ACTION_SIGKILL || sel->action == TH_ACTION_SIGNAL) {
@@ -172,6 +176,14 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	} else if (set_addr && sel->action == TH_ACTION_SET) {
 		if (usdt_set(cfg, sel, set_addr))
 			ev->flags |= TH_HOOK_SET_FAILED;
+	} else if (sel->action == TH_ACTION_NOTIFY_ENFORCER) {
+		struct th_enforcer_note note = {
+			.enforcer_id = cfg->enforcer_id, .hook_id = cfg->hook_id,
+			.error = sel->notify_error, .sig = sel->action_arg,
+		};
+
+		if (bpf_map_update_elem(&enforcer_notes, &id, &note, BPF_ANY))
+			ev->flags |= TH_HOOK_SIGNAL_FAILED;
 	}
 	socket_owner_actions(s, cfg, sel);
 	if (sel->action == TH_ACTION_NOPOST || sel->no_post)
@@ -190,7 +202,7 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 
 /* syscall_nr: the syscall being entered where the caller knows it (sys_enter),
  * else -1 (run_hook reads it from a syscall wrapper's pt_regs). */
-static __always_inline int handle_hook_set(__u64 *args, long syscall_nr, __u64 *set_addr)
+static __always_inline int handle_hook_set(void *ctx, __u64 *args, long syscall_nr, __u64 *set_addr)
 {
 	__u32 zero = 0, slot = 0;
 	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
@@ -203,15 +215,15 @@ static __always_inline int handle_hook_set(__u64 *args, long syscall_nr, __u64 *
 		count_loss(TH_LOSS_HOOK_BUSY);
 		return 0;
 	}
-	int verdict = run_hook(s, cfg, args, syscall_nr, slot, set_addr);
+	int verdict = run_hook(ctx, s, cfg, args, syscall_nr, slot, set_addr);
 
 	s->owner = 0;
 	return verdict;
 }
 
-static __always_inline int handle_hook(__u64 *args, long syscall_nr)
+static __always_inline int handle_hook(void *ctx, __u64 *args, long syscall_nr)
 {
-	return handle_hook_set(args, syscall_nr, NULL);
+	return handle_hook_set(ctx, args, syscall_nr, NULL);
 }
 
 /* ---- entry programs: user space autoloads the one it attaches ------------ */
@@ -223,7 +235,7 @@ static __always_inline int kprobe_body(struct pt_regs *ctx)
 		PT_REGS_PARM4(ctx), PT_REGS_PARM5(ctx),
 	};
 
-	return handle_hook(args, -1);
+	return handle_hook(ctx, args, -1);
 }
 
 SEC("kprobe")
@@ -317,7 +329,7 @@ static __always_inline int usdt_body(struct pt_regs *ctx, bool may_set)
 		return 0;
 	for (int i = 0; i < TH_MAX_ARGS; i++)
 		args[i] = usdt_arg(ctx, &cfg->usdt_args[i], &addr[i]);
-	return handle_hook_set(args, -1, may_set ? addr : NULL);
+	return handle_hook_set(ctx, args, -1, may_set ? addr : NULL);
 }
 
 SEC("uprobe")
@@ -342,7 +354,7 @@ static __always_inline int trampoline_body(void *ctx)
 
 	for (int i = 0; i < TH_MAX_ARGS; i++)
 		bpf_get_func_arg(ctx, i, &args[i]);   /* fails past the last argument: stays 0 */
-	return handle_hook(args, -1);
+	return handle_hook(ctx, args, -1);
 }
 
 /* Targets are set by user space before load (bpf_program__set_attach_target). */
@@ -385,7 +397,7 @@ int th_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 
 	for (int i = 0; i < TH_MAX_ARGS; i++)
 		bpf_probe_read_kernel(&args[i], sizeof(__u64), &ctx->args[i]);
-	handle_hook(args, -1);
+	handle_hook(ctx, args, -1);
 	return 0;
 }
 
@@ -419,17 +431,8 @@ int th_tracepoint(void *ctx)
 			bpf_probe_read_kernel(&args[i], field & 15, (void *)at);
 		}
 	}
-	handle_hook(args, -1);
+	handle_hook(ctx, args, -1);
 	return 0;
-}
-
-/* Is syscall `nr` one of the hook's (th_hook_config.syscall_set)?  One bounds
- * check and one word of the bitmap: this runs on every syscall of every task. */
-static __always_inline bool in_syscall_set(struct th_hook_config *cfg, __u64 nr)
-{
-	if (nr >= TH_SYSCALL_SET_BITS)
-		return false;
-	return cfg->syscall_set[nr / 64] & (1ULL << (nr % 64));
 }
 
 /* Fallback for syscall hooks on kernels without kprobes: tail-called by the
@@ -447,12 +450,8 @@ int th_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!cfg)
 		return 0;
 	if (in_syscall_set(cfg, nr)) {
-		args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
-		args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
-		args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
-		args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
-		args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
-		handle_hook(args, nr);
+		syscall_args(regs, args);
+		handle_hook(ctx, args, nr);
 	}
 	dispatch_after(ctx, &sys_enter_chains, &sys_enter_progs, nr, cfg->dispatch_slot);
 	return 0;
@@ -497,7 +496,7 @@ int th_open_exit(struct bpf_raw_tracepoint_args *ctx)
 		__u64 args[TH_MAX_ARGS] = { file, file, file, file, file };
 
 		if (file)
-			handle_hook(args, -1);
+			handle_hook(ctx, args, -1);
 	}
 	dispatch_after(ctx, &sys_exit_chains, &sys_exit_progs, nr, cfg->dispatch_slot);
 	return 0;
@@ -512,6 +511,9 @@ int th_exec(struct bpf_raw_tracepoint_args *ctx)
 	__u64 bprm = ctx->args[2];
 	__u64 args[TH_MAX_ARGS] = { bprm, bprm, bprm, bprm, bprm };
 
-	handle_hook(args, -1);
+	handle_hook(ctx, args, -1);
 	return 0;
 }
+
+/* spec.enforcers: its programs, which need the dispatcher walk above */
+#include "lib/hook_enforcer.bpf.h"

@@ -89,7 +89,8 @@ POLICY_ARGS = [("int", lib.TH_ARG_INT, int_bytes(-3)), ("uint32", lib.TH_ARG_INT
                ("sockaddr", lib.TH_ARG_SOCKADDR, tuple_bytes(family=2, saddr="10.0.0.1", sport=80)),
                ("skb", lib.TH_ARG_SKB, tuple_bytes(family=2, protocol=17, saddr="10.1.0.1", daddr="10.1.0.2",
                                                    sport=1, dport=2, len=9, flags=lib.TH_SOCK_HAS_PORTS)),
-               ("net_device", lib.TH_ARG_NETDEV, tuple_bytes(ifname="eth0", ifindex=2, netns=4026532177))]
+               ("net_device", lib.TH_ARG_NETDEV, tuple_bytes(ifname="eth0", ifindex=2, netns=4026532177)),
+               ("syscall64", lib.TH_ARG_SYSCALL64, int_bytes(41 | lib.TH_SYSCALL64_I386))]
 
 
 def hook_state(kind: str, message="m", tags=("t",)):
@@ -111,6 +112,7 @@ def records():
     yield HookRecord(action=lib.TH_ACTION_SIGKILL, action_arg=9, monitor=True, **base)
     yield HookRecord(action=lib.TH_ACTION_OVERRIDE, action_arg=-1, retval=-13, sock_owner=True, **base)
     yield HookRecord(action=lib.TH_ACTION_POST, action_arg=0, **dict(base, pid=4242, tid=4242))   # not in the cache
+    yield HookRecord(action=lib.TH_ACTION_NOTIFY_ENFORCER, action_arg=9, compat=True, **base)
 
 
 @pytest.mark.parametrize("host_fields", [False, True])

@@ -1,8 +1,9 @@
 """Validate matchActions / matchReturnActions.
 
 tetrahost implements Post (with rate limiting), NoPost, Sigkill, Signal,
-Override, TrackSock, UntrackSock, (on USDT points) Set, and in user space
-DnsLookup and GetUrl; every other Tetragon action is rejected by name. Parameters that belong
+Override, TrackSock, UntrackSock, (on USDT points) Set, NotifyEnforcer (with
+spec.enforcers), and in user space DnsLookup and GetUrl; every other Tetragon
+action is rejected by name. Parameters that belong
 to another action are ignored with a warning, as Tetragon ignores them (its own
 examples put argError on Sigkill).
 """
@@ -30,10 +31,9 @@ _PARAMETER_OWNER = {
     "argValue": "Set", "argRegs": "Override on uprobes",
 }
 _POST_FEATURES_NOT_SUPPORTED = {
-    "kernelStackTrace": "kernel stack traces (kernelStackTrace) are not supported by tetrahost yet",
-    "userStackTrace": "user stack traces (userStackTrace) are not supported by tetrahost yet",
     "imaHash": "IMA file hashes (imaHash) are not supported by tetrahost yet",
 }
+_STACK_TRACES = {"kernelStackTrace": "kernel_stack_trace", "userStackTrace": "user_stack_trace"}
 _RATE_LIMIT = re.compile(r"^([0-9]+)([smh]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
@@ -80,6 +80,8 @@ def _validate_action(ctx: Context, entry: YNode, path: str, shape: HookShape, is
         owner = _PARAMETER_OWNER.get(key)
         if owner is None or key == "action" or owner == name:
             continue
+        if name == "NotifyEnforcer" and key in ("argError", "argSig"):
+            continue
         if owner == "Post":
             ctx.error(entry.key_line(key), join(path, key), f"{key} is only valid with the Post action",
                       "invalid", key)
@@ -94,6 +96,7 @@ def _validate_action(ctx: Context, entry: YNode, path: str, shape: HookShape, is
         fields["arg_sig"] = get_int(ctx, entry, "argSig", path, required=True, minimum=1, maximum=limits.MAX_SIGNAL)
     elif name == "Post":
         fields.update(_post_parameters(ctx, entry, path))
+        fields.update(_stack_traces(ctx, entry, path, shape, is_return))
     elif name in SOCKET_ACTIONS:
         fields["arg_sock"] = _sock_argument(ctx, entry, path, shape, name)
     elif name == "Set":
@@ -102,6 +105,8 @@ def _validate_action(ctx: Context, entry: YNode, path: str, shape: HookShape, is
         fields["arg_fqdn"] = _fqdn(ctx, entry, path)
     elif name == "GetUrl":
         fields["arg_url"] = _url(ctx, entry, path)
+    elif name == "NotifyEnforcer":
+        fields.update(_notify_enforcer(ctx, entry, path, shape, is_return))
     if len(ctx.errors) != errors_before:
         return None
     return Action(action=name, source=ctx.loc(entry, path), **fields)
@@ -124,6 +129,40 @@ def _override_error(ctx: Context, entry: YNode, path: str, shape: HookShape, is_
         ctx.warn(line, path, "Override without argError makes the function return 0 (success)")
         return 0
     return value
+
+
+def _stack_traces(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> dict:
+    """kernelStackTrace / userStackTrace: the stacks where the hook fired, in
+    the event (Tetragon renders them on kprobe events only: ProcessKprobe)."""
+    fields = {}
+    for key, field in _STACK_TRACES.items():
+        if not get_bool(ctx, entry, key, path):
+            continue
+        if shape.kind != "kprobe":
+            ctx.error(entry.key_line(key), join(path, key), f"{key} is reported on kprobe events only (Tetragon's "
+                      f"ProcessKprobe has the field), not on a {shape.kind}", "invalid", f"{key} on {shape.kind}")
+        elif is_return:
+            ctx.error(entry.key_line(key), join(path, key), f"{key} in matchReturnActions is not supported by "
+                      "tetrahost yet (the stack is taken at the entry)", "not-supported", f"{key} at return")
+        fields[field] = True
+    return fields
+
+
+def _notify_enforcer(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> dict:
+    """argError (the enforced call's return, 0: unchanged) and argSig (0: none)."""
+    line = entry.key_line("action")
+    if not shape.has_enforcer:
+        ctx.error(line, join(path, "action"), "NotifyEnforcer needs spec.enforcers: the enforcer is what "
+                  "acts on the note, at its syscalls", "invalid", "NotifyEnforcer without enforcers")
+    if is_return:
+        ctx.error(line, join(path, "action"), "NotifyEnforcer in matchReturnActions is not supported by "
+                  "tetrahost yet", "not-supported", "NotifyEnforcer at return")
+    error = get_int(ctx, entry, "argError", path, minimum=-4095, maximum=0)
+    sig = get_int(ctx, entry, "argSig", path, minimum=1, maximum=limits.MAX_SIGNAL)
+    if entry.get("argError") is None and entry.get("argSig") is None:
+        ctx.error(line, path, "NotifyEnforcer needs argError, argSig or both", "invalid",
+                  "NotifyEnforcer without arguments")
+    return {"arg_error": error or 0, "arg_sig": sig or 0}
 
 
 def _sock_argument(ctx: Context, entry: YNode, path: str, shape: HookShape, name: str) -> int | None:

@@ -33,25 +33,25 @@ def test_unknown_operator_lists_the_operators():
     assert error == (
         'p.yaml:16: spec.kprobes[0].selectors[0].matchArgs[0].operator: unknown operator "Prefx" '
         "(expected one of: Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix, GreaterThan, LessThan, "
-        "Mask, SAddr, DAddr, NotSAddr, NotDAddr, SPort, DPort, NotSPort, NotDPort, SPortPriv, DPortPriv, "
+        "Mask, InMap, NotInMap, SAddr, DAddr, NotSAddr, NotDAddr, SPort, DPort, NotSPort, NotDPort, SPortPriv, DPortPriv, "
         'NotSPortPriv, NotDPortPriv, Protocol, Family, State); did you mean "Prefix"?')
 
 
 def test_tetragon_only_operator():
-    assert file_arg_errors("InMap", "x") == [
+    assert file_arg_errors("FileType", "x") == [
         "p.yaml:16: spec.kprobes[0].selectors[0].matchArgs[0].operator: "
-        "operator InMap is not supported by tetrahost (yet)"]
+        "operator FileType is not supported by tetrahost (yet)"]
 
 
 @pytest.mark.parametrize("operator,index,message", [
     ("Prefix", 1, "operator Prefix cannot be used on argument 1 of type int "
-                  "(operators for int: Equal, NotEqual, GreaterThan, LessThan, Mask)"),
+                  "(operators for int: Equal, NotEqual, GreaterThan, LessThan, Mask, InMap, NotInMap)"),
     ("GreaterThan", 0, "operator GreaterThan cannot be used on argument 0 of type file "
                        "(operators for file: Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix)"),
     ("GT", 0, "operator GT cannot be used on argument 0 of type file "
               "(operators for file: Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix)"),
     ("DAddr", 1, "operator DAddr cannot be used on argument 1 of type int "
-                 "(operators for int: Equal, NotEqual, GreaterThan, LessThan, Mask)"),
+                 "(operators for int: Equal, NotEqual, GreaterThan, LessThan, Mask, InMap, NotInMap)"),
 ])
 def test_operator_type_mismatch(operator, index, message):
     assert file_arg_errors(operator, "1", index=index) == [
@@ -133,7 +133,7 @@ def test_sockaddr_has_no_destination():
     ("strin", 'unknown argument type "strin" (expected one of: int8, sint8, uint8, int16, sint16, uint16, int, '
               "int32, sint32, uint32, long, int64, sint64, ulong, uint64, size_t, capability, kernel_cap_t, "
               "cap_inheritable, cap_permitted, cap_effective, string, char_buf, fd, file, path, dentry, "
-              "linux_binprm, cred, user_namespace, sock, sockaddr, socket, skb, net_device, nop)"),
+              "linux_binprm, cred, user_namespace, sock, sockaddr, socket, skb, net_device, syscall64, nop)"),
 ])
 def test_arg_types(type_name, message):
     assert errors_of(f"""
@@ -207,7 +207,8 @@ def test_unknown_fields_everywhere_and_all_errors_collected():
         "matchReturnArgs, matchBinaries, matchPIDs, matchNamespaces, matchCapabilities, matchNamespaceChanges, "
         'matchCapabilityChanges, matchActions, matchReturnActions); did you mean "matchArgs"?',
         'p.yaml:17: spec.kprobes[0].selectors[0].matchActions[0].action: unknown action "Sigkil" (expected one '
-        'of: Post, NoPost, Sigkill, Signal, Override, TrackSock, UntrackSock, Set, DnsLookup, GetUrl); did you mean "Sigkill"?',
+        'of: Post, NoPost, Sigkill, Signal, Override, TrackSock, UntrackSock, Set, DnsLookup, GetUrl, '
+        'NotifyEnforcer); did you mean "Sigkill"?',
         "p.yaml:18: spec.kprobes[0].selectors[0].matchActions[1].action: action FollowFD is not supported by "
         "tetrahost (yet)",
     ]
