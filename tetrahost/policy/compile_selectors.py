@@ -105,7 +105,8 @@ def _compile_args(hook: Hook, match_args: tuple[MatchArg, ...], c, sets: StringS
         m.arg = ma.arg_position
         if ma.arg_kind is ArgKind.INTEGER:
             _int_matcher(ma, m, here)
-        elif ma.arg_kind in (ArgKind.STRING, ArgKind.PATH):
+        elif ma.arg_kind in (ArgKind.STRING, ArgKind.PATH) or ma.arg_base_type == "net_device":
+            # a net_device's slot starts with its name (th_sock_tuple.ifname)
             if ma.operator not in _STR_OPS:
                 raise CompileError(f"{here}.operator {ma.operator} is not evaluated in the kernel yet "
                                    f"(supported on strings and paths: {', '.join(_STR_OPS)})")

@@ -80,9 +80,12 @@ def validate_arg(ctx: Context, node: YNode, path: str, hook_kind: str, is_return
 def _check_buffer_fields(ctx: Context, node: YNode, path: str, base: str, hook_kind: str,
                          size_arg_index: int, return_copy: bool, max_data: bool) -> None:
     is_buf = base == "char_buf"
-    for key, given in (("sizeArgIndex", size_arg_index), ("returnCopy", return_copy), ("maxData", max_data)):
+    for key, given in (("sizeArgIndex", size_arg_index), ("returnCopy", return_copy)):
         if given and not is_buf:
             ctx.error(node.key_line(key), join(path, key), f"{key} only applies to char_buf arguments", "invalid")
+    if max_data and base not in ("char_buf", "iov_iter"):
+        ctx.error(node.key_line("maxData"), join(path, "maxData"),
+                  "maxData only applies to char_buf and iov_iter arguments", "invalid")
     if is_buf and not size_arg_index and not return_copy:
         ctx.error(node.line, path, "a char_buf argument needs sizeArgIndex (the 1-based position of "
                   "the argument holding its size) or returnCopy: true", "invalid", "char_buf size")
