@@ -59,10 +59,7 @@ def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
         return _NET_KINDS[base_type]
     if base_type in _CRED_KINDS:
         return _CRED_KINDS[base_type]
-    if base_type in OBJECT_KINDS:
-        if hook.kind == "uprobe":
-            raise CompileError(f"a {base_type} is a kernel object: a user-space function's "
-                               "arguments cannot be one")
+    if base_type in OBJECT_KINDS:     # (uprobes: refused by validate_uprobes)
         return OBJECT_KINDS[base_type]
     raise CompileError(f"argument type {base_type!r} is not read by the kernel side yet "
                        f"(supported: integers, string, char_buf, {', '.join(_PATH_KINDS)}, "
