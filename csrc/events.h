@@ -425,9 +425,11 @@ struct th_hook_config {
  * network order (IPv4 in the first 4 bytes), ports in host order.  For a
  * sockaddr the one address and port it holds are saddr/sport. */
 struct th_sock_tuple {
-	uint8_t ifname[16];       /* net_device: its name (IFNAMSIZ).  First, so the slot
-	                           * starts with it and Equal/Prefix/Postfix match it as
-	                           * a string; zero for the other kinds                */
+	uint8_t ifname[16];       /* net_device: its name (IFNAMSIZ); zero for the other
+	                           * kinds.  First, so that the string matchers find a
+	                           * net_device's name where they find any string: at
+	                           * the start of its slot (its NUL counted in its
+	                           * length, the rest of the tuple follows it)        */
 	uint16_t family;          /* AF_INET, AF_INET6, AF_UNIX...                    */
 	uint16_t type;            /* SOCK_STREAM, SOCK_DGRAM... (sock, socket)        */
 	uint16_t protocol;        /* IPPROTO_*                                         */

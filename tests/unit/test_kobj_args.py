@@ -59,7 +59,10 @@ def test_tetragon_examples_are_accepted_and_compile_to_these_readers(path, kinds
     assert [list(compile_hook(h, 1, HostNamespaces.unknown()).arg_kinds) for h in hooks] == kinds
 
 
-def test_net_device_equal_is_a_string_set_of_its_name():
+def test_net_device_name_matchers_are_prefixes_ending_in_its_nul():
+    """The kernel side counts a net_device name's NUL in its length (the rest
+    of the device's tuple follows the name in its slot): Equal "lo" is the
+    prefix "lo\\0", which "lo0" does not have; Postfix values end in the NUL."""
     out = compiled("""
 kprobes:
 - call: dev_hard_start_xmit
@@ -75,12 +78,19 @@ kprobes:
     - index: 1
       operator: Prefix
       values: ["veth"]
+  - matchArgs:
+    - index: 1
+      operator: Postfix
+      values: ["0"]
 """)
-    sel0, sel1 = out.config.selectors[0], out.config.selectors[1]
-    assert (sel0.args[0].op, sel0.args[0].negate, sel0.args[0].arg) == (lib.TH_MATCH_EQUAL, 1, 0)
-    assert sorted(v.rstrip(b"\0") for set_id, v in out.str_equal if set_id == sel0.args[0].set_id) == [b"eth0", b"lo"]
-    assert sel1.args[0].op == lib.TH_MATCH_PREFIX
-    assert [v.rstrip(b"\0") for set_id, v in out.str_prefix if set_id == sel1.args[0].set_id] == [b"veth"]
+    sel0, sel1, sel2 = (out.config.selectors[i].args[0] for i in range(3))
+    assert (sel0.op, sel0.negate, sel0.arg) == (lib.TH_MATCH_PREFIX, 1, 0)
+    assert out.str_equal == []
+    assert sorted(v for set_id, v in out.str_prefix if set_id == sel0.set_id) == [b"eth0\0", b"lo\0"]
+    assert (sel1.op, sel1.negate) == (lib.TH_MATCH_PREFIX, 0)
+    assert [v for set_id, v in out.str_prefix if set_id == sel1.set_id] == [b"veth"]
+    assert sel2.op == lib.TH_MATCH_POSTFIX
+    assert [v for set_id, v in out.str_postfix if set_id == sel2.set_id] == [b"0\0"]
 
 
 def _errors(spec: str) -> list[str]:
@@ -162,8 +172,3 @@ def test_taint_names_use_tetragons_enum_values_and_the_schema_knows_them():
     names = tainted_names(every | 8 | 16)       # bits Tetragon's enum has no name for are left out
     assert names == list(conformance.enum_values("TaintedBitsType")[1:])
     assert tainted_names(0) == []
-
-
-def test_net_device_slot_starts_with_its_name():
-    """The kernel side matches a net_device as the string at its slot's start."""
-    assert ffi.offsetof("struct th_sock_tuple", "ifname") == 0

@@ -228,7 +228,7 @@ TH_VERIFIED_ONCE int read_arg(__u32 scratch, __u32 i, __u32 kind, __u64 raw, __u
 		dentry = (struct dentry *)raw;
 		break;
 	case TH_ARG_SOCK ... TH_ARG_NETDEV:
-		/* a net_device's name starts the slot: matched as a string of this length */
+		/* a net_device's name starts the slot, matched as a string this long */
 		s->arg_str_len[i] = net_read_arg((struct th_sock_tuple *)slot, kind, raw);
 		s->ev.arg_len[i] = sizeof(struct th_sock_tuple);
 		return 0;

@@ -118,7 +118,10 @@ static __always_inline __u32 net_read_netdev(struct th_sock_tuple *t, struct net
 	n = bpf_probe_read_kernel_str(t->ifname, sizeof(t->ifname), __builtin_preserve_access_index(&dev->name));
 	t->ifindex = BPF_CORE_READ(dev, ifindex);
 	t->netns = net_inum(BPF_CORE_READ(dev, nd_net.net));
-	return n > 0 ? n - 1 : 0;         /* the name's length, without the NUL */
+	/* the name's length with its NUL: what follows the name in the slot is
+	 * the rest of the tuple, so user space makes Equal a prefix ending in the
+	 * NUL (tetrahost/policy/compile_selectors.py) */
+	return n > 0 ? n : 0;
 }
 
 /* struct sk_buff: its IP header (wire layout) and, for TCP/UDP/SCTP, the
@@ -178,7 +181,7 @@ static __always_inline void net_read_skb(struct th_sock_tuple *t, struct sk_buff
 }
 
 /* Fill a zeroed tuple from a network argument of the given kind; returns
- * a net_device's name length (0 for the other kinds).  A
+ * a net_device's name length, its NUL counted (0 for the other kinds).  A
  * subprogram of its own (not inlined): its stack is not added to the frame
  * of the entry program, whose chain entry -> select_step -> walk_step must
  * stay within 512 bytes for 6.1's verifier. */
