@@ -177,6 +177,26 @@ enum th_hook_limits {
 	                           * str_prefix, str_postfix): the strings of all its
 	                           * selectors' Equal/In, Prefix, Postfix values (matchArgs
 	                           * and matchBinaries), with no limit per entry      */
+	TH_INT_SET_ENTRIES = 4096,/* entries of a hook's int_set map: every integer of its
+	                           * InMap/NotInMap values, ranges and lists expanded  */
+	TH_ENFORCER_NOTES = 32768,/* threads with a pending NotifyEnforcer at once     */
+	TH_STACK_DEPTH = 127,     /* frames kept of a stack trace (PERF_MAX_STACK_DEPTH) */
+	TH_STACK_ENTRIES = 1024,  /* distinct stacks the stack_traces map of a hook with
+	                           * kernelStackTrace/userStackTrace holds (a power of two:
+	                           * a new stack then replaces, never fails)          */
+};
+
+/* th_selector.stack_traces: Post's kernelStackTrace / userStackTrace */
+enum th_stack_flags {
+	TH_STACK_KERNEL = 1,
+	TH_STACK_USER = 2,
+};
+
+/* syscall64 arguments (Tetragon's Is32Bit): the syscall number, with this bit
+ * set when the task made a 32-bit (ia32 compat) syscall, whose numbers are
+ * i386's.  InMap values of 32-bit list entries carry it too. */
+enum th_syscall64 {
+	TH_SYSCALL64_I386 = 0x80000000,
 };
 
 /* How an argument is read (th_hook_config.arg_kind). */
@@ -203,14 +223,16 @@ enum th_arg_kind {
 	TH_ARG_BUF_KERNEL = 17,   /* char_buf: bytes in kernel memory, count from another argument */
 	TH_ARG_BUF_USER = 18,     /* char_buf in user memory (syscall arguments)     */
 	TH_ARG_CAP_SET = 19,      /* kernel_cap_t * -> its 64-bit mask, matched as an integer */
+	TH_ARG_SYSCALL64 = 20,    /* a syscall number, TH_SYSCALL64_I386 added for a 32-bit
+	                           * syscall; matched as an integer                  */
 	/* kernel objects summarised into a record (csrc/bpf/lib/kobj_args.bpf.h) */
-	TH_ARG_KIOCB = 20,        /* struct kiocb * -> its file's path (ki_filp)       */
-	TH_ARG_IOV_ITER = 21,     /* struct iov_iter * -> a th_char_buf of its first segment */
-	TH_ARG_BPF_ATTR = 22,     /* union bpf_attr * (BPF_PROG_LOAD) -> th_bpf_attr   */
-	TH_ARG_BPF_MAP = 23,      /* struct bpf_map * -> th_bpf_map                    */
-	TH_ARG_PERF_EVENT = 24,   /* struct perf_event * -> th_perf_event              */
-	TH_ARG_MODULE = 25,       /* struct module * -> th_module                      */
-	TH_ARG_LOAD_INFO = 26,    /* struct load_info * (a module being loaded) -> th_module */
+	TH_ARG_KIOCB = 21,        /* struct kiocb * -> its file's path (ki_filp)       */
+	TH_ARG_IOV_ITER = 22,     /* struct iov_iter * -> a th_char_buf of its first segment */
+	TH_ARG_BPF_ATTR = 23,     /* union bpf_attr * (BPF_PROG_LOAD) -> th_bpf_attr   */
+	TH_ARG_BPF_MAP = 24,      /* struct bpf_map * -> th_bpf_map                    */
+	TH_ARG_PERF_EVENT = 25,   /* struct perf_event * -> th_perf_event              */
+	TH_ARG_MODULE = 26,       /* struct module * -> th_module                      */
+	TH_ARG_LOAD_INFO = 27,    /* struct load_info * (a module being loaded) -> th_module */
 };
 
 /* Network selectors and the network limits. */
@@ -243,6 +265,7 @@ enum th_match_op {
 	TH_MATCH_FAMILY = 13,     /* AF_* numbers                                     */
 	TH_MATCH_STATE = 14,      /* TCP_* state numbers                              */
 	TH_MATCH_POSTFIX = 15,    /* strings: reversed, in str_postfix LPM trie       */
+	TH_MATCH_IN_MAP = 16,     /* ints: (set_id, value) in the int_set hash map    */
 };
 
 /* th_pid_matcher.flags */
@@ -259,6 +282,11 @@ enum th_action {
 	TH_ACTION_OVERRIDE = 5,
 	TH_ACTION_TRACK_SOCK = 6,   /* action_arg: the sock argument whose owner is recorded */
 	TH_ACTION_UNTRACK_SOCK = 7, /* ... whose record is dropped                     */
+	TH_ACTION_SET = 8,          /* USDT: write th_selector.set_value into the memory of
+	                             * argument action_arg (bpf_probe_write_user)      */
+	TH_ACTION_NOTIFY_ENFORCER = 9, /* note (notify_error, action_arg = signal) for this
+	                            * thread in enforcer_notes: the policy's enforcer acts
+	                            * on it at its syscall (th_enforcer_exit)          */
 };
 
 /* th_hook_event.flags */
@@ -271,6 +299,9 @@ enum th_hook_event_flags {
 	                           * not the task the hook ran in                       */
 	TH_HOOK_PATH_UNRESOLVED = 32, /* a path's root was not reached (deeper than TH_PATH_DEPTH):
 	                           * Prefix/Equal on it failed closed (the selector matched) */
+	TH_HOOK_SET_FAILED = 64,  /* Set: the argument's memory could not be written    */
+	TH_HOOK_COMPAT = 128,     /* the task was in a 32-bit (ia32) syscall: syscall_nr is
+	                           * an i386 number                                  */
 };
 
 enum th_hook_config_flags {
@@ -278,6 +309,8 @@ enum th_hook_config_flags {
 	TH_CFG_NEEDS_BINARY = 2,     /* a selector has matchBinaries: resolve the caller's binary */
 	TH_CFG_RETURN = 4,           /* return probe: the entry parks a matching event in
 	                              * `pending`, the return program completes and posts it */
+	TH_CFG_ENFORCER = 8,         /* spec.enforcers: no selectors; acts on this thread's
+	                              * enforcer_notes entry of enforcer_id at its syscalls */
 };
 
 /* ---- Per-process state the process sensor keeps (map proc_state) ----------
@@ -374,10 +407,32 @@ struct th_selector {
 	uint64_t capch_mask;      /* In: one of these changed; NotIn: only others changed */
 	uint16_t nsch_mask;       /* matchNamespaceChanges: bit (1 << enum th_ns) of each
 	                           * kind whose change matches; 0: no such matcher     */
-	uint8_t pad[6];
+	uint8_t stack_traces;     /* enum th_stack_flags: stacks the event references  */
+	uint8_t pad;
+	int32_t notify_error;     /* NotifyEnforcer's argError (action_arg: its argSig) */
+	int64_t set_value;        /* Set: the value written (its argument's size of it) */
 	struct th_pid_matcher pids[4];  /* TH_MAX_PID_MATCH  */
 	struct th_arg_matcher args[5];  /* TH_MAX_MATCH_ARGS */
 	struct th_ns_matcher ns[4];     /* TH_MAX_NS_MATCH   */
+};
+
+/* USDT arguments (spec.usdts): where the probe point keeps each argument,
+ * compiled by user space from the argument string of the binary's
+ * .note.stapsdt entry ("-4@%edi", "8@-16(%rbp)", "4@$5"). */
+enum th_usdt_arg_loc {
+	TH_USDT_NONE = 0,         /* no such argument                                  */
+	TH_USDT_CONST = 1,        /* the value is `value`                               */
+	TH_USDT_REG = 2,          /* the register at reg_off in struct pt_regs          */
+	TH_USDT_MEM = 3,          /* user memory at that register + value               */
+};
+
+struct th_usdt_arg {
+	int64_t value;            /* the constant, or the displacement from the register */
+	uint16_t reg_off;         /* byte offset of the register in struct pt_regs       */
+	uint8_t loc;              /* enum th_usdt_arg_loc                               */
+	uint8_t size;             /* bytes of the value: 1, 2, 4 or 8                   */
+	uint8_t is_signed;        /* sign-extend it to 64 bits                          */
+	uint8_t pad[3];
 };
 
 /* The syscall dispatcher's chain for one syscall: the slots of the hooks on
@@ -414,11 +469,18 @@ struct th_hook_config {
 	/* sys_enter/sys_exit fallback: bit n of word n / 64 set = syscall n is hooked
 	 * (one syscall, or a spec.lists syscall list); all zero = none */
 	uint64_t syscall_set[8];          /* TH_SYSCALL_SET_BITS / 64 */
+	/* the same for 32-bit (ia32) syscalls, by i386 number: checked instead of
+	 * syscall_set when the task is in a 32-bit syscall */
+	uint64_t syscall_set32[8];
+	uint32_t enforcer_id;     /* NotifyEnforcer: the id of its policy's enforcer;
+	                           * TH_CFG_ENFORCER: this enforcer's id              */
+	uint32_t pad2;
 	struct th_selector selectors[5];  /* TH_MAX_SELECTORS */
 	/* matchReturnArgs of selector i (op 0: none), checked at the return
 	 * against the value normalised by ret_size/ret_signed */
 	struct th_arg_matcher ret_match[5];
 	struct th_cidr cidrs[32];         /* TH_MAX_CIDRS: SAddr/DAddr prefixes          */
+	struct th_usdt_arg usdt_args[5];  /* TH_MAX_ARGS: USDT arguments 0..4 (th_usdt)   */
 };
 
 /* What a network argument's slot in th_hook_event.data holds. Addresses in
@@ -555,8 +617,27 @@ struct th_hook_event {
 	int32_t syscall_nr;       /* syscall hooks: the number of the syscall that fired
 	                           * (a list hook covers several), else -1             */
 	uint32_t pad2;
+	int32_t kernel_stack_id;  /* kernelStackTrace: the stack's id in the hook's
+	                           * stack_traces map, < 0 none (or the helper's error) */
+	int32_t user_stack_id;    /* userStackTrace: the same for the user stack      */
 	uint8_t data[1536];       /* (TH_MAX_ARGS + 1) * TH_STR_SLOT: argument i at i * 256,
 	                           * the return value at TH_RET_SLOT * 256            */
+};
+
+/* Key of a hook's int_set map (InMap / NotInMap on integers). */
+struct th_int_key {
+	uint32_t set_id;
+	uint32_t pad;
+	int64_t value;
+};
+
+/* A NotifyEnforcer verdict waiting for the enforcer's syscall (map
+ * enforcer_notes, key: the thread's pid_tgid). */
+struct th_enforcer_note {
+	uint32_t enforcer_id;     /* whose enforcer acts on it                        */
+	uint32_t hook_id;         /* the hook that noted it                           */
+	int32_t error;            /* argError: the return value the call should get   */
+	int32_t sig;              /* argSig: signal to send, 0 none                   */
 };
 
 /* CDEF-END */

@@ -4,7 +4,7 @@
 set -eu
 PACKAGES="clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkg-config gcc make
 python3 python3-venv python3-dev libsystemd-dev systemd util-linux procps
-libbpf-tools bpftrace auditd"
+libbpf-tools bpftrace auditd systemtap-sdt-dev"
 "$(dirname "$0")/apt-ensure.sh" $PACKAGES
 # promtool (alert-rule tests, `promtool check metrics` on a scrape) and the server
 # tests/kernel/test_prometheus.py

@@ -37,7 +37,7 @@ from tetrahost.events.meta import EventMeta, meta_for_process
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
-from tetrahost.export.hook_json import ACTION_NAMES, EVENT_KINDS, HookEventRenderer
+from tetrahost.export.hook_json import ACTION_NAMES, EVENT_KINDS, HookEventRenderer, user_actions
 from tetrahost.export.tetragon_json import TetragonJSON
 from tetrahost.sensors.mounts import ensure_mounted
 from tetrahost.sensors.process import DEFAULT_RINGBUF_BYTES, ProcessSensor
@@ -84,6 +84,7 @@ class Agent:
         self.policy_files = list(policy_files)
         self.features = features
         self.policies = None
+        self.user_actions = None         # DnsLookup/GetUrl worker (tetrahost.useractions), when needed
         self.node_name = node_name or socket.gethostname()
         self.proc_root = proc_root
         self.counters = Counters()
@@ -176,6 +177,16 @@ class Agent:
                                 action="POST" if record.monitor else action,
                                 enforced=not record.monitor and action in ("SIGKILL", "SIGNAL", "OVERRIDE"))
         self._emit(self.hook_renderer.render(record, hs, process), meta)
+        if not record.monitor:
+            for action, target in user_actions(hs.hook, record):
+                self._user_actions().submit(action, target)
+
+    def _user_actions(self):
+        """DnsLookup/GetUrl: a worker thread, started by the first such event."""
+        if self.user_actions is None:
+            from tetrahost.useractions import UserActions
+            self.user_actions = UserActions()
+        return self.user_actions
 
     def _emit(self, line: str, meta: EventMeta) -> None:
         self.counters.events[meta.kind] = self.counters.events.get(meta.kind, 0) + 1
@@ -215,7 +226,8 @@ class Agent:
 
         from tetrahost.sensors.dispatch import SyscallDispatcher
 
-        shared = {name: self.sensor.obj.map(name) for name in ("events", "losses", "socktrack", "proc_state")}
+        shared = {name: self.sensor.obj.map(name) for name in ("events", "losses", "socktrack",
+                                                             "proc_state", "enforcer_notes")}
         self.dispatcher = SyscallDispatcher(shared, pins=self.pins)
         shared.update(self.dispatcher.maps)
         cfg = getattr(self, "config", None)

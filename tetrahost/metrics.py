@@ -14,6 +14,8 @@
   tetrahost_export_lost_total{exporter,reason}  the dropped events by reason (ENOSPC, EIO, file_removed...)
   tetrahost_export_filtered_total, tetrahost_export_rate_limited_total
   tetrahost_policy_reloads_total{result}        ok / failed loads of policy files, unloads
+  tetrahost_user_actions_total{action,result}   DnsLookup/GetUrl: done, failed, timeout,
+                                                queue_full, rate_limited (useractions.py)
 
   tetrahost_metrics_connections_total{result}   this endpoint's connections: served, evicted,
                                                 timed_out, too_large, bad_request, refused
@@ -127,8 +129,18 @@ class AgentCollector:
         yield GaugeMetricFamily("tetrahost_process_cache_size", "Entries in the process cache",
                                 value=len(self.agent.cache))
         yield from self._policies()
+        yield from self._user_actions()
         yield from self._exports()
         yield from tetragon_compat_metrics(self.agent)
+
+    def _user_actions(self):
+        worker = getattr(self.agent, "user_actions", None)
+        m = CounterMetricFamily("tetrahost_user_actions", "DnsLookup/GetUrl actions by result",
+                                labels=["action", "result"])
+        if worker is not None:
+            for (action, result), n in sorted(worker.counts.copy().items()):
+                m.add_metric([action, result], n)
+        yield m
 
     def _policies(self):
         pm = getattr(self.agent, "policies", None)

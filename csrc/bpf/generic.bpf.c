@@ -11,6 +11,7 @@
 #include "lib/path.bpf.h"
 #include "lib/task.bpf.h"
 #include "lib/socktrack.bpf.h"
+#include "lib/enforcer.bpf.h"
 #include "lib/net.bpf.h"
 #include "lib/procstate.bpf.h"
 #include "lib/dispatch.bpf.h"
@@ -27,6 +28,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "lib/hook_args.bpf.h"
 #include "lib/hook_match.bpf.h"
 #include "lib/hook_return.bpf.h"
+#include "lib/hook_syscall.bpf.h"
 
 /* ---- socket owners (TrackSock / UntrackSock) ---------------------------- */
 
@@ -78,14 +80,39 @@ static __always_inline __u64 pick_arg(__u64 *args, __u8 n)
 	return 0;
 }
 
+/* Set (USDT): write the selector's value into the user memory of argument
+ * action_arg, as many bytes as the argument has.  Only th_usdt_set gets
+ * here (set_addr is NULL for every other program, so the helper, refused
+ * under lockdown, is in no other program).  0 if written. */
+static __always_inline int usdt_set(struct th_hook_config *cfg, struct th_selector *sel, __u64 *set_addr)
+{
+	__u32 i = sel->action_arg;
+	__u64 addr;
+	__s64 v = sel->set_value;
+
+	if (i >= TH_MAX_ARGS)
+		return -1;
+	addr = pick_arg(set_addr, i);
+	if (!addr)              /* a register or a constant: not in memory */
+		return -1;
+	switch (cfg->usdt_args[i].size) {
+	case 1: return bpf_probe_write_user((void *)addr, &v, 1);
+	case 2: return bpf_probe_write_user((void *)addr, &v, 2);
+	case 4: return bpf_probe_write_user((void *)addr, &v, 4);
+	case 8: return bpf_probe_write_user((void *)addr, &v, 8);
+	}
+	return -1;
+}
+
 /*
  * Read the arguments, evaluate the selectors, act.  Returns what an entry
  * program that can fail the call should return: 0 to let it proceed, or a
  * negative errno (Override's argError; -EPERM for Sigkill, so an exec being
- * killed also fails and the new program never runs).
+ * killed also fails and the new program never runs).  set_addr: th_usdt_set's
+ * user addresses of the USDT arguments in memory (0 for others), else NULL.
  */
-static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_config *cfg,
-				    __u64 *args, long syscall_nr, __u32 slot)
+static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th_hook_config *cfg,
+				    __u64 *args, long syscall_nr, __u32 slot, __u64 *set_addr)
 {
 	if (cfg->flags & TH_CFG_SYSCALL_WRAPPER) {
 		/* __x64_sys_*(const struct pt_regs *regs): the arguments are inside,
@@ -93,11 +120,7 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 		struct pt_regs *regs = (struct pt_regs *)args[0];
 
 		syscall_nr = BPF_CORE_READ(regs, orig_ax);
-		args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
-		args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
-		args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
-		args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
-		args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
+		syscall_args(regs, args);
 	}
 	struct th_hook_event *ev = &s->ev;
 	struct task_struct *task = (void *)bpf_get_current_task();
@@ -110,7 +133,7 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	ev->tid = (__u32)id;
 	ev->hook_id = cfg->hook_id;
 	ev->syscall_nr = syscall_nr;
-	ev->flags = 0;
+	ev->flags = in_ia32_syscall() ? TH_HOOK_COMPAT : 0;
 	s->binary_ready = 0;
 	read_namespaces(task, BPF_CORE_READ(task, cred), ev->ns);
 	for (int i = 0; i < TH_MAX_ARGS; i++) {
@@ -133,6 +156,12 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 	ev->selector = c.matched;
 	ev->action = sel->action;
 	ev->action_arg = sel->action_arg;
+	/* stacks are taken here, in the program's own context (the helper needs
+	 * it); REUSE: a new stack whose hash collides replaces the old one */
+	ev->kernel_stack_id = sel->stack_traces & TH_STACK_KERNEL ?
+			      bpf_get_stackid(ctx, &stack_traces, BPF_F_REUSE_STACKID) : -1;
+	ev->user_stack_id = sel->stack_traces & TH_STACK_USER ?
+			    bpf_get_stackid(ctx, &stack_traces, BPF_F_USER_STACK | BPF_F_REUSE_STACKID) : -1;
 	if (cfg->monitor) {
 		ev->flags |= TH_HOOK_MONITOR;
 	} else if (sel->action == TH_ACTION_SIGKILL || sel->action == TH_ACTION_SIGNAL) {
@@ -145,6 +174,17 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 			verdict = -EPERM;
 	} else if (sel->action == TH_ACTION_OVERRIDE) {
 		verdict = sel->action_arg;
+	} else if (set_addr && sel->action == TH_ACTION_SET) {
+		if (usdt_set(cfg, sel, set_addr))
+			ev->flags |= TH_HOOK_SET_FAILED;
+	} else if (sel->action == TH_ACTION_NOTIFY_ENFORCER) {
+		struct th_enforcer_note note = {
+			.enforcer_id = cfg->enforcer_id, .hook_id = cfg->hook_id,
+			.error = sel->notify_error, .sig = sel->action_arg,
+		};
+
+		if (bpf_map_update_elem(&enforcer_notes, &id, &note, BPF_ANY))
+			ev->flags |= TH_HOOK_SIGNAL_FAILED;
 	}
 	socket_owner_actions(s, cfg, sel);
 	if (sel->action == TH_ACTION_NOPOST || sel->no_post)
@@ -163,7 +203,7 @@ static __always_inline int run_hook(struct hook_scratch *s, struct th_hook_confi
 
 /* syscall_nr: the syscall being entered where the caller knows it (sys_enter),
  * else -1 (run_hook reads it from a syscall wrapper's pt_regs). */
-static __always_inline int handle_hook(__u64 *args, long syscall_nr)
+static __always_inline int handle_hook_set(void *ctx, __u64 *args, long syscall_nr, __u64 *set_addr)
 {
 	__u32 zero = 0, slot = 0;
 	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
@@ -176,10 +216,15 @@ static __always_inline int handle_hook(__u64 *args, long syscall_nr)
 		count_loss(TH_LOSS_HOOK_BUSY);
 		return 0;
 	}
-	int verdict = run_hook(s, cfg, args, syscall_nr, slot);
+	int verdict = run_hook(ctx, s, cfg, args, syscall_nr, slot, set_addr);
 
 	s->owner = 0;
 	return verdict;
+}
+
+static __always_inline int handle_hook(void *ctx, __u64 *args, long syscall_nr)
+{
+	return handle_hook_set(ctx, args, syscall_nr, NULL);
 }
 
 /* ---- entry programs: user space autoloads the one it attaches ------------ */
@@ -191,7 +236,7 @@ static __always_inline int kprobe_body(struct pt_regs *ctx)
 		PT_REGS_PARM4(ctx), PT_REGS_PARM5(ctx),
 	};
 
-	return handle_hook(args, -1);
+	return handle_hook(ctx, args, -1);
 }
 
 SEC("kprobe")
@@ -230,13 +275,87 @@ int th_uprobe(struct pt_regs *ctx)
 	return 0;
 }
 
+/* USDT probe points (spec.usdts): a uprobe at the point's address; its
+ * arguments are wherever the compiler left them (th_hook_config.usdt_args,
+ * from the binary's note): a register, a constant, or memory at a register
+ * plus a displacement.  Pointers among them are the program's memory. */
+static __noinline __u64 usdt_reg(struct pt_regs *ctx, __u16 off)
+{
+	__u64 v = 0;
+
+	if (off <= sizeof(struct pt_regs) - sizeof(__u64))
+		bpf_probe_read_kernel(&v, sizeof(v), (void *)ctx + off);
+	return v;
+}
+
+static __always_inline __u64 usdt_extend(__u64 v, struct th_usdt_arg *a)
+{
+	int shift = a->size >= 8 || a->size == 0 ? 0 : 64 - 8 * a->size;
+
+	if (!shift)
+		return v;
+	v <<= shift;
+	return a->is_signed ? (__u64)((__s64)v >> shift) : v >> shift;
+}
+
+/* The value of argument i; *addr: its user address when it is in memory. */
+static __always_inline __u64 usdt_arg(struct pt_regs *ctx, struct th_usdt_arg *a, __u64 *addr)
+{
+	__u64 v = 0;
+	__u32 n = a->size;
+
+	*addr = 0;
+	if (n > sizeof(v))
+		n = sizeof(v);
+	switch (a->loc) {
+	case TH_USDT_CONST:
+		return a->value;
+	case TH_USDT_REG:
+		return usdt_extend(usdt_reg(ctx, a->reg_off), a);
+	case TH_USDT_MEM:
+		*addr = usdt_reg(ctx, a->reg_off) + a->value;
+		bpf_probe_read_user(&v, n, (void *)*addr);
+		return usdt_extend(v, a);
+	}
+	return 0;
+}
+
+static __always_inline int usdt_body(struct pt_regs *ctx, bool may_set)
+{
+	__u32 zero = 0;
+	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
+	__u64 args[TH_MAX_ARGS] = {}, addr[TH_MAX_ARGS] = {};
+
+	if (!cfg)
+		return 0;
+	for (int i = 0; i < TH_MAX_ARGS; i++)
+		args[i] = usdt_arg(ctx, &cfg->usdt_args[i], &addr[i]);
+	return handle_hook_set(ctx, args, -1, may_set ? addr : NULL);
+}
+
+SEC("uprobe")
+int th_usdt(struct pt_regs *ctx)
+{
+	usdt_body(ctx, false);
+	return 0;
+}
+
+/* The same with the Set action: only policies that write arguments load it,
+ * because bpf_probe_write_user is refused under lockdown and taints the log. */
+SEC("uprobe")
+int th_usdt_set(struct pt_regs *ctx)
+{
+	usdt_body(ctx, true);
+	return 0;
+}
+
 static __always_inline int trampoline_body(void *ctx)
 {
 	__u64 args[TH_MAX_ARGS] = {};
 
 	for (int i = 0; i < TH_MAX_ARGS; i++)
 		bpf_get_func_arg(ctx, i, &args[i]);   /* fails past the last argument: stays 0 */
-	return handle_hook(args, -1);
+	return handle_hook(ctx, args, -1);
 }
 
 /* Targets are set by user space before load (bpf_program__set_attach_target). */
@@ -279,7 +398,7 @@ int th_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 
 	for (int i = 0; i < TH_MAX_ARGS; i++)
 		bpf_probe_read_kernel(&args[i], sizeof(__u64), &ctx->args[i]);
-	handle_hook(args, -1);
+	handle_hook(ctx, args, -1);
 	return 0;
 }
 
@@ -313,17 +432,8 @@ int th_tracepoint(void *ctx)
 			bpf_probe_read_kernel(&args[i], field & 15, (void *)at);
 		}
 	}
-	handle_hook(args, -1);
+	handle_hook(ctx, args, -1);
 	return 0;
-}
-
-/* Is syscall `nr` one of the hook's (th_hook_config.syscall_set)?  One bounds
- * check and one word of the bitmap: this runs on every syscall of every task. */
-static __always_inline bool in_syscall_set(struct th_hook_config *cfg, __u64 nr)
-{
-	if (nr >= TH_SYSCALL_SET_BITS)
-		return false;
-	return cfg->syscall_set[nr / 64] & (1ULL << (nr % 64));
 }
 
 /* Fallback for syscall hooks on kernels without kprobes: tail-called by the
@@ -341,12 +451,8 @@ int th_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!cfg)
 		return 0;
 	if (in_syscall_set(cfg, nr)) {
-		args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
-		args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
-		args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
-		args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
-		args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
-		handle_hook(args, nr);
+		syscall_args(regs, args);
+		handle_hook(ctx, args, nr);
 	}
 	dispatch_after(ctx, &sys_enter_chains, &sys_enter_progs, nr, cfg->dispatch_slot);
 	return 0;
@@ -391,7 +497,7 @@ int th_open_exit(struct bpf_raw_tracepoint_args *ctx)
 		__u64 args[TH_MAX_ARGS] = { file, file, file, file, file };
 
 		if (file)
-			handle_hook(args, -1);
+			handle_hook(ctx, args, -1);
 	}
 	dispatch_after(ctx, &sys_exit_chains, &sys_exit_progs, nr, cfg->dispatch_slot);
 	return 0;
@@ -406,6 +512,9 @@ int th_exec(struct bpf_raw_tracepoint_args *ctx)
 	__u64 bprm = ctx->args[2];
 	__u64 args[TH_MAX_ARGS] = { bprm, bprm, bprm, bprm, bprm };
 
-	handle_hook(args, -1);
+	handle_hook(ctx, args, -1);
 	return 0;
 }
+
+/* spec.enforcers: its programs, which need the dispatcher walk above */
+#include "lib/hook_enforcer.bpf.h"

@@ -8,6 +8,7 @@
 #include "lib/path.bpf.h"
 #include "lib/task.bpf.h"
 #include "lib/socktrack.bpf.h"
+#include "lib/enforcer.bpf.h"
 #include "lib/procstate.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";

@@ -77,3 +77,19 @@ def syscall_list_method(count: int) -> tuple[str, ...]:
     if features().kprobe:
         return ("kprobe on ", f"functions of {count} syscalls")
     return (f"raw_tp sys_enter filtered to a set of {count} syscalls",)
+
+
+def enforcer_method() -> str:
+    """How spec.enforcers attaches: kprobes with bpf_override_return return
+    argError and signal; elsewhere the syscalls' exit signals only."""
+    f = features()
+    if f.kprobe and f.override_return:
+        return "with bpf_override_return (argError returned, argSig sent)"
+    return "argError is NOT returned on this kernel"
+
+
+def i386_list_method() -> str:
+    """A list hook whose one entry is __ia32_sys_dup."""
+    if features().kprobe:
+        return "functions of 1 syscall (__ia32_sys_dup)"
+    return "raw_tp sys_enter filtered to a set of 1 syscall (i386/dup)"

@@ -20,6 +20,21 @@ bash scripts/vm-setup.sh
 
 mkdir -p "$results"
 cp "$deb" "$results/tetrahost.deb"
+# The upgrade the scenario installs over it: the same package with a higher
+# version and BPF objects of another build (one more, unloaded, ELF section
+# changes their hash as a new release's compiler output would), so the
+# upgraded agent finds pins of a foreign build and must replace them without
+# a gap (docs/pinning.md).
+next=$(mktemp -d)
+dpkg-deb -R "$deb" "$next/pkg"
+sed -i "s/^Version: .*/&+next1/" "$next/pkg/DEBIAN/control"
+echo "next build" > "$next/note"
+for obj in "$next"/pkg/usr/lib/tetrahost/bpf/*.bpf.o; do
+    llvm-objcopy --add-section .tetrahost.next="$next/note" "$obj"
+done
+(cd "$next/pkg" && find usr -type f -exec md5sum {} + > DEBIAN/md5sums)
+dpkg-deb --root-owner-group -b "$next/pkg" "$results/tetrahost-next.deb" >/dev/null
+rm -rf "$next"
 py=.venv/bin/python
 [ -x "$py" ] || py=/usr/bin/python3      # run.py needs only the standard library
 start=$(date +%s)

@@ -51,7 +51,7 @@ def test_arg_sock_defaults_to_zero_and_must_name_a_sock():
 
 
 def test_socket_action_beside_an_enforcement_is_refused():
-    with pytest.raises(CompileError, match="one of Sigkill/Signal/Override/TrackSock/UntrackSock"):
+    with pytest.raises(CompileError, match="one of Sigkill/Signal/Override/Set/TrackSock/UntrackSock"):
         compiled(untrack("- {action: UntrackSock, argSock: 1}\n- {action: Sigkill}"))
 
 

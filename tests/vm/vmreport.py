@@ -10,7 +10,7 @@ from pathlib import Path
 # Kernel messages that mean the kernel itself went wrong while we ran (a
 # BPF program or the agent may have triggered it), even if every test passed.
 KERNEL_TROUBLE = re.compile(
-    r"WARNING:|BUG:|soft lockup|Oops|general protection fault|Call Trace"
+    r"WARNING:|BUG:|soft lockup|Oops|general protection fault|Call Trace|Kernel panic"
 )
 
 
@@ -22,12 +22,23 @@ def read_exit_code(results: Path) -> int | None:
         return None
 
 
+# A kernel message on the serial console (console.log): "[  448.777736] Oops: ..."
+CONSOLE_KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")
+
+
 def kernel_trouble(results: Path) -> list[str] | None:
-    """Offending dmesg lines; None when the guest left no dmesg."""
+    """Offending kernel lines from the guest's dmesg and, for a guest that
+    died before writing it (a panic reboots it at once), from its console;
+    None when neither was left."""
     dmesg = results / "dmesg.txt"
-    if not dmesg.is_file():
+    console = results / "console.log"
+    if not dmesg.is_file() and not console.is_file():
         return None
-    lines = dmesg.read_text(errors="replace").splitlines()
+    lines = dmesg.read_text(errors="replace").splitlines() if dmesg.is_file() else []
+    if console.is_file():
+        seen = set(lines)
+        lines += [line for line in console.read_text(errors="replace").splitlines()
+                  if CONSOLE_KERNEL_LINE.match(line) and line not in seen]
     return [line for line in lines if KERNEL_TROUBLE.search(line)]
 
 

@@ -62,11 +62,15 @@ class Program:
         return self._attach(lambda: lib.bpf_program__attach_kprobe(self._ptr, retprobe, function.encode()),
                             f"{kind}/{function}")
 
-    def attach_uprobe(self, binary: str, symbol: str = "", offset: int = 0, pid: int = -1) -> Link:
+    def attach_uprobe(self, binary: str, symbol: str = "", offset: int = 0, pid: int = -1,
+                      ref_ctr_offset: int = 0) -> Link:
         """A uprobe on `symbol` (+ offset) of the ELF file `binary`, or at file
-        offset `offset` when no symbol is given; pid -1: in every process."""
+        offset `offset` when no symbol is given; pid -1: in every process.
+        ref_ctr_offset: file offset of a USDT semaphore the kernel increments
+        while the probe is attached (0: none)."""
         opts = ffi.new("struct bpf_uprobe_opts *")
         opts.sz = ffi.sizeof("struct bpf_uprobe_opts")
+        opts.ref_ctr_offset = ref_ctr_offset
         name = ffi.new("char[]", symbol.encode()) if symbol else ffi.NULL
         opts.func_name = name
         where = f"{binary}:{symbol or hex(offset)}" + (f"+{offset:#x}" if symbol and offset else "")

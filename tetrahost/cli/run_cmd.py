@@ -216,6 +216,7 @@ def configure_rendering(renderer, export) -> None:
     (process and hook events alike): no exporter sees an unredacted line."""
     from tetrahost.export.redaction import Redactor
     renderer.host_fields = export.host_fields
+    renderer.stack_addresses = export.stack_addresses
     renderer.redactor = Redactor.from_config(export.redaction_filters, export.redact_default_secrets)
 
 

@@ -26,7 +26,7 @@ from tetrahost.events.matcher import EventMatcher
 
 PROCESS_KINDS = frozenset({"process_exec", "process_exit"})
 KNOWN_KINDS = frozenset({"process_exec", "process_exit", "process_kprobe", "process_lsm",
-                         "process_tracepoint", "process_uprobe"})
+                         "process_tracepoint", "process_uprobe", "process_usdt"})
 FIELDS = ("event_types", "process_only", "binary", "pids", "policy_names", "units", "containers", "namespaces")
 
 

@@ -99,7 +99,10 @@ def _hook(buf: bytes) -> HookRecord:
         path_unresolved=bool(flags & lib.TH_HOOK_PATH_UNRESOLVED),
         retval=v[_H["retval"]] if flags & lib.TH_HOOK_HAS_RETURN else None,
         ret_raw=buf[_RET_START:_RET_START + min(v[_H["ret_len"]], lib.TH_STR_SLOT)],
-        sock_owner=bool(flags & lib.TH_HOOK_SOCK_OWNER), syscall_nr=v[_H["syscall_nr"]])
+        sock_owner=bool(flags & lib.TH_HOOK_SOCK_OWNER), syscall_nr=v[_H["syscall_nr"]],
+        set_failed=bool(flags & lib.TH_HOOK_SET_FAILED),
+        compat=bool(flags & lib.TH_HOOK_COMPAT),
+        kernel_stack_id=v[_H["kernel_stack_id"]], user_stack_id=v[_H["user_stack_id"]])
 
 
 DECODERS = {lib.TH_OP_EXEC: _exec, lib.TH_OP_FORK: _fork, lib.TH_OP_EXIT: _exit, lib.TH_OP_HOOK: _hook}

@@ -104,6 +104,10 @@ class HookRecord:
     ret_raw: bytes = b""      # ... read as returnArg's type, when not an integer (sock)
     sock_owner: bool = False  # pid/tid are the tracked owner of the event's socket
     syscall_nr: int = -1      # syscall hooks: the syscall that fired (list hooks cover several)
+    set_failed: bool = False  # USDT Set: the argument's memory could not be written
+    compat: bool = False      # the task was in a 32-bit syscall: syscall_nr is an i386 number
+    kernel_stack_id: int = -1 # kernelStackTrace: id in the hook's stack_traces map, < 0 none
+    user_stack_id: int = -1   # userStackTrace: the same for the user stack
 
 
 Record = ExecRecord | ForkRecord | ExitRecord | HookRecord

@@ -305,6 +305,7 @@ def _format(event: dict, color: bool, timestamps: bool) -> str:
         details.append(_paint(_uprobe_args(body.get("args") or []), "cyan", color))
     elif kind == "process_usdt":
         details.append(" ".join(str(body.get(k, "")) for k in ("path", "provider", "name")).strip())
+        details.append(_paint(_uprobe_args(body.get("args") or []), "cyan", color))
     elif kind == "process_loader":
         details.append(str(body.get("path", "")))
     # a uprobe's action is only among the host fields (ProcessUprobe has none)

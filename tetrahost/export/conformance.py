@@ -49,7 +49,9 @@ HOST_MESSAGES = {
         "socket_owner": ["bool", ""], "path_unresolved": ["bool", ""], "return_value": ["json_int", ""],
         "args": ["map<string,tetrahost.Arg>", ""], "return": ["tetrahost.Arg", ""],
         "return_arg": ["KprobeArgument", ""],
-        "action": ["KprobeAction", ""],      # process_uprobe: ProcessUprobe has no action field
+        "action": ["KprobeAction", ""],      # process_uprobe/usdt: ProcessUprobe/ProcessUsdt have no action field
+        # USDT Set: the argument written, the value, and whether the write failed
+        "set_arg": ["uint32", ""], "set_value": ["json_int", ""], "set_failed": ["bool", ""],
     },
     "tetrahost.Process": {
         "cgroup": ["string", ""], "unit": ["string", ""], "slice": ["string", ""],

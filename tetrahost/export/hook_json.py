@@ -67,9 +67,11 @@ from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
 from tetrahost.events.text import bytes_to_text, os_text
 from tetrahost.export.kobj_json import KOBJ_KINDS, render_kobj, signature_known
+from tetrahost.export.stacks import StackRenderer
 from tetrahost.export.tetragon_json import KERNEL_CAPABILITY_NAMES, TetragonJSON, signal_name
 from tetrahost.policy.names import ADDRESS_FAMILIES, IP_PROTOCOLS, TCP_STATES
 from tetrahost.policy.vocab import ArgKind
+from tetrahost.sensors.syscalls_i386 import SYSCALLS_I386
 from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
 
 ACTION_NAMES = {
@@ -80,6 +82,7 @@ ACTION_NAMES = {
     lib.TH_ACTION_OVERRIDE: "KPROBE_ACTION_OVERRIDE",
     lib.TH_ACTION_TRACK_SOCK: "KPROBE_ACTION_TRACKSOCK",
     lib.TH_ACTION_UNTRACK_SOCK: "KPROBE_ACTION_UNTRACKSOCK",
+    lib.TH_ACTION_NOTIFY_ENFORCER: "KPROBE_ACTION_NOTIFYENFORCER",
 }
 # enum th_arg_kind -> Tetragon's JSON key for that argument
 _PATH_ARG_KEYS = {
@@ -108,7 +111,8 @@ SECUREBITS_NAMES = ("SecBitNoRoot", "SecBitNoRootLocked", "SecBitNoSetUidFixup",
                     "SecBitNoCapAmbientRaiseLocked")
 _BUF_FAULT = 1 << lib.TH_BUF_FAULT_SHIFT
 EVENT_KINDS = {"kprobe": "process_kprobe", "lsm": "process_lsm", "tracepoint": "process_tracepoint",
-               "uprobe": "process_uprobe"}
+               "uprobe": "process_uprobe", "usdt": "process_usdt"}
+_NO_ACTION_FIELD = ("uprobe", "usdt")    # Tetragon's ProcessUprobe / ProcessUsdt have no "action"
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
@@ -270,7 +274,16 @@ def _int_value(arg, raw: bytes) -> int:
     return value
 
 
+def render_syscall64(raw: bytes) -> dict:
+    """Tetragon's syscall_id: the number without the 32-bit flag, and the ABI it belongs to."""
+    value = struct.unpack("<Q", raw[:8].ljust(8, b"\0"))[0]
+    i386 = bool(value & lib.TH_SYSCALL64_I386)
+    return {"syscall_id": {"id": value & ~lib.TH_SYSCALL64_I386 & 0xFFFFFFFF, "abi": "i386" if i386 else "x64"}}
+
+
 def render_int(arg, raw: bytes) -> dict:
+    if arg.base_type == "syscall64":
+        return render_syscall64(raw)
     value = _int_value(arg, raw)
     if arg.base_type == "capability":
         out: dict = {"value": value}
@@ -290,7 +303,7 @@ def render_arg(kind: int, arg, raw: bytes, resolver=None, redactor=None, binary:
     arguments of a process whose binary is `binary`."""
     if kind in _NET_ARG_KEYS:
         out = render_net_arg(kind, raw, resolver)
-    elif kind in (lib.TH_ARG_INT, lib.TH_ARG_CAP_SET):
+    elif kind in (lib.TH_ARG_INT, lib.TH_ARG_CAP_SET, lib.TH_ARG_SYSCALL64):
         out = render_int(arg, raw)
     elif kind == lib.TH_ARG_CRED:
         out = {"process_credentials_arg": render_cred(raw)}
@@ -324,14 +337,26 @@ def render_return(hook, retval: int, raw: bytes = b"", resolver=None) -> dict:
 
 _LOOK_UP = object()     # render(): the caller did not pass the process
 _SYSCALL_NAMES = {nr: name for name, nr in SYSCALLS_X86_64.items()}
+_SYSCALL_NAMES_I386 = {nr: name for name, nr in SYSCALLS_I386.items()}
 
 
-def function_name(hook, syscall_nr: int) -> str:
+def function_name(hook, syscall_nr: int, compat: bool = False) -> str:
     """The function that fired: a list hook covers several syscalls and the
-    record says which, shown as Tetragon names the kprobe ("__x64_sys_dup2")."""
-    if hook.syscall_list and syscall_nr in _SYSCALL_NAMES:
-        return f"__x64_sys_{_SYSCALL_NAMES[syscall_nr]}"
+    record says which, shown as Tetragon names the kprobe ("__x64_sys_dup2",
+    "__ia32_sys_dup" for a 32-bit program's)."""
+    names, prefix = (_SYSCALL_NAMES_I386, "__ia32_sys_") if compat else (_SYSCALL_NAMES, "__x64_sys_")
+    if hook.syscall_list and syscall_nr in names:
+        return f"{prefix}{names[syscall_nr]}"
     return hook.name
+
+
+def user_actions(hook, rec: HookRecord) -> list[tuple[str, str]]:
+    """(action, target) of the DnsLookup/GetUrl actions of the selector that matched."""
+    selectors = getattr(hook, "selectors", ())      # hand-made hooks (benchmarks, tests) may have none
+    if not 0 <= rec.selector < len(selectors):
+        return []
+    return [(a.action, a.arg_fqdn or a.arg_url) for a in selectors[rec.selector].match_actions
+            if a.action in ("DnsLookup", "GetUrl")]
 
 
 class HookEventRenderer:
@@ -339,6 +364,24 @@ class HookEventRenderer:
         self.base = base
         self.cache = cache
         self._netns = netns
+        self._stacks: StackRenderer | None = None
+
+    def stacks(self, hs, rec: HookRecord) -> dict:
+        """kernel_stack_trace / user_stack_trace of the event, read from its
+        hook's stack_traces map (ids < 0: none was asked, or none was taken)."""
+        obj = getattr(hs.sensor, "obj", None) if getattr(hs, "sensor", None) is not None else None
+        if obj is None or (rec.kernel_stack_id < 0 and rec.user_stack_id < 0):
+            return {}
+        if self._stacks is None or self._stacks.addresses != self.base.stack_addresses:
+            self._stacks = StackRenderer(self.base.stack_addresses)
+        stack_map, out = obj.map("stack_traces"), {}
+        for key, stack_id in (("kernel_stack_trace", rec.kernel_stack_id), ("user_stack_trace", rec.user_stack_id)):
+            raw = stack_map.lookup(stack_id.to_bytes(4, "little")) if stack_id >= 0 else None
+            if raw is not None:
+                raw = bytes(raw)
+                out[key] = (self._stacks.kernel_stack(raw) if key.startswith("kernel")
+                            else self._stacks.user_stack(rec.pid, raw))
+        return out
 
     @property
     def netns(self) -> _netns.NetnsResolver:
@@ -383,8 +426,10 @@ class HookEventRenderer:
                 body["symbol"] = hook.symbol
             else:
                 body["offset"] = str(hook.offset)       # uint64
+        elif hook.kind == "usdt":
+            body["path"], body["provider"], body["name"] = hook.path, hook.provider, hook.usdt_name
         else:
-            body["function_name"] = function_name(hook, rec.syscall_nr)
+            body["function_name"] = function_name(hook, rec.syscall_nr, rec.compat)
         args = [(kind, arg, raw) for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
                 if kind != lib.TH_ARG_NONE]
         body["args"] = [render_arg(kind, arg, raw, self.netns if kind in _NET_ARG_KEYS else None,
@@ -395,9 +440,14 @@ class HookEventRenderer:
             if hook.kind == "kprobe":       # Tetragon's ProcessLsm / ProcessTracepoint have no "return"
                 body["return"] = ret
         action = ACTION_NAMES.get(rec.action, f"KPROBE_ACTION_{rec.action}")
-        if hook.kind != "uprobe":       # Tetragon's ProcessUprobe has no "action"
+        user = user_actions(hook, rec)
+        if user and rec.action == lib.TH_ACTION_POST:     # posted for DnsLookup/GetUrl: name that
+            action = f"KPROBE_ACTION_{user[0][0].upper()}"
+        if hook.kind not in _NO_ACTION_FIELD:
             # policy-mode monitor: nothing was enforced, the event is a Post
             body["action"] = "KPROBE_ACTION_POST" if rec.monitor else action
+        if hook.kind == "kprobe":      # Tetragon's ProcessKprobe alone has the fields
+            body.update(self.stacks(hs, rec))
         body["policy_name"] = policy.name
         if hook.message:
             body["message"] = hook.message
@@ -419,13 +469,20 @@ class HookEventRenderer:
     def _host_fields(self, rec: HookRecord, hs, args, action: str) -> dict:
         """The hook event's members of the "tetrahost" object (export.host_fields)."""
         out: dict = {"selector": rec.selector}
-        if hs.hook.kind == "uprobe":
+        known = rec.action in ACTION_NAMES      # Set is not among Tetragon's KprobeAction names
+        if hs.hook.kind in _NO_ACTION_FIELD and (known or rec.monitor):
             out["action"] = "KPROBE_ACTION_POST" if rec.monitor else action
         if hs.plan is not None:
             out["attach"] = hs.plan.method
         if rec.monitor:
             out["monitor"] = True
-            out["monitor_action"] = action
+            if known:
+                out["monitor_action"] = action
+        if rec.action == lib.TH_ACTION_SET:     # the argument Set writes and the value (the config's)
+            out["set_arg"] = rec.action_arg
+            out["set_value"] = int(hs.compiled.config.selectors[rec.selector].set_value)
+            if rec.set_failed:
+                out["set_failed"] = True
         if rec.action in (lib.TH_ACTION_SIGKILL, lib.TH_ACTION_SIGNAL) and not rec.monitor:
             out["signal"] = signal_name(rec.action_arg)
             if rec.signal_failed:

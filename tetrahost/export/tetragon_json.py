@@ -163,6 +163,7 @@ class TetragonJSON:
         redactor: a tetrahost.export.redaction.Redactor, or None."""
         self.node_name = node_name
         self.host_fields = host_fields
+        self.stack_addresses = False    # export.stack_addresses: raw addresses in stack traces
         self.redactor = redactor
         self.host_ns = host_ns or HostNamespaces.unknown()
         self.boot_offset_ns = measure_boot_offset_ns() if boot_offset_ns is None else boot_offset_ns

@@ -72,7 +72,9 @@ def _render_policy(policy: Policy, describe_attach: AttachDescriber) -> list[str
             lines.append(f"    args: {args}")
         if hook.return_arg is not None:
             lines.append(f"    returns: {hook.return_arg.type}")
-        if not hook.selectors:
+        if hook.kind == "enforcer":
+            lines.append("    acts on the NotifyEnforcer notes of this policy's hooks, at these syscalls")
+        elif not hook.selectors:
             lines.append("    no selectors: every call is posted")
         for selector in hook.selectors:
             lines.append(f"    selector {selector.index}: {_describe_selector(selector, hook, policy.mode)}")
@@ -125,8 +127,13 @@ def _describe_action(action: Action, mode: str) -> str:
         text += f" {action.arg_sig}"
     elif action.action == "Override":
         text += f" (return {action.arg_error})"
+    elif action.action == "NotifyEnforcer":
+        text += f" (the enforcer returns {action.arg_error}, sends signal {action.arg_sig or 'none'})"
     elif action.rate_limit:
         text += f" at most once per {action.rate_limit} per {action.rate_limit_scope}"
+    stacks = [n for n, on in (("kernel", action.kernel_stack_trace), ("user", action.user_stack_trace)) if on]
+    if stacks:
+        text += f" with the {' and '.join(stacks)} stack trace{'s' if len(stacks) > 1 else ''}"
     if action.is_enforcement and mode == "monitor":
         text += " [not performed: monitor mode]"
     return text

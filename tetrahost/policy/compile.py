@@ -10,6 +10,8 @@ would widen what the policy matches (or kills).
 """
 from __future__ import annotations
 
+import zlib
+
 from tetrahost.bpf.native import ffi, lib
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.policy.compile_selectors import ACTIONS, compile_return_args, compile_selector
@@ -40,11 +42,13 @@ BUF_ARG_KINDS = frozenset({lib.TH_ARG_BUF_KERNEL, lib.TH_ARG_BUF_USER})
 
 def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
     # a syscall's or a user-space function's pointers are the caller's memory
-    user_memory = hook.syscall or hook.kind == "uprobe"
+    user_memory = hook.syscall or hook.kind in ("uprobe", "usdt")
     if kind is ArgKind.NOP:     # holds a place in the argument list, reads nothing
         return lib.TH_ARG_NONE
     if base_type in CAP_SET_TYPES:
         return lib.TH_ARG_CAP_SET
+    if base_type == "syscall64":
+        return lib.TH_ARG_SYSCALL64
     if kind is ArgKind.INTEGER:
         return lib.TH_ARG_INT
     if base_type == "char_buf":
@@ -128,6 +132,12 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
     cfg.monitor = monitor
     cfg.exec_target_arg = NO_ARG
     cfg.ret_copy_arg = NO_ARG
+    if hook.enforcer:
+        cfg.enforcer_id = enforcer_id(hook.enforcer)
+    if hook.kind == "enforcer":
+        # no selectors: it acts on the notes its policy's hooks take
+        cfg.flags |= lib.TH_CFG_ENFORCER
+        return out
     if len(hook.args) > lib.TH_MAX_ARGS:
         raise CompileError(f"{len(hook.args)} arguments; the kernel side reads at most {lib.TH_MAX_ARGS}")
     if hook.return_:
@@ -154,6 +164,13 @@ def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: boo
             cfg.flags |= lib.TH_CFG_NEEDS_BINARY
     cfg.nselectors = len(hook.selectors)
     return out
+
+
+def enforcer_id(policy_name: str) -> int:
+    """The id NotifyEnforcer notes and the policy's enforcer share: derived
+    from the policy's name (unique among loaded policies), so a restarted
+    agent compiles the same config for the same policy."""
+    return zlib.crc32(policy_name.encode()) or 1
 
 
 def _compile_function_args(hook: Hook, cfg, out: CompiledHook) -> None:

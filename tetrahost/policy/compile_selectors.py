@@ -37,7 +37,11 @@ _RATE_SCOPES = {"thread": lib.TH_RATE_THREAD, "process": lib.TH_RATE_PROCESS, "g
 _CAP_SETS = {"Effective": 1, "Permitted": 2, "Inheritable": 3}
 ACTIONS = {"Post": lib.TH_ACTION_POST, "NoPost": lib.TH_ACTION_NOPOST, "Sigkill": lib.TH_ACTION_SIGKILL,
            "Signal": lib.TH_ACTION_SIGNAL, "Override": lib.TH_ACTION_OVERRIDE,
-           "TrackSock": lib.TH_ACTION_TRACK_SOCK, "UntrackSock": lib.TH_ACTION_UNTRACK_SOCK}
+           "TrackSock": lib.TH_ACTION_TRACK_SOCK, "UntrackSock": lib.TH_ACTION_UNTRACK_SOCK,
+           "Set": lib.TH_ACTION_SET, "NotifyEnforcer": lib.TH_ACTION_NOTIFY_ENFORCER,
+           # user-space actions: the kernel posts, the agent resolves/fetches (tetrahost/useractions.py)
+           "DnsLookup": lib.TH_ACTION_POST, "GetUrl": lib.TH_ACTION_POST}
+_MAP_OPS = {"InMap": 0, "NotInMap": 1}
 # policy namespace names -> enum th_ns (NAMESPACE_KINDS order is the kernel's order)
 _NS_INDEX = {name: i for i, name in enumerate(NAMESPACE_KINDS)}
 _NS_RECORD_KIND = ("uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time",
@@ -103,7 +107,10 @@ def _compile_args(hook: Hook, match_args: tuple[MatchArg, ...], c, sets: StringS
         here = f"{where}.matchArgs[{k}]"
         m = c.args[k]
         m.arg = ma.arg_position
-        if ma.arg_kind is ArgKind.INTEGER:
+        if ma.arg_kind is ArgKind.INTEGER and ma.operator in _MAP_OPS:
+            m.op, m.negate = lib.TH_MATCH_IN_MAP, _MAP_OPS[ma.operator]
+            m.set_id = sets.add_ints([type(r)(as_int64(r.low), as_int64(r.high)) for r in ma.parsed], here)
+        elif ma.arg_kind is ArgKind.INTEGER:
             _int_matcher(ma, m, here)
         elif ma.arg_kind in (ArgKind.STRING, ArgKind.PATH) or ma.arg_base_type == "net_device":
             if ma.operator not in _STR_OPS:
@@ -274,10 +281,11 @@ def _compile_action(sel: Selector, c, where: str):
     """One action per selector in the kernel (th_selector.action), plus Post's
     rate limit; Post is implied unless NoPost is given (Tetragon's rule)."""
     actions = sel.effective_actions
-    special = [a for a in actions if a.is_enforcement or a.arg_sock is not None]
+    special = [a for a in actions if a.is_enforcement or a.arg_sock is not None or a.action == "NotifyEnforcer"]
     if len(special) > 1:
         raise CompileError(f"{where}.matchActions: {', '.join(a.action for a in special)}: the kernel side "
-                           "takes one of Sigkill/Signal/Override/TrackSock/UntrackSock per selector")
+                           "takes one of Sigkill/Signal/Override/Set/TrackSock/UntrackSock/NotifyEnforcer "
+                           "per selector")
     chosen = special[0] if special else actions[0]
     limited = [a for a in actions if a.rate_limit_seconds]
     if limited:
@@ -288,6 +296,14 @@ def _compile_action(sel: Selector, c, where: str):
         c.action_arg = chosen.arg_sig or 0
     elif chosen.action == "Override":
         c.action_arg = chosen.arg_error or 0      # validate warns: Tetragon returns 0 then
+    elif chosen.action == "NotifyEnforcer":
+        c.action_arg = chosen.arg_sig or 0        # the enforcer sends it
+        c.notify_error = chosen.arg_error or 0    # ... and returns it where the kernel allows
     elif chosen.arg_sock is not None:
         c.action_arg = chosen.arg_sock       # validation checked it names a sock/socket argument
+    elif chosen.action == "Set":
+        c.action_arg = chosen.arg_index      # the USDT argument, th_usdt_set writes its memory
+        c.set_value = chosen.arg_value
     c.no_post = any(a.action == "NoPost" for a in actions)
+    c.stack_traces = ((lib.TH_STACK_KERNEL if any(a.kernel_stack_trace for a in actions) else 0)
+                      | (lib.TH_STACK_USER if any(a.user_stack_trace for a in actions) else 0))

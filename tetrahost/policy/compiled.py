@@ -31,6 +31,7 @@ class CompiledHook:
     str_equal: list[tuple[int, bytes]] = field(default_factory=list)   # (set_id, value)
     str_prefix: list[tuple[int, bytes]] = field(default_factory=list)
     str_postfix: list[tuple[int, bytes]] = field(default_factory=list)  # as written, reversed when loaded
+    int_set: list[tuple[int, int]] = field(default_factory=list)       # (set_id, int64 value): InMap
     arg_kinds: list[int] = field(default_factory=list)                 # per hook arg, enum th_arg_kind
     # matchBinaries followChildren: (selector index, executable paths).  The
     # policy manager gives each a bit of the process sensor's follow_bins and
@@ -44,12 +45,24 @@ class CompiledHook:
         sels = [self.config.selectors[i] for i in range(self.config.nselectors)]
         return bool(self.follow) or any(s.capch_kind or s.nsch_mask for s in sels)
 
+    @property
+    def needs_stacks(self) -> bool:
+        """A selector's Post asks for stack traces: the hook's stack_traces map
+        gets TH_STACK_ENTRIES entries (one otherwise)."""
+        return any(self.config.selectors[i].stack_traces for i in range(self.config.nselectors))
+
     def _actions(self) -> set[int]:
         return {self.config.selectors[i].action for i in range(self.config.nselectors)}
 
     @property
     def uses_enforcement(self) -> bool:
-        return bool(self._actions() & {lib.TH_ACTION_SIGKILL, lib.TH_ACTION_SIGNAL, lib.TH_ACTION_OVERRIDE})
+        return bool(self._actions() & {lib.TH_ACTION_SIGKILL, lib.TH_ACTION_SIGNAL, lib.TH_ACTION_OVERRIDE,
+                                       lib.TH_ACTION_SET, lib.TH_ACTION_NOTIFY_ENFORCER})
+
+    @property
+    def uses_set(self) -> bool:
+        """USDT Set: the program that writes user memory is needed."""
+        return lib.TH_ACTION_SET in self._actions()
 
     @property
     def uses_override(self) -> bool:
@@ -94,6 +107,16 @@ class StringSets:
         self.out = out
         self.next_id = 1
         self.cidrs = Cidrs(out.config)
+
+    def add_ints(self, values, where: str) -> int:
+        """An InMap set: every integer of `values` (IntRange) under one set_id."""
+        set_id, self.next_id = self.next_id, self.next_id + 1
+        ints = {v for r in values for v in range(r.low, r.high + 1)}
+        if len(self.out.int_set) + len(ints) > lib.TH_INT_SET_ENTRIES:
+            raise CompileError(f"{where}: more than {lib.TH_INT_SET_ENTRIES} InMap integers in one hook, "
+                               "the most its int_set map holds")
+        self.out.int_set.extend((set_id, v) for v in sorted(ints))
+        return set_id
 
     def add(self, op: int, values: list[bytes], where: str) -> int:
         set_id, self.next_id = self.next_id, self.next_id + 1

@@ -23,3 +23,5 @@ class HookShape:
     return_: bool = False
     return_arg: Arg | None = None
     is_exec_hook: bool = False
+    lists: dict = field(default_factory=dict)  # spec.lists by name (SyscallList, None: unusable)
+    has_enforcer: bool = False  # the policy has spec.enforcers (NotifyEnforcer needs one)

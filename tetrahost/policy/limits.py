@@ -48,6 +48,10 @@ MAX_MATCHARG_VALUES = lib.TH_MAX_INT_VALUES
 # entry, only the maps' capacity per hook and kind of set.
 MAX_STRING_SET_ENTRIES = lib.TH_STR_SET_ENTRIES
 
+# InMap/NotInMap integers (numbers, min:max ranges, syscall lists, expanded)
+# go to one hash map per hook, as in Tetragon: bounded by its capacity.
+MAX_INT_SET_ENTRIES = lib.TH_INT_SET_ENTRIES
+
 # String prefix / postfix lengths. Tetragon docs: "String prefix max length: 256
 # chars", "String postfix max length: 128 chars".
 MAX_PREFIX_LENGTH = 256

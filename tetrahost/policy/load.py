@@ -11,7 +11,7 @@ import errno
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import limits
 from .context import Context, check_fields, expect_map, get_str, join
@@ -235,6 +235,9 @@ def _load_document(ctx: Context, node: YNode, number: int) -> Policy | None:
     hooks, mode, options = validate_spec(ctx, spec, "spec")
     if len(ctx.errors) != errors_before:
         return None
+    if any(h.kind == "enforcer" for h in hooks):
+        # NotifyEnforcer notes and the enforcer meet by the policy's name
+        hooks = [replace(h, enforcer=name) for h in hooks]
     return Policy(name=name, file=ctx.file, mode=mode, hooks=tuple(hooks), options=options,
                   document=number, source=ctx.loc(node, ""))
 

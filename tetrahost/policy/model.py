@@ -45,6 +45,22 @@ class PortRange:
         return str(self.low) if self.low == self.high else f"{self.low}:{self.high}"
 
 
+@dataclass(frozen=True)
+class IntRange:
+    """An InMap/NotInMap value: the integers low..high (inclusive), from a
+    number, a "min:max" range, or a syscall list ("list:NAME")."""
+
+    low: int
+    high: int
+
+    @property
+    def count(self) -> int:
+        return self.high - self.low + 1
+
+    def describe(self) -> str:
+        return str(self.low) if self.low == self.high else f"{self.low}:{self.high}"
+
+
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 # The typed form of one matchArgs value, by operator family:
 #   integer operators / Protocol / Family / State -> int
@@ -52,7 +68,8 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 #   string operators on PATH args                  -> PathValue
 #   address operators                              -> IPv4Network | IPv6Network
 #   port operators                                 -> PortRange
-MatchValue = Union[int, str, PathValue, IPNetwork, PortRange]
+#   InMap / NotInMap                               -> IntRange (a list: one per syscall)
+MatchValue = Union[int, str, PathValue, IPNetwork, PortRange, IntRange]
 
 
 @dataclass(frozen=True)
@@ -155,6 +172,13 @@ class Action:
     rate_limit_seconds: int = 0  # Post: parsed; 0 = no rate limit
     rate_limit_scope: str = ""  # Post: thread (default), process, global
     arg_sock: int | None = None  # TrackSock/UntrackSock: position in Hook.args of the sock
+    arg_index: int | None = None  # Set: the USDT argument written (its index, as args[].index)
+    arg_value: int | None = None  # Set: the value written
+    arg_fqdn: str = ""  # DnsLookup: the name resolved (user space)
+    arg_url: str = ""  # GetUrl: the URL fetched (user space)
+    # NotifyEnforcer: arg_error is the return the enforced call gets, arg_sig the signal (0: none)
+    kernel_stack_trace: bool = False  # Post: the kernel stack goes with the event
+    user_stack_trace: bool = False  # Post: the user stack too
     source: Location = _NO_SOURCE
 
     @property
@@ -197,11 +221,12 @@ _SYSCALL_PREFIX = re.compile(r"^(?:__x64_|__ia32_|__arm64_|__s390x_|__riscv_|__s
 
 @dataclass(frozen=True)
 class Hook:
-    kind: str  # "kprobe" | "tracepoint" | "lsm" | "uprobe"
+    kind: str  # "kprobe" | "tracepoint" | "lsm" | "uprobe" | "usdt"
     # kprobe: the function ("security_bprm_check", "sys_setns", "__x64_sys_setns")
     # lsm: the LSM hook name without "security_" ("bprm_check_security", "file_open")
     # tracepoint: "subsystem/event"
     # uprobe: the symbol, or the file offset in hex ("0x1139") when probed by offset
+    # usdt: "provider:name"
     name: str
     subsystem: str = ""  # tracepoints only
     event: str = ""  # tracepoints only
@@ -220,11 +245,18 @@ class Hook:
     # prefix, "dup"); the hook covers each of them with the same args and selectors
     syscall_list: str = ""
     syscalls: tuple[str, ...] = ()
+    syscalls32: tuple[str, ...] = ()   # the list's 32-bit (i386) entries, "dup"
+    # policies with spec.enforcers: the policy's name, which ties NotifyEnforcer
+    # notes to its enforcer (a hook of kind "enforcer", syscalls/syscalls32 its calls)
+    enforcer: str = ""
     # uprobes: the binary as written in the policy, and the symbol or the file
     # offset (symbol "") probed in it
     path: str = ""
     symbol: str = ""
     offset: int = 0
+    # usdts: the probe point's provider and name (path: the binary)
+    provider: str = ""
+    usdt_name: str = ""
     source: Location = _NO_SOURCE
 
     @property
@@ -260,10 +292,16 @@ class Hook:
             return f"lsm {self.name}"
         if self.kind == "uprobe":
             return f"uprobe {self.path}:{self.name}"
+        if self.kind == "usdt":
+            return f"usdt {self.path}:{self.name}"
+        if self.kind == "enforcer":
+            calls = [*self.syscalls, *(f"i386/{n}" for n in self.syscalls32)]
+            return f"enforcer ({len(calls)} syscalls: {', '.join(calls[:4])}{', ...' if len(calls) > 4 else ''})"
         extra = []
         if self.syscall_list:
-            shown = ", ".join(self.syscalls[:4]) + (", ..." if len(self.syscalls) > 4 else "")
-            extra.append(f"syscall list: {len(self.syscalls)} syscall{'s' if len(self.syscalls) != 1 else ''}"
+            calls = [*self.syscalls, *(f"i386/{n}" for n in self.syscalls32)]
+            shown = ", ".join(calls[:4]) + (", ..." if len(calls) > 4 else "")
+            extra.append(f"syscall list: {len(calls)} syscall{'s' if len(calls) != 1 else ''}"
                          f" ({shown})")
         elif self.syscall:
             extra.append("syscall" + (", inferred from name" if self.syscall_inferred else ""))

@@ -16,18 +16,18 @@ from .context import (Context, check_fields, choice, expect_map, get_bool,
 from .model import Arg, Hook
 from .hookshape import HookShape
 from .validate_args import fill_shape, validate_arg, validate_args, validate_tags
+from .validate_enforcers import validate_enforcers
 from .validate_lists import LIST_PREFIX, SyscallList, validate_lists
 from .validate_selectors import check_string_sets, validate_selectors
 from .validate_uprobes import validate_uprobes
+from .validate_usdts import validate_usdts
 from .vocab import ACCEPTED_ATTACH_OPTIONS, POLICY_MODES, SUPPORTED_RETURN_ARG_ACTIONS
 from .yamlnodes import YNode
 
-SPEC_FIELDS = ("kprobes", "tracepoints", "lsmhooks", "uprobes", "lists", "options", "loader")
+SPEC_FIELDS = ("kprobes", "tracepoints", "lsmhooks", "uprobes", "usdts", "lists", "enforcers", "options", "loader")
 SPEC_NOT_SUPPORTED = {
-    "usdts": "USDT probes are not supported by tetrahost yet",
     "fentries": "spec.fentries is not supported by tetrahost yet (write the hook under "
                 "spec.kprobes: tetrahost uses fentry by itself where the kernel allows)",
-    "enforcers": "enforcers (spec.enforcers) are not supported by tetrahost yet",
     "selectorsMacros": "selector macros (spec.selectorsMacros) are not supported by tetrahost yet",
 }
 
@@ -56,24 +56,31 @@ def validate_spec(ctx: Context, spec: YNode, path: str = "spec") -> tuple[list[H
                   "not-supported", "loader")
     mode, options = _validate_options(ctx, spec, path)
     lists = validate_lists(ctx, spec, path)
+    enforcers = validate_enforcers(ctx, spec, path, lists)
+    has_enforcer = spec.get("enforcers") is not None
 
     hooks: list[Hook] = []
     sections = (("kprobes", "kprobe"), ("tracepoints", "tracepoint"), ("lsmhooks", "lsm"))
     for key, kind in sections:
         for i, node in enumerate(get_list(ctx, spec, key, path)):
-            hook = _validate_hook(ctx, node, f"{join(path, key)}[{i}]", kind, lists)
+            hook = _validate_hook(ctx, node, f"{join(path, key)}[{i}]", kind, lists, has_enforcer)
             if hook is not None:
                 hooks.append(hook)
+    if enforcers and not any(a.action == "NotifyEnforcer" for h in hooks for s in h.selectors
+                             for a in s.match_actions):
+        ctx.warn(spec.key_line("enforcers"), join(path, "enforcers"), "no selector has a NotifyEnforcer "
+                 "action: the enforcer never acts")
+    hooks.extend(enforcers)
     hooks.extend(validate_uprobes(ctx, spec, path))
+    hooks.extend(validate_usdts(ctx, spec, path))
     present = [k for k, _ in sections if spec.get(k) is not None]
-    if spec.get("uprobes") is not None:
-        present.append("uprobes")
+    present += [k for k in ("uprobes", "usdts") if spec.get(k) is not None]
     present += [k for k in SPEC_NOT_SUPPORTED if spec.get(k) is not None]
     if spec.get("lists") is not None and not present:
         present.append("lists")     # the lists' own errors say more than "no hooks"
     if not present and not spec.get("loader"):
         ctx.error(spec.line, path, "the policy has no hooks (expected spec.kprobes, "
-                  "spec.tracepoints, spec.lsmhooks or spec.uprobes)", "no-hooks")
+                  "spec.tracepoints, spec.lsmhooks, spec.uprobes or spec.usdts)", "no-hooks")
     return hooks, mode, options
 
 
@@ -105,7 +112,7 @@ def _validate_options(ctx: Context, spec: YNode, path: str) -> tuple[str, dict[s
 
 
 def _validate_hook(ctx: Context, node: YNode, path: str, kind: str,
-                   lists: dict[str, SyscallList | None]) -> Hook | None:
+                   lists: dict[str, SyscallList | None], has_enforcer: bool = False) -> Hook | None:
     if not expect_map(ctx, node, path):
         return None
     errors_before = len(ctx.errors)
@@ -148,6 +155,8 @@ def _validate_hook(ctx: Context, node: YNode, path: str, kind: str,
     shape.return_ = extra.get("return_", False)
     shape.return_arg = return_arg
     shape.is_exec_hook = "bprm" in name and not name.startswith(LIST_PREFIX)
+    shape.lists = lists
+    shape.has_enforcer = has_enforcer
     selectors = validate_selectors(ctx, node, path, shape)
     check_string_sets(ctx, node, path, selectors)
     if len(ctx.errors) != errors_before:
@@ -188,7 +197,7 @@ def _validate_list_call(ctx: Context, node: YNode, path: str, call: str,
                   "program per list would have to tell the syscalls' returns apart)",
                   "not-supported", "return probes on list hooks")
     return {"syscall": True, "syscall_inferred": False, "syscall_list": name,
-            "syscalls": syscall_list.syscalls}
+            "syscalls": syscall_list.syscalls, "syscalls32": syscall_list.syscalls32}
 
 
 def _validate_kprobe_flags(ctx: Context, node: YNode, path: str, name: str) -> dict:

@@ -1,7 +1,9 @@
 """Validate matchActions / matchReturnActions.
 
 tetrahost implements Post (with rate limiting), NoPost, Sigkill, Signal,
-Override, TrackSock and UntrackSock; every other Tetragon action is rejected by name. Parameters that belong
+Override, TrackSock, UntrackSock, (on USDT points) Set, NotifyEnforcer (with
+spec.enforcers), and in user space DnsLookup and GetUrl; every other Tetragon
+action is rejected by name. Parameters that belong
 to another action are ignored with a warning, as Tetragon ignores them (its own
 examples put argError on Sigkill).
 """
@@ -15,7 +17,8 @@ from .errors import shown
 from .context import Context, check_fields, did_you_mean, expect_map, get_bool, get_int, get_list, get_str, join
 from .hookshape import HookShape
 from .model import Action
-from .vocab import RATE_LIMIT_SCOPES, SOCKET_ACTIONS, SUPPORTED_ACTIONS, TETRAGON_ONLY_ACTIONS
+from .vocab import (RATE_LIMIT_SCOPES, SOCKET_ACTIONS, SUPPORTED_ACTIONS, TETRAGON_ONLY_ACTIONS,
+                    USER_SPACE_ACTIONS, ArgKind)
 from .yamlnodes import YNode
 
 # Parameter -> the action it belongs to.
@@ -28,10 +31,9 @@ _PARAMETER_OWNER = {
     "argValue": "Set", "argRegs": "Override on uprobes",
 }
 _POST_FEATURES_NOT_SUPPORTED = {
-    "kernelStackTrace": "kernel stack traces (kernelStackTrace) are not supported by tetrahost yet",
-    "userStackTrace": "user stack traces (userStackTrace) are not supported by tetrahost yet",
     "imaHash": "IMA file hashes (imaHash) are not supported by tetrahost yet",
 }
+_STACK_TRACES = {"kernelStackTrace": "kernel_stack_trace", "userStackTrace": "user_stack_trace"}
 _RATE_LIMIT = re.compile(r"^([0-9]+)([smh]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
@@ -48,6 +50,12 @@ def validate_actions(ctx: Context, selector: YNode, key: str, path: str, shape: 
     names = {a.action for a in actions}
     if {"Post", "NoPost"} <= names:
         ctx.error(selector.key_line(key), join(path, key), "Post and NoPost contradict each other", "conflict")
+    if "NoPost" in names and names & USER_SPACE_ACTIONS:
+        ctx.error(selector.key_line(key), join(path, key), f"{'/'.join(sorted(names & USER_SPACE_ACTIONS))} "
+                  "is done by the agent on the posted event: NoPost would suppress it", "conflict")
+    if key == "matchReturnActions" and names & USER_SPACE_ACTIONS:
+        ctx.error(selector.key_line(key), join(path, key), "DnsLookup/GetUrl are matchActions, not "
+                  "matchReturnActions, in tetrahost", "not-supported", "user actions at return")
     return actions
 
 
@@ -72,6 +80,8 @@ def _validate_action(ctx: Context, entry: YNode, path: str, shape: HookShape, is
         owner = _PARAMETER_OWNER.get(key)
         if owner is None or key == "action" or owner == name:
             continue
+        if name == "NotifyEnforcer" and key in ("argError", "argSig"):
+            continue
         if owner == "Post":
             ctx.error(entry.key_line(key), join(path, key), f"{key} is only valid with the Post action",
                       "invalid", key)
@@ -86,8 +96,17 @@ def _validate_action(ctx: Context, entry: YNode, path: str, shape: HookShape, is
         fields["arg_sig"] = get_int(ctx, entry, "argSig", path, required=True, minimum=1, maximum=limits.MAX_SIGNAL)
     elif name == "Post":
         fields.update(_post_parameters(ctx, entry, path))
+        fields.update(_stack_traces(ctx, entry, path, shape, is_return))
     elif name in SOCKET_ACTIONS:
         fields["arg_sock"] = _sock_argument(ctx, entry, path, shape, name)
+    elif name == "Set":
+        fields.update(_set_parameters(ctx, entry, path, shape, is_return))
+    elif name == "DnsLookup":
+        fields["arg_fqdn"] = _fqdn(ctx, entry, path)
+    elif name == "GetUrl":
+        fields["arg_url"] = _url(ctx, entry, path)
+    elif name == "NotifyEnforcer":
+        fields.update(_notify_enforcer(ctx, entry, path, shape, is_return))
     if len(ctx.errors) != errors_before:
         return None
     return Action(action=name, source=ctx.loc(entry, path), **fields)
@@ -98,10 +117,10 @@ def _override_error(ctx: Context, entry: YNode, path: str, shape: HookShape, is_
     if shape.kind == "tracepoint":
         ctx.error(line, join(path, "action"), "Override needs a function to override; a tracepoint "
                   "has none (use a kprobe or an LSM hook)", "invalid", "Override at tracepoint")
-    if shape.kind == "uprobe":
-        ctx.error(line, join(path, "action"), "Override on a uprobe (setting registers, argRegs) is not "
+    if shape.kind in ("uprobe", "usdt"):
+        ctx.error(line, join(path, "action"), f"Override on a {shape.kind} (setting registers, argRegs) is not "
                   "supported by tetrahost; Sigkill, Signal, Post and NoPost are", "not-supported",
-                  "Override on uprobes")
+                  f"Override on {shape.kind}s")
     if is_return:
         ctx.error(line, join(path, "action"), "Override cannot run in matchReturnActions: the function "
                   "has already run", "invalid", "Override at return")
@@ -110,6 +129,40 @@ def _override_error(ctx: Context, entry: YNode, path: str, shape: HookShape, is_
         ctx.warn(line, path, "Override without argError makes the function return 0 (success)")
         return 0
     return value
+
+
+def _stack_traces(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> dict:
+    """kernelStackTrace / userStackTrace: the stacks where the hook fired, in
+    the event (Tetragon renders them on kprobe events only: ProcessKprobe)."""
+    fields = {}
+    for key, field in _STACK_TRACES.items():
+        if not get_bool(ctx, entry, key, path):
+            continue
+        if shape.kind != "kprobe":
+            ctx.error(entry.key_line(key), join(path, key), f"{key} is reported on kprobe events only (Tetragon's "
+                      f"ProcessKprobe has the field), not on a {shape.kind}", "invalid", f"{key} on {shape.kind}")
+        elif is_return:
+            ctx.error(entry.key_line(key), join(path, key), f"{key} in matchReturnActions is not supported by "
+                      "tetrahost yet (the stack is taken at the entry)", "not-supported", f"{key} at return")
+        fields[field] = True
+    return fields
+
+
+def _notify_enforcer(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> dict:
+    """argError (the enforced call's return, 0: unchanged) and argSig (0: none)."""
+    line = entry.key_line("action")
+    if not shape.has_enforcer:
+        ctx.error(line, join(path, "action"), "NotifyEnforcer needs spec.enforcers: the enforcer is what "
+                  "acts on the note, at its syscalls", "invalid", "NotifyEnforcer without enforcers")
+    if is_return:
+        ctx.error(line, join(path, "action"), "NotifyEnforcer in matchReturnActions is not supported by "
+                  "tetrahost yet", "not-supported", "NotifyEnforcer at return")
+    error = get_int(ctx, entry, "argError", path, minimum=-4095, maximum=0)
+    sig = get_int(ctx, entry, "argSig", path, minimum=1, maximum=limits.MAX_SIGNAL)
+    if entry.get("argError") is None and entry.get("argSig") is None:
+        ctx.error(line, path, "NotifyEnforcer needs argError, argSig or both", "invalid",
+                  "NotifyEnforcer without arguments")
+    return {"arg_error": error or 0, "arg_sig": sig or 0}
 
 
 def _sock_argument(ctx: Context, entry: YNode, path: str, shape: HookShape, name: str) -> int | None:
@@ -129,6 +182,57 @@ def _sock_argument(ctx: Context, entry: YNode, path: str, shape: HookShape, name
         ctx.error(entry.key_line("argSock"), join(path, "argSock"), f"{name}: args[{position}] is of type "
                   f"{arg.type}, not sock or socket{default}", "invalid", "argSock")
     return position
+
+
+def _set_parameters(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> dict:
+    """Set: argIndex names a declared integer argument of a USDT point (by its
+    index, as args[].index), argValue the value written into it.  Whether the
+    argument is in memory (writable) or in a register is only known from the
+    binary's note: the attach says so."""
+    line = entry.key_line("action")
+    if shape.kind != "usdt":
+        ctx.error(line, join(path, "action"), "Set writes an argument of a USDT point; only spec.usdts "
+                  "hooks support it in tetrahost", "not-supported", "Set outside usdts")
+        return {}
+    if is_return:
+        ctx.error(line, join(path, "action"), "Set cannot run in matchReturnActions", "invalid", "Set at return")
+    index = get_int(ctx, entry, "argIndex", path, required=True, minimum=0, maximum=limits.MAX_KPROBE_ARG_INDEX)
+    value = get_int(ctx, entry, "argValue", path, required=True, minimum=-(1 << 63), maximum=(1 << 63) - 1)
+    if index is not None:
+        arg = shape.args.get(index)
+        ipath = join(path, "argIndex")
+        if arg is None and index not in shape.rejected:
+            ctx.error(entry.key_line("argIndex"), ipath, f"Set: argIndex {index} names no argument in args "
+                      "(declare the USDT argument it writes)", "invalid", "argIndex")
+        elif arg is not None and arg.kind is not ArgKind.INTEGER:
+            ctx.error(entry.key_line("argIndex"), ipath, f"Set: argument {index} is of type {arg.type}; Set "
+                      "writes integers", "invalid", "argIndex")
+    return {"arg_index": index, "arg_value": value}
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_URL = re.compile(r"^https?://[^\s/?#@]+(?:[/?#][^\s]*)?$")
+
+
+def _fqdn(ctx: Context, entry: YNode, path: str) -> str:
+    """argFqdn: a host name (labels of letters, digits and hyphens)."""
+    name = get_str(ctx, entry, "argFqdn", path, required=True)
+    labels = name.rstrip(".").split(".") if name else []
+    if name and (len(name) > 253 or not all(_HOST_LABEL.match(label) for label in labels)):
+        ctx.error(entry.key_line("argFqdn"), join(path, "argFqdn"), f"{shown(name)} is not a host name",
+                  "invalid-value", "argFqdn")
+        return ""
+    return name
+
+
+def _url(ctx: Context, entry: YNode, path: str) -> str:
+    """argUrl: an http:// or https:// URL (fetched with GET)."""
+    url = get_str(ctx, entry, "argUrl", path, required=True)
+    if url and (len(url) > 2048 or not _URL.match(url)):
+        ctx.error(entry.key_line("argUrl"), join(path, "argUrl"), f"{shown(url)} is not an http:// or https:// "
+                  "URL", "invalid-value", "argUrl")
+        return ""
+    return url
 
 
 def _post_parameters(ctx: Context, entry: YNode, path: str) -> dict:

@@ -1,5 +1,5 @@
 """Validate a hook's `args` (and returnArg's type) and `tags`: shared by
-kprobes, tracepoints, LSM hooks (validate.py) and uprobes (validate_uprobes.py)."""
+kprobes, tracepoints, LSM hooks (validate.py), uprobes and usdts (validate_uprobes.py, validate_usdts.py)."""
 
 from __future__ import annotations
 

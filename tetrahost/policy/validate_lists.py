@@ -2,7 +2,10 @@
 
 Syscall lists ("syscalls": the names given; "generated_syscalls": every x86_64
 syscall) are supported; one hook then covers every syscall of the list with
-the same args and selectors.  ftrace lists ("generated_ftrace" by pattern,
+the same args and selectors.  Entries of 32-bit programs' syscalls
+("__ia32_sys_dup", "i386/sys_dup") are their own syscalls: other numbers,
+other kernel functions, matched only for tasks in a 32-bit syscall.  InMap
+values "list:NAME" take the list's syscall numbers.  ftrace lists ("generated_ftrace" by pattern,
 "ftrace" by names) hook arbitrary kernel functions: rejected precisely until
 the kernel side can attach to a pattern.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tetrahost.sensors.syscalls_i386 import SYSCALLS_I386
 from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
 
 from .context import Context, check_fields, expect_map, get_bool, get_list, get_str, join
@@ -26,8 +30,9 @@ LIST_PREFIX = "list:"
 
 # "sys_dup", "__x64_sys_dup" and "dup" all name the syscall dup
 _SYSCALL_PREFIX = re.compile(r"^(?:__x64_)?sys_")
-# the compat entry points of 32-bit programs: other numbers, other wrappers
-_COMPAT_PREFIXES = ("__ia32_", "__x32_", "i386/")
+# 32-bit programs' entry points (Tetragon's "__ia32_sys_dup" or "i386/sys_dup")
+_I386_NAME = re.compile(r"^(?:__ia32_)?sys_")
+_ABI_TABLES = {"x64": SYSCALLS_X86_64, "i386": SYSCALLS_I386}
 _LIST_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -37,6 +42,44 @@ class SyscallList:
     type: str                   # "syscalls" or "generated_syscalls"
     syscalls: tuple[str, ...]   # names without prefix ("dup"), each a key of SYSCALLS_X86_64
     source: Location
+    syscalls32: tuple[str, ...] = ()   # 32-bit entries: keys of SYSCALLS_I386
+
+    def numbers(self, syscall64: bool) -> tuple[int, ...]:
+        """The list as InMap values: x86_64 numbers, and i386 numbers plus
+        TH_SYSCALL64_I386 (syscall64 arguments only: a plain integer cannot
+        tell the ABIs apart)."""
+        nrs = tuple(SYSCALLS_X86_64[n] for n in self.syscalls)
+        if syscall64:
+            nrs += tuple(SYSCALLS_I386[n] | SYSCALL64_I386 for n in self.syscalls32)
+        return nrs
+
+
+# Tetragon's Is32Bit: a syscall64 value of a 32-bit syscall (csrc/events.h TH_SYSCALL64_I386)
+SYSCALL64_I386 = 0x80000000
+
+
+def parse_syscall_value(value: str) -> tuple[str, str] | str:
+    """(abi, syscall) a list value names: ("x64", "dup") for "sys_dup",
+    "__x64_sys_dup", "dup" or "x64/sys_dup"; ("i386", "dup") for
+    "__ia32_sys_dup" or "i386/sys_dup".  A message when it names none."""
+    abi, slash, name = value.partition("/")
+    if not slash:
+        abi, name = ("i386", value) if value.startswith("__ia32_") else ("x64", value)
+    if name.startswith("__x32_") or abi == "x32":
+        return f"{shown(value)}: x32 ABI syscalls are not supported by tetrahost (x64 and i386 are)"
+    if abi == "x64":
+        if name.startswith("__ia32_"):
+            return f"{shown(value)}: an x64 entry cannot name a 32-bit function"
+        syscall = _SYSCALL_PREFIX.sub("", name, count=1)
+    elif abi == "i386":
+        if not _I386_NAME.match(name):
+            return f"{shown(value)}: a 32-bit entry is written __ia32_sys_NAME or i386/sys_NAME"
+        syscall = _I386_NAME.sub("", name, count=1)
+    else:
+        return f"{shown(value)}: unknown ABI {shown(abi)} (x64 or i386 on x86_64)"
+    if syscall not in _ABI_TABLES[abi]:
+        return f"{shown(value)} is not {'an x86_64' if abi == 'x64' else 'an i386 (32-bit)'} syscall"
+    return abi, syscall
 
 
 def syscall_of(value: str) -> str:
@@ -90,35 +133,32 @@ def _validate_list(ctx: Context, node: YNode, lpath: str, name: str) -> SyscallL
         if node.get("values") is not None:
             ctx.error(node.key_line("values"), join(lpath, "values"),
                       "a generated_syscalls list holds every syscall: it takes no values", "invalid")
-        syscalls = tuple(SYSCALLS_X86_64)
+        syscalls, syscalls32 = tuple(SYSCALLS_X86_64), ()
     elif type_name == "syscalls":
-        syscalls = _validate_syscall_values(ctx, node, lpath)
+        syscalls, syscalls32 = _validate_syscall_values(ctx, node, lpath)
     else:
         return None
-    return SyscallList(name, type_name, syscalls, ctx.loc(node, lpath))
+    return SyscallList(name, type_name, syscalls, ctx.loc(node, lpath), syscalls32)
 
 
-def _validate_syscall_values(ctx: Context, node: YNode, lpath: str) -> tuple[str, ...]:
+def _validate_syscall_values(ctx: Context, node: YNode, lpath: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     items = get_list(ctx, node, "values", lpath, required=True)
     if not items and node.get("values") is not None:
         ctx.error(node.key_line("values"), join(lpath, "values"), "a syscalls list needs at least one value",
                   "invalid")
-    syscalls: dict[str, str] = {}      # syscall -> path of the value that named it
+    syscalls: dict[tuple[str, str], str] = {}      # (abi, syscall) -> path of the value that named it
     for i, item in enumerate(items):
         vpath = f"{join(lpath, 'values')}[{i}]"
         if item.kind != "scalar" or not isinstance(item.value, str):
             ctx.error(item.line, vpath, f"expected a syscall name, got {item.describe()}", "type")
             continue
-        syscall = syscall_of(item.value)
-        if item.value.startswith(_COMPAT_PREFIXES):
-            ctx.error(item.line, vpath, f'{shown(item.value)}: 32-bit (compat) syscalls in lists are not '
-                      "supported by tetrahost yet (x86_64 syscalls are)", "not-supported",
-                      "32-bit syscalls in lists")
-        elif syscall not in SYSCALLS_X86_64:
-            ctx.error(item.line, vpath, f'{shown(item.value)} is not an x86_64 syscall', "invalid-name")
-        elif syscall in syscalls:
-            ctx.error(item.line, vpath, f'{shown(item.value)}: syscall {syscall} is already listed at '
-                      f"{syscalls[syscall]}", "duplicate")
+        parsed = parse_syscall_value(item.value)
+        if isinstance(parsed, str):
+            ctx.error(item.line, vpath, parsed, "invalid-name")
+        elif parsed in syscalls:
+            ctx.error(item.line, vpath, f'{shown(item.value)}: syscall {parsed[1]} ({parsed[0]}) is already '
+                      f"listed at {syscalls[parsed]}", "duplicate")
         else:
-            syscalls[syscall] = vpath
-    return tuple(syscalls)
+            syscalls[parsed] = vpath
+    return (tuple(name for abi, name in syscalls if abi == "x64"),
+            tuple(name for abi, name in syscalls if abi == "i386"))

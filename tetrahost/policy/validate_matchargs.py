@@ -15,9 +15,10 @@ from .errors import shown
 from .context import (Context, check_fields, did_you_mean, expect_map, get_int, get_list, get_str,
                       join, values_of)
 from .hookshape import HookShape
-from .model import Arg, MatchArg, MatchValue, PathValue, PortRange
+from .model import Arg, IntRange, MatchArg, MatchValue, PathValue, PortRange
 from .names import ADDRESS_FAMILIES, CAPABILITIES, IP_PROTOCOLS, TCP_STATES
-from .vocab import (ADDRESS_OPERATORS, INTEGER_OPERATORS, MATCHARG_OPERATOR_ALIASES,
+from .validate_lists import LIST_PREFIX
+from .vocab import (ADDRESS_OPERATORS, INTEGER_OPERATORS, MAP_OPERATORS, MATCHARG_OPERATOR_ALIASES,
                     MATCHARG_OPERATORS, NETWORK_OPERATORS_BY_TYPE, PORT_OPERATORS,
                     PRIV_PORT_OPERATORS, STRING_OPERATORS, TETRAGON_ONLY_MATCHARG_OPERATORS, ArgKind)
 from .yamlnodes import YNode
@@ -86,12 +87,16 @@ def _validate_entry(ctx: Context, entry: YNode, path: str, is_return: bool, shap
     if arg is not None and operator:
         # strings and paths go to the hook's string-set maps (counted per hook
         # by validate.check_string_sets); other values are inline in the selector
-        if arg.kind not in (ArgKind.STRING, ArgKind.PATH) and len(values) > limits.MAX_MATCHARG_VALUES:
+        if (arg.kind not in (ArgKind.STRING, ArgKind.PATH) and operator not in MAP_OPERATORS
+                and len(values) > limits.MAX_MATCHARG_VALUES):
             ctx.error(entry.key_line("values"), join(path, "values"), f"{len(values)} values, the limit "
                       f"is {limits.MAX_MATCHARG_VALUES} for a {arg.type} argument", "limit", "matchArgs values")
     parsed = []
     if arg is not None and operator:
         for item, vpath, text in values:
+            if operator in MAP_OPERATORS:
+                parsed.extend(_map_values(ctx, text, item.line, vpath, arg, shape))
+                continue
             value = _parse_value(ctx, text, item.line, vpath, operator, arg)
             if value is not None:
                 parsed.append(value)
@@ -169,6 +174,39 @@ def _parse_value(ctx: Context, text: str, line: int, path: str, operator: str, a
     if arg.kind is ArgKind.INTEGER:
         return _integer(ctx, text, line, path, operator, arg)
     return _string(ctx, text, line, path, operator, arg)
+
+
+def _map_values(ctx: Context, text: str, line: int, path: str, arg: Arg, shape: HookShape) -> list[IntRange]:
+    """An InMap/NotInMap value: a number, "min:max", or "list:NAME" (the
+    syscall numbers of a syscall list: Tetragon's way to match raw_syscalls'
+    id against a list)."""
+    if text.startswith(LIST_PREFIX):
+        name = text[len(LIST_PREFIX):]
+        if name not in shape.lists:
+            known = ", ".join(shape.lists) or "none"
+            ctx.error(line, path, f"{shown(text)} names no list of spec.lists (defined: {known})",
+                      "unknown-list", name)
+            return []
+        syscall_list = shape.lists[name]
+        if syscall_list is None:
+            return []       # the list's own errors say why
+        if syscall_list.syscalls32 and arg.base_type != "syscall64":
+            ctx.error(line, path, f"list {shown(name)} has 32-bit entries, which only a syscall64 argument "
+                      f"tells apart (this one is {arg.type}: i386 dup and x86_64 socket are both 41)",
+                      "invalid-value", "32-bit list entries on a plain integer")
+            return []
+        return [IntRange(nr, nr) for nr in syscall_list.numbers(arg.base_type == "syscall64")]
+    low_text, colon, high_text = text.partition(":")
+    low = _integer(ctx, low_text, line, path, "InMap", arg)
+    high = _integer(ctx, high_text, line, path, "InMap", arg) if colon else low
+    if low is None or high is None:
+        return []
+    low, high = min(low, high), max(low, high)
+    if high - low + 1 > limits.MAX_INT_SET_ENTRIES:
+        ctx.error(line, path, f"range {shown(text)} holds {high - low + 1} integers, the limit is "
+                  f"{limits.MAX_INT_SET_ENTRIES} per hook", "limit", "InMap range")
+        return []
+    return [IntRange(low, high)]
 
 
 def _integer(ctx: Context, text: str, line: int, path: str, operator: str, arg: Arg) -> int | None:

@@ -16,7 +16,7 @@ from .model import (MatchBinaries, MatchCapabilities, MatchNamespace, MatchNames
 from .names import CAPABILITIES
 from .validate_actions import validate_actions
 from .validate_matchargs import validate_match_args
-from .vocab import (ArgKind, BINARY_OPERATORS, CAPABILITY_SETS, FOLLOW_CHILDREN_OPERATORS, HOST_NS,
+from .vocab import (MAP_OPERATORS, ArgKind, BINARY_OPERATORS, CAPABILITY_SETS, FOLLOW_CHILDREN_OPERATORS, HOST_NS,
                     NAMESPACE_KINDS, SET_OPERATORS)
 from .yamlnodes import YNode
 
@@ -239,6 +239,12 @@ def check_string_sets(ctx: Context, node: YNode, path: str, selectors) -> None:
             kind = _STRING_SET_OF.get(mb.operator)
             if kind:
                 counts[kind] = counts.get(kind, 0) + len(mb.values)
+    integers = sum(v.count for sel in selectors for ma in sel.match_args if ma.operator in MAP_OPERATORS
+                   for v in ma.parsed)
+    if integers > limits.MAX_INT_SET_ENTRIES:
+        ctx.error(node.key_line("selectors"), join(path, "selectors"),
+                  f"{integers} integers in this hook's InMap/NotInMap values (ranges and lists expanded), "
+                  f"the limit is {limits.MAX_INT_SET_ENTRIES} per hook", "limit", "InMap values per hook")
     for kind, count in counts.items():
         if count > limits.MAX_STRING_SET_ENTRIES:
             ctx.error(node.key_line("selectors"), join(path, "selectors"),

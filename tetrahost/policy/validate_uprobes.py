@@ -64,11 +64,11 @@ def _validate_uprobe(ctx: Context, node: YNode, path: str) -> list[Hook]:
         return []
     errors_before = len(ctx.errors)
     check_fields(ctx, node, path, UPROBE_FIELDS, UPROBE_NOT_SUPPORTED)
-    binary = _binary_path(ctx, node, path)
+    binary = binary_path(ctx, node, path)
     targets = _targets(ctx, node, path)
 
     declared = validate_args(ctx, node, path, "uprobe")
-    _check_user_arg_types(ctx, node, path, declared)
+    check_user_arg_types(ctx, node, path, declared)
     args = [arg for _, arg in declared if arg is not None]
     message = get_str(ctx, node, "message", path)
     if len(message) > limits.MAX_MESSAGE_LENGTH:
@@ -88,7 +88,7 @@ def _validate_uprobe(ctx: Context, node: YNode, path: str) -> list[Hook]:
             for symbol, offset, item, ipath in targets]
 
 
-def _binary_path(ctx: Context, node: YNode, path: str) -> str:
+def binary_path(ctx: Context, node: YNode, path: str) -> str:
     binary = get_str(ctx, node, "path", path, required=True)
     line, ppath = node.key_line("path"), join(path, "path")
     if not binary:
@@ -149,7 +149,7 @@ def _targets(ctx: Context, node: YNode, path: str) -> list[tuple[str, int, YNode
     return out
 
 
-def _check_user_arg_types(ctx: Context, node: YNode, path: str, declared) -> None:
+def check_user_arg_types(ctx: Context, node: YNode, path: str, declared) -> None:
     items = get_list(ctx, node, "args", path)
     for i, (item, (_, arg)) in enumerate(zip(items, declared)):
         if arg is None:

@@ -72,6 +72,9 @@ SUPPORTED_ARG_TYPES: dict[str, ArgTypeInfo] = {
     "socket": ArgTypeInfo("socket", ArgKind.NETWORK),
     "skb": ArgTypeInfo("skb", ArgKind.NETWORK),
     "net_device": ArgTypeInfo("net_device", ArgKind.NETWORK),
+    # the syscall being made and its ABI (raw_syscalls' id): the number, plus
+    # 0x80000000 (Tetragon's Is32Bit) when a 32-bit program made it
+    "syscall64": _int("syscall64", 64, True),
     # kernel objects read into a record of their own (csrc/events.h), as Tetragon
     # reads them; Tetragon filters none of them, nor does tetrahost
     "kiocb": ArgTypeInfo("kiocb", ArgKind.OBJECT),          # its file's path
@@ -90,12 +93,14 @@ SUPPORTED_ARG_TYPES: dict[str, ArgTypeInfo] = {
 # tetrahost cannot read yet.
 TETRAGON_ONLY_ARG_TYPES = frozenset({
     "auto", "char_iovec", "filename", "const_buf", "bpf_prog",
-    "syscall64", "data_loc", "bpf_cmd",
+    "data_loc", "bpf_cmd",
 })
 
 # --- matchArgs / matchReturnArgs operators --------------------------------------
 
-INTEGER_OPERATORS = ("Equal", "NotEqual", "GreaterThan", "LessThan", "Mask")
+# set membership on integers: values, min:max ranges and "list:NAME" syscall lists
+MAP_OPERATORS = ("InMap", "NotInMap")
+INTEGER_OPERATORS = ("Equal", "NotEqual", "GreaterThan", "LessThan", "Mask", *MAP_OPERATORS)
 STRING_OPERATORS = ("Equal", "NotEqual", "Prefix", "NotPrefix", "Postfix", "NotPostfix")
 ADDRESS_OPERATORS = ("SAddr", "DAddr", "NotSAddr", "NotDAddr")
 PORT_OPERATORS = ("SPort", "DPort", "NotSPort", "NotDPort")
@@ -104,7 +109,7 @@ NETWORK_NAME_OPERATORS = ("Protocol", "Family", "State")
 
 MATCHARG_OPERATORS = (
     "Equal", "NotEqual", "Prefix", "NotPrefix", "Postfix", "NotPostfix",
-    "GreaterThan", "LessThan", "Mask",
+    "GreaterThan", "LessThan", "Mask", *MAP_OPERATORS,
     *ADDRESS_OPERATORS, *PORT_OPERATORS, *PRIV_PORT_OPERATORS, *NETWORK_NAME_OPERATORS,
 )
 
@@ -115,7 +120,7 @@ MATCHARG_OPERATOR_ALIASES = {
 }
 
 TETRAGON_ONLY_MATCHARG_OPERATORS = frozenset({
-    "InMap", "NotInMap", "FileType", "NotFileType", "InRange", "NotInRange",
+    "FileType", "NotFileType", "InRange", "NotInRange",
     "CapabilitiesGained",
 })
 
@@ -145,12 +150,15 @@ CAPABILITY_SETS = ("Effective", "Inheritable", "Permitted")
 
 # --- actions ---------------------------------------------------------------------
 
-SUPPORTED_ACTIONS = ("Post", "NoPost", "Sigkill", "Signal", "Override", "TrackSock", "UntrackSock")
+SUPPORTED_ACTIONS = ("Post", "NoPost", "Sigkill", "Signal", "Override", "TrackSock", "UntrackSock", "Set",
+                     "DnsLookup", "GetUrl", "NotifyEnforcer")
+# done by the agent in user space (tetrahost/useractions.py) on the posted event
+USER_SPACE_ACTIONS = frozenset({"DnsLookup", "GetUrl"})
 SOCKET_ACTIONS = frozenset({"TrackSock", "UntrackSock"})   # argSock: whose owner is recorded / dropped
-ENFORCEMENT_ACTIONS = frozenset({"Sigkill", "Signal", "Override"})
+# Set (USDT argument writes) changes what a program does: not done in policy-mode monitor
+ENFORCEMENT_ACTIONS = frozenset({"Sigkill", "Signal", "Override", "Set"})
 TETRAGON_ONLY_ACTIONS = frozenset({
-    "FollowFD", "UnfollowFD", "CopyFD", "GetUrl", "DnsLookup",
-    "NotifyEnforcer", "Set", "CleanupEnforcerNotification",
+    "FollowFD", "UnfollowFD", "CopyFD", "CleanupEnforcerNotification",
 })
 RATE_LIMIT_SCOPES = ("thread", "process", "global")
 

@@ -82,6 +82,8 @@ def _adopt_hook(manager, hs, pinned_hook: dict) -> str | None:
     hs.compiled = compile_hook(hs.hook, hs.hook_id, manager.host_ns, monitor=hs.policy.mode == "monitor")
     if hs.compiled.needs_proc_state:
         return "a hook needs per-process state, which is rebuilt by a fresh load"
+    if hs.compiled.needs_stacks:
+        return "a hook's stack traces are read from its own map, which a fresh load recreates"
     hs.plan = plan_compiled(hs.hook, hs.compiled, manager.features)
     dispatch = pinned_hook.get("dispatch")
     sensor = HookSensor.adopted(hs.compiled, hs.plan, manager.shared_maps, manager.dispatcher, [],

@@ -15,6 +15,7 @@ import functools
 from dataclasses import dataclass, replace
 
 from tetrahost.policy.model import Hook
+from tetrahost.sensors.syscalls_i386 import SYSCALLS_I386
 from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
 
 # Tetragon's kprobe targets -> the LSM hook with the same arguments, where
@@ -49,6 +50,7 @@ class AttachPlan:
     target: str             # kernel function / LSM hook / syscall name
     method: str             # for operators: how, and why this way
     syscall_nrs: tuple[int, ...] = ()   # sys_enter fallback: the syscalls it lets through
+    syscall_nrs32: tuple[int, ...] = ()  # ... and the i386 ones, for tasks in a 32-bit syscall
     unwrap_syscall: bool = False   # arguments sit in the syscall's pt_regs
     ret_program: str = ""   # return probes: the program that sees the return value
     ret_target: str = ""
@@ -64,6 +66,12 @@ class AttachPlan:
         return ((self.program, self.target),)
 
     @property
+    def dispatch_nrs(self) -> tuple[int, ...]:
+        """Every number the dispatcher runs this hook on (the hook itself tells
+        an x86_64 number from the same i386 one by the task's ABI)."""
+        return tuple(sorted({*self.syscall_nrs, *self.syscall_nrs32}))
+
+    @property
     def is_fallback(self) -> bool:
         return self.program in ("th_sys_enter", "th_exec", "th_open_exit")
 
@@ -76,7 +84,8 @@ def kernel_symbols(path: str = "/proc/kallsyms") -> frozenset[str]:
     try:
         with open(path) as f:
             return frozenset(p[2] for line in f
-                             if len(p := line.split()) >= 3 and p[2].startswith(("bpf_lsm_", "__x64_sys_")))
+                             if len(p := line.split()) >= 3
+                             and p[2].startswith(("bpf_lsm_", "__x64_sys_", "__ia32_sys_")))
     except OSError:
         return frozenset()
 
@@ -163,12 +172,16 @@ def _entry_candidates(hook: Hook, features, enforces: bool, overrides: bool, sym
         return [AttachPlan("th_lsm", hook.name, f"BPF-LSM {hook.name}")]
     if hook.kind == "uprobe":
         return [_uprobe_candidate(hook, features, overrides)]
+    if hook.kind == "usdt":
+        return [_usdt_candidate(hook, features, overrides)]
     if hook.kind == "tracepoint":
         if overrides:
             return [AttachError(f"{hook.name}: Override is not possible at a tracepoint")]
         if hook.raw:
             return [AttachPlan("th_raw_tp", hook.event, f"raw_tp {hook.event}")]
         return [AttachPlan("th_tracepoint", hook.name, f"tracepoint {hook.name}")]
+    if hook.kind == "enforcer":
+        return _enforcer_candidates(hook, features, symbols)
     if hook.syscall_list:
         return _list_candidates(hook, features, overrides, symbols)
     if hook.syscall:
@@ -191,6 +204,26 @@ def _uprobe_candidate(hook: Hook, features, overrides: bool) -> AttachPlan | Att
         return AttachError(f"uprobe {target}: uprobes are not usable on this kernel (see `tetrahost probe`)")
     how = "symbol resolved in its ELF symbols" if hook.symbol else "file offset"
     return AttachPlan("th_uprobe", target, f"uprobe {target} ({how}; every process)")
+
+
+def _usdt_candidate(hook: Hook, features, overrides: bool) -> AttachPlan | AttachError:
+    """A uprobe at the point's address (from the binary's note, read when the
+    hook attaches); th_usdt_set where a selector Sets an argument."""
+    target = f"{hook.path}:{hook.name}"
+    if overrides:
+        return AttachError(f"usdt {target}: Override is not possible on a USDT point")
+    if not getattr(features, "uprobe", False):
+        return AttachError(f"usdt {target}: uprobes are not usable on this kernel (see `tetrahost probe`)")
+    sets = any(a.action == "Set" for sel in hook.selectors for a in sel.match_actions)
+    if not sets:
+        return AttachPlan("th_usdt", target, f"usdt {target} (uprobe at the point of its .note.stapsdt; "
+                          "every process)")
+    if not getattr(features, "probe_write_user", False):
+        return AttachError(f"usdt {target}: the Set action needs bpf_probe_write_user, which this kernel "
+                           "refuses (lockdown, see `tetrahost probe`: probe_write_user); without Set the "
+                           "point attaches")
+    return AttachPlan("th_usdt_set", target, f"usdt {target} (uprobe at the point of its .note.stapsdt, "
+                      "Set with bpf_probe_write_user; every process)")
 
 
 def _syscall_candidates(hook: Hook, features, overrides: bool) -> list:
@@ -247,37 +280,77 @@ def _list_candidates(hook: Hook, features, overrides: bool, symbols=None) -> lis
     are bound to one function at load, so they would need one object per
     syscall: not used for lists."""
     target = f"list:{hook.syscall_list}"
-    count = f"{len(hook.syscalls)} syscall{'s' if len(hook.syscalls) != 1 else ''}"
+    calls = len(hook.syscalls) + len(hook.syscalls32)
+    count = f"{calls} syscall{'s' if calls != 1 else ''}"
     plans: list = []
     if features.kprobe and (not overrides or features.override_return):
-        symbols = kernel_symbols() if symbols is None else symbols
-        functions = [f"__x64_sys_{name}" for name in hook.syscalls]
-        # an unreadable kallsyms says nothing: try them all, HookSensor skips failures
-        known = {s for s in symbols if s.startswith("__x64_sys_")}
-        present = tuple(f for f in functions if f in known) if known else tuple(functions)
-        missing = [f for f in functions if f not in present]
-        if not present:
-            plans.append(AttachError(f"{target}: this kernel has none of the list's syscall functions "
-                                     f"({_few(functions)})"))
-        else:
-            program = "th_kprobe_override" if overrides else "th_kprobe"
-            how = " with bpf_override_return" if overrides else ""
-            method = f"kprobe{how} on {len(present)} functions of {count} ({_few(present)})"
-            if missing:
-                method += f"; skipped, not in this kernel: {_few(missing)}"
-            plans.append(AttachPlan(program, target, method, unwrap_syscall=True, targets=present))
+        plan = _kprobe_on_syscalls(hook, target, "th_kprobe_override" if overrides else "th_kprobe",
+                                   " with bpf_override_return" if overrides else "", count, symbols)
+        plans.append(plan)
     if overrides:
         if not plans:
             plans.append(AttachError(f"{target}: Override of syscalls needs kprobes with bpf_override_return "
                                      "(CONFIG_BPF_KPROBE_OVERRIDE), which this kernel lacks"))
         return plans
     if features.raw_tracepoint:
-        numbers = tuple(SYSCALLS_X86_64[name] for name in hook.syscalls)
         plans.append(AttachPlan("th_sys_enter", target,
-                                f"raw_tp sys_enter filtered to a set of {count} ({_few(hook.syscalls)})"
+                                f"raw_tp sys_enter filtered to a set of {count} ({_few(_calls(hook))})"
                                 + ("" if features.kprobe else "; fallback: this kernel has no kprobes"),
-                                syscall_nrs=numbers))
+                                **_numbers(hook)))
     return plans
+
+
+def _calls(hook: Hook) -> list[str]:
+    return [*hook.syscalls, *(f"i386/{name}" for name in hook.syscalls32)]
+
+
+def _numbers(hook: Hook) -> dict:
+    """The sys_enter/sys_exit filter of a list or enforcer: x86_64 numbers, and
+    i386 numbers matched only for tasks in a 32-bit syscall."""
+    return {"syscall_nrs": tuple(SYSCALLS_X86_64[n] for n in hook.syscalls),
+            "syscall_nrs32": tuple(SYSCALLS_I386[n] for n in hook.syscalls32)}
+
+
+def _kprobe_on_syscalls(hook: Hook, target: str, program: str, how: str, count: str, symbols):
+    """One program on the syscall functions of a list or enforcer: __x64_sys_*
+    and, for 32-bit entries, __ia32_sys_* (those the kernel lacks are skipped
+    and said: a kernel without IA32 emulation has no __ia32_sys_*)."""
+    symbols = kernel_symbols() if symbols is None else symbols
+    functions = [f"__x64_sys_{name}" for name in hook.syscalls] + [f"__ia32_sys_{name}" for name in hook.syscalls32]
+    # an unreadable kallsyms says nothing: try them all, HookSensor skips failures
+    known = {s for s in symbols if s.startswith(("__x64_sys_", "__ia32_sys_"))}
+    present = tuple(f for f in functions if f in known) if known else tuple(functions)
+    missing = [f for f in functions if f not in present]
+    if not present:
+        owner = "enforcer" if hook.kind == "enforcer" else "list"
+        return AttachError(f"{target}: this kernel has none of the {owner}'s syscall functions ({_few(functions)})")
+    method = f"kprobe{how} on {len(present)} functions of {count} ({_few(present)})"
+    if missing:
+        method += f"; skipped, not in this kernel: {_few(missing)}"
+    return AttachPlan(program, target, method, unwrap_syscall=True, targets=present)
+
+
+def _enforcer_candidates(hook: Hook, features, symbols) -> list:
+    """spec.enforcers: where kprobes have bpf_override_return, a kprobe on each
+    syscall function returns argError and sends argSig (Tetragon's way);
+    else the syscalls' exit, in the dispatcher's chains, sends argSig only:
+    the call has run, and its return value cannot be changed from there."""
+    target = "enforcer"
+    calls = len(hook.syscalls) + len(hook.syscalls32)
+    count = f"{calls} syscall{'s' if calls != 1 else ''}"
+    plans: list = []
+    if features.kprobe and features.override_return:
+        plans.append(_kprobe_on_syscalls(hook, target, "th_enforcer_kprobe",
+                                         " with bpf_override_return (argError returned, argSig sent)",
+                                         count, symbols))
+    if features.raw_tracepoint:
+        plans.append(AttachPlan("th_enforcer_exit", target,
+                                f"raw_tp sys_exit of {count} ({_few(_calls(hook))}): argSig sent when the "
+                                "call returns; argError is NOT returned on this kernel (no "
+                                "bpf_override_return: the syscall runs, a Sigkill stops the task before "
+                                "it sees the result)", **_numbers(hook)))
+    return plans or [AttachError("enforcer: needs kprobes with bpf_override_return or raw tracepoints, "
+                                 "and this kernel has neither")]
 
 
 def _exec_candidates(hook: Hook, features, enforces: bool, overrides: bool, symbols) -> list:
@@ -344,8 +417,10 @@ def _open_exit_candidate(hook: Hook, features, overrides: bool, why: str) -> Att
                            f"file, not index {other[0].index} ({other[0].type})")
     if not features.raw_tracepoint:
         return AttachError(f"{hook.name}: {why}, and no raw tracepoints for the syscall-exit fallback")
+    # security_file_open runs for 32-bit programs' opens too: their numbers as well
     nrs = tuple(SYSCALLS_X86_64[n] for n in OPEN_SYSCALLS)
+    nrs32 = tuple(SYSCALLS_I386[n] for n in OPEN_SYSCALLS)
     return AttachPlan("th_open_exit", hook.name,
-                      f"raw_tp sys_exit of {', '.join(OPEN_SYSCALLS)}, the returned descriptor's file "
-                      f"resolved in the kernel; fallback: {why} (sees the completed open: "
-                      "Post and Sigkill, no Override)", syscall_nrs=nrs)
+                      f"raw_tp sys_exit of {', '.join(OPEN_SYSCALLS)} (x86_64 and i386), the returned "
+                      f"descriptor's file resolved in the kernel; fallback: {why} (sees the completed open: "
+                      "Post and Sigkill, no Override)", syscall_nrs=nrs, syscall_nrs32=nrs32)

@@ -31,7 +31,7 @@ from tetrahost.sensors.objects import find_object
 log = logging.getLogger(__name__)
 
 # hook programs the dispatcher runs, and on which tracepoint
-DIRECTIONS = {"th_sys_enter": "enter", "th_sys_exit": "exit", "th_open_exit": "exit"}
+DIRECTIONS = {"th_sys_enter": "enter", "th_sys_exit": "exit", "th_open_exit": "exit", "th_enforcer_exit": "exit"}
 MAP_NAMES = tuple(f"sys_{d}_{kind}" for d in ("enter", "exit") for kind in ("progs", "chains", "hooked"))
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from tetrahost.bpf import BpfError, BpfObject
+from tetrahost.bpf.native import lib
 from tetrahost.policy.compile import CompiledHook
 from tetrahost.sensors.attach import AttachPlan
 from tetrahost.sensors.generic import HookSensor, load_hook_object
@@ -65,9 +66,11 @@ def start_hook(compiled: CompiledHook, candidates: list[AttachPlan], shared: dic
             failed.append(f"{plan.method}: {refused} (refused earlier)")
             continue
         try:
-            obj = take_spare(plan) if take_spare else None
+            # spares have a one-entry stack map: a hook with stack traces loads its own
+            obj = take_spare(plan) if take_spare and not compiled.needs_stacks else None
             if obj is None:
-                obj = load_hook_object(plan.programs, shared)
+                sized = {"stack_entries": lib.TH_STACK_ENTRIES} if compiled.needs_stacks else {}
+                obj = load_hook_object(plan.programs, shared, **sized)
         except BpfError as exc:
             if exc.log:
                 _REFUSED[plan.programs] = reason(exc)

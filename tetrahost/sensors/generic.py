@@ -23,14 +23,16 @@ log = logging.getLogger(__name__)
 _TRAMPOLINE_PROGRAMS = ("th_fentry", "th_fexit", "th_fmod_ret", "th_lsm")
 
 
-def fill_syscall_set(cfg, numbers) -> None:
-    """th_hook_config.syscall_set: bit n = syscall n passes the sys_enter/exit fallback."""
-    for word in range(lib.TH_SYSCALL_SET_BITS // 64):
-        cfg.syscall_set[word] = 0
-    for nr in numbers:
-        if not 0 <= nr < lib.TH_SYSCALL_SET_BITS:
-            raise ValueError(f"syscall {nr} is outside the fallback's set (0..{lib.TH_SYSCALL_SET_BITS - 1})")
-        cfg.syscall_set[nr // 64] |= 1 << (nr % 64)
+def fill_syscall_set(cfg, numbers, numbers32=()) -> None:
+    """th_hook_config.syscall_set: bit n = syscall n passes the sys_enter/exit
+    fallback; syscall_set32 the same for i386 numbers (32-bit tasks)."""
+    for bits, nrs in ((cfg.syscall_set, numbers), (cfg.syscall_set32, numbers32)):
+        for word in range(lib.TH_SYSCALL_SET_BITS // 64):
+            bits[word] = 0
+        for nr in nrs:
+            if not 0 <= nr < lib.TH_SYSCALL_SET_BITS:
+                raise ValueError(f"syscall {nr} is outside the fallback's set (0..{lib.TH_SYSCALL_SET_BITS - 1})")
+            bits[nr // 64] |= 1 << (nr % 64)
 
 
 def check_uprobe_binary(path: str) -> None:
@@ -54,11 +56,13 @@ def str_set_key(set_id: int, value: bytes, prefix: bool) -> bytes:
     return raw if prefix else raw[4:]
 
 
-def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict, path=None) -> BpfObject:
+def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict, path=None,
+                     stack_entries: int = 0) -> BpfObject:
     """A loaded copy of generic.bpf.o with only `programs` ((name, target)
     pairs: AttachPlan.programs) in it, the attach targets of trampoline
     programs set, and the shared maps reused.  path: another build of the
-    object (benchmarks compare them)."""
+    object (benchmarks compare them); stack_entries: the size of its
+    stack_traces map (kernelStackTrace/userStackTrace), else one entry."""
     obj = BpfObject(path or find_object("generic"))
     try:
         wanted = dict(programs)
@@ -69,6 +73,8 @@ def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict, path=N
                 obj.program(program).set_attach_target(target)
         for name, shared_map in shared.items():
             obj.map(name).reuse_fd(shared_map)
+        if stack_entries:
+            obj.map("stack_traces").max_entries = stack_entries
         return obj.load()
     except BaseException:
         obj.close()
@@ -89,6 +95,7 @@ class HookSensor:
         self.obj: BpfObject | None = None
         self.links: list[Link] = []
         self.skipped: list[str] = []     # list hooks: functions that would not attach, with why
+        self.usdt = None                 # USDT hooks: the point in the binary (tetrahost.usdt.notes.UsdtTarget)
 
     @property
     def dispatched(self) -> bool:
@@ -96,11 +103,18 @@ class HookSensor:
 
     def _configure(self) -> None:
         plan, cfg = self.plan, self.compiled.config
-        fill_syscall_set(cfg, plan.syscall_nrs)
+        fill_syscall_set(cfg, plan.syscall_nrs, plan.syscall_nrs32)
         if plan.unwrap_syscall:
             cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
         else:   # sys_enter hands over the syscall's own arguments
             cfg.flags &= ~lib.TH_CFG_SYSCALL_WRAPPER
+        if self.compiled.hook.kind == "usdt" and self.usdt is None:
+            from tetrahost.usdt.configure import resolve
+            from tetrahost.usdt.notes import UsdtError
+            try:
+                self.usdt = resolve(self.compiled.hook, cfg)
+            except UsdtError as exc:
+                raise BpfError(errno.EINVAL, str(exc)) from None
 
     def config_digest(self) -> str:
         """What the kernel was given for this hook (config, string sets, programs
@@ -108,7 +122,7 @@ class HookSensor:
         compile of the same policy, so a changed compiler never keeps an old hook."""
         h = hashlib.sha256(ffi.buffer(self.compiled.config)[:])
         h.update(repr((self.compiled.str_equal, self.compiled.str_prefix, self.compiled.str_postfix,
-                       self.plan.programs, self.plan.targets)).encode())
+                       self.plan.programs, self.plan.targets, self.compiled.int_set)).encode())
         return h.hexdigest()[:32]
 
     @classmethod
@@ -154,6 +168,10 @@ class HookSensor:
             self.obj.map("str_prefix").update(str_set_key(set_id, value, prefix=True), b"\1")
         for set_id, value in self.compiled.str_postfix:   # a suffix = a prefix of the reversal
             self.obj.map("str_postfix").update(str_set_key(set_id, value[::-1], prefix=True), b"\1")
+        int_set = self.obj.map("int_set") if self.compiled.int_set else None
+        for set_id, value in self.compiled.int_set:
+            key = ffi.new("struct th_int_key *", {"set_id": set_id, "value": value})
+            int_set.update(ffi.buffer(key)[:], b"\1")
         # the config goes last: until it is there the program does nothing
         self.obj.map("hook_config").update((0).to_bytes(4, "little"), ffi.buffer(self.compiled.config)[:])
 
@@ -176,8 +194,8 @@ class HookSensor:
 
     def _attach(self, prog, name: str, target: str) -> Link:
         if name in DIRECTIONS and self.dispatch_slot is not None:
-            return self.dispatcher.register(prog, self.dispatch_slot, self.plan.syscall_nrs)
-        if name in ("th_kprobe", "th_kprobe_override"):
+            return self.dispatcher.register(prog, self.dispatch_slot, self.plan.dispatch_nrs)
+        if name in ("th_kprobe", "th_kprobe_override", "th_enforcer_kprobe"):
             return prog.attach_kprobe(target)
         if name == "th_kretprobe":
             return prog.attach_kprobe(target, retprobe=True)
@@ -194,6 +212,10 @@ class HookSensor:
             hook = self.compiled.hook
             check_uprobe_binary(hook.path)
             return prog.attach_uprobe(hook.path, hook.symbol, hook.offset)
+        if name in ("th_usdt", "th_usdt_set"):
+            # the kernel increments the point's semaphore while attached
+            return prog.attach_uprobe(self.compiled.hook.path, offset=self.usdt.offset,
+                                      ref_ctr_offset=self.usdt.ref_ctr_offset)
         return prog.attach()       # raw_tp fallbacks: the section names the tracepoint
 
     def pinnable_links(self) -> list[Link]:

@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 # Slots of probe_hits / probe_config: same order as csrc/bpf/probe.bpf.c.
 HIT_SLOTS = ("tracepoint", "raw_tracepoint", "kprobe", "kretprobe", "kprobe_multi", "fentry", "fexit",
-             "fmod_ret", "lsm", "send_signal", "override_return", "ringbuf", "uprobe")
-CFG_TGID, CFG_SIGNAL, CFG_SYSCALL = 0, 1, 2
+             "fmod_ret", "lsm", "send_signal", "override_return", "ringbuf", "uprobe", "probe_write_user")
+CFG_TGID, CFG_SIGNAL, CFG_SYSCALL, CFG_WRITE_ADDR = 0, 1, 2, 3
 SYS_GETPPID = 110          # x86_64; a syscall nothing else in this process makes while probing
 OVERRIDE_TARGET = "__x64_sys_getppid"   # syscall entries are on the error-injection list
 TRACEFS, SECURITYFS = "/sys/kernel/tracing", "/sys/kernel/security"
@@ -73,6 +73,7 @@ class KernelFeatures:
     ringbuf: bool
     btf: bool
     uprobe: bool = False
+    probe_write_user: bool = False     # the USDT Set action (bpf_probe_write_user)
 
 
 @dataclasses.dataclass
@@ -221,6 +222,22 @@ def _attach_uprobe(prog):
     return prog.attach_uprobe(libc, "getppid", pid=os.getpid())
 
 
+_WRITE_MARKER = 0x7465747261686f73      # probe.bpf.c writes it
+
+
+def _fire_probe_write_user(obj) -> bool:
+    """Have the program write into a buffer of ours; True if the bytes came."""
+    import ctypes
+    buf = ctypes.c_uint64(0)
+    cfg = obj.map("probe_config")
+    cfg.update(CFG_WRITE_ADDR, ctypes.addressof(buf))
+    try:
+        os.getppid()
+    finally:
+        cfg.update(CFG_WRITE_ADDR, 0)
+    return buf.value == _WRITE_MARKER
+
+
 def _fire_ringbuf(obj) -> bool:
     from tetrahost.bpf import RingBuffer
 
@@ -248,6 +265,7 @@ _PROBES = (
     ("override_return", "probe_override", lambda p: p.attach_kprobe(OVERRIDE_TARGET), None),
     ("ringbuf", "probe_ringbuf", lambda p: p.attach(), _fire_ringbuf),
     ("uprobe", "probe_uprobe", _attach_uprobe, lambda o: os.getppid()),
+    ("probe_write_user", "probe_write_user", _attach_uprobe, _fire_probe_write_user),
 )
 CAPABILITY_NAMES = tuple(p[0] for p in _PROBES)
 
@@ -255,6 +273,7 @@ CAPABILITY_NAMES = tuple(p[0] for p in _PROBES)
 def _method(name: str, section: str) -> str:
     target = {"override_return": f"kprobe/{OVERRIDE_TARGET} calling bpf_override_return",
               "uprobe": "uprobe on libc getppid of this process",
+              "probe_write_user": "uprobe on libc getppid of this process calling bpf_probe_write_user",
               "send_signal": f"{section} calling bpf_send_signal",
               "ringbuf": f"ringbuf map + {section} calling bpf_ringbuf_output"}.get(name, section)
     return f"load+attach {target}"
@@ -286,7 +305,7 @@ def _probe_one(name, program, attach, fire, ev: Evidence) -> Capability:
                 if fire is not None:
                     result = fire(obj)
                     fired = result if isinstance(result, bool) else None
-                    if name not in ("send_signal", "ringbuf"):
+                    if name not in ("send_signal", "ringbuf", "probe_write_user"):
                         fired = hits(obj, name) > 0
             finally:
                 link.destroy()
@@ -326,8 +345,12 @@ def explain(name: str, stage: str, err: int, verifier: str | None, ev: Evidence)
         parts.append(_config_says(ev, "CONFIG_FUNCTION_ERROR_INJECTION", "CONFIG_BPF_KPROBE_OVERRIDE"))
     if name == "kprobe_multi":
         parts.append(_config_says(ev, "CONFIG_FPROBE"))
-    if name == "uprobe" and stage == "attach":
+    if name in ("uprobe", "probe_write_user") and stage == "attach":
         parts.append(_config_says(ev, "CONFIG_UPROBES", "CONFIG_UPROBE_EVENTS"))
+    if name == "probe_write_user" and stage == "load":
+        # the kernel withholds the helper under lockdown (LOCKDOWN_BPF_WRITE_USER)
+        parts.append(f"lockdown={ev.lockdown} forbids bpf_probe_write_user" if ev.lockdown and
+                     ev.lockdown != "none" else "the helper was refused (kernel lockdown or no uprobe support)")
     if name in ("fentry", "fexit", "fmod_ret", "lsm"):
         if ev.btf is None:
             parts.append("no /sys/kernel/btf/vmlinux (kernel BTF needed)")

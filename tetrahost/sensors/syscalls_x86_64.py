@@ -1,8 +1,7 @@
 """x86_64 syscall numbers, generated from Linux's asm/unistd_64.h (linux-libc-dev).
 
-Used by the sys_enter fallback, which sees syscall numbers, not names.  Shipped
-as data because hosts running the agent need not have kernel headers installed.
-Regenerate with scripts/gen_syscalls.py.
+Used by the sys_enter fallback, which sees syscall numbers, not names.  Shipped as data because hosts running the agent need not have kernel
+headers installed.  Regenerate with scripts/gen_syscalls.py.
 """
 
 SYSCALLS_X86_64 = {

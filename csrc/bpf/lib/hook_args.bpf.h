@@ -131,7 +131,7 @@ static __always_inline __u32 fill_char_buf(struct th_char_buf *b, __u8 kind, __u
 /* Integer arguments: matched with the integer operators. */
 static __always_inline bool arg_is_int(__u8 kind)
 {
-	return kind == TH_ARG_INT || kind == TH_ARG_CAP_SET;
+	return kind == TH_ARG_INT || kind == TH_ARG_CAP_SET || kind == TH_ARG_SYSCALL64;
 }
 
 /* A string longer than its slot: read it again, whole (up to TH_PATH_MAX),
@@ -181,6 +181,13 @@ TH_VERIFIED_ONCE int read_arg(__u32 scratch, __u32 i, __u32 kind, __u64 raw, __u
 	s->unresolved[i & 7] = 0;
 	if (kind == TH_ARG_INT) {
 		*(__u64 *)slot = raw;
+		s->ev.arg_len[i] = 8;
+		return 0;
+	}
+	if (kind == TH_ARG_SYSCALL64) {
+		/* Tetragon's syscall64: the ABI rides in the value, so one InMap
+		 * set tells x86_64 dup (32) from i386 dup (41 | I386) */
+		*(__u64 *)slot = raw | (in_ia32_syscall() ? (__u64)TH_SYSCALL64_I386 : 0);
 		s->ev.arg_len[i] = 8;
 		return 0;
 	}

@@ -86,6 +86,14 @@ static __always_inline bool int_matches(const struct th_arg_matcher *m, __s64 v)
 	return false;
 }
 
+/* InMap: is (set_id, v) in the hook's int_set? */
+static __always_inline bool int_in_set(__u32 set_id, __s64 v)
+{
+	struct th_int_key key = { .set_id = set_id, .value = v };
+
+	return bpf_map_lookup_elem(&int_set, &key) != NULL;
+}
+
 /* The current process and its ancestors along real_parent, at most
  * TH_PID_ANCESTORS of them, up to (not including) the idle task, pid 0.  A
  * walk of the live tree: a process reparented to init or a subreaper after
@@ -332,7 +340,8 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 		__u8 *at = arg_slot(s, i);
 
 		if (arg_is_int(cfg->arg_kind[i]))
-			found = int_matches(m, *(__s64 *)at);
+			found = m->op == TH_MATCH_IN_MAP ? int_in_set(m->set_id, *(__s64 *)at)
+							 : int_matches(m, *(__s64 *)at);
 		else if (m->op >= TH_MATCH_SADDR && m->op <= TH_MATCH_STATE)
 			found = net_arg_matches(slot, index, k);
 		else

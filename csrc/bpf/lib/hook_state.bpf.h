@@ -22,6 +22,26 @@ struct {
 	__uint(value_size, 1);
 } str_equal SEC(".maps");
 
+/* InMap/NotInMap integer sets: key = set_id + value (struct th_int_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TH_INT_SET_ENTRIES);
+	__type(key, struct th_int_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} int_set SEC(".maps");
+
+/* kernelStackTrace / userStackTrace: stacks by id, read by user space when it
+ * renders the event.  One entry unless the hook's selectors ask for stacks
+ * (user space sizes it to TH_STACK_ENTRIES before load): a stack map is
+ * allocated whole. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, TH_STACK_DEPTH * sizeof(__u64));
+} stack_traces SEC(".maps");
+
 /* Prefix string sets: longest-prefix match over set_id + string. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

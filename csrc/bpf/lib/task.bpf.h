@@ -12,6 +12,18 @@ struct nsproxy___timens {
 	struct time_namespace *time_ns_for_children;
 } __attribute__((preserve_access_index));
 
+/* x86's TS_COMPAT (thread_info.status): set on entry of a 32-bit syscall
+ * (int 0x80, sysenter/syscall from compat mode), cleared on the return to
+ * user space: in_ia32_syscall() of the kernel. */
+#define TH_TS_COMPAT 0x0002
+
+static __always_inline bool in_ia32_syscall(void)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, thread_info.status) & TH_TS_COMPAT;
+}
+
 static __always_inline void read_creds(const struct cred *cred, struct th_creds *out)
 {
 	out->uid = BPF_CORE_READ(cred, uid.val);

@@ -25,7 +25,7 @@ def test_attach_describer_is_pluggable(conformance_dir):
 
 def test_render_rejected_file_and_summary(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(policy_text("usdts: []\nkprobes:\n- call: foo\n  selectors:\n  - matchActions:\n"
+    bad.write_text(policy_text("selectorsMacros: []\nkprobes:\n- call: foo\n  selectors:\n  - matchActions:\n"
                                "    - action: Signal\n      argSig: 99"))
     good = tmp_path / "good.yaml"
     good.write_text(policy_text("options:\n- name: policy-mode\n  value: monitor\nkprobes:\n- call: foo\n"
@@ -33,7 +33,7 @@ def test_render_rejected_file_and_summary(tmp_path):
     text = render_results([check_file(bad), check_file(good)])
     assert text.splitlines() == [
         f"FAIL {bad}: 2 errors",
-        f"  {bad}:6: spec.usdts: USDT probes are not supported by tetrahost yet",
+        f"  {bad}:6: spec.selectorsMacros: selector macros (spec.selectorsMacros) are not supported by tetrahost yet",
         f"  {bad}:12: spec.kprobes[0].selectors[0].matchActions[0].argSig: 99 is out of range (must be between 1 and 64)",
         f"OK test: 1 hook ({good}, mode monitor)",
         "  kprobe foo",

@@ -47,8 +47,12 @@ def test_uprobe_examples_accepted_and_k8s_examples_rejected_for_the_right_reason
     (policy,) = check_file(corpus / "uprobe.yaml").policies
     assert [(h.kind, h.path, h.symbol) for h in policy.hooks] == [
         ("uprobe", "/bin/bash", "readline"), ("uprobe", "/bin/bash", "main")]
-    (error,) = check_file(corpus / "usdt.yaml").errors
-    assert (error.code, error.detail, error.path) == ("not-supported", "usdts", "spec.usdts")
+    (policy,) = check_file(corpus / "usdt.yaml").policies
+    assert [(h.kind, h.provider, h.usdt_name, [a.type for a in h.args]) for h in policy.hooks] == [
+        ("usdt", "test", "usdt3", ["int32", "int64"])]
+    (policy,) = check_file(corpus / "usdt-set.yaml").policies
+    (action,) = policy.hooks[0].selectors[0].match_actions
+    assert (action.action, action.arg_index, action.arg_value) == ("Set", 0, 32)
     (error,) = check_file(corpus / "modules-nohost.yaml").errors
     assert (error.code, error.detail, error.line) == ("kubernetes-only", "podSelector", 11)
 

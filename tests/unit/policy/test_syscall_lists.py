@@ -45,10 +45,17 @@ def hook_of(spec_body: str):
 
 @pytest.mark.parametrize("values, message", [
     ('"sys_dup", "sys_nosuch"', 'p.yaml:9: spec.lists[0].values[1]: "sys_nosuch" is not an x86_64 syscall'),
-    ('"sys_dup", "dup"', 'p.yaml:9: spec.lists[0].values[1]: "dup": syscall dup is already listed at '
+    ('"sys_dup", "dup"', 'p.yaml:9: spec.lists[0].values[1]: "dup": syscall dup (x64) is already listed at '
                          "spec.lists[0].values[0]"),
-    ('"__ia32_sys_dup"', 'p.yaml:9: spec.lists[0].values[0]: "__ia32_sys_dup": 32-bit (compat) syscalls in '
-                         "lists are not supported by tetrahost yet (x86_64 syscalls are)"),
+    ('"__ia32_sys_dup", "i386/sys_dup"', 'p.yaml:9: spec.lists[0].values[1]: "i386/sys_dup": syscall dup (i386) '
+                                         "is already listed at spec.lists[0].values[0]"),
+    ('"__x32_sys_dup"', 'p.yaml:9: spec.lists[0].values[0]: "__x32_sys_dup": x32 ABI syscalls are not '
+                        "supported by tetrahost (x64 and i386 are)"),
+    ('"i386/sys_nosuch"', 'p.yaml:9: spec.lists[0].values[0]: "i386/sys_nosuch" is not an i386 (32-bit) syscall'),
+    ('"arm64/sys_dup"', 'p.yaml:9: spec.lists[0].values[0]: "arm64/sys_dup": unknown ABI "arm64" '
+                        "(x64 or i386 on x86_64)"),
+    ('"i386/dup"', 'p.yaml:9: spec.lists[0].values[0]: "i386/dup": a 32-bit entry is written __ia32_sys_NAME '
+                   "or i386/sys_NAME"),
     ('', "p.yaml:9: spec.lists[0].values: a syscalls list needs at least one value"),
 ])
 def test_bad_syscall_values(values, message):

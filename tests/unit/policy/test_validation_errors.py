@@ -33,25 +33,25 @@ def test_unknown_operator_lists_the_operators():
     assert error == (
         'p.yaml:16: spec.kprobes[0].selectors[0].matchArgs[0].operator: unknown operator "Prefx" '
         "(expected one of: Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix, GreaterThan, LessThan, "
-        "Mask, SAddr, DAddr, NotSAddr, NotDAddr, SPort, DPort, NotSPort, NotDPort, SPortPriv, DPortPriv, "
+        "Mask, InMap, NotInMap, SAddr, DAddr, NotSAddr, NotDAddr, SPort, DPort, NotSPort, NotDPort, SPortPriv, DPortPriv, "
         'NotSPortPriv, NotDPortPriv, Protocol, Family, State); did you mean "Prefix"?')
 
 
 def test_tetragon_only_operator():
-    assert file_arg_errors("InMap", "x") == [
+    assert file_arg_errors("FileType", "x") == [
         "p.yaml:16: spec.kprobes[0].selectors[0].matchArgs[0].operator: "
-        "operator InMap is not supported by tetrahost (yet)"]
+        "operator FileType is not supported by tetrahost (yet)"]
 
 
 @pytest.mark.parametrize("operator,index,message", [
     ("Prefix", 1, "operator Prefix cannot be used on argument 1 of type int "
-                  "(operators for int: Equal, NotEqual, GreaterThan, LessThan, Mask)"),
+                  "(operators for int: Equal, NotEqual, GreaterThan, LessThan, Mask, InMap, NotInMap)"),
     ("GreaterThan", 0, "operator GreaterThan cannot be used on argument 0 of type file "
                        "(operators for file: Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix)"),
     ("GT", 0, "operator GT cannot be used on argument 0 of type file "
               "(operators for file: Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix)"),
     ("DAddr", 1, "operator DAddr cannot be used on argument 1 of type int "
-                 "(operators for int: Equal, NotEqual, GreaterThan, LessThan, Mask)"),
+                 "(operators for int: Equal, NotEqual, GreaterThan, LessThan, Mask, InMap, NotInMap)"),
 ])
 def test_operator_type_mismatch(operator, index, message):
     assert file_arg_errors(operator, "1", index=index) == [
@@ -133,8 +133,8 @@ def test_sockaddr_has_no_destination():
     ("strin", 'unknown argument type "strin" (expected one of: int8, uint8, int16, uint16, '
               "int32, uint32, int64, uint64, capability, kernel_cap_t, "
               "cap_inheritable, cap_permitted, cap_effective, string, char_buf, fd, file, path, dentry, "
-              "linux_binprm, cred, user_namespace, sock, sockaddr, socket, skb, net_device, kiocb, iov_iter, "
-              "bpf_attr, bpf_map, perf_event, module, load_info, nop)"),
+              "linux_binprm, cred, user_namespace, sock, sockaddr, socket, skb, net_device, syscall64, kiocb, "
+              "iov_iter, bpf_attr, bpf_map, perf_event, module, load_info, nop)"),
 ])
 def test_arg_types(type_name, message):
     assert errors_of(f"""
@@ -168,15 +168,6 @@ def test_kubernetes_only_fields():
         """) == [
         "p.yaml:6: spec.podSelector: podSelector is a Kubernetes-only field, tetrahost runs on plain hosts",
         "p.yaml:8: spec.containerSelector: containerSelector is a Kubernetes-only field, tetrahost runs on plain hosts"]
-
-
-def test_usdts_are_rejected_not_ignored():
-    assert errors_of("""
-        usdts:
-        - path: /usr/bin/python3
-          provider: python
-          name: function__entry
-        """) == ["p.yaml:6: spec.usdts: USDT probes are not supported by tetrahost yet"]
 
 
 def test_namespaced_kind_is_rejected():
@@ -217,7 +208,8 @@ def test_unknown_fields_everywhere_and_all_errors_collected():
         "matchReturnArgs, matchBinaries, matchPIDs, matchNamespaces, matchCapabilities, matchNamespaceChanges, "
         'matchCapabilityChanges, matchActions, matchReturnActions); did you mean "matchArgs"?',
         'p.yaml:17: spec.kprobes[0].selectors[0].matchActions[0].action: unknown action "Sigkil" (expected one '
-        'of: Post, NoPost, Sigkill, Signal, Override, TrackSock, UntrackSock); did you mean "Sigkill"?',
+        'of: Post, NoPost, Sigkill, Signal, Override, TrackSock, UntrackSock, Set, DnsLookup, GetUrl, '
+        'NotifyEnforcer); did you mean "Sigkill"?',
         "p.yaml:18: spec.kprobes[0].selectors[0].matchActions[1].action: action FollowFD is not supported by "
         "tetrahost (yet)",
     ]

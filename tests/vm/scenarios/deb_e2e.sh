@@ -4,11 +4,14 @@
 # apt install -> service active and ready -> an enforcing policy dropped into
 # /etc/tetragon/policies.d kills /tmp/xmrig -> the Sigkill event in the journal
 # with its fields, tetra status/getevents, metrics moved -> restart ->
-# reinstall keeps local config and policies -> apt remove leaves no BPF
-# program behind -> purge removes the configuration.
+# a miner run in a loop across `systemctl restart` and an upgrade to a new
+# build (never runs, one kill event per attempt) -> systemctl stop leaves
+# nothing -> reinstall keeps local config and policies -> apt remove leaves no
+# BPF program behind -> purge removes the configuration.
 #
 # Driven by tests/packaging/e2e_systemd.sh, which builds the .deb and puts it
-# in the results directory as tetrahost.deb.
+# in the results directory as tetrahost.deb, and the upgrade to a new build as
+# tetrahost-next.deb.
 set -euo pipefail
 
 t0=$(cut -d' ' -f1 /proc/uptime)
@@ -128,6 +131,69 @@ wait_for 60 "block-cryptominers enabled after restart" policy_enabled || true
 set +e; /tmp/xmrig 5; rc=$?; set -e
 [ "$rc" -eq 137 ] || fail "after restart /tmp/xmrig exited with $rc, expected 137"
 echo "after restart /tmp/xmrig was killed again"
+
+# --- enforcement that never lapses: restart and upgrade under a miner loop ------------
+step "a miner loop across systemctl restart and an upgrade to a new build"
+next_deb=${TETRAHOST_VM_RESULTS:-/nonexistent}/tetrahost-next.deb
+[ -f "$next_deb" ] || fatal "no $next_deb (run tests/packaging/e2e_systemd.sh)"
+cp "$next_deb" /tmp/tetrahost-next.deb
+cursor=$(journalctl --show-cursor -n 0 -q | sed -n 's/^-- cursor: //p')
+# One line per attempt in attempts.txt ("PID RC"): RC 0 means the miner ran.
+rm -f /tmp/loop.stop /tmp/attempts.txt
+(
+    while [ ! -e /tmp/loop.stop ]; do
+        sh -c 'exec /tmp/xmrig 0' & child=$!
+        wait "$child"; echo "$child $?" >> /tmp/attempts.txt
+    done
+) &
+loop=$!
+attempts() { [ -f /tmp/attempts.txt ] && wc -l < /tmp/attempts.txt || echo 0; }
+more_attempts() {  # N: wait until N more attempts were made
+    local want=$(( $(attempts) + $1 )) end=$(( $(date +%s) + 120 ))
+    while [ "$(attempts)" -lt "$want" ]; do
+        [ "$(date +%s)" -lt "$end" ] || { fail "the miner loop stalled"; return 1; }
+        sleep 0.2
+    done
+}
+more_attempts 10
+systemctl restart tetrahost || fail "restart under the loop failed"
+more_attempts 10
+DEBIAN_FRONTEND=noninteractive dpkg -i --force-confdef --force-confold /tmp/tetrahost-next.deb >/tmp/upgrade.log 2>&1 \
+    || { cat /tmp/upgrade.log; fail "upgrade to the next build failed"; }
+dpkg-query -W -f='${Version}\n' tetrahost | grep -q '+next1$' || fail "the upgrade did not install the next version"
+[ "$(systemctl is-active tetrahost)" = active ] || fail "not active after the upgrade"
+more_attempts 10
+touch /tmp/loop.stop; wait "$loop"
+n=$(attempts)
+ran=$(awk '$2 == 0' /tmp/attempts.txt | wc -l)
+[ "$ran" -eq 0 ] || fail "the miner ran $ran time(s) of $n across restart and upgrade"
+echo "$n attempts across restart and upgrade, $ran ran; exit codes: $(awk '{print $2}' /tmp/attempts.txt | sort | uniq -c | tr -s ' ' | paste -sd,)"
+# Every attempt's kill is reported once: by the agent that saw it, or by the
+# next one from the pinned ring buffer; a record lost there is counted.
+kills() { journalctl --after-cursor="$cursor" --no-pager -o json TETRAGON_ACTION=SIGKILL TETRAGON_POLICY=block-cryptominers; }
+all_reported() { [ "$(kills | wc -l)" -ge "$n" ]; }
+wait_for 60 "a Sigkill event for each of the $n attempts" all_reported || true
+kills | /usr/bin/python3 -c '
+import collections, json, sys
+attempts = {line.split()[0] for line in open("/tmp/attempts.txt")}
+pids = collections.Counter(json.loads(l).get("TETRAGON_PID") for l in sys.stdin if l.strip())
+dups = {p: c for p, c in pids.items() if c > 1}
+missing = attempts - set(pids)
+print(f"kill events: {sum(pids.values())} for {len(attempts)} attempts; duplicated: {dups or 0}; missing: {len(missing)}")
+sys.exit(1 if dups or missing else 0)' || fail "kill events are not one per attempt (see above)"
+curl -fsS http://localhost:2112/metrics | grep -E '^tetragon_missed_events_total|^tetrahost_export_lost_total' | grep -v ' 0$' \
+    && fail "events lost across restart and upgrade (above)" || true
+
+step "systemctl stop: nothing of ours left in the kernel"
+systemctl stop tetrahost || fail "stop failed"
+leftover=$(bpftool prog list 2>/dev/null | grep -E 'name (th_|on_exec|on_fork|on_exit)' || true)
+[ -z "$leftover" ] || fail "BPF programs left after stop: $leftover"
+pins=$(find /sys/fs/bpf -mindepth 1 2>/dev/null | grep -i tetra || true)
+[ -z "$pins" ] || fail "BPF pins left after stop: $pins"
+set +e; /tmp/xmrig 0; rc=$?; set -e
+[ "$rc" -eq 0 ] || fail "after stop the miner exited $rc: something still enforces"
+systemctl start tetrahost || fatal "start after stop failed"
+wait_for 60 "block-cryptominers enabled after start" policy_enabled || true
 
 # --- upgrade path: reinstalling keeps local configuration and policies -------------
 step "local edits, then reinstall (the upgrade path of dpkg)"

@@ -1,0 +1,1 @@
+"""USDT probe points (spec.usdts): the binary's notes and argument specs."""
