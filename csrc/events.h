@@ -225,6 +225,14 @@ enum th_arg_kind {
 	TH_ARG_CAP_SET = 19,      /* kernel_cap_t * -> its 64-bit mask, matched as an integer */
 	TH_ARG_SYSCALL64 = 20,    /* a syscall number, TH_SYSCALL64_I386 added for a 32-bit
 	                           * syscall; matched as an integer                  */
+	/* kernel objects summarised into a record (csrc/bpf/lib/kobj_args.bpf.h) */
+	TH_ARG_KIOCB = 21,        /* struct kiocb * -> its file's path (ki_filp)       */
+	TH_ARG_IOV_ITER = 22,     /* struct iov_iter * -> a th_char_buf of its first segment */
+	TH_ARG_BPF_ATTR = 23,     /* union bpf_attr * (BPF_PROG_LOAD) -> th_bpf_attr   */
+	TH_ARG_BPF_MAP = 24,      /* struct bpf_map * -> th_bpf_map                    */
+	TH_ARG_PERF_EVENT = 25,   /* struct perf_event * -> th_perf_event              */
+	TH_ARG_MODULE = 26,       /* struct module * -> th_module                      */
+	TH_ARG_LOAD_INFO = 27,    /* struct load_info * (a module being loaded) -> th_module */
 };
 
 /* Network selectors and the network limits. */
@@ -479,6 +487,11 @@ struct th_hook_config {
  * network order (IPv4 in the first 4 bytes), ports in host order.  For a
  * sockaddr the one address and port it holds are saddr/sport. */
 struct th_sock_tuple {
+	uint8_t ifname[16];       /* net_device: its name (IFNAMSIZ); zero for the other
+	                           * kinds.  First, so that the string matchers find a
+	                           * net_device's name where they find any string: at
+	                           * the start of its slot (its NUL counted in its
+	                           * length, the rest of the tuple follows it)        */
 	uint16_t family;          /* AF_INET, AF_INET6, AF_UNIX...                    */
 	uint16_t type;            /* SOCK_STREAM, SOCK_DGRAM... (sock, socket)        */
 	uint16_t protocol;        /* IPPROTO_*                                         */
@@ -494,7 +507,6 @@ struct th_sock_tuple {
 	uint64_t cookie;          /* sock: the struct sock's address (same in every event of one socket) */
 	uint8_t saddr[16];
 	uint8_t daddr[16];
-	uint8_t ifname[16];       /* net_device: its name (IFNAMSIZ)                   */
 };
 
 /* What a user_namespace argument's slot holds (and th_cred.user_ns). */
@@ -531,6 +543,52 @@ enum th_buf_limits {
 struct th_char_buf {
 	uint8_t data[252];        /* TH_BUF_MAX                                        */
 	uint32_t size;
+};
+
+/* What the slot of a kernel-object argument holds (TH_ARG_BPF_ATTR...);
+ * names are NUL-terminated when shorter than their array. */
+enum th_kobj_limits {
+	TH_BPF_OBJ_NAME = 16,     /* BPF_OBJ_NAME_LEN                                  */
+	TH_KSYM_NAME = 128,       /* KSYM_NAME_LEN: a kprobe perf event's function      */
+	TH_MODULE_NAME = 64,      /* MODULE_NAME_LEN on 64-bit kernels is 56; room to spare */
+};
+
+/* union bpf_attr of BPF_PROG_LOAD */
+struct th_bpf_attr {
+	uint32_t prog_type;       /* enum bpf_prog_type                                */
+	uint32_t insn_cnt;
+	uint8_t prog_name[16];    /* TH_BPF_OBJ_NAME                                   */
+};
+
+struct th_bpf_map {
+	uint32_t map_type;        /* enum bpf_map_type                                 */
+	uint32_t key_size;
+	uint32_t value_size;
+	uint32_t max_entries;
+	uint8_t map_name[16];     /* TH_BPF_OBJ_NAME                                   */
+};
+
+/* struct perf_event's attr: kprobe_func is read for every type (it is config1,
+ * the probed function's name in user memory for kprobe perf events) */
+struct th_perf_event {
+	uint64_t config;
+	uint64_t probe_offset;    /* config2                                           */
+	uint32_t type;            /* PERF_TYPE_* or a dynamic PMU's number             */
+	uint32_t pad;
+	uint8_t kprobe_func[128]; /* TH_KSYM_NAME                                      */
+};
+
+enum th_module_flags {
+	TH_MODULE_HAS_SIG = 1,    /* load_info: the kernel checks signatures (sig_ok read) */
+	TH_MODULE_SIG_OK = 2,     /* ... and this module's signature was good          */
+};
+
+/* struct module, or the module of a struct load_info */
+struct th_module {
+	uint64_t taints;          /* the module's TAINT_* bits (1 << TAINT_...)         */
+	uint32_t flags;           /* enum th_module_flags                              */
+	uint32_t pad;
+	uint8_t name[64];         /* TH_MODULE_NAME                                    */
 };
 
 /* Key of the string sets.  The same bytes serve the hash map str_equal (key

@@ -24,6 +24,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* the rest of the program, in the order each part needs the previous ones */
 #include "lib/hook_state.bpf.h"
+#include "lib/kobj_args.bpf.h"
 #include "lib/hook_args.bpf.h"
 #include "lib/hook_match.bpf.h"
 #include "lib/hook_return.bpf.h"

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from test_argtypes import arg, buf_bytes, cred_bytes, int_bytes
 from test_hook_json_network import TCP4, FakeResolver, tuple_bytes
+from test_kobj_args import bpf_attr_bytes, module_bytes
 from test_proccache import NS, exec_rec, seeded_cache
 
 from tetrahost.bpf.native import ffi, lib
@@ -90,7 +91,11 @@ POLICY_ARGS = [("int", lib.TH_ARG_INT, int_bytes(-3)), ("uint32", lib.TH_ARG_INT
                ("skb", lib.TH_ARG_SKB, tuple_bytes(family=2, protocol=17, saddr="10.1.0.1", daddr="10.1.0.2",
                                                    sport=1, dport=2, len=9, flags=lib.TH_SOCK_HAS_PORTS)),
                ("net_device", lib.TH_ARG_NETDEV, tuple_bytes(ifname="eth0", ifindex=2, netns=4026532177)),
-               ("syscall64", lib.TH_ARG_SYSCALL64, int_bytes(41 | lib.TH_SYSCALL64_I386))]
+               ("syscall64", lib.TH_ARG_SYSCALL64, int_bytes(41 | lib.TH_SYSCALL64_I386)),
+               ("bpf_attr", lib.TH_ARG_BPF_ATTR, bpf_attr_bytes()),
+               ("load_info", lib.TH_ARG_LOAD_INFO, module_bytes(taints=4096)),
+               ("kiocb", lib.TH_ARG_KIOCB, b"/dev/pts/1"),
+               ("iov_iter", lib.TH_ARG_IOV_ITER, buf_bytes(b"id\n", 3))]
 
 
 def hook_state(kind: str, message="m", tags=("t",)):
@@ -143,6 +148,7 @@ def test_every_rendered_kind_parses_with_tetragons_schema(fake_proc, host_fields
         assert killed["signal"] == "SIGKILL" and killed["signal_failed"] and killed["path_unresolved"]
         assert killed["args"]["9"] == {"read_error": "CharBufErrorPageFault"}
         assert killed["args"]["13"]["netns_name"] == "th-a" and killed["attach"] == "kprobe"
+        assert killed["args"]["19"] == {"signature_checked": False}     # load_info, no CONFIG_MODULE_SIG
         assert json.loads(lines[3])["tetrahost"]["monitor_action"] == "KPROBE_ACTION_SIGKILL"
 
 

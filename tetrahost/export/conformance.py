@@ -60,7 +60,7 @@ HOST_MESSAGES = {
     "tetrahost.Container": {"runtime": ["string", ""], "id": ["string", ""], "name": ["string", ""]},
     "tetrahost.Arg": {
         "netns": ["uint32", ""], "netns_name": ["string", ""], "ifindex": ["uint32", ""],
-        "ifname": ["string", ""], "read_error": ["string", ""],
+        "ifname": ["string", ""], "read_error": ["string", ""], "signature_checked": ["bool", ""],
     },
 }
 

@@ -37,6 +37,12 @@ and per argument index in
 Redaction (tetrahost.export.redaction) is applied to string_arg and to the
 bytes of bytes_arg / truncated_bytes_arg before they are encoded.
 
+A kiocb renders as the file_arg of its file; an iov_iter as a char_buf of
+its first segment (bytes_arg / truncated_bytes_arg); bpf_attr, bpf_map,
+perf_event, module and load_info as tetrahost.export.kobj_json says (with
+host field "signature_checked": false for a load_info on a kernel that does
+not check module signatures).
+
 Other arguments as Tetragon renders them: integers as int_arg (int8..int32),
 uint_arg (uint8..uint32), size_arg (uint64, size_t), long_arg (int64, long);
 a capability as capability_arg {value, name}; a kernel_cap_t (cap_*) as
@@ -60,6 +66,7 @@ from tetrahost.events import netns as _netns
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
 from tetrahost.events.text import bytes_to_text, os_text
+from tetrahost.export.kobj_json import KOBJ_KINDS, render_kobj, signature_known
 from tetrahost.export.stacks import StackRenderer
 from tetrahost.export.tetragon_json import KERNEL_CAPABILITY_NAMES, TetragonJSON, signal_name
 from tetrahost.policy.names import ADDRESS_FAMILIES, IP_PROTOCOLS, TCP_STATES
@@ -80,7 +87,7 @@ ACTION_NAMES = {
 # enum th_arg_kind -> Tetragon's JSON key for that argument
 _PATH_ARG_KEYS = {
     lib.TH_ARG_FILE: "file_arg", lib.TH_ARG_FD: "file_arg", lib.TH_ARG_PATH: "path_arg",
-    lib.TH_ARG_DENTRY: "path_arg", lib.TH_ARG_BPRM: "linux_binprm_arg",
+    lib.TH_ARG_DENTRY: "path_arg", lib.TH_ARG_BPRM: "linux_binprm_arg", lib.TH_ARG_KIOCB: "file_arg",
 }
 _NET_ARG_KEYS = {
     lib.TH_ARG_SOCK: "sock_arg", lib.TH_ARG_SOCKET: "sock_arg", lib.TH_ARG_SOCKADDR: "sockaddr_arg",
@@ -302,8 +309,10 @@ def render_arg(kind: int, arg, raw: bytes, resolver=None, redactor=None, binary:
         out = {"process_credentials_arg": render_cred(raw)}
     elif kind == lib.TH_ARG_USER_NS:
         out = {"user_ns_arg": _user_ns(_decode("struct th_user_ns", raw))}
-    elif kind in (lib.TH_ARG_BUF_KERNEL, lib.TH_ARG_BUF_USER):
+    elif kind in (lib.TH_ARG_BUF_KERNEL, lib.TH_ARG_BUF_USER, lib.TH_ARG_IOV_ITER):
         out = render_buf(raw, None if redactor is None else (lambda data: redactor.data(binary, data)))
+    elif kind in KOBJ_KINDS:
+        out = render_kobj(kind, raw)
     elif kind in (lib.TH_ARG_STR_KERNEL, lib.TH_ARG_STR_USER):
         text = _text(raw)
         out = {"string_arg": text if redactor is None else redactor.text(binary, text)}
@@ -489,8 +498,10 @@ class HookEventRenderer:
             fields = {}
             if kind in _NET_ARG_KEYS:
                 fields = net_host_fields(kind, raw, self.netns)
-            elif kind in (lib.TH_ARG_BUF_KERNEL, lib.TH_ARG_BUF_USER) and buf_read_failed(raw):
+            elif kind in (lib.TH_ARG_BUF_KERNEL, lib.TH_ARG_BUF_USER, lib.TH_ARG_IOV_ITER) and buf_read_failed(raw):
                 fields = {"read_error": "CharBufErrorPageFault"}
+            elif kind == lib.TH_ARG_LOAD_INFO and not signature_known(raw):
+                fields = {"signature_checked": False}   # no CONFIG_MODULE_SIG: signature_ok says nothing
             if fields:
                 per_arg[str(i)] = fields
         if per_arg:

@@ -30,6 +30,11 @@ _NET_KINDS = {"sock": lib.TH_ARG_SOCK, "socket": lib.TH_ARG_SOCKET, "sockaddr": 
               "skb": lib.TH_ARG_SKB, "net_device": lib.TH_ARG_NETDEV}
 # credentials: the slot holds a struct th_cred / th_user_ns
 _CRED_KINDS = {"cred": lib.TH_ARG_CRED, "user_namespace": lib.TH_ARG_USER_NS}
+# kernel objects (csrc/bpf/lib/kobj_args.bpf.h): a kiocb's file path, an
+# iov_iter's first segment, the others a record of their own
+OBJECT_KINDS = {"kiocb": lib.TH_ARG_KIOCB, "iov_iter": lib.TH_ARG_IOV_ITER, "bpf_attr": lib.TH_ARG_BPF_ATTR,
+                "bpf_map": lib.TH_ARG_BPF_MAP, "perf_event": lib.TH_ARG_PERF_EVENT,
+                "module": lib.TH_ARG_MODULE, "load_info": lib.TH_ARG_LOAD_INFO}
 # 64-bit capability sets read through their kernel_cap_t pointer, matched as integers
 CAP_SET_TYPES = frozenset({"kernel_cap_t", "cap_inheritable", "cap_permitted", "cap_effective"})
 BUF_ARG_KINDS = frozenset({lib.TH_ARG_BUF_KERNEL, lib.TH_ARG_BUF_USER})
@@ -58,9 +63,11 @@ def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
         return _NET_KINDS[base_type]
     if base_type in _CRED_KINDS:
         return _CRED_KINDS[base_type]
+    if base_type in OBJECT_KINDS:     # (uprobes: refused by validate_uprobes)
+        return OBJECT_KINDS[base_type]
     raise CompileError(f"argument type {base_type!r} is not read by the kernel side yet "
                        f"(supported: integers, string, char_buf, {', '.join(_PATH_KINDS)}, "
-                       f"{', '.join(_NET_KINDS)}, {', '.join(_CRED_KINDS)})")
+                       f"{', '.join(_NET_KINDS)}, {', '.join(_CRED_KINDS)}, {', '.join(OBJECT_KINDS)})")
 
 
 def _buf_size_source(hook: Hook, arg, pos: int) -> int:

@@ -112,17 +112,32 @@ def _compile_args(hook: Hook, match_args: tuple[MatchArg, ...], c, sets: StringS
             m.set_id = sets.add_ints([type(r)(as_int64(r.low), as_int64(r.high)) for r in ma.parsed], here)
         elif ma.arg_kind is ArgKind.INTEGER:
             _int_matcher(ma, m, here)
-        elif ma.arg_kind in (ArgKind.STRING, ArgKind.PATH):
+        elif ma.arg_kind in (ArgKind.STRING, ArgKind.PATH) or ma.arg_base_type == "net_device":
             if ma.operator not in _STR_OPS:
                 raise CompileError(f"{here}.operator {ma.operator} is not evaluated in the kernel yet "
                                    f"(supported on strings and paths: {', '.join(_STR_OPS)})")
             m.op, m.negate = _STR_OPS[ma.operator]
-            m.set_id = sets.add(m.op, [value_bytes(v) for v in ma.parsed], here)
+            values = [value_bytes(v) for v in ma.parsed]
+            if ma.arg_base_type == "net_device":
+                m.op, values = _netdev_name_matcher(m.op, values)
+            m.set_id = sets.add(m.op, values, here)
         elif ma.arg_kind is ArgKind.NETWORK:
             _compile_net_matcher(ma, m, sets.cidrs, here)
         else:
             raise CompileError(f"{here}: filtering {ma.arg_base_type} arguments is not supported yet")
     c.nargs = len(match_args)
+
+
+def _netdev_name_matcher(op: int, values: list[bytes]) -> tuple[int, list[bytes]]:
+    """A net_device is matched by its name, which starts its slot but is
+    followed by the rest of the device's tuple, not by zeros; the kernel side
+    counts the name's NUL in its length.  So Equal is a prefix ending in the
+    NUL ("lo\\0" is "lo", never "lo0"), and Postfix's values end in it too."""
+    if op == lib.TH_MATCH_EQUAL:
+        return lib.TH_MATCH_PREFIX, [v + b"\0" for v in values]
+    if op == lib.TH_MATCH_POSTFIX:
+        return op, [v + b"\0" for v in values]
+    return op, values
 
 
 def _compile_net_matcher(ma: MatchArg, m, cidrs: Cidrs, here: str):

@@ -18,6 +18,10 @@ ARG_NOT_SUPPORTED = {
     "source": "argument sources are not supported by tetrahost yet",
 }
 
+# The types an error lists: each once, by its canonical name (int32, not its
+# aliases int and sint32), so the list fits in a message.
+_CANONICAL_TYPES = tuple(name for name, info in SUPPORTED_ARG_TYPES.items() if name == info.base)
+
 
 def validate_args(ctx: Context, node: YNode, path: str, kind: str) -> list[tuple[int | None, Arg | None]]:
     """(index as written, Arg or None if rejected) for each declared arg, in order.
@@ -63,7 +67,7 @@ def validate_arg(ctx: Context, node: YNode, path: str, hook_kind: str, is_return
                       "but not supported by tetrahost yet", "unsupported-arg-type", type_name)
         else:
             ctx.error(tline, join(path, "type"), f'unknown argument type {shown(type_name)} (expected one of: '
-                      f"{', '.join(SUPPORTED_ARG_TYPES)})", "unknown-arg-type", type_name)
+                      f"{', '.join(_CANONICAL_TYPES)})", "unknown-arg-type", type_name)
     size_arg_index = get_int(ctx, node, "sizeArgIndex", path, minimum=1, maximum=limits.MAX_SIZE_ARG_INDEX) or 0
     return_copy = get_bool(ctx, node, "returnCopy", path)
     max_data = get_bool(ctx, node, "maxData", path)
@@ -80,9 +84,12 @@ def validate_arg(ctx: Context, node: YNode, path: str, hook_kind: str, is_return
 def _check_buffer_fields(ctx: Context, node: YNode, path: str, base: str, hook_kind: str,
                          size_arg_index: int, return_copy: bool, max_data: bool) -> None:
     is_buf = base == "char_buf"
-    for key, given in (("sizeArgIndex", size_arg_index), ("returnCopy", return_copy), ("maxData", max_data)):
+    for key, given in (("sizeArgIndex", size_arg_index), ("returnCopy", return_copy)):
         if given and not is_buf:
             ctx.error(node.key_line(key), join(path, key), f"{key} only applies to char_buf arguments", "invalid")
+    if max_data and base not in ("char_buf", "iov_iter"):
+        ctx.error(node.key_line("maxData"), join(path, "maxData"),
+                  "maxData only applies to char_buf and iov_iter arguments", "invalid")
     if is_buf and not size_arg_index and not return_copy:
         ctx.error(node.line, path, "a char_buf argument needs sizeArgIndex (the 1-based position of "
                   "the argument holding its size) or returnCopy: true", "invalid", "char_buf size")

@@ -33,6 +33,7 @@ MATCHARG_NOT_SUPPORTED = {
 _CANONICALIZED_TYPES = frozenset({"file", "path", "fd", "linux_binprm"})
 _CANONICALIZED_OPERATORS = frozenset({"Equal", "NotEqual", "Prefix", "NotPrefix"})
 # Integer arguments whose values may be CAP_* names: a number, or a 64-bit set (1 << number)
+_IFNAME_MAX = 15        # IFNAMSIZ - 1: a net_device's name
 _CAPABILITY_TYPES = frozenset({"capability", "kernel_cap_t", "cap_inheritable", "cap_permitted", "cap_effective"})
 
 
@@ -237,6 +238,10 @@ def _string(ctx: Context, text: str, line: int, path: str, operator: str, arg: A
     if len(text) > length_limit:
         ctx.error(line, path, f"value is {len(text)} characters long, the limit for {operator} is "
                   f"{length_limit}", "limit", f"{operator} length")
+        return None
+    if arg.base_type == "net_device" and operator in ("Equal", "NotEqual") and len(text.encode()) > _IFNAME_MAX:
+        ctx.error(line, path, f"{shown(text)} is {len(text.encode())} bytes long; an interface name has at "
+                  f"most {_IFNAME_MAX}, so it never matches", "invalid-value", "interface name length")
         return None
     if arg.kind is not ArgKind.PATH:
         return text

@@ -19,6 +19,7 @@ class ArgKind(str, Enum):
     PATH = "path"  # a kernel object resolved to its full path in the kernel
     NETWORK = "network"  # socket-ish object: addresses, ports, protocol, family
     CRED = "cred"  # struct cred, user_namespace: reported, not filterable
+    OBJECT = "object"  # a kernel object summarised into fields (bpf_attr, module...): reported only
     NOP = "nop"  # placeholder: occupies an index, nothing is read
 
 
@@ -74,6 +75,15 @@ SUPPORTED_ARG_TYPES: dict[str, ArgTypeInfo] = {
     # the syscall being made and its ABI (raw_syscalls' id): the number, plus
     # 0x80000000 (Tetragon's Is32Bit) when a 32-bit program made it
     "syscall64": _int("syscall64", 64, True),
+    # kernel objects read into a record of their own (csrc/events.h), as Tetragon
+    # reads them; Tetragon filters none of them, nor does tetrahost
+    "kiocb": ArgTypeInfo("kiocb", ArgKind.OBJECT),          # its file's path
+    "iov_iter": ArgTypeInfo("iov_iter", ArgKind.OBJECT),    # its first segment's bytes
+    "bpf_attr": ArgTypeInfo("bpf_attr", ArgKind.OBJECT),
+    "bpf_map": ArgTypeInfo("bpf_map", ArgKind.OBJECT),
+    "perf_event": ArgTypeInfo("perf_event", ArgKind.OBJECT),
+    "module": ArgTypeInfo("module", ArgKind.OBJECT),
+    "load_info": ArgTypeInfo("load_info", ArgKind.OBJECT),
     # nop is Tetragon's placeholder for an argument it should not read; it costs the
     # kernel side nothing, and several real policies need it to skip an index.
     "nop": ArgTypeInfo("nop", ArgKind.NOP),
@@ -82,9 +92,8 @@ SUPPORTED_ARG_TYPES: dict[str, ArgTypeInfo] = {
 # Types Tetragon accepts (CRD enum of KProbeArg.type plus argument_types docs) that
 # tetrahost cannot read yet.
 TETRAGON_ONLY_ARG_TYPES = frozenset({
-    "auto", "char_iovec", "filename", "const_buf", "bpf_attr", "perf_event",
-    "bpf_map", "bpf_prog", "kiocb", "iov_iter", "load_info",
-    "module", "data_loc", "bpf_cmd",
+    "auto", "char_iovec", "filename", "const_buf", "bpf_prog",
+    "data_loc", "bpf_cmd",
 })
 
 # --- matchArgs / matchReturnArgs operators --------------------------------------
@@ -123,7 +132,8 @@ NETWORK_OPERATORS_BY_TYPE = {
     "socket": (*ADDRESS_OPERATORS, *PORT_OPERATORS, *PRIV_PORT_OPERATORS, "Protocol", "Family", "State"),
     "skb": (*ADDRESS_OPERATORS, *PORT_OPERATORS, *PRIV_PORT_OPERATORS, "Protocol", "Family"),
     "sockaddr": ("SAddr", "NotSAddr", "SPort", "NotSPort", "SPortPriv", "NotSPortPriv", "Family"),
-    "net_device": (),      # reported (name, ifindex), not filtered on yet
+    # its name, as a string (Tetragon's matchArgs on net_device: Equal "lo")
+    "net_device": STRING_OPERATORS,
 }
 
 # --- process filters --------------------------------------------------------------

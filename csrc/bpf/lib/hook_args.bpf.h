@@ -219,6 +219,9 @@ TH_VERIFIED_ONCE int read_arg(__u32 scratch, __u32 i, __u32 kind, __u64 raw, __u
 	case TH_ARG_BPRM:
 		file = BPF_CORE_READ((struct linux_binprm *)raw, file);
 		break;
+	case TH_ARG_KIOCB:
+		file = BPF_CORE_READ((struct kiocb *)raw, ki_filp);
+		break;
 	case TH_ARG_FD:
 		file = fd_to_file(raw);
 		break;
@@ -232,9 +235,21 @@ TH_VERIFIED_ONCE int read_arg(__u32 scratch, __u32 i, __u32 kind, __u64 raw, __u
 		dentry = (struct dentry *)raw;
 		break;
 	case TH_ARG_SOCK ... TH_ARG_NETDEV:
-		net_read_arg((struct th_sock_tuple *)slot, kind, raw);
-		len = sizeof(struct th_sock_tuple);
-		break;
+		/* a net_device's name starts the slot, matched as a string this long */
+		s->arg_str_len[i] = net_read_arg((struct th_sock_tuple *)slot, kind, raw);
+		s->ev.arg_len[i] = sizeof(struct th_sock_tuple);
+		return 0;
+	case TH_ARG_BPF_ATTR ... TH_ARG_LOAD_INFO:
+		s->arg_str_len[i] = 0;
+		s->ev.arg_len[i] = kobj_read_arg(slot, kind, raw);
+		return 0;
+	case TH_ARG_IOV_ITER:
+		/* its first segment, as a char_buf (Tetragon's too) */
+		size = 0;
+		kind = iov_first_segment((struct iov_iter *)raw, &raw, &size);
+		s->arg_str_len[i] = kind ? fill_char_buf((struct th_char_buf *)slot, kind, raw, size, &s->ev.flags) : 0;
+		s->ev.arg_len[i] = sizeof(struct th_char_buf);
+		return 0;
 	case TH_ARG_CRED:
 		read_cred_arg((struct th_cred *)slot, (const struct cred *)raw);
 		len = sizeof(struct th_cred);

@@ -107,15 +107,21 @@ static __always_inline void net_read_sockaddr(struct th_sock_tuple *t, const voi
 }
 
 /* struct net_device: name, ifindex, netns. */
-static __always_inline void net_read_netdev(struct th_sock_tuple *t, struct net_device *dev)
+static __always_inline __u32 net_read_netdev(struct th_sock_tuple *t, struct net_device *dev)
 {
+	long n;
+
 	if (!dev) {
 		t->flags |= TH_SOCK_READ_FAILED;
-		return;
+		return 0;
 	}
-	bpf_probe_read_kernel_str(t->ifname, sizeof(t->ifname), __builtin_preserve_access_index(&dev->name));
+	n = bpf_probe_read_kernel_str(t->ifname, sizeof(t->ifname), __builtin_preserve_access_index(&dev->name));
 	t->ifindex = BPF_CORE_READ(dev, ifindex);
 	t->netns = net_inum(BPF_CORE_READ(dev, nd_net.net));
+	/* the name's length with its NUL: what follows the name in the slot is
+	 * the rest of the tuple, so user space makes Equal a prefix ending in the
+	 * NUL (tetrahost/policy/compile_selectors.py) */
+	return n > 0 ? n : 0;
 }
 
 /* struct sk_buff: its IP header (wire layout) and, for TCP/UDP/SCTP, the
@@ -174,11 +180,12 @@ static __always_inline void net_read_skb(struct th_sock_tuple *t, struct sk_buff
 	}
 }
 
-/* Fill a zeroed tuple from a network argument of the given kind.  A
+/* Fill a zeroed tuple from a network argument of the given kind; returns
+ * a net_device's name length, its NUL counted (0 for the other kinds).  A
  * subprogram of its own (not inlined): its stack is not added to the frame
  * of the entry program, whose chain entry -> select_step -> walk_step must
  * stay within 512 bytes for 6.1's verifier. */
-static __noinline void net_read_arg(struct th_sock_tuple *t, __u8 kind, __u64 raw)
+static __noinline __u32 net_read_arg(struct th_sock_tuple *t, __u8 kind, __u64 raw)
 {
 	switch (kind) {
 	case TH_ARG_SOCK:
@@ -195,9 +202,9 @@ static __noinline void net_read_arg(struct th_sock_tuple *t, __u8 kind, __u64 ra
 		net_read_skb(t, (struct sk_buff *)raw);
 		break;
 	case TH_ARG_NETDEV:
-		net_read_netdev(t, (struct net_device *)raw);
-		break;
+		return net_read_netdev(t, (struct net_device *)raw);
 	}
+	return 0;
 }
 
 /* ---- selectors on a tuple ----------------------------------------------- */
