@@ -116,10 +116,14 @@ class VmOptions:
 # the probed features allow, so they hold on any kernel (the whole of
 # tests/kernel is too slow under emulation for CI).
 KERNEL_BEHAVIOUR = ("tests/kernel/test_deep_paths.py", "tests/kernel/test_file_open_hooks.py",
-                    "tests/kernel/test_syscall_dispatch.py", "tests/kernel/test_uprobes_host.py",
-                    "tests/kernel/test_many_values.py", "tests/kernel/test_usdt_host.py")
+                    "tests/kernel/test_syscall_dispatch.py")
+# Policy features beyond the lean subset's (the seed policies, Override, a
+# selector of each kind): the full suites of the generic kernels run them.
+POLICY_COVERAGE = ("tests/kernel/test_uprobes_host.py", "tests/kernel/test_usdt_host.py",
+                   "tests/kernel/test_many_values.py", "tests/kernel/test_kobj_args_kernel.py",
+                   "tests/kernel/test_syscall_abi_host.py", "tests/kernel/test_stack_traces_host.py")
 SUITES = {
-    "vm": ("tests/vm", *KERNEL_BEHAVIOUR),
+    "vm": ("tests/vm", *KERNEL_BEHAVIOUR, *POLICY_COVERAGE),
     "kernel": ("tests/kernel",),
     "lean": ("tests/vm/test_seed_policies_vm.py", "tests/vm/test_policy_hooks_vm.py",
              "tests/vm/test_policy_selectors_vm.py", "tests/vm/test_guest_kernel.py", *KERNEL_BEHAVIOUR),
