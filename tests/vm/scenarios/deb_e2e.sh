@@ -143,7 +143,8 @@ rm -f /tmp/loop.stop /tmp/attempts.txt
 (
     while [ ! -e /tmp/loop.stop ]; do
         sh -c 'exec /tmp/xmrig 0' & child=$!
-        wait "$child"; echo "$child $?" >> /tmp/attempts.txt
+        rc=0; wait "$child" || rc=$?        # (set -e holds in this subshell too)
+        echo "$child $rc" >> /tmp/attempts.txt
     done
 ) &
 loop=$!
