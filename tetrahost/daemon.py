@@ -57,6 +57,10 @@ class Counters:
     decode_errors: int = 0
     events: dict[str, int] = field(default_factory=dict)   # by EventMeta.kind
     lost: dict[str, int] = field(default_factory=dict)     # in-kernel losses by record kind
+    # records read (or found pinned) but not exported, by reason: unknown_hook
+    # (its policy was unloaded meanwhile), replaced_generation (an older
+    # build's ring buffer this build cannot decode)
+    dropped: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     longest_turn: float = 0.0      # seconds of the slowest loop turn (work between two waits)
 
@@ -78,6 +82,8 @@ class Agent:
         self.pins = None
         self.dispatcher = None
         self._hold_ring = False          # True while adopting pinned hooks
+        self._sensor_attached_ns = 0           # CLOCK_BOOTTIME when the process sensor attached
+        self._superseded = 0                   # records of a replaced generation this agent also wrote
         self._ready = False
         self.sinks = list(sinks)
         self.components = list(components)
@@ -148,13 +154,40 @@ class Agent:
 
     # -- hot path: one call per kernel record ----------------------------------------
     def _on_record(self, raw: bytes) -> None:
+        record = self._decode(raw)
+        if record is not None:
+            self._handle(record)
+
+    def _decode(self, raw: bytes):
         self.counters.records += 1
         try:
-            record = decode(raw)
+            return decode(raw)
         except DecodeError as exc:
             self.counters.decode_errors += 1
             log.warning("dropped a malformed kernel record: %s", exc)
+            return None
+
+    def _on_replaced_record(self, raw: bytes) -> None:
+        """A record of a replaced generation (_drain_replaced).  Both
+        generations ran for a moment (new attached before old detached): a
+        record written after this agent's own program for the same hook (or
+        its process sensor) was attached is one that program wrote too."""
+        record = self._decode(raw)
+        if record is None:
             return
+        if isinstance(record, HookRecord):
+            hs = self.policies.hook_for_record(record.hook_id) if self.policies else None
+            since = hs.attached_ns if hs is not None else 0
+        else:
+            since = self._sensor_attached_ns
+        if since and record.ktime >= since:
+            self._superseded += 1
+            if not isinstance(record, HookRecord):
+                self.cache.handle(record)       # the process as it is now, not its event again
+            return
+        self._handle(record)
+
+    def _handle(self, record) -> None:
         if isinstance(record, HookRecord):
             self._on_hook(record)
             return
@@ -164,9 +197,9 @@ class Agent:
             self._emit(self.renderer.render(event), meta_for_process(kind, event.process, event.ktime))
 
     def _on_hook(self, record: HookRecord) -> None:
-        hs = self.policies.hooks.get(record.hook_id) if self.policies else None
+        hs = self.policies.hook_for_record(record.hook_id) if self.policies else None
         if hs is None:      # its policy was unloaded while the record was in flight
-            self.counters.events["unknown_hook"] = self.counters.events.get("unknown_hook", 0) + 1
+            self.counters.dropped["unknown_hook"] = self.counters.dropped.get("unknown_hook", 0) + 1
             return
         hs.events += 1
         action = ACTION_NAMES.get(record.action, "").removeprefix("KPROBE_ACTION_")
@@ -266,9 +299,9 @@ class Agent:
             return
         try:
             if self.policies is not None:
-                self.policies.finish_start()
+                self.policies.finish_start(drain=self._drain_replaced)
             else:
-                self.pins.remove_orphans(set())
+                self.pins.remove_orphans(set(), drain=self._drain_replaced)
                 self.pins.write_manifest({})
         except OSError as exc:
             log.error("pinned state: %s", exc)
@@ -278,6 +311,29 @@ class Agent:
         log.info("pinned state %s (g%d): %s; %d hooks adopted, %d loaded fresh", self.pins.root,
                  self.pins.generation, "adopted" if self.pins.adopted else "new",
                  sum(h.origin == "adopted" for h in hooks), sum(h.origin == "fresh" and h.active for h in hooks))
+
+    def _drain_replaced(self, fd: int, compatible: bool) -> None:
+        """Read a replaced generation's ring buffer, once its programs are
+        detached: what they wrote until this agent's took over (an upgrade
+        to another build runs both for a moment).  Records another layout
+        cannot be decoded: they are counted, never guessed at."""
+        from tetrahost.bpf.ringbuf import RingBuffer, PinnedMap
+
+        before, self._superseded = self.counters.records, 0
+        reader = RingBuffer(PinnedMap(fd, "events of a replaced generation"),
+                            self._on_replaced_record if compatible else lambda raw: None)
+        try:
+            n = reader.consume()
+        finally:
+            reader.close()
+        self._flush()
+        if compatible:
+            log.info("pinned state: %d records of the replaced generation read, %d of them also written by "
+                     "this agent's programs (skipped)", self.counters.records - before, self._superseded)
+        elif n:
+            self.counters.dropped["replaced_generation"] = self.counters.dropped.get("replaced_generation", 0) + n
+            log.warning("pinned state: %d records of the replaced generation lost: written by a build whose "
+                        "record layout this one cannot decode", n)
 
     def _shutdown_kernel_side(self) -> None:
         # A start that failed half-way is a crash: what the previous agent
@@ -308,6 +364,7 @@ class Agent:
             # in the ring buffer, not lost between the scan and the attach.
             self._open_pins()
             self.sensor.start(self.pins)
+            self._sensor_attached_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
             loaded = self.cache.load_procfs(self.proc_root)
             self._start_policies()
             for component in self.components:

@@ -8,6 +8,9 @@
   tetrahost_ringbuf_records_total               records read from the ring buffer
   tetrahost_ringbuf_lost_total                  all in-kernel losses
   tetrahost_decode_errors_total
+  tetrahost_records_dropped_total{reason}       records read but not exported: unknown_hook (policy
+                                                unloaded meanwhile), replaced_generation (pinned by
+                                                a build whose records this one cannot decode)
   tetrahost_policy_state{policy,state}          1 for the policy's current state, 0 for the others
   tetrahost_process_cache_size
   tetrahost_export_events_total{exporter}, _bytes_total, _errors_total, _dropped_total
@@ -126,6 +129,11 @@ class AgentCollector:
                                   value=sum(lost.values()))
         yield CounterMetricFamily("tetrahost_decode_errors", "Malformed kernel records dropped",
                                   value=c.decode_errors)
+        m = CounterMetricFamily("tetrahost_records_dropped", "Kernel records read (or found pinned) but not "
+                                "exported, by reason: unknown_hook, replaced_generation", labels=["reason"])
+        for reason in ("unknown_hook", "replaced_generation"):
+            m.add_metric([reason], c.dropped.get(reason, 0))
+        yield m
         yield GaugeMetricFamily("tetrahost_process_cache_size", "Entries in the process cache",
                                 value=len(self.agent.cache))
         yield from self._policies()

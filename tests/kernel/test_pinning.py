@@ -221,3 +221,71 @@ def test_cleanup_leaves_nothing_of_ours(tmp_path, pin_dir, miner):
     assert not progs & live_progs, f"programs left: {progs & live_progs}"
     assert not maps & live_maps, f"maps left: {maps & live_maps}"
     assert _run(binary) == 0
+
+
+def _next_build(tmp_path) -> str:
+    """The BPF objects of "another build": the same programs with one more,
+    unloaded, ELF section, so their hash (the build id) differs as a new
+    release's would."""
+    from tetrahost.sensors.objects import find_object
+    out = tmp_path / "next-build"
+    out.mkdir()
+    note = tmp_path / "note"
+    note.write_text("next build\n")
+    src = find_object("generic").parent
+    for obj in src.glob("*.bpf.o"):
+        subprocess.run(["llvm-objcopy", f"--add-section=.tetrahost.next={note}", str(obj), str(out / obj.name)],
+                       check=True)
+    return str(out)
+
+
+def test_new_build_takes_over_without_a_gap_a_loss_or_a_duplicate(tmp_path, pin_dir, miner):
+    """An upgrade: the next agent's objects are another build, so it loads a new
+    generation beside the pinned one (both enforce for a moment) and then
+    removes the old one.  What the old programs wrote meanwhile, and while no
+    agent ran, is read from the old ring buffer: every run reported once."""
+    binary, policy, policy_file = miner
+    first = _start(tmp_path, 0, pin_dir, "--policy", str(policy_file))
+    runs: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def probe():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            runs.append((n, _run(binary, f"run-{n}")))
+            time.sleep(0.003)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.3)
+        first.proc.kill()
+        first.proc.wait()
+        time.sleep(0.3)                              # runs while no agent runs
+        d = tmp_path / "agent1"
+        d.mkdir()
+        second = RunningAgent(d, "--policy", str(policy_file),
+                              env={"TETRAHOST_PIN_DIR": pin_dir, "TETRAHOST_BPF_DIR": _next_build(tmp_path)})
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join()
+    _run(binary, "run-final")
+    second.wait_events(lambda e: e.get("process_kprobe", {}).get("process", {}).get("arguments") == "run-final", 1)
+    second.settle()
+    log = second.log_text()
+    assert "pinned by another build" in log and "0 hooks adopted, 1 loaded fresh" in log, log
+    assert "records of the replaced generation read" in log, log
+
+    assert len(runs) > 50, "the probe loop hardly ran"
+    assert not [n for n, rc in runs if rc != -9], "a miner run was not killed"
+    reported: dict[str, int] = {}
+    for agent in (first, second):
+        for arg in _kills(agent, policy):
+            reported[arg] = reported.get(arg, 0) + 1
+    dups = {arg: c for arg, c in reported.items() if c > 1}
+    assert not dups, f"runs reported killed more than once: {dups}"
+    missing = [n for n, _ in runs if f"run-{n}" not in reported]
+    assert not missing, f"{len(missing)} of {len(runs)} runs reported by no agent: {missing[:10]}"
+    assert second.stop() == 0

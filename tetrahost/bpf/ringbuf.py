@@ -24,6 +24,15 @@ def th_ringbuf_sample(ctx, data, size):
     return 0
 
 
+class PinnedMap:
+    """A ring buffer map known only by its fd (one opened from a pin): what
+    RingBuffer needs of a map."""
+
+    def __init__(self, fd: int, name: str):
+        self.fd = fd
+        self.name = name
+
+
 class RingBuffer:
     def __init__(self, bpf_map, callback):
         self.callback = callback

@@ -35,6 +35,20 @@ _F = _FORK.index
 _X = _EXIT.index
 
 
+def records_layout_id() -> str:
+    """What this build's decoder expects of kernel records: their op codes and
+    the fields, formats and offsets of each record type.  A pinned ring
+    buffer written by another build is decoded only when its producer had
+    the same id (pins.py keeps it in the manifest)."""
+    import hashlib
+    h = hashlib.sha256()
+    for layout in (_EXEC, _FORK, _EXIT, _HOOK):
+        h.update(f"{layout.ctype}|{layout.struct.format}|{','.join(layout.fields)};".encode())
+    h.update(f"{lib.TH_OP_EXEC},{lib.TH_OP_FORK},{lib.TH_OP_EXIT},{lib.TH_OP_HOOK},"
+             f"{_DATA_OFFSET},{_HOOK_DATA},{_HOOK_SIZE},{lib.TH_STR_SLOT},{lib.TH_RET_SLOT}".encode())
+    return h.hexdigest()[:16]
+
+
 def _exec(buf: bytes) -> ExecRecord:
     if len(buf) < _DATA_OFFSET:
         raise DecodeError(f"exec record of {len(buf)} bytes, fixed part alone is {_DATA_OFFSET}")

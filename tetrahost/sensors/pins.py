@@ -28,6 +28,7 @@ import time
 
 from tetrahost.bpf import BpfError
 from tetrahost.bpf import pinned
+from tetrahost.events.decode import records_layout_id
 from tetrahost.sensors.objects import find_object
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,21 @@ class PinStore:
         os.makedirs(self.gen_path(), exist_ok=True)
         return False
 
+    @property
+    def records_compatible(self) -> bool:
+        """Records the previous agent's programs wrote decode with this build's decoder."""
+        return self.previous is not None and self.previous.get("records") == records_layout_id()
+
+    def replaced_hooks(self) -> dict[int, tuple[str, str, str, int]]:
+        """A replaced generation's hook ids -> (file, digest, policy, hook index):
+        the records its programs wrote until the new ones took over are the
+        events of the same hooks of an unchanged file, loaded fresh."""
+        if self.adopted or not self.records_compatible:
+            return {}
+        return {h["id"]: (path, entry["digest"], pol["name"], i)
+                for path, entry in self.previous["files"].items()
+                for pol in entry["policies"] for i, h in enumerate(pol["hooks"])}
+
     def pinned_files(self) -> dict:
         """path -> manifest entry of the policy files the adopted generation enforces."""
         return dict(self.previous["files"]) if self.adopted else {}
@@ -170,7 +186,7 @@ class PinStore:
     def write_manifest(self, files: dict) -> None:
         doc = {"magic": MAGIC, "layout": PIN_LAYOUT, "build": self.build, "generation": self.generation,
                "ringbuf_bytes": self.ringbuf_bytes, "agent_pid": os.getpid(), "written": time.time(),
-               "files": files}
+               "records": records_layout_id(), "files": files}
         pinned.write_blob(self.path(MANIFEST), json.dumps(doc, sort_keys=True).encode())
 
     # -- removal -------------------------------------------------------------------
@@ -191,16 +207,31 @@ class PinStore:
         out += [self.hook_dir(i) for i in sorted(self.pinned_hook_ids() - live_hooks)]
         return out
 
-    def remove_orphans(self, live_hooks: set[int]) -> list[str]:
+    def remove_orphans(self, live_hooks: set[int], drain=None) -> list[str]:
         """Remove the orphans (after the start-up loads: new before old); their
-        paths.  Unread records of an older generation's ring buffer are counted."""
+        paths.  An older generation's ring buffer outlives its pins long enough
+        to be read: drain(fd, compatible) gets it once its programs are
+        detached (all of their records are in it by then); without drain,
+        its unread bytes are logged as lost."""
         removed = []
         for path in self.orphans(live_hooks):
-            lost = _unread_records_bytes(path)
-            if lost:
-                log.warning("pinned state: %d bytes of unread records in %s discarded (lost)", lost, path)
+            events = _open_ring(path)
             remove_tree(path)
             removed.append(path)
+            if events is None:
+                continue
+            try:
+                if drain is not None:
+                    drain(events, self.records_compatible)
+                else:
+                    lost = pinned.ringbuf_unread(events)
+                    if lost:
+                        log.warning("pinned state: %d bytes of unread records in %s discarded (lost)",
+                                    lost, path)
+            except (OSError, ValueError, BpfError) as exc:
+                log.error("pinned state: reading the ring buffer of %s: %s", path, exc)
+            finally:
+                os.close(events)
         if removed:
             log.info("pinned state: removed %d orphan pin(s): %s", len(removed), ", ".join(removed[:8]))
         return removed
@@ -209,20 +240,15 @@ class PinStore:
         remove_tree(self.root)
 
 
-def _unread_records_bytes(path: str) -> int:
+def _open_ring(path: str) -> int | None:
+    """An fd of a generation's pinned ring buffer (kept past its unpinning), or None."""
     events = os.path.join(path, "process", "events")
     if not os.path.exists(events):
-        return 0
+        return None
     try:
-        fd = pinned.obj_get(events)
-    except OSError:
-        return 0
-    try:
-        return pinned.ringbuf_unread(fd)
-    except (OSError, ValueError):
-        return 0
-    finally:
-        os.close(fd)
+        return pinned.obj_get(events)
+    except (OSError, BpfError):
+        return None
 
 
 def remove_tree(path: str) -> None:

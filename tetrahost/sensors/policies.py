@@ -82,6 +82,9 @@ class HookState:
     origin: str = "fresh"                # "adopted": taken over, as it ran, from a previous agent's pins
     pinned: bool = False                 # its links are pinned (it survives the agent)
     fallback_from: list[str] = field(default_factory=list)   # better methods that failed, with why
+    # CLOCK_BOOTTIME ns (the records' clock) once attached: a replaced
+    # generation's record of this hook from then on is one this hook wrote too
+    attached_ns: int = 0
 
     @property
     def active(self) -> bool:
@@ -201,6 +204,8 @@ class PolicyManager:
         # path -> manifest entry of a previous agent's pinned version, until
         # adopted or dropped (finish_start drops the ones no file claimed)
         self.pinned_files: dict[str, dict] = pins.pinned_files() if pins is not None else {}
+        # hook ids of a replaced generation (another build) -> what replaces them (hook_for_record)
+        self._replaced_ids = pins.replaced_hooks() if pins is not None else {}
         taken = {h["id"] for e in self.pinned_files.values() for p in e["policies"] for h in p["hooks"]}
         if pins is not None:
             taken |= pins.pinned_hook_ids()
@@ -209,6 +214,19 @@ class PolicyManager:
         self.pool = WarmPool(shared_maps, depth=spares_per_key())
 
     # -- queries -----------------------------------------------------------------------
+    def hook_for_record(self, hook_id: int) -> "HookState | None":
+        """The hook a kernel record names: a live or recently retired one, or
+        for a record a replaced generation's program wrote (read when it is
+        drained), the same hook of the same, unchanged file loaded now."""
+        hs = self.hooks.get(hook_id)
+        if hs is not None or hook_id not in self._replaced_ids:
+            return hs
+        path, digest, name, index = self._replaced_ids[hook_id]
+        state = self.policies.get(name)
+        if state is None or state.file != path or state.digest != digest or index >= len(state.hooks):
+            return None
+        return state.hooks[index]
+
     def names_from(self, path: str) -> list[str]:
         """Names of the loaded policies that came from `path`."""
         return [n for n, s in self.policies.items() if s.file == path]
@@ -361,6 +379,7 @@ class PolicyManager:
             # the first method that loads and attaches; spares are tried first
             started = start_hook(hs.compiled, candidates, self.shared_maps, self.pool.take, self.dispatcher)
             hs.sensor, hs.plan, hs.fallback_from = started.sensor, started.plan, started.failed
+            hs.attached_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
             if hs.sensor.skipped:     # a list hook attached to fewer functions than planned
                 hs.plan = replace(hs.plan, method=f"{hs.plan.method}; {len(hs.sensor.skipped)} "
                                   f"would not attach: {'; '.join(hs.sensor.skipped[:3])}")
@@ -458,10 +477,11 @@ class PolicyManager:
         self.pool.close()
 
     # -- pinned state --------------------------------------------------------------------
-    def finish_start(self) -> None:
+    def finish_start(self, drain=None) -> None:
         """Start-up loads are done: pinned versions no file claimed (deleted
         while no agent ran) and orphans are removed, now that what replaces
-        them is attached."""
+        them is attached; drain: PinStore.remove_orphans's reader of a
+        replaced generation's ring buffer."""
         if self.pins is None:
             return
         for path in list(self.pinned_files):
@@ -474,7 +494,7 @@ class PolicyManager:
             stray = self.dispatcher.drop_unowned(owned)
             if stray:
                 log.info("pinned state: dispatcher slots %s owned by no hook: removed", stray)
-        self.pins.remove_orphans(live)
+        self.pins.remove_orphans(live, drain=drain)
         self._write_manifest()
 
     def release_all(self) -> None:
