@@ -133,3 +133,44 @@ def test_int_member_and_char_pointer(agent, binary):
     events = [e for e in policy_events(agent, BY_NAME, count=1) if e["args"][0] == {"int_arg": parent}]
     assert len(events) == 1, policy_events(agent, BY_NAME)
     assert events[0]["args"][1] == {"string_arg": binary}
+
+
+# ---- BPF-LSM (Tetragon's lsm_track_grandparent shape), where it is usable ----
+
+BY_LSM = f"resolve-lsm-{ID}"
+
+
+def lsm_policy() -> str:
+    return f"""
+  lsmhooks:
+  - hook: bprm_check_security
+    args:
+    - index: 0
+      type: string
+      resolve: mm.owner.real_parent.comm
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["{COMM}"]
+"""
+
+
+@pytest.fixture(scope="module")
+def lsm_agent(tmp_path_factory):
+    require_root_and_bpf()
+    if not features().lsm:
+        not_applicable("BPF-LSM is not usable")
+    a = start_with_policies(tmp_path_factory, {BY_LSM: lsm_policy()})
+    yield a
+    assert a.stop() == 0
+
+
+def test_lsm_hook_resolves_through_the_new_mm(lsm_agent, binary):
+    """At bprm_check_security the new mm's owner is the task executing: its
+    parent is the renamed process."""
+    run_under(OTHER_COMM, binary)
+    run_under(COMM, binary)
+    events = policy_events(lsm_agent, BY_LSM, count=1)
+    assert [e["args"] for e in events] == [[{"string_arg": COMM}]], events
+    assert "BPF-LSM bprm_check_security" in lsm_agent.log_text()

@@ -86,10 +86,10 @@ def _render_policy(policy: Policy, describe_attach: AttachDescriber) -> list[str
 def _resolved(arg) -> str:
     if not arg.resolve:
         return ""
-    start = f"{arg.btf_type} " if arg.btf_type else ""
+    start = f"({arg.btf_type} *) " if arg.btf_type else ""
     if arg.resolved is None:
-        return f" = {start}.{arg.resolve} (not resolved here: {arg.resolve_unavailable})"
-    return f" = {start}.{arg.resolve} ({arg.resolved.reached})"
+        return f" resolve {start}{arg.resolve} (not resolved here: {arg.resolve_unavailable})"
+    return f" resolve {start}{arg.resolve} \u2192 {arg.resolved.reached}"
 
 
 def _values(values: Iterable[object]) -> str:
