@@ -184,6 +184,7 @@ enum th_hook_limits {
 	TH_STACK_ENTRIES = 1024,  /* distinct stacks the stack_traces map of a hook with
 	                           * kernelStackTrace/userStackTrace holds (a power of two:
 	                           * a new stack then replaces, never fails)          */
+	TH_MAX_RESOLVE_STEPS = 8, /* pointers one `resolve:` path dereferences        */
 };
 
 /* th_selector.stack_traces: Post's kernelStackTrace / userStackTrace */
@@ -435,6 +436,22 @@ struct th_usdt_arg {
 	uint8_t pad[3];
 };
 
+/* `resolve:` on argument i (th_hook_config.resolve[i]): the struct members
+ * followed from the argument's value, compiled by user space from the running
+ * kernel's BTF (tetrahost/policy/resolve.py).  The BPF side loads
+ * value = *(u64 *)(value + loads[k]) for each k < nloads, adds last_offset,
+ * and then, unless last_size is 0, reads the integer of last_size bytes
+ * there.  The result is what the argument's kind reads (an address of a
+ * char array, a struct pointer, an integer).  A NULL on the way reads 0. */
+struct th_resolve {
+	uint8_t active;           /* 0: the argument is read as it is                  */
+	uint8_t nloads;           /* loads[] used, at most TH_MAX_RESOLVE_STEPS         */
+	uint8_t last_size;        /* 0, 1, 2, 4 or 8                                    */
+	uint8_t last_signed;      /* sign-extend that integer to 64 bits                */
+	uint32_t last_offset;
+	uint32_t loads[8];        /* TH_MAX_RESOLVE_STEPS */
+};
+
 /* The syscall dispatcher's chain for one syscall: the slots of the hooks on
  * it, in the order they run. */
 struct th_sys_chain {
@@ -481,6 +498,7 @@ struct th_hook_config {
 	struct th_arg_matcher ret_match[5];
 	struct th_cidr cidrs[32];         /* TH_MAX_CIDRS: SAddr/DAddr prefixes          */
 	struct th_usdt_arg usdt_args[5];  /* TH_MAX_ARGS: USDT arguments 0..4 (th_usdt)   */
+	struct th_resolve resolve[5];     /* TH_MAX_ARGS: each argument's `resolve:` path  */
 };
 
 /* What a network argument's slot in th_hook_event.data holds. Addresses in

@@ -141,7 +141,9 @@ static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th
 		if (i == cfg->ret_copy_arg)
 			keep_buffer_pointer(s, i, pick_arg(args, cfg->arg_src[i]));
 		else if (cfg->arg_kind[i])
-			read_arg(slot, i, cfg->arg_kind[i], pick_arg(args, cfg->arg_src[i]),
+			read_arg(slot, i, cfg->arg_kind[i],
+				 cfg->resolve[i].active ? resolve_arg(i, pick_arg(args, cfg->arg_src[i]))
+							: pick_arg(args, cfg->arg_src[i]),
 				 pick_arg(args, cfg->arg_offset[i]));
 	}
 

@@ -67,7 +67,8 @@ def _render_policy(policy: Policy, describe_attach: AttachDescriber) -> list[str
         lines.append(f"  {hook.describe()}")
         if hook.is_exec_hook:
             lines.append("    exec hook: matchBinaries matches the calling OR the executed binary")
-        args = ", ".join(f"{a.index}:{a.type}" + (f" ({a.label})" if a.label else "") for a in hook.args)
+        args = ", ".join(f"{a.index}:{a.type}" + (f" ({a.label})" if a.label else "") + _resolved(a)
+                         for a in hook.args)
         if args:
             lines.append(f"    args: {args}")
         if hook.return_arg is not None:
@@ -80,6 +81,15 @@ def _render_policy(policy: Policy, describe_attach: AttachDescriber) -> list[str
             lines.append(f"    selector {selector.index}: {_describe_selector(selector, hook, policy.mode)}")
         lines.append(f"    {describe_attach(hook, policy.mode)}")
     return lines
+
+
+def _resolved(arg) -> str:
+    if not arg.resolve:
+        return ""
+    start = f"({arg.btf_type} *) " if arg.btf_type else ""
+    if arg.resolved is None:
+        return f" resolve {start}{arg.resolve} (not resolved here: {arg.resolve_unavailable})"
+    return f" resolve {start}{arg.resolve} \u2192 {arg.resolved.reached}"
 
 
 def _values(values: Iterable[object]) -> str:

@@ -97,7 +97,11 @@ def _compile_tracepoint_args(hook: Hook, cfg, out: CompiledHook, fields) -> None
             raise CompileError(f"args[{pos}].index {arg.index}: {hook.name} has {len(fields)} fields "
                                f"({', '.join(f.name for f in fields)})")
         f = fields[arg.index]
-        if arg.base_type == "string" and (f.data_loc or f.inline_array):
+        if arg.resolve:
+            # the field is a pointer the resolve path starts from: read it whole
+            kind = arg_kind_for(hook, arg.base_type, arg.kind)
+            _compile_resolve(cfg, arg, pos)
+        elif arg.base_type == "string" and (f.data_loc or f.inline_array):
             kind = lib.TH_ARG_STR_KERNEL
         elif arg.base_type == "string" and f.pointer:
             # the syscalls/* events record the user's pointers
@@ -107,7 +111,11 @@ def _compile_tracepoint_args(hook: Hook, cfg, out: CompiledHook, fields) -> None
         if kind in BUF_ARG_KINDS:
             raise CompileError(f"args[{pos}]: char_buf arguments of tracepoints are not supported yet "
                                "(use a string field, or a kprobe/raw tracepoint)")
-        if f.data_loc:
+        if arg.resolve and f.size != 8:
+            raise CompileError(f"args[{pos}].resolve: field {f.name} ({f.type}) is not a pointer")
+        if arg.resolve:
+            cfg.arg_field[pos] = 8
+        elif f.data_loc:
             cfg.arg_field[pos] = lib.TH_FIELD_DATALOC
         elif f.inline_array:
             cfg.arg_field[pos] = lib.TH_FIELD_INLINE
@@ -182,6 +190,8 @@ def _compile_function_args(hook: Hook, cfg, out: CompiledHook) -> None:
         kind = arg_kind_for(hook, arg.base_type, arg.kind)
         cfg.arg_kind[pos] = kind
         cfg.arg_src[pos] = arg.index
+        if arg.resolve:
+            _compile_resolve(cfg, arg, pos)
         if kind in BUF_ARG_KINDS:
             cfg.arg_offset[pos] = _buf_size_source(hook, arg, pos)
         if arg.return_copy:
@@ -225,3 +235,22 @@ def _compile_return_copy(hook: Hook, cfg, arg, pos: int) -> None:
             raise CompileError(f"selectors[{i}].matchArgs: args[{pos}] is filled by the call (returnCopy): "
                                "its bytes are not known when the selectors are evaluated")
     cfg.ret_copy_arg = pos
+
+
+def _compile_resolve(cfg, arg, pos: int) -> None:
+    """`resolve:`: the walk done over the kernel's BTF when the policy was
+    loaded (policy/resolve.py), as the pointer loads of th_resolve."""
+    path = arg.resolved
+    if path is None:
+        raise KernelUnreadable(f"args[{pos}].resolve: {arg.resolve_unavailable or 'not resolved'}")
+    if len(path.loads) > lib.TH_MAX_RESOLVE_STEPS:
+        raise CompileError(f"args[{pos}].resolve: {len(path.loads)} pointers to follow, the kernel side "
+                           f"follows at most {lib.TH_MAX_RESOLVE_STEPS}")
+    r = cfg.resolve[pos]
+    r.active = 1
+    r.nloads = len(path.loads)
+    for k, offset in enumerate(path.loads):
+        r.loads[k] = offset
+    r.last_offset = path.last_offset
+    r.last_size = path.last_size
+    r.last_signed = path.last_signed

@@ -86,6 +86,17 @@ class Arg:
     return_copy: bool = False
     max_data: bool = False
     source: Location = _NO_SOURCE
+    # `resolve:` struct members followed from the argument ("mm.owner.comm"),
+    # `btfType:` the struct it is read as a pointer to; resolve_line: the
+    # line of `resolve`.  resolved: the walk over this kernel's BTF
+    # (policy/resolve.py ResolvedPath), or None with resolve_unavailable
+    # saying why it could not be done here (the hook is then not loaded).
+    resolve: str = ""
+    btf_type: str = ""
+    resolve_line: int = 0
+    btf_type_line: int = 0
+    resolved: object = None
+    resolve_unavailable: str = ""
 
     @property
     def size_arg_position(self) -> int | None:

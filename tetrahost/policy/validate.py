@@ -15,7 +15,7 @@ from .context import (Context, check_fields, choice, expect_map, get_bool,
                       get_list, get_str, join)
 from .model import Arg, Hook
 from .hookshape import HookShape
-from .validate_args import fill_shape, validate_arg, validate_args, validate_tags
+from .validate_args import fill_shape, resolve_hook_args, validate_arg, validate_args, validate_tags
 from .validate_enforcers import validate_enforcers
 from .validate_lists import LIST_PREFIX, SyscallList, validate_lists
 from .validate_selectors import check_string_sets, validate_selectors
@@ -141,7 +141,7 @@ def _validate_hook(ctx: Context, node: YNode, path: str, kind: str,
         name = f"{subsystem}/{event}"
         extra.update(subsystem=subsystem, event=event, raw=get_bool(ctx, node, "raw", path))
 
-    declared = validate_args(ctx, node, path, kind)
+    declared = resolve_hook_args(ctx, kind, name, extra, validate_args(ctx, node, path, kind))
     args = [arg for _, arg in declared if arg is not None]
     return_arg = _validate_return_arg(ctx, node, path, kind, extra.get("return_", False))
     message = get_str(ctx, node, "message", path)

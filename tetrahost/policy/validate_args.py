@@ -3,20 +3,24 @@ kprobes, tracepoints, LSM hooks (validate.py), uprobes and usdts (validate_uprob
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import limits
 from .errors import shown
 from .context import Context, check_fields, expect_map, get_bool, get_int, get_list, get_str, join
 from .hookshape import HookShape
 from .model import Arg
+from .resolve import ResolveError, ResolveUnavailable, resolve_arg
 from .vocab import SUPPORTED_ARG_TYPES, TETRAGON_ONLY_ARG_TYPES
 from .yamlnodes import YNode
 
-ARG_FIELDS = ("index", "type", "sizeArgIndex", "returnCopy", "maxData", "label")
+ARG_FIELDS = ("index", "type", "sizeArgIndex", "returnCopy", "maxData", "label", "resolve", "btfType")
 ARG_NOT_SUPPORTED = {
-    "resolve": "resolve (following struct fields from an argument) is not supported by tetrahost yet",
-    "btfType": "btfType is not supported by tetrahost yet",
     "source": "argument sources are not supported by tetrahost yet",
 }
+# hooks whose arguments `resolve:` can follow (kernel structures; Tetragon
+# has no resolve on uprobes either)
+RESOLVE_HOOK_KINDS = ("kprobe", "tracepoint", "lsm")
 
 # The types an error lists: each once, by its canonical name (int32, not its
 # aliases int and sint32), so the list fits in a message.
@@ -74,11 +78,38 @@ def validate_arg(ctx: Context, node: YNode, path: str, hook_kind: str, is_return
     label = get_str(ctx, node, "label", path)
     if info is not None:
         _check_buffer_fields(ctx, node, path, info.base, hook_kind, size_arg_index, return_copy, max_data)
+    resolve, btf_type = _resolve_fields(ctx, node, path, hook_kind, is_return, info)
     if len(ctx.errors) != errors_before or info is None or index is None:
         return None
     return Arg(index=index, type=type_name, base_type=info.base, kind=info.kind, bits=info.bits,
                signed=info.signed, label=label, size_arg_index=size_arg_index,
-               return_copy=return_copy, max_data=max_data, source=ctx.loc(node, path))
+               return_copy=return_copy, max_data=max_data, source=ctx.loc(node, path),
+               resolve=resolve, btf_type=btf_type, resolve_line=node.key_line("resolve"),
+               btf_type_line=node.key_line("btfType"))
+
+
+def _resolve_fields(ctx: Context, node: YNode, path: str, hook_kind: str, is_return: bool,
+                    info) -> tuple[str, str]:
+    """`resolve` and `btfType` as written; the walk over the kernel's BTF
+    needs the whole hook (validate_resolve.py)."""
+    resolve = get_str(ctx, node, "resolve", path)
+    btf_type = get_str(ctx, node, "btfType", path)
+    if not resolve and not btf_type:
+        return "", ""
+    key = "resolve" if resolve else "btfType"
+    line, fpath = node.key_line(key), join(path, key)
+    if not resolve:
+        ctx.error(line, fpath, "btfType names the struct a resolve path starts from: it needs resolve",
+                  "invalid", "btfType without resolve")
+    elif is_return:
+        ctx.error(line, fpath, "resolve applies to args, not to returnArg", "not-supported", "resolve on returnArg")
+    elif hook_kind not in RESOLVE_HOOK_KINDS:
+        ctx.error(line, fpath, f"resolve follows kernel structures: it applies to kprobes, tracepoints and "
+                  f"LSM hooks, not to {hook_kind}s", "not-supported", f"resolve on {hook_kind}s")
+    elif info is not None and info.base in ("char_buf", "nop"):
+        ctx.error(line, fpath, f"a {info.base} argument cannot be resolved (resolve reads integers, strings, "
+                  "paths, credentials and sockets)", "invalid", f"resolve on {info.base}")
+    return resolve, btf_type
 
 
 def _check_buffer_fields(ctx: Context, node: YNode, path: str, base: str, hook_kind: str,
@@ -128,3 +159,38 @@ def fill_shape(shape: HookShape, declared: list[tuple[int | None, Arg | None]], 
             continue
         shape.args[key] = arg
         shape.positions[key] = args.index(arg)
+
+
+def resolve_hook_args(ctx: Context, kind: str, name: str, hook: dict,
+                      declared: list[tuple[int | None, Arg | None]]) -> list[tuple[int | None, Arg | None]]:
+    """Walk each `resolve:` over the running kernel's BTF, from the hook's
+    argument types (hook: the kprobe flags and tracepoint fields of
+    validate.py).  A path that does not fit the kernel's types is an error
+    at its line; a walk that cannot be done here (no BTF, a function
+    missing from it) is kept on the Arg: compiling the hook says why."""
+    out = []
+    for index, arg in declared:
+        if arg is None or not arg.resolve:
+            out.append((index, arg))
+            continue
+        if hook.get("syscall"):
+            ctx.error(arg.resolve_line, join(arg.source.path, "resolve"), "resolve follows kernel structures, "
+                      "and a syscall's arguments are the caller's memory: hook the kernel function that "
+                      "receives the structure instead", "not-supported", "resolve on syscalls")
+            out.append((index, None))
+            continue
+        try:
+            resolved = resolve_arg(kind, name, arg, raw=hook.get("raw", False), subsystem=hook.get("subsystem", ""),
+                                   event=hook.get("event", ""))
+        except ResolveError as exc:
+            line = arg.btf_type_line if exc.field == "btfType" and arg.btf_type else arg.resolve_line
+            field = "btfType" if exc.field == "btfType" and arg.btf_type else "resolve"
+            ctx.error(line, join(arg.source.path, field), str(exc), "resolve", exc.detail)
+            out.append((index, None))
+            continue
+        except ResolveUnavailable as exc:
+            arg = replace(arg, resolve_unavailable=str(exc))
+        else:
+            arg = replace(arg, resolved=resolved)
+        out.append((index, arg))
+    return out

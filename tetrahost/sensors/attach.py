@@ -372,8 +372,11 @@ def _exec_candidates(hook: Hook, features, enforces: bool, overrides: bool, symb
         plans.append(AttachPlan("th_kprobe", hook.name, f"kprobe {hook.name}{by_signal}"))
     elif features.fentry:
         plans.append(AttachPlan("th_fentry", hook.name, f"fentry {hook.name}{by_signal}"))
+    # not with resolve: at sched_process_exec the linux_binprm is past the
+    # point of no return (its mm is the task's now, bprm->mm NULL), so paths
+    # through it would not read what they read at the hook
     if (hook.name in EXEC_FALLBACK_FUNCTIONS and any(a.base_type == "linux_binprm" for a in hook.args)
-            and features.raw_tracepoint):
+            and not any(a.resolve for a in hook.args) and features.raw_tracepoint):
         plans.append(AttachPlan("th_exec", "sched_process_exec",
                                 "raw_tp sched_process_exec" + ("" if plans else "; fallback: no kprobes/BPF-LSM "
                                                                "on this kernel") +

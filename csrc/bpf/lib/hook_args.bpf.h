@@ -152,6 +152,48 @@ static __always_inline void string_tail(struct hook_scratch *s, __u32 i, __u8 ki
 }
 
 /*
+ * `resolve:` (th_hook_config.resolve[i]): from argument i's value, the
+ * struct members user space found in the kernel's BTF, as pointer loads and
+ * an offset; returns what the argument's kind reads (0 when a pointer on the
+ * way is NULL or unreadable).  Global, verified once like read_arg.
+ */
+TH_VERIFIED_ONCE __u64 resolve_arg(__u32 i, __u64 p)
+{
+	__u32 zero = 0;
+	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
+	__u64 v = 0;
+
+	BARRIER_MASK(i, 7);             /* the bound below is then on the register used */
+	if (!cfg || i >= TH_MAX_ARGS)
+		return 0;
+	struct th_resolve *r = &cfg->resolve[i];
+
+	for (int k = 0; k < TH_MAX_RESOLVE_STEPS; k++) {
+		if (k >= r->nloads)
+			break;
+		if (!p || bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + r->loads[k])))
+			return 0;
+	}
+	if (!p)
+		return 0;
+	p += r->last_offset;
+	__u32 n = r->last_size;
+
+	if (!n)
+		return p;
+	if (n > sizeof(v))
+		n = sizeof(v);
+	if (bpf_probe_read_kernel(&v, n, (void *)p))
+		return 0;
+	if (n < sizeof(v) && r->last_signed) {
+		int shift = 64 - 8 * n;
+
+		v = (__u64)((__s64)(v << shift) >> shift);
+	}
+	return v;
+}
+
+/*
  * Argument i of kind `kind` (value raw) into its slot of the event in
  * scratch slot `scratch`; size: the value of the argument holding a
  * char_buf's byte count.

@@ -203,7 +203,7 @@ def test_unknown_fields_everywhere_and_all_errors_collected():
         'p.yaml:8: spec.kprobes[0].sycall: unknown field "sycall" (expected one of: call, syscall, return, args, '
         'returnArg, returnArgAction, selectors, message, tags, ignore); did you mean "syscall"?',
         'p.yaml:12: spec.kprobes[0].args[0].lable: unknown field "lable" (expected one of: index, type, '
-        'sizeArgIndex, returnCopy, maxData, label); did you mean "label"?',
+        'sizeArgIndex, returnCopy, maxData, label, resolve, btfType); did you mean "label"?',
         'p.yaml:14: spec.kprobes[0].selectors[0].matchArg: unknown field "matchArg" (expected one of: matchArgs, '
         "matchReturnArgs, matchBinaries, matchPIDs, matchNamespaces, matchCapabilities, matchNamespaceChanges, "
         'matchCapabilityChanges, matchActions, matchReturnActions); did you mean "matchArgs"?',
