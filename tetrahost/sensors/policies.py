@@ -82,6 +82,8 @@ class HookState:
     origin: str = "fresh"                # "adopted": taken over, as it ran, from a previous agent's pins
     pinned: bool = False                 # its links are pinned (it survives the agent)
     fallback_from: list[str] = field(default_factory=list)   # better methods that failed, with why
+    reattached: int = 0                  # uprobe/USDT: times it followed its replaced binary (binwatch)
+    binary_changed_at: float | None = None   # wall time its binary last changed (re-attached or not)
 
     @property
     def active(self) -> bool:
@@ -506,6 +508,7 @@ class PolicyManager:
                            "attach": h.plan.method if h.plan is not None and h.active else "",
                            "error": h.error, "events": h.events, "origin": h.origin,
                            "pinned": h.pinned, "retrying": h.retry_at is not None,
-                           "fallback_from": h.fallback_from if h.active else []} for h in s.hooks],
+                           "fallback_from": h.fallback_from if h.active else [],
+                           "reattached": h.reattached, "binary_changed_at": h.binary_changed_at} for h in s.hooks],
             })
         return out
