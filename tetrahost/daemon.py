@@ -269,6 +269,8 @@ class Agent:
                                       ProcState(self.sensor.obj, self.cache.running, self.proc_root), limits,
                                       dispatcher=self.dispatcher, pins=self.pins)
         self.add_timer(1.0, self.policies.retry_failed)    # hooks that failed for want of fds/memory
+        from tetrahost.sensors.binwatch import BinaryWatch
+        self.components.append(BinaryWatch())    # uprobe/USDT hooks follow a replaced binary
         for path in self.policy_files:
             try:
                 self.policies.load_file(path)

@@ -37,6 +37,7 @@ enum probe_slot {
 	HIT_RINGBUF,
 	HIT_UPROBE,
 	HIT_PROBE_WRITE_USER,
+	HIT_IMA_HASH,
 	HIT_SLOTS,
 };
 
@@ -163,6 +164,26 @@ SEC("lsm/bprm_check_security")
 long BPF_PROG(probe_lsm, struct linux_binprm *bprm, int ret)
 {
 	hit(HIT_LSM);
+	return lsm_ret(ret);
+}
+
+/* imaHash: a sleepable BPF-LSM program (lsm.s) asking IMA for the hash of
+ * the file being executed.  Loads only where the kernel has BPF-LSM and the
+ * helper (6.0+); counts only when IMA really produced a hash (the helper
+ * returns the algorithm, or -EOPNOTSUPP without CONFIG_IMA).  It returns the
+ * previous verdict: it never changes an exec. */
+SEC("lsm.s/bprm_check_security")
+long BPF_PROG(probe_ima_hash, struct linux_binprm *bprm, int ret)
+{
+	__u8 digest[64];
+	__u64 tgid = cfg(CFG_TGID);
+	struct task_struct *task = (void *)bpf_get_current_task();
+
+	/* only a child of the probing process: the exec it starts to fire this */
+	if (tgid && tgid != (__u64)BPF_CORE_READ(task, real_parent, tgid))
+		return lsm_ret(ret);
+	if (bpf_ima_file_hash(bprm->file, digest, sizeof(digest)) >= 0)
+		hit(HIT_IMA_HASH);
 	return lsm_ret(ret);
 }
 

@@ -241,6 +241,7 @@ def _status(args, out: TextIO, err: TextIO) -> int:
     for p in st["policies"]:
         lines.append(f"  {p['name']}: {p['state']} ({p['mode']}, {p['file']})")
         lines += [f"    FALLBACK {f}" for f in p.get("fallbacks", [])]
+        lines += [f"    REATTACHED {r}" for r in p.get("reattached", [])]
     for file, errors in st["policy_errors"].items():
         lines.append(f"  ERROR {file}: " + "; ".join(errors))
     pin = st.get("pinned")

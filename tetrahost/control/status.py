@@ -66,7 +66,11 @@ def agent_status(agent, server) -> dict:
                       "generation": s.generation,
                       # hooks running on a lesser method because a better one failed here
                       "fallbacks": [f"{h.hook.describe()}: {h.plan.method}" for h in s.hooks
-                                    if h.active and h.fallback_from]}
+                                    if h.active and h.fallback_from],
+                      # uprobe/USDT hooks that followed their binary when it was replaced
+                      "reattached": [f"{h.hook.describe()}: re-attached {h.reattached} time(s) after "
+                                     f"{h.hook.path} changed" + ("" if h.active else f"; now NOT ACTIVE: {h.error}")
+                                     for h in s.hooks if h.binary_changed_at is not None]}
                      for n, s in sorted(manager.policies.items())] if manager else [],
         "policy_reloads": {"ok": manager.reloads.ok, "failed": manager.reloads.failed,
                            "unloads": manager.reloads.unloads} if manager else {},

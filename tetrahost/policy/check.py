@@ -144,6 +144,8 @@ def _describe_action(action: Action, mode: str) -> str:
     stacks = [n for n, on in (("kernel", action.kernel_stack_trace), ("user", action.user_stack_trace)) if on]
     if stacks:
         text += f" with the {' and '.join(stacks)} stack trace{'s' if len(stacks) > 1 else ''}"
+    if action.ima_hash:
+        text += " with the IMA hash of the file"
     if action.is_enforcement and mode == "monitor":
         text += " [not performed: monitor mode]"
     return text

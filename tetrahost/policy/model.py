@@ -190,6 +190,7 @@ class Action:
     # NotifyEnforcer: arg_error is the return the enforced call gets, arg_sig the signal (0: none)
     kernel_stack_trace: bool = False  # Post: the kernel stack goes with the event
     user_stack_trace: bool = False  # Post: the user stack too
+    ima_hash: bool = False  # Post (LSM hooks): the IMA hash of the file/linux_binprm argument
     source: Location = _NO_SOURCE
 
     @property

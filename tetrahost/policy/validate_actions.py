@@ -30,9 +30,8 @@ _PARAMETER_OWNER = {
     "argFqdn": "DnsLookup", "argSock": "TrackSock/UntrackSock", "argIndex": "Set",
     "argValue": "Set", "argRegs": "Override on uprobes",
 }
-_POST_FEATURES_NOT_SUPPORTED = {
-    "imaHash": "IMA file hashes (imaHash) are not supported by tetrahost yet",
-}
+_POST_FEATURES_NOT_SUPPORTED: dict[str, str] = {}
+_IMA_ARG_TYPES = ("file", "linux_binprm")
 _STACK_TRACES = {"kernelStackTrace": "kernel_stack_trace", "userStackTrace": "user_stack_trace"}
 _RATE_LIMIT = re.compile(r"^([0-9]+)([smh]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
@@ -97,6 +96,7 @@ def _validate_action(ctx: Context, entry: YNode, path: str, shape: HookShape, is
     elif name == "Post":
         fields.update(_post_parameters(ctx, entry, path))
         fields.update(_stack_traces(ctx, entry, path, shape, is_return))
+        fields.update(_ima_hash(ctx, entry, path, shape, is_return))
     elif name in SOCKET_ACTIONS:
         fields["arg_sock"] = _sock_argument(ctx, entry, path, shape, name)
     elif name == "Set":
@@ -146,6 +146,28 @@ def _stack_traces(ctx: Context, entry: YNode, path: str, shape: HookShape, is_re
                       "tetrahost yet (the stack is taken at the entry)", "not-supported", f"{key} at return")
         fields[field] = True
     return fields
+
+
+def _ima_hash(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> dict:
+    """imaHash: the IMA hash of the hook's file/linux_binprm argument, on LSM
+    hooks as in Tetragon (ProcessLsm.ima_hash).  Accepted here; whether this
+    kernel can compute it is said at attach (tetrahost/sensors/attach.py)."""
+    if not get_bool(ctx, entry, "imaHash", path):
+        return {}
+    line, ipath = entry.key_line("imaHash"), join(path, "imaHash")
+    if shape.kind != "lsm":
+        ctx.error(line, ipath, f"imaHash is reported on LSM hook events only (Tetragon's ProcessLsm has the "
+                  f"field), not on a {shape.kind}", "invalid", f"imaHash on {shape.kind}")
+    elif is_return:
+        ctx.error(line, ipath, "imaHash in matchReturnActions: LSM hooks have no return actions", "invalid",
+                  "imaHash at return")
+    elif not any(a.base_type in _IMA_ARG_TYPES for a in shape.args.values()):
+        ctx.error(line, ipath, "imaHash hashes the hook's file or linux_binprm argument: declare one in args",
+                  "invalid", "imaHash without a file argument")
+    else:
+        ctx.warn(line, ipath, "tetrahost does not compute IMA hashes yet: the hook and its other actions work, "
+                 "its events carry no ima_hash")
+    return {"ima_hash": True}
 
 
 def _notify_enforcer(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> dict:

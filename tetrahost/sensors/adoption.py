@@ -88,6 +88,8 @@ def _adopt_hook(manager, hs, pinned_hook: dict) -> str | None:
     dispatch = pinned_hook.get("dispatch")
     sensor = HookSensor.adopted(hs.compiled, hs.plan, manager.shared_maps, manager.dispatcher, [],
                                 dispatch["slot"] if dispatch else None)
+    if isinstance(pinned_hook.get("target"), list):    # the file it went on, maybe replaced since
+        sensor.target_id = tuple(pinned_hook["target"])
     if sensor.config_digest() != pinned_hook["config"]:
         return f"hook {hs.hook.describe()} compiles differently now"
     if bool(dispatch) != sensor.dispatched:
@@ -145,6 +147,7 @@ def manifest_files(manager) -> dict:
             regs = hs.sensor.registrations()
             hooks.append({"id": hs.hook_id, "links": len(hs.sensor.pinnable_links()),
                           "config": hs.sensor.config_digest(),
+                          **({"target": list(hs.sensor.target_id)} if hs.sensor.target_id else {}),
                           "dispatch": {"slot": hs.sensor.dispatch_slot,
                                        **{r.direction: list(r.numbers) for r in regs}} if regs else None})
         entry["policies"].append({"name": state.policy.name, "hooks": hooks})

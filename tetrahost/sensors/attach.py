@@ -135,9 +135,29 @@ def attach_candidates(hook: Hook, features, enforces: bool, overrides: bool, sym
             plans.append(_with_return(hook, plan, features) if hook.return_ else plan)
         except AttachError as exc:
             errors.append(str(exc))
+    note = ima_hash_note(hook, features)
     if not plans:
-        raise AttachError(errors[0] if errors else f"{hook.name}: no attach method on this kernel")
-    return plans
+        error = errors[0] if errors else f"{hook.name}: no attach method on this kernel"
+        raise AttachError(f"{error}; {note}" if note else error)
+    return [replace(p, method=f"{p.method}; {note}") for p in plans] if note else plans
+
+
+def ima_hash_note(hook: Hook, features) -> str:
+    """Why a hook whose Post asks imaHash gets no hash here ("" when none asks).
+    The hash needs a sleepable BPF-LSM program calling bpf_ima_file_hash
+    (`tetrahost probe`: ima_hash); the events of such a hook carry no
+    ima_hash field meanwhile."""
+    if not any(a.ima_hash for s in hook.selectors for a in s.match_actions):
+        return ""
+    if not getattr(features, "lsm", False):
+        why = "it needs BPF-LSM, which is not usable on this kernel (`tetrahost probe`: lsm)"
+    elif not getattr(features, "ima_hash", False):
+        why = ("this kernel gives BPF programs no IMA hash (`tetrahost probe`: ima_hash: no sleepable "
+               "BPF-LSM program with bpf_ima_file_hash, or IMA not active)")
+    else:
+        why = ("the kernel could (`tetrahost probe`: ima_hash yes), but tetrahost's hook programs do not ask "
+               "IMA for the hash yet")
+    return f"imaHash not available here: {why}; events carry no ima_hash"
 
 
 def _with_return(hook: Hook, plan: AttachPlan, features) -> AttachPlan:

@@ -46,6 +46,15 @@ def check_uprobe_binary(path: str) -> None:
         raise BpfError(errno.EINVAL, f"uprobe binary {path}: not a regular file")
 
 
+def file_identity(path: str) -> tuple[int, int, int] | None:
+    """(st_dev, st_ino, st_mtime_ns) of the file `path` names now; None if none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
 def str_set_key(set_id: int, value: bytes, prefix: bool) -> bytes:
     """The bytes of a struct th_str_key as each string map expects them."""
     key = ffi.new("struct th_str_key *")
@@ -96,6 +105,10 @@ class HookSensor:
         self.links: list[Link] = []
         self.skipped: list[str] = []     # list hooks: functions that would not attach, with why
         self.usdt = None                 # USDT hooks: the point in the binary (tetrahost.usdt.notes.UsdtTarget)
+        # uprobe/USDT hooks: which file the probe went on, (st_dev, st_ino,
+        # st_mtime_ns) of the path just before the attach (a later replacement
+        # of the path is then seen as a difference, never missed)
+        self.target_id: tuple[int, int, int] | None = None
 
     @property
     def dispatched(self) -> bool:
@@ -108,6 +121,8 @@ class HookSensor:
             cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
         else:   # sys_enter hands over the syscall's own arguments
             cfg.flags &= ~lib.TH_CFG_SYSCALL_WRAPPER
+        if self.compiled.hook.kind in ("uprobe", "usdt") and self.target_id is None:
+            self.target_id = file_identity(self.compiled.hook.path)
         if self.compiled.hook.kind == "usdt" and self.usdt is None:
             from tetrahost.usdt.configure import resolve
             from tetrahost.usdt.notes import UsdtError
@@ -217,6 +232,36 @@ class HookSensor:
             return prog.attach_uprobe(self.compiled.hook.path, offset=self.usdt.offset,
                                       ref_ctr_offset=self.usdt.ref_ctr_offset)
         return prog.attach()       # raw_tp fallbacks: the section names the tracepoint
+
+    def retarget(self) -> list:
+        """Attach this hook's programs again to the file its path names NOW (a
+        uprobe/USDT binary replaced, e.g. by a package upgrade: the old links
+        stay on the old inode).  The loaded object is reused: no verifier run.
+        USDT notes are read again (the point's offset, semaphore and argument
+        locations may have moved) and the config rewritten.  Returns the old
+        links, still attached: the caller detaches them once it is done with
+        the new ones (new before old, as for a policy replace).  On failure
+        (the new file lacks the symbol or point...) raises BpfError and leaves
+        the hook as it was."""
+        before = (self.target_id, self.usdt, ffi.buffer(self.compiled.config)[:])
+        self.target_id, self.usdt = None, None
+        new: list = []
+        try:
+            self._configure()
+            if self.compiled.hook.kind == "usdt":
+                self.obj.map("hook_config").update((0).to_bytes(4, "little"), ffi.buffer(self.compiled.config)[:])
+            for program, target in reversed(self.plan.programs):
+                new.append(self._attach(self.obj.program(program), program, target))
+        except BaseException:
+            for link in new:
+                link.destroy()
+            self.target_id, self.usdt = before[0], before[1]
+            ffi.memmove(self.compiled.config, before[2], len(before[2]))
+            if self.compiled.hook.kind == "usdt" and self.obj is not None:
+                self.obj.map("hook_config").update((0).to_bytes(4, "little"), before[2])
+            raise
+        old, self.links = self.links, new
+        return old
 
     def pinnable_links(self) -> list[Link]:
         """The real links (dispatched halves are registrations: the pinned

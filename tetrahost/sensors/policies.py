@@ -85,6 +85,8 @@ class HookState:
     # CLOCK_BOOTTIME ns (the records' clock) once attached: a replaced
     # generation's record of this hook from then on is one this hook wrote too
     attached_ns: int = 0
+    reattached: int = 0                  # uprobe/USDT: times it followed its replaced binary (binwatch)
+    binary_changed_at: float | None = None   # wall time its binary last changed (re-attached or not)
 
     @property
     def active(self) -> bool:
@@ -526,6 +528,7 @@ class PolicyManager:
                            "attach": h.plan.method if h.plan is not None and h.active else "",
                            "error": h.error, "events": h.events, "origin": h.origin,
                            "pinned": h.pinned, "retrying": h.retry_at is not None,
-                           "fallback_from": h.fallback_from if h.active else []} for h in s.hooks],
+                           "fallback_from": h.fallback_from if h.active else [],
+                           "reattached": h.reattached, "binary_changed_at": h.binary_changed_at} for h in s.hooks],
             })
         return out

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import threading
 
 from tetrahost.sensors.mounts import ensure_mounted
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 # Slots of probe_hits / probe_config: same order as csrc/bpf/probe.bpf.c.
 HIT_SLOTS = ("tracepoint", "raw_tracepoint", "kprobe", "kretprobe", "kprobe_multi", "fentry", "fexit",
-             "fmod_ret", "lsm", "send_signal", "override_return", "ringbuf", "uprobe", "probe_write_user")
+             "fmod_ret", "lsm", "send_signal", "override_return", "ringbuf", "uprobe", "probe_write_user",
+             "ima_hash")
 CFG_TGID, CFG_SIGNAL, CFG_SYSCALL, CFG_WRITE_ADDR = 0, 1, 2, 3
 SYS_GETPPID = 110          # x86_64; a syscall nothing else in this process makes while probing
 OVERRIDE_TARGET = "__x64_sys_getppid"   # syscall entries are on the error-injection list
@@ -74,6 +76,7 @@ class KernelFeatures:
     btf: bool
     uprobe: bool = False
     probe_write_user: bool = False     # the USDT Set action (bpf_probe_write_user)
+    ima_hash: bool = False             # imaHash on Post: sleepable BPF-LSM + bpf_ima_file_hash, IMA hashing
 
 
 @dataclasses.dataclass
@@ -178,6 +181,10 @@ def hits(obj, slot: str) -> int:
     return int(obj.map("probe_hits").lookup(HIT_SLOTS.index(slot), 0))
 
 
+def _exec_true() -> None:
+    subprocess.run(["/bin/true"], check=False)
+
+
 def _open_a_file() -> None:
     os.close(os.open("/dev/null", os.O_RDONLY))
 
@@ -266,6 +273,7 @@ _PROBES = (
     ("ringbuf", "probe_ringbuf", lambda p: p.attach(), _fire_ringbuf),
     ("uprobe", "probe_uprobe", _attach_uprobe, lambda o: os.getppid()),
     ("probe_write_user", "probe_write_user", _attach_uprobe, _fire_probe_write_user),
+    ("ima_hash", "probe_ima_hash", lambda p: p.attach_lsm(), lambda o: _exec_true()),
 )
 CAPABILITY_NAMES = tuple(p[0] for p in _PROBES)
 
@@ -273,6 +281,7 @@ CAPABILITY_NAMES = tuple(p[0] for p in _PROBES)
 def _method(name: str, section: str) -> str:
     target = {"override_return": f"kprobe/{OVERRIDE_TARGET} calling bpf_override_return",
               "uprobe": "uprobe on libc getppid of this process",
+              "ima_hash": f"{section} (sleepable) calling bpf_ima_file_hash on an exec of /bin/true",
               "probe_write_user": "uprobe on libc getppid of this process calling bpf_probe_write_user",
               "send_signal": f"{section} calling bpf_send_signal",
               "ringbuf": f"ringbuf map + {section} calling bpf_ringbuf_output"}.get(name, section)
@@ -317,10 +326,15 @@ def _probe_one(name, program, attach, fire, ev: Evidence) -> Capability:
         cause = explain(name, stage, exc.errno, said, ev)
         return Capability(name, False, f"{why}; {cause}" if cause else why, method, stage, _errname(exc.errno))
     detail = "loaded and attached" + {True: ", fired", False: ", attached but did not fire", None: ""}[fired]
-    if name == "lsm" and not (ev.lsms and "bpf" in ev.lsms):
+    if name in ("lsm", "ima_hash") and not (ev.lsms and "bpf" in ev.lsms):
         lsms = ",".join(ev.lsms) if ev.lsms is not None else "unknown (no securityfs)"
         return Capability(name, False, f"{detail} but inert: 'bpf' is not an active LSM ({lsms}); "
                           "boot with lsm=...,bpf", method, "effect", None, fired)
+    if name == "ima_hash" and fired is False:
+        ima = "IMA is active" if ev.lsms and "ima" in ev.lsms else \
+            f"'ima' is not an active LSM ({','.join(ev.lsms or []) or 'unknown'}) or the kernel has no CONFIG_IMA"
+        return Capability(name, False, f"{detail}: bpf_ima_file_hash gave no hash ({ima})",
+                          method, "effect", None, fired)
     return Capability(name, fired is not False, detail, method, "ok", None, fired)
 
 
@@ -351,7 +365,9 @@ def explain(name: str, stage: str, err: int, verifier: str | None, ev: Evidence)
         # the kernel withholds the helper under lockdown (LOCKDOWN_BPF_WRITE_USER)
         parts.append(f"lockdown={ev.lockdown} forbids bpf_probe_write_user" if ev.lockdown and
                      ev.lockdown != "none" else "the helper was refused (kernel lockdown or no uprobe support)")
-    if name in ("fentry", "fexit", "fmod_ret", "lsm"):
+    if name == "ima_hash" and stage == "load" and verifier and "unknown func" in verifier:
+        parts.append("the kernel has no bpf_ima_file_hash helper (Linux 6.0+)")
+    if name in ("fentry", "fexit", "fmod_ret", "lsm", "ima_hash"):
         if ev.btf is None:
             parts.append("no /sys/kernel/btf/vmlinux (kernel BTF needed)")
         if ev.ftrace_functions != "readable":
@@ -359,7 +375,7 @@ def explain(name: str, stage: str, err: int, verifier: str | None, ev: Evidence)
         parts.append(_config_says(ev, "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS"))
         if err == 1 and ev.lockdown and ev.lockdown != "none":
             parts.append(f"lockdown={ev.lockdown}")
-    if name == "lsm":
+    if name in ("lsm", "ima_hash"):
         parts.append(_config_says(ev, "CONFIG_BPF_LSM"))
         if ev.lsms is not None and "bpf" not in ev.lsms:
             parts.append(f"'bpf' not in active LSMs ({','.join(ev.lsms)})")
