@@ -122,7 +122,8 @@ KERNEL_BEHAVIOUR = ("tests/kernel/test_deep_paths.py", "tests/kernel/test_file_o
 POLICY_COVERAGE = ("tests/kernel/test_uprobes_host.py", "tests/kernel/test_usdt_host.py",
                    "tests/kernel/test_many_values.py", "tests/kernel/test_kobj_args_kernel.py",
                    "tests/kernel/test_syscall_abi_host.py", "tests/kernel/test_stack_traces_host.py",
-                   "tests/kernel/test_resolve_host.py")
+                   "tests/kernel/test_resolve_host.py", "tests/kernel/test_uprobe_replaced_binary.py",
+                   "tests/kernel/test_ima_hash_kernel.py")
 SUITES = {
     "vm": ("tests/vm", *KERNEL_BEHAVIOUR, *POLICY_COVERAGE),
     "kernel": ("tests/kernel",),
