@@ -80,6 +80,19 @@ static __always_inline __u64 pick_arg(__u64 *args, __u8 n)
 	return 0;
 }
 
+/* NotifyEnforcer: the note for this thread (id: pid_tgid) that the policy's
+ * enforcer acts on.  A function of its own so that its record is not on
+ * every entry program's stack (Debian 6.1's verifier allows 512 bytes for
+ * the deepest call chain, entry program's frame included).  0 if noted. */
+TH_VERIFIED_ONCE int note_enforcer(__u64 id, __u32 enforcer_id, __u32 hook_id, __s32 error, __s32 sig)
+{
+	struct th_enforcer_note note = {
+		.enforcer_id = enforcer_id, .hook_id = hook_id, .error = error, .sig = sig,
+	};
+
+	return bpf_map_update_elem(&enforcer_notes, &id, &note, BPF_ANY) ? 1 : 0;
+}
+
 /* Set (USDT): write the selector's value into the user memory of argument
  * action_arg, as many bytes as the argument has.  Only th_usdt_set gets
  * here (set_addr is NULL for every other program, so the helper, refused
@@ -134,7 +147,14 @@ static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th
 	ev->hook_id = cfg->hook_id;
 	ev->syscall_nr = syscall_nr;
 	ev->flags = in_ia32_syscall() ? TH_HOOK_COMPAT : 0;
-	s->binary_ready = 0;
+	/* The caller's binary for matchBinaries, here rather than where a
+	 * selector first needs it: called from select_step, its path walk made
+	 * the deepest call chain (th_tracepoint -> select_step -> resolve_binary
+	 * -> walk_step) 544 bytes of stack, over the 512 Debian 6.1's verifier
+	 * allows.  A selector reaches matchBinaries on nearly every event anyway
+	 * (only matchPIDs/Namespaces/Capabilities come before it). */
+	if (cfg->flags & TH_CFG_NEEDS_BINARY)
+		resolve_binary(slot);
 	read_namespaces(task, BPF_CORE_READ(task, cred), ev->ns);
 	for (int i = 0; i < TH_MAX_ARGS; i++) {
 		ev->arg_len[i] = 0;
@@ -180,12 +200,7 @@ static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th
 		if (usdt_set(cfg, sel, set_addr))
 			ev->flags |= TH_HOOK_SET_FAILED;
 	} else if (sel->action == TH_ACTION_NOTIFY_ENFORCER) {
-		struct th_enforcer_note note = {
-			.enforcer_id = cfg->enforcer_id, .hook_id = cfg->hook_id,
-			.error = sel->notify_error, .sig = sel->action_arg,
-		};
-
-		if (bpf_map_update_elem(&enforcer_notes, &id, &note, BPF_ANY))
+		if (note_enforcer(id, cfg->enforcer_id, cfg->hook_id, sel->notify_error, sel->action_arg))
 			ev->flags |= TH_HOOK_SIGNAL_FAILED;
 	}
 	socket_owner_actions(s, cfg, sel);
@@ -426,10 +441,11 @@ int th_tracepoint(void *ctx)
 		if (field & TH_FIELD_INLINE) {
 			args[i] = at;
 		} else if (field & TH_FIELD_DATALOC) {
-			__u32 loc = 0;
-
-			bpf_probe_read_kernel(&loc, sizeof(loc), (void *)at);
-			args[i] = base + (loc & 0xffff);
+			/* read into args[i] itself: a __u32 of its own on this
+			 * frame put the 6.1 stack cap (see note_enforcer) over */
+			args[i] = 0;
+			bpf_probe_read_kernel(&args[i], sizeof(__u32), (void *)at);
+			args[i] = base + (args[i] & 0xffff);
 		} else if (field) {
 			bpf_probe_read_kernel(&args[i], field & 15, (void *)at);
 		}

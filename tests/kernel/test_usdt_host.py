@@ -230,6 +230,9 @@ def test_set_writes_the_argument_in_memory(tmp_path, target):
     bpf_probe_write_user (lockdown), the policy check says so instead and the
     agent does not attach the hook (the program's value is left alone)."""
     name = f"uss-{ID}"
+    # a copy of its own: the module's agent still has the guarded point of
+    # `target` attached, whose semaphore would switch the program's path
+    target = shutil.copy2(target, tmp_path / "set-target")
     policy = tmp_path / "set.yaml"
     policy.write_text(policy_text(name, usdt_spec(str(target), "check", SET_32)))
     if not features().probe_write_user:

@@ -327,7 +327,6 @@ TH_VERIFIED_ONCE int resolve_binary(__u32 scratch)
 
 	if (!s)
 		return 0;
-	s->binary_ready = 1;
 	__builtin_memset(s->binary, 0, TH_STR_SLOT);
 	s->has_tail[TH_TAIL_BINARY] = 0;
 	s->unresolved[TH_TAIL_BINARY] = 0;

@@ -327,9 +327,7 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 		if (((have & sel->caps_mask) != 0) == (bool)sel->caps_negate)
 			return false;
 	}
-	if (sel->bin_op) {
-		if (!s->binary_ready)
-			resolve_binary(slot);
+	if (sel->bin_op) {      /* s->binary: resolved by run_hook (TH_CFG_NEEDS_BINARY) */
 		bool found = string_found(string_in_set(s, TH_TAIL_BINARY, s->binary, s->binary_len,
 							sel->bin_op, sel->bin_set_id), sel->bin_negate);
 		/* At exec hooks a task is between two binaries: either one counts. */
