@@ -113,7 +113,7 @@ class VmOptions:
 KERNEL_BEHAVIOUR_LEAN = ("tests/kernel/test_deep_paths.py", "tests/kernel/test_file_open_hooks.py",
                          "tests/kernel/test_syscall_dispatch.py", "tests/kernel/test_uprobes_host.py",
                          "tests/kernel/test_many_values.py", "tests/kernel/test_usdt_host.py")
-KERNEL_BEHAVIOUR = (*KERNEL_BEHAVIOUR_LEAN, "tests/kernel/test_verifier_budget.py")
+KERNEL_BEHAVIOUR = (*KERNEL_BEHAVIOUR_LEAN, "tests/kernel/test_verifier_budget.py", "tests/kernel/test_probe.py")
 SUITES = {
     "vm": ("tests/vm", *KERNEL_BEHAVIOUR),
     "kernel": ("tests/kernel",),
