@@ -112,12 +112,13 @@ class VmOptions:
 # the process selectors); the full VM suite runs them all.
 KERNEL_BEHAVIOUR_LEAN = ("tests/kernel/test_deep_paths.py", "tests/kernel/test_file_open_hooks.py",
                          "tests/kernel/test_syscall_dispatch.py", "tests/kernel/test_uprobes_host.py",
-                         "tests/kernel/test_many_values.py", "tests/kernel/test_usdt_host.py")
+                         "tests/kernel/test_many_values.py", "tests/kernel/test_usdt_host.py",
+                         "tests/kernel/test_seed_policies_host.py")
 KERNEL_BEHAVIOUR = (*KERNEL_BEHAVIOUR_LEAN, "tests/kernel/test_verifier_budget.py", "tests/kernel/test_probe.py")
 SUITES = {
     "vm": ("tests/vm", *KERNEL_BEHAVIOUR),
     "kernel": ("tests/kernel",),
-    "lean": ("tests/vm/test_seed_policies_vm.py", "tests/vm/test_policy_hooks_vm.py",
+    "lean": ("tests/vm/test_policy_hooks_vm.py",
              "tests/vm/test_policy_selectors_vm.py", "tests/vm/test_guest_kernel.py", *KERNEL_BEHAVIOUR_LEAN),
 }
 
