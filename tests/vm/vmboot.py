@@ -115,7 +115,8 @@ KERNEL_BEHAVIOUR_LEAN = ("tests/kernel/test_deep_paths.py", "tests/kernel/test_f
                          "tests/kernel/test_many_values.py", "tests/kernel/test_usdt_host.py",
                          "tests/kernel/test_seed_policies_host.py")
 KERNEL_BEHAVIOUR = (*KERNEL_BEHAVIOUR_LEAN, "tests/kernel/test_verifier_budget.py", "tests/kernel/test_probe.py",
-                    "tests/kernel/test_syscall_lists_host.py", "tests/kernel/test_policy_dir.py")
+                    "tests/kernel/test_syscall_lists_host.py", "tests/kernel/test_policy_dir.py",
+                    "tests/kernel/test_return_probes_host.py")
 SUITES = {
     "vm": ("tests/vm", *KERNEL_BEHAVIOUR),
     "kernel": ("tests/kernel",),
