@@ -113,15 +113,14 @@ class VmOptions:
 KERNEL_BEHAVIOUR_LEAN = ("tests/kernel/test_deep_paths.py", "tests/kernel/test_file_open_hooks.py",
                          "tests/kernel/test_syscall_dispatch.py", "tests/kernel/test_uprobes_host.py",
                          "tests/kernel/test_many_values.py", "tests/kernel/test_usdt_host.py",
-                         "tests/kernel/test_seed_policies_host.py")
+                         "tests/kernel/test_seed_policies_host.py", "tests/kernel/test_policy_selectors.py")
 KERNEL_BEHAVIOUR = (*KERNEL_BEHAVIOUR_LEAN, "tests/kernel/test_verifier_budget.py", "tests/kernel/test_probe.py",
                     "tests/kernel/test_syscall_lists_host.py", "tests/kernel/test_policy_dir.py",
                     "tests/kernel/test_return_probes_host.py")
 SUITES = {
     "vm": ("tests/vm", *KERNEL_BEHAVIOUR),
     "kernel": ("tests/kernel",),
-    "lean": ("tests/vm/test_policy_hooks_vm.py",
-             "tests/vm/test_policy_selectors_vm.py", "tests/vm/test_guest_kernel.py", *KERNEL_BEHAVIOUR_LEAN),
+    "lean": ("tests/vm/test_policy_hooks_vm.py", "tests/vm/test_guest_kernel.py", *KERNEL_BEHAVIOUR_LEAN),
 }
 
 
