@@ -10,12 +10,12 @@ the program ran.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,6 +23,7 @@ import uuid
 import pytest
 
 from agent_harness import SLOWDOWN, RunningAgent
+from tetrahost.cli import tetra
 from kernel_expect import exec_kill_method, features, not_applicable
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_root]
@@ -84,8 +85,11 @@ class Env:
         raise AssertionError(f"{target or self.miner} never exited {rc}; agent log:\n{self.agent.log_text()}")
 
     def tetra(self, *args, check=True):
-        proc = subprocess.run([sys.executable, "-m", "tetrahost.cli.tetra", *args, "--socket", str(self.sock)],
-                              capture_output=True, text=True, cwd=REPO, stdin=subprocess.DEVNULL)
+        """`tetra ARGS` run in this process (its main(), as the command runs
+        it): a new interpreter per call costs seconds under emulation."""
+        out, err = io.StringIO(), io.StringIO()
+        rc = tetra.main([*args, "--socket", str(self.sock)], stdin=io.StringIO(), stdout=out, stderr=err)
+        proc = subprocess.CompletedProcess(["tetra", *args], rc, out.getvalue(), err.getvalue())
         if check:
             assert proc.returncode == 0, proc.stderr
         return proc
