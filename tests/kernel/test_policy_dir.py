@@ -155,11 +155,13 @@ def test_replace_never_leaves_a_gap(env):
         t.join()
     assert len(results) > 20
     assert set(results) == {-9}, f"the miner ran during a replace: {results.count(0)} of {len(results)}"
+    # kill events of retired hooks still count; the last ones may still be on their way
+    eventually(lambda: env.listed(env.name)["enforcements"] >= len(results) - 5,
+               f"{len(results) - 5} enforcements counted", env.agent)
     p = env.listed(env.name)
     # writes closer together than a reload takes are coalesced into one replace
     # (how many depends on the machine's load): at least one replace happened
     assert p["generation"] >= 2 and p["state"] == "enforcing"
-    assert p["enforcements"] >= len(results) - 5    # kill events of retired hooks still render
     assert env.status()["policy_reloads"]["ok"] - reloads_before >= 2
 
 
