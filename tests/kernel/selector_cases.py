@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 
 O_WRONLY, O_CREAT = os.O_WRONLY, os.O_CREAT
-# os.open() adds O_CLOEXEC (PEP 446): the kernel sees flags | 0x80000
-CLOEXEC = os.O_CLOEXEC
+# os.open() adds O_CLOEXEC (PEP 446): the kernel sees flags | 0x80000 (524288) in the int cases
 BASE = "/tmp/thsel"
 SH = f"{BASE}/bin/thsel-sh"
 BINS_TARGET = f"{BASE}/bins/file"
