@@ -1,5 +1,5 @@
-"""Workloads for the syscall-list tests (host and VM): the dup family through
-libc, and a private copy of `true` whose every syscall a generated list sees.
+"""Workloads and policies of tests/kernel/test_syscall_lists_host.py: the dup
+family through libc, and a private copy of `true` whose syscalls a list sees.
 
 Python's os.dup/os.dup2 go through fcntl and dup3, so libc (ctypes) is what
 makes exactly one dup, one dup2 and one dup3 syscall.  Only calls on
@@ -75,6 +75,23 @@ def generated_policy(binary: str) -> str:
     type: generated_syscalls
   kprobes:
   - call: "list:all"
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: ["{binary}"]
+"""
+
+
+def binary_policy(binary: str, syscalls: list[str]) -> str:
+    """spec body: the named syscalls, for one binary only."""
+    values = ", ".join(f'"sys_{name}"' for name in syscalls)
+    return f"""
+  lists:
+  - name: true-calls
+    type: syscalls
+    values: [{values}]
+  kprobes:
+  - call: "list:true-calls"
     selectors:
     - matchBinaries:
       - operator: In

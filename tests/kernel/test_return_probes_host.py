@@ -1,89 +1,67 @@
-"""Return probes (`return: true`, returnArg, matchReturnArgs) on the kernel the tests run on.
+"""Return probes (`return: true`, returnArg, matchReturnArgs, returnCopy) on the
+kernel the tests run on (this machine's, and every guest of tests/vm).
 
-Without kprobes (this machine) a syscall hook's entry is raw_syscalls/sys_enter
-and its return half sys_exit, both filtered to the syscall's number; with
-kprobes, a kretprobe (kernel_expect says which).  The policy is
-Tetragon's openat_write example with our own paths: only a successful
-(fd > 0, matchReturnArgs) write-open of the watched file is posted, and the
-event carries the return value.
+A syscall hook's return half is raw_syscalls/sys_exit without kprobes (this
+machine), a kretprobe (or fexit) on the syscall's function with them
+(kernel_expect says which).  A kernel function's return (security_file_permission)
+needs kprobe/fentry and kretprobe/fexit; an Override's errno seen by the return
+half needs BPF-LSM, fmod_ret or bpf_override_return as well: those policies are
+loaded, and their tests run, where the probed features allow them.
+
+One agent for the module (an agent start costs seconds under emulation);
+paths under BASE are private to this module, and each policy proves what it
+posts and what it leaves alone.  Policies: tests/policies/return-*.yaml.in.
 """
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import pathlib
 import threading
 
 import pytest
 
-from agent_harness import RunningAgent
-from kernel_expect import syscall_return_method
+from agent_harness import REPO, RunningAgent, policy_events
+from kernel_expect import features, not_applicable, syscall_return_method
 
 pytestmark = pytest.mark.kernel
 
 BASE = "/tmp/thret"
 WATCHED = f"{BASE}/watched"
-
-POLICY = f"""apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: openat-write-ok
-spec:
-  kprobes:
-  - call: sys_openat
-    return: true
-    syscall: true
-    args:
-    - index: 0
-      type: int
-    - index: 1
-      type: string
-    - index: 2
-      type: int
-    returnArg:
-      index: 0
-      type: int
-    selectors:
-    - matchArgs:
-      - index: 1
-        operator: Prefix
-        values: ["{WATCHED}"]
-      - index: 2
-        operator: Mask
-        values: ["64", "1", "2"]
-      matchReturnArgs:
-      - index: 0
-        operator: GT
-        values: ["0"]
-"""
+POLICY_DIR = REPO / "tests" / "policies"
 
 
-READ_POLICY = f"""apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: read-return-copy
-spec:
-  kprobes:
-  - call: sys_read
-    return: true
-    syscall: true
-    args:
-    - index: 0
-      type: fd
-    - index: 1
-      type: char_buf
-      returnCopy: true
-    - index: 2
-      type: size_t
-    returnArg:
-      index: 0
-      type: int
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: Prefix
-        values: ["{BASE}/read-"]
-"""
+def policy(template: str, name: str, prefix: str) -> str:
+    return (POLICY_DIR / f"{template}.yaml.in").read_text().format(name=name, prefix=prefix)
+
+
+def function_return_possible() -> bool:
+    f = features()
+    return (f.kprobe or f.fentry) and (f.kretprobe or f.fexit)
+
+
+def override_return_possible() -> bool:
+    f = features()
+    return (f.lsm or f.fmod_ret or (f.kprobe and f.override_return)) and (f.kretprobe or f.fexit)
+
+
+def function_return_method(function: str) -> tuple[str, str]:
+    """The entry and the return half of a plain kernel-function hook."""
+    f = features()
+    entry = f"kprobe {function}" if f.kprobe else f"fentry {function}"
+    return entry, f"return value from {'kretprobe' if f.kretprobe else 'fexit'} {function}"
+
+
+def policies() -> dict[str, str]:
+    """name -> policy text: what this kernel can run."""
+    found = {"openat-write-ok": policy("return-openat-write", "openat-write-ok", WATCHED),
+             "read-return-copy": policy("return-read-copy", "read-return-copy", f"{BASE}/read-")}
+    if function_return_possible():
+        found["ret-permission"] = policy("return-file-permission", "ret-permission", f"{BASE}/perm-")
+    if override_return_possible():
+        found["ret-deny"] = policy("return-deny-open", "ret-deny", f"{BASE}/deny-")
+    return found
 
 
 def try_open(path: str, flags: int) -> int:
@@ -100,10 +78,12 @@ def try_open(path: str, flags: int) -> int:
 def agent(tmp_path_factory):
     os.makedirs(BASE, exist_ok=True)
     d = tmp_path_factory.mktemp("ret")
-    (d / "p.yaml").write_text(POLICY)
-    (d / "read.yaml").write_text(READ_POLICY)
-    a = RunningAgent(d, "--policy", str(d / "p.yaml"), "--policy", str(d / "read.yaml"))
-    assert "not active" not in a.log_text()
+    args = []
+    for name, text in policies().items():
+        (d / f"{name}.yaml").write_text(text)
+        args += ["--policy", str(d / f"{name}.yaml")]
+    a = RunningAgent(d, *args)
+    assert "not active" not in a.log_text().lower(), a.log_text()
     yield a
     a.stop()
 
@@ -116,6 +96,11 @@ def kprobe_events(agent, suffix: str) -> list[dict]:
 def test_attaches_entry_and_exit_halves(agent):
     log = agent.log_text()
     assert syscall_return_method("openat") in log and syscall_return_method("read") in log, log
+    if function_return_possible():
+        entry, ret = function_return_method("security_file_permission")
+        assert f"{entry}; {ret}" in log, log
+    if override_return_possible():
+        assert f"return value from {'kretprobe' if features().kretprobe else 'fexit'} security_file_open" in log, log
 
 
 def test_posted_only_when_the_return_value_matches(agent):
@@ -130,10 +115,11 @@ def test_posted_only_when_the_return_value_matches(agent):
     assert kp["args"][2]["int_arg"] & os.O_CREAT
     assert kp["process"]["pid"] == os.getpid()
     # the failed open matched the arguments but not matchReturnArgs: never posted
-    try_open(WATCHED + "-ok", os.O_WRONLY)            # a later event, so the pipeline has caught up
-    agent.wait_events(lambda e: "process_kprobe" in e, 2)
+    second = try_open(WATCHED + "-ok", os.O_WRONLY)            # a later event, so the pipeline has caught up
+    evs = policy_events(agent, "openat-write-ok", 2)
     assert kprobe_events(agent, "-missing/x") == []
-    assert len(kprobe_events(agent, "-ok")) == 2
+    assert [(e["args"][1]["string_arg"], e["return"]["int_arg"]) for e in evs] == \
+        [(WATCHED + "-ok", ok), (WATCHED + "-ok", second)]
 
 
 def test_each_thread_gets_its_own_return_value(agent):
@@ -178,10 +164,49 @@ def test_return_copy_holds_the_bytes_the_call_read(agent):
     finally:
         os.close(fd)
     assert first == content and eof == b""
-    evs = agent.wait_events(lambda e: e.get("process_kprobe", {}).get("policy_name") == "read-return-copy", 2)
-    evs = [e["process_kprobe"] for e in evs]
+    evs = policy_events(agent, "read-return-copy", 2)
     assert [e["args"][0]["file_arg"]["path"] for e in evs] == [path, path]
     assert [e["return"]["int_arg"] for e in evs] == [len(content), 0]
     assert base64.b64decode(evs[0]["args"][1]["bytes_arg"]) == content
     assert base64.b64decode(evs[1]["args"][1].get("bytes_arg", "")) == b""
     assert evs[0]["args"][2] == {"size_arg": "4096"}     # uint64: a JSON string
+
+
+def test_kernel_function_return_value(agent):
+    if not function_return_possible():
+        not_applicable("a kernel function's return needs kprobe/fentry and kretprobe/fexit")
+    pathlib.Path(f"{BASE}/perm-a").write_text("x")     # open for write, then write: 0 each
+    evs = policy_events(agent, "ret-permission", 1)
+    assert all(e["return"] == {"int_arg": 0} for e in evs)
+    assert {e["args"][0]["file_arg"]["path"] for e in evs} == {f"{BASE}/perm-a"}
+
+
+def test_override_errno_is_the_return_value(agent):
+    if not override_return_possible():
+        not_applicable("Override needs BPF-LSM, fmod_ret or bpf_override_return, and a kretprobe or fexit")
+    with pytest.raises(PermissionError):
+        open(f"{BASE}/deny-x", "w")
+    (ev,) = policy_events(agent, "ret-deny", 1)
+    assert ev["action"] == "KPROBE_ACTION_OVERRIDE"
+    assert ev["return"] == {"int_arg": -errno.EPERM}
+
+
+def test_fexit_where_kprobes_are_not_used(tmp_path):
+    """The kernel-function hook through fentry + fexit (kprobes masked where
+    the kernel has them: the BPF trampolines are real)."""
+    f = features()
+    if not (f.fentry and f.fexit):
+        not_applicable("no fentry/fexit (tetrahost probe)")
+    (tmp_path / "fexit.yaml").write_text(policy("return-file-permission", "ret-fexit", f"{BASE}/fexit-"))
+    a = RunningAgent(tmp_path, "--policy", str(tmp_path / "fexit.yaml"),
+                     env={"TETRAHOST_AVOID_FEATURES": "kprobe,kretprobe"})
+    try:
+        assert "fentry security_file_permission" in a.log_text()
+        assert "return value from fexit security_file_permission" in a.log_text()
+        os.makedirs(BASE, exist_ok=True)
+        pathlib.Path(f"{BASE}/fexit-a").write_text("x")
+        evs = policy_events(a, "ret-fexit", 1)
+        assert evs and all(e["return"] == {"int_arg": 0} for e in evs)
+        assert {e["args"][0]["file_arg"]["path"] for e in evs} == {f"{BASE}/fexit-a"}
+    finally:
+        a.stop()

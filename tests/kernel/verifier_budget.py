@@ -1,4 +1,4 @@
-"""Shared by tests/kernel/test_verifier_budget.py and its VM twin: load one
+"""Used by tests/kernel/test_verifier_budget.py (on the host and in the guests): load one
 entry program of generic.bpf.o and read what the verifier processed."""
 from __future__ import annotations
 
