@@ -14,7 +14,10 @@ flood, small enough to fill while the agent is stopped) while processes run,
 so the kernel drops records -> TetragonMissedEvents (as test_metrics.py forces it);
 after the agent's learning period (10 min, scaled to 10 s like the rules), a
 handful of never-run binaries -> TetrahostNewBinaries; the agent frozen
-(SIGSTOP) until scrapes fail -> TetrahostAgentDown.
+(SIGSTOP) until scrapes fail -> TetrahostAgentDown; a policy whose hook no
+kernel has -> TetrahostPolicyNotEnforcing; an Elasticsearch exporter aimed at a
+closed port with room for one event -> TetrahostExportErrors and
+TetrahostExportLoss.  Every rule of the file fires from real agent metrics.
 """
 from __future__ import annotations
 
@@ -158,9 +161,20 @@ def setup(tmp_path_factory, miner_dir):
       matchActions:
       - action: Sigkill
 """))
+    # A hook no kernel has: the policy loads and stays in state error.
+    broken = policy.parent / "broken.yaml"
+    broken.write_text(policy_text(f"th-prom-broken-{TAG}", """
+  kprobes:
+  - call: "tetrahost_no_such_function"
+    syscall: false
+"""))
+    # Elasticsearch at a port nothing listens on, with room for one event:
+    # every request fails (export errors) and the buffer overflows (loss).
     agent = RunningAgent(tmp_path_factory.mktemp("agent"), "--metrics-address", f"127.0.0.1:{metrics_port}",
                          "--no-journald", "--ringbuf-size", str(64 * 1024), "--policy", str(policy),
-                         metrics_config="new_binary_learning_seconds = 10")
+                         "--policy", str(broken), metrics_config="new_binary_learning_seconds = 10",
+                         config=f"[export.elasticsearch]\nenabled = true\nurl = \"http://127.0.0.1:{free_port()}\"\n"
+                                "buffer_size = 1\nflush_interval = 0.2\nmax_retry_delay = 0.5\ntimeout = 1\n")
     agent.metrics_port = metrics_port
     prom = None
     try:
@@ -239,3 +253,19 @@ def test_frozen_agent_fires_agent_down_alert(setup):
         os.kill(agent.proc.pid, signal.SIGCONT)
     assert [a["instance"] for a in fired] == [f"127.0.0.1:{agent.metrics_port}"]
     prom.wait(lambda: "TetrahostAgentDown" not in prom.alerts(), 30, "the alert to resolve once scraped again")
+
+
+def test_policy_in_error_fires_not_enforcing_alert(setup):
+    agent, prom = setup
+    fired = prom.wait_alert("TetrahostPolicyNotEnforcing")
+    assert {(a["policy"], a["state"]) for a in fired} == {(f"th-prom-broken-{TAG}", "error")}
+
+
+def test_unreachable_elasticsearch_fires_export_alerts(setup):
+    agent, prom = setup
+    exec_loop(20)       # events for the exporter to fail on and to drop
+    errors = prom.wait_alert("TetrahostExportErrors")
+    assert {a["exporter"] for a in errors} == {"elasticsearch"}
+    exec_loop(20)
+    loss = prom.wait_alert("TetrahostExportLoss")
+    assert {a["exporter"] for a in loss} == {"elasticsearch"}
