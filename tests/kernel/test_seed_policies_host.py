@@ -34,14 +34,19 @@ NAMES = ["block-cryptominers", "detect-privilege-escalation", "detect-container-
 MARKER_PROG = "/usr/bin/touch"
 
 
+def seed(name: str) -> str:
+    """The path of seed policy NAME (also used by test_file_open_hooks.py)."""
+    path = SEEDS / f"{name}.yaml"
+    if not path.is_file():
+        pytest.fail(f"seed policy {path} not found (shared/ is laid beside the checkout)")
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
     args = []
     for name in NAMES:
-        path = SEEDS / f"{name}.yaml"
-        if not path.is_file():
-            pytest.fail(f"seed policy {path} not found (shared/ is laid beside the checkout)")
-        args += ["--policy", str(path)]
+        args += ["--policy", seed(name)]
     a = RunningAgent(tmp_path_factory.mktemp("agent"), *args)
     yield a
     a.stop()
