@@ -258,6 +258,7 @@ def test_new_build_takes_over_without_a_gap_a_loss_or_a_duplicate(tmp_path, pin_
 
     t = threading.Thread(target=probe, daemon=True)
     t.start()
+    second = None
     try:
         time.sleep(0.3)
         first.proc.kill()
@@ -271,21 +272,26 @@ def test_new_build_takes_over_without_a_gap_a_loss_or_a_duplicate(tmp_path, pin_
     finally:
         stop.set()
         t.join()
-    _run(binary, "run-final")
-    second.wait_events(lambda e: e.get("process_kprobe", {}).get("process", {}).get("arguments") == "run-final", 1)
-    second.settle()
-    log = second.log_text()
-    assert "pinned by another build" in log and "0 hooks adopted, 1 loaded fresh" in log, log
-    assert "records of the replaced generation read" in log, log
+        if second is None and first.proc.poll() is None:
+            first.proc.kill()
+    try:
+        _run(binary, "run-final")
+        second.wait_events(lambda e: e.get("process_kprobe", {}).get("process", {}).get("arguments") == "run-final", 1)
+        second.settle()
+        log = second.log_text()
+        assert "pinned by another build" in log and "0 hooks adopted, 1 loaded fresh" in log, log
+        assert "records of the replaced generation read" in log, log
 
-    assert len(runs) > 50, "the probe loop hardly ran"
-    assert not [n for n, rc in runs if rc != -9], "a miner run was not killed"
-    reported: dict[str, int] = {}
-    for agent in (first, second):
-        for arg in _kills(agent, policy):
-            reported[arg] = reported.get(arg, 0) + 1
-    dups = {arg: c for arg, c in reported.items() if c > 1}
-    assert not dups, f"runs reported killed more than once: {dups}"
-    missing = [n for n, _ in runs if f"run-{n}" not in reported]
-    assert not missing, f"{len(missing)} of {len(runs)} runs reported by no agent: {missing[:10]}"
-    assert second.stop() == 0
+        assert len(runs) > 50, "the probe loop hardly ran"
+        assert not [n for n, rc in runs if rc != -9], "a miner run was not killed"
+        reported: dict[str, int] = {}
+        for agent in (first, second):
+            for arg in _kills(agent, policy):
+                reported[arg] = reported.get(arg, 0) + 1
+        dups = {arg: c for arg, c in reported.items() if c > 1}
+        assert not dups, f"runs reported killed more than once: {dups}"
+        missing = [n for n, _ in runs if f"run-{n}" not in reported]
+        assert not missing, f"{len(missing)} of {len(runs)} runs reported by no agent: {missing[:10]}\n{log}"
+    finally:
+        code = second.stop()
+    assert code == 0
