@@ -210,7 +210,9 @@ def test_mapping_conflicts_inside_a_200_are_counted_lost(bulk):
 def test_memory_bounded_while_hanging_then_resumes(bulk):
     bulk.script = {1: ("hang",)}
     s = sink(bulk.port, batch_size=100, buffer_size=1000, timeout=30)
-    for i in range(0, 5000, 100):
+    s.write_events(events(0, 100))
+    wait(lambda: len(bulk.times) == 1)              # that batch is in flight, hanging
+    for i in range(100, 5000, 100):
         s.write_events(events(i, 100))
         assert s.pending() <= 1000                  # plus the one batch in flight
     lost = s.stats.lost_by_reason["buffer_full"]

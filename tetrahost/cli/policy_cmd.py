@@ -112,11 +112,14 @@ def describer(features, not_probed: str, host_ns: HostNamespaces, failures: list
     return describe
 
 
-def check_paths(paths: list[str], no_probe: bool, out=sys.stdout, err=sys.stderr, verify: bool = True,
+def check_paths(paths: list[str], no_probe: bool, out=None, err=None, verify: bool = True,
                 output: str = "text") -> int:
     """Validate, compile, plan and (as root) verify every policy in paths; 0
     when every file is valid and every hook compiles.  `tetra tracingpolicy
-    check` uses it too."""
+    check` uses it too.  out/err: sys.stdout/sys.stderr as they are at the
+    call (a default bound at import would keep whatever they were then)."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     failures: list = []
     records: list = []
     features, not_probed = probed_features(no_probe)
