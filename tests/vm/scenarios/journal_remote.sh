@@ -27,6 +27,10 @@ for d in etc var; do
     mkdir -p /run/jr/$d/up /run/jr/$d/work
     mount -t overlay overlay -o "lowerdir=/$d,upperdir=/run/jr/$d/up,workdir=/run/jr/$d/work" "/$d"
 done
+# A checkout under /tmp would vanish under the tmpfs: keep it reachable elsewhere.
+case "$repo" in /tmp/*)
+    mkdir -p /run/jr/repo && mount --bind "$repo" /run/jr/repo && repo=/run/jr/repo ;;
+esac
 mount -t tmpfs -o mode=1777 tmp /tmp
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
