@@ -93,13 +93,3 @@ def read_blob(path: str) -> bytes | None:
         return raw[_HEADER:_HEADER + length]
     finally:
         os.close(fd)
-
-
-def ringbuf_unread(fd: int) -> int:
-    """Bytes written to a ring buffer map that no consumer has read (producer
-    position minus consumer position: the kernel's first two pages)."""
-    import mmap
-    page = mmap.PAGESIZE
-    with mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=0) as cons, \
-            mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page) as prod:
-        return max(0, int.from_bytes(prod[:8], "little") - int.from_bytes(cons[:8], "little"))

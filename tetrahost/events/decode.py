@@ -6,6 +6,9 @@ caller counts it and goes on; a bad record never stops the pipeline.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+
 from tetrahost.bpf.native import ffi, lib
 from tetrahost.events.layout import Layout
 from tetrahost.events.records import Caps, Creds, ExecRecord, ExitRecord, ForkRecord, HookRecord
@@ -35,12 +38,12 @@ _F = _FORK.index
 _X = _EXIT.index
 
 
+@functools.cache
 def records_layout_id() -> str:
     """What this build's decoder expects of kernel records: their op codes and
     the fields, formats and offsets of each record type.  A pinned ring
     buffer written by another build is decoded only when its producer had
     the same id (pins.py keeps it in the manifest)."""
-    import hashlib
     h = hashlib.sha256()
     for layout in (_EXEC, _FORK, _EXIT, _HOOK):
         h.update(f"{layout.ctype}|{layout.struct.format}|{','.join(layout.fields)};".encode())

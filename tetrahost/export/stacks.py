@@ -16,6 +16,7 @@ import struct
 from functools import lru_cache
 
 from tetrahost.bpf.native import lib
+from tetrahost.elf import ElfFile
 
 _FRAME = struct.Struct("<Q")
 
@@ -66,32 +67,10 @@ class KernelSymbols:
 
 def _elf_symbols(path: str) -> tuple[list[tuple[int, int]], list[str], list[tuple[int, int, int]]]:
     """(sorted (value, size) of function symbols, their names, PT_LOAD (offset,
-    vaddr, filesz)) of an ELF64 file; empty when it is not one."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        return [], [], []
-    (phoff, shoff) = struct.unpack_from("<QQ", data, 0x20)
-    (phentsize, phnum, shentsize, shnum) = struct.unpack_from("<HHHH", data, 0x36)
-    loads = []
-    for i in range(phnum):
-        p_type, _, p_offset, p_vaddr, _, p_filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
-        if p_type == 1:
-            loads.append((p_offset, p_vaddr, p_filesz))
-    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    syms: dict[int, tuple[int, str]] = {}
-    for sh in sections:
-        if sh[1] not in (2, 11) or sh[9] == 0:        # SHT_SYMTAB, SHT_DYNSYM
-            continue
-        strtab = sections[sh[6]]
-        for off in range(sh[4], sh[4] + sh[5], sh[9]):
-            st_name, st_info, _, st_shndx, st_value, st_size = struct.unpack_from("<IBBHQQ", data, off)
-            if st_info & 0xF != 2 or not st_value or not st_shndx:     # STT_FUNC, defined
-                continue
-            start = strtab[4] + st_name
-            name = data[start:data.index(b"\0", start)].decode(errors="replace")
-            syms.setdefault(st_value, (st_size, name))
-    ordered = sorted(syms.items())
+    vaddr, filesz)) of an ELF64 file (tetrahost.elf)."""
+    elf = ElfFile.read(path)
+    loads = [(seg.offset, seg.vaddr, seg.filesz) for seg in elf.load_segments()]
+    ordered = sorted(elf.function_symbols().items())
     return [(v, s) for v, (s, _) in ordered], [n for _, (_, n) in ordered], loads
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import re
 
-from . import limits
 from .errors import shown
 from .context import (Context, check_fields, choice, expect_map, get_bool,
                       get_list, get_str, join)
 from .model import Arg, Hook
 from .hookshape import HookShape
-from .validate_args import fill_shape, resolve_hook_args, validate_arg, validate_args, validate_tags
+from .validate_args import validate_message, fill_shape, resolve_hook_args, validate_arg, validate_args, validate_tags
 from .validate_enforcers import validate_enforcers
 from .validate_lists import LIST_PREFIX, SyscallList, validate_lists
 from .validate_selectors import check_string_sets, validate_selectors
@@ -144,10 +143,7 @@ def _validate_hook(ctx: Context, node: YNode, path: str, kind: str,
     declared = resolve_hook_args(ctx, kind, name, extra, validate_args(ctx, node, path, kind))
     args = [arg for _, arg in declared if arg is not None]
     return_arg = _validate_return_arg(ctx, node, path, kind, extra.get("return_", False))
-    message = get_str(ctx, node, "message", path)
-    if len(message) > limits.MAX_MESSAGE_LENGTH:
-        ctx.error(node.key_line("message"), join(path, "message"),
-                  f"message is {len(message)} characters long, the limit is {limits.MAX_MESSAGE_LENGTH}", "limit")
+    message = validate_message(ctx, node, path)
     tags = validate_tags(ctx, node, path)
 
     shape = HookShape(kind=kind, name=name)

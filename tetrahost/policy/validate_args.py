@@ -131,6 +131,14 @@ def _check_buffer_fields(ctx: Context, node: YNode, path: str, base: str, hook_k
         ctx.warn(node.key_line("label"), join(path, "label"), "a nop argument is not reported; its label is unused")
 
 
+def validate_message(ctx: Context, node: YNode, path: str) -> str:
+    message = get_str(ctx, node, "message", path)
+    if len(message) > limits.MAX_MESSAGE_LENGTH:
+        ctx.error(node.key_line("message"), join(path, "message"),
+                  f"message is {len(message)} characters long, the limit is {limits.MAX_MESSAGE_LENGTH}", "limit")
+    return message
+
+
 def validate_tags(ctx: Context, node: YNode, path: str) -> list[str]:
     tags = []
     items = get_list(ctx, node, "tags", path)

@@ -17,12 +17,11 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from . import limits
 from .context import Context, check_fields, expect_map, get_list, get_str, join
 from .errors import shown
 from .hookshape import HookShape
 from .model import Hook
-from .validate_args import fill_shape, validate_args, validate_tags
+from .validate_args import fill_shape, validate_args, validate_message, validate_tags
 from .validate_selectors import check_string_sets, validate_selectors
 from .vocab import ArgKind
 from .yamlnodes import YNode
@@ -67,25 +66,28 @@ def _validate_uprobe(ctx: Context, node: YNode, path: str) -> list[Hook]:
     binary = binary_path(ctx, node, path)
     targets = _targets(ctx, node, path)
 
-    declared = validate_args(ctx, node, path, "uprobe")
-    check_user_arg_types(ctx, node, path, declared)
-    args = [arg for _, arg in declared if arg is not None]
-    message = get_str(ctx, node, "message", path)
-    if len(message) > limits.MAX_MESSAGE_LENGTH:
-        ctx.error(node.key_line("message"), join(path, "message"),
-                  f"message is {len(message)} characters long, the limit is {limits.MAX_MESSAGE_LENGTH}", "limit")
-    tags = validate_tags(ctx, node, path)
-    shape = HookShape(kind="uprobe", name=binary)
-    fill_shape(shape, declared, args)
-    selectors = validate_selectors(ctx, node, path, shape)
-    check_string_sets(ctx, node, path, selectors)
+    base = probe_body(ctx, node, path, "uprobe", binary)
     if len(ctx.errors) != errors_before:
         return []
-    base = Hook(kind="uprobe", name="", path=binary, args=tuple(args), selectors=tuple(selectors),
-                message=message, tags=tuple(tags))
     return [replace(base, name=symbol or f"0x{offset:x}", symbol=symbol, offset=offset,
                     source=ctx.loc(item, ipath))
             for symbol, offset, item, ipath in targets]
+
+
+def probe_body(ctx: Context, node: YNode, path: str, kind: str, binary: str) -> Hook:
+    """What a uprobe and a USDT point share: arguments (user memory),
+    message, tags and selectors; a Hook of `kind` on `binary`, named by the caller."""
+    declared = validate_args(ctx, node, path, kind)
+    check_user_arg_types(ctx, node, path, declared)
+    args = [arg for _, arg in declared if arg is not None]
+    message = validate_message(ctx, node, path)
+    tags = validate_tags(ctx, node, path)
+    shape = HookShape(kind=kind, name=binary)
+    fill_shape(shape, declared, args)
+    selectors = validate_selectors(ctx, node, path, shape)
+    check_string_sets(ctx, node, path, selectors)
+    return Hook(kind=kind, name="", path=binary, args=tuple(args), selectors=tuple(selectors),
+                message=message, tags=tuple(tags))
 
 
 def binary_path(ctx: Context, node: YNode, path: str) -> str:

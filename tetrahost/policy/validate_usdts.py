@@ -14,15 +14,12 @@ name a program that is installed later.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
-from . import limits
 from .context import Context, check_fields, expect_map, get_list, get_str, join
 from .errors import shown
-from .hookshape import HookShape
 from .model import Hook
-from .validate_args import fill_shape, validate_args, validate_tags
-from .validate_selectors import check_string_sets, validate_selectors
-from .validate_uprobes import binary_path, check_user_arg_types
+from .validate_uprobes import binary_path, probe_body
 from .yamlnodes import YNode
 
 USDT_FIELDS = ("path", "provider", "name", "args", "selectors", "message", "tags")
@@ -52,23 +49,10 @@ def _validate_usdt(ctx: Context, node: YNode, path: str) -> Hook | None:
     provider = _identifier(ctx, node, path, "provider")
     name = _identifier(ctx, node, path, "name")
 
-    declared = validate_args(ctx, node, path, "usdt")
-    check_user_arg_types(ctx, node, path, declared)
-    args = [arg for _, arg in declared if arg is not None]
-    message = get_str(ctx, node, "message", path)
-    if len(message) > limits.MAX_MESSAGE_LENGTH:
-        ctx.error(node.key_line("message"), join(path, "message"),
-                  f"message is {len(message)} characters long, the limit is {limits.MAX_MESSAGE_LENGTH}", "limit")
-    tags = validate_tags(ctx, node, path)
-    shape = HookShape(kind="usdt", name=binary)
-    fill_shape(shape, declared, args)
-    selectors = validate_selectors(ctx, node, path, shape)
-    check_string_sets(ctx, node, path, selectors)
+    base = probe_body(ctx, node, path, "usdt", binary)
     if len(ctx.errors) != errors_before:
         return None
-    return Hook(kind="usdt", name=f"{provider}:{name}", path=binary, provider=provider, usdt_name=name,
-                args=tuple(args), selectors=tuple(selectors), message=message, tags=tuple(tags),
-                source=ctx.loc(node, path))
+    return replace(base, name=f"{provider}:{name}", provider=provider, usdt_name=name, source=ctx.loc(node, path))
 
 
 def _identifier(ctx: Context, node: YNode, path: str, key: str) -> str:

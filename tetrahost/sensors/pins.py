@@ -207,12 +207,11 @@ class PinStore:
         out += [self.hook_dir(i) for i in sorted(self.pinned_hook_ids() - live_hooks)]
         return out
 
-    def remove_orphans(self, live_hooks: set[int], drain=None) -> list[str]:
+    def remove_orphans(self, live_hooks: set[int], drain) -> list[str]:
         """Remove the orphans (after the start-up loads: new before old); their
         paths.  An older generation's ring buffer outlives its pins long enough
         to be read: drain(fd, compatible) gets it once its programs are
-        detached (all of their records are in it by then); without drain,
-        its unread bytes are logged as lost."""
+        detached (all of their records are in it by then)."""
         removed = []
         for path in self.orphans(live_hooks):
             events = _open_ring(path)
@@ -221,13 +220,7 @@ class PinStore:
             if events is None:
                 continue
             try:
-                if drain is not None:
-                    drain(events, self.records_compatible)
-                else:
-                    lost = pinned.ringbuf_unread(events)
-                    if lost:
-                        log.warning("pinned state: %d bytes of unread records in %s discarded (lost)",
-                                    lost, path)
+                drain(events, self.records_compatible)
             except (OSError, ValueError, BpfError) as exc:
                 log.error("pinned state: reading the ring buffer of %s: %s", path, exc)
             finally:

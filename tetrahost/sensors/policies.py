@@ -479,7 +479,7 @@ class PolicyManager:
         self.pool.close()
 
     # -- pinned state --------------------------------------------------------------------
-    def finish_start(self, drain=None) -> None:
+    def finish_start(self, drain) -> None:
         """Start-up loads are done: pinned versions no file claimed (deleted
         while no agent ran) and orphans are removed, now that what replaces
         them is attached; drain: PinStore.remove_orphans's reader of a

@@ -22,8 +22,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from tetrahost.elf import ElfError, ElfFile, Segment
+
 NT_STAPSDT = 3
-_MAX_FILE_HEADERS = 1 << 16      # sections/segments read: more is not a real binary
 
 
 class UsdtError(Exception):
@@ -46,69 +47,12 @@ class UsdtTarget:
     ref_ctr_offset: int  # file offset of the semaphore, 0: none
 
 
-@dataclass(frozen=True)
-class _Segment:
-    vaddr: int
-    offset: int
-    filesz: int
-    memsz: int
-
-
-class _Elf:
-    def __init__(self, path: str, data: bytes):
-        self.path, self.data = path, data
-        if data[:4] != b"\x7fELF":
-            raise UsdtError(f"{path}: not an ELF file")
-        if data[4] != 2 or data[5] != 1:
-            raise UsdtError(f"{path}: only 64-bit little-endian ELF files are read "
-                            f"(class {data[4]}, data {data[5]})")
-        (self.phoff, self.shoff, phentsize, self.phnum, shentsize, self.shnum,
-         self.shstrndx) = self._unpack("<32xQQ6xHHHHH", 0)
-        if (self.phnum and phentsize != 56) or (self.shnum and shentsize != 64):
-            raise UsdtError(f"{path}: unexpected ELF header entry sizes ({phentsize}, {shentsize})")
-        if self.phnum > _MAX_FILE_HEADERS or self.shnum > _MAX_FILE_HEADERS:
-            raise UsdtError(f"{path}: implausible number of ELF headers")
-
-    def _unpack(self, fmt: str, at: int) -> tuple:
-        size = struct.calcsize(fmt)
-        if at < 0 or at + size > len(self.data):
-            raise UsdtError(f"{self.path}: truncated ELF file (needs {size} bytes at offset {at:#x}, "
-                            f"the file has {len(self.data)})")
-        return struct.unpack_from(fmt, self.data, at)
-
-    def sections(self) -> dict[str, tuple[int, int, int, int]]:
-        """name -> (type, addr, offset, size)."""
-        headers = [self._unpack("<IIQQQQ", self.shoff + i * 64) for i in range(self.shnum)]
-        if not headers:
-            return {}
-        if self.shstrndx >= len(headers):
-            raise UsdtError(f"{self.path}: section name table index {self.shstrndx} out of range")
-        _, _, _, _, str_off, str_size = headers[self.shstrndx]
-        names = self._bytes(str_off, str_size, "section names")
-        out = {}
-        for name_off, sh_type, _flags, addr, offset, size in headers:
-            end = names.find(b"\0", name_off)
-            name = names[name_off:end if end >= 0 else None].decode("latin-1")
-            out.setdefault(name, (sh_type, addr, offset, size))
-        return out
-
-    def load_segments(self) -> list[_Segment]:
-        segments = []
-        for i in range(self.phnum):
-            p_type, _flags, offset, vaddr, _paddr, filesz, memsz, _align = self._unpack(
-                "<IIQQQQQQ", self.phoff + i * 56)
-            if p_type == 1:      # PT_LOAD
-                segments.append(_Segment(vaddr, offset, filesz, memsz))
-        return segments
-
-    def _bytes(self, offset: int, size: int, what: str) -> bytes:
-        if offset < 0 or size < 0 or offset + size > len(self.data):
-            raise UsdtError(f"{self.path}: {what} ({size} bytes at {offset:#x}) lie outside the file")
-        return self.data[offset:offset + size]
+class _Elf(ElfFile):
+    """An ELF file with its USDT notes."""
 
     def notes(self, offset: int, size: int) -> list[tuple[UsdtNote, int]]:
         """(note, the .stapsdt.base address it was written against) of each."""
-        blob = self._bytes(offset, size, ".note.stapsdt")
+        blob = self.bytes(offset, size, ".note.stapsdt")
         out, at = [], 0
         while at + 12 <= len(blob):
             namesz, descsz, n_type = struct.unpack_from("<III", blob, at)
@@ -142,7 +86,7 @@ def _align4(n: int) -> int:
     return (n + 3) & ~3
 
 
-def _file_offset(elf: _Elf, segments: list[_Segment], vaddr: int, what: str) -> int:
+def _file_offset(elf: _Elf, segments: list[Segment], vaddr: int, what: str) -> int:
     for seg in segments:
         if seg.vaddr <= vaddr < seg.vaddr + max(seg.filesz, seg.memsz):
             if vaddr >= seg.vaddr + seg.filesz:
@@ -157,6 +101,13 @@ def read_notes(path: str, data: bytes | None = None) -> list[UsdtNote]:
 
 
 def _load(path: str, data: bytes | None) -> tuple[_Elf, list[UsdtNote]]:
+    try:
+        return _load_notes(path, data)
+    except ElfError as exc:
+        raise UsdtError(str(exc)) from None
+
+
+def _load_notes(path: str, data: bytes | None) -> tuple[_Elf, list[UsdtNote]]:
     if data is None:
         try:
             with open(path, "rb") as f:
@@ -170,9 +121,9 @@ def _load(path: str, data: bytes | None) -> tuple[_Elf, list[UsdtNote]]:
         return elf, []
     base_section = sections.get(".stapsdt.base")
     out = []
-    for found, link_base in elf.notes(note[2], note[3]):
+    for found, link_base in elf.notes(note.offset, note.size):
         # the base section moved by this much since the note was written
-        shift = base_section[1] - link_base if base_section is not None and link_base else 0
+        shift = base_section.addr - link_base if base_section is not None and link_base else 0
         out.append(UsdtNote(found.provider, found.name, found.pc + shift, found.semaphore, found.args))
     return elf, out
 
@@ -190,7 +141,10 @@ def find_target(path: str, provider: str, name: str, data: bytes | None = None) 
         raise UsdtError(f"{path}: USDT point {provider}:{name} is at {len(matching)} places; "
                         "tetrahost attaches to points that occur once")
     point = matching[0]
-    segments = elf.load_segments()
+    try:
+        segments = elf.load_segments()
+    except ElfError as exc:
+        raise UsdtError(str(exc)) from None
     offset = _file_offset(elf, segments, point.pc, f"USDT point {provider}:{name}")
     sem = _file_offset(elf, segments, point.semaphore, f"semaphore of {provider}:{name}") if point.semaphore else 0
     return UsdtTarget(point, offset, sem)
