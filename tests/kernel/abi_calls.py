@@ -12,12 +12,10 @@ syscall's pointer can reach it.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import uuid
 
-import pytest
-
+from c_programs import compile_c
 from kernel_expect import not_applicable
 
 PROGRAM = r"""
@@ -73,13 +71,8 @@ I386 = 0x80000000                                       # Tetragon's Is32Bit in 
 def build(tmp_path_factory, name: str) -> str:
     """The program, compiled under a unique name; not applicable where the
     kernel runs no 32-bit syscalls (no IA32 emulation: int 0x80 faults)."""
-    cc = shutil.which("cc")
-    if cc is None:
-        pytest.fail("no C compiler (cc) to build the syscall workload")
-    d = tmp_path_factory.mktemp("abi-calls")
-    src, binary = d / "abi.c", d / f"{name}-{uuid.uuid4().hex[:8]}"
-    src.write_text(PROGRAM)
-    subprocess.run([cc, "-O1", "-no-pie", "-o", str(binary), str(src)], check=True)
+    binary = compile_c(PROGRAM, tmp_path_factory.mktemp("abi-calls") / f"{name}-{uuid.uuid4().hex[:8]}",
+                       "-O1", "-no-pie")
     probe = subprocess.run([str(binary), f"x:{X64_GETPID}", f"i:{I386_GETPID}"], capture_output=True, text=True)
     pids = [line.partition("=")[2] for line in probe.stdout.split()]
     if probe.returncode != 0 or len(pids) != 2 or pids[0] != pids[1]:

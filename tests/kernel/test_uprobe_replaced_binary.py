@@ -27,6 +27,7 @@ import uuid
 
 import pytest
 
+from c_programs import compile_c
 from agent_harness import SLOWDOWN, RunningAgent, policy_events, policy_text
 from kernel_expect import features, not_applicable
 
@@ -65,10 +66,7 @@ int main(int argc, char **argv)
 def build(out: pathlib.Path, version: int, func: str = SYMBOL) -> None:
     pad = "\n".join(f"__attribute__((noinline)) int th_pad{i}(int x) {{ __asm__ volatile(\"\"); return x * {i + 3}; }}"
                     for i in range(version * 8))
-    src = out.with_suffix(".c")
-    src.write_text(PROGRAM.replace("PAD", pad).replace("FUNC", func).replace("VERSION", str(version)))
-    subprocess.run([shutil.which("cc") or "cc", "-O1", "-o", str(out), str(src)], check=True)
-    src.unlink()
+    compile_c(PROGRAM.replace("PAD", pad).replace("FUNC", func).replace("VERSION", str(version)), out, "-O1")
 
 
 def symbol_offset(binary: pathlib.Path) -> int:

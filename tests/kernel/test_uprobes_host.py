@@ -20,6 +20,7 @@ import uuid
 
 import pytest
 
+from c_programs import KILL_OR_POST, ONLY_42, compile_c
 from agent_harness import RunningAgent, policy_events, policy_text
 from kernel_expect import features, not_applicable
 
@@ -65,36 +66,13 @@ def uprobe_spec(binary: str, selectors: str) -> str:
 """
 
 
-KILL_OR_POST = """
-    - matchArgs:
-      - index: 1
-        operator: Equal
-        values: ["killme"]
-      matchActions:
-      - action: Sigkill
-    - matchActions:
-      - action: Post
-"""
-ONLY_42 = """
-    - matchArgs:
-      - index: 0
-        operator: Equal
-        values: ["42"]
-"""
 
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory) -> pathlib.Path:
     if not features().uprobe:
         not_applicable("uprobes do not load or attach here (`tetrahost probe`: uprobe)")
-    cc = shutil.which("cc")
-    if cc is None:
-        pytest.fail("no C compiler (cc) to build the probed program")
-    d = tmp_path_factory.mktemp("uprobe-target")
-    src, binary = d / "target.c", d / f"th-uprobe-{ID}"
-    src.write_text(PROGRAM)
-    subprocess.run([cc, "-O1", "-o", str(binary), str(src)], check=True)
-    return binary
+    return compile_c(PROGRAM, tmp_path_factory.mktemp("uprobe-target") / f"th-uprobe-{ID}", "-O1")
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import uuid
 
 import pytest
 
+from c_programs import KILL_OR_POST, ONLY_42, compile_c
 from agent_harness import REPO, RunningAgent, policy_events, policy_text
 from kernel_expect import features, not_applicable
 
@@ -69,22 +70,6 @@ def usdt_spec(binary: str, name: str, selectors: str) -> str:
 """
 
 
-KILL_OR_POST = """
-    - matchArgs:
-      - index: 1
-        operator: Equal
-        values: ["killme"]
-      matchActions:
-      - action: Sigkill
-    - matchActions:
-      - action: Post
-"""
-ONLY_42 = """
-    - matchArgs:
-      - index: 0
-        operator: Equal
-        values: ["42"]
-"""
 SET_32 = """
     - matchArgs:
       - index: 1
@@ -101,16 +86,8 @@ SET_32 = """
 def target(tmp_path_factory) -> pathlib.Path:
     if not features().uprobe:
         not_applicable("uprobes do not load or attach here (`tetrahost probe`: uprobe)")
-    cc = shutil.which("cc")
-    if cc is None:
-        pytest.fail("no C compiler (cc) to build the probed program")
-    d = tmp_path_factory.mktemp("usdt-target")
-    src, binary = d / "target.c", d / f"th-usdt-{ID}"
-    src.write_text(PROGRAM)
-    built = subprocess.run([cc, "-O0", "-o", str(binary), str(src)], capture_output=True, text=True)
-    if built.returncode != 0 and "sys/sdt.h" in built.stderr:
-        pytest.fail("<sys/sdt.h> is missing: apt-get install systemtap-sdt-dev (scripts/install-deps.sh)")
-    assert built.returncode == 0, built.stderr
+    binary = compile_c(PROGRAM, tmp_path_factory.mktemp("usdt-target") / f"th-usdt-{ID}", "-O0", missing={
+        "sys/sdt.h": "<sys/sdt.h> is missing: apt-get install systemtap-sdt-dev (scripts/install-deps.sh)"})
     # nothing attached yet: the guarded point's semaphore is 0
     assert run(binary, "1", "x") == (0, "1 unguarded\n")
     return binary
