@@ -135,7 +135,17 @@ def attach_candidates(hook: Hook, features, enforces: bool, overrides: bool, sym
             plans.append(_with_return(hook, plan, features) if hook.return_ else plan)
         except AttachError as exc:
             errors.append(str(exc))
-    plans = [_with_ima(hook, p, features) for p in plans]
+    # imaHash: the plan with the sleepable IMA program first; the same plan
+    # without it next, in case this hook does not take a sleepable program
+    with_ima: list[AttachPlan] = []
+    for plan in plans:
+        hashed = _with_ima(hook, plan, features)
+        if hashed is not plan:
+            with_ima.append(hashed)
+            plan = replace(plan, method=f"{plan.method}; imaHash not available here: the sleepable IMA program "
+                           f"did not load or attach on {plan.target}; events carry no ima_hash")
+        with_ima.append(plan)
+    plans = with_ima
     note = ima_hash_note(hook, features)
     if not plans:
         error = errors[0] if errors else f"{hook.name}: no attach method on this kernel"

@@ -91,17 +91,20 @@ def test_a_hook_without_ima_hash_has_no_note():
 
 
 def test_with_the_ima_helper_the_sleepable_program_joins_the_plan():
-    (plan,) = attach_candidates(hook(), features(lsm=True, ima_hash=True), enforces=False, overrides=False)
+    plan, plain = attach_candidates(hook(), features(lsm=True, ima_hash=True), enforces=False, overrides=False)
     # attached before th_lsm (start() attaches the second program first), so it runs after it
     assert plan.programs == (("th_lsm", "bprm_check_security"), ("th_ima_bprm", "bprm_check_security"))
     assert plan.method == ("BPF-LSM bprm_check_security; imaHash from sleepable BPF-LSM "
                            "bprm_check_security (bpf_ima_file_hash)")
+    # next, should the hook not take a sleepable program: the same without it, saying so
+    assert plain.programs == (("th_lsm", "bprm_check_security"),)
+    assert "imaHash not available here: the sleepable IMA program did not load or attach" in plain.method
 
 
 def test_a_file_hook_gets_the_file_program():
     h = load_text(policy_text(LSM.format(arg="file").replace("bprm_check_security", "file_open")),
                   file="p.yaml").policies[0].hooks[0]
-    (plan,) = attach_candidates(h, features(lsm=True, ima_hash=True), enforces=False, overrides=False)
+    plan = attach_candidates(h, features(lsm=True, ima_hash=True), enforces=False, overrides=False)[0]
     assert plan.programs[1] == ("th_ima_file", "file_open")
 
 
