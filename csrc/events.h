@@ -312,6 +312,15 @@ enum th_hook_config_flags {
 	                              * `pending`, the return program completes and posts it */
 	TH_CFG_ENFORCER = 8,         /* spec.enforcers: no selectors; acts on this thread's
 	                              * enforcer_notes entry of enforcer_id at its syscalls */
+	TH_CFG_IMA_HASH = 16,        /* LSM hook with its sleepable IMA program attached: an
+	                              * event whose selector asks imaHash is parked in
+	                              * `ima_parked`; that program adds the hash and posts it */
+};
+
+/* imaHash: th_hook_event.ima_digest holds at most this many bytes (SHA-512);
+ * ima_algo is the kernel's enum hash_algo (HASH_ALGO_SHA256 = 4...). */
+enum th_ima_limits {
+	TH_IMA_DIGEST_MAX = 64,
 };
 
 /* ---- Per-process state the process sensor keeps (map proc_state) ----------
@@ -409,7 +418,8 @@ struct th_selector {
 	uint16_t nsch_mask;       /* matchNamespaceChanges: bit (1 << enum th_ns) of each
 	                           * kind whose change matches; 0: no such matcher     */
 	uint8_t stack_traces;     /* enum th_stack_flags: stacks the event references  */
-	uint8_t pad;
+	uint8_t ima_hash;         /* imaHash: the event waits for the hook's IMA hash
+	                           * (only where TH_CFG_IMA_HASH is set)               */
 	int32_t notify_error;     /* NotifyEnforcer's argError (action_arg: its argSig) */
 	int64_t set_value;        /* Set: the value written (its argument's size of it) */
 	struct th_pid_matcher pids[4];  /* TH_MAX_PID_MATCH  */
@@ -638,6 +648,9 @@ struct th_hook_event {
 	int32_t kernel_stack_id;  /* kernelStackTrace: the stack's id in the hook's
 	                           * stack_traces map, < 0 none (or the helper's error) */
 	int32_t user_stack_id;    /* userStackTrace: the same for the user stack      */
+	int32_t ima_algo;         /* imaHash: enum hash_algo of ima_digest, < 0 none   */
+	uint32_t pad3;
+	uint8_t ima_digest[64];   /* TH_IMA_DIGEST_MAX: the digest, as long as its algorithm's */
 	uint8_t data[1536];       /* (TH_MAX_ARGS + 1) * TH_STR_SLOT: argument i at i * 256,
 	                           * the return value at TH_RET_SLOT * 256            */
 };

@@ -29,6 +29,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "lib/hook_match.bpf.h"
 #include "lib/hook_return.bpf.h"
 #include "lib/hook_syscall.bpf.h"
+#include "lib/hook_ima.bpf.h"
 
 /* ---- socket owners (TrackSock / UntrackSock) ---------------------------- */
 
@@ -147,6 +148,7 @@ static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th
 	ev->hook_id = cfg->hook_id;
 	ev->syscall_nr = syscall_nr;
 	ev->flags = in_ia32_syscall() ? TH_HOOK_COMPAT : 0;
+	ev->ima_algo = -1;
 	/* The caller's binary for matchBinaries, here rather than where a
 	 * selector first needs it: called from select_step, its path walk made
 	 * the deepest call chain (th_tracepoint -> select_step -> resolve_binary
@@ -213,8 +215,13 @@ static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th
 		return verdict;
 	}
 	/* a rate limit thins the events, never the enforcement above */
-	if (rate_allows(sel, c.matched, id, ev->hdr.ktime))
-		submit(ev, sizeof(*ev), TH_LOSS_HOOK);
+	if (!rate_allows(sel, c.matched, id, ev->hdr.ktime))
+		return verdict;
+	/* imaHash: the hook's sleepable program adds the hash and posts it; it
+	 * runs only if the call goes on, so a denied call's event goes now */
+	if ((cfg->flags & TH_CFG_IMA_HASH) && sel->ima_hash && !verdict && ima_park(ev, id, args[0]))
+		return verdict;
+	submit(ev, sizeof(*ev), TH_LOSS_HOOK);
 	return verdict;
 }
 

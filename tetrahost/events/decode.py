@@ -30,6 +30,7 @@ _NS = _EXEC.slice("ns[")
 _HOOK = Layout("struct th_hook_event", stop_at="data")
 _HOOK_DATA = ffi.offsetof("struct th_hook_event", "data")
 _RET_START = _HOOK_DATA + lib.TH_RET_SLOT * lib.TH_STR_SLOT
+_IMA_DIGEST = ffi.offsetof("struct th_hook_event", "ima_digest")
 _HOOK_SIZE = ffi.sizeof("struct th_hook_event")      # the kernel always submits it whole
 _H = _HOOK.index
 _H_NS = _HOOK.slice("ns[")
@@ -119,7 +120,9 @@ def _hook(buf: bytes) -> HookRecord:
         sock_owner=bool(flags & lib.TH_HOOK_SOCK_OWNER), syscall_nr=v[_H["syscall_nr"]],
         set_failed=bool(flags & lib.TH_HOOK_SET_FAILED),
         compat=bool(flags & lib.TH_HOOK_COMPAT),
-        kernel_stack_id=v[_H["kernel_stack_id"]], user_stack_id=v[_H["user_stack_id"]])
+        kernel_stack_id=v[_H["kernel_stack_id"]], user_stack_id=v[_H["user_stack_id"]],
+        ima_algo=v[_H["ima_algo"]],
+        ima_digest=buf[_IMA_DIGEST:_IMA_DIGEST + lib.TH_IMA_DIGEST_MAX] if v[_H["ima_algo"]] >= 0 else b"")
 
 
 DECODERS = {lib.TH_OP_EXEC: _exec, lib.TH_OP_FORK: _fork, lib.TH_OP_EXIT: _exit, lib.TH_OP_HOOK: _hook}

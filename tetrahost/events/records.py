@@ -108,6 +108,8 @@ class HookRecord:
     compat: bool = False      # the task was in a 32-bit syscall: syscall_nr is an i386 number
     kernel_stack_id: int = -1 # kernelStackTrace: id in the hook's stack_traces map, < 0 none
     user_stack_id: int = -1   # userStackTrace: the same for the user stack
+    ima_algo: int = -1        # imaHash: the kernel's enum hash_algo of ima_digest, < 0 none
+    ima_digest: bytes = b""   # ... the digest (TH_IMA_DIGEST_MAX bytes; its algorithm says how many count)
 
 
 Record = ExecRecord | ForkRecord | ExitRecord | HookRecord

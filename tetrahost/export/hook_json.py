@@ -66,6 +66,7 @@ from tetrahost.events import netns as _netns
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
 from tetrahost.events.text import bytes_to_text, os_text
+from tetrahost.export.ima import ima_hash_text
 from tetrahost.export.kobj_json import KOBJ_KINDS, render_kobj, signature_known
 from tetrahost.export.stacks import StackRenderer
 from tetrahost.export.tetragon_json import KERNEL_CAPABILITY_NAMES, TetragonJSON, signal_name
@@ -449,6 +450,8 @@ class HookEventRenderer:
         if hook.kind == "kprobe":      # Tetragon's ProcessKprobe alone has the fields
             body.update(self.stacks(hs, rec))
         body["policy_name"] = policy.name
+        if hook.kind == "lsm" and rec.ima_algo >= 0:      # Tetragon's ProcessLsm alone has it
+            body["ima_hash"] = ima_hash_text(rec.ima_algo, rec.ima_digest)
         if hook.message:
             body["message"] = hook.message
         if hook.tags:

@@ -305,5 +305,6 @@ def _compile_action(sel: Selector, c, where: str):
         c.action_arg = chosen.arg_index      # the USDT argument, th_usdt_set writes its memory
         c.set_value = chosen.arg_value
     c.no_post = any(a.action == "NoPost" for a in actions)
+    c.ima_hash = any(a.ima_hash for a in actions)   # used where the hook's IMA program is attached
     c.stack_traces = ((lib.TH_STACK_KERNEL if any(a.kernel_stack_trace for a in actions) else 0)
                       | (lib.TH_STACK_USER if any(a.user_stack_trace for a in actions) else 0))

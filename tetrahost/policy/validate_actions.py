@@ -151,7 +151,8 @@ def _stack_traces(ctx: Context, entry: YNode, path: str, shape: HookShape, is_re
 def _ima_hash(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return: bool) -> dict:
     """imaHash: the IMA hash of the hook's file/linux_binprm argument, on LSM
     hooks as in Tetragon (ProcessLsm.ima_hash).  Accepted here; whether this
-    kernel can compute it is said at attach (tetrahost/sensors/attach.py)."""
+    kernel can compute it is said at attach (tetrahost/sensors/attach.py):
+    it needs BPF-LSM and the sleepable IMA helper."""
     if not get_bool(ctx, entry, "imaHash", path):
         return {}
     line, ipath = entry.key_line("imaHash"), join(path, "imaHash")
@@ -164,9 +165,9 @@ def _ima_hash(ctx: Context, entry: YNode, path: str, shape: HookShape, is_return
     elif not any(a.base_type in _IMA_ARG_TYPES for a in shape.args.values()):
         ctx.error(line, ipath, "imaHash hashes the hook's file or linux_binprm argument: declare one in args",
                   "invalid", "imaHash without a file argument")
-    else:
-        ctx.warn(line, ipath, "tetrahost does not compute IMA hashes yet: the hook and its other actions work, "
-                 "its events carry no ima_hash")
+    elif getattr(shape.args.get(0), "base_type", "") not in _IMA_ARG_TYPES:
+        ctx.warn(line, ipath, "tetrahost hashes the hook's first argument (index 0) when it is a file or "
+                 "linux_binprm: the hook and its other actions work, its events carry no ima_hash")
     return {"ima_hash": True}
 
 

@@ -135,6 +135,17 @@ def attach_candidates(hook: Hook, features, enforces: bool, overrides: bool, sym
             plans.append(_with_return(hook, plan, features) if hook.return_ else plan)
         except AttachError as exc:
             errors.append(str(exc))
+    # imaHash: the plan with the sleepable IMA program first; the same plan
+    # without it next, in case this hook does not take a sleepable program
+    with_ima: list[AttachPlan] = []
+    for plan in plans:
+        hashed = _with_ima(hook, plan, features)
+        if hashed is not plan:
+            with_ima.append(hashed)
+            plan = replace(plan, method=f"{plan.method}; imaHash not available here: the sleepable IMA program "
+                           f"did not load or attach on {plan.target}; events carry no ima_hash")
+        with_ima.append(plan)
+    plans = with_ima
     note = ima_hash_note(hook, features)
     if not plans:
         error = errors[0] if errors else f"{hook.name}: no attach method on this kernel"
@@ -142,12 +153,38 @@ def attach_candidates(hook: Hook, features, enforces: bool, overrides: bool, sym
     return [replace(p, method=f"{p.method}; {note}") for p in plans] if note else plans
 
 
+# imaHash: the sleepable program that hashes the hook's first argument, by its type
+IMA_PROGRAMS = {"linux_binprm": "th_ima_bprm", "file": "th_ima_file"}
+
+
+def _asks_ima(hook: Hook) -> bool:
+    return any(a.ima_hash for s in hook.selectors for a in s.match_actions)
+
+
+def ima_program(hook: Hook) -> str:
+    first = next((a for a in hook.args if a.index == 0), None)
+    return IMA_PROGRAMS.get(first.base_type, "") if first is not None else ""
+
+
+def _with_ima(hook: Hook, plan: AttachPlan, features) -> AttachPlan:
+    """A BPF-LSM plan of a hook asking imaHash, where the kernel gives the
+    hash: with its sleepable IMA program as the second program (attached
+    first, so that it runs after th_lsm; see csrc/bpf/lib/hook_ima.bpf.h)."""
+    if (plan.program != "th_lsm" or plan.ret_program or not _asks_ima(hook)
+            or not getattr(features, "ima_hash", False) or not ima_program(hook)):
+        return plan
+    return replace(plan, ret_program=ima_program(hook), ret_target=plan.target,
+                   method=f"{plan.method}; imaHash from sleepable BPF-LSM {plan.target} (bpf_ima_file_hash)")
+
+
 def ima_hash_note(hook: Hook, features) -> str:
-    """Why a hook whose Post asks imaHash gets no hash here ("" when none asks).
-    The hash needs a sleepable BPF-LSM program calling bpf_ima_file_hash
-    (`tetrahost probe`: ima_hash); the events of such a hook carry no
-    ima_hash field meanwhile."""
-    if not any(a.ima_hash for s in hook.selectors for a in s.match_actions):
+    """Why a hook whose Post asks imaHash gets no hash here ("" when none
+    asks, or when it gets one).  The hash needs a sleepable BPF-LSM program
+    calling bpf_ima_file_hash (`tetrahost probe`: ima_hash) on the hook's
+    first argument, a linux_binprm or a file."""
+    if not _asks_ima(hook):
+        return ""
+    if getattr(features, "lsm", False) and getattr(features, "ima_hash", False) and ima_program(hook):
         return ""
     if not getattr(features, "lsm", False):
         why = "it needs BPF-LSM, which is not usable on this kernel (`tetrahost probe`: lsm)"
@@ -155,8 +192,8 @@ def ima_hash_note(hook: Hook, features) -> str:
         why = ("this kernel gives BPF programs no IMA hash (`tetrahost probe`: ima_hash: no sleepable "
                "BPF-LSM program with bpf_ima_file_hash, or IMA not active)")
     else:
-        why = ("the kernel could (`tetrahost probe`: ima_hash yes), but tetrahost's hook programs do not ask "
-               "IMA for the hash yet")
+        why = ("tetrahost hashes the hook's first argument (index 0) when it is a linux_binprm or a file, "
+               "and this hook's is not")
     return f"imaHash not available here: {why}; events carry no ima_hash"
 
 

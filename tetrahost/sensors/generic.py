@@ -20,7 +20,10 @@ from tetrahost.sensors.objects import find_object
 
 log = logging.getLogger(__name__)
 
-_TRAMPOLINE_PROGRAMS = ("th_fentry", "th_fexit", "th_fmod_ret", "th_lsm")
+_IMA_PROGRAMS = ("th_ima_bprm", "th_ima_file")
+_TRAMPOLINE_PROGRAMS = ("th_fentry", "th_fexit", "th_fmod_ret", "th_lsm") + _IMA_PROGRAMS
+# events parked for the IMA program at once (one per thread in the hook at a time)
+_IMA_PARKED_ENTRIES = 1024
 
 
 def fill_syscall_set(cfg, numbers, numbers32=()) -> None:
@@ -84,6 +87,8 @@ def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict, path=N
             obj.map(name).reuse_fd(shared_map)
         if stack_entries:
             obj.map("stack_traces").max_entries = stack_entries
+        if any(program in _IMA_PROGRAMS for program in wanted):
+            obj.map("ima_parked").max_entries = _IMA_PARKED_ENTRIES
         return obj.load()
     except BaseException:
         obj.close()
@@ -117,6 +122,10 @@ class HookSensor:
     def _configure(self) -> None:
         plan, cfg = self.plan, self.compiled.config
         fill_syscall_set(cfg, plan.syscall_nrs, plan.syscall_nrs32)
+        if plan.ret_program in _IMA_PROGRAMS:    # attached before th_lsm: it finds it there
+            cfg.flags |= lib.TH_CFG_IMA_HASH
+        else:
+            cfg.flags &= ~lib.TH_CFG_IMA_HASH
         if plan.unwrap_syscall:
             cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
         else:   # sys_enter hands over the syscall's own arguments
@@ -214,7 +223,7 @@ class HookSensor:
             return prog.attach_kprobe(target)
         if name == "th_kretprobe":
             return prog.attach_kprobe(target, retprobe=True)
-        if name == "th_lsm":
+        if name == "th_lsm" or name in _IMA_PROGRAMS:
             return prog.attach_lsm()
         if name in ("th_fentry", "th_fexit", "th_fmod_ret"):
             return prog.attach_trace()

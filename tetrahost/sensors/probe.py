@@ -331,7 +331,9 @@ def _probe_one(name, program, attach, fire, ev: Evidence) -> Capability:
         return Capability(name, False, f"{detail} but inert: 'bpf' is not an active LSM ({lsms}); "
                           "boot with lsm=...,bpf", method, "effect", None, fired)
     if name == "ima_hash" and fired is False:
-        ima = "IMA is active" if ev.lsms and "ima" in ev.lsms else \
+        # IMA is in the LSM list only since 6.9; before, its securityfs directory shows it
+        active = (ev.lsms and "ima" in ev.lsms) or os.path.isdir("/sys/kernel/security/integrity/ima")
+        ima = "IMA is active" if active else \
             f"'ima' is not an active LSM ({','.join(ev.lsms or []) or 'unknown'}) or the kernel has no CONFIG_IMA"
         return Capability(name, False, f"{detail}: bpf_ima_file_hash gave no hash ({ima})",
                           method, "effect", None, fired)

@@ -88,3 +88,39 @@ def test_a_hook_without_ima_hash_has_no_note():
     h = load_text(policy_text(LSM.format(arg="linux_binprm").replace("      imaHash: true\n", "")),
                   file="p.yaml").policies[0].hooks[0]
     assert ima_hash_note(h, features(lsm=True)) == ""
+
+
+def test_with_the_ima_helper_the_sleepable_program_joins_the_plan():
+    plan, plain = attach_candidates(hook(), features(lsm=True, ima_hash=True), enforces=False, overrides=False)
+    # attached before th_lsm (start() attaches the second program first), so it runs after it
+    assert plan.programs == (("th_lsm", "bprm_check_security"), ("th_ima_bprm", "bprm_check_security"))
+    assert plan.method == ("BPF-LSM bprm_check_security; imaHash from sleepable BPF-LSM "
+                           "bprm_check_security (bpf_ima_file_hash)")
+    # next, should the hook not take a sleepable program: the same without it, saying so
+    assert plain.programs == (("th_lsm", "bprm_check_security"),)
+    assert "imaHash not available here: the sleepable IMA program did not load or attach" in plain.method
+
+
+def test_a_file_hook_gets_the_file_program():
+    h = load_text(policy_text(LSM.format(arg="file").replace("bprm_check_security", "file_open")),
+                  file="p.yaml").policies[0].hooks[0]
+    plan = attach_candidates(h, features(lsm=True, ima_hash=True), enforces=False, overrides=False)[0]
+    assert plan.programs[1] == ("th_ima_file", "file_open")
+
+
+def test_a_file_argument_not_first_is_said_not_hashed():
+    text = policy_text(LSM.format(arg="int").replace(
+        '    type: "int"\n', '    type: "int"\n  - index: 1\n    type: "file"\n'))
+    result = load_text(text, file="p.yaml")
+    assert not result.errors, [e.render() for e in result.errors]
+    warnings = [w.render() for w in result.warnings]
+    assert any("tetrahost hashes the hook's first argument (index 0)" in w for w in warnings), warnings
+    (plan,) = attach_candidates(result.policies[0].hooks[0], features(lsm=True, ima_hash=True),
+                                enforces=False, overrides=False)
+    assert plan.programs == (("th_lsm", "bprm_check_security"),)
+    assert "imaHash not available here: tetrahost hashes the hook's first argument" in plan.method
+
+
+def test_the_linux_binprm_argument_gets_no_warning():
+    result = load_text(policy_text(LSM.format(arg="linux_binprm")), file="p.yaml")
+    assert not [w for w in result.warnings if "imaHash" in w.render()]
