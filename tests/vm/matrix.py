@@ -8,8 +8,11 @@ an lsm= list that leaves out bpf (BPF-LSM built in but inactive, as on most
 distributions) and the PREEMPT_RT 6.1 kernel run the lean enforcement subset
 (the seed policies, Override, one selector of each kind).  Each entry fails on
 a failed or skipped test and on any kernel WARNING/BUG in the guest's dmesg
-(tests/vm/run.py).  DIR/NAME/ keeps each run's results; DIR/matrix.json the
-durations and verdicts, from which kernel_matrix_doc.py writes the README table.
+(tests/vm/run.py).  DIR/NAME/ keeps each run's results and its run.json;
+DIR/matrix.json the durations and verdicts of every entry found there (entries
+run by other invocations at the same time too: CI runs them side by side,
+scripts/ci_lanes.py), from which kernel_matrix_doc.py writes the README table.
+--collect runs nothing and only rebuilds matrix.json (and --doc).
 Exit 1 if any entry failed.
 """
 from __future__ import annotations
@@ -56,7 +59,27 @@ def run_entry(entry: Entry, results: Path, timeout: float) -> dict:
     rc = subprocess.run(cmd, cwd=REPO).returncode
     seconds = time.monotonic() - started
     print(f"==== matrix {entry.name}: {'PASS' if rc == 0 else 'FAIL'} in {seconds:.0f} s", flush=True)
-    return {**asdict(entry), "exit": rc, "seconds": round(seconds, 1), "results": str(out)}
+    run = {**asdict(entry), "exit": rc, "seconds": round(seconds, 1), "results": str(out)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    return run
+
+
+def finished_runs(results: Path) -> list[dict]:
+    """Every entry's run.json under RESULTS, in ENTRIES order."""
+    runs = []
+    for entry in ENTRIES:
+        try:
+            runs.append(json.loads((results / entry.name / "run.json").read_text()))
+        except (OSError, ValueError):
+            continue
+    return runs
+
+
+def write_matrix_json(results: Path, host: dict) -> None:
+    tmp = results / f".matrix.json.{os.getpid()}"
+    tmp.write_text(json.dumps([host, *finished_runs(results)], indent=2) + "\n")
+    os.replace(tmp, results / "matrix.json")      # side-by-side invocations: whole files only
 
 
 def collect_host(out: Path) -> dict:
@@ -84,6 +107,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only", nargs="*", metavar="NAME", help="run these entries only")
     parser.add_argument("--timeout", type=float, default=1200, help="per entry, boot included")
     parser.add_argument("--doc", type=Path, help="also write the markdown table here (kernel_matrix_doc.py)")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: rebuild matrix.json (and --doc) from the entries' run.json")
     args = parser.parse_args(argv)
     entries = [e for e in ENTRIES if not args.only or e.name in args.only]
     unknown = set(args.only or ()) - {e.name for e in ENTRIES}
@@ -93,9 +118,14 @@ def main(argv: list[str]) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     host = collect_host(args.results / "host")
     runs: list[dict] = []
+    if args.collect:
+        entries, runs = [], finished_runs(args.results)
+        write_matrix_json(args.results, host)
     for entry in entries:      # matrix.json after each entry: a stopped matrix still has a table
+        stale = args.results / entry.name / "run.json"
+        stale.unlink(missing_ok=True)
         runs.append(run_entry(entry, args.results, args.timeout))
-        (args.results / "matrix.json").write_text(json.dumps([host, *runs], indent=2) + "\n")
+        write_matrix_json(args.results, host)
     print("\n==== kernel matrix ====")
     for r in runs:
         print(f"{r['name']:14} {r['suite']:5} {'PASS' if r['exit'] == 0 else 'FAIL'}  {r['seconds']:7.1f} s")
