@@ -187,6 +187,23 @@ enum th_hook_limits {
 	TH_MAX_RESOLVE_STEPS = 8, /* pointers one `resolve:` path dereferences        */
 };
 
+/* A struct file the kernel opened itself, on behalf of a file the caller
+ * opened (overlayfs' and FUSE passthrough's backing files, cachefiles):
+ * f_mode's FMODE_NOACCOUNT (include/linux/fs.h; 0x20000000 on every kernel
+ * that has it).  On overlayfs, where containers and many hosts keep their
+ * files, one open(2) calls security_file_open twice (the overlay file, then
+ * its backing file): a hook whose `file`/`kiocb` argument is such a file
+ * does nothing, so one access is one event and one action. */
+enum th_file_mode {
+	TH_FMODE_NOACCOUNT = 0x20000000,
+};
+
+/* read_arg's result */
+enum th_read_arg {
+	TH_READ_ARG_OK = 0,
+	TH_READ_ARG_BACKING_FILE = 1,   /* the argument is a kernel-internal file: skip the event */
+};
+
 /* th_selector.stack_traces: Post's kernelStackTrace / userStackTrace */
 enum th_stack_flags {
 	TH_STACK_KERNEL = 1,

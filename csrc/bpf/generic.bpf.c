@@ -162,11 +162,12 @@ static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th
 		ev->arg_len[i] = 0;
 		if (i == cfg->ret_copy_arg)
 			keep_buffer_pointer(s, i, pick_arg(args, cfg->arg_src[i]));
-		else if (cfg->arg_kind[i])
-			read_arg(slot, i, cfg->arg_kind[i],
-				 cfg->resolve[i].active ? resolve_arg(i, pick_arg(args, cfg->arg_src[i]))
-							: pick_arg(args, cfg->arg_src[i]),
-				 pick_arg(args, cfg->arg_offset[i]));
+		else if (cfg->arg_kind[i] &&
+			 read_arg(slot, i, cfg->arg_kind[i],
+				  cfg->resolve[i].active ? resolve_arg(i, pick_arg(args, cfg->arg_src[i]))
+							 : pick_arg(args, cfg->arg_src[i]),
+				  pick_arg(args, cfg->arg_offset[i])) == TH_READ_ARG_BACKING_FILE)
+			return 0;       /* the caller's own open was this hook's event */
 	}
 
 	struct select_ctx c = { .matched = -1, .slot = slot };

@@ -96,8 +96,54 @@ def test_sigkill_on_open_stops_the_reader(tmp_path):
         secret.unlink()
     assert cat.returncode == -9 and cat.stdout == b"", "the reader was not stopped before it read"
     assert other.returncode == 0
-    # one open, one process killed; on an overlayfs the kernel checks the overlay
-    # file and then the file beneath it, so a kprobe may report the open twice
-    assert bodies and {b["action"] for b in bodies} == {"KPROBE_ACTION_SIGKILL"}
-    assert len({b["process"]["pid"] for b in bodies}) == 1
-    assert {b["args"][0]["file_arg"]["path"] for b in bodies} == {str(secret)}
+    # one open, one kill, one event (/tmp is an overlayfs in the test guests:
+    # test_an_open_on_overlayfs_is_one_event)
+    assert [b["action"] for b in bodies] == ["KPROBE_ACTION_SIGKILL"], bodies
+    assert bodies[0]["args"][0]["file_arg"]["path"] == str(secret)
+
+
+def test_an_open_on_overlayfs_is_one_event(tmp_path):
+    """On an overlayfs (containers' root, the test guests' /tmp) the kernel
+    opens the file beneath for every open of the overlay file, and calls
+    security_file_open for both: one access must still be one event (the
+    backing file's call is skipped in the kernel, csrc/events.h th_file_mode),
+    for a file of the lower layer and one of the upper."""
+    root = tmp_path / "ovl"
+    dirs = {n: root / n for n in ("lower", "upper", "work", "merged")}
+    for d in dirs.values():
+        d.mkdir(parents=True)
+    (dirs["lower"] / "from-lower").write_text("l\n")
+    mount = subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                            f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}",
+                            str(dirs["merged"])], capture_output=True, text=True)
+    assert mount.returncode == 0, f"cannot mount an overlayfs here: {mount.stderr}"
+    name = f"ovl-open-{uuid.uuid4().hex[:8]}"
+    policy = tmp_path / "p.yaml"
+    policy.write_text(policy_text(name, f"""
+  kprobes:
+  - call: security_file_open
+    syscall: false
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["{dirs['merged']}/"]
+"""))
+    try:
+        (dirs["merged"] / "in-upper").write_text("u\n")
+        (tmp_path / "agent").mkdir()
+        agent = RunningAgent(tmp_path / "agent", "--policy", str(policy))
+        try:
+            assert "not active" not in agent.log_text().lower(), agent.log_text()
+            for f in ("from-lower", "in-upper"):
+                assert subprocess.run(["cat", str(dirs["merged"] / f)], capture_output=True).returncode == 0
+            bodies = policy_events(agent, name, 2)
+        finally:
+            agent.stop()
+    finally:
+        subprocess.run(["umount", str(dirs["merged"])], check=False)
+    paths = sorted(b["args"][0]["file_arg"]["path"] for b in bodies if b["process"]["binary"].endswith("/cat"))
+    assert paths == [str(dirs["merged"] / "from-lower"), str(dirs["merged"] / "in-upper")], bodies

@@ -2,6 +2,12 @@
 
 Tetragon's tracepoint hooks name arguments by their position in that field
 list, the common_* fields included (raw_syscalls/sys_enter: index 4 is `id`).
+Those positions assume the four common fields of a generic kernel: a
+PREEMPT_RT kernel adds its own after them (Debian's 6.1-rt:
+common_preempt_lazy_count), which would move every argument of every
+tracepoint policy one place (a string read from `dfd`, a policy that never
+matches).  So the fields are numbered without the common_* fields a generic
+kernel does not have; each keeps its own offset.
 """
 from __future__ import annotations
 
@@ -34,6 +40,14 @@ class Field:
         return self.type.endswith("*")
 
 
+STANDARD_COMMON = ("common_type", "common_flags", "common_preempt_count", "common_pid")
+
+
+def policy_numbering(fields: list[Field]) -> list[Field]:
+    """The fields as Tetragon's argument indexes count them (see above)."""
+    return [f for f in fields if not f.name.startswith("common_") or f.name in STANDARD_COMMON]
+
+
 class TracepointError(LookupError):
     pass
 
@@ -59,7 +73,7 @@ def event_fields(subsystem: str, event: str, tracefs_dirs=TRACEFS_DIRS) -> list[
         path = os.path.join(base, "events", subsystem, event, "format")
         try:
             with open(path) as f:
-                return parse_format(f.read())
+                return policy_numbering(parse_format(f.read()))
         except FileNotFoundError:
             if os.path.isdir(os.path.join(base, "events")):
                 raise TracepointError(f"tracepoint {subsystem}/{event} does not exist on this kernel "

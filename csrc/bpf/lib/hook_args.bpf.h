@@ -307,13 +307,16 @@ TH_VERIFIED_ONCE int read_arg(__u32 scratch, __u32 i, __u32 kind, __u64 raw, __u
 		s->ev.arg_len[i] = sizeof(struct th_char_buf);
 		return 0;
 	}
+	if (file && (kind == TH_ARG_FILE || kind == TH_ARG_KIOCB) &&
+	    (BPF_CORE_READ(file, f_mode) & TH_FMODE_NOACCOUNT))
+		return TH_READ_ARG_BACKING_FILE;      /* see csrc/events.h th_file_mode */
 	if (file)
 		file_user_path(file, &dentry, &vfsmnt);
 	if (dentry)
 		len = walk_to_slot(s, slot, dentry, vfsmnt, i);
 	s->arg_str_len[i] = len;
 	s->ev.arg_len[i] = len;
-	return 0;
+	return TH_READ_ARG_OK;
 }
 
 /* The caller's executable (mm->exe_file), resolved once per event when a
