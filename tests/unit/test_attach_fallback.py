@@ -98,7 +98,7 @@ class FakeObject(str):
 
 
 class FakeSensor:
-    def __init__(self, compiled, plan, shared, dispatcher=None):
+    def __init__(self, compiled, plan, shared, dispatcher=None, follow_bits=None):
         self.plan = plan
 
     def start(self, obj):
@@ -200,7 +200,7 @@ def test_policy_manager_reports_the_method_used_and_what_failed(monkeypatch, tmp
     from tetrahost.control.status import agent_status
     from tetrahost.sensors import policies
 
-    def fake_start(compiled, candidates, shared, take_spare=None, dispatcher=None):
+    def fake_start(compiled, candidates, shared, take_spare=None, dispatcher=None, follow_bits=None):
         failed = [f"{candidates[0].method}: load: refused (R0 out of [-4095, 0])"]
         used = fallback.with_failures(candidates[1], failed)
         return fallback.Started(SimpleNamespace(skipped=[], stop=lambda: None, plan=used), used, failed)

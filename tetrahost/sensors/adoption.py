@@ -14,6 +14,7 @@ import logging
 import os
 
 from tetrahost.policy.compile import compile_hook
+from tetrahost.tracefs import event_fields
 from tetrahost.sensors.attach import plan_compiled
 from tetrahost.sensors.generic import HookSensor
 
@@ -79,7 +80,8 @@ def _mismatch(entry: dict, digest: str, result) -> str | None:
 
 
 def _adopt_hook(manager, hs, pinned_hook: dict) -> str | None:
-    hs.compiled = compile_hook(hs.hook, hs.hook_id, manager.host_ns, monitor=hs.policy.mode == "monitor")
+    hs.compiled = compile_hook(hs.hook, hs.hook_id, manager.host_ns, monitor=hs.policy.mode == "monitor",
+                               tracepoint_fields=event_fields)
     if hs.compiled.needs_proc_state:
         return "a hook needs per-process state, which is rebuilt by a fresh load"
     if hs.compiled.needs_stacks:

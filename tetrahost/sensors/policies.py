@@ -45,6 +45,7 @@ from tetrahost.policy.model import Hook, Policy
 from tetrahost.sensors.attach import AttachError, AttachPlan, candidates_compiled, plan_compiled
 from tetrahost.sensors.fallback import start_hook
 from tetrahost.sensors.generic import HookSensor
+from tetrahost.tracefs import event_fields
 from tetrahost.sensors.warmpool import WarmPool, spares_per_key
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class HookState:
     events: int = 0
     retired_at: float | None = None      # monotonic time it was detached by a replace/unload
     proc_bits: list[int] | None = None   # holds the per-process state (ProcState.acquire)
+    follow_bits: dict[int, int] = field(default_factory=dict)   # selector -> its followChildren bit
     retries: int = 0                     # failed attempts for want of fds/memory
     retry_at: float | None = None        # monotonic time of the next attempt (None: not retried)
     origin: str = "fresh"                # "adopted": taken over, as it ran, from a previous agent's pins
@@ -362,7 +364,8 @@ class PolicyManager:
         hs = HookState(next(self._ids), policy, hook)
         self.hooks[hs.hook_id] = hs
         try:
-            hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor")
+            hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor",
+                                       tracepoint_fields=event_fields)
             hs.plan = plan_compiled(hook, hs.compiled, self.features)
         except Exception:
             hs.compiled = hs.plan = None
@@ -374,12 +377,14 @@ class PolicyManager:
         policy, hook = hs.policy, hs.hook
         try:
             if hs.compiled is None or hs.plan is None:
-                hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor")
+                hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor",
+                                       tracepoint_fields=event_fields)
             candidates = candidates_compiled(hook, hs.compiled, self.features)
             hs.plan = candidates[0]
             self._acquire_proc_state(hs)
             # the first method that loads and attaches; spares are tried first
-            started = start_hook(hs.compiled, candidates, self.shared_maps, self.pool.take, self.dispatcher)
+            started = start_hook(hs.compiled, candidates, self.shared_maps, self.pool.take, self.dispatcher,
+                                 hs.follow_bits)
             hs.sensor, hs.plan, hs.fallback_from = started.sensor, started.plan, started.failed
             hs.attached_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
             if hs.sensor.skipped:     # a list hook attached to fewer functions than planned
@@ -392,7 +397,8 @@ class PolicyManager:
             self._release_proc_state(hs)
             # BpfError's text is one line plus the verifier's last lines:
             # the reason, on one line for status/list output
-            reason = " | ".join(line.strip() for line in str(exc).splitlines())
+            text = exc.render() if isinstance(exc, CompileError) else str(exc)   # file:line: field: why
+            reason = " | ".join(line.strip() for line in text.splitlines())
             if not isinstance(exc, (CompileError, AttachError, OSError)):
                 reason = f"internal error: {type(exc).__name__}: {reason}"
                 log.debug("hook start failed", exc_info=True)
@@ -430,12 +436,14 @@ class PolicyManager:
             raise CompileError("matchCapabilityChanges, matchNamespaceChanges and matchBinaries "
                                "followChildren need the process sensor's per-process state, not "
                                "available to this policy manager")
-        hs.proc_bits = self.proc_state.acquire(hs.compiled)
+        hs.follow_bits = self.proc_state.acquire(hs.compiled)
+        hs.proc_bits = list(hs.follow_bits.values())
 
     def _release_proc_state(self, hs: HookState) -> None:
         if hs.proc_bits is not None:
             self.proc_state.release(hs.proc_bits)
             hs.proc_bits = None
+            hs.follow_bits = {}
 
     # -- unload --------------------------------------------------------------------------
     def _retire(self, state: PolicyState) -> None:
