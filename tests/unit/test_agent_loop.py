@@ -9,8 +9,8 @@ from types import SimpleNamespace
 from tetrahost.daemon import Agent, Counters
 from tetrahost.logrates import LogLimiter
 from tetrahost.policy.load import load_text
-from tetrahost.sensors import policies as pmod
-from tetrahost.sensors.policies import Limits, PolicyLoadFailed, PolicyManager
+from tetrahost.runtime import manager as pmod
+from tetrahost.runtime.manager import Limits, PolicyLoadFailed, PolicyManager
 
 HOOK = """
   - call: "security_bprm_check"

@@ -9,7 +9,7 @@ import types
 import pytest
 
 from tetrahost.bpf import BpfError
-from tetrahost.sensors.binwatch import BinaryWatch, watched_names
+from tetrahost.runtime.binwatch import BinaryWatch, watched_names
 from tetrahost.sensors.generic import file_identity
 
 

@@ -128,10 +128,14 @@ def policy_components(cfg, args) -> list:
     service; ad-hoc runs (tests, several agents on one host) would otherwise
     fight over the default path.  --no-socket turns it off."""
     out = []
+    files = None
     service = cfg.source != "(defaults)"
     if args.policy_dir or service:
-        from tetrahost.policy.watch import PolicyDirectory
-        out.append(PolicyDirectory(cfg.agent.policy_dir))
+        from tetrahost.runtime.policy_files import PolicyFiles
+        from tetrahost.runtime.reconciler import PolicyDirectory
+        primary = PolicyDirectory(cfg.agent.policy_dir)
+        files = PolicyFiles(primary)         # tetra tracingpolicy add/delete write here
+        out.append(primary)
         other = cfg.agent.tetragon_policy_dir
         if service and other and os.path.isdir(other) \
                 and os.path.realpath(other) != os.path.realpath(cfg.agent.policy_dir):
@@ -139,7 +143,7 @@ def policy_components(cfg, args) -> list:
     if (args.socket or service) and not args.no_socket:
         from tetrahost.control.server import ControlServer
         from tetrahost.control.protocol import DEFAULT_SOCKET
-        out.append(ControlServer(args.socket or DEFAULT_SOCKET))
+        out.append(ControlServer(args.socket or DEFAULT_SOCKET, policy_files=files))
     return out
 
 

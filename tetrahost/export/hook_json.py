@@ -405,7 +405,7 @@ class HookEventRenderer:
         return members
 
     def render(self, rec: HookRecord, hs, process=_LOOK_UP) -> str:
-        """hs: the tetrahost.sensors.policies.HookState the record's hook_id names;
+        """hs: the tetrahost.runtime.state.HookState the record's hook_id names;
         process: the record's cache entry when the caller already looked it up."""
         hook, policy = hs.hook, hs.policy
         base = self.base

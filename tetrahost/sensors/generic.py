@@ -22,7 +22,7 @@ from tetrahost.sensors.objects import find_object
 
 log = logging.getLogger(__name__)
 
-_TRAMPOLINE_PROGRAMS = ("th_fentry", "th_fexit", "th_fmod_ret", "th_lsm") + _IMA_PROGRAMS
+TRAMPOLINE_PROGRAMS = ("th_fentry", "th_fexit", "th_fmod_ret", "th_lsm") + _IMA_PROGRAMS
 # events parked for the IMA program at once (one per thread in the hook at a time)
 _IMA_PARKED_ENTRIES = 1024
 
@@ -70,7 +70,7 @@ def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict, path=N
         for prog in obj.programs.values():
             prog.autoload = prog.name in wanted
         for program, target in programs:
-            if program in _TRAMPOLINE_PROGRAMS:
+            if program in TRAMPOLINE_PROGRAMS:
                 obj.program(program).set_attach_target(target)
         for name, shared_map in shared.items():
             obj.map(name).reuse_fd(shared_map)

@@ -14,9 +14,9 @@ import logging
 import os
 
 from tetrahost.policy.compile import compile_hook
-from tetrahost.tracefs import event_fields
 from tetrahost.sensors.attach import plan_compiled
 from tetrahost.sensors.generic import HookSensor
+from tetrahost.tracefs import event_fields
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def digest_of(text: str) -> str:
 def adopt_file(manager, path: str, digest: str, result) -> list | None:
     """PolicyStates for the pinned version of `path` taken over as it runs, or
     None (with the reason logged) when it must be loaded fresh."""
-    from tetrahost.sensors.policies import HookState, PolicyState
+    from tetrahost.runtime.state import HookState, PolicyState
 
     entry = manager.pinned_files.get(path)
     if entry is None:
