@@ -9,10 +9,10 @@ EXT       := tetrahost/_libbpf.abi3.so
 BPF_FLAGS := -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) \
              -Icsrc/include/$(ARCH) -Icsrc
 
-.PHONY: all build bpf ext venv deps run test test-host test-vm test-vm-matrix test-vm-systemd bench clean vmlinux
+.PHONY: all build bpf ext venv constants deps run test test-host test-vm test-vm-matrix test-vm-systemd bench clean vmlinux
 
 all: build
-build: venv ext bpf
+build: venv constants ext bpf
 
 deps:                         ## apt packages (Debian 12), as root: build, tests, packaging
 	scripts/install-deps.sh
@@ -24,6 +24,10 @@ venv: .venv/.installed
 	$(PY) -m pip install -q --upgrade pip wheel setuptools cffi
 	$(PY) -m pip install -q --no-build-isolation -e '.[test,journald]'
 	touch $@
+
+constants: tetrahost/constants.py      ## the events.h enums for pure Python (the policy front end)
+tetrahost/constants.py: csrc/events.h csrc/gen_constants.py
+	$(PY) csrc/gen_constants.py
 
 ext: $(EXT)
 $(EXT): csrc/events.h csrc/libbpf.cdef csrc/shim.c csrc/build_ffi.py .venv/.installed

@@ -23,6 +23,7 @@ import re  # noqa: E402
 from tetrahost.events.namespaces import HostNamespaces  # noqa: E402
 from tetrahost.policy import check_file  # noqa: E402
 from tetrahost.policy.compile import CompileError, compile_hook  # noqa: E402
+from tetrahost.tracefs import event_fields  # noqa: E402
 from tetrahost.sensors.attach import ima_program  # noqa: E402
 
 DEFAULT_CORPUS = REPO.parent / "shared" / "conformance" / "tetragon-examples"
@@ -56,7 +57,7 @@ def kernel_gaps(policies) -> list[str]:
     for policy in policies:
         for hook in policy.hooks:
             try:
-                compile_hook(hook, 0, _SOME_HOST_NS)
+                compile_hook(hook, 0, _SOME_HOST_NS, tracepoint_fields=event_fields)
             except CompileError as exc:
                 gaps.add(_WHERE.sub("", str(exc)))
             if any(a.ima_hash for sel in hook.selectors for a in sel.match_actions) and not ima_program(hook):

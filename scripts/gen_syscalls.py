@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate tetrahost/sensors/syscalls_x86_64.py and syscalls_i386.py from the
+"""Regenerate tetrahost/arch/syscalls_x86_64.py and syscalls_i386.py from the
 installed kernel headers (linux-libc-dev)."""
 import pathlib
 import re
@@ -17,7 +17,7 @@ for header, out, name, arch, why in TABLES:
     text = pathlib.Path("/usr/include/x86_64-linux-gnu/asm", header).read_text()
     pairs = re.findall(r"#define __NR_(\w+) (\d+)", text)
     body = "\n".join(f'    "{sc}": {nr},' for sc, nr in pairs)
-    path = ROOT / "tetrahost/sensors" / out
+    path = ROOT / "tetrahost/arch" / out
     path.write_text(f'''"""{arch} syscall numbers, generated from Linux's asm/{header} (linux-libc-dev).
 
 {why}  Shipped as data because hosts running the agent need not have kernel

@@ -243,7 +243,7 @@ class Agent:
 
     # -- policies ------------------------------------------------------------------
     def _start_policies(self) -> None:
-        from tetrahost.sensors.policies import Limits, PolicyLoadFailed, PolicyManager
+        from tetrahost.runtime.manager import Limits, PolicyLoadFailed, PolicyManager
 
         # A component that manages policies at run time (the policy directory
         # watch) needs the manager even when no --policy file was given.
@@ -269,7 +269,7 @@ class Agent:
                                       ProcState(self.sensor.obj, self.cache.running, self.proc_root), limits,
                                       dispatcher=self.dispatcher, pins=self.pins)
         self.add_timer(1.0, self.policies.retry_failed)    # hooks that failed for want of fds/memory
-        from tetrahost.sensors.binwatch import BinaryWatch
+        from tetrahost.runtime.binwatch import BinaryWatch
         self.components.append(BinaryWatch())    # uprobe/USDT hooks follow a replaced binary
         for path in self.policy_files:
             try:

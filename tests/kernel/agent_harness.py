@@ -23,7 +23,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 # The Debian guest of tests/vm is an emulated CPU: everything is slower; waits
 # stay bounded so that a broken agent fails a test in minutes, not hangs CI.
 SLOWDOWN = 5 if os.environ.get("TETRAHOST_IN_VM") == "1" else 1
-# In the emulated guest a spare hook object (sensors/policies.py WarmPool)
+# In the emulated guest a spare hook object (runtime/manager.py WarmPool)
 # costs tens of seconds of verifier time in the background of every agent:
 # the VM tests do not need fast reloads, they need the CPU.
 _NO_SPARES = {"TETRAHOST_POLICY_SPARES": "0"} if SLOWDOWN > 1 else {}

@@ -17,7 +17,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from tetrahost.control.server import ControlServer  # noqa: E402
 from tetrahost.daemon import Agent  # noqa: E402
 from tetrahost.export.sinks import file_sink  # noqa: E402
-from tetrahost.policy.watch import PolicyDirectory  # noqa: E402
+from tetrahost.runtime.policy_files import PolicyFiles  # noqa: E402
+from tetrahost.runtime.reconciler import PolicyDirectory  # noqa: E402
 
 
 def main() -> int:
@@ -31,11 +32,13 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     components = []
+    files = None
     if args.policy_dir:
         components.append(PolicyDirectory(args.policy_dir))
+        files = PolicyFiles(components[-1])
     if args.socket:
         kw = {"queue_bytes": args.queue_bytes} if args.queue_bytes else {}
-        components.append(ControlServer(args.socket, **kw))
+        components.append(ControlServer(args.socket, policy_files=files, **kw))
     return Agent([file_sink(args.export_file)], policy_files=args.policy, components=components).run()
 
 

@@ -24,7 +24,7 @@ import sys
 
 import pytest
 
-from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
+from tetrahost.arch import SYSCALLS_X86_64
 
 from agent_harness import REPO, policy_events, policy_text, start_with_policies
 from kernel_expect import features, syscall_list_method

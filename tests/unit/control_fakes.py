@@ -66,6 +66,7 @@ class FakeAgent:
 def make_server(**kw) -> tuple[ControlServer, FakeAgent]:
     """A server serving no listening socket: clients are adopted from socketpairs."""
     agent = FakeAgent()
+    kw.setdefault("policy_files", agent.policy_dir)      # the fake's add/delete refuse everything
     server = ControlServer("/nonexistent/test.sock", **kw)
     server.agent = agent
     server._wep = select.epoll()

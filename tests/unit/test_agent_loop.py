@@ -9,8 +9,8 @@ from types import SimpleNamespace
 from tetrahost.daemon import Agent, Counters
 from tetrahost.logrates import LogLimiter
 from tetrahost.policy.load import load_text
-from tetrahost.sensors import policies as pmod
-from tetrahost.sensors.policies import Limits, PolicyLoadFailed, PolicyManager
+from tetrahost.runtime import manager as pmod
+from tetrahost.runtime.manager import Limits, PolicyLoadFailed, PolicyManager
 
 HOOK = """
   - call: "security_bprm_check"
@@ -119,12 +119,12 @@ def manager(monkeypatch):
 
     fake_plan = type("P", (), {"method": "fake"})()
 
-    def start_hook(compiled, candidates, shared, take_spare=None, dispatcher=None):
+    def start_hook(compiled, candidates, shared, take_spare=None, dispatcher=None, follow_bits=None):
         if starts:
             starts.pop(0)()
         return SimpleNamespace(sensor=FakeSensorHandle(), plan=fake_plan, failed=[])
 
-    monkeypatch.setattr(pmod, "compile_hook", lambda hook, hook_id, ns, monitor: type("C", (), {
+    monkeypatch.setattr(pmod, "compile_hook", lambda hook, hook_id, ns, monitor, tracepoint_fields: type("C", (), {
         "needs_proc_state": False})())
     monkeypatch.setattr(pmod, "plan_compiled", lambda hook, compiled, features: fake_plan)
     monkeypatch.setattr(pmod, "candidates_compiled", lambda hook, compiled, features: [fake_plan])

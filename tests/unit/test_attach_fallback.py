@@ -98,7 +98,7 @@ class FakeObject(str):
 
 
 class FakeSensor:
-    def __init__(self, compiled, plan, shared, dispatcher=None):
+    def __init__(self, compiled, plan, shared, dispatcher=None, follow_bits=None):
         self.plan = plan
 
     def start(self, obj):
@@ -198,9 +198,9 @@ def test_verify_candidates_reports_the_first_that_loads(fake_kernel):
 
 def test_policy_manager_reports_the_method_used_and_what_failed(monkeypatch, tmp_path):
     from tetrahost.control.status import agent_status
-    from tetrahost.sensors import policies
+    from tetrahost.runtime import manager as policies
 
-    def fake_start(compiled, candidates, shared, take_spare=None, dispatcher=None):
+    def fake_start(compiled, candidates, shared, take_spare=None, dispatcher=None, follow_bits=None):
         failed = [f"{candidates[0].method}: load: refused (R0 out of [-4095, 0])"]
         used = fallback.with_failures(candidates[1], failed)
         return fallback.Started(SimpleNamespace(skipped=[], stop=lambda: None, plan=used), used, failed)

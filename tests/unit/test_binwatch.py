@@ -1,4 +1,4 @@
-"""tetrahost/sensors/binwatch.py without a kernel: which directories are
+"""tetrahost/runtime/binwatch.py without a kernel: which directories are
 watched, which events count, and what a changed target leads to (a re-attach,
 an error state, a fresh attach), with fake hook states and sensors."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import types
 import pytest
 
 from tetrahost.bpf import BpfError
-from tetrahost.sensors.binwatch import BinaryWatch, watched_names
+from tetrahost.runtime.binwatch import BinaryWatch, watched_names
 from tetrahost.sensors.generic import file_identity
 
 

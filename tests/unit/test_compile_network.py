@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from tetrahost.bpf.native import ffi, lib
+from tetrahost.bpf.native import lib
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.policy import load_text
 from tetrahost.policy.compile import CompileError, compile_hook
@@ -38,8 +38,7 @@ kprobes:
 def cidr(cfg, i):
     c = cfg.cidrs[i]
     n = 4 if c.family == socket.AF_INET else 16
-    return (c.family, bytes(ffi.buffer(c.addr))[:n], bytes(ffi.buffer(c.mask))[:n], c.prefixlen,
-            bytes(ffi.buffer(c.addr))[n:], bytes(ffi.buffer(c.mask))[n:])
+    return (c.family, c.addr[:n], c.mask[:n], c.prefixlen, c.addr[n:], c.mask[n:])
 
 
 def test_arg_kinds():
@@ -163,7 +162,7 @@ kprobes:
 
 
 def test_tracepoint_pointer_field_read_as_sock():
-    from tetrahost.sensors.tracepoints import Field
+    from tetrahost.tracefs import Field
     fields = [Field(name=n, type=t, offset=o, size=s, signed=False) for n, t, o, s in
               [("common_type", "unsigned short", 0, 2), ("common_flags", "unsigned char", 2, 1),
                ("common_preempt_count", "unsigned char", 3, 1), ("common_pid", "int", 4, 4),

@@ -7,8 +7,9 @@ import pytest
 
 from tetrahost.inotify import IN_CLOSE_WRITE, IN_MOVED_TO, parse_events
 from tetrahost.policy.load import load_text
-from tetrahost.policy.watch import PolicyDirectory, is_policy_name
-from tetrahost.sensors.policies import PolicyLoadFailed, ReloadCounters
+from tetrahost.runtime.policy_files import PolicyFiles
+from tetrahost.runtime.reconciler import PolicyDirectory, is_policy_name
+from tetrahost.runtime.manager import PolicyLoadFailed, ReloadCounters
 
 # Sigkill on exec of /tmp/xmrig, {name} to fill in (tests/policies/kill-exec.yaml.in).
 POLICY = (pathlib.Path(__file__).resolve().parents[1] / "policies/kill-exec.yaml.in").read_text().replace(
@@ -185,20 +186,20 @@ def test_duplicate_names_and_retry_when_owner_goes(pd):
 
 def test_write_and_remove_for_the_cli(pd):
     with pytest.raises(ValueError, match="not a policy file name"):
-        pd.write(".hidden.yaml", POLICY.format(name="x"))
+        PolicyFiles(pd).write(".hidden.yaml", POLICY.format(name="x"))
     with pytest.raises(ValueError, match="Explode"):
-        pd.write("x.yaml", POLICY.format(name="x").replace("Sigkill", "Explode"))
+        PolicyFiles(pd).write("x.yaml", POLICY.format(name="x").replace("Sigkill", "Explode"))
     assert os.listdir(pd.path) == []
-    assert pd.write("x.yaml", POLICY.format(name="x")).ok
+    assert PolicyFiles(pd).write("x.yaml", POLICY.format(name="x")).ok
     assert os.listdir(pd.path) == ["x.yaml"] and "x" in pd.manager.policies
     with pytest.raises(ValueError, match="already loaded"):
-        pd.write("y.yaml", POLICY.format(name="x"))
+        PolicyFiles(pd).write("y.yaml", POLICY.format(name="x"))
     settle(pd)     # the inotify echo of our own write changes nothing
     assert pd.manager.log == [("apply", "x.yaml")]
-    pd.remove_policy("x")
+    PolicyFiles(pd).remove_policy("x")
     assert os.listdir(pd.path) == [] and pd.manager.policies == {}
     with pytest.raises(KeyError):
-        pd.remove_policy("x")
+        PolicyFiles(pd).remove_policy("x")
 
 
 @pytest.fixture
@@ -220,7 +221,7 @@ def parses(monkeypatch):
 @pytest.fixture
 def real_pd(tmp_path, monkeypatch):
     """PolicyDirectory over the real PolicyManager, minus the kernel: policies load with no hooks."""
-    from tetrahost.sensors.policies import PolicyManager
+    from tetrahost.runtime.manager import PolicyManager
     manager = PolicyManager(features=None, host_ns=None, shared_maps={})
     monkeypatch.setattr(manager, "_attach", lambda hs: None)
     d = PolicyDirectory(str(tmp_path / "policies.d"), debounce=0.05, manager=manager)
@@ -233,11 +234,11 @@ def real_pd(tmp_path, monkeypatch):
 def test_a_written_file_is_parsed_once(real_pd, parses):
     """write() checks the text, then loads that same parse."""
     manager = real_pd.manager
-    rec = real_pd.write("x.yaml", POLICY.format(name="x"))
+    rec = PolicyFiles(real_pd).write("x.yaml", POLICY.format(name="x"))
     assert rec.ok and list(manager.policies) == ["x"] and len(parses) == 1
     settle(real_pd)         # the inotify echo: same digest, not parsed again
     assert len(parses) == 1 and manager.reloads.ok == 1
-    rec = real_pd.write("x.yaml", POLICY.format(name="x").replace("/tmp/xmrig", "/tmp/other"))
+    rec = PolicyFiles(real_pd).write("x.yaml", POLICY.format(name="x").replace("/tmp/xmrig", "/tmp/other"))
     assert rec.ok and manager.policies["x"].generation == 2 and len(parses) == 2
 
 
@@ -254,7 +255,7 @@ def test_rejections_read_the_same_whether_checked_or_loaded(real_pd):
     """write()'s check and a file dropped into the directory report a bad policy identically."""
     bad = POLICY.format(name="x").replace("Sigkill", "Explode")
     with pytest.raises(ValueError) as info:
-        real_pd.write("x.yaml", bad)
+        PolicyFiles(real_pd).write("x.yaml", bad)
     with open(os.path.join(real_pd.path, "x.yaml"), "w") as f:
         f.write(bad)
     settle(real_pd)
@@ -358,7 +359,7 @@ def test_parse_time_starts_when_the_worker_is_ready(monkeypatch, tmp_path):
 def test_tetragon_directory_is_read_too_and_a_name_in_both_is_a_conflict(tmp_path, monkeypatch):
     """policies.d and Tetragon's tetragon.tp.d feed one manager: both load, and a
     policy name defined in both is refused for the second file, naming the first."""
-    from tetrahost.sensors.policies import PolicyManager
+    from tetrahost.runtime.manager import PolicyManager
     manager = PolicyManager(features=None, host_ns=None, shared_maps={})
     monkeypatch.setattr(manager, "_attach", lambda hs: None)
     ours, theirs = tmp_path / "policies.d", tmp_path / "tetragon.tp.d"

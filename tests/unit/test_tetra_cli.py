@@ -134,4 +134,6 @@ def test_tracingpolicy_check_says_what_the_kernel_side_does(tmp_path):
     bad.write_text(good.read_text().replace("name: g", "name: b").replace(
         "returnArg: {index: 0, type: int}", "returnArg: {index: 0, type: file}"))
     code, out, _ = run(["tracingpolicy", "check", str(bad)], "")
-    assert code == 1 and "kernel side: NOT SUPPORTED: returnArg.type file" in out
+    # file:line: field path: message, as the validator reports (the returnArg is on line 12)
+    assert code == 1 and (f"kernel side: NOT SUPPORTED: {bad}:12: spec.kprobes[0].returnArg.type: file: the "
+                          "kernel side reads integer, sock and socket return values") in out

@@ -3,7 +3,7 @@ list) mean the same field on a PREEMPT_RT kernel, whose format has a common
 field more than a generic kernel's."""
 from __future__ import annotations
 
-from tetrahost.sensors.tracepoints import event_fields
+from tetrahost.tracefs import event_fields
 
 GENERIC = """name: sys_enter_openat
 ID: 640

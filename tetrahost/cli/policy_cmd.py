@@ -66,6 +66,7 @@ def describer(features, not_probed: str, host_ns: HostNamespaces, failures: list
     it attaches here, planned exactly as the agent plans it and, with verify,
     checked by the kernel's verifier in the agent's order of preference."""
     from tetrahost.sensors.attach import AttachError, candidates_compiled
+    from tetrahost.tracefs import event_fields
 
     why_not = verifier_available(features) if verify else "not verified (--no-verify)"
     records = records if records is not None else []
@@ -75,14 +76,15 @@ def describer(features, not_probed: str, host_ns: HostNamespaces, failures: list
                   "verified": False, "failed": []}
         records.append(record)
         try:
-            compiled = compile_hook(hook, 0, host_ns, monitor=mode == "monitor")
+            compiled = compile_hook(hook, 0, host_ns, monitor=mode == "monitor",
+                                    tracepoint_fields=event_fields)
         except KernelUnreadable as exc:
-            record["failed"].append(str(exc))
-            return f"kernel side: not checked here: {exc}"
+            record["failed"].append(exc.render())
+            return f"kernel side: not checked here: {exc.render()}"
         except CompileError as exc:
             failures.append(exc)
-            record["failed"].append(str(exc))
-            return f"kernel side: NOT SUPPORTED: {exc}"
+            record["failed"].append(exc.render())
+            return f"kernel side: NOT SUPPORTED: {exc.render()}"
         except Exception as exc:  # noqa: BLE001 - one file's bug must not end the check of the others
             failures.append(exc)
             return f"kernel side: REJECTED: {hook.source.file}: {internal_error(exc)}"

@@ -128,10 +128,14 @@ def policy_components(cfg, args) -> list:
     service; ad-hoc runs (tests, several agents on one host) would otherwise
     fight over the default path.  --no-socket turns it off."""
     out = []
+    files = None
     service = cfg.source != "(defaults)"
     if args.policy_dir or service:
-        from tetrahost.policy.watch import PolicyDirectory
-        out.append(PolicyDirectory(cfg.agent.policy_dir))
+        from tetrahost.runtime.policy_files import PolicyFiles
+        from tetrahost.runtime.reconciler import PolicyDirectory
+        primary = PolicyDirectory(cfg.agent.policy_dir)
+        files = PolicyFiles(primary)         # tetra tracingpolicy add/delete write here
+        out.append(primary)
         other = cfg.agent.tetragon_policy_dir
         if service and other and os.path.isdir(other) \
                 and os.path.realpath(other) != os.path.realpath(cfg.agent.policy_dir):
@@ -139,7 +143,7 @@ def policy_components(cfg, args) -> list:
     if (args.socket or service) and not args.no_socket:
         from tetrahost.control.server import ControlServer
         from tetrahost.control.protocol import DEFAULT_SOCKET
-        out.append(ControlServer(args.socket or DEFAULT_SOCKET))
+        out.append(ControlServer(args.socket or DEFAULT_SOCKET, policy_files=files))
     return out
 
 
@@ -222,7 +226,6 @@ def configure_rendering(renderer, export) -> None:
 
 def run(args) -> int:
     from tetrahost import config
-    from tetrahost.bpf import BpfError
     from tetrahost.daemon import Agent
     from tetrahost.sensors.pins import resolve_pin_dir
 
@@ -257,11 +260,24 @@ def run(args) -> int:
         configure_rendering(agent.renderer, cfg.export)
         agent.add_timer(5.0, limiter.flush)     # "repeated N more times" lines
         return agent.run()
-    except (BpfError, OSError, ValueError) as exc:
-        log.error("%s", exc)
+    except Exception as exc:   # noqa: BLE001 - whatever stops the agent: one line, not a traceback
+        log.debug("tetrahost run failed", exc_info=True)     # the traceback, for --log-level debug
+        log.error("tetrahost run: %s", one_line(exc))
         for sink in sinks:      # stop exporter threads started before the failure
             try:
                 sink.close()
             except Exception:
                 pass
         return 1
+
+
+def one_line(exc: BaseException, limit: int = 2000) -> str:
+    """exc as one log line: its lines joined ("another agent is serving
+    /run/...", a BpfError with the verifier's last lines, every error of a
+    rejected --policy file); an error that is not one of ours names its type."""
+    text = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    ours = (type(exc).__module__.startswith("tetrahost.")
+            or isinstance(exc, (OSError, ValueError, RuntimeError)))
+    if not ours or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -35,12 +35,16 @@ import select
 import socket
 import struct
 import time
+from typing import TYPE_CHECKING
 
 from tetrahost.control import protocol
 from tetrahost.control.connection import Client, listen_unix, send_and_close
 from tetrahost.control.filters import parse_filter
 from tetrahost.control.protocol import FrameTooLarge, ProtocolError
 from tetrahost.control.status import agent_status, policy_list
+
+if TYPE_CHECKING:
+    from tetrahost.runtime.policy_files import PolicyFiles
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +59,11 @@ SWEEP_INTERVAL = 1.0
 
 class ControlServer:
     def __init__(self, path: str = protocol.DEFAULT_SOCKET, queue_bytes: int = QUEUE_BYTES,
-                 max_clients: int = MAX_CLIENTS):
+                 max_clients: int = MAX_CLIENTS, policy_files: PolicyFiles | None = None):
+        """policy_files: what `tracingpolicy add/delete` write to and remove
+        from (tetrahost.runtime.policy_files); None: they are refused."""
         self.path = path
+        self.policy_files = policy_files
         self.queue_bytes = queue_bytes
         self.max_clients = max_clients
         self.name = f"control:{path}"
@@ -272,14 +279,14 @@ class ControlServer:
         client.filter = parse_filter(req.get("filter"))
         return protocol.reply(stream="events")
 
-    def _policy_dir(self):
-        directory = getattr(self.agent, "policy_dir", None)
-        if directory is None:
+    def _policy_files(self) -> PolicyFiles:
+        """The add/delete operations on the primary policy directory."""
+        if self.policy_files is None:
             raise ProtocolError("this agent has no policy directory configured")
-        return directory
+        return self.policy_files
 
     def _op_policy_add(self, client, req) -> bytes:
-        directory = self._policy_dir()
+        directory = self._policy_files()
         filename, content = req.get("filename"), req.get("content")
         if not isinstance(filename, str) or not isinstance(content, str):
             raise ProtocolError("policy_add needs string fields filename and content")
@@ -297,7 +304,7 @@ class ControlServer:
         if not isinstance(name, str):
             raise ProtocolError("policy_delete needs a string field name")
         try:
-            path = self._policy_dir().remove_policy(name)
+            path = self._policy_files().remove_policy(name)
         except (KeyError, ValueError) as exc:
             return protocol.error(exc.args[0])
         return protocol.reply(file=path, deleted=name)

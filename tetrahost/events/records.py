@@ -90,7 +90,7 @@ class HookRecord:
     ktime: int
     pid: int
     tid: int
-    hook_id: int              # the agent's id of the hook (tetrahost.sensors.policies)
+    hook_id: int              # the agent's id of the hook (tetrahost.runtime.manager)
     selector: int             # index of the matching selector
     action: int               # enum th_action
     action_arg: int           # signal sent / errno returned

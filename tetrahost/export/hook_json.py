@@ -72,8 +72,7 @@ from tetrahost.export.stacks import StackRenderer
 from tetrahost.export.tetragon_json import KERNEL_CAPABILITY_NAMES, TetragonJSON, signal_name
 from tetrahost.policy.names import ADDRESS_FAMILIES, IP_PROTOCOLS, TCP_STATES
 from tetrahost.policy.vocab import ArgKind
-from tetrahost.sensors.syscalls_i386 import SYSCALLS_I386
-from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
+from tetrahost.arch import entry_function
 
 ACTION_NAMES = {
     lib.TH_ACTION_POST: "KPROBE_ACTION_POST",
@@ -337,18 +336,14 @@ def render_return(hook, retval: int, raw: bytes = b"", resolver=None) -> dict:
 
 
 _LOOK_UP = object()     # render(): the caller did not pass the process
-_SYSCALL_NAMES = {nr: name for name, nr in SYSCALLS_X86_64.items()}
-_SYSCALL_NAMES_I386 = {nr: name for name, nr in SYSCALLS_I386.items()}
 
 
 def function_name(hook, syscall_nr: int, compat: bool = False) -> str:
     """The function that fired: a list hook covers several syscalls and the
     record says which, shown as Tetragon names the kprobe ("__x64_sys_dup2",
     "__ia32_sys_dup" for a 32-bit program's)."""
-    names, prefix = (_SYSCALL_NAMES_I386, "__ia32_sys_") if compat else (_SYSCALL_NAMES, "__x64_sys_")
-    if hook.syscall_list and syscall_nr in names:
-        return f"{prefix}{names[syscall_nr]}"
-    return hook.name
+    function = entry_function(syscall_nr, compat) if hook.syscall_list else None
+    return function or hook.name
 
 
 def user_actions(hook, rec: HookRecord) -> list[tuple[str, str]]:
@@ -410,7 +405,7 @@ class HookEventRenderer:
         return members
 
     def render(self, rec: HookRecord, hs, process=_LOOK_UP) -> str:
-        """hs: the tetrahost.sensors.policies.HookState the record's hook_id names;
+        """hs: the tetrahost.runtime.state.HookState the record's hook_id names;
         process: the record's cache entry when the caller already looked it up."""
         hook, policy = hs.hook, hs.policy
         base = self.base

@@ -1,64 +1,83 @@
 """Policy model -> what the generic BPF program reads (csrc/events.h).
 
-One hook compiles to one `struct th_hook_config` plus the members of its
+One hook compiles to one `struct th_hook_config` (as plain data,
+tetrahost.policy.hookconfig; the sensor side packs it) plus the members of its
 string sets (str_equal / str_prefix / str_postfix maps).  This module does
 the hook (arguments, return probe) and hands each selector to
 tetrahost.policy.compile_selectors.  Anything the kernel side cannot
 evaluate yet raises CompileError naming the selector and field: a policy is
 never loaded with a selector silently dropped, because a dropped matcher
 would widen what the policy matches (or kills).
+
+What compiling needs to know of the host comes in as arguments: the host's
+namespace inodes (host_ns) and the tracepoint record layouts (fields, or a
+tracepoint_fields lookup); nothing here reads the system.
 """
 from __future__ import annotations
 
 import zlib
+from typing import Callable, Protocol, Sequence
 
-from tetrahost.bpf.native import ffi, lib
-from tetrahost.events.namespaces import HostNamespaces
+from tetrahost import constants as abi
 from tetrahost.policy.compile_selectors import ACTIONS, compile_return_args, compile_selector
 from tetrahost.policy.compiled import (NO_ARG, SOCK_ARG_KINDS, CompiledHook, CompileError, KernelUnreadable,
-                                       StringSets)
+                                       StringSets, locate)
+from tetrahost.policy.hookconfig import HookConfig
 from tetrahost.policy.model import Hook
 from tetrahost.policy.vocab import SOCKET_ACTIONS, ArgKind
 
 __all__ = ["CompileError", "CompiledHook", "KernelUnreadable", "arg_kind_for", "compile_hook"]
 
 
-_PATH_KINDS = {"file": lib.TH_ARG_FILE, "path": lib.TH_ARG_PATH, "dentry": lib.TH_ARG_DENTRY,
-               "linux_binprm": lib.TH_ARG_BPRM, "fd": lib.TH_ARG_FD}
+class HostNamespaceInodes(Protocol):
+    """The host's namespaces (host_ns values, isNamespaceCapability):
+    tetrahost.events.namespaces.HostNamespaces."""
+
+    def inode(self, kind: str) -> int: ...
+
+
+# (subsystem, event) -> the tracepoint's record fields, each with name, type,
+# offset, size and data_loc / inline_array / pointer (tetrahost.tracefs.event_fields
+# reads them); a LookupError when they cannot be read makes KernelUnreadable
+TracepointFields = Callable[[str, str], Sequence]
+
+
+_PATH_KINDS = {"file": abi.TH_ARG_FILE, "path": abi.TH_ARG_PATH, "dentry": abi.TH_ARG_DENTRY,
+               "linux_binprm": abi.TH_ARG_BPRM, "fd": abi.TH_ARG_FD}
 # network argument types -> enum th_arg_kind (sockaddr: see arg_kind_for)
-_NET_KINDS = {"sock": lib.TH_ARG_SOCK, "socket": lib.TH_ARG_SOCKET, "sockaddr": lib.TH_ARG_SOCKADDR,
-              "skb": lib.TH_ARG_SKB, "net_device": lib.TH_ARG_NETDEV}
+_NET_KINDS = {"sock": abi.TH_ARG_SOCK, "socket": abi.TH_ARG_SOCKET, "sockaddr": abi.TH_ARG_SOCKADDR,
+              "skb": abi.TH_ARG_SKB, "net_device": abi.TH_ARG_NETDEV}
 # credentials: the slot holds a struct th_cred / th_user_ns
-_CRED_KINDS = {"cred": lib.TH_ARG_CRED, "user_namespace": lib.TH_ARG_USER_NS}
+_CRED_KINDS = {"cred": abi.TH_ARG_CRED, "user_namespace": abi.TH_ARG_USER_NS}
 # kernel objects (csrc/bpf/lib/kobj_args.bpf.h): a kiocb's file path, an
 # iov_iter's first segment, the others a record of their own
-OBJECT_KINDS = {"kiocb": lib.TH_ARG_KIOCB, "iov_iter": lib.TH_ARG_IOV_ITER, "bpf_attr": lib.TH_ARG_BPF_ATTR,
-                "bpf_map": lib.TH_ARG_BPF_MAP, "perf_event": lib.TH_ARG_PERF_EVENT,
-                "module": lib.TH_ARG_MODULE, "load_info": lib.TH_ARG_LOAD_INFO}
+OBJECT_KINDS = {"kiocb": abi.TH_ARG_KIOCB, "iov_iter": abi.TH_ARG_IOV_ITER, "bpf_attr": abi.TH_ARG_BPF_ATTR,
+                "bpf_map": abi.TH_ARG_BPF_MAP, "perf_event": abi.TH_ARG_PERF_EVENT,
+                "module": abi.TH_ARG_MODULE, "load_info": abi.TH_ARG_LOAD_INFO}
 # 64-bit capability sets read through their kernel_cap_t pointer, matched as integers
 CAP_SET_TYPES = frozenset({"kernel_cap_t", "cap_inheritable", "cap_permitted", "cap_effective"})
-BUF_ARG_KINDS = frozenset({lib.TH_ARG_BUF_KERNEL, lib.TH_ARG_BUF_USER})
+BUF_ARG_KINDS = frozenset({abi.TH_ARG_BUF_KERNEL, abi.TH_ARG_BUF_USER})
 
 
 def arg_kind_for(hook: Hook, base_type: str, kind: ArgKind) -> int:
     # a syscall's or a user-space function's pointers are the caller's memory
     user_memory = hook.syscall or hook.kind in ("uprobe", "usdt")
     if kind is ArgKind.NOP:     # holds a place in the argument list, reads nothing
-        return lib.TH_ARG_NONE
+        return abi.TH_ARG_NONE
     if base_type in CAP_SET_TYPES:
-        return lib.TH_ARG_CAP_SET
+        return abi.TH_ARG_CAP_SET
     if base_type == "syscall64":
-        return lib.TH_ARG_SYSCALL64
+        return abi.TH_ARG_SYSCALL64
     if kind is ArgKind.INTEGER:
-        return lib.TH_ARG_INT
+        return abi.TH_ARG_INT
     if base_type == "char_buf":
-        return lib.TH_ARG_BUF_USER if user_memory else lib.TH_ARG_BUF_KERNEL
+        return abi.TH_ARG_BUF_USER if user_memory else abi.TH_ARG_BUF_KERNEL
     if base_type == "string":
-        return lib.TH_ARG_STR_USER if user_memory else lib.TH_ARG_STR_KERNEL
+        return abi.TH_ARG_STR_USER if user_memory else abi.TH_ARG_STR_KERNEL
     if base_type in _PATH_KINDS:
         return _PATH_KINDS[base_type]
     if base_type == "sockaddr" and hook.syscall:
-        return lib.TH_ARG_SOCKADDR_USER      # connect(2)/bind(2)'s pointer into user memory
+        return abi.TH_ARG_SOCKADDR_USER      # connect(2)/bind(2)'s pointer into user memory
     if base_type in _NET_KINDS:
         return _NET_KINDS[base_type]
     if base_type in _CRED_KINDS:
@@ -77,21 +96,15 @@ def _buf_size_source(hook: Hook, arg, pos: int) -> int:
     src = arg.size_arg_position
     if src is None:
         raise CompileError(f"args[{pos}]: a char_buf argument needs sizeArgIndex")
-    if src >= lib.TH_MAX_ARGS:
+    if src >= abi.TH_MAX_ARGS:
         raise CompileError(f"args[{pos}].sizeArgIndex {arg.size_arg_index}: only the first "
-                           f"{lib.TH_MAX_ARGS} function arguments can be read")
+                           f"{abi.TH_MAX_ARGS} function arguments can be read")
     return src
 
 
 def _compile_tracepoint_args(hook: Hook, cfg, out: CompiledHook, fields) -> None:
     """Tracepoint args index the event's fields; the kernel side reads them
     from the record at the offsets of its format file."""
-    if fields is None:
-        from tetrahost.sensors.tracepoints import TracepointError, event_fields
-        try:
-            fields = event_fields(hook.subsystem, hook.event)
-        except TracepointError as exc:
-            raise KernelUnreadable(str(exc)) from None
     for pos, arg in enumerate(hook.args):
         if arg.index >= len(fields):
             raise CompileError(f"args[{pos}].index {arg.index}: {hook.name} has {len(fields)} fields "
@@ -102,10 +115,10 @@ def _compile_tracepoint_args(hook: Hook, cfg, out: CompiledHook, fields) -> None
             kind = arg_kind_for(hook, arg.base_type, arg.kind)
             _compile_resolve(cfg, arg, pos)
         elif arg.base_type == "string" and (f.data_loc or f.inline_array):
-            kind = lib.TH_ARG_STR_KERNEL
+            kind = abi.TH_ARG_STR_KERNEL
         elif arg.base_type == "string" and f.pointer:
             # the syscalls/* events record the user's pointers
-            kind = lib.TH_ARG_STR_USER if hook.subsystem == "syscalls" else lib.TH_ARG_STR_KERNEL
+            kind = abi.TH_ARG_STR_USER if hook.subsystem == "syscalls" else abi.TH_ARG_STR_KERNEL
         else:
             kind = arg_kind_for(hook, arg.base_type, arg.kind)
         if kind in BUF_ARG_KINDS:
@@ -116,9 +129,9 @@ def _compile_tracepoint_args(hook: Hook, cfg, out: CompiledHook, fields) -> None
         if arg.resolve:
             cfg.arg_field[pos] = 8
         elif f.data_loc:
-            cfg.arg_field[pos] = lib.TH_FIELD_DATALOC
+            cfg.arg_field[pos] = abi.TH_FIELD_DATALOC
         elif f.inline_array:
-            cfg.arg_field[pos] = lib.TH_FIELD_INLINE
+            cfg.arg_field[pos] = abi.TH_FIELD_INLINE
         elif f.size in (1, 2, 4, 8):
             cfg.arg_field[pos] = f.size
         else:
@@ -129,47 +142,63 @@ def _compile_tracepoint_args(hook: Hook, cfg, out: CompiledHook, fields) -> None
         out.arg_kinds.append(kind)
 
 
-def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaces, monitor: bool = False,
-                 fields=None) -> CompiledHook:
-    """fields: a (non-raw) tracepoint's record layout (tetrahost.sensors.tracepoints),
-    read from tracefs when None.  The sys_enter fallback's syscall set is the
-    attach plan's (HookSensor.start), not the policy's."""
-    cfg = ffi.new("struct th_hook_config *")
+def compile_hook(hook: Hook, hook_id: int, host_ns: HostNamespaceInodes, monitor: bool = False,
+                 fields: Sequence | None = None, tracepoint_fields: TracepointFields | None = None) -> CompiledHook:
+    """fields: a (non-raw) tracepoint's record layout; when None, asked of
+    tracepoint_fields (a tracepoint hook with neither is KernelUnreadable).
+    The sys_enter fallback's syscall set, the dispatcher slot and the flags
+    that depend on the program are the attach plan's: added when the sensor
+    packs the config (tetrahost.sensors.hook_config), never written here."""
+    try:
+        return _compile(hook, hook_id, host_ns, monitor, fields, tracepoint_fields)
+    except CompileError as exc:
+        exc.error = locate(hook, exc)
+        raise
+
+
+def _compile(hook: Hook, hook_id: int, host_ns: HostNamespaceInodes, monitor: bool,
+             fields: Sequence | None, tracepoint_fields: TracepointFields | None) -> CompiledHook:
+    cfg = HookConfig()
     out = CompiledHook(hook, cfg)
     cfg.hook_id = hook_id
-    cfg.monitor = monitor
+    cfg.monitor = int(monitor)
     cfg.exec_target_arg = NO_ARG
     cfg.ret_copy_arg = NO_ARG
     if hook.enforcer:
         cfg.enforcer_id = enforcer_id(hook.enforcer)
     if hook.kind == "enforcer":
         # no selectors: it acts on the notes its policy's hooks take
-        cfg.flags |= lib.TH_CFG_ENFORCER
+        cfg.flags |= abi.TH_CFG_ENFORCER
         return out
-    if len(hook.args) > lib.TH_MAX_ARGS:
-        raise CompileError(f"{len(hook.args)} arguments; the kernel side reads at most {lib.TH_MAX_ARGS}")
+    if len(hook.args) > abi.TH_MAX_ARGS:
+        raise CompileError(f"{len(hook.args)} arguments; the kernel side reads at most {abi.TH_MAX_ARGS}")
     if hook.return_:
         _compile_return(hook, cfg)
     if hook.kind == "tracepoint" and not hook.raw:
+        if fields is None:
+            if tracepoint_fields is None:
+                raise KernelUnreadable(f"{hook.name}: the tracepoint's format was not given (read from tracefs)")
+            try:
+                fields = tracepoint_fields(hook.subsystem, hook.event)
+            except LookupError as exc:       # tetrahost.tracefs.TracepointError: not the policy's fault
+                raise KernelUnreadable(str(exc)) from None
         _compile_tracepoint_args(hook, cfg, out, fields)
     else:
         _compile_function_args(hook, cfg, out)
-    if hook.syscall and hook.name.startswith("__x64_sys_"):
-        cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
     if not hook.selectors:
         # Tetragon: no selectors = every call is posted.  An empty selector
         # matches everything, so that is one selector whose action is Post.
-        cfg.selectors[0].action = lib.TH_ACTION_POST
+        cfg.selectors[0].action = abi.TH_ACTION_POST
         cfg.nselectors = 1
         return out
-    if len(hook.selectors) > lib.TH_MAX_SELECTORS:
-        raise CompileError(f"{len(hook.selectors)} selectors; at most {lib.TH_MAX_SELECTORS}")
+    if len(hook.selectors) > abi.TH_MAX_SELECTORS:
+        raise CompileError(f"{len(hook.selectors)} selectors; at most {abi.TH_MAX_SELECTORS}")
     sets = StringSets(out)
     for i, sel in enumerate(hook.selectors):
         compile_selector(hook, sel, i, cfg.selectors[i], sets, host_ns)
         compile_return_args(hook, sel, cfg.ret_match[i], f"selectors[{i}]")
         if sel.match_binaries:
-            cfg.flags |= lib.TH_CFG_NEEDS_BINARY
+            cfg.flags |= abi.TH_CFG_NEEDS_BINARY
     cfg.nselectors = len(hook.selectors)
     return out
 
@@ -184,8 +213,8 @@ def enforcer_id(policy_name: str) -> int:
 def _compile_function_args(hook: Hook, cfg, out: CompiledHook) -> None:
     """Kprobe, LSM and raw tracepoint args: registers, read by arg_kind."""
     for pos, arg in enumerate(hook.args):
-        if arg.index >= lib.TH_MAX_ARGS:
-            raise CompileError(f"args[{pos}].index {arg.index}: only the first {lib.TH_MAX_ARGS} "
+        if arg.index >= abi.TH_MAX_ARGS:
+            raise CompileError(f"args[{pos}].index {arg.index}: only the first {abi.TH_MAX_ARGS} "
                                "function arguments can be read")
         kind = arg_kind_for(hook, arg.base_type, arg.kind)
         cfg.arg_kind[pos] = kind
@@ -197,14 +226,14 @@ def _compile_function_args(hook: Hook, cfg, out: CompiledHook) -> None:
         if arg.return_copy:
             _compile_return_copy(hook, cfg, arg, pos)
         out.arg_kinds.append(kind)
-        if kind == lib.TH_ARG_BPRM and hook.is_exec_hook:
+        if kind == abi.TH_ARG_BPRM and hook.is_exec_hook:
             cfg.exec_target_arg = pos
 
 
 def _compile_return(hook: Hook, cfg) -> None:
     """`return: true`: the entry parks a matching event, the return program
     adds the return value (read as returnArg's type) and posts it."""
-    cfg.flags |= lib.TH_CFG_RETURN
+    cfg.flags |= abi.TH_CFG_RETURN
     ret = hook.return_arg
     cfg.ret_size, cfg.ret_signed = 8, 1      # no type given, or a pointer: the raw register
     if ret is not None and ret.base_type in ("sock", "socket"):
@@ -243,9 +272,9 @@ def _compile_resolve(cfg, arg, pos: int) -> None:
     path = arg.resolved
     if path is None:
         raise KernelUnreadable(f"args[{pos}].resolve: {arg.resolve_unavailable or 'not resolved'}")
-    if len(path.loads) > lib.TH_MAX_RESOLVE_STEPS:
+    if len(path.loads) > abi.TH_MAX_RESOLVE_STEPS:
         raise CompileError(f"args[{pos}].resolve: {len(path.loads)} pointers to follow, the kernel side "
-                           f"follows at most {lib.TH_MAX_RESOLVE_STEPS}")
+                           f"follows at most {abi.TH_MAX_RESOLVE_STEPS}")
     r = cfg.resolve[pos]
     r.active = 1
     r.nloads = len(path.loads)

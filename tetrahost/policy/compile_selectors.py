@@ -1,4 +1,4 @@
-"""Selectors -> struct th_selector (and the hook's matchReturnArgs matchers).
+"""Selectors -> th_selector (hookconfig.SelectorConfig; and the hook's matchReturnArgs matchers).
 
 Each function compiles one kind of matcher of one selector and raises
 CompileError, naming the selector and field, for what the kernel side cannot
@@ -7,40 +7,39 @@ matches (or kills).
 """
 from __future__ import annotations
 
-from tetrahost.bpf.native import lib
-from tetrahost.events.namespaces import HostNamespaces
+from tetrahost import constants as abi
 from tetrahost.policy.compiled import Cidrs, CompileError, StringSets, port_range_value, value_bytes
 from tetrahost.policy.model import Hook, MatchArg, Selector
 from tetrahost.policy.vocab import HOST_NS, NAMESPACE_KINDS, ArgKind
 
-_INT_OPS = {"Equal": (lib.TH_MATCH_EQUAL, 0), "NotEqual": (lib.TH_MATCH_EQUAL, 1),
-            "GreaterThan": (lib.TH_MATCH_GT, 0), "LessThan": (lib.TH_MATCH_LT, 0),
-            "Mask": (lib.TH_MATCH_MASK, 0)}
-_STR_OPS = {"Equal": (lib.TH_MATCH_EQUAL, 0), "NotEqual": (lib.TH_MATCH_EQUAL, 1),
-            "Prefix": (lib.TH_MATCH_PREFIX, 0), "NotPrefix": (lib.TH_MATCH_PREFIX, 1),
-            "Postfix": (lib.TH_MATCH_POSTFIX, 0), "NotPostfix": (lib.TH_MATCH_POSTFIX, 1)}
-_BIN_OPS = {"In": (lib.TH_MATCH_EQUAL, 0), "NotIn": (lib.TH_MATCH_EQUAL, 1),
-            "Prefix": (lib.TH_MATCH_PREFIX, 0), "NotPrefix": (lib.TH_MATCH_PREFIX, 1),
-            "Postfix": (lib.TH_MATCH_POSTFIX, 0), "NotPostfix": (lib.TH_MATCH_POSTFIX, 1)}
+_INT_OPS = {"Equal": (abi.TH_MATCH_EQUAL, 0), "NotEqual": (abi.TH_MATCH_EQUAL, 1),
+            "GreaterThan": (abi.TH_MATCH_GT, 0), "LessThan": (abi.TH_MATCH_LT, 0),
+            "Mask": (abi.TH_MATCH_MASK, 0)}
+_STR_OPS = {"Equal": (abi.TH_MATCH_EQUAL, 0), "NotEqual": (abi.TH_MATCH_EQUAL, 1),
+            "Prefix": (abi.TH_MATCH_PREFIX, 0), "NotPrefix": (abi.TH_MATCH_PREFIX, 1),
+            "Postfix": (abi.TH_MATCH_POSTFIX, 0), "NotPostfix": (abi.TH_MATCH_POSTFIX, 1)}
+_BIN_OPS = {"In": (abi.TH_MATCH_EQUAL, 0), "NotIn": (abi.TH_MATCH_EQUAL, 1),
+            "Prefix": (abi.TH_MATCH_PREFIX, 0), "NotPrefix": (abi.TH_MATCH_PREFIX, 1),
+            "Postfix": (abi.TH_MATCH_POSTFIX, 0), "NotPostfix": (abi.TH_MATCH_POSTFIX, 1)}
 # network operators -> (enum th_match_op, negate)
 _NET_OPS = {
-    "SAddr": (lib.TH_MATCH_SADDR, 0), "NotSAddr": (lib.TH_MATCH_SADDR, 1),
-    "DAddr": (lib.TH_MATCH_DADDR, 0), "NotDAddr": (lib.TH_MATCH_DADDR, 1),
-    "SPort": (lib.TH_MATCH_SPORT, 0), "NotSPort": (lib.TH_MATCH_SPORT, 1),
-    "DPort": (lib.TH_MATCH_DPORT, 0), "NotDPort": (lib.TH_MATCH_DPORT, 1),
-    "SPortPriv": (lib.TH_MATCH_SPORT_PRIV, 0), "NotSPortPriv": (lib.TH_MATCH_SPORT_PRIV, 1),
-    "DPortPriv": (lib.TH_MATCH_DPORT_PRIV, 0), "NotDPortPriv": (lib.TH_MATCH_DPORT_PRIV, 1),
-    "Protocol": (lib.TH_MATCH_PROTOCOL, 0), "Family": (lib.TH_MATCH_FAMILY, 0),
-    "State": (lib.TH_MATCH_STATE, 0),
+    "SAddr": (abi.TH_MATCH_SADDR, 0), "NotSAddr": (abi.TH_MATCH_SADDR, 1),
+    "DAddr": (abi.TH_MATCH_DADDR, 0), "NotDAddr": (abi.TH_MATCH_DADDR, 1),
+    "SPort": (abi.TH_MATCH_SPORT, 0), "NotSPort": (abi.TH_MATCH_SPORT, 1),
+    "DPort": (abi.TH_MATCH_DPORT, 0), "NotDPort": (abi.TH_MATCH_DPORT, 1),
+    "SPortPriv": (abi.TH_MATCH_SPORT_PRIV, 0), "NotSPortPriv": (abi.TH_MATCH_SPORT_PRIV, 1),
+    "DPortPriv": (abi.TH_MATCH_DPORT_PRIV, 0), "NotDPortPriv": (abi.TH_MATCH_DPORT_PRIV, 1),
+    "Protocol": (abi.TH_MATCH_PROTOCOL, 0), "Family": (abi.TH_MATCH_FAMILY, 0),
+    "State": (abi.TH_MATCH_STATE, 0),
 }
-_RATE_SCOPES = {"thread": lib.TH_RATE_THREAD, "process": lib.TH_RATE_PROCESS, "global": lib.TH_RATE_GLOBAL}
+_RATE_SCOPES = {"thread": abi.TH_RATE_THREAD, "process": abi.TH_RATE_PROCESS, "global": abi.TH_RATE_GLOBAL}
 _CAP_SETS = {"Effective": 1, "Permitted": 2, "Inheritable": 3}
-ACTIONS = {"Post": lib.TH_ACTION_POST, "NoPost": lib.TH_ACTION_NOPOST, "Sigkill": lib.TH_ACTION_SIGKILL,
-           "Signal": lib.TH_ACTION_SIGNAL, "Override": lib.TH_ACTION_OVERRIDE,
-           "TrackSock": lib.TH_ACTION_TRACK_SOCK, "UntrackSock": lib.TH_ACTION_UNTRACK_SOCK,
-           "Set": lib.TH_ACTION_SET, "NotifyEnforcer": lib.TH_ACTION_NOTIFY_ENFORCER,
+ACTIONS = {"Post": abi.TH_ACTION_POST, "NoPost": abi.TH_ACTION_NOPOST, "Sigkill": abi.TH_ACTION_SIGKILL,
+           "Signal": abi.TH_ACTION_SIGNAL, "Override": abi.TH_ACTION_OVERRIDE,
+           "TrackSock": abi.TH_ACTION_TRACK_SOCK, "UntrackSock": abi.TH_ACTION_UNTRACK_SOCK,
+           "Set": abi.TH_ACTION_SET, "NotifyEnforcer": abi.TH_ACTION_NOTIFY_ENFORCER,
            # user-space actions: the kernel posts, the agent resolves/fetches (tetrahost/useractions.py)
-           "DnsLookup": lib.TH_ACTION_POST, "GetUrl": lib.TH_ACTION_POST}
+           "DnsLookup": abi.TH_ACTION_POST, "GetUrl": abi.TH_ACTION_POST}
 _MAP_OPS = {"InMap": 0, "NotInMap": 1}
 # policy namespace names -> enum th_ns (NAMESPACE_KINDS order is the kernel's order)
 _NS_INDEX = {name: i for i, name in enumerate(NAMESPACE_KINDS)}
@@ -48,7 +47,7 @@ _NS_RECORD_KIND = ("uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time"
                    "time_for_children", "cgroup", "user")
 
 
-def compile_selector(hook: Hook, sel: Selector, index: int, c, sets: StringSets, host_ns: HostNamespaces):
+def compile_selector(hook: Hook, sel: Selector, index: int, c, sets: StringSets, host_ns):
     """Selector `index` of the hook into c (struct th_selector)."""
     where = f"selectors[{index}]"
     if sel.match_return_actions:
@@ -85,8 +84,8 @@ def _int_matcher(ma: MatchArg, m, here: str) -> None:
     if ma.operator not in _INT_OPS:
         raise CompileError(f"{here}.operator {ma.operator} on an integer is not supported")
     m.op, m.negate = _INT_OPS[ma.operator]
-    if len(ma.parsed) > lib.TH_MAX_INT_VALUES:
-        raise CompileError(f"{here}.values: {len(ma.parsed)} values; at most {lib.TH_MAX_INT_VALUES}")
+    if len(ma.parsed) > abi.TH_MAX_INT_VALUES:
+        raise CompileError(f"{here}.values: {len(ma.parsed)} values; at most {abi.TH_MAX_INT_VALUES}")
     for j, v in enumerate(ma.parsed):
         m.values[j] = as_int64(int(v))
     m.nvalues = len(ma.parsed)
@@ -101,14 +100,14 @@ def as_int64(value: int) -> int:
 
 
 def _compile_args(hook: Hook, match_args: tuple[MatchArg, ...], c, sets: StringSets, where: str):
-    if len(match_args) > lib.TH_MAX_MATCH_ARGS:
-        raise CompileError(f"{where}.matchArgs: {len(match_args)} entries; at most {lib.TH_MAX_MATCH_ARGS}")
+    if len(match_args) > abi.TH_MAX_MATCH_ARGS:
+        raise CompileError(f"{where}.matchArgs: {len(match_args)} entries; at most {abi.TH_MAX_MATCH_ARGS}")
     for k, ma in enumerate(match_args):
         here = f"{where}.matchArgs[{k}]"
         m = c.args[k]
         m.arg = ma.arg_position
         if ma.arg_kind is ArgKind.INTEGER and ma.operator in _MAP_OPS:
-            m.op, m.negate = lib.TH_MATCH_IN_MAP, _MAP_OPS[ma.operator]
+            m.op, m.negate = abi.TH_MATCH_IN_MAP, _MAP_OPS[ma.operator]
             m.set_id = sets.add_ints([type(r)(as_int64(r.low), as_int64(r.high)) for r in ma.parsed], here)
         elif ma.arg_kind is ArgKind.INTEGER:
             _int_matcher(ma, m, here)
@@ -133,9 +132,9 @@ def _netdev_name_matcher(op: int, values: list[bytes]) -> tuple[int, list[bytes]
     followed by the rest of the device's tuple, not by zeros; the kernel side
     counts the name's NUL in its length.  So Equal is a prefix ending in the
     NUL ("lo\\0" is "lo", never "lo0"), and Postfix's values end in it too."""
-    if op == lib.TH_MATCH_EQUAL:
-        return lib.TH_MATCH_PREFIX, [v + b"\0" for v in values]
-    if op == lib.TH_MATCH_POSTFIX:
+    if op == abi.TH_MATCH_EQUAL:
+        return abi.TH_MATCH_PREFIX, [v + b"\0" for v in values]
+    if op == abi.TH_MATCH_POSTFIX:
         return op, [v + b"\0" for v in values]
     return op, values
 
@@ -146,13 +145,13 @@ def _compile_net_matcher(ma: MatchArg, m, cidrs: Cidrs, here: str):
         raise CompileError(f"{here}.operator {ma.operator} on a {ma.arg_base_type} argument is not "
                            f"supported (supported: {', '.join(_NET_OPS)})")
     m.op, m.negate = _NET_OPS[ma.operator]
-    if len(ma.parsed) > lib.TH_MAX_INT_VALUES:
+    if len(ma.parsed) > abi.TH_MAX_INT_VALUES:
         raise CompileError(f"{here}.values: {len(ma.parsed)} values; the kernel side matches at most "
-                           f"{lib.TH_MAX_INT_VALUES} per matchArgs entry (split them over two selectors)")
+                           f"{abi.TH_MAX_INT_VALUES} per matchArgs entry (split them over two selectors)")
     for j, v in enumerate(ma.parsed):
-        if m.op in (lib.TH_MATCH_SADDR, lib.TH_MATCH_DADDR):
+        if m.op in (abi.TH_MATCH_SADDR, abi.TH_MATCH_DADDR):
             m.values[j] = cidrs.add(v, here)
-        elif m.op in (lib.TH_MATCH_SPORT, lib.TH_MATCH_DPORT):
+        elif m.op in (abi.TH_MATCH_SPORT, abi.TH_MATCH_DPORT):
             m.values[j] = port_range_value(v)
         else:
             m.values[j] = int(v)
@@ -180,25 +179,25 @@ def _compile_binaries(sel: Selector, index: int, c, sets: StringSets, where: str
 
 def _compile_pids(sel: Selector, c, where: str):
     """Each entry: In/NotIn over up to TH_MAX_PID_VALUES pids; entries are ANDed."""
-    if len(sel.match_pids) > lib.TH_MAX_PID_MATCH:
+    if len(sel.match_pids) > abi.TH_MAX_PID_MATCH:
         raise CompileError(f"{where}.matchPIDs: {len(sel.match_pids)} entries; the kernel side "
-                           f"evaluates at most {lib.TH_MAX_PID_MATCH} per selector")
+                           f"evaluates at most {abi.TH_MAX_PID_MATCH} per selector")
     for k, mp in enumerate(sel.match_pids):
-        if len(mp.values) > lib.TH_MAX_PID_VALUES:
-            raise CompileError(f"{where}.matchPIDs[{k}].values: at most {lib.TH_MAX_PID_VALUES}")
+        if len(mp.values) > abi.TH_MAX_PID_VALUES:
+            raise CompileError(f"{where}.matchPIDs[{k}].values: at most {abi.TH_MAX_PID_VALUES}")
         m = c.pids[k]
         for j, v in enumerate(mp.values):
             m.pids[j] = v
         m.nvalues = len(mp.values)
         m.negate = mp.operator == "NotIn"
-        m.flags = ((lib.TH_PID_FOLLOW_FORKS if mp.follow_forks else 0)
-                   | (lib.TH_PID_NAMESPACE if mp.is_namespace_pid else 0))
+        m.flags = ((abi.TH_PID_FOLLOW_FORKS if mp.follow_forks else 0)
+                   | (abi.TH_PID_NAMESPACE if mp.is_namespace_pid else 0))
     c.npids = len(sel.match_pids)
 
 
-def _compile_namespaces(sel: Selector, c, host_ns: HostNamespaces, where: str):
-    if len(sel.match_namespaces) > lib.TH_MAX_NS_MATCH:
-        raise CompileError(f"{where}.matchNamespaces: at most {lib.TH_MAX_NS_MATCH} entries")
+def _compile_namespaces(sel: Selector, c, host_ns, where: str):
+    if len(sel.match_namespaces) > abi.TH_MAX_NS_MATCH:
+        raise CompileError(f"{where}.matchNamespaces: at most {abi.TH_MAX_NS_MATCH} entries")
     for k, mn in enumerate(sel.match_namespaces):
         here = f"{where}.matchNamespaces[{k}]"
         kind = _NS_INDEX[mn.namespace]
@@ -212,8 +211,8 @@ def _compile_namespaces(sel: Selector, c, host_ns: HostNamespaces, where: str):
                 inums.append(inum)
             else:
                 inums.append(int(v))
-        if len(inums) > lib.TH_MAX_INT_VALUES:
-            raise CompileError(f"{here}.values: at most {lib.TH_MAX_INT_VALUES}")
+        if len(inums) > abi.TH_MAX_INT_VALUES:
+            raise CompileError(f"{here}.values: at most {abi.TH_MAX_INT_VALUES}")
         m = c.ns[k]
         m.kind = kind
         m.negate = mn.operator == "NotIn"
@@ -223,7 +222,7 @@ def _compile_namespaces(sel: Selector, c, host_ns: HostNamespaces, where: str):
     c.nns = len(sel.match_namespaces)
 
 
-def _host_userns(host_ns: HostNamespaces, here: str) -> int:
+def _host_userns(host_ns, here: str) -> int:
     """isNamespaceCapability (Tetragon): the capabilities count only for a task
     outside the host user namespace, whose caps are namespaced; a task in the
     host user namespace never matches (In or NotIn)."""
@@ -234,7 +233,7 @@ def _host_userns(host_ns: HostNamespaces, here: str) -> int:
     return inum
 
 
-def _capability_entry(entries, field: str, host_ns: HostNamespaces, where: str):
+def _capability_entry(entries, field: str, host_ns, where: str):
     """The one matchCapabilities / matchCapabilityChanges entry of a selector,
     as (set kind, mask, negate, host user namespace inode or 0)."""
     if len(entries) > 1:
@@ -244,13 +243,13 @@ def _capability_entry(entries, field: str, host_ns: HostNamespaces, where: str):
     return _CAP_SETS[mc.type], mc.mask, mc.operator == "NotIn", userns
 
 
-def _compile_caps(sel: Selector, c, host_ns: HostNamespaces, where: str):
+def _compile_caps(sel: Selector, c, host_ns, where: str):
     if sel.match_capabilities:
         c.caps_kind, c.caps_mask, c.caps_negate, c.caps_userns = _capability_entry(
             sel.match_capabilities, "matchCapabilities", host_ns, where)
 
 
-def _compile_cap_changes(sel: Selector, c, host_ns: HostNamespaces, where: str):
+def _compile_cap_changes(sel: Selector, c, host_ns, where: str):
     """Tetragon: In matches when one of the listed capabilities of the set
     differs from its value at the process's last exec; NotIn when only
     capabilities not listed differ."""
@@ -270,7 +269,7 @@ def _compile_ns_changes(sel: Selector, c, where: str):
     listed = 0
     for kind in nc.values:
         listed |= 1 << _NS_INDEX[kind]
-    every = (1 << lib.TH_NS_COUNT) - 1
+    every = (1 << abi.TH_NS_COUNT) - 1
     c.nsch_mask = listed if nc.operator == "In" else every & ~listed
     if not c.nsch_mask:     # 0 would read as "no matcher" and widen the selector
         raise CompileError(f"{where}.matchNamespaceChanges[0]: {nc.operator} "
@@ -306,5 +305,5 @@ def _compile_action(sel: Selector, c, where: str):
         c.set_value = chosen.arg_value
     c.no_post = any(a.action == "NoPost" for a in actions)
     c.ima_hash = any(a.ima_hash for a in actions)   # used where the hook's IMA program is attached
-    c.stack_traces = ((lib.TH_STACK_KERNEL if any(a.kernel_stack_trace for a in actions) else 0)
-                      | (lib.TH_STACK_USER if any(a.user_stack_trace for a in actions) else 0))
+    c.stack_traces = ((abi.TH_STACK_KERNEL if any(a.kernel_stack_trace for a in actions) else 0)
+                      | (abi.TH_STACK_USER if any(a.user_stack_trace for a in actions) else 0))

@@ -1,22 +1,62 @@
 """What compiling a policy hook produces, and the pieces every part of the
 compiler shares: the error type, the string sets and address prefixes a
-hook's selectors put into its maps.  See tetrahost.policy.compile."""
+hook's selectors put into its maps.  See tetrahost.policy.compile.
+
+Plain data only: the sensor side packs it for the kernel."""
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass, field
 
-from tetrahost.bpf.native import ffi, lib
+from tetrahost import constants as abi
+from tetrahost.policy.errors import PolicyError
+from tetrahost.policy.hookconfig import NO_ARG, HookConfig
 from tetrahost.policy.model import Hook, PathValue, PortRange
 
-NO_ARG = 0xFF
-STR_MAX = lib.TH_STR_MAX
-SOCK_ARG_KINDS = (lib.TH_ARG_SOCK, lib.TH_ARG_SOCKET)
+STR_MAX = abi.TH_STR_MAX
+SOCK_ARG_KINDS = (abi.TH_ARG_SOCK, abi.TH_ARG_SOCKET)
 
 
 class CompileError(ValueError):
-    pass
+    """What the kernel side cannot hold or evaluate.  str() is the message
+    relative to the hook, its field first ("selectors[0].matchPIDs: 5
+    entries; ..."); compile_hook adds `error`, the same as the validator's
+    PolicyError: `file:line: spec.kprobes[0].selectors[0].matchPIDs: 5 entries...`."""
+
+    error: PolicyError | None = None
+
+    def render(self) -> str:
+        return self.error.render() if self.error is not None else str(self)
+
+
+# the field a compile message starts with: a hook's selectors, args or return
+_FIELD = re.compile(r"^((?:selectors\[\d+\]|args\[\d+\]|returnArgAction|returnArg)(?:\.\w+(?:\[\d+\])?)*)(?::\s*|\s+)")
+# policy field names -> model attributes, where they differ by more than case
+_ATTRS = {"matchPIDs": "match_pids", "returnArg": "return_arg"}
+
+
+def locate(hook: Hook, exc: CompileError) -> PolicyError:
+    """exc as the validator reports a problem: the file, the line of the
+    deepest element of the hook its field names, the full field path."""
+    text = str(exc)
+    m = _FIELD.match(text)
+    field_path, message = (m[1], text[m.end():]) if m else ("", text)
+    node, line = hook, hook.source.line
+    for part in field_path.split(".") if field_path else ():
+        name, _, index = part.partition("[")
+        attr = _ATTRS.get(name) or re.sub(r"(?<!^)([A-Z])", lambda c: "_" + c[1].lower(), name)
+        node = getattr(node, attr, None)
+        if index and isinstance(node, (tuple, list)):
+            i = int(index.rstrip("]"))
+            node = node[i] if i < len(node) else None
+        source = getattr(node, "source", None)
+        if source is None or not source.line:
+            break
+        line = source.line
+    path = ".".join(p for p in (hook.source.path, field_path) if p)
+    return PolicyError(hook.source.file, line, path, message or text, code="kernel-side")
 
 
 class KernelUnreadable(CompileError):
@@ -27,7 +67,7 @@ class KernelUnreadable(CompileError):
 @dataclass
 class CompiledHook:
     hook: Hook
-    config: object                      # cdata "struct th_hook_config *"
+    config: HookConfig                  # what the kernel side reads (struct th_hook_config)
     str_equal: list[tuple[int, bytes]] = field(default_factory=list)   # (set_id, value)
     str_prefix: list[tuple[int, bytes]] = field(default_factory=list)
     str_postfix: list[tuple[int, bytes]] = field(default_factory=list)  # as written, reversed when loaded
@@ -56,17 +96,17 @@ class CompiledHook:
 
     @property
     def uses_enforcement(self) -> bool:
-        return bool(self._actions() & {lib.TH_ACTION_SIGKILL, lib.TH_ACTION_SIGNAL, lib.TH_ACTION_OVERRIDE,
-                                       lib.TH_ACTION_SET, lib.TH_ACTION_NOTIFY_ENFORCER})
+        return bool(self._actions() & {abi.TH_ACTION_SIGKILL, abi.TH_ACTION_SIGNAL, abi.TH_ACTION_OVERRIDE,
+                                       abi.TH_ACTION_SET, abi.TH_ACTION_NOTIFY_ENFORCER})
 
     @property
     def uses_set(self) -> bool:
         """USDT Set: the program that writes user memory is needed."""
-        return lib.TH_ACTION_SET in self._actions()
+        return abi.TH_ACTION_SET in self._actions()
 
     @property
     def uses_override(self) -> bool:
-        return lib.TH_ACTION_OVERRIDE in self._actions()
+        return abi.TH_ACTION_OVERRIDE in self._actions()
 
 
 class Cidrs:
@@ -84,14 +124,14 @@ class Cidrs:
         if key in self.index:
             return self.index[key]
         i = len(self.index)
-        if i >= lib.TH_MAX_CIDRS:
-            raise CompileError(f"{where}: more than {lib.TH_MAX_CIDRS} different address prefixes "
+        if i >= abi.TH_MAX_CIDRS:
+            raise CompileError(f"{where}: more than {abi.TH_MAX_CIDRS} different address prefixes "
                                "in one hook, the most the kernel side holds")
         c = self.cfg.cidrs[i]
         c.family = family
         c.prefixlen = net.prefixlen
-        ffi.memmove(c.addr, net.network_address.packed, len(net.network_address.packed))
-        ffi.memmove(c.mask, net.netmask.packed, len(net.netmask.packed))
+        c.addr = net.network_address.packed.ljust(16, b"\0")
+        c.mask = net.netmask.packed.ljust(16, b"\0")
         self.index[key] = i
         self.cfg.ncidrs = i + 1
         return i
@@ -112,16 +152,16 @@ class StringSets:
         """An InMap set: every integer of `values` (IntRange) under one set_id."""
         set_id, self.next_id = self.next_id, self.next_id + 1
         ints = {v for r in values for v in range(r.low, r.high + 1)}
-        if len(self.out.int_set) + len(ints) > lib.TH_INT_SET_ENTRIES:
-            raise CompileError(f"{where}: more than {lib.TH_INT_SET_ENTRIES} InMap integers in one hook, "
+        if len(self.out.int_set) + len(ints) > abi.TH_INT_SET_ENTRIES:
+            raise CompileError(f"{where}: more than {abi.TH_INT_SET_ENTRIES} InMap integers in one hook, "
                                "the most its int_set map holds")
         self.out.int_set.extend((set_id, v) for v in sorted(ints))
         return set_id
 
     def add(self, op: int, values: list[bytes], where: str) -> int:
         set_id, self.next_id = self.next_id, self.next_id + 1
-        target = {lib.TH_MATCH_PREFIX: self.out.str_prefix,
-                  lib.TH_MATCH_POSTFIX: self.out.str_postfix}.get(op, self.out.str_equal)
+        target = {abi.TH_MATCH_PREFIX: self.out.str_prefix,
+                  abi.TH_MATCH_POSTFIX: self.out.str_postfix}.get(op, self.out.str_equal)
         for v in values:
             if len(v) > STR_MAX:
                 raise CompileError(f"{where}: value {v[:40]!r}... is longer than {STR_MAX} bytes, "

@@ -9,19 +9,21 @@ means the kubebuilder markers of the TracingPolicy types
 numbers so a policy accepted here is also valid for Tetragon, and so the kernel
 compiler can size its maps and unrolled loops from these constants.
 
-A limit the kernel side has too is read from csrc/events.h (through the cffi
-binding, `lib.TH_*`), never written a second time here.
+A limit the kernel side has too is read from csrc/events.h (through
+tetrahost/constants.py, generated from it), never written a second time here,
+so the validator rejects, with file and line, what the kernel side cannot hold
+instead of the compiler failing later.
 """
 
-from tetrahost.bpf.native import lib
+from tetrahost import constants as abi
 
 # Selectors per hook. Tetragon docs: "Each hook can contain up to 5 selectors" /
 # "Max Selectors 5". (Tetragon's BPF has room for 31, the documented limit is 5.)
-MAX_SELECTORS_PER_HOOK = lib.TH_MAX_SELECTORS
+MAX_SELECTORS_PER_HOOK = abi.TH_MAX_SELECTORS
 
 # Arguments per hook. Tetragon BPF: MAX_POSSIBLE_ARGS 5 (msg_generic_kprobe
 # carries 5 argument slots).
-MAX_ARGS_PER_HOOK = lib.TH_MAX_ARGS
+MAX_ARGS_PER_HOOK = abi.TH_MAX_ARGS
 
 # Highest function-argument index a kprobe/LSM arg can read: the BPF side reads
 # registers PARM1..PARM5 (MAX_POSSIBLE_ARGS 5 -> indexes 0..4).
@@ -33,24 +35,24 @@ MAX_SIZE_ARG_INDEX = MAX_KPROBE_ARG_INDEX + 1
 
 # matchArgs entries per selector. Tetragon docs: "Max MatchArgs per selector 5
 # (one per index)".
-MAX_MATCHARGS_PER_SELECTOR = lib.TH_MAX_MATCH_ARGS
+MAX_MATCHARGS_PER_SELECTOR = abi.TH_MAX_MATCH_ARGS
 
 # Values per matchArgs entry for integer and network operators (Equal, NotEqual,
 # GT, LT, Mask, ports, addresses, Protocol, ...): they are kept inline in the
 # selector (th_arg_matcher.values).  Tetragon allows 4 (pkg/selectors
 # writeMatchValues: "maxMatchValues := 4"); the kernel side here holds 8.
-MAX_MATCHARG_VALUES = lib.TH_MAX_INT_VALUES
+MAX_MATCHARG_VALUES = abi.TH_MAX_INT_VALUES
 
 # String and path values (Equal/NotEqual, Prefix/NotPrefix, Postfix/NotPostfix
 # on string, char_buf, file, fd, path, ... arguments; matchBinaries values) go
 # to BPF maps, hash or LPM trie, as in Tetragon (whose docs still say 8 for
 # files, while its code puts them in maps sized by the policy): no limit per
 # entry, only the maps' capacity per hook and kind of set.
-MAX_STRING_SET_ENTRIES = lib.TH_STR_SET_ENTRIES
+MAX_STRING_SET_ENTRIES = abi.TH_STR_SET_ENTRIES
 
 # InMap/NotInMap integers (numbers, min:max ranges, syscall lists, expanded)
 # go to one hash map per hook, as in Tetragon: bounded by its capacity.
-MAX_INT_SET_ENTRIES = lib.TH_INT_SET_ENTRIES
+MAX_INT_SET_ENTRIES = abi.TH_INT_SET_ENTRIES
 
 # String prefix / postfix lengths. Tetragon docs: "String prefix max length: 256
 # chars", "String postfix max length: 128 chars".
@@ -62,13 +64,14 @@ MAX_POSTFIX_LENGTH = 128
 MAX_EQUAL_STRING_LENGTH = 4095
 
 # matchPIDs values per entry. Tetragon docs: "Max PID values per selector 4".
-MAX_PID_VALUES = lib.TH_MAX_PID_VALUES
+MAX_PID_VALUES = abi.TH_MAX_PID_VALUES
 
 # matchNamespaces. Tetragon docs, "Namespaces filter" limitations: "up to 4
-# values" per namespace entry, and up to 10 namespace entries on kernels >= 5.3
-# (the number of namespace kinds).
-MAX_NAMESPACE_VALUES = 4
-MAX_NAMESPACES_PER_SELECTOR = 10
+# values" per namespace entry (the kernel side holds TH_MAX_INT_VALUES), and up
+# to 10 namespace entries (the number of namespace kinds) on kernels >= 5.3; the
+# kernel side here evaluates TH_MAX_NS_MATCH entries per selector.
+MAX_NAMESPACE_VALUES = min(4, abi.TH_MAX_INT_VALUES)
+MAX_NAMESPACES_PER_SELECTOR = abi.TH_MAX_NS_MATCH
 
 # matchBinaries sections with followChildren: true. Tetragon docs, "Follow
 # children": "cannot exceed 64". Enforced per policy file here.

@@ -19,8 +19,9 @@ import re
 from dataclasses import dataclass
 
 from tetrahost import btf as B
+from tetrahost.constants import TH_MAX_RESOLVE_STEPS
 
-MAX_LOADS = 8           # TH_MAX_RESOLVE_STEPS in csrc/events.h (checked by tests/unit)
+MAX_LOADS = TH_MAX_RESOLVE_STEPS      # pointers one `resolve:` path dereferences (csrc/events.h)
 MAX_COMPONENTS = 32
 _MEMBER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -82,7 +83,7 @@ def resolve_arg(kind: str, name: str, arg, *, raw: bool = False, subsystem: str 
         type_id = function_param(btf, (f"btf_trace_{event}",), arg.index, skip=1)
     else:
         if fields is None:
-            from tetrahost.sensors.tracepoints import TracepointError, event_fields
+            from tetrahost.tracefs import TracepointError, event_fields
             try:
                 fields = event_fields(subsystem, event)
             except TracepointError as exc:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tetrahost.sensors.syscalls_i386 import SYSCALLS_I386
-from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
+from tetrahost.arch import SYSCALLS_I386, SYSCALLS_X86_64
+from tetrahost.constants import TH_SYSCALL64_I386
 
 from .context import Context, check_fields, expect_map, get_bool, get_list, get_str, join
 from .errors import Location, shown
@@ -54,8 +54,8 @@ class SyscallList:
         return nrs
 
 
-# Tetragon's Is32Bit: a syscall64 value of a 32-bit syscall (csrc/events.h TH_SYSCALL64_I386)
-SYSCALL64_I386 = 0x80000000
+# Tetragon's Is32Bit: a syscall64 value of a 32-bit syscall
+SYSCALL64_I386 = TH_SYSCALL64_I386
 
 
 def parse_syscall_value(value: str) -> tuple[str, str] | str:

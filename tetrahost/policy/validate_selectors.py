@@ -145,7 +145,8 @@ def _match_namespaces(ctx: Context, node: YNode, path: str) -> list[MatchNamespa
     entries = list(_entries(ctx, node, "matchNamespaces", path))
     if len(entries) > limits.MAX_NAMESPACES_PER_SELECTOR:
         ctx.error(node.key_line("matchNamespaces"), join(path, "matchNamespaces"),
-                  f"{len(entries)} namespace entries, the limit is {limits.MAX_NAMESPACES_PER_SELECTOR}",
+                  f"{len(entries)} namespace entries, the limit is {limits.MAX_NAMESPACES_PER_SELECTOR} "
+                  "(what the kernel side evaluates per selector)",
                   "limit", "namespaces per selector")
     for entry, epath in entries:
         check_fields(ctx, entry, epath, ("namespace", "operator", "values"))

@@ -14,9 +14,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, replace
 
+from tetrahost.arch import IA32_PREFIX, SYSCALLS_I386, SYSCALLS_X86_64, X64_PREFIX, ia32_function, x64_function
 from tetrahost.policy.model import Hook
-from tetrahost.sensors.syscalls_i386 import SYSCALLS_I386
-from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
 
 # Tetragon's kprobe targets -> the LSM hook with the same arguments, where
 # the names differ by more than the "security_" prefix.
@@ -85,7 +84,7 @@ def kernel_symbols(path: str = "/proc/kallsyms") -> frozenset[str]:
         with open(path) as f:
             return frozenset(p[2] for line in f
                              if len(p := line.split()) >= 3
-                             and p[2].startswith(("bpf_lsm_", "__x64_sys_", "__ia32_sys_")))
+                             and p[2].startswith(("bpf_lsm_", X64_PREFIX, IA32_PREFIX)))
     except OSError:
         return frozenset()
 
@@ -285,7 +284,7 @@ def _usdt_candidate(hook: Hook, features, overrides: bool) -> AttachPlan | Attac
 
 def _syscall_candidates(hook: Hook, features, overrides: bool) -> list:
     name = hook.syscall_name
-    target = f"__x64_sys_{name}"
+    target = x64_function(name)
     if overrides:
         # Changing a syscall's return needs the kernel's error-injection list
         # (CONFIG_FUNCTION_ERROR_INJECTION) for fmod_ret as for
@@ -373,9 +372,9 @@ def _kprobe_on_syscalls(hook: Hook, target: str, program: str, how: str, count: 
     and, for 32-bit entries, __ia32_sys_* (those the kernel lacks are skipped
     and said: a kernel without IA32 emulation has no __ia32_sys_*)."""
     symbols = kernel_symbols() if symbols is None else symbols
-    functions = [f"__x64_sys_{name}" for name in hook.syscalls] + [f"__ia32_sys_{name}" for name in hook.syscalls32]
+    functions = [x64_function(name) for name in hook.syscalls] + [ia32_function(name) for name in hook.syscalls32]
     # an unreadable kallsyms says nothing: try them all, HookSensor skips failures
-    known = {s for s in symbols if s.startswith(("__x64_sys_", "__ia32_sys_"))}
+    known = {s for s in symbols if s.startswith((X64_PREFIX, IA32_PREFIX))}
     present = tuple(f for f in functions if f in known) if known else tuple(functions)
     missing = [f for f in functions if f not in present]
     if not present:

@@ -17,7 +17,7 @@ from typing import Callable
 
 from tetrahost.bpf import BpfError, BpfObject
 from tetrahost.bpf.native import lib
-from tetrahost.policy.compile import CompiledHook
+from tetrahost.policy.compiled import CompiledHook
 from tetrahost.sensors.attach import AttachPlan
 from tetrahost.sensors.generic import HookSensor, load_hook_object
 
@@ -54,9 +54,9 @@ class Started:
 
 def start_hook(compiled: CompiledHook, candidates: list[AttachPlan], shared: dict,
                take_spare: Callable[[AttachPlan], BpfObject | None] | None = None,
-               dispatcher=None) -> Started:
+               dispatcher=None, follow_bits: dict[int, int] | None = None) -> Started:
     """Load, configure and attach the first candidate that works (syscall
-    fallbacks through `dispatcher`).  Raises the last BpfError, its message
+    fallbacks through `dispatcher`; follow_bits: HookSensor's).  Raises the last BpfError, its message
     naming every method tried, when none does."""
     failed: list[str] = []
     last: BpfError | None = None
@@ -79,7 +79,7 @@ def start_hook(compiled: CompiledHook, candidates: list[AttachPlan], shared: dic
             _warn_next(compiled, plan, failed[-1], candidates)
             continue
         try:
-            sensor = HookSensor(compiled, plan, shared, dispatcher).start(obj)
+            sensor = HookSensor(compiled, plan, shared, dispatcher, follow_bits).start(obj)
         except BpfError as exc:      # start() has closed the object
             failed.append(f"{plan.method}: attach: {reason(exc)}")
             last = exc

@@ -12,30 +12,19 @@ import os
 import stat
 
 from tetrahost.bpf import BpfError, BpfObject, Link
-from tetrahost.bpf.native import ffi, lib
-from tetrahost.policy.compile import CompiledHook
+from tetrahost.bpf.native import ffi
+from tetrahost.policy.compiled import CompiledHook
 from tetrahost.sensors.attach import AttachPlan
 from tetrahost.sensors.dispatch import DIRECTIONS
+from tetrahost.sensors.hook_config import IMA_PROGRAMS as _IMA_PROGRAMS
+from tetrahost.sensors.hook_config import AttachInputs, pack_hook_config
 from tetrahost.sensors.objects import find_object
 
 log = logging.getLogger(__name__)
 
-_IMA_PROGRAMS = ("th_ima_bprm", "th_ima_file")
-_TRAMPOLINE_PROGRAMS = ("th_fentry", "th_fexit", "th_fmod_ret", "th_lsm") + _IMA_PROGRAMS
+TRAMPOLINE_PROGRAMS = ("th_fentry", "th_fexit", "th_fmod_ret", "th_lsm") + _IMA_PROGRAMS
 # events parked for the IMA program at once (one per thread in the hook at a time)
 _IMA_PARKED_ENTRIES = 1024
-
-
-def fill_syscall_set(cfg, numbers, numbers32=()) -> None:
-    """th_hook_config.syscall_set: bit n = syscall n passes the sys_enter/exit
-    fallback; syscall_set32 the same for i386 numbers (32-bit tasks)."""
-    for bits, nrs in ((cfg.syscall_set, numbers), (cfg.syscall_set32, numbers32)):
-        for word in range(lib.TH_SYSCALL_SET_BITS // 64):
-            bits[word] = 0
-        for nr in nrs:
-            if not 0 <= nr < lib.TH_SYSCALL_SET_BITS:
-                raise ValueError(f"syscall {nr} is outside the fallback's set (0..{lib.TH_SYSCALL_SET_BITS - 1})")
-            bits[nr // 64] |= 1 << (nr % 64)
 
 
 def check_uprobe_binary(path: str) -> None:
@@ -81,7 +70,7 @@ def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict, path=N
         for prog in obj.programs.values():
             prog.autoload = prog.name in wanted
         for program, target in programs:
-            if program in _TRAMPOLINE_PROGRAMS:
+            if program in TRAMPOLINE_PROGRAMS:
                 obj.program(program).set_attach_target(target)
         for name, shared_map in shared.items():
             obj.map(name).reuse_fd(shared_map)
@@ -96,13 +85,17 @@ def load_hook_object(programs: tuple[tuple[str, str], ...], shared: dict, path=N
 
 
 class HookSensor:
-    def __init__(self, compiled: CompiledHook, plan: AttachPlan, shared: dict, dispatcher=None):
+    def __init__(self, compiled: CompiledHook, plan: AttachPlan, shared: dict, dispatcher=None,
+                 follow_bits: dict[int, int] | None = None):
         """shared: maps to reuse by name (the process sensor's "events" and
         "losses", the syscall dispatcher's); dispatcher: the SyscallDispatcher
         that runs sys_enter/sys_exit fallback programs (None: they attach on
-        their own, as benchmarks of one hook do)."""
+        their own, as benchmarks of one hook do); follow_bits: the process
+        sensor's followChildren bit of each selector that has one."""
         self.compiled = compiled
         self.plan = plan
+        self.follow_bits = dict(follow_bits or {})
+        self.usdt_args: tuple = ()       # USDT hooks: where each argument is, from the binary's note
         self.shared = shared
         self.dispatcher = dispatcher
         self.dispatch_slot: int | None = None
@@ -120,31 +113,30 @@ class HookSensor:
         return self.dispatcher is not None and self.plan.program in DIRECTIONS
 
     def _configure(self) -> None:
-        plan, cfg = self.plan, self.compiled.config
-        fill_syscall_set(cfg, plan.syscall_nrs, plan.syscall_nrs32)
-        if plan.ret_program in _IMA_PROGRAMS:    # attached before th_lsm: it finds it there
-            cfg.flags |= lib.TH_CFG_IMA_HASH
-        else:
-            cfg.flags &= ~lib.TH_CFG_IMA_HASH
-        if plan.unwrap_syscall:
-            cfg.flags |= lib.TH_CFG_SYSCALL_WRAPPER
-        else:   # sys_enter hands over the syscall's own arguments
-            cfg.flags &= ~lib.TH_CFG_SYSCALL_WRAPPER
+        """What the hook's file says at attach time: the uprobe binary's
+        identity, the USDT point and its argument locations."""
         if self.compiled.hook.kind in ("uprobe", "usdt") and self.target_id is None:
             self.target_id = file_identity(self.compiled.hook.path)
         if self.compiled.hook.kind == "usdt" and self.usdt is None:
-            from tetrahost.usdt.configure import resolve
+            from tetrahost.usdt.configure import locate
             from tetrahost.usdt.notes import UsdtError
             try:
-                self.usdt = resolve(self.compiled.hook, cfg)
+                self.usdt, self.usdt_args = locate(self.compiled.hook)
             except UsdtError as exc:
                 raise BpfError(errno.EINVAL, str(exc)) from None
+
+    def config_bytes(self) -> bytes:
+        """The hook_config map entry: the compiled config with what this
+        attach adds (tetrahost.sensors.hook_config)."""
+        inputs = AttachInputs.of_plan(self.plan, dispatch_slot=self.dispatch_slot or 0,
+                                      usdt_args=self.usdt_args, follow_bits=self.follow_bits)
+        return pack_hook_config(self.compiled, inputs)
 
     def config_digest(self) -> str:
         """What the kernel was given for this hook (config, string sets, programs
         and targets): an agent adopting a pinned hook compares it with its own
         compile of the same policy, so a changed compiler never keeps an old hook."""
-        h = hashlib.sha256(ffi.buffer(self.compiled.config)[:])
+        h = hashlib.sha256(self.config_bytes())
         h.update(repr((self.compiled.str_equal, self.compiled.str_prefix, self.compiled.str_postfix,
                        self.plan.programs, self.plan.targets, self.compiled.int_set)).encode())
         return h.hexdigest()[:32]
@@ -158,7 +150,7 @@ class HookSensor:
         self = cls(compiled, plan, shared, dispatcher)
         self._configure()
         if slot is not None:
-            self.dispatch_slot = compiled.config.dispatch_slot = slot
+            self.dispatch_slot = slot
         self.links = list(registrations) + list(links)
         return self
 
@@ -166,11 +158,11 @@ class HookSensor:
         """Configure and attach; `obj` is an already loaded copy of the object
         for this plan (load_hook_object, e.g. from a pool of verified spares),
         else one is loaded here."""
-        plan, cfg = self.plan, self.compiled.config
+        plan = self.plan
         self._configure()
         try:
             if self.dispatched:
-                self.dispatch_slot = cfg.dispatch_slot = self.dispatcher.reserve_slot()
+                self.dispatch_slot = self.dispatcher.reserve_slot()
             self.obj = obj if obj is not None else load_hook_object(plan.programs, self.shared)
             self._fill_maps()
             # the return half first: an entry that parks an event must find
@@ -197,7 +189,7 @@ class HookSensor:
             key = ffi.new("struct th_int_key *", {"set_id": set_id, "value": value})
             int_set.update(ffi.buffer(key)[:], b"\1")
         # the config goes last: until it is there the program does nothing
-        self.obj.map("hook_config").update((0).to_bytes(4, "little"), ffi.buffer(self.compiled.config)[:])
+        self.obj.map("hook_config").update((0).to_bytes(4, "little"), self.config_bytes())
 
     def _attach_each(self, program: str, targets: tuple[str, ...]) -> None:
         """A list hook: one link per function.  A function that does not take
@@ -252,22 +244,21 @@ class HookSensor:
         the new ones (new before old, as for a policy replace).  On failure
         (the new file lacks the symbol or point...) raises BpfError and leaves
         the hook as it was."""
-        before = (self.target_id, self.usdt, ffi.buffer(self.compiled.config)[:])
+        before = (self.target_id, self.usdt, self.usdt_args, self.config_bytes())
         self.target_id, self.usdt = None, None
         new: list = []
         try:
             self._configure()
             if self.compiled.hook.kind == "usdt":
-                self.obj.map("hook_config").update((0).to_bytes(4, "little"), ffi.buffer(self.compiled.config)[:])
+                self.obj.map("hook_config").update((0).to_bytes(4, "little"), self.config_bytes())
             for program, target in reversed(self.plan.programs):
                 new.append(self._attach(self.obj.program(program), program, target))
         except BaseException:
             for link in new:
                 link.destroy()
-            self.target_id, self.usdt = before[0], before[1]
-            ffi.memmove(self.compiled.config, before[2], len(before[2]))
+            self.target_id, self.usdt, self.usdt_args = before[0], before[1], before[2]
             if self.compiled.hook.kind == "usdt" and self.obj is not None:
-                self.obj.map("hook_config").update((0).to_bytes(4, "little"), before[2])
+                self.obj.map("hook_config").update((0).to_bytes(4, "little"), before[3])
             raise
         old, self.links = self.links, new
         return old

@@ -59,27 +59,27 @@ class ProcState:
         self.bits: dict[int, tuple[bytes, ...]] = {}      # followChildren bit -> executables
 
     # -- users ---------------------------------------------------------------------
-    def acquire(self, compiled) -> list[int]:
-        """Turn tracking on (first user), give each followChildren entry of the
-        hook a bit and put it into the hook's config; returns the bits, for
-        release().  Call before the hook's config reaches the kernel."""
-        bits = []
+    def acquire(self, compiled) -> dict[int, int]:
+        """Turn tracking on (first user) and give each followChildren entry of
+        the hook a bit: {selector index: bit}, what the hook's config gets
+        (tetrahost.sensors.hook_config) and, as its values, what release()
+        takes back.  Call before the hook's config reaches the kernel."""
+        follow: dict[int, int] = {}
         try:
             for sel_index, paths in compiled.follow:
-                bit = self._alloc(paths)
-                bits.append(bit)
-                compiled.config.selectors[sel_index].bin_follow = bit + 1
+                follow[sel_index] = self._alloc(paths)
         except BaseException:
-            for bit in bits:
+            for bit in follow.values():
                 self.bits.pop(bit, None)
             raise
+        bits = list(follow.values())
         self.users += 1
         if self.users == 1:
             self._start()
         if bits:
             self._write_follow_bins()
             self._seed_follow(bits)
-        return bits
+        return follow
 
     def release(self, bits: list[int]) -> None:
         for bit in bits:

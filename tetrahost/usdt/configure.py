@@ -19,9 +19,10 @@ from .notes import UsdtError, UsdtTarget, find_target
 MAX_BINARY_BYTES = 1 << 31        # notes are read from a copy of the file in memory
 
 
-def resolve(hook: Hook, cfg) -> UsdtTarget:
-    """Find the point, fill cfg.usdt_args, check every declared argument and
-    Set against the note; the target to attach to."""
+def locate(hook: Hook) -> tuple[UsdtTarget, tuple[UsdtArg, ...]]:
+    """Find the point, check every declared argument and Set against the
+    note: the target to attach to and where each argument is (what
+    th_hook_config.usdt_args gets: tetrahost.sensors.hook_config)."""
     where = f"{hook.path}: USDT point {hook.name}"
     _check_file(hook.path)
     target = find_target(hook.path, hook.provider, hook.usdt_name)
@@ -33,12 +34,19 @@ def resolve(hook: Hook, cfg) -> UsdtTarget:
         if arg.index >= len(args):
             raise UsdtError(f"{where}: args[{pos}].index {arg.index}, but the point has {len(args)} "
                             f"argument(s) ({target.note.args or 'none'})")
-    for i, spec in enumerate(args[:lib.TH_MAX_ARGS]):
-        spec.fill(cfg.usdt_args[i])
     for s, sel in enumerate(hook.selectors):
         for action in sel.match_actions:
             if action.action == "Set":
                 _check_settable(where, f"selectors[{s}]", args, action.arg_index)
+    return target, tuple(args[:lib.TH_MAX_ARGS])
+
+
+def resolve(hook: Hook, cfg) -> UsdtTarget:
+    """locate(), the argument locations written into cfg.usdt_args (a
+    `struct th_hook_config` cdata)."""
+    target, args = locate(hook)
+    for i, spec in enumerate(args):
+        spec.fill(cfg.usdt_args[i])
     return target
 
 

@@ -12,9 +12,9 @@ from tetrahost.policy import load_text
 from tetrahost.policy.compile import compile_hook, enforcer_id
 from tetrahost.policy.model import IntRange
 from tetrahost.sensors.attach import attach_candidates, plan_attach
-from tetrahost.sensors.generic import fill_syscall_set
+from tetrahost.sensors.hook_config import AttachInputs, fill_syscall_set, hook_config_cdata
 from tetrahost.sensors.probe import KernelFeatures
-from tetrahost.sensors.syscalls_i386 import SYSCALLS_I386
+from tetrahost.arch import SYSCALLS_I386
 
 from policytest_helpers import errors_of, policy_text
 
@@ -196,9 +196,11 @@ def test_a_list_with_32_bit_entries_kprobes_ia32_functions_or_filters_i386_numbe
 
 def test_syscall_sets_per_abi():
     out = compile_hook(policy_of(killer()).hooks[1], 4, HostNamespaces.unknown())
-    fill_syscall_set(out.config, (32, 33), (41,))
-    assert out.config.syscall_set[0] == (1 << 32) | (1 << 33)
-    assert out.config.syscall_set32[0] == 1 << 41
+    cfg = hook_config_cdata(out, AttachInputs(syscall_nrs=(32, 33), syscall_nrs32=(41,)))
+    assert cfg.syscall_set[0] == (1 << 32) | (1 << 33)
+    assert cfg.syscall_set32[0] == 1 << 41
+    fill_syscall_set(cfg, (), ())
+    assert cfg.syscall_set[0] == cfg.syscall_set32[0] == 0
 
 
 # ---- rendering -----------------------------------------------------------------------

@@ -11,9 +11,9 @@ from tetrahost.export.hook_json import function_name
 from tetrahost.policy import load_text
 from tetrahost.policy.compile import compile_hook
 from tetrahost.sensors.attach import AttachError, attach_candidates, plan_attach
-from tetrahost.sensors.generic import fill_syscall_set
+from tetrahost.sensors.hook_config import fill_syscall_set
 from tetrahost.sensors.probe import KernelFeatures
-from tetrahost.sensors.syscalls_x86_64 import SYSCALLS_X86_64
+from tetrahost.arch import SYSCALLS_X86_64
 
 from policytest_helpers import errors_of, policy_text
 

@@ -16,6 +16,7 @@ import os
 from tetrahost.policy.compile import compile_hook
 from tetrahost.sensors.attach import plan_compiled
 from tetrahost.sensors.generic import HookSensor
+from tetrahost.tracefs import event_fields
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def digest_of(text: str) -> str:
 def adopt_file(manager, path: str, digest: str, result) -> list | None:
     """PolicyStates for the pinned version of `path` taken over as it runs, or
     None (with the reason logged) when it must be loaded fresh."""
-    from tetrahost.sensors.policies import HookState, PolicyState
+    from tetrahost.runtime.state import HookState, PolicyState
 
     entry = manager.pinned_files.get(path)
     if entry is None:
@@ -79,7 +80,8 @@ def _mismatch(entry: dict, digest: str, result) -> str | None:
 
 
 def _adopt_hook(manager, hs, pinned_hook: dict) -> str | None:
-    hs.compiled = compile_hook(hs.hook, hs.hook_id, manager.host_ns, monitor=hs.policy.mode == "monitor")
+    hs.compiled = compile_hook(hs.hook, hs.hook_id, manager.host_ns, monitor=hs.policy.mode == "monitor",
+                               tracepoint_fields=event_fields)
     if hs.compiled.needs_proc_state:
         return "a hook needs per-process state, which is rebuilt by a fresh load"
     if hs.compiled.needs_stacks:

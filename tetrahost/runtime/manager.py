@@ -23,7 +23,7 @@ or memory (EMFILE, ENFILE, ENOMEM) is attached again later (retry_failed).
 
 With a PinStore (pins=) every attached hook is pinned and the manifest kept
 up to date, and a file whose pinned version is exactly what would be loaded
-is adopted instead (tetrahost/sensors/adoption.py); finish_start() then
+is adopted instead (tetrahost/runtime/adoption.py); finish_start() then
 removes what no loaded file claimed.
 """
 from __future__ import annotations
@@ -33,19 +33,22 @@ import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from tetrahost.bpf import BpfError
 from tetrahost.events.namespaces import HostNamespaces
-from tetrahost.policy.compile import CompiledHook, CompileError, compile_hook
+from tetrahost.policy.compile import CompileError, compile_hook
 from tetrahost.policy.errors import PolicyError
 from tetrahost.policy.load import LoadResult, load_text, read_policy_file
-from tetrahost.sensors import adoption
 from tetrahost.policy.model import Hook, Policy
-from tetrahost.sensors.attach import AttachError, AttachPlan, candidates_compiled, plan_compiled
+from tetrahost.runtime import adoption
+from tetrahost.runtime.apply import ApplyJob
+from tetrahost.runtime.state import (HookState, Limits, PolicyLoadFailed, PolicyState,  # noqa: F401 (re-exported)
+                                     ReloadCounters)
+from tetrahost.runtime.warmpool import WarmPool, spares_per_key
+from tetrahost.sensors.attach import AttachError, candidates_compiled, plan_compiled
 from tetrahost.sensors.fallback import start_hook
-from tetrahost.sensors.generic import HookSensor
-from tetrahost.sensors.warmpool import WarmPool, spares_per_key
+from tetrahost.tracefs import event_fields
 
 log = logging.getLogger(__name__)
 
@@ -56,131 +59,6 @@ RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 RETRY_FIRST = 1.0
 RETRY_MAX = 60.0
 SPARE_POLL = 0.01    # seconds between looks at a spare object being verified for a load
-
-
-@dataclass
-class Limits:
-    """limits.* of the configuration (tetrahost/config.py has the defaults' reasons)."""
-    max_hooks_per_policy: int = 64
-    max_hooks_total: int = 512
-
-
-@dataclass
-class HookState:
-    hook_id: int
-    policy: Policy
-    hook: Hook
-    compiled: CompiledHook | None = None
-    plan: AttachPlan | None = None
-    sensor: HookSensor | None = None
-    error: str = ""
-    events: int = 0
-    retired_at: float | None = None      # monotonic time it was detached by a replace/unload
-    proc_bits: list[int] | None = None   # holds the per-process state (ProcState.acquire)
-    retries: int = 0                     # failed attempts for want of fds/memory
-    retry_at: float | None = None        # monotonic time of the next attempt (None: not retried)
-    origin: str = "fresh"                # "adopted": taken over, as it ran, from a previous agent's pins
-    pinned: bool = False                 # its links are pinned (it survives the agent)
-    fallback_from: list[str] = field(default_factory=list)   # better methods that failed, with why
-    # CLOCK_BOOTTIME ns (the records' clock) once attached: a replaced
-    # generation's record of this hook from then on is one this hook wrote too
-    attached_ns: int = 0
-    reattached: int = 0                  # uprobe/USDT: times it followed its replaced binary (binwatch)
-    binary_changed_at: float | None = None   # wall time its binary last changed (re-attached or not)
-
-    @property
-    def active(self) -> bool:
-        return self.sensor is not None
-
-    def describe(self) -> str:
-        where = f"{self.hook.describe()}"
-        return f"{where}: {self.plan.method}" if self.active else f"{where}: NOT ACTIVE: {self.error}"
-
-
-@dataclass
-class PolicyState:
-    policy: Policy
-    hooks: list[HookState] = field(default_factory=list)
-    generation: int = 1                  # 1 + number of successful replaces
-    loaded_at: float = field(default_factory=time.time)
-    digest: str = ""                     # sha256 of the file content it came from
-
-    @property
-    def state(self) -> str:
-        active = sum(h.active for h in self.hooks)
-        if active == len(self.hooks):
-            return "monitoring" if self.policy.mode == "monitor" else "enforcing"
-        return "partial" if active else "error"
-
-    @property
-    def file(self) -> str:
-        return self.policy.file
-
-
-class PolicyLoadFailed(Exception):
-    def __init__(self, file: str, messages: list[str], name_conflict: bool = False, retryable: bool = False):
-        """name_conflict: rejected because another file owns a policy name (the
-        policy directory retries such a file when the owner goes away);
-        retryable: failed for want of fds or memory (worth trying again later)."""
-        self.file = file
-        self.messages = messages
-        self.name_conflict = name_conflict
-        self.retryable = retryable
-        super().__init__(f"{file}: policy rejected:\n  " + "\n  ".join(messages))
-
-
-class ApplyJob:
-    """One file being loaded (PolicyManager.begin_apply): the parse, then one hook per step()."""
-
-    def __init__(self, manager: "PolicyManager", path: str, steps):
-        self.manager, self.path, self._steps = manager, path, steps
-        self.done = False
-        self.pause = 0.0                 # after a step: seconds before the next one is worth trying
-        self.states: list[PolicyState] = []
-        self.error: PolicyLoadFailed | None = None
-
-    def step(self) -> bool:
-        """Do the next piece of work; True once the job is finished (states or error set).
-        Whatever goes wrong ends as error: a file cannot make this raise."""
-        if self.done:
-            return True
-        try:
-            self.pause = next(self._steps) or 0.0
-            return False
-        except StopIteration as stop:
-            self.states = stop.value
-        except PolicyLoadFailed as exc:
-            self.error = exc
-        except Exception as exc:     # e.g. RecursionError, MemoryError from a hostile file
-            log.debug("loading %s failed", self.path, exc_info=True)
-            text = " ".join(str(exc).split())[:300]
-            self.error = PolicyLoadFailed(self.path, [f"{self.path}: cannot be loaded: {type(exc).__name__}"
-                                                      + (f": {text}" if text else "")])
-        self.done = True
-        self.manager._finished(self)
-        return True
-
-    def wait(self) -> list[PolicyState]:
-        """Run to the end; the states, or raise PolicyLoadFailed."""
-        while not self.step():
-            if self.pause:
-                time.sleep(self.pause)
-        if self.error is not None:
-            raise self.error
-        return self.states
-
-    def cancel(self) -> None:
-        """Abandon the load: hooks it attached are detached; nothing loaded before is touched."""
-        if not self.done:
-            self._steps.close()
-            self.done = True
-
-
-@dataclass
-class ReloadCounters:
-    ok: int = 0          # files applied (first load or replace)
-    failed: int = 0      # files rejected or rolled back (the old version, if any, kept)
-    unloads: int = 0
 
 
 class PolicyManager:
@@ -362,7 +240,8 @@ class PolicyManager:
         hs = HookState(next(self._ids), policy, hook)
         self.hooks[hs.hook_id] = hs
         try:
-            hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor")
+            hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor",
+                                       tracepoint_fields=event_fields)
             hs.plan = plan_compiled(hook, hs.compiled, self.features)
         except Exception:
             hs.compiled = hs.plan = None
@@ -374,12 +253,14 @@ class PolicyManager:
         policy, hook = hs.policy, hs.hook
         try:
             if hs.compiled is None or hs.plan is None:
-                hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor")
+                hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor",
+                                       tracepoint_fields=event_fields)
             candidates = candidates_compiled(hook, hs.compiled, self.features)
             hs.plan = candidates[0]
             self._acquire_proc_state(hs)
             # the first method that loads and attaches; spares are tried first
-            started = start_hook(hs.compiled, candidates, self.shared_maps, self.pool.take, self.dispatcher)
+            started = start_hook(hs.compiled, candidates, self.shared_maps, self.pool.take, self.dispatcher,
+                                 hs.follow_bits)
             hs.sensor, hs.plan, hs.fallback_from = started.sensor, started.plan, started.failed
             hs.attached_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
             if hs.sensor.skipped:     # a list hook attached to fewer functions than planned
@@ -392,7 +273,8 @@ class PolicyManager:
             self._release_proc_state(hs)
             # BpfError's text is one line plus the verifier's last lines:
             # the reason, on one line for status/list output
-            reason = " | ".join(line.strip() for line in str(exc).splitlines())
+            text = exc.render() if isinstance(exc, CompileError) else str(exc)   # file:line: field: why
+            reason = " | ".join(line.strip() for line in text.splitlines())
             if not isinstance(exc, (CompileError, AttachError, OSError)):
                 reason = f"internal error: {type(exc).__name__}: {reason}"
                 log.debug("hook start failed", exc_info=True)
@@ -430,12 +312,14 @@ class PolicyManager:
             raise CompileError("matchCapabilityChanges, matchNamespaceChanges and matchBinaries "
                                "followChildren need the process sensor's per-process state, not "
                                "available to this policy manager")
-        hs.proc_bits = self.proc_state.acquire(hs.compiled)
+        hs.follow_bits = self.proc_state.acquire(hs.compiled)
+        hs.proc_bits = list(hs.follow_bits.values())
 
     def _release_proc_state(self, hs: HookState) -> None:
         if hs.proc_bits is not None:
             self.proc_state.release(hs.proc_bits)
             hs.proc_bits = None
+            hs.follow_bits = {}
 
     # -- unload --------------------------------------------------------------------------
     def _retire(self, state: PolicyState) -> None:

@@ -1,5 +1,8 @@
 """Tracepoint record layouts, from tracefs's events/<subsystem>/<event>/format.
 
+A fact of the host, read here for the policy front end (compile_hook's
+tracepoint_fields, resolve:) and the sensors.
+
 Tetragon's tracepoint hooks name arguments by their position in that field
 list, the common_* fields included (raw_syscalls/sys_enter: index 4 is `id`).
 Those positions assume the four common fields of a generic kernel: a
@@ -81,3 +84,4 @@ def event_fields(subsystem: str, event: str, tracefs_dirs=TRACEFS_DIRS) -> list[
         except PermissionError as exc:
             raise TracepointError(f"cannot read {path}: {exc.strerror} (needs root)") from None
     raise TracepointError(f"tracefs is not mounted (looked in {', '.join(tracefs_dirs)})")
+

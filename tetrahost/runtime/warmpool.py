@@ -7,7 +7,7 @@ import threading
 
 from tetrahost.bpf import BpfObject
 from tetrahost.sensors.attach import AttachPlan
-from tetrahost.sensors.generic import _TRAMPOLINE_PROGRAMS, load_hook_object
+from tetrahost.sensors.generic import TRAMPOLINE_PROGRAMS, load_hook_object
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class WarmPool:
     def key(plan: AttachPlan) -> tuple:
         """What the verified object depends on: its programs and, for
         trampoline programs, their targets (fixed at load)."""
-        return tuple((program, target if program in _TRAMPOLINE_PROGRAMS else "")
+        return tuple((program, target if program in TRAMPOLINE_PROGRAMS else "")
                      for program, target in plan.programs)
 
     def would_wait(self, plan: AttachPlan) -> bool:

@@ -1,4 +1,4 @@
-"""policies.d: a directory of TracingPolicy files, applied live.
+"""policies.d: a directory of TracingPolicy files, applied live (the reconciler).
 
 The directory is watched with inotify.  Events only mark file NAMES dirty;
 after a debounce (DEBOUNCE seconds since the last event, at most MAX_DELAY
@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 
 from tetrahost.inotify import (IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_IGNORED, IN_MOVE_SELF,
                                IN_MOVED_FROM, IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Inotify, OneShotTimer)
-from tetrahost.policy.dropins import DropInFiles, is_policy_name
 from tetrahost.policy.isolated import ParseInChild, PendingParse, UnreadablePolicy, read_policy_file
 from tetrahost.policy.load import LoadResult
 
@@ -89,8 +88,16 @@ class _Job:
             self.parse.cancel()
 
 
-class PolicyDirectory(DropInFiles):
-    """Agent component: keeps the PolicyManager in step with a directory."""
+def is_policy_name(name: str) -> bool:
+    if not name or name.startswith(".") or "/" in name:
+        return False
+    return name.endswith((".yaml", ".yml"))
+
+
+class PolicyDirectory:
+    """Agent component: keeps the PolicyManager in step with a directory.
+    Writing and deleting files for the control socket is PolicyFiles'
+    (tetrahost/runtime/policy_files.py), which calls reconcile()."""
     needs_policies = True             # the agent creates its PolicyManager even without --policy files
 
     def __init__(self, path: str = DEFAULT_DIR, debounce: float = DEBOUNCE, manager=None,

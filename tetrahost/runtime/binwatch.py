@@ -189,7 +189,7 @@ class BinaryWatch:
         for link in old:
             link.destroy()
         if manager.pins is not None:
-            from tetrahost.sensors import adoption
+            from tetrahost.runtime import adoption
             adoption.pin_hook(manager, hs)
             manager._write_manifest()
         hs.reattached += 1

@@ -1,8 +1,9 @@
-"""Drop-in files written and removed for `tetra tracingpolicy add/delete` (the control socket).
+"""The control operations on policy files: `tetra tracingpolicy add/delete`.
 
-A mixin of PolicyDirectory: validate before writing, write atomically
-(temp file + rename), apply at once, and delete only files that define
-nothing but the named policy.
+Validate before writing, write atomically (temp file + rename), apply at
+once through the directory's reconciler, and delete only files that define
+nothing but the named policy.  The reconciler (runtime/reconciler.py) then
+sees its own writes as unchanged files.
 """
 from __future__ import annotations
 
@@ -11,19 +12,28 @@ import os
 from typing import TYPE_CHECKING
 
 from tetrahost.policy.load import LoadResult, load_text
+from tetrahost.runtime.reconciler import is_policy_name
 
 if TYPE_CHECKING:
-    from tetrahost.policy.watch import FileRecord
+    from tetrahost.runtime.reconciler import FileRecord, PolicyDirectory
 
 
-def is_policy_name(name: str) -> bool:
-    if not name or name.startswith(".") or "/" in name:
-        return False
-    return name.endswith((".yaml", ".yml"))
+class PolicyFiles:
+    """Adds and deletes the files of one policy directory (the primary one)."""
 
+    def __init__(self, directory: "PolicyDirectory"):
+        self.directory = directory
 
-class DropInFiles:
-    """Needs self.path, self.manager and self.reconcile() (PolicyDirectory)."""
+    @property
+    def path(self) -> str:
+        return self.directory.path
+
+    @property
+    def manager(self):
+        return self.directory.manager
+
+    def reconcile(self, name: str, checked=None):
+        return self.directory.reconcile(name, checked)
 
     def validate_text(self, filename: str, text: str) -> list[str]:
         """Errors that would stop `text` from loading as `filename` here ([] if none)."""
