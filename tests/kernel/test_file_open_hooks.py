@@ -109,6 +109,10 @@ def test_an_open_on_overlayfs_is_one_event(tmp_path):
     backing file's call is skipped in the kernel, csrc/events.h th_file_mode),
     for a file of the lower layer and one of the upper."""
     root = tmp_path / "ovl"
+    root.mkdir()
+    # on a tmpfs of its own: an overlayfs cannot take its upper layer from
+    # another overlayfs (the guests' /tmp is one)
+    subprocess.run(["mount", "-t", "tmpfs", "th-ovl", str(root)], check=True)
     dirs = {n: root / n for n in ("lower", "upper", "work", "merged")}
     for d in dirs.values():
         d.mkdir(parents=True)
@@ -145,5 +149,6 @@ def test_an_open_on_overlayfs_is_one_event(tmp_path):
             agent.stop()
     finally:
         subprocess.run(["umount", str(dirs["merged"])], check=False)
+        subprocess.run(["umount", str(root)], check=False)
     paths = sorted(b["args"][0]["file_arg"]["path"] for b in bodies if b["process"]["binary"].endswith("/cat"))
     assert paths == [str(dirs["merged"] / "from-lower"), str(dirs["merged"] / "in-upper")], bodies
