@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import json
 import struct
 
 from tetrahost.bpf.native import ffi, lib
@@ -66,6 +65,7 @@ from tetrahost.events import netns as _netns
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
 from tetrahost.events.text import bytes_to_text, os_text
+from tetrahost.export.encode import dumps
 from tetrahost.export.ima import ima_hash_text
 from tetrahost.export.kobj_json import KOBJ_KINDS, render_kobj, signature_known
 from tetrahost.export.stacks import StackRenderer
@@ -114,7 +114,7 @@ _BUF_FAULT = 1 << lib.TH_BUF_FAULT_SHIFT
 EVENT_KINDS = {"kprobe": "process_kprobe", "lsm": "process_lsm", "tracepoint": "process_tracepoint",
                "uprobe": "process_uprobe", "usdt": "process_usdt"}
 _NO_ACTION_FIELD = ("uprobe", "usdt")    # Tetragon's ProcessUprobe / ProcessUsdt have no "action"
-_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+_dumps = dumps      # tetrahost.export.encode: orjson when installed, same text
 
 
 _text = bytes_to_text
