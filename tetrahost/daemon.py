@@ -4,9 +4,12 @@ One thread.  It waits on the ring buffer's epoll fd, a wake-up pipe (written
 by the signal handlers) and whatever other fds components register with
 add_reader() (control socket, policy directory watch); add_timer() runs
 periodic work (loss counters, watchdog); add_worker() runs long jobs (policy
-loads) one bounded slice per turn.  Each wake-up drains the ring buffer
-completely and hands the sinks one batch of (json_line, EventMeta), so the
-cost of an export is paid per burst, not per event.
+loads) one bounded slice per turn.  Each wake-up drains the ring buffer and
+hands the sinks batches of (json_line, EventMeta) of at most BATCH_RECORDS
+records each, so the cost of an export is paid per burst, not per event, and
+a flood (the kernel refilling the ring as fast as it is read) neither grows
+one batch without bound nor keeps the loop from its other work: a turn reads
+at most TURN_RECORDS records, the rest waits for the next turn.
 
 Nothing a callback raises stops the loop: readers, timers and workers are
 dispatched through one guard that logs the failure and carries on (a hostile
@@ -49,6 +52,11 @@ LOSS_CHECK_INTERVAL = 1.0    # seconds between reads of the in-kernel loss count
 # than the record, see csrc/bpf/lib/common.bpf.h) until 64 KiB wait, so the
 # loop also drains at this interval: the most a quiet host's event waits.
 DRAIN_INTERVAL = 0.1
+# Records per batch handed to the sinks, and read per loop turn.  A batch of
+# all a flood's records (one unbounded drain) took the agent past 1 GB and
+# was dropped whole at the exporters' bounded queues.
+BATCH_RECORDS = 1024
+TURN_RECORDS = 16 * BATCH_RECORDS
 
 
 @dataclass
@@ -101,6 +109,7 @@ class Agent:
         self.ringbuf_bytes = ringbuf_bytes or DEFAULT_RINGBUF_BYTES
         self.sensor = ProcessSensor(self._on_record, ringbuf_bytes=self.ringbuf_bytes)
         self._batch: list[tuple[str, EventMeta]] = []
+        self._ring_behind = False              # the last drain stopped at TURN_RECORDS
         self._readers: dict[int, object] = {}
         self._timers: list[list] = []          # [next_due, interval, callback]
         self._workers: list = []               # callback() -> seconds until it wants the next turn, or None
@@ -141,8 +150,23 @@ class Agent:
         start-up work (policy loads) that runs before the loop does."""
         if getattr(self, "_hold_ring", False):
             return
-        self._guarded(self.sensor.ringbuf.consume, "reading the ring buffer")
-        self._flush()
+        read = 0
+        self._ring_behind = False
+        while read < TURN_RECORDS:
+            n = self._consume(BATCH_RECORDS)
+            self._flush()
+            read += n
+            if n < BATCH_RECORDS:
+                return
+        self._ring_behind = True        # more waiting: the next turn does not sleep
+
+    def _consume(self, limit: int) -> int:
+        """Records read from the ring buffer (at most limit); a failure is logged."""
+        try:
+            return self.sensor.ringbuf.consume(limit)
+        except Exception:
+            log.exception("event loop: reading the ring buffer failed")
+            return 0
 
     def _guarded(self, callback, what) -> None:
         """Run one callback; whatever it raises is logged, never propagated: the
@@ -408,7 +432,8 @@ class Agent:
         try:
             while not self._stop:
                 now = time.monotonic()
-                timeout = max(0.0, min(self._work_due, *(t[0] for t in self._timers)) - now)
+                timeout = 0.0 if self._ring_behind else \
+                    max(0.0, min(self._work_due, *(t[0] for t in self._timers)) - now)
                 ready = sel.select(timeout=timeout)
                 began = time.monotonic()
                 for key, _ in ready:
