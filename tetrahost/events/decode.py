@@ -31,7 +31,10 @@ _HOOK = Layout("struct th_hook_event", stop_at="data")
 _HOOK_DATA = ffi.offsetof("struct th_hook_event", "data")
 _RET_START = _HOOK_DATA + lib.TH_RET_SLOT * lib.TH_STR_SLOT
 _IMA_DIGEST = ffi.offsetof("struct th_hook_event", "ima_digest")
-_HOOK_SIZE = ffi.sizeof("struct th_hook_event")      # the kernel always submits it whole
+# The kernel submits a hook record up to the end of its last used argument
+# (or return) slot (submit_hook, csrc/bpf/lib/common.bpf.h), not whole.
+_HOOK_RECORDS = "hook records cut after the last used slot"
+_SLOT = lib.TH_STR_SLOT
 _H = _HOOK.index
 _H_NS = _HOOK.slice("ns[")
 _H_LEN = _HOOK.slice("arg_len[")
@@ -49,7 +52,7 @@ def records_layout_id() -> str:
     for layout in (_EXEC, _FORK, _EXIT, _HOOK):
         h.update(f"{layout.ctype}|{layout.struct.format}|{','.join(layout.fields)};".encode())
     h.update(f"{lib.TH_OP_EXEC},{lib.TH_OP_FORK},{lib.TH_OP_EXIT},{lib.TH_OP_HOOK},"
-             f"{_DATA_OFFSET},{_HOOK_DATA},{_HOOK_SIZE},{lib.TH_STR_SLOT},{lib.TH_RET_SLOT}".encode())
+             f"{_DATA_OFFSET},{_HOOK_DATA},{_HOOK_RECORDS},{lib.TH_STR_SLOT},{lib.TH_RET_SLOT}".encode())
     return h.hexdigest()[:16]
 
 
@@ -100,13 +103,21 @@ def _exit(buf: bytes) -> ExitRecord:
 
 
 def _hook(buf: bytes) -> HookRecord:
-    if len(buf) < _HOOK_SIZE:
-        raise DecodeError(f"hook record of {len(buf)} bytes, expected {_HOOK_SIZE}")
+    if len(buf) < _HOOK_DATA:
+        raise DecodeError(f"hook record of {len(buf)} bytes, its fixed part alone is {_HOOK_DATA}")
     v = _HOOK.struct.unpack_from(buf)
     args = []
+    end = _HOOK_DATA
     for i, n in enumerate(v[_H_LEN]):
-        start = _HOOK_DATA + i * lib.TH_STR_SLOT
-        args.append(buf[start:start + min(n, lib.TH_STR_SLOT)])
+        start = _HOOK_DATA + i * _SLOT
+        if n:
+            end = start + min(n, _SLOT)
+        args.append(buf[start:start + min(n, _SLOT)])
+    ret_len = min(v[_H["ret_len"]], _SLOT)
+    if ret_len:
+        end = _RET_START + ret_len
+    if len(buf) < end:
+        raise DecodeError(f"hook record of {len(buf)} bytes, its arguments end at byte {end}")
     flags = v[_H["flags"]]
     return HookRecord(
         ktime=v[_H["hdr.ktime"]], pid=v[_H["pid"]], tid=v[_H["tid"]], hook_id=v[_H["hook_id"]],
@@ -116,7 +127,7 @@ def _hook(buf: bytes) -> HookRecord:
         truncated=bool(flags & lib.TH_HOOK_ARG_TRUNC),
         path_unresolved=bool(flags & lib.TH_HOOK_PATH_UNRESOLVED),
         retval=v[_H["retval"]] if flags & lib.TH_HOOK_HAS_RETURN else None,
-        ret_raw=buf[_RET_START:_RET_START + min(v[_H["ret_len"]], lib.TH_STR_SLOT)],
+        ret_raw=buf[_RET_START:_RET_START + ret_len],
         sock_owner=bool(flags & lib.TH_HOOK_SOCK_OWNER), syscall_nr=v[_H["syscall_nr"]],
         set_failed=bool(flags & lib.TH_HOOK_SET_FAILED),
         compat=bool(flags & lib.TH_HOOK_COMPAT),
