@@ -111,8 +111,10 @@ class Agent:
         self.export = work / "events.json"
         self.port = free_port()
         conf = work / "tetrahost.toml"
-        conf.write_text(f'[agent]\npolicy_dir = "{work}/policies.d"\n'
-                        f'tetragon_policy_dir = "{work}/policies.d"\npin_dir = ""\n'
+        # Tetragon's policy directory too, where this checkout's agent watches one
+        tp_dir = (f'tetragon_policy_dir = "{work}/policies.d"\n'
+                  if "tetragon_policy_dir" in (repo / "tetrahost/config.py").read_text() else "")
+        conf.write_text(f'[agent]\npolicy_dir = "{work}/policies.d"\n{tp_dir}pin_dir = ""\n'
                         '[export.file]\nmax_size_mb = 100000\nmax_backups = 0\n')
         argv = [str(repo / ".venv/bin/python"), "-m", "tetrahost.cli.main", "run", "--config", str(conf),
                 "--no-stdout", "--no-socket", "--export-rate-limit", "-1", "--export-file", str(self.export),
@@ -160,6 +162,10 @@ class Agent:
 
     def cpu(self) -> float:
         return c.proc_cpu(self.proc.pid)
+
+    def minor_faults(self) -> int:
+        """Page faults of the agent so far (memory it gets from the kernel anew)."""
+        return int(pathlib.Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
     def memory(self) -> tuple[int, int]:
         """(VmRSS, VmHWM) in KiB."""
@@ -241,7 +247,7 @@ def measure(repo, work, gen, storm, rates, seconds, execs, journald) -> dict:
                             "seen": c.count_agent(agent.export, str(storm.target))}
             c.remove_exports(agent.export)
         for rate in rates:
-            k0, m0, cpu0 = agent.kernel_losses(), agent.counters(), agent.cpu()
+            k0, m0, cpu0, f0 = agent.kernel_losses(), agent.counters(), agent.cpu(), agent.minor_faults()
             counter = HookLineCounter(agent.export)
             out = subprocess.run([str(gen), str(rate), str(seconds)], check=True, capture_output=True,
                                  text=True).stdout.split()
@@ -249,19 +255,25 @@ def measure(repo, work, gen, storm, rates, seconds, execs, journald) -> dict:
             # Done when every event is accounted for, or for 3 s neither our
             # lines, the counters nor the agent's CPU time moved (a busy agent
             # is still working through the flood; the host's other events keep
-            # the file growing, so its size says nothing).
-            last, still, last_cpu = None, time.monotonic(), cpu0
+            # the file growing, so its size says nothing).  Progress is taken
+            # into account before the time without it is judged: one round of
+            # reads (a fast-growing file, bpftool, a scrape of a busy agent)
+            # can itself take over 3 s, and judging first ended the wait while
+            # the agent was still at work (the first version of this script).
+            last, still, last_cpu, began = None, time.monotonic(), cpu0, time.monotonic()
             while True:
                 received = counter.update()
                 m = agent.counters()
                 klost = agent.kernel_losses() - k0
                 elost = m["export_lost"] - m0["export_lost"]
-                cpu = agent.cpu()
-                if received + klost >= produced or time.monotonic() - still > 3:
+                cpu, now = agent.cpu(), time.monotonic()
+                if received + klost >= produced:
                     break
                 state = (received, klost, elost, m["read"])
                 if state != last or cpu - last_cpu > 0.05:
-                    last, still = state, time.monotonic()
+                    last, still = state, now
+                elif now - still > 3:
+                    break
                 last_cpu = cpu
                 time.sleep(0.5)
             read = m["read"] - m0["read"]
@@ -270,7 +282,8 @@ def measure(repo, work, gen, storm, rates, seconds, execs, journald) -> dict:
                                 "unaccounted": produced - received - klost - elost,
                                 "kernel_gap": produced - klost - read, "user_gap": read - received - elost,
                                 "decode_errors": m["decode_errors"] - m0["decode_errors"], "read": read,
-                                "cpu": agent.cpu() - cpu0})
+                                "cpu": agent.cpu() - cpu0, "faults": agent.minor_faults() - f0,
+                                "settled": time.monotonic() - began})
             c.remove_exports(agent.export)      # keep tmpfs small between steps
         res["rss_end"], res["hwm"] = agent.memory()
     finally:
@@ -324,8 +337,9 @@ def main() -> int:
 
     print(f"\n## Matched hook events at fixed rates ({args.seconds:g} s per step)\n")
     print("| checkout | round | target/s | achieved/s | produced | received | counted lost (kernel + exporters) "
-          "| unaccounted | kernel / user gap | decode errors | agent CPU µs per record read |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| unaccounted | kernel / user gap | decode errors | agent CPU µs per record read | page faults per record "
+          "| s to settle |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, runs in results.items():
         for rnd, res in enumerate(runs):
             for r in res["rows"]:
@@ -333,7 +347,8 @@ def main() -> int:
                       f"| {r['received']:,} ({r['received'] / r['produced']:.1%}) "
                       f"| {r['lost']:,} ({r['klost']:,} + {r['elost']:,}) | {r['unaccounted']:,} "
                       f"| {r['kernel_gap']:,} / {r['user_gap']:,} | {r['decode_errors']:,} "
-                      f"| {r['cpu'] / max(1, r['read']) * 1e6:.1f} |")
+                      f"| {r['cpu'] / max(1, r['read']) * 1e6:.1f} | {r['faults'] / max(1, r['read']):.2f} "
+                      f"| {r['settled']:.1f} |")
     print(f"\n## Exec storm with the {len(SEED)} seed policies ({args.execs} execs) and memory\n")
     print("| checkout | round | agent CPU µs/exec | execs/s | exec / exit events seen | RSS at start MB "
           "| RSS at end MB | peak RSS MB |")
