@@ -7,6 +7,8 @@ import pytest
 from types import SimpleNamespace
 
 from tetrahost.daemon import Agent, Counters
+from tetrahost.events.event import Event
+from tetrahost.events.meta import EventMeta
 from tetrahost.logrates import LogLimiter
 from tetrahost.policy.load import load_text
 from tetrahost.sensors import policies as pmod
@@ -78,8 +80,8 @@ def test_a_flood_goes_out_in_bounded_batches_and_turns():
     sink = BatchSink()
     agent.sinks = [sink]
     flood = daemon.TURN_RECORDS * 2 + 100
-    agent.sensor.ringbuf = FakeRingbuf(lambda: agent._emit("{}", SimpleNamespace(kind="process_kprobe")),
-                                       pending=flood)
+    meta = EventMeta(kind="process_kprobe", pid=1, binary="", exec_id="", ktime=0)
+    agent.sensor.ringbuf = FakeRingbuf(lambda: agent._emit(Event(meta, json="{}")), pending=flood)
     agent.drain_events()
     assert agent._ring_behind                                   # stopped with records left
     assert sum(sink.batches) == daemon.TURN_RECORDS

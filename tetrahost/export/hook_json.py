@@ -66,6 +66,7 @@ from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
 from tetrahost.events.text import bytes_to_text, os_text
 from tetrahost.export.encode import dumps
+from tetrahost.export.hook_fragments import ARGS_MARK, TIME_MARK, HookFragments
 from tetrahost.export.ima import ima_hash_text
 from tetrahost.export.kobj_json import KOBJ_KINDS, render_kobj, signature_known
 from tetrahost.export.stacks import StackRenderer
@@ -361,11 +362,15 @@ def user_actions(hook, rec: HookRecord) -> list[tuple[str, str]]:
 
 
 class HookEventRenderer:
-    def __init__(self, base: TetragonJSON, cache: ProcessCache, netns: _netns.NetnsResolver | None = None):
+    def __init__(self, base: TetragonJSON, cache: ProcessCache, netns: _netns.NetnsResolver | None = None,
+                 fragments: bool = True):
+        """fragments: reuse the rendered parts of earlier events of the same
+        process and hook (tetrahost.export.hook_fragments)."""
         self.base = base
         self.cache = cache
         self._netns = netns
         self._stacks: StackRenderer | None = None
+        self.fragments = HookFragments(self) if fragments else None
 
     def stacks(self, hs, rec: HookRecord) -> dict:
         """kernel_stack_trace / user_stack_trace of the event, read from its
@@ -412,11 +417,57 @@ class HookEventRenderer:
     def render(self, rec: HookRecord, hs, process=_LOOK_UP) -> str:
         """hs: the tetrahost.sensors.policies.HookState the record's hook_id names;
         process: the record's cache entry when the caller already looked it up."""
-        hook, policy = hs.hook, hs.policy
-        base = self.base
         if process is _LOOK_UP:
             process = self.cache.get_pid(rec.pid)
+        if self.fragments is not None and not self.base.host_fields and self.fragments.applies(rec):
+            return self.fragments.line(rec, hs, process)
+        return self.render_full(rec, hs, process)
+
+    def render_full(self, rec: HookRecord, hs, process, marks: bool = False) -> str:
+        """The whole line, every part rendered anew.  marks: "args" and "time"
+        hold place-holders (hook_fragments cuts the line there)."""
+        base = self.base
         members = self._process_members(rec, process)
+        kind, body, args, ret, action = self._body(rec, hs, process, marks)
+        rest = _dumps(body)[1:-1]
+        host = ""
+        if base.host_fields:
+            host = base.host_member(process, self.cache.parent_of(process) if process is not None else None,
+                                    _dumps(self._host_fields(rec, hs, args, action, ret, body))[1:-1])
+        return (f'{{"{kind}":{{{",".join(members)},{rest}}},"node_name":{_dumps(base.node_name)},'
+                f'"time":{_dumps(TIME_MARK if marks else base.format_ktime(rec.ktime))}{host}}}')
+
+    def event_dict(self, rec: HookRecord, hs, process) -> dict:
+        """The same event as a dict, from the same objects (compact, field filters)."""
+        base = self.base
+        kind, body, args, ret, action = self._body(rec, hs, process, False)
+        if process is None:
+            members = {"process": {"pid": rec.pid, "tid": rec.tid, "ns": base._ns_object(tuple(rec.ns))}}
+        else:
+            p = base.process_dict(process)
+            if tuple(rec.ns) != tuple(process.ns) or rec.tid != process.tid:
+                p["ns"], p["tid"] = base._ns_object(tuple(rec.ns)), rec.tid
+            members = {"process": p}
+            parent = self.cache.parent_of(process)
+            if parent is not None:
+                members["parent"] = base.process_dict(parent)
+        out = {kind: {**members, **body}, "node_name": base.node_name, "time": base.format_ktime(rec.ktime)}
+        if base.host_fields:
+            parent = self.cache.parent_of(process) if process is not None else None
+            host = {}
+            if process is not None:
+                host["process"] = base.host_process(process)
+            if parent is not None:
+                host["parent"] = base.host_process(parent)
+            host.update(self._host_fields(rec, hs, args, action, ret, body))
+            out["tetrahost"] = host
+        return out
+
+    def _body(self, rec: HookRecord, hs, process, marks: bool):
+        """(event kind, body members after process/parent, argument triples,
+        return object, action name) of a hook event."""
+        hook, policy = hs.hook, hs.policy
+        base = self.base
         binary = bytes_to_text(process.binary) if process is not None and base.redactor is not None else ""
         body: dict = {}
         if hook.kind == "tracepoint":
@@ -433,8 +484,9 @@ class HookEventRenderer:
             body["function_name"] = function_name(hook, rec.syscall_nr, rec.compat)
         args = [(kind, arg, raw) for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
                 if kind != lib.TH_ARG_NONE]
-        body["args"] = [render_arg(kind, arg, raw, self.netns if kind in _NET_ARG_KEYS else None,
-                                   base.redactor, binary) for kind, arg, raw in args]
+        body["args"] = ARGS_MARK if marks else [
+            render_arg(kind, arg, raw, self.netns if kind in _NET_ARG_KEYS else None, base.redactor, binary)
+            for kind, arg, raw in args]
         ret = None
         if rec.retval is not None:
             ret = render_return(hook, rec.retval, rec.ret_raw, self.netns if rec.ret_raw else None)
@@ -456,21 +508,11 @@ class HookEventRenderer:
             body["message"] = hook.message
         if hook.tags:
             body["tags"] = list(hook.tags)
-        kind = EVENT_KINDS[hook.kind]
-        rest = _dumps(body)[1:-1]
-        host = ""
-        if base.host_fields:
-            fields = self._host_fields(rec, hs, args, action)
-            if ret is not None and "return" not in body:
-                fields["return_arg"] = ret
-            extra = _dumps(fields)[1:-1]
-            host = base.host_member(process, self.cache.parent_of(process) if process is not None else None,
-                                    extra)
-        return (f'{{"{kind}":{{{",".join(members)},{rest}}},"node_name":{_dumps(base.node_name)},'
-                f'"time":{_dumps(base.format_ktime(rec.ktime))}{host}}}')
+        return EVENT_KINDS[hook.kind], body, args, ret, action
 
-    def _host_fields(self, rec: HookRecord, hs, args, action: str) -> dict:
-        """The hook event's members of the "tetrahost" object (export.host_fields)."""
+    def _host_fields(self, rec: HookRecord, hs, args, action: str, returned, body) -> dict:
+        """The hook event's members of the "tetrahost" object (export.host_fields);
+        returned: the return object, kept here when the body has no "return"."""
         out: dict = {"selector": rec.selector}
         known = rec.action in ACTION_NAMES      # Set is not among Tetragon's KprobeAction names
         if hs.hook.kind in _NO_ACTION_FIELD and (known or rec.monitor):
@@ -514,4 +556,6 @@ class HookEventRenderer:
             fields = net_host_fields(lib.TH_ARG_SOCK, rec.ret_raw, self.netns)
             if fields:
                 out["return"] = fields
+        if returned is not None and "return" not in body:
+            out["return_arg"] = returned
         return out

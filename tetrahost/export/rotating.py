@@ -44,7 +44,7 @@ import shutil
 import threading
 import time
 
-from tetrahost.export.sinks import LogThrottle, SinkStats, errno_reason
+from tetrahost.export.sinks import LogThrottle, SinkStats, errno_reason, lines_of
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class RotatingFileSink:
                  compress: bool = False, mode: int = 0o600):
         self.path = os.path.abspath(path)
         self.name = f"file:{self.path}"
+        self.wants = ("json",)
         self.max_bytes = max(1, int(max_bytes))
         self.max_backups = max_backups        # 0 keeps every rotated file (as lumberjack)
         self.compress = compress
@@ -178,7 +179,7 @@ class RotatingFileSink:
         to a new file (counted lost as "file_removed" if that fails too)."""
         # The renderers produce ASCII JSON; backslashreplace keeps the file valid
         # UTF-8 even if some future line carried a lone surrogate.
-        lines = [line.encode("utf-8", "backslashreplace") + b"\n" for line, _meta in batch]
+        lines = [line.encode("utf-8", "backslashreplace") + b"\n" for line in lines_of(batch)]
         self._pending, self._counted = [], 0
         reason = None
         try:
