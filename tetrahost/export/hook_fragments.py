@@ -37,7 +37,9 @@ class HookFragments:
         self._groups: dict[tuple, tuple] = {}
         self._ints: dict[tuple, str] = {}
         from tetrahost.export.encode import dumps
+        from tetrahost.export.hook_json import _NET_ARG_KEYS, render_arg   # hook_json imports this module
         self._dumps = dumps
+        self._render_arg, self._net_kinds = render_arg, _NET_ARG_KEYS
         self._args_json = dumps(ARGS_MARK)
         self._time_json = dumps(TIME_MARK)
 
@@ -68,8 +70,7 @@ class HookFragments:
         return group
 
     def _args(self, rec, plan, process) -> str:
-        from tetrahost.export.hook_json import _NET_ARG_KEYS, render_arg
-        r, raws, ints, dumps = self.renderer, rec.args, self._ints, self._dumps
+        r, raws, ints, dumps, render_arg = self.renderer, rec.args, self._ints, self._dumps, self._render_arg
         parts = []
         for i, kind, arg in plan:
             raw = raws[i]
@@ -84,6 +85,6 @@ class HookFragments:
                 continue
             redactor = r.base.redactor
             binary = bytes_to_text(process.binary) if process is not None and redactor is not None else ""
-            parts.append(dumps(render_arg(kind, arg, raw, r.netns if kind in _NET_ARG_KEYS else None,
+            parts.append(dumps(render_arg(kind, arg, raw, r.netns if kind in self._net_kinds else None,
                                           redactor, binary)))
         return f"[{','.join(parts)}]"
