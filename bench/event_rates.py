@@ -14,7 +14,7 @@ events *produced*.  Once the agent has settled (neither its counters nor its CPU
   received     process_kprobe lines of the generator in the export file;
   counted lost in-kernel losses (the agent's `losses` map, hook + hook_busy
                slots, read with bpftool through the agent's fds) plus what the
-               exporters counted as lost (tetrahost_export_dropped_total);
+               file exporter counted as lost (tetrahost_export_dropped_total);
   unaccounted  produced - received - counted lost (must be 0);
 and where a gap would be: "read" is the agent's count of records of the
 policy (tetragon_policy_events_total), so produced - kernel lost - read is
@@ -157,7 +157,10 @@ class Agent:
         def total(pattern: str) -> int:
             return int(sum(float(m) for m in re.findall(pattern, text, re.M)))
         return {"read": total(r'^tetragon_policy_events_total\{[^}]*policy="bench-event-rates"[^}]*\} (\S+)'),
-                "export_lost": total(r"^tetrahost_export_dropped_total\{[^}]*\} (\S+)"),
+                # the file's own losses: "received" counts its lines (journald has its own below)
+                "export_lost": total(r'^tetrahost_export_dropped_total\{exporter="file:[^}]*\} (\S+)'),
+                "journal_sent": total(r'^tetrahost_export_events_total\{exporter="journald"\} (\S+)'),
+                "journal_lost": total(r'^tetrahost_export_dropped_total\{exporter="journald"\} (\S+)'),
                 "decode_errors": total(r"^tetrahost_decode_errors_total (\S+)")}
 
     def cpu(self) -> float:
@@ -283,7 +286,8 @@ def measure(repo, work, gen, storm, rates, seconds, execs, journald) -> dict:
                                 "kernel_gap": produced - klost - read, "user_gap": read - received - elost,
                                 "decode_errors": m["decode_errors"] - m0["decode_errors"], "read": read,
                                 "cpu": agent.cpu() - cpu0, "faults": agent.minor_faults() - f0,
-                                "settled": time.monotonic() - began})
+                                "settled": time.monotonic() - began,
+                                "journal": (m["journal_sent"] - m0["journal_sent"], m["journal_lost"] - m0["journal_lost"])})
             c.remove_exports(agent.export)      # keep tmpfs small between steps
         res["rss_end"], res["hwm"] = agent.memory()
     finally:
@@ -336,7 +340,7 @@ def main() -> int:
             journal.stop()
 
     print(f"\n## Matched hook events at fixed rates ({args.seconds:g} s per step)\n")
-    print("| checkout | round | target/s | achieved/s | produced | received | counted lost (kernel + exporters) "
+    print("| checkout | round | target/s | achieved/s | produced | received | counted lost (kernel + file exporter) "
           "| unaccounted | kernel / user gap | decode errors | agent CPU µs per record read | page faults per record "
           "| s to settle |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -349,6 +353,15 @@ def main() -> int:
                       f"| {r['kernel_gap']:,} / {r['user_gap']:,} | {r['decode_errors']:,} "
                       f"| {r['cpu'] / max(1, r['read']) * 1e6:.1f} | {r['faults'] / max(1, r['read']):.2f} "
                       f"| {r['settled']:.1f} |")
+    if journald:
+        print("\njournald (all events of the agent during each step, ours and the host's): "
+              "entries sent / dropped (journald busy, queue full)\n")
+        print("| checkout | round | target/s | sent | dropped |")
+        print("|---|---:|---:|---:|---:|")
+        for name, runs in results.items():
+            for rnd, res in enumerate(runs):
+                for r in res["rows"]:
+                    print(f"| {name} | {rnd + 1} | {r['rate']:,} | {r['journal'][0]:,} | {r['journal'][1]:,} |")
     print(f"\n## Exec storm with the {len(SEED)} seed policies ({args.execs} execs) and memory\n")
     print("| checkout | round | agent CPU µs/exec | execs/s | exec / exit events seen | RSS at start MB "
           "| RSS at end MB | peak RSS MB |")
