@@ -371,6 +371,7 @@ class HookEventRenderer:
         self._netns = netns
         self._stacks: StackRenderer | None = None
         self.fragments = HookFragments(self) if fragments else None
+        self._dicts: dict[int, tuple] = {}      # id(process entry) -> (entry, its process dict)
 
     def stacks(self, hs, rec: HookRecord) -> dict:
         """kernel_stack_trace / user_stack_trace of the event, read from its
@@ -444,13 +445,13 @@ class HookEventRenderer:
         if process is None:
             members = {"process": {"pid": rec.pid, "tid": rec.tid, "ns": base._ns_object(tuple(rec.ns))}}
         else:
-            p = base.process_dict(process)
+            p = self._process_dict(process)
             if tuple(rec.ns) != tuple(process.ns) or rec.tid != process.tid:
-                p["ns"], p["tid"] = base._ns_object(tuple(rec.ns)), rec.tid
+                p = {**p, "ns": base._ns_object(tuple(rec.ns)), "tid": rec.tid}
             members = {"process": p}
             parent = self.cache.parent_of(process)
             if parent is not None:
-                members["parent"] = base.process_dict(parent)
+                members["parent"] = self._process_dict(parent)
         out = {kind: {**members, **body}, "node_name": base.node_name, "time": base.format_ktime(rec.ktime)}
         if base.host_fields:
             parent = self.cache.parent_of(process) if process is not None else None
@@ -462,6 +463,16 @@ class HookEventRenderer:
             host.update(self._host_fields(rec, hs, args, action, ret, body))
             out["tetrahost"] = host
         return out
+
+    def _process_dict(self, entry) -> dict:
+        """base.process_dict(entry), kept per entry (its fields never change;
+        shared by the events of a flood: read-only)."""
+        kept = self._dicts.get(id(entry))
+        if kept is None or kept[0] is not entry:
+            if len(self._dicts) >= 4096:
+                self._dicts.clear()
+            kept = self._dicts[id(entry)] = (entry, self.base.process_dict(entry))
+        return kept[1]
 
     def _body(self, rec: HookRecord, hs, process, marks: bool):
         """(event kind, body members after process/parent, argument triples,
