@@ -22,7 +22,7 @@ venv: .venv/.installed
 .venv/.installed: pyproject.toml setup.py
 	test -x $(PY) || /usr/bin/python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip wheel setuptools cffi
-	$(PY) -m pip install -q --no-build-isolation -e '.[test,journald]'
+	$(PY) -m pip install -q --no-build-isolation -e '.[test,journald,fast]'
 	touch $@
 
 constants: tetrahost/constants.py      ## the events.h enums for pure Python (the policy front end)

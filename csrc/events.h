@@ -669,7 +669,9 @@ struct th_hook_event {
 	uint32_t pad3;
 	uint8_t ima_digest[64];   /* TH_IMA_DIGEST_MAX: the digest, as long as its algorithm's */
 	uint8_t data[1536];       /* (TH_MAX_ARGS + 1) * TH_STR_SLOT: argument i at i * 256,
-	                           * the return value at TH_RET_SLOT * 256            */
+	                           * the return value at TH_RET_SLOT * 256.  Submitted
+	                           * up to the end of the last slot used (arg_len,
+	                           * ret_len), not whole: hdr.size says how much    */
 };
 
 /* Key of a hook's int_set map (InMap / NotInMap on integers). */

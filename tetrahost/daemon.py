@@ -1,12 +1,15 @@
-"""The agent's main loop: sensors -> decode -> process cache -> render -> sinks.
+"""The agent's main loop: sensors -> decode -> enrich -> Event -> sinks.
 
 One thread.  It waits on the ring buffer's epoll fd, a wake-up pipe (written
 by the signal handlers) and whatever other fds components register with
 add_reader() (control socket, policy directory watch); add_timer() runs
 periodic work (loss counters, watchdog); add_worker() runs long jobs (policy
-loads) one bounded slice per turn.  Each wake-up drains the ring buffer
-completely and hands the sinks one batch of (json_line, EventMeta), so the
-cost of an export is paid per burst, not per event.
+loads) one bounded slice per turn.  Each wake-up drains the ring buffer and
+hands the sinks batches of Events (tetrahost.events.event) of at most
+BATCH_RECORDS records each, so the cost of an export is paid per burst, not per event, and
+a flood (the kernel refilling the ring as fast as it is read) neither grows
+one batch without bound nor keeps the loop from its other work: a turn reads
+at most TURN_RECORDS records, the rest waits for the next turn.
 
 Nothing a callback raises stops the loop: readers, timers and workers are
 dispatched through one guard that logs the failure and carries on (a hostile
@@ -33,11 +36,12 @@ from dataclasses import dataclass, field
 
 from tetrahost.events.cgroups import CgroupResolver
 from tetrahost.events.decode import DecodeError, decode
-from tetrahost.events.meta import EventMeta, meta_for_process
+from tetrahost.events.enrich import Enricher
+from tetrahost.events.event import FORMS, Event
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
-from tetrahost.export.hook_json import ACTION_NAMES, EVENT_KINDS, HookEventRenderer, user_actions
+from tetrahost.export.hook_json import HookEventRenderer
 from tetrahost.export.tetragon_json import TetragonJSON
 from tetrahost.sensors.mounts import ensure_mounted
 from tetrahost.sensors.process import DEFAULT_RINGBUF_BYTES, ProcessSensor
@@ -49,6 +53,11 @@ LOSS_CHECK_INTERVAL = 1.0    # seconds between reads of the in-kernel loss count
 # than the record, see csrc/bpf/lib/common.bpf.h) until 64 KiB wait, so the
 # loop also drains at this interval: the most a quiet host's event waits.
 DRAIN_INTERVAL = 0.1
+# Records per batch handed to the sinks, and read per loop turn.  A batch of
+# all a flood's records (one unbounded drain) took the agent past 1 GB and
+# was dropped whole at the exporters' bounded queues.
+BATCH_RECORDS = 1024
+TURN_RECORDS = 16 * BATCH_RECORDS
 
 
 @dataclass
@@ -69,7 +78,9 @@ class Agent:
     def __init__(self, sinks, node_name: str | None = None, proc_root: str = "/proc",
                  ringbuf_bytes: int | None = None, policy_files=(), features=None, components=(),
                  pin_dir: str = "", keep_pins: bool = False):
-        """sinks: objects with write_events(list[tuple[str, EventMeta]]) and close();
+        """sinks: objects with write_events(list[Event]) and close(), and
+        `wants`: the Event forms they read ("json", "data", "compact"; "json"
+        when they do not say);
         features: the kernel's probed capabilities (probed when needed if None);
         components: objects with start(agent) and stop(), started once the
         sensors and the policy files given here are in place (control socket,
@@ -98,9 +109,13 @@ class Agent:
         self.host_ns = HostNamespaces.from_proc(proc_root)
         self.renderer = TetragonJSON(self.node_name, self.host_ns)
         self.hook_renderer = HookEventRenderer(self.renderer, self.cache)
+        self.enricher = Enricher(self.cache, self.renderer, self.hook_renderer, self._hook_for_record,
+                                 self.counters.dropped, lambda action, target: self._user_actions().submit(
+                                     action, target))
         self.ringbuf_bytes = ringbuf_bytes or DEFAULT_RINGBUF_BYTES
         self.sensor = ProcessSensor(self._on_record, ringbuf_bytes=self.ringbuf_bytes)
-        self._batch: list[tuple[str, EventMeta]] = []
+        self._batch: list[Event] = []
+        self._ring_behind = False              # the last drain stopped at TURN_RECORDS
         self._readers: dict[int, object] = {}
         self._timers: list[list] = []          # [next_due, interval, callback]
         self._workers: list = []               # callback() -> seconds until it wants the next turn, or None
@@ -141,8 +156,23 @@ class Agent:
         start-up work (policy loads) that runs before the loop does."""
         if getattr(self, "_hold_ring", False):
             return
-        self._guarded(self.sensor.ringbuf.consume, "reading the ring buffer")
-        self._flush()
+        read = 0
+        self._ring_behind = False
+        while read < TURN_RECORDS:
+            n = self._consume(BATCH_RECORDS)
+            self._flush()
+            read += n
+            if n < BATCH_RECORDS:
+                return
+        self._ring_behind = True        # more waiting: the next turn does not sleep
+
+    def _consume(self, limit: int) -> int:
+        """Records read from the ring buffer (at most limit); a failure is logged."""
+        try:
+            return self.sensor.ringbuf.consume(limit)
+        except Exception:
+            log.exception("event loop: reading the ring buffer failed")
+            return 0
 
     def _guarded(self, callback, what) -> None:
         """Run one callback; whatever it raises is logged, never propagated: the
@@ -188,31 +218,12 @@ class Agent:
         self._handle(record)
 
     def _handle(self, record) -> None:
-        if isinstance(record, HookRecord):
-            self._on_hook(record)
-            return
-        event = self.cache.handle(record)
+        event = self.enricher.event(record)
         if event is not None:
-            kind = "process_" + event.kind
-            self._emit(self.renderer.render(event), meta_for_process(kind, event.process, event.ktime))
+            self._emit(event)
 
-    def _on_hook(self, record: HookRecord) -> None:
-        hs = self.policies.hook_for_record(record.hook_id) if self.policies else None
-        if hs is None:      # its policy was unloaded while the record was in flight
-            self.counters.dropped["unknown_hook"] = self.counters.dropped.get("unknown_hook", 0) + 1
-            return
-        hs.events += 1
-        action = ACTION_NAMES.get(record.action, "").removeprefix("KPROBE_ACTION_")
-        kind = EVENT_KINDS[hs.hook.kind]
-        process = self.cache.get_pid(record.pid)
-        meta = meta_for_process(kind, process, record.ktime, pid=record.pid,
-                                policy=hs.policy.name, hook=hs.hook.name,
-                                action="POST" if record.monitor else action,
-                                enforced=not record.monitor and action in ("SIGKILL", "SIGNAL", "OVERRIDE"))
-        self._emit(self.hook_renderer.render(record, hs, process), meta)
-        if not record.monitor:
-            for action, target in user_actions(hs.hook, record):
-                self._user_actions().submit(action, target)
+    def _hook_for_record(self, hook_id: int):
+        return self.policies.hook_for_record(hook_id) if self.policies else None
 
     def _user_actions(self):
         """DnsLookup/GetUrl: a worker thread, started by the first such event."""
@@ -221,13 +232,24 @@ class Agent:
             self.user_actions = UserActions()
         return self.user_actions
 
-    def _emit(self, line: str, meta: EventMeta) -> None:
-        self.counters.events[meta.kind] = self.counters.events.get(meta.kind, 0) + 1
-        self._batch.append((line, meta))
+    def _emit(self, event: Event) -> None:
+        kind = event.meta.kind
+        self.counters.events[kind] = self.counters.events.get(kind, 0) + 1
+        self._batch.append(event)
 
     def _flush(self) -> None:
         if self._batch:
             batch, self._batch = self._batch, []
+            # The forms the sinks read, made here on the loop's thread (the
+            # renderers' caches are its own), once per event for all sinks.
+            wanted = {form for sink in self.sinks for form in getattr(sink, "wants", ("json",))}
+            forms = [f for f in FORMS if f in wanted]
+            if forms == ["json"]:
+                for event in batch:
+                    event.json
+            elif forms:
+                for event in batch:
+                    event.prepare(forms)
             for sink in self.sinks:
                 try:
                     sink.write_events(batch)
@@ -408,7 +430,8 @@ class Agent:
         try:
             while not self._stop:
                 now = time.monotonic()
-                timeout = max(0.0, min(self._work_due, *(t[0] for t in self._timers)) - now)
+                timeout = 0.0 if self._ring_behind else \
+                    max(0.0, min(self._work_due, *(t[0] for t in self._timers)) - now)
                 ready = sel.select(timeout=timeout)
                 began = time.monotonic()
                 for key, _ in ready:

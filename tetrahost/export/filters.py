@@ -21,8 +21,9 @@ EventMatcher (tetrahost/events/matcher.py), shared with `tetra getevents`.
 
 Field filters: `drop_process_fields` removes keys from the "process" and
 "parent" objects of every event (a simple form of Tetragon's fieldFilters with
-action EXCLUDE on process.*).  Costs a JSON parse+dump per exported event, so
-it is only done when configured.
+action EXCLUDE on process.*), working on the Event's dict form (made by the
+renderers, not parsed from its line) and encoding the result: a new Event per
+exported event, so it is only done when configured.
 
 Rate limit: events per minute over all exporters (Tetragon's exportRateLimit),
 a token bucket refilled continuously.  Dropped events are reported, as
@@ -36,8 +37,10 @@ import logging
 import re
 import time
 
+from tetrahost.events.event import Event, metas_of
 from tetrahost.events.matcher import EventMatcher
 from tetrahost.events.meta import EventMeta
+from tetrahost.export.encode import dumps
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +116,23 @@ def parse_filter_list(value, where: str = "") -> list[EventMatcher]:
     return [parse_filter(spec, f"{where}[{i}].") for i, spec in enumerate(specs)]
 
 
-def drop_fields(line: str, fields: frozenset) -> str:
-    event = json.loads(line)
-    for body in event.values():
-        if isinstance(body, dict):
+def drop_fields(item, fields: frozenset) -> Event:
+    """The event without `fields` in its process and parent objects (copies:
+    the renderers' dicts share sub-objects)."""
+    if type(item) is Event:
+        data, meta = item.data, item.meta
+    else:                       # a (line, meta) pair from outside the agent
+        data, meta = json.loads(item[0]), item[1]
+    out = {}
+    for name, body in data.items():
+        if isinstance(body, dict) and ("process" in body or "parent" in body):
+            body = dict(body)
             for key in ("process", "parent"):
                 obj = body.get(key)
                 if isinstance(obj, dict):
-                    for f in fields & obj.keys():
-                        del obj[f]
-    return json.dumps(event, separators=(",", ":"))
+                    body[key] = {k: v for k, v in obj.items() if k not in fields}
+        out[name] = body
+    return Event(meta, json=dumps(out), data=out)
 
 
 class RateLimiter:
@@ -163,6 +173,9 @@ class ExportPipeline:
         self.node_name = node_name
         self.report_interval = report_interval
         self.filtered = 0           # events removed by allow/deny lists
+        # the forms of the events its exporters read, and the dict to drop fields from
+        self.wants = tuple({form for sink in self.sinks for form in getattr(sink, "wants", ("json",))}
+                           | ({"data"} if self.fields else set()))
         self.rate_limited = 0       # events dropped by the rate limit, total
         self._unreported = 0
 
@@ -173,7 +186,7 @@ class ExportPipeline:
 
     def write_events(self, batch) -> None:
         if self.allow or self.deny:
-            kept = [item for item in batch if self._keep(item[1])]
+            kept = [item for item, meta in zip(batch, metas_of(batch)) if self._keep(meta)]
             self.filtered += len(batch) - len(kept)
             batch = kept
         if self.limiter is not None and batch:
@@ -183,7 +196,7 @@ class ExportPipeline:
                 self._unreported += len(batch) - ok
                 batch = batch[:ok]
         if self.fields and batch:
-            batch = [(drop_fields(line, self.fields), meta) for line, meta in batch]
+            batch = [drop_fields(item, self.fields) for item in batch]
         if batch:
             self._deliver(batch)
 
@@ -203,10 +216,10 @@ class ExportPipeline:
         now = time.time_ns()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 1_000_000_000))
         # uint64: a JSON string in protobuf's JSON mapping, as Tetragon writes it
-        line = json.dumps({"rate_limit_info": {"number_of_dropped_process_events": str(n)},
-                           "node_name": self.node_name, "time": f"{stamp}.{now % 1_000_000_000:09d}Z"},
-                          separators=(",", ":"))
-        self._deliver([(line, EventMeta(kind="rate_limit_info", pid=0, binary="", exec_id="", ktime=0))])
+        data = {"rate_limit_info": {"number_of_dropped_process_events": str(n)},
+                "node_name": self.node_name, "time": f"{stamp}.{now % 1_000_000_000:09d}Z"}
+        meta = EventMeta(kind="rate_limit_info", pid=0, binary="", exec_id="", ktime=0)
+        self._deliver([Event(meta, json=dumps(data), data=data)])
 
     # -- component -----------------------------------------------------------------
     def start(self, agent) -> None:

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import json
 import struct
 
 from tetrahost.bpf.native import ffi, lib
@@ -66,6 +65,8 @@ from tetrahost.events import netns as _netns
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
 from tetrahost.events.text import bytes_to_text, os_text
+from tetrahost.export.encode import dumps
+from tetrahost.export.hook_fragments import ARGS_MARK, TIME_MARK, HookFragments
 from tetrahost.export.ima import ima_hash_text
 from tetrahost.export.kobj_json import KOBJ_KINDS, render_kobj, signature_known
 from tetrahost.export.stacks import StackRenderer
@@ -113,7 +114,7 @@ _BUF_FAULT = 1 << lib.TH_BUF_FAULT_SHIFT
 EVENT_KINDS = {"kprobe": "process_kprobe", "lsm": "process_lsm", "tracepoint": "process_tracepoint",
                "uprobe": "process_uprobe", "usdt": "process_usdt"}
 _NO_ACTION_FIELD = ("uprobe", "usdt")    # Tetragon's ProcessUprobe / ProcessUsdt have no "action"
-_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+_dumps = dumps      # tetrahost.export.encode: orjson when installed, same text
 
 
 _text = bytes_to_text
@@ -356,11 +357,16 @@ def user_actions(hook, rec: HookRecord) -> list[tuple[str, str]]:
 
 
 class HookEventRenderer:
-    def __init__(self, base: TetragonJSON, cache: ProcessCache, netns: _netns.NetnsResolver | None = None):
+    def __init__(self, base: TetragonJSON, cache: ProcessCache, netns: _netns.NetnsResolver | None = None,
+                 fragments: bool = True):
+        """fragments: reuse the rendered parts of earlier events of the same
+        process and hook (tetrahost.export.hook_fragments)."""
         self.base = base
         self.cache = cache
         self._netns = netns
         self._stacks: StackRenderer | None = None
+        self.fragments = HookFragments(self) if fragments else None
+        self._dicts: dict[int, tuple] = {}      # id(process entry) -> (entry, its process dict)
 
     def stacks(self, hs, rec: HookRecord) -> dict:
         """kernel_stack_trace / user_stack_trace of the event, read from its
@@ -407,11 +413,67 @@ class HookEventRenderer:
     def render(self, rec: HookRecord, hs, process=_LOOK_UP) -> str:
         """hs: the tetrahost.runtime.state.HookState the record's hook_id names;
         process: the record's cache entry when the caller already looked it up."""
-        hook, policy = hs.hook, hs.policy
-        base = self.base
         if process is _LOOK_UP:
             process = self.cache.get_pid(rec.pid)
+        if self.fragments is not None and not self.base.host_fields and self.fragments.applies(rec):
+            return self.fragments.line(rec, hs, process)
+        return self.render_full(rec, hs, process)
+
+    def render_full(self, rec: HookRecord, hs, process, marks: bool = False) -> str:
+        """The whole line, every part rendered anew.  marks: "args" and "time"
+        hold place-holders (hook_fragments cuts the line there)."""
+        base = self.base
         members = self._process_members(rec, process)
+        kind, body, args, ret, action = self._body(rec, hs, process, marks)
+        rest = _dumps(body)[1:-1]
+        host = ""
+        if base.host_fields:
+            host = base.host_member(process, self.cache.parent_of(process) if process is not None else None,
+                                    _dumps(self._host_fields(rec, hs, args, action, ret, body))[1:-1])
+        return (f'{{"{kind}":{{{",".join(members)},{rest}}},"node_name":{_dumps(base.node_name)},'
+                f'"time":{_dumps(TIME_MARK if marks else base.format_ktime(rec.ktime))}{host}}}')
+
+    def event_dict(self, rec: HookRecord, hs, process) -> dict:
+        """The same event as a dict, from the same objects (compact, field filters)."""
+        base = self.base
+        kind, body, args, ret, action = self._body(rec, hs, process, False)
+        if process is None:
+            members = {"process": {"pid": rec.pid, "tid": rec.tid, "ns": base._ns_object(tuple(rec.ns))}}
+        else:
+            p = self._process_dict(process)
+            if tuple(rec.ns) != tuple(process.ns) or rec.tid != process.tid:
+                p = {**p, "ns": base._ns_object(tuple(rec.ns)), "tid": rec.tid}
+            members = {"process": p}
+            parent = self.cache.parent_of(process)
+            if parent is not None:
+                members["parent"] = self._process_dict(parent)
+        out = {kind: {**members, **body}, "node_name": base.node_name, "time": base.format_ktime(rec.ktime)}
+        if base.host_fields:
+            parent = self.cache.parent_of(process) if process is not None else None
+            host = {}
+            if process is not None:
+                host["process"] = base.host_process(process)
+            if parent is not None:
+                host["parent"] = base.host_process(parent)
+            host.update(self._host_fields(rec, hs, args, action, ret, body))
+            out["tetrahost"] = host
+        return out
+
+    def _process_dict(self, entry) -> dict:
+        """base.process_dict(entry), kept per entry (its fields never change;
+        shared by the events of a flood: read-only)."""
+        kept = self._dicts.get(id(entry))
+        if kept is None or kept[0] is not entry:
+            if len(self._dicts) >= 4096:
+                self._dicts.clear()
+            kept = self._dicts[id(entry)] = (entry, self.base.process_dict(entry))
+        return kept[1]
+
+    def _body(self, rec: HookRecord, hs, process, marks: bool):
+        """(event kind, body members after process/parent, argument triples,
+        return object, action name) of a hook event."""
+        hook, policy = hs.hook, hs.policy
+        base = self.base
         binary = bytes_to_text(process.binary) if process is not None and base.redactor is not None else ""
         body: dict = {}
         if hook.kind == "tracepoint":
@@ -428,8 +490,9 @@ class HookEventRenderer:
             body["function_name"] = function_name(hook, rec.syscall_nr, rec.compat)
         args = [(kind, arg, raw) for kind, arg, raw in zip(hs.compiled.arg_kinds, hook.args, rec.args)
                 if kind != lib.TH_ARG_NONE]
-        body["args"] = [render_arg(kind, arg, raw, self.netns if kind in _NET_ARG_KEYS else None,
-                                   base.redactor, binary) for kind, arg, raw in args]
+        body["args"] = ARGS_MARK if marks else [
+            render_arg(kind, arg, raw, self.netns if kind in _NET_ARG_KEYS else None, base.redactor, binary)
+            for kind, arg, raw in args]
         ret = None
         if rec.retval is not None:
             ret = render_return(hook, rec.retval, rec.ret_raw, self.netns if rec.ret_raw else None)
@@ -451,21 +514,11 @@ class HookEventRenderer:
             body["message"] = hook.message
         if hook.tags:
             body["tags"] = list(hook.tags)
-        kind = EVENT_KINDS[hook.kind]
-        rest = _dumps(body)[1:-1]
-        host = ""
-        if base.host_fields:
-            fields = self._host_fields(rec, hs, args, action)
-            if ret is not None and "return" not in body:
-                fields["return_arg"] = ret
-            extra = _dumps(fields)[1:-1]
-            host = base.host_member(process, self.cache.parent_of(process) if process is not None else None,
-                                    extra)
-        return (f'{{"{kind}":{{{",".join(members)},{rest}}},"node_name":{_dumps(base.node_name)},'
-                f'"time":{_dumps(base.format_ktime(rec.ktime))}{host}}}')
+        return EVENT_KINDS[hook.kind], body, args, ret, action
 
-    def _host_fields(self, rec: HookRecord, hs, args, action: str) -> dict:
-        """The hook event's members of the "tetrahost" object (export.host_fields)."""
+    def _host_fields(self, rec: HookRecord, hs, args, action: str, returned, body) -> dict:
+        """The hook event's members of the "tetrahost" object (export.host_fields);
+        returned: the return object, kept here when the body has no "return"."""
         out: dict = {"selector": rec.selector}
         known = rec.action in ACTION_NAMES      # Set is not among Tetragon's KprobeAction names
         if hs.hook.kind in _NO_ACTION_FIELD and (known or rec.monitor):
@@ -509,4 +562,6 @@ class HookEventRenderer:
             fields = net_host_fields(lib.TH_ARG_SOCK, rec.ret_raw, self.netns)
             if fields:
                 out["return"] = fields
+        if returned is not None and "return" not in body:
+            out["return_arg"] = returned
         return out

@@ -13,8 +13,9 @@ Each event becomes one entry:
 so `journalctl -u tetrahost TETRAGON_ACTION=SIGKILL` and `journalctl -o json` work.
 
 In the agent JournaldSink runs behind ThreadedSink (tetrahost/export/sinks.py):
-building an entry parses the event's JSON for MESSAGE, work that does not
-belong on the ring-buffer consumer's thread.  A worker that falls behind
+MESSAGE is the Event's compact line, made once on the loop's thread from the
+event's dict (shared with a compact stdout, never parsed back from the JSON);
+encoding and sending the entries happen on the worker thread.  A worker that falls behind
 loses whole batches at the queue, counted in stats.dropped like any
 threaded exporter.
 
@@ -45,6 +46,7 @@ import os
 import socket
 import struct
 
+from tetrahost.events.event import Event
 from tetrahost.export.sinks import LogThrottle, SinkStats, errno_reason
 
 log = logging.getLogger(__name__)
@@ -125,17 +127,23 @@ def journal_available(path: str = JOURNAL_SOCKET) -> bool:
 
 def _compact(line: str, meta) -> str:
     from tetrahost.export.compact import CompactError, format_line
-    from tetrahost.export.terminal import terminal_text
     try:
         return format_line(line)
     except (CompactError, ValueError):
-        return terminal_text(f"{meta.event_type} {meta.binary}".strip())
+        return _fallback(meta)
 
 
-def event_fields(line: str, meta) -> dict:
-    """The journal fields of one event (empty TETRAGON_* values left out)."""
+def _fallback(meta) -> str:
+    """MESSAGE of an event the compact form cannot show (rate_limit_info)."""
+    from tetrahost.export.terminal import terminal_text
+    return terminal_text(f"{meta.event_type} {meta.binary}".strip())
+
+
+def event_fields(line: str, meta, message: str = "") -> dict:
+    """The journal fields of one event (empty TETRAGON_* values left out);
+    message: its compact line when made already, else made from the line."""
     fields = {
-        "MESSAGE": _compact(line, meta),
+        "MESSAGE": message or _compact(line, meta),
         "PRIORITY": PRIORITY_WARNING if meta.enforced else PRIORITY_INFO,
         "SYSLOG_IDENTIFIER": IDENTIFIER,
         "TETRAGON_EVENT": meta.event_type,
@@ -152,6 +160,7 @@ def event_fields(line: str, meta) -> dict:
 
 class JournaldSink:
     name = "journald"
+    wants = ("json", "compact")
 
     def __init__(self, path: str = JOURNAL_SOCKET):
         self.path = path
@@ -160,8 +169,11 @@ class JournaldSink:
         self._throttle = LogThrottle(log)
 
     def write_events(self, batch) -> None:
-        for i, (line, meta) in enumerate(batch):
-            data = encode_entry(event_fields(line, meta))
+        for i, item in enumerate(batch):
+            if type(item) is Event:
+                data = encode_entry(event_fields(item.json, item.meta, item.compact or _fallback(item.meta)))
+            else:                   # a (line, meta) pair from outside the agent
+                data = encode_entry(event_fields(item[0], item[1]))
             try:
                 sent = self._sock.send(data)
             except OSError as exc:

@@ -72,14 +72,23 @@ class LogThrottle:
         self.logger.warning(msg, *args)
 
 
+def lines_of(batch) -> list[str]:
+    """The JSON lines of a batch of Events (or of (line, meta) pairs)."""
+    from tetrahost.events.event import Event
+    if batch and type(batch[0]) is Event:
+        return [event.json for event in batch]
+    return [item[0] for item in batch]
+
+
 class LineSink:
-    """Lines to a stream, one write per batch; `compact` turns JSON into Tetragon's one-liners."""
+    """Lines to a stream, one write per batch; `compact` writes Tetragon's one-liners."""
 
     def __init__(self, stream, name: str, owns_stream: bool = True, compact: bool = False):
         self.stream = stream
         self.name = name
         self._owns = owns_stream
         self.compact = compact
+        self.wants = ("compact",) if compact else ("json",)
         self.stats = SinkStats()
         self._throttle = LogThrottle(log)
 
@@ -87,19 +96,23 @@ class LineSink:
     def lines_written(self) -> int:
         return self.stats.events
 
-    def _render(self, line: str) -> str:
+    @staticmethod
+    def _render(item) -> str:
+        from tetrahost.events.event import Event
+        if type(item) is Event:
+            return item.compact or item.json    # not a kind the compact form knows (rate_limit_info): JSON
         from tetrahost.export.compact import CompactError, format_line
         try:
-            return format_line(line)
+            return format_line(item[0])         # a (line, meta) pair from outside the agent
         except (CompactError, ValueError):
-            return line          # not an event the compact form knows (rate_limit_info...): keep JSON
+            return item[0]
 
     def write_events(self, batch) -> None:
-        """batch: list of (json_line, EventMeta); one write per batch."""
+        """batch: list of Events (or (json_line, EventMeta) pairs); one write per batch."""
         if self.compact:
-            text = "".join(self._render(line) + "\n" for line, _ in batch)
+            text = "".join(self._render(item) + "\n" for item in batch)
         else:
-            text = "".join(line + "\n" for line, _ in batch)
+            text = "".join(line + "\n" for line in lines_of(batch))
         try:
             self.stream.write(text)
             self.stream.flush()
@@ -143,6 +156,7 @@ class ThreadedSink:
         self.inner = inner
         self.name = inner.name
         self.stats = inner.stats
+        self.wants = getattr(inner, "wants", ("json",))    # made on the loop's thread before queueing
         self.max_events = max_events
         self.drain_timeout = drain_timeout
         self._queue: collections.deque = collections.deque()

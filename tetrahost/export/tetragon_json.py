@@ -69,6 +69,7 @@ from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessEntry, ProcessEvent
 from tetrahost.events.records import NAMESPACE_KINDS
 from tetrahost.events.text import bytes_to_text, os_text
+from tetrahost.export.encode import dumps
 
 # The kernel's names, bit by bit (capability_arg's "name" is a plain string in
 # Tetragon's schema and carries these).
@@ -87,7 +88,7 @@ KERNEL_CAPABILITY_NAMES = (
 # sets (process.cap, process_credentials caps, cred_arg): bit 1 is "DAC_OVERRIDE".
 CAPABILITY_NAMES = tuple("DAC_OVERRIDE" if n == "CAP_DAC_OVERRIDE" else n for n in KERNEL_CAPABILITY_NAMES)
 
-_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+_dumps = dumps      # tetrahost.export.encode: orjson when installed, same text
 
 
 @lru_cache(maxsize=1024)

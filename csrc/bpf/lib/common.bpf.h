@@ -85,4 +85,29 @@ static __always_inline void submit(void *rec, __u64 size, __u32 slot)
 		count_loss(slot);
 }
 
+/* A hook record goes out up to the end of its last used argument slot (or of
+ * the return slot when it is used), not whole: one integer argument makes a
+ * 196-byte record instead of 1,728 bytes, so the ring buffer holds eight
+ * times more of them under a flood and the consumer copies less.  The size goes in
+ * hdr.size too (csrc/events.h, struct th_hook_event). */
+static __always_inline void submit_hook(struct th_hook_event *ev)
+{
+	__u32 end = 0;
+
+	for (int i = 0; i < TH_MAX_ARGS; i++) {
+		__u32 n = ev->arg_len[i];
+
+		if (n)
+			end = i * TH_STR_SLOT + (n < TH_STR_SLOT ? n : TH_STR_SLOT);
+	}
+	if (ev->ret_len)
+		end = TH_RET_SLOT * TH_STR_SLOT + (ev->ret_len < TH_STR_SLOT ? ev->ret_len : TH_STR_SLOT);
+	end += __builtin_offsetof(struct th_hook_event, data);
+	BARRIER_MASK(end, 2047);          /* a bound the verifier sees; the struct is < 2048 */
+	if (end > sizeof(*ev))
+		end = sizeof(*ev);
+	ev->hdr.size = end;
+	submit(ev, end, TH_LOSS_HOOK);
+}
+
 #endif

@@ -53,7 +53,7 @@ static __always_inline long ima_post(__u64 object, struct file *file)
 		return 0;
 	algo = bpf_ima_file_hash(file, ev->ima_digest, sizeof(ev->ima_digest));
 	ev->ima_algo = algo < 0 ? -1 : algo;
-	submit(ev, sizeof(*ev), TH_LOSS_HOOK);
+	submit_hook(ev);
 	bpf_map_delete_elem(&ima_parked, &key);
 	return 0;
 }

@@ -90,7 +90,7 @@ static __always_inline void handle_return(__u64 raw)
 		bool post = !m->op || int_matches(m, ret) != (bool)m->negate;
 
 		if (post && rate_allows(&cfg->selectors[index], index, id, ev->hdr.ktime))
-			submit(ev, sizeof(*ev), TH_LOSS_HOOK);
+			submit_hook(ev);
 	}
 	bpf_map_delete_elem(&pending, &id);
 }

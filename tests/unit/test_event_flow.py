@@ -1,0 +1,159 @@
+"""decode -> enrich -> Event -> sinks: each form of an event is made once and
+only when a sink wants it, the compact line comes from the event's dict (the
+same line format_line makes from the JSON), and no sink on the agent's path
+parses an event's JSON back."""
+import io
+import json
+import socket
+from types import SimpleNamespace
+
+import pytest
+from test_hook_fragments import hook_state, rec
+from test_proccache import exec_rec, exit_rec, seeded_cache
+
+from tetrahost.bpf.native import lib
+from tetrahost.events.enrich import Enricher
+from tetrahost.events.event import Event
+from tetrahost.export import journald
+from tetrahost.export.compact import format_line
+from tetrahost.export.filters import ExportPipeline
+from tetrahost.export.hook_json import HookEventRenderer
+from tetrahost.export.sinks import LineSink, SinkStats
+from tetrahost.export.tetragon_json import TetragonJSON
+
+
+def enricher(fake_proc, host_fields=False):
+    cache = seeded_cache(fake_proc)
+    base = TetragonJSON("host1")
+    base.host_fields = host_fields
+    hs = hook_state()
+    hs.events, hs.hook_id = 0, 1
+    dropped = {}
+    e = Enricher(cache, base, HookEventRenderer(base, cache), lambda i: hs if i == 1 else None, dropped,
+                 lambda *a: None)
+    return e, cache, hs, dropped
+
+
+KILL = lib.TH_ACTION_SIGKILL
+
+
+def events(fake_proc, host_fields=False, e=None):
+    if e is None:
+        e = enricher(fake_proc, host_fields)[0]
+    out = [e.event(exec_rec(200, 100, 1_000_000, binary=b"/usr/bin/cat", args=[b"a b", b"\x1b[2J"]))]
+    out.append(e.event(rec(2_000_000_000)))
+    out.append(e.event(rec(2_000_000_001, selector=1, action=KILL, path=b"/tmp/\x1b]0;x")))
+    out.append(e.event(exit_rec(200, 3_000_000_000, code=9)))
+    return out
+
+
+@pytest.mark.parametrize("host_fields", [False, True])
+def test_compact_and_dict_from_the_renderers_match_the_line(fake_proc, host_fields):
+    e = enricher(fake_proc, host_fields)[0]
+    for ev in events(fake_proc, e=e):
+        assert ev.data == json.loads(ev.json)
+        assert ev.compact == format_line(ev.json)
+    for ev in events(fake_proc, e=e):           # compact first, before any JSON was made
+        compact = ev.compact
+        assert ev.json_made is None and compact == format_line(ev.json)
+
+
+def test_each_form_is_made_once(fake_proc):
+    e, cache, hs, _ = enricher(fake_proc)
+    calls = []
+    real = e.hook_renderer.render
+    e.hook_renderer.render = lambda *a: calls.append(1) or real(*a)
+    ev = e.event(rec(2_000_000_000))
+    assert calls == []                       # nothing made before a sink asks
+    assert ev.json is ev.json and ev.compact is ev.compact
+    line, meta = ev                          # still usable as a (line, meta) pair
+    assert line == ev.json and meta is ev.meta and ev[1] is ev.meta
+    assert calls == [1]
+
+
+def test_enrich_counts_and_drops(fake_proc):
+    e, cache, hs, dropped = enricher(fake_proc)
+    assert e.event(rec(1, pid=200)).meta.pid == 200 and hs.events == 1
+    r = rec(2)
+    r.hook_id = 99
+    assert e.event(r) is None and dropped == {"unknown_hook": 1}
+    unknown = e.event(rec(3, pid=4242, tid=4242))
+    assert unknown.meta.pid == 4242 and unknown.meta.binary == ""
+    killed = e.event(rec(4, selector=1, action=KILL))
+    assert killed.meta.action == "SIGKILL" and killed.meta.enforced
+    assert e.event(rec(5, selector=1, action=KILL, monitor=True)).meta.action == "POST"
+
+
+class Recorder:
+    name = "recorder"
+
+    def __init__(self, wants):
+        self.wants = wants
+        self.stats = SinkStats()
+        self.batches = []
+
+    def write_events(self, batch):
+        self.batches.append(batch)
+
+
+def test_the_agent_makes_only_what_its_sinks_want(fake_proc):
+    from tetrahost.daemon import Agent
+    e, cache, hs, _ = enricher(fake_proc)
+    agent = Agent.__new__(Agent)
+    agent.counters = SimpleNamespace(events={})
+    agent._batch = []
+    agent.sinks = [Recorder(())]
+    made = []
+    e.hook_renderer.render = lambda *a: made.append("json") or "{}"
+    agent._emit(e.event(rec(1)))
+    agent._flush()
+    assert made == []                         # a metrics-only agent renders no JSON
+    agent.sinks = [Recorder(()), Recorder(("json",))]
+    agent._emit(e.event(rec(2)))
+    agent._flush()
+    assert made == ["json"]
+
+
+@pytest.fixture
+def no_json_parsing(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("an event's JSON was parsed back")
+    monkeypatch.setattr(json, "loads", refuse)
+    try:
+        import orjson
+        monkeypatch.setattr(orjson, "loads", refuse)
+    except ImportError:
+        pass
+
+
+def test_no_sink_parses_the_json_back(fake_proc, tmp_path, no_json_parsing):
+    batch = events(fake_proc)
+    out = io.StringIO()
+    LineSink(out, "stdout", owns_stream=False, compact=True).write_events(batch)
+    assert out.getvalue().splitlines()[1] == "📬️ openat  host1 /usr/bin/cat /etc/passwd"
+    assert "\\x1b" in out.getvalue() and "\x1b" not in out.getvalue()     # escaped for a terminal
+    path = str(tmp_path / "journal.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    sink = journald.JournaldSink(path)
+    sink.write_events(batch)
+    assert sink.stats.events == len(batch)
+    first = server.recv(1 << 20)
+    assert b"MESSAGE=\xf0\x9f\x9a\x80 process host1 /usr/bin/cat" in first
+    sink.close()
+    server.close()
+    kept = Recorder(("json",))
+    pipeline = ExportPipeline([kept], drop_process_fields=["cap", "ns"])
+    assert set(pipeline.wants) == {"json", "data"}
+    pipeline.write_events(batch)
+    (dropped,) = kept.batches
+    assert all('"ns":' not in ev.json for ev in dropped)
+    assert dropped[1].data["process_kprobe"]["process"]["binary"] == "/usr/bin/cat"
+
+
+def test_field_filter_keeps_the_renderers_dicts_intact(fake_proc):
+    batch = events(fake_proc)
+    before = batch[1].json
+    ExportPipeline([Recorder(("json",))], drop_process_fields=["cap", "ns"]).write_events(batch)
+    assert json.loads(before) == batch[1].data        # the shared dicts were not mutated
+    assert '"ns":' in batch[1].json

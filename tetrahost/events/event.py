@@ -1,0 +1,101 @@
+"""One typed event on its way to the sinks.
+
+The enrichment stage (tetrahost.events.enrich) makes one Event per kernel
+record worth exporting: its EventMeta (what filters, journald fields, metrics
+and the control socket read), and how to produce its forms:
+
+  json     the Tetragon JSON line (file, journald's TETRAGON_JSON, stdout,
+           Elasticsearch, the control socket)
+  data     the same event as a dict, built from the renderer's own objects,
+           never parsed back from the line (field filters, compact)
+  compact  the one-line human form (stdout compact, journald's MESSAGE)
+
+Each form is produced once, the first time a sink asks, and shared by every
+sink after it.  The renderers keep state of the loop's thread (the process
+cache, time and namespace caches), so the agent asks for the forms its sinks
+want on that thread (Agent.prepare) before a batch goes to exporters' worker
+threads; a form nobody wants is never produced.
+
+Sinks written for (json_line, meta) pairs still work: an Event unpacks as
+one (`for line, meta in batch`) and indexes as one (event[1] is the meta).
+"""
+from __future__ import annotations
+
+from tetrahost.events.meta import EventMeta
+
+FORMS = ("json", "data", "compact")
+
+
+class Event:
+    __slots__ = ("meta", "_json", "_data", "_compact", "_render_json", "_render_data", "_source")
+
+    def __init__(self, meta: EventMeta, render_json=None, render_data=None, source=(),
+                 json: str | None = None, data: dict | None = None):
+        """render_json(*source) -> str and render_data(*source) -> dict make
+        the forms; json, data: forms that exist already (rate_limit_info)."""
+        self.meta = meta
+        self._json = json
+        self._data = data
+        self._compact = None
+        self._render_json = render_json
+        self._render_data = render_data
+        self._source = source
+
+    @property
+    def json(self) -> str:
+        text = self._json
+        if text is None:
+            text = self._json = self._render_json(*self._source)
+        return text
+
+    @property
+    def data(self) -> dict:
+        d = self._data
+        if d is None:
+            if self._render_data is None:
+                raise ValueError(f"{self.meta.kind}: no dict form")
+            d = self._data = self._render_data(*self._source)
+        return d
+
+    @property
+    def json_made(self) -> str | None:
+        """The line if it was produced already, else None (without producing it)."""
+        return self._json
+
+    @property
+    def compact(self) -> str:
+        """The compact line ("" for a kind it cannot show: the caller falls back to JSON)."""
+        text = self._compact
+        if text is None:
+            from tetrahost.export.compact import CompactError, compact_of
+            try:
+                text = compact_of(self)
+            except (CompactError, ValueError):
+                text = ""
+            self._compact = text
+        return text
+
+    def prepare(self, forms) -> None:
+        """Produce `forms` now (names from FORMS), on the loop's thread."""
+        for form in forms:
+            getattr(self, form)
+
+    # -- as a (json_line, meta) pair -------------------------------------------------
+    def __iter__(self):
+        return iter((self.json, self.meta))
+
+    def __getitem__(self, i):
+        return self.meta if i == 1 else (self.json, self.meta)[i]
+
+    def __len__(self) -> int:
+        return 2
+
+    def __repr__(self) -> str:
+        return f"Event({self.meta.kind}, pid {self.meta.pid})"
+
+
+def metas_of(batch) -> list[EventMeta]:
+    """The EventMeta of each item of a batch of Events (or of (line, meta) pairs)."""
+    if batch and type(batch[0]) is Event:
+        return [event.meta for event in batch]
+    return [item[1] for item in batch]
