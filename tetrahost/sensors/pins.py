@@ -67,6 +67,9 @@ def parse_manifest(raw: bytes) -> dict:
     for key, kind in (("build", str), ("generation", int), ("ringbuf_bytes", int), ("files", dict)):
         if not isinstance(doc.get(key), kind):
             raise ManifestError(f"{key}: expected {kind.__name__}, got {type(doc.get(key)).__name__}")
+    used = doc.get("hook_ids_used", 0)      # (absent in manifests of earlier builds)
+    if not isinstance(used, int) or isinstance(used, bool) or used < 0:
+        raise ManifestError(f"hook_ids_used: expected a non-negative int, got {used!r}")
     for path, entry in doc["files"].items():
         where = f"files.{path}"
         if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str) \
@@ -101,6 +104,9 @@ class PinStore:
         self.adopted = False                 # True: this agent continues previous["generation"]
         self.generation = 0
         self.ringbuf_bytes = 0
+        # The highest hook id any agent of this directory gave out (see
+        # highest_hook_id); the manifest carries it on.
+        self.hook_ids_used = 0
 
     # -- start ---------------------------------------------------------------------
     def open(self, ringbuf_bytes: int) -> bool:
@@ -116,6 +122,7 @@ class PinStore:
             log.error("pinned state: the manifest is not trusted and will be replaced: %s", self.problem)
         prev = self.previous
         gens = self.generations()
+        self.hook_ids_used = self.highest_hook_id()
         if prev is not None and prev["build"] != self.build:
             self.problem = f"pinned by another build ({prev['build']}, this is {self.build}): replaced"
         elif prev is not None and prev["ringbuf_bytes"] != ringbuf_bytes:
@@ -147,6 +154,26 @@ class PinStore:
         return {h["id"]: (path, entry["digest"], pol["name"], i)
                 for path, entry in self.previous["files"].items()
                 for pol in entry["policies"] for i, h in enumerate(pol["hooks"])}
+
+    def highest_hook_id(self) -> int:
+        """Hook ids go into the records, and a record can be read after its
+        hook is gone: from a replaced generation's ring buffer (an upgrade
+        numbers its hooks afresh) or left behind by a killed agent.  A new
+        hook must never take an id an earlier agent used, or such a record
+        is reported as another policy's event.  The highest id known: the
+        manifest's high-water mark and hooks, and every generation's hook
+        directories (what a crash left unlisted)."""
+        ids = {0}
+        prev = self.previous
+        if prev is not None:
+            ids.add(prev.get("hook_ids_used", 0))
+            ids |= {h["id"] for e in prev["files"].values() for p in e["policies"] for h in p["hooks"]}
+        for gen in self.generations():
+            try:
+                ids |= {int(n) for n in os.listdir(self.path(f"g{gen}", "hooks")) if n.isdigit()}
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+        return max(ids)
 
     def pinned_files(self) -> dict:
         """path -> manifest entry of the policy files the adopted generation enforces."""
@@ -186,7 +213,7 @@ class PinStore:
     def write_manifest(self, files: dict) -> None:
         doc = {"magic": MAGIC, "layout": PIN_LAYOUT, "build": self.build, "generation": self.generation,
                "ringbuf_bytes": self.ringbuf_bytes, "agent_pid": os.getpid(), "written": time.time(),
-               "records": records_layout_id(), "files": files}
+               "records": records_layout_id(), "hook_ids_used": self.hook_ids_used, "files": files}
         pinned.write_blob(self.path(MANIFEST), json.dumps(doc, sort_keys=True).encode())
 
     # -- removal -------------------------------------------------------------------
