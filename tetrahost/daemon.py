@@ -386,6 +386,8 @@ class Agent:
                 except Exception:
                     log.exception("stopping %s failed", component)
             self._hold_ring = False
+            if self._ready:     # the last reading of the loss counters, for the stop line
+                self._guarded(self._check_losses, "reading the loss counters")
             self._shutdown_kernel_side()
             self._flush()
             for sink in self.sinks:
@@ -395,9 +397,24 @@ class Agent:
                 signal.signal(sig, handler)
             os.close(wake_r)
             os.close(wake_w)
-        log.info("tetrahost stopped: %d records, %s; longest loop turn %.3f s", self.counters.records,
-                 self.counters.events, self.counters.longest_turn)
+        log.info("tetrahost stopped: %d records, %s; longest loop turn %.3f s; %s", self.counters.records,
+                 self.counters.events, self.counters.longest_turn, self.loss_summary())
         return 0
+
+    def loss_summary(self) -> str:
+        """What this agent lost, by where and why ("lost: none" or "lost: N (...)"):
+        its metrics go with the process, so the stop line keeps the count of an
+        agent a restart replaces."""
+        parts = [(f"kernel {kind}", n) for kind, n in self.counters.lost.items()]
+        parts += [(f"dropped {reason}", n) for reason, n in self.counters.dropped.items()]
+        for sink in self.sinks:
+            stats = getattr(sink, "stats", None)
+            for reason, n in (getattr(stats, "lost_by_reason", None) or {}).items():
+                parts.append((f"{getattr(sink, 'name', 'sink')} {reason}", n))
+        parts = [(what, n) for what, n in parts if n]
+        if not parts:
+            return "lost: none"
+        return f"lost: {sum(n for _, n in parts)} ({', '.join(f'{what} {n}' for what, n in parts)})"
 
     def _loop(self, wake_r: int) -> None:
         self._sel = sel = selectors.DefaultSelector()
