@@ -28,6 +28,8 @@ def test_a_valid_manifest_parses():
     (_doc(generation="3"), "generation: expected int"),
     (_doc(hook_ids_used="9"), "hook_ids_used: expected a non-negative int"),
     (_doc(hook_ids_used=-1), "hook_ids_used: expected a non-negative int"),
+    (_doc(losses_reported={"exec": "2"}), "losses_reported: expected record kind"),
+    (_doc(losses_reported=[1]), "losses_reported: expected record kind"),
     (_doc(files={"/p.yaml": {"digest": "d"}}), "files./p.yaml: expected digest and policies"),
     (_doc(files={"/p.yaml": {"digest": "d", "policies": [{"name": "x", "hooks": [{"id": -1, "links": 1,
                                                                                    "config": "c"}]}]}}),

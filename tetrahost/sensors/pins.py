@@ -68,8 +68,11 @@ def parse_manifest(raw: bytes) -> dict:
         if not isinstance(doc.get(key), kind):
             raise ManifestError(f"{key}: expected {kind.__name__}, got {type(doc.get(key)).__name__}")
     used = doc.get("hook_ids_used", 0)      # (absent in manifests of earlier builds)
-    if not isinstance(used, int) or isinstance(used, bool) or used < 0:
+    if not _count(used):
         raise ManifestError(f"hook_ids_used: expected a non-negative int, got {used!r}")
+    reported = doc.get("losses_reported", {})
+    if not isinstance(reported, dict) or not all(isinstance(k, str) and _count(v) for k, v in reported.items()):
+        raise ManifestError(f"losses_reported: expected record kind -> non-negative int, got {reported!r}")
     for path, entry in doc["files"].items():
         where = f"files.{path}"
         if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str) \
@@ -86,6 +89,10 @@ def parse_manifest(raw: bytes) -> dict:
                 if not ok:
                     raise ManifestError(f"{where}.policies[{i}].hooks[{j}]: expected id, links, config, dispatch")
     return doc
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def _valid_dispatch(d) -> bool:
@@ -107,6 +114,10 @@ class PinStore:
         # The highest hook id any agent of this directory gave out (see
         # highest_hook_id); the manifest carries it on.
         self.hook_ids_used = 0
+        # In-kernel loss counts (record kind -> n) of this generation the
+        # agents before this one have reported: the counters are cumulative
+        # and outlive agents, each agent reports what is beyond this.
+        self.losses_reported: dict[str, int] = {}
 
     # -- start ---------------------------------------------------------------------
     def open(self, ringbuf_bytes: int) -> bool:
@@ -132,6 +143,7 @@ class PinStore:
         elif prev is not None:
             self.adopted = True
             self.generation = prev["generation"]
+            self.losses_reported = dict(prev.get("losses_reported", {}))
             log.info("pinned state: adopting generation g%d of %s", self.generation, self.root)
             return True
         if self.problem:
@@ -213,7 +225,8 @@ class PinStore:
     def write_manifest(self, files: dict) -> None:
         doc = {"magic": MAGIC, "layout": PIN_LAYOUT, "build": self.build, "generation": self.generation,
                "ringbuf_bytes": self.ringbuf_bytes, "agent_pid": os.getpid(), "written": time.time(),
-               "records": records_layout_id(), "hook_ids_used": self.hook_ids_used, "files": files}
+               "records": records_layout_id(), "hook_ids_used": self.hook_ids_used,
+               "losses_reported": self.losses_reported, "files": files}
         pinned.write_blob(self.path(MANIFEST), json.dumps(doc, sort_keys=True).encode())
 
     # -- removal -------------------------------------------------------------------
@@ -236,22 +249,30 @@ class PinStore:
 
     def remove_orphans(self, live_hooks: set[int], drain) -> list[str]:
         """Remove the orphans (after the start-up loads: new before old); their
-        paths.  An older generation's ring buffer outlives its pins long enough
-        to be read: drain(fd, compatible) gets it once its programs are
-        detached (all of their records are in it by then)."""
+        paths.  An older generation's ring buffer and loss counters outlive
+        its pins long enough to be read: drain(fd, compatible, lost) gets the
+        ring buffer once its programs are detached (all of their records are
+        in it by then), and what the counters hold beyond what earlier agents
+        reported (record kind -> n)."""
         removed = []
+        prev = self.previous
         for path in self.orphans(live_hooks):
-            events = _open_ring(path)
+            events = _open_pinned(path, "events")
+            losses = _open_pinned(path, "losses")
             remove_tree(path)
             removed.append(path)
-            if events is None:
-                continue
             try:
-                drain(events, self.records_compatible)
+                reported = prev.get("losses_reported", {}) if prev is not None and \
+                    path == self.path(f"g{prev['generation']}") else {}
+                lost = _losses_beyond(losses, reported) if losses is not None else {}
+                if events is not None or lost:
+                    drain(events, self.records_compatible, lost)
             except (OSError, ValueError, BpfError) as exc:
                 log.error("pinned state: reading the ring buffer of %s: %s", path, exc)
             finally:
-                os.close(events)
+                for fd in (events, losses):
+                    if fd is not None:
+                        os.close(fd)
         if removed:
             log.info("pinned state: removed %d orphan pin(s): %s", len(removed), ", ".join(removed[:8]))
         return removed
@@ -260,15 +281,23 @@ class PinStore:
         remove_tree(self.root)
 
 
-def _open_ring(path: str) -> int | None:
-    """An fd of a generation's pinned ring buffer (kept past its unpinning), or None."""
-    events = os.path.join(path, "process", "events")
-    if not os.path.exists(events):
+def _open_pinned(path: str, name: str) -> int | None:
+    """An fd of a generation's pinned process map `name` (kept past its unpinning), or None."""
+    target = os.path.join(path, "process", name)
+    if not os.path.exists(target):
         return None
     try:
-        return pinned.obj_get(events)
+        return pinned.obj_get(target)
     except (OSError, BpfError):
         return None
+
+
+def _losses_beyond(fd: int, reported: dict) -> dict[str, int]:
+    """A generation's in-kernel loss counts (record kind -> n) beyond `reported`."""
+    from tetrahost.sensors.process import LOSS_SLOTS
+    totals = pinned.percpu_u64_sums(fd, LOSS_SLOTS.values())
+    return {kind: totals[slot] - reported.get(kind, 0) for kind, slot in LOSS_SLOTS.items()
+            if totals[slot] > reported.get(kind, 0)}
 
 
 def remove_tree(path: str) -> None:
