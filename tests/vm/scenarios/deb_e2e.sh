@@ -205,7 +205,14 @@ for line in open("/tmp/metrics-loop.txt"):
 print(f"kill events: {sum(pids.values())} for {len(attempts)} attempts; duplicated: {dups or 0}; "
       f"missing: {len(missing)}; losses counted: {counted}")
 if missing:
+    import subprocess
     print("missing pids:", " ".join(sorted(missing, key=int)[:20]))
+    for pid in sorted(missing, key=int)[:5]:       # what the journal has of them
+        out = subprocess.run(["journalctl", "--no-pager", "-o", "json", f"TETRAGON_PID={pid}"],
+                             capture_output=True, text=True).stdout
+        for e in map(json.loads, filter(None, out.splitlines())):
+            what = [str(e.get(k)) for k in ("TETRAGON_EVENT", "TETRAGON_POLICY", "TETRAGON_ACTION", "MESSAGE")]
+            print(f"  pid {pid}:", " ".join(what)[:160])
 sys.exit(1 if dups or len(missing) > counted else 0)' \
     || fail "kill events are not one per attempt, or kills are missing with no loss counted (see above)"
 
