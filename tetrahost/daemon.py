@@ -95,6 +95,7 @@ class Agent:
         self._hold_ring = False          # True while adopting pinned hooks
         self._sensor_attached_ns = 0           # CLOCK_BOOTTIME when the process sensor attached
         self._superseded = 0                   # records of a replaced generation this agent also wrote
+        self._losses_seen: dict[str, int] = {}    # loss counter totals read (no pins: see _check_losses)
         self._ready = False
         self.sinks = list(sinks)
         self.components = list(components)
@@ -257,11 +258,21 @@ class Agent:
                     log.exception("sink %s failed", getattr(sink, "name", sink))
 
     def _check_losses(self) -> None:
+        """Count what the in-kernel loss counters gained.  They are cumulative
+        and, pinned, outlive agents: an adopting agent reports what is beyond
+        what its predecessors reported (the manifest's losses_reported), so the
+        losses while no agent ran are counted, and counted once."""
+        reported = self.pins.losses_reported if self.pins is not None else self._losses_seen
         for kind, total in self.sensor.losses().items():
-            new = total - self.counters.lost.get(kind, 0)
+            new = total - reported.get(kind, 0)
             if new > 0:
-                log.warning("ring buffer full: %d %s records lost in the kernel (total %d)", new, kind, total)
-                self.counters.lost[kind] = total
+                self._count_lost(kind, new)
+                reported[kind] = total
+
+    def _count_lost(self, kind: str, n: int, where: str = "") -> None:
+        self.counters.lost[kind] = self.counters.lost.get(kind, 0) + n
+        log.warning("ring buffer full: %d %s records lost in the kernel%s (%d by this agent)", n, kind, where,
+                    self.counters.lost[kind])
 
     # -- policies ------------------------------------------------------------------
     def _start_policies(self) -> None:
@@ -336,13 +347,19 @@ class Agent:
                  self.pins.generation, "adopted" if self.pins.adopted else "new",
                  sum(h.origin == "adopted" for h in hooks), sum(h.origin == "fresh" and h.active for h in hooks))
 
-    def _drain_replaced(self, fd: int, compatible: bool) -> None:
+    def _drain_replaced(self, fd: int | None, compatible: bool, lost: dict | None = None) -> None:
         """Read a replaced generation's ring buffer, once its programs are
         detached: what they wrote until this agent's took over (an upgrade
-        to another build runs both for a moment).  Records another layout
-        cannot be decoded: they are counted, never guessed at."""
+        to another build runs both for a moment), and count what its loss
+        counters hold that no agent reported (lost while no agent ran).
+        Records another layout cannot be decoded: they are counted, never
+        guessed at."""
         from tetrahost.bpf.ringbuf import RingBuffer, PinnedMap
 
+        for kind, n in (lost or {}).items():
+            self._count_lost(kind, n, " by the replaced generation")
+        if fd is None:
+            return
         before, self._superseded = self.counters.records, 0
         reader = RingBuffer(PinnedMap(fd, "events of a replaced generation"),
                             self._on_replaced_record if compatible else lambda raw: None)
@@ -363,6 +380,11 @@ class Agent:
         # A start that failed half-way is a crash: what the previous agent
         # pinned keeps enforcing for the next one.
         keep = self.pins is not None and (self.keep_pins or not self._ready)
+        if keep and self._ready:    # with what this agent reported of the loss counters, for the next one
+            if self.policies is not None:
+                self.policies._write_manifest()
+            else:
+                self._guarded(lambda: self.pins.write_manifest({}), "writing the manifest")
         if self.pins is not None and not keep:
             self.pins.remove_all()          # our fds are now the last references: closing detaches
         if self.policies is not None:
@@ -408,6 +430,8 @@ class Agent:
                 except Exception:
                     log.exception("stopping %s failed", component)
             self._hold_ring = False
+            if self._ready:     # the last reading of the loss counters, for the stop line
+                self._guarded(self._check_losses, "reading the loss counters")
             self._shutdown_kernel_side()
             self._flush()
             for sink in self.sinks:
@@ -417,9 +441,24 @@ class Agent:
                 signal.signal(sig, handler)
             os.close(wake_r)
             os.close(wake_w)
-        log.info("tetrahost stopped: %d records, %s; longest loop turn %.3f s", self.counters.records,
-                 self.counters.events, self.counters.longest_turn)
+        log.info("tetrahost stopped: %d records, %s; longest loop turn %.3f s; %s", self.counters.records,
+                 self.counters.events, self.counters.longest_turn, self.loss_summary())
         return 0
+
+    def loss_summary(self) -> str:
+        """What this agent lost, by where and why ("lost: none" or "lost: N (...)"):
+        its metrics go with the process, so the stop line keeps the count of an
+        agent a restart replaces."""
+        parts = [(f"kernel {kind}", n) for kind, n in self.counters.lost.items()]
+        parts += [(f"dropped {reason}", n) for reason, n in self.counters.dropped.items()]
+        for sink in self.sinks:
+            stats = getattr(sink, "stats", None)
+            for reason, n in (getattr(stats, "lost_by_reason", None) or {}).items():
+                parts.append((f"{getattr(sink, 'name', 'sink')} {reason}", n))
+        parts = [(what, n) for what, n in parts if n]
+        if not parts:
+            return "lost: none"
+        return f"lost: {sum(n for _, n in parts)} ({', '.join(f'{what} {n}' for what, n in parts)})"
 
     def _loop(self, wake_r: int) -> None:
         self._sel = sel = selectors.DefaultSelector()

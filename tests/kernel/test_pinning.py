@@ -40,6 +40,11 @@ def _kill_policy(name: str, binary: str) -> str:
 """)
 
 
+def _watch_policy(name: str, binary: str) -> str:
+    """A policy on the same hook that never fires (binary is never run)."""
+    return _kill_policy(name, binary).replace("action: Sigkill", "action: Post")
+
+
 @pytest.fixture
 def pin_dir():
     require_root_and_bpf()
@@ -141,17 +146,18 @@ def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
     succeeded = [n for n, _, rc in runs if rc != -9]
     assert len(runs) > 200, "the probe loop hardly ran"
     assert not succeeded, f"{len(succeeded)} of {len(runs)} miner runs were not killed: {succeeded[:10]}"
+    kills = [_kills(agent, policy) for agent in agents]     # (each parses a whole, busy host's file once)
     reported: dict[str, int] = {}
-    for agent in agents:
-        for arg in _kills(agent, policy):
+    for agent_kills in kills:
+        for arg in agent_kills:
             reported[arg] = reported.get(arg, 0) + 1
     dups = {arg: c for arg, c in reported.items() if c > 1}
     assert not dups, f"runs reported killed more than once: {dups}"
     lost_logged = any("records lost" in a.log_text() for a in agents)
     in_gaps = [(n, i) for n, began, _ in runs for dead, ready, i in gaps if dead < began < ready - 0.05]
     assert len(in_gaps) >= RESTARTS, "too few runs fell while no agent was ready"
-    kills = {i: set(_kills(agents[i], policy)) for i in {i for _, i in in_gaps}}     # each file parsed once
-    missing = [(n, i) for n, i in in_gaps if f"run-{n}" not in kills[i]]
+    kill_sets = [set(k) for k in kills]
+    missing = [(n, i) for n, i in in_gaps if f"run-{n}" not in kill_sets[i]]
     assert not missing or lost_logged, f"runs made while no agent ran, exported by none: {missing[:10]}"
     assert last.stop() == 0
     assert not os.path.exists(pin_dir), "an orderly stop with the default configuration left pins"
@@ -246,7 +252,13 @@ def test_new_build_takes_over_without_a_gap_a_loss_or_a_duplicate(tmp_path, pin_
     removes the old one.  What the old programs wrote meanwhile, and while no
     agent ran, is read from the old ring buffer: every run reported once."""
     binary, policy, policy_file = miner
-    first = _start(tmp_path, 0, pin_dir, "--policy", str(policy_file))
+    # A second policy on the same hook, loaded first by the old agent and last
+    # by the new one: the two generations number their hooks differently, and
+    # the old generation's kills must still be reported as the kill policy's.
+    other = f"pin-watch-{uuid.uuid4().hex[:10]}"
+    other_file = tmp_path / f"{other}.yaml"
+    other_file.write_text(_watch_policy(other, str(tmp_path / "never-run")))
+    first = _start(tmp_path, 0, pin_dir, "--policy", str(other_file), "--policy", str(policy_file))
     runs: list[tuple[int, int]] = []
     stop = threading.Event()
 
@@ -267,7 +279,7 @@ def test_new_build_takes_over_without_a_gap_a_loss_or_a_duplicate(tmp_path, pin_
         time.sleep(0.3)                              # runs while no agent runs
         d = tmp_path / "agent1"
         d.mkdir()
-        second = RunningAgent(d, "--policy", str(policy_file),
+        second = RunningAgent(d, "--policy", str(policy_file), "--policy", str(other_file),
                               env={"TETRAHOST_PIN_DIR": pin_dir, "TETRAHOST_BPF_DIR": _next_build(tmp_path)})
         time.sleep(0.3)
     finally:
@@ -280,7 +292,7 @@ def test_new_build_takes_over_without_a_gap_a_loss_or_a_duplicate(tmp_path, pin_
         second.wait_events(lambda e: e.get("process_kprobe", {}).get("process", {}).get("arguments") == "run-final", 1)
         second.settle()
         log = second.log_text()
-        assert "pinned by another build" in log and "0 hooks adopted, 1 loaded fresh" in log, log
+        assert "pinned by another build" in log and "0 hooks adopted, 2 loaded fresh" in log, log
         assert "records of the replaced generation read" in log, log
 
         assert len(runs) > 50, "the probe loop hardly ran"
@@ -289,6 +301,8 @@ def test_new_build_takes_over_without_a_gap_a_loss_or_a_duplicate(tmp_path, pin_
         for agent in (first, second):
             for arg in _kills(agent, policy):
                 reported[arg] = reported.get(arg, 0) + 1
+        mislabeled = [a for agent in (first, second) for a in _kills(agent, other)]
+        assert not mislabeled, f"kills reported under the other policy: {mislabeled[:10]}"
         dups = {arg: c for arg, c in reported.items() if c > 1}
         assert not dups, f"runs reported killed more than once: {dups}"
         missing = [n for n, _ in runs if f"run-{n}" not in reported]

@@ -39,7 +39,7 @@ py=.venv/bin/python
 [ -x "$py" ] || py=/usr/bin/python3      # run.py needs only the standard library
 start=$(date +%s)
 status=0
-"$py" tests/vm/run.py --vm-timeout 1200 --vm-results "$results" \
+"$py" tests/vm/run.py --vm-timeout "${TETRAHOST_E2E_VM_TIMEOUT:-1200}" --vm-results "$results" \
     --systemd tests/vm/scenarios/deb_e2e.sh || status=$?
 echo "== deb e2e in the systemd guest: exit $status, $(( $(date +%s) - start )) s (boot included)"
 exit $status

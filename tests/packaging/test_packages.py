@@ -178,7 +178,8 @@ def test_unit_hardening():
     for line in ("Type=notify", "Restart=on-failure", "LimitMEMLOCK=infinity", "LimitNOFILE=65536",
                  "RuntimeDirectory=tetrahost",
                  "StateDirectory=tetrahost", "LogsDirectory=tetragon", "NoNewPrivileges=yes",
-                 "ProtectSystem=strict", "ProtectHome=", "PrivateTmp=yes"):
+                 "ProtectSystem=strict", "ProtectHome=", "PrivateTmp=yes",
+                 "LogRateLimitIntervalSec=0"):     # journald must not discard events uncounted
         assert re.search(rf"^{re.escape(line)}", text, re.M), line
     assert re.search(r"^WatchdogSec=\d+", text, re.M)
     assert re.search(r"^CapabilityBoundingSet=CAP_", text, re.M)

@@ -284,3 +284,35 @@ def test_policy_rejection_names_hostile_text_is_cut():
 
 def test_load_text_still_parses_the_helper_policy():
     assert load_text(policy("a", 2)).ok
+
+
+def test_pinned_loss_counters_are_reported_once_across_agents():
+    """The in-kernel loss counters are cumulative and outlive the agent: an
+    adopting agent reports what is beyond what its predecessors reported
+    (including what was lost while no agent ran), never those again."""
+    agent = bare_agent()
+    totals = {"exec": 7, "hook": 0}
+    agent.sensor.losses = lambda: dict(totals)
+    agent.pins = SimpleNamespace(losses_reported={"exec": 5})     # from the manifest
+    agent.sinks = [SimpleNamespace(name="journald", stats=SimpleNamespace(lost_by_reason={"journald_busy": 3}))]
+    agent._check_losses()
+    assert agent.counters.lost == {"exec": 2}
+    agent._check_losses()                                        # nothing new
+    assert agent.counters.lost == {"exec": 2}
+    totals.update(exec=9, hook=1)
+    agent._check_losses()
+    assert agent.counters.lost == {"exec": 4, "hook": 1}
+    assert agent.pins.losses_reported == {"exec": 9, "hook": 1}  # what the next agent starts from
+    agent._drain_replaced(None, True, {"exec": 3})               # a replaced generation's unreported losses
+    assert agent.counters.lost == {"exec": 7, "hook": 1}
+    assert agent.loss_summary() == "lost: 11 (kernel exec 7, kernel hook 1, journald journald_busy 3)"
+
+
+def test_without_pins_loss_counters_are_counted_once():
+    agent = bare_agent()
+    agent.pins, agent._losses_seen = None, {}
+    agent.sensor.losses = lambda: {"exec": 2}
+    agent._check_losses()
+    agent._check_losses()
+    assert agent.counters.lost == {"exec": 2}
+    assert bare_agent().loss_summary() == "lost: none"

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tetrahost.cli.cleanup_cmd import should_clean, unit_job
-from tetrahost.sensors.pins import MAGIC, PIN_LAYOUT, ManifestError, parse_manifest
+from tetrahost.sensors.pins import MAGIC, PIN_LAYOUT, ManifestError, PinStore, parse_manifest
 
 
 def _doc(**over):
@@ -26,6 +26,10 @@ def test_a_valid_manifest_parses():
     (_doc(magic="tetragon"), "magic"),
     (_doc(layout=PIN_LAYOUT + 1), "layout"),
     (_doc(generation="3"), "generation: expected int"),
+    (_doc(hook_ids_used="9"), "hook_ids_used: expected a non-negative int"),
+    (_doc(hook_ids_used=-1), "hook_ids_used: expected a non-negative int"),
+    (_doc(losses_reported={"exec": "2"}), "losses_reported: expected record kind"),
+    (_doc(losses_reported=[1]), "losses_reported: expected record kind"),
     (_doc(files={"/p.yaml": {"digest": "d"}}), "files./p.yaml: expected digest and policies"),
     (_doc(files={"/p.yaml": {"digest": "d", "policies": [{"name": "x", "hooks": [{"id": -1, "links": 1,
                                                                                    "config": "c"}]}]}}),
@@ -37,6 +41,22 @@ def test_a_valid_manifest_parses():
 def test_a_corrupted_or_foreign_manifest_is_refused_with_the_field(raw, message):
     with pytest.raises(ManifestError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_manifest(raw)
+
+
+def test_a_new_hook_id_is_above_every_id_an_earlier_agent_used(tmp_path):
+    """Records name their hook by id and can be read after the hook is gone
+    (a replaced generation's ring buffer): ids must not be reused."""
+    store = PinStore.__new__(PinStore)          # (no BPF objects needed for this)
+    store.root = str(tmp_path)
+    store.previous = parse_manifest(_doc(hook_ids_used=9))    # hook 7 runs; 8, 9 were unloaded
+    assert store.highest_hook_id() == 9
+    (tmp_path / "g2" / "hooks" / "12").mkdir(parents=True)    # pinned by a load a crash cut short
+    assert store.highest_hook_id() == 12
+    (tmp_path / "g2" / "hooks" / "12").rmdir()
+    store.previous = parse_manifest(_doc())     # an earlier build's manifest: no high-water mark
+    assert store.highest_hook_id() == 7
+    store.previous = None                       # nothing trusted, nothing pinned
+    assert store.highest_hook_id() == 0
 
 
 LIST_JOBS = "1234 tetrahost.service {} running\n1235 other.service start waiting\n"

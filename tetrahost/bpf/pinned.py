@@ -46,6 +46,20 @@ def map_info(fd: int):
     return info
 
 
+def percpu_u64_sums(fd: int, keys) -> dict[int, int]:
+    """key -> the sum over CPUs of a per-CPU array of u64 counters known only
+    by its fd (a pinned one, e.g. a replaced generation's loss counters)."""
+    ncpu = lib.libbpf_num_possible_cpus()
+    out = {}
+    for key in keys:
+        buf = ffi.new("uint64_t[]", max(ncpu, 1))
+        rc = lib.bpf_map_lookup_elem(fd, ffi.new("uint32_t *", key), buf)
+        if rc < 0:
+            raise BpfError(-rc if rc != -1 else ffi.errno, f"read counter {key} of map fd {fd}")
+        out[key] = sum(buf[i] for i in range(ncpu))
+    return out
+
+
 def write_blob(path: str, data: bytes, name: str = "th_manifest") -> None:
     """Pin `data` at path, replacing what is there in one rename."""
     size = (_HEADER + len(data) + 7) & ~7

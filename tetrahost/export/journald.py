@@ -20,17 +20,28 @@ loses whole batches at the queue, counted in stats.dropped like any
 threaded exporter.
 
 Why events do not go through python-systemd's journal.send(): it calls
-sd_journal_sendv(), which does a *blocking* sendmsg() on the journal socket.
-When journald falls behind (its socket queue full, e.g. during a log storm or
-while it rotates/flushes to disk) that call would stall the worker for as
-long as journald is stuck: meanwhile the queue fills and drops whole batches,
-and the agent's shutdown waits out ThreadedSink's drain timeout.  The native
+sd_journal_sendv(), which does a *blocking* sendmsg() on the journal socket,
+for as long as journald is stuck (its socket queue full, e.g. while it
+rotates or flushes to disk, or is gone without its socket file).  The native
 protocol is a trivial datagram format (KEY=value\\n, or
 KEY\\n<le64 length><bytes>\\n when the value holds a newline), so we speak it
-with the stdlib socket module and MSG_DONTWAIT: a full queue costs one EAGAIN,
-counted in stats.dropped and logged (rate-limited), never a wait.  Entries too
+with the stdlib socket module and choose how long to wait: an entry is first
+offered with MSG_DONTWAIT; when the queue is full (EAGAIN) the worker waits
+for room, with SO_SNDTIMEO, as long as journald keeps taking entries.  A
+burst (an agent reading what its predecessor's programs wrote during a
+restart: hundreds of events at once) outruns journald's queue
+(net.unix.max_dgram_qlen datagrams) on a slow host without losing one: it
+only takes longer, off the ring-buffer consumer's thread.  Only a journald
+that accepted nothing for MAX_STALL seconds costs events: each entry of the
+batch then gets one non-blocking try, and those refused are counted in
+stats.dropped (reason journald_busy) and logged (rate-limited).  Entries too
 big for one datagram go the way libsystemd sends them: in a sealed memfd
 passed with SCM_RIGHTS.
+
+Not covered here: journald's own rate limit (RateLimitBurst= per unit)
+discards entries it has accepted, which no sender can see or count; the
+packaged unit turns it off for tetrahost (LogRateLimitIntervalSec=0,
+docs/packaging.md).
 
 The agent's own log records go through python-systemd's JournalHandler when
 the module is installed (Debian: python3-systemd), else through
@@ -45,6 +56,7 @@ import logging
 import os
 import socket
 import struct
+import time
 
 from tetrahost.events.event import Event
 from tetrahost.export.sinks import LogThrottle, SinkStats, errno_reason
@@ -70,29 +82,45 @@ def encode_entry(fields: dict) -> bytes:
 
 
 class JournalSocket:
-    """Non-blocking sender of native-protocol datagrams."""
+    """Sender of native-protocol datagrams that waits for room only when asked to."""
 
     def __init__(self, path: str = JOURNAL_SOCKET):
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._timeout = None            # the SO_SNDTIMEO set last (one setsockopt per change)
         try:    # as libsystemd: room for bursts on our side of the socket too
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
         except OSError:
             pass
 
-    def send(self, data: bytes) -> bool:
-        """True when sent, False when journald's queue is full (EAGAIN); other OSErrors raise."""
+    def send(self, data: bytes, wait: float = 0.0) -> bool:
+        """True when sent; False when journald's queue stayed full (EAGAIN) for
+        `wait` seconds (0: not waited for at all); other OSErrors raise."""
+        if self._send(data, socket.MSG_DONTWAIT):
+            return True
+        if wait <= 0:
+            return False
+        self._set_send_timeout(wait)
+        return self._send(data, 0)      # blocks until journald reads, at most `wait`
+
+    def _set_send_timeout(self, seconds: float) -> None:
+        usec = max(1000, int(seconds * 1e6))        # (0 would mean "wait forever")
+        if usec != self._timeout:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("@ll", *divmod(usec, 1000000)))
+            self._timeout = usec
+
+    def _send(self, data: bytes, flags: int) -> bool:
         try:
-            self.sock.sendto(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL, self.path)
+            self.sock.sendto(data, flags | socket.MSG_NOSIGNAL, self.path)
             return True
         except BlockingIOError:
             return False
         except OSError as exc:
             if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
                 raise
-        return self._send_memfd(data)
+        return self._send_memfd(data, flags)
 
-    def _send_memfd(self, data: bytes) -> bool:
+    def _send_memfd(self, data: bytes, flags: int) -> bool:
         fd = os.memfd_create("journal-entry", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             view = memoryview(data)
@@ -102,7 +130,7 @@ class JournalSocket:
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
                         | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
             try:
-                socket.send_fds(self.sock, [], [fd], socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL, self.path)
+                socket.send_fds(self.sock, [], [fd], flags | socket.MSG_NOSIGNAL, self.path)
             except BlockingIOError:
                 return False
             return True
@@ -158,24 +186,33 @@ def event_fields(line: str, meta, message: str = "") -> dict:
     return fields
 
 
+# Seconds journald may accept nothing (its queue full) before the entries
+# still to send are dropped and counted.  A journald that takes entries, however
+# slowly, is waited for; the worker's queue (ThreadedSink) bounds what waits.
+MAX_STALL = 5.0
+
+
 class JournaldSink:
     name = "journald"
     wants = ("json", "compact")
 
-    def __init__(self, path: str = JOURNAL_SOCKET):
+    def __init__(self, path: str = JOURNAL_SOCKET, max_stall: float = MAX_STALL):
         self.path = path
+        self.max_stall = max_stall
         self.stats = SinkStats()
         self._sock = JournalSocket(path)
         self._throttle = LogThrottle(log)
 
     def write_events(self, batch) -> None:
+        """Runs on ThreadedSink's worker: it may wait for journald (see MAX_STALL)."""
+        deadline = time.monotonic() + self.max_stall      # moved on by every entry journald takes
         for i, item in enumerate(batch):
             if type(item) is Event:
                 data = encode_entry(event_fields(item.json, item.meta, item.compact or _fallback(item.meta)))
             else:                   # a (line, meta) pair from outside the agent
                 data = encode_entry(event_fields(item[0], item[1]))
             try:
-                sent = self._sock.send(data)
+                sent = self._sock.send(data, wait=deadline - time.monotonic())
             except OSError as exc:
                 # No journald (ENOENT/ECONNREFUSED) or another failure: the rest
                 # of the batch would fail the same way; count it all and go on.
@@ -187,10 +224,11 @@ class JournaldSink:
             if sent:
                 self.stats.events += 1
                 self.stats.bytes += len(data)
+                deadline = time.monotonic() + self.max_stall
             else:
                 self.stats.lose(1, "journald_busy")
-                self._throttle.warning("journald is not keeping up (socket queue full): "
-                                       "%d events dropped so far", self.stats.dropped)
+                self._throttle.warning("journald took no entry for %.0fs (socket queue full): "
+                                       "%d events dropped so far", self.max_stall, self.stats.dropped)
 
     def close(self) -> None:
         self._sock.close()

@@ -88,8 +88,9 @@ class PolicyManager:
         self._replaced_ids = pins.replaced_hooks() if pins is not None else {}
         taken = {h["id"] for e in self.pinned_files.values() for p in e["policies"] for h in p["hooks"]}
         if pins is not None:
-            taken |= pins.pinned_hook_ids()
-        # hook ids go into records: never reuse one a pinned hook may still write
+            taken |= pins.pinned_hook_ids() | {pins.hook_ids_used}
+        # hook ids go into records: never reuse one whose records may still be
+        # read (a pinned hook's, a replaced generation's: PinStore.highest_hook_id)
         self._ids = itertools.count(max(taken, default=0) + 1)
         self.pool = WarmPool(shared_maps, depth=spares_per_key())
 
@@ -237,7 +238,7 @@ class PolicyManager:
     def _prepare_hook(self, policy: Policy, hook: Hook) -> HookState:
         """A new hook state with its attach plan when the hook compiles (the
         plan says which verified object it needs); _attach reports any failure."""
-        hs = HookState(next(self._ids), policy, hook)
+        hs = HookState(self._new_hook_id(), policy, hook)
         self.hooks[hs.hook_id] = hs
         try:
             hs.compiled = compile_hook(hook, hs.hook_id, self.host_ns, monitor=policy.mode == "monitor",
@@ -391,6 +392,12 @@ class PolicyManager:
                 if hs.sensor is not None:
                     hs.sensor.release()
                     hs.sensor = None
+
+    def _new_hook_id(self) -> int:
+        hook_id = next(self._ids)
+        if self.pins is not None:       # the manifest carries the high-water mark to the next agent
+            self.pins.hook_ids_used = max(self.pins.hook_ids_used, hook_id)
+        return hook_id
 
     def _write_manifest(self) -> None:
         try:

@@ -67,6 +67,12 @@ def parse_manifest(raw: bytes) -> dict:
     for key, kind in (("build", str), ("generation", int), ("ringbuf_bytes", int), ("files", dict)):
         if not isinstance(doc.get(key), kind):
             raise ManifestError(f"{key}: expected {kind.__name__}, got {type(doc.get(key)).__name__}")
+    used = doc.get("hook_ids_used", 0)      # (absent in manifests of earlier builds)
+    if not _count(used):
+        raise ManifestError(f"hook_ids_used: expected a non-negative int, got {used!r}")
+    reported = doc.get("losses_reported", {})
+    if not isinstance(reported, dict) or not all(isinstance(k, str) and _count(v) for k, v in reported.items()):
+        raise ManifestError(f"losses_reported: expected record kind -> non-negative int, got {reported!r}")
     for path, entry in doc["files"].items():
         where = f"files.{path}"
         if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str) \
@@ -85,6 +91,10 @@ def parse_manifest(raw: bytes) -> dict:
     return doc
 
 
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 def _valid_dispatch(d) -> bool:
     return isinstance(d, dict) and isinstance(d.get("slot"), int) and \
         all(isinstance(d.get(k, []), list) and all(isinstance(n, int) for n in d.get(k, [])) for k in ("enter", "exit"))
@@ -101,6 +111,13 @@ class PinStore:
         self.adopted = False                 # True: this agent continues previous["generation"]
         self.generation = 0
         self.ringbuf_bytes = 0
+        # The highest hook id any agent of this directory gave out (see
+        # highest_hook_id); the manifest carries it on.
+        self.hook_ids_used = 0
+        # In-kernel loss counts (record kind -> n) of this generation the
+        # agents before this one have reported: the counters are cumulative
+        # and outlive agents, each agent reports what is beyond this.
+        self.losses_reported: dict[str, int] = {}
 
     # -- start ---------------------------------------------------------------------
     def open(self, ringbuf_bytes: int) -> bool:
@@ -116,6 +133,7 @@ class PinStore:
             log.error("pinned state: the manifest is not trusted and will be replaced: %s", self.problem)
         prev = self.previous
         gens = self.generations()
+        self.hook_ids_used = self.highest_hook_id()
         if prev is not None and prev["build"] != self.build:
             self.problem = f"pinned by another build ({prev['build']}, this is {self.build}): replaced"
         elif prev is not None and prev["ringbuf_bytes"] != ringbuf_bytes:
@@ -125,6 +143,7 @@ class PinStore:
         elif prev is not None:
             self.adopted = True
             self.generation = prev["generation"]
+            self.losses_reported = dict(prev.get("losses_reported", {}))
             log.info("pinned state: adopting generation g%d of %s", self.generation, self.root)
             return True
         if self.problem:
@@ -147,6 +166,26 @@ class PinStore:
         return {h["id"]: (path, entry["digest"], pol["name"], i)
                 for path, entry in self.previous["files"].items()
                 for pol in entry["policies"] for i, h in enumerate(pol["hooks"])}
+
+    def highest_hook_id(self) -> int:
+        """Hook ids go into the records, and a record can be read after its
+        hook is gone: from a replaced generation's ring buffer (an upgrade
+        numbers its hooks afresh) or left behind by a killed agent.  A new
+        hook must never take an id an earlier agent used, or such a record
+        is reported as another policy's event.  The highest id known: the
+        manifest's high-water mark and hooks, and every generation's hook
+        directories (what a crash left unlisted)."""
+        ids = {0}
+        prev = self.previous
+        if prev is not None:
+            ids.add(prev.get("hook_ids_used", 0))
+            ids |= {h["id"] for e in prev["files"].values() for p in e["policies"] for h in p["hooks"]}
+        for gen in self.generations():
+            try:
+                ids |= {int(n) for n in os.listdir(self.path(f"g{gen}", "hooks")) if n.isdigit()}
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+        return max(ids)
 
     def pinned_files(self) -> dict:
         """path -> manifest entry of the policy files the adopted generation enforces."""
@@ -186,7 +225,8 @@ class PinStore:
     def write_manifest(self, files: dict) -> None:
         doc = {"magic": MAGIC, "layout": PIN_LAYOUT, "build": self.build, "generation": self.generation,
                "ringbuf_bytes": self.ringbuf_bytes, "agent_pid": os.getpid(), "written": time.time(),
-               "records": records_layout_id(), "files": files}
+               "records": records_layout_id(), "hook_ids_used": self.hook_ids_used,
+               "losses_reported": self.losses_reported, "files": files}
         pinned.write_blob(self.path(MANIFEST), json.dumps(doc, sort_keys=True).encode())
 
     # -- removal -------------------------------------------------------------------
@@ -209,22 +249,30 @@ class PinStore:
 
     def remove_orphans(self, live_hooks: set[int], drain) -> list[str]:
         """Remove the orphans (after the start-up loads: new before old); their
-        paths.  An older generation's ring buffer outlives its pins long enough
-        to be read: drain(fd, compatible) gets it once its programs are
-        detached (all of their records are in it by then)."""
+        paths.  An older generation's ring buffer and loss counters outlive
+        its pins long enough to be read: drain(fd, compatible, lost) gets the
+        ring buffer once its programs are detached (all of their records are
+        in it by then), and what the counters hold beyond what earlier agents
+        reported (record kind -> n)."""
         removed = []
+        prev = self.previous
         for path in self.orphans(live_hooks):
-            events = _open_ring(path)
+            events = _open_pinned(path, "events")
+            losses = _open_pinned(path, "losses")
             remove_tree(path)
             removed.append(path)
-            if events is None:
-                continue
             try:
-                drain(events, self.records_compatible)
+                reported = prev.get("losses_reported", {}) if prev is not None and \
+                    path == self.path(f"g{prev['generation']}") else {}
+                lost = _losses_beyond(losses, reported) if losses is not None else {}
+                if events is not None or lost:
+                    drain(events, self.records_compatible, lost)
             except (OSError, ValueError, BpfError) as exc:
                 log.error("pinned state: reading the ring buffer of %s: %s", path, exc)
             finally:
-                os.close(events)
+                for fd in (events, losses):
+                    if fd is not None:
+                        os.close(fd)
         if removed:
             log.info("pinned state: removed %d orphan pin(s): %s", len(removed), ", ".join(removed[:8]))
         return removed
@@ -233,15 +281,23 @@ class PinStore:
         remove_tree(self.root)
 
 
-def _open_ring(path: str) -> int | None:
-    """An fd of a generation's pinned ring buffer (kept past its unpinning), or None."""
-    events = os.path.join(path, "process", "events")
-    if not os.path.exists(events):
+def _open_pinned(path: str, name: str) -> int | None:
+    """An fd of a generation's pinned process map `name` (kept past its unpinning), or None."""
+    target = os.path.join(path, "process", name)
+    if not os.path.exists(target):
         return None
     try:
-        return pinned.obj_get(events)
+        return pinned.obj_get(target)
     except (OSError, BpfError):
         return None
+
+
+def _losses_beyond(fd: int, reported: dict) -> dict[str, int]:
+    """A generation's in-kernel loss counts (record kind -> n) beyond `reported`."""
+    from tetrahost.sensors.process import LOSS_SLOTS
+    totals = pinned.percpu_u64_sums(fd, LOSS_SLOTS.values())
+    return {kind: totals[slot] - reported.get(kind, 0) for kind, slot in LOSS_SLOTS.items()
+            if totals[slot] > reported.get(kind, 0)}
 
 
 def remove_tree(path: str) -> None:
