@@ -5,9 +5,8 @@ by the signal handlers) and whatever other fds components register with
 add_reader() (control socket, policy directory watch); add_timer() runs
 periodic work (loss counters, watchdog); add_worker() runs long jobs (policy
 loads) one bounded slice per turn.  Each wake-up drains the ring buffer
-(for at most DRAIN_BUDGET seconds: the rest on the next turn) and hands the
-sinks one batch of (json_line, EventMeta), so the cost of an export is paid
-per burst, not per event.
+completely and hands the sinks one batch of (json_line, EventMeta), so the
+cost of an export is paid per burst, not per event.
 
 Nothing a callback raises stops the loop: readers, timers and workers are
 dispatched through one guard that logs the failure and carries on (a hostile
@@ -50,11 +49,6 @@ LOSS_CHECK_INTERVAL = 1.0    # seconds between reads of the in-kernel loss count
 # than the record, see csrc/bpf/lib/common.bpf.h) until 64 KiB wait, so the
 # loop also drains at this interval: the most a quiet host's event waits.
 DRAIN_INTERVAL = 0.1
-# Seconds of records one loop turn handles at most: under an exec storm
-# faster than the callbacks, libbpf's drain would otherwise never return,
-# and the control socket, timers and policy loads would wait on it.  What is
-# left is drained on the next turn, which then does not wait.
-DRAIN_BUDGET = 0.1
 
 
 @dataclass
@@ -147,8 +141,7 @@ class Agent:
         start-up work (policy loads) that runs before the loop does."""
         if getattr(self, "_hold_ring", False):
             return
-        ring = self.sensor.ringbuf
-        self._guarded(lambda: ring.consume(DRAIN_BUDGET), "reading the ring buffer")
+        self._guarded(self.sensor.ringbuf.consume, "reading the ring buffer")
         self._flush()
 
     def _guarded(self, callback, what) -> None:
@@ -416,8 +409,6 @@ class Agent:
             while not self._stop:
                 now = time.monotonic()
                 timeout = max(0.0, min(self._work_due, *(t[0] for t in self._timers)) - now)
-                if getattr(self.sensor.ringbuf, "more", False):
-                    timeout = 0.0          # records left by the drain's budget: no waiting
                 ready = sel.select(timeout=timeout)
                 began = time.monotonic()
                 for key, _ in ready:

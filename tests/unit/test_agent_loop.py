@@ -2,12 +2,11 @@
 import errno
 import logging
 import os
-import time
 
 import pytest
 from types import SimpleNamespace
 
-from tetrahost.daemon import DRAIN_BUDGET, Agent, Counters
+from tetrahost.daemon import Agent, Counters
 from tetrahost.logrates import LogLimiter
 from tetrahost.policy.load import load_text
 from tetrahost.sensors import policies as pmod
@@ -34,9 +33,7 @@ class FakeRingbuf:
         self.fd, self._w = os.pipe()      # never written: never readable
         self.consumed = 0
 
-        self.more = False
-
-    def consume(self, budget=None):
+    def consume(self):
         self.consumed += 1
 
 
@@ -87,33 +84,6 @@ def test_raising_reader_timer_and_worker_do_not_stop_the_loop(caplog):
     assert calls["reader"] > 1 and calls["timer"] > 1 and calls["worker"] > 1
     assert agent.sensor.ringbuf.consumed > 1
     assert "RecursionError" in caplog.text and "MemoryError" in caplog.text and "OverflowError" in caplog.text
-
-
-def test_a_drain_stopped_by_its_budget_goes_on_next_turn_between_other_work():
-    """An exec storm outruns the drain: each turn drains for its budget only,
-    the control socket (a reader) is served between turns, and the loop does
-    not wait while records are left (the timers here are a minute away)."""
-    agent = bare_agent()
-    storm = {"turns": 8, "budgets": []}
-
-    def consume(budget=None):
-        storm["budgets"].append(budget)
-        storm["turns"] -= 1
-        agent.sensor.ringbuf.more = storm["turns"] > 0
-        if storm["turns"] == 0:
-            agent.request_stop()
-    agent.sensor.ringbuf.consume = consume
-    served = []
-    r, w = os.pipe()
-    os.write(w, b"x")                     # a client request waiting all along
-    agent.add_reader(r, lambda: served.append(len(storm["budgets"])))
-    agent.add_timer(60, lambda: None)
-    wake_r, _ = os.pipe2(os.O_NONBLOCK)
-    t0 = time.monotonic()
-    agent._loop(wake_r)
-    assert time.monotonic() - t0 < 5, "the loop waited with records left"
-    assert storm["budgets"] == [DRAIN_BUDGET] * 8
-    assert served == list(range(8))       # once before each drain
 
 
 # ---- the policy manager, minus the kernel -----------------------------------------

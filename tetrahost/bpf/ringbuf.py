@@ -6,9 +6,7 @@ drains what is there without blocking.  Each record reaches `callback(bytes)`.
 """
 from __future__ import annotations
 
-import errno
 import logging
-import time
 
 from tetrahost.bpf.native import check_ptr, check_rc, ffi, lib
 
@@ -23,14 +21,7 @@ def th_ringbuf_sample(ctx, data, size):
     except Exception:  # one bad record must not stop the consumer
         rb.callback_errors += 1
         log.exception("ring buffer callback failed on a %d-byte record", size)
-    rb._taken += 1
-    if rb._deadline is not None and rb._taken % BUDGET_CHECK == 0 and time.monotonic() >= rb._deadline:
-        return -errno.EAGAIN      # libbpf stops after this record (consumed); the rest waits
     return 0
-
-
-# Records handled between two looks at the clock during a budgeted consume().
-BUDGET_CHECK = 64
 
 
 class PinnedMap:
@@ -46,9 +37,6 @@ class RingBuffer:
     def __init__(self, bpf_map, callback):
         self.callback = callback
         self.callback_errors = 0
-        self.more = False             # the last budgeted consume() stopped with records left
-        self._taken = 0
-        self._deadline: float | None = None
         self._handle = ffi.new_handle(self)
         self._ptr = check_ptr(lib.ring_buffer__new(bpf_map.fd, lib.th_ringbuf_sample, self._handle, ffi.NULL),
                               f"create ring buffer on map {bpf_map.name}")
@@ -64,25 +52,9 @@ class RingBuffer:
             return 0
         return check_rc(rc, "poll ring buffer")
 
-    def consume(self, budget: float | None = None) -> int:
-        """Handle the records waiting now, without blocking; returns how many.
-
-        libbpf's consume goes on for as long as new records keep arriving, so
-        a producer faster than the callbacks (an exec storm on a slow CPU)
-        would keep it from returning at all.  With a budget (seconds) it
-        stops once that time is spent (looking at the clock every
-        BUDGET_CHECK records), and `more` says records may be left."""
-        ptr = self._require()
-        self._taken = 0
-        self._deadline = None if budget is None else time.monotonic() + budget
-        try:
-            rc = lib.ring_buffer__consume(ptr)
-        finally:
-            self._deadline = None
-        self.more = budget is not None and rc == -errno.EAGAIN
-        if self.more:
-            return self._taken
-        return check_rc(rc, "consume ring buffer")
+    def consume(self) -> int:
+        """Handle every record waiting now, without blocking."""
+        return check_rc(lib.ring_buffer__consume(self._require()), "consume ring buffer")
 
     def close(self) -> None:
         if self._ptr is not None:
