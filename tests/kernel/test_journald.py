@@ -99,7 +99,9 @@ def test_newlines_and_huge_events(journal):
     nl_line, nl_meta = event(f"nl-{tag}", binary="/tmp/evil\nname")
     big_line, big_meta = event(f"big-{tag}")
     big = json.loads(big_line)
-    big["process_exec"]["process"]["arguments"] = "x" * 1_000_000     # > one datagram: sent as a memfd
+    # more than one datagram may hold (net.core.wmem_max): sent as a memfd
+    wmem_max = int(open("/proc/sys/net/core/wmem_max").read())
+    big["process_exec"]["process"]["arguments"] = "x" * max(1_000_000, wmem_max + 65536)
     big_line = json.dumps(big, separators=(",", ":"))
     sink = journald.JournaldSink()
     sink.write_events([(nl_line, nl_meta), (big_line, big_meta)])

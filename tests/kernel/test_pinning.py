@@ -71,18 +71,30 @@ def _start(tmp_path, i, pin_dir, *args) -> RunningAgent:
     return RunningAgent(d, *args, env={"TETRAHOST_PIN_DIR": pin_dir})
 
 
-def _kills(agent: RunningAgent, policy: str) -> list[str]:
-    """The argument (run number) of each Sigkill event of policy."""
+def _kills(agent: RunningAgent, policy: str) -> list[int]:
+    """The pid (which run) of each Sigkill event of policy.  Not the process's
+    arguments: where the kernel kills at the exec check (BPF-LSM, fmod_ret,
+    kprobe) the event's process is still the caller, before the new argv."""
     out = []
     for e in agent.events():
         body = e.get("process_kprobe")
         if body and body.get("policy_name") == policy and body.get("action") == "KPROBE_ACTION_SIGKILL":
-            out.append(body["process"].get("arguments", ""))
+            out.append(body["process"]["pid"])
     return out
 
 
 def _run(binary: str, *args: str) -> int:
     return subprocess.run([binary, *args]).returncode
+
+
+def _run_pid(binary: str) -> tuple[int, int]:
+    """(pid, return code) of one run: the pid names the run in the kill events."""
+    proc = subprocess.Popen([binary])
+    return proc.pid, proc.wait()
+
+
+def _killed(pid: int):
+    return lambda e: e.get("process_kprobe", {}).get("process", {}).get("pid") == pid
 
 
 def _pinned_ids(root: str) -> tuple[set[int], set[int]]:
@@ -110,15 +122,14 @@ def _live_ids() -> tuple[set[int], set[int]]:
 def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
     binary, policy, policy_file = miner
     agents = [_start(tmp_path, 0, pin_dir, "--policy", str(policy_file))]
-    runs: list[tuple[int, float, int]] = []      # (run number, start time, return code)
+    runs: list[tuple[int, float, int]] = []      # (pid, start time, return code)
     stop = threading.Event()
 
     def probe():
-        n = 0
         while not stop.is_set():
-            n += 1
             began = time.monotonic()
-            runs.append((n, began, _run(binary, f"run-{n}")))
+            pid, rc = _run_pid(binary)
+            runs.append((pid, began, rc))
             time.sleep(0.003)
 
     gaps: list[tuple[float, float, int]] = []    # (agent dead at, next ready at, next agent index)
@@ -139,25 +150,25 @@ def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
         stop.set()
         t.join()
     last = agents[-1]
-    _run(binary, "run-final")
-    last.wait_events(lambda e: e.get("process_kprobe", {}).get("process", {}).get("arguments") == "run-final", 1)
+    final, _ = _run_pid(binary)
+    last.wait_events(_killed(final), 1)
     last.settle()
 
     succeeded = [n for n, _, rc in runs if rc != -9]
     assert len(runs) > 200, "the probe loop hardly ran"
     assert not succeeded, f"{len(succeeded)} of {len(runs)} miner runs were not killed: {succeeded[:10]}"
-    kills = [_kills(agent, policy) for agent in agents]     # (each parses a whole, busy host's file once)
-    reported: dict[str, int] = {}
-    for agent_kills in kills:
-        for arg in agent_kills:
-            reported[arg] = reported.get(arg, 0) + 1
-    dups = {arg: c for arg, c in reported.items() if c > 1}
+    kills = [_kills(agent, policy) for agent in agents]     # each export file read once: they can be large
+    reported: dict[int, int] = {}
+    for pids in kills:
+        for pid in pids:
+            reported[pid] = reported.get(pid, 0) + 1
+    dups = {pid: c for pid, c in reported.items() if c > 1}
     assert not dups, f"runs reported killed more than once: {dups}"
     lost_logged = any("records lost" in a.log_text() for a in agents)
     in_gaps = [(n, i) for n, began, _ in runs for dead, ready, i in gaps if dead < began < ready - 0.05]
     assert len(in_gaps) >= RESTARTS, "too few runs fell while no agent was ready"
     kill_sets = [set(k) for k in kills]
-    missing = [(n, i) for n, i in in_gaps if f"run-{n}" not in kill_sets[i]]
+    missing = [(n, i) for n, i in in_gaps if n not in kill_sets[i]]
     assert not missing or lost_logged, f"runs made while no agent ran, exported by none: {missing[:10]}"
     assert last.stop() == 0
     assert not os.path.exists(pin_dir), "an orderly stop with the default configuration left pins"
@@ -259,14 +270,12 @@ def test_new_build_takes_over_without_a_gap_a_loss_or_a_duplicate(tmp_path, pin_
     other_file = tmp_path / f"{other}.yaml"
     other_file.write_text(_watch_policy(other, str(tmp_path / "never-run")))
     first = _start(tmp_path, 0, pin_dir, "--policy", str(other_file), "--policy", str(policy_file))
-    runs: list[tuple[int, int]] = []
+    runs: list[tuple[int, int]] = []             # (pid, return code)
     stop = threading.Event()
 
     def probe():
-        n = 0
         while not stop.is_set():
-            n += 1
-            runs.append((n, _run(binary, f"run-{n}")))
+            runs.append(_run_pid(binary))
             time.sleep(0.003)
 
     t = threading.Thread(target=probe, daemon=True)
@@ -288,24 +297,24 @@ def test_new_build_takes_over_without_a_gap_a_loss_or_a_duplicate(tmp_path, pin_
         if second is None and first.proc.poll() is None:
             first.proc.kill()
     try:
-        _run(binary, "run-final")
-        second.wait_events(lambda e: e.get("process_kprobe", {}).get("process", {}).get("arguments") == "run-final", 1)
+        final, _ = _run_pid(binary)
+        second.wait_events(_killed(final), 1)
         second.settle()
         log = second.log_text()
         assert "pinned by another build" in log and "0 hooks adopted, 2 loaded fresh" in log, log
         assert "records of the replaced generation read" in log, log
 
         assert len(runs) > 50, "the probe loop hardly ran"
-        assert not [n for n, rc in runs if rc != -9], "a miner run was not killed"
-        reported: dict[str, int] = {}
+        assert not [pid for pid, rc in runs if rc != -9], "a miner run was not killed"
+        reported: dict[int, int] = {}
         for agent in (first, second):
-            for arg in _kills(agent, policy):
-                reported[arg] = reported.get(arg, 0) + 1
-        mislabeled = [a for agent in (first, second) for a in _kills(agent, other)]
+            for pid in _kills(agent, policy):
+                reported[pid] = reported.get(pid, 0) + 1
+        mislabeled = [pid for agent in (first, second) for pid in _kills(agent, other)]
         assert not mislabeled, f"kills reported under the other policy: {mislabeled[:10]}"
-        dups = {arg: c for arg, c in reported.items() if c > 1}
+        dups = {pid: c for pid, c in reported.items() if c > 1}
         assert not dups, f"runs reported killed more than once: {dups}"
-        missing = [n for n, _ in runs if f"run-{n}" not in reported]
+        missing = [n for n, _ in runs if n not in reported]
         assert not missing, f"{len(missing)} of {len(runs)} runs reported by no agent: {missing[:10]}\n{log}"
     finally:
         code = second.stop()

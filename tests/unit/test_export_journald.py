@@ -1,7 +1,9 @@
 """journald native protocol encoding and non-blocking sends (no journald needed: a socket in tmp)."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import socket
 import struct
 import time
@@ -147,3 +149,27 @@ def test_the_agent_builds_journal_entries_on_a_worker_thread(tmp_path, monkeypat
     assert sink.stats.events == 3 and sink.stats.dropped == 0
     assert parse_entry(server.recv(1 << 20))["TETRAGON_EVENT"] == "PROCESS_EXEC"
     server.close()
+
+
+def test_an_entry_too_big_for_a_datagram_goes_as_a_sealed_memfd(tmp_path):
+    """Bigger than net.core.wmem_max allows (EMSGSIZE): libsystemd's way, a
+    sealed memfd passed alone.  The payload is sent as it is, whatever the
+    machine's wmem_max: the memfd path is taken on every machine."""
+    path = str(tmp_path / "journal.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    entry = journald.encode_entry({"MESSAGE": "big", "TETRAGON_JSON": "x" * 300_000})
+    sender = journald.JournalSocket(path)
+    try:
+        assert sender._send_memfd(entry, socket.MSG_DONTWAIT) is True
+        data, fds, _flags, _addr = socket.recv_fds(server, 16, 1)
+        assert data == b"" and len(fds) == 1
+        try:
+            assert os.pread(fds[0], len(entry) + 1, 0) == entry      # journald reads it from offset 0
+            seals = fcntl.fcntl(fds[0], fcntl.F_GET_SEALS)
+        finally:
+            os.close(fds[0])
+        assert seals & fcntl.F_SEAL_WRITE and seals & fcntl.F_SEAL_SEAL
+    finally:
+        sender.close()
+        server.close()

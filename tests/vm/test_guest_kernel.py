@@ -8,6 +8,7 @@ exec'd: an exec costs ~40 ms under the emulated CPU.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,14 @@ def test_kernel_is_the_matrix_entry():
 )
 def test_harness_mounted(target, fstype):
     assert mounts().get(target) == fstype
+
+
+def test_harness_leaves_sigint_to_the_tests():
+    """run_pytest.sh starts pytest in the background, where sh ignores SIGINT;
+    the tests stop their children (`tetra getevents`, agents) with SIGINT, and a
+    child inheriting "ignored" never stops."""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGQUIT) is signal.SIG_DFL
 
 
 def test_bpf_is_an_active_lsm_unless_left_out():

@@ -50,6 +50,7 @@ the blocking send of libsystemd is acceptable.
 """
 from __future__ import annotations
 
+import array
 import errno
 import fcntl
 import logging
@@ -129,8 +130,11 @@ class JournalSocket:
             # journald accepts only a memfd nobody can change any more.
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
                         | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+            # sendmsg, not socket.send_fds: Python 3.11's drops its flags and
+            # address, so on our unconnected socket every memfd failed (ENOTCONN).
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
             try:
-                socket.send_fds(self.sock, [], [fd], flags | socket.MSG_NOSIGNAL, self.path)
+                self.sock.sendmsg([], rights, flags | socket.MSG_NOSIGNAL, self.path)
             except BlockingIOError:
                 return False
             return True
