@@ -92,7 +92,7 @@ static __always_inline void submit(void *rec, __u64 size, __u32 slot)
  * hdr.size too (csrc/events.h, struct th_hook_event). */
 static __always_inline void submit_hook(struct th_hook_event *ev)
 {
-	__u32 end = 0;
+	__u64 end = 0;
 
 	for (int i = 0; i < TH_MAX_ARGS; i++) {
 		__u32 n = ev->arg_len[i];
@@ -103,9 +103,12 @@ static __always_inline void submit_hook(struct th_hook_event *ev)
 	if (ev->ret_len)
 		end = TH_RET_SLOT * TH_STR_SLOT + (ev->ret_len < TH_STR_SLOT ? ev->ret_len : TH_STR_SLOT);
 	end += __builtin_offsetof(struct th_hook_event, data);
-	BARRIER_MASK(end, 2047);          /* a bound the verifier sees; the struct is < 2048 */
-	if (end > sizeof(*ev))
-		end = sizeof(*ev);
+	/* The clamp in the register the helper gets, in asm: from C, clang
+	 * clamped a copy and Debian 6.1's verifier saw only a mask's bound
+	 * (2047 > the 1728-byte map value of a parked return event). */
+	asm volatile("if %[end] <= %[max] goto +1\n\t"
+		     "%[end] = %[max]"
+		     : [end] "+r"(end) : [max] "i"(sizeof(struct th_hook_event)));
 	ev->hdr.size = end;
 	submit(ev, end, TH_LOSS_HOOK);
 }
