@@ -105,7 +105,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=REPO / "build" / "vm-matrix")
     parser.add_argument("--only", nargs="*", metavar="NAME", help="run these entries only")
-    parser.add_argument("--timeout", type=float, default=1200, help="per entry, boot included")
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="per entry, boot included (a full suite takes 12-20 min under TCG beside another guest)")
     parser.add_argument("--doc", type=Path, help="also write the markdown table here (kernel_matrix_doc.py)")
     parser.add_argument("--collect", action="store_true",
                         help="run nothing: rebuild matrix.json (and --doc) from the entries' run.json")
