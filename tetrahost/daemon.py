@@ -347,6 +347,21 @@ class Agent:
                  self.pins.generation, "adopted" if self.pins.adopted else "new",
                  sum(h.origin == "adopted" for h in hooks), sum(h.origin == "fresh" and h.active for h in hooks))
 
+    def _catch_up(self, seconds: float = 5.0) -> None:
+        """Before saying ready: read what the kernel wrote while no agent ran
+        (the pinned ring buffer) and start-up took, and wait until the sinks
+        wrote it.  A crash or kill -9 soon after start then loses none of the
+        gap's events (it would lose what was read but not yet written)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.drain_events()
+            if not self._ring_behind or time.monotonic() > deadline:
+                break
+        for sink in self.sinks:
+            wait = getattr(sink, "wait_idle", None)
+            if wait is not None and not wait(max(0.0, deadline - time.monotonic())):
+                log.warning("start-up: %s has not written the backlog yet; going on", sink.name)
+
     def _drain_replaced(self, fd: int | None, compatible: bool, lost: dict | None = None) -> None:
         """Read a replaced generation's ring buffer, once its programs are
         detached: what they wrote until this agent's took over (an upgrade
@@ -417,6 +432,7 @@ class Agent:
                 component.start(self)
                 self._started.append(component)
             self._finish_pins()
+            self._catch_up()
             self._ready = True
             if self.policies is not None:
                 self.policies.pool.resume()     # spares for reloads, now that start-up is done

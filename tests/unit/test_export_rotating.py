@@ -140,3 +140,32 @@ def test_threaded_sink_drops_and_counts_when_full():
     sink.close()
     assert inner.got + inner.stats.dropped == 500
     assert inner.stats.dropped >= 300        # at most one batch in the worker + max_events queued
+
+
+def test_wait_idle_returns_once_the_queued_events_are_written(tmp_path):
+    """The agent waits for this before saying ready (the pinned backlog is written first)."""
+    started, release = threading.Event(), threading.Event()
+
+    class Slow:
+        name = "slow"
+
+        def __init__(self):
+            self.stats = RotatingFileSink(str(tmp_path / "unused.log")).stats
+            self.written = 0
+
+        def write_events(self, batch):
+            started.set()
+            release.wait(5)
+            self.written += len(batch)
+
+        def close(self):
+            pass
+
+    inner = Slow()
+    sink = ThreadedSink(inner)
+    sink.write_events([(line(i), META) for i in range(3)])
+    assert started.wait(5)
+    assert sink.wait_idle(0.2) is False and inner.written == 0      # still being written
+    release.set()
+    assert sink.wait_idle(5) is True and inner.written == 3
+    sink.close()

@@ -163,6 +163,7 @@ class ThreadedSink:
         self._queued = 0
         self._cond = threading.Condition()
         self._closing = False
+        self._writing = False
         self._throttle = LogThrottle(log)
         self._thread = threading.Thread(target=self._run, name=f"export-{self.name}", daemon=True)
         self._thread.start()
@@ -195,6 +196,7 @@ class ThreadedSink:
                 batches = list(self._queue)
                 self._queue.clear()
                 self._queued = 0
+                self._writing = True
             merged = [item for b in batches for item in b]
             try:
                 self.inner.write_events(merged)
@@ -202,6 +204,15 @@ class ThreadedSink:
                 self.stats.errors += 1
                 self.stats.lose(len(merged), "exporter_error")
                 log.exception("%s: exporter failed", self.name)
+            finally:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until everything queued so far is written (True), at most timeout seconds."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._writing, timeout)
 
     def close(self) -> None:
         with self._cond:
