@@ -38,6 +38,24 @@ def _open_in(path: str, cwd: str) -> int:
         os.close(home)
 
 
+def file_open_hook(operator: str, value: str, action: str = "") -> str:
+    """A security_file_open hook matching its file argument (the spec body)."""
+    actions = f"\n      matchActions:\n      - action: {action}" if action else ""
+    return f"""
+  kprobes:
+  - call: security_file_open
+    syscall: false
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: {operator}
+        values: ["{value}"]{actions}
+"""
+
+
 def mine(bodies: list[dict]) -> list[dict]:
     return [b for b in bodies if b["process"]["pid"] == os.getpid()]
 
@@ -70,21 +88,7 @@ def test_sigkill_on_open_stops_the_reader(tmp_path):
     secret.write_text("the secret\n")
     name = f"kill-open-{secret.name[-8:]}"
     policy = tmp_path / "p.yaml"
-    policy.write_text(policy_text(name, f"""
-  kprobes:
-  - call: security_file_open
-    syscall: false
-    args:
-    - index: 0
-      type: file
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: Equal
-        values: ["{secret}"]
-      matchActions:
-      - action: Sigkill
-"""))
+    policy.write_text(policy_text(name, file_open_hook("Equal", str(secret), action="Sigkill")))
     agent = RunningAgent(tmp_path, "--policy", str(policy))
     try:
         assert "not active" not in agent.log_text().lower(), agent.log_text()
@@ -123,19 +127,7 @@ def test_an_open_on_overlayfs_is_one_event(tmp_path):
     assert mount.returncode == 0, f"cannot mount an overlayfs here: {mount.stderr}"
     name = f"ovl-open-{uuid.uuid4().hex[:8]}"
     policy = tmp_path / "p.yaml"
-    policy.write_text(policy_text(name, f"""
-  kprobes:
-  - call: security_file_open
-    syscall: false
-    args:
-    - index: 0
-      type: file
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: Prefix
-        values: ["{dirs['merged']}/"]
-"""))
+    policy.write_text(policy_text(name, file_open_hook("Prefix", f"{dirs['merged']}/")))
     try:
         (dirs["merged"] / "in-upper").write_text("u\n")
         (tmp_path / "agent").mkdir()
