@@ -27,7 +27,7 @@ import uuid
 
 import pytest
 
-from c_programs import compile_c
+from c_programs import KILL_OR_POST, compile_c
 from agent_harness import SLOWDOWN, RunningAgent, policy_events, policy_text
 from kernel_expect import features, not_applicable
 
@@ -109,16 +109,7 @@ def setup(tmp_path_factory):
       type: int
     - index: 1
       type: string
-    selectors:
-    - matchArgs:
-      - index: 1
-        operator: Equal
-        values: ["killme"]
-      matchActions:
-      - action: Sigkill
-    - matchActions:
-      - action: Post
-""" for path in (target, stable))
+    selectors:{KILL_OR_POST}""" for path in (target, stable))
     pfile = d / f"{POLICY}.yaml"
     pfile.write_text(policy_text(POLICY, "\n  uprobes:" + hooks))
     sock = d / "c.sock"
