@@ -30,7 +30,7 @@ tetrahost/constants.py: csrc/events.h csrc/gen_constants.py
 	$(PY) csrc/gen_constants.py
 
 ext: $(EXT)
-$(EXT): csrc/events.h csrc/libbpf.cdef csrc/shim.c csrc/build_ffi.py .venv/.installed
+$(EXT): csrc/events.h csrc/libbpf.cdef csrc/shim.c csrc/ring.c csrc/ring.cdef csrc/build_ffi.py .venv/.installed
 	$(PY) setup.py -q build_ext --inplace
 	touch $@
 

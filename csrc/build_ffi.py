@@ -3,6 +3,7 @@
 Declarations come from two files and are never retyped here:
 - csrc/libbpf.cdef: the libbpf functions we call (checked against the system
   <bpf/libbpf.h> when the extension compiles);
+- csrc/ring.cdef: the ring buffer reader in csrc/ring.c;
 - csrc/events.h, the region between CDEF-BEGIN and CDEF-END: every record the
   kernel sends, so Python reads exactly the layout the BPF programs write.
 """
@@ -24,11 +25,12 @@ def events_cdef() -> str:
 def make_ffi() -> FFI:
     ffi = FFI()
     ffi.cdef((CSRC / "libbpf.cdef").read_text())
+    ffi.cdef((CSRC / "ring.cdef").read_text())
     ffi.cdef(events_cdef(), packed=False)
     ffi.set_source(
         "tetrahost._libbpf",
         '#include <bpf/libbpf.h>\n#include <bpf/bpf.h>\n#include "events.h"\n'
-        + (CSRC / "shim.c").read_text(),
+        + (CSRC / "shim.c").read_text() + (CSRC / "ring.c").read_text(),
         libraries=["bpf"],
         include_dirs=[str(CSRC)],
         extra_compile_args=["-O2", "-Wall"],

@@ -41,6 +41,7 @@ from tetrahost.events.event import FORMS, Event
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
+from tetrahost.export.delivery import Delivery
 from tetrahost.export.hook_json import HookEventRenderer
 from tetrahost.export.tetragon_json import TetragonJSON
 from tetrahost.sensors.mounts import ensure_mounted
@@ -75,6 +76,8 @@ class Counters:
 
 
 class Agent:
+    delivery = None      # releases ring space as exporters write (tetrahost/export/delivery.py)
+
     def __init__(self, sinks, node_name: str | None = None, proc_root: str = "/proc",
                  ringbuf_bytes: int | None = None, policy_files=(), features=None, components=(),
                  pin_dir: str = "", keep_pins: bool = False):
@@ -114,7 +117,9 @@ class Agent:
                                  self.counters.dropped, lambda action, target: self._user_actions().submit(
                                      action, target))
         self.ringbuf_bytes = ringbuf_bytes or DEFAULT_RINGBUF_BYTES
-        self.sensor = ProcessSensor(self._on_record, ringbuf_bytes=self.ringbuf_bytes)
+        # The ring is released as the exporters write, not as it is read: a pinned
+        # ring then keeps, for the next agent, what a kill -9 caught in between.
+        self.sensor = ProcessSensor(self._on_record, ringbuf_bytes=self.ringbuf_bytes, deferred=True)
         self._batch: list[Event] = []
         self._ring_behind = False              # the last drain stopped at TURN_RECORDS
         self._readers: dict[int, object] = {}
@@ -157,6 +162,8 @@ class Agent:
         start-up work (policy loads) that runs before the loop does."""
         if getattr(self, "_hold_ring", False):
             return
+        if self.delivery is not None:
+            self.delivery.release_stale()
         read = 0
         self._ring_behind = False
         while read < TURN_RECORDS:
@@ -256,6 +263,8 @@ class Agent:
                     sink.write_events(batch)
                 except Exception:   # one failing exporter must not stop the others or the loop
                     log.exception("sink %s failed", getattr(sink, "name", sink))
+        if self.delivery is not None:
+            self.delivery.flushed()     # what was read so far is with the exporters
 
     def _check_losses(self) -> None:
         """Count what the in-kernel loss counters gained.  They are cumulative
@@ -426,6 +435,7 @@ class Agent:
             self._open_pins()
             self.sensor.start(self.pins)
             self._sensor_attached_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            self.delivery = Delivery(self.sensor.ringbuf, self.sinks, max_bytes=self.ringbuf_bytes // 2)
             loaded = self.cache.load_procfs(self.proc_root)
             self._start_policies()
             for component in self.components:
@@ -452,6 +462,9 @@ class Agent:
             self._flush()
             for sink in self.sinks:
                 sink.close()
+            if self.delivery is not None:
+                self.delivery.settle()      # release what the exporters wrote while closing
+            self.sensor.close_ring()
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)

@@ -8,6 +8,8 @@
   tetrahost_ringbuf_records_total               records read from the ring buffer
   tetrahost_ringbuf_lost_total                  all in-kernel losses
   tetrahost_decode_errors_total
+  tetrahost_ringbuf_released_unwritten_total     ring space released before a stalled exporter wrote
+                                                (export/delivery.py: only these a crash can lose)
   tetrahost_records_dropped_total{reason}       records read but not exported: unknown_hook (policy
                                                 unloaded meanwhile), replaced_generation (pinned by
                                                 a build whose records this one cannot decode)
@@ -129,6 +131,10 @@ class AgentCollector:
                                   value=sum(lost.values()))
         yield CounterMetricFamily("tetrahost_decode_errors", "Malformed kernel records dropped",
                                   value=c.decode_errors)
+        delivery = getattr(self.agent, "delivery", None)
+        yield CounterMetricFamily("tetrahost_ringbuf_released_unwritten", "Ring buffer space released before "
+                                  "every exporter wrote its events (an exporter stalled)",
+                                  value=delivery.forced if delivery is not None else 0)
         m = CounterMetricFamily("tetrahost_records_dropped", "Kernel records read (or found pinned) but not "
                                 "exported, by reason: unknown_hook, replaced_generation", labels=["reason"])
         for reason in ("unknown_hook", "replaced_generation"):

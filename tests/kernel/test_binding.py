@@ -146,6 +146,40 @@ def test_ring_buffer_consume_stops_at_its_limit_and_loses_nothing():
         obj.close()
 
 
+def test_a_deferred_ring_buffer_keeps_what_was_read_until_it_is_committed():
+    """What one reader read but did not commit is still in the ring for the
+    next reader (the next agent after a kill -9); once committed, it is not."""
+    obj = BpfObject(OBJ / "process.bpf.o").load()
+    link = obj.program("on_exec").attach()
+    first_seen, second_seen, third_seen = [], [], []
+    first = RingBuffer(obj.map("events"), first_seen.append, deferred=True)
+    try:
+        marker = f"th-deferred-{uuid.uuid4().hex}"
+        for _ in range(5):
+            subprocess.run(["/bin/true", marker], check=True)
+        link.destroy()
+        assert first.consume() >= 5 and first.uncommitted_bytes() > 0
+        mine = [r for r in first_seen if marker.encode() in r]
+        assert len(mine) == 5
+        pos = first.read_pos
+        first.close()                           # "killed" before it committed
+
+        second = RingBuffer(obj.map("events"), second_seen.append, deferred=True)
+        assert second.consume() == len(first_seen)
+        assert second_seen == first_seen        # the same records, in order
+        assert second.read_pos == pos
+        second.commit()
+        second.close()
+
+        third = RingBuffer(obj.map("events"), third_seen.append, deferred=True)
+        assert third.consume() == 0 and not third.unread()
+        third.close()
+    finally:
+        link.destroy()
+        first.close()
+        obj.close()
+
+
 def test_ring_buffer_fd_becomes_readable_and_close_detaches():
     seen = []
     obj = BpfObject(OBJ / "process.bpf.o").load()

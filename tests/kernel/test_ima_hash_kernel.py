@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from agent_harness import REPO, policy_events, start_with_policies
-from kernel_expect import features
+from kernel_expect import features, not_applicable
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_root]
 
@@ -106,7 +106,8 @@ def test_exec_events_carry_the_files_own_hash(tmp_path_factory):
     process_lsm event whose ima_hash is IMA's sha256 of that file, and an
     exec of a different file its own."""
     if not features().ima_hash:
-        pytest.skip("the kernel gives BPF programs no IMA hash: test_policy_check_says_why_there_is_no_hash")
+        not_applicable("the kernel gives BPF programs no IMA hash (test_policy_check_says_why_there_is_no_hash "
+                       "checks that the policy check says so)")
     d = tmp_path_factory.mktemp("ima")
     files = []
     for tag in ("a", "b"):      # /bin/true with different trailing bytes: both run, hashes differ

@@ -1,40 +1,34 @@
-"""Ring buffer consumer that fits an event loop.
+"""Ring buffer consumer that fits an event loop and delivers at least once.
 
-`RingBuffer.fd` is an epoll fd that becomes readable when records are waiting,
-so the daemon can select()/poll() it with its other sources; `consume()` then
-drains what is there without blocking.  Each record reaches `callback(bytes)`.
+`RingBuffer.fd` is the map's fd, readable (poll/select/epoll) when records
+are waiting, so the daemon can watch it with its other sources; `consume()`
+then hands what is there to `callback(bytes)` without blocking, at most
+`limit` records: under a flood the kernel refills the ring as fast as it is
+read, so an unbounded consume() would not return before the flood ends.
 
-`consume(limit)` stops after `limit` records (this libbpf, 1.1, has no
-ring_buffer__consume_n): the sample callback returns STOP once the budget is
-spent, and libbpf, which has already moved its read position past that
-record, returns with the rest left in the ring.  Under a flood the kernel
-refills the ring as fast as it is read, so an unbounded consume() would not
-return before the flood ends.
+Reading and committing are two steps (csrc/ring.c).  By default consume()
+commits what it read, as libbpf's consumer does.  With `deferred=True` the
+kernel may reuse the ring only up to what the owner `commit()`s: the agent
+commits a position once the events made of the records before it are
+written by its exporters (tetrahost/delivery.py).  A pinned ring buffer
+then still holds, for the next agent, what a killed one had read but not
+yet written: at least once, never lost.
 """
 from __future__ import annotations
 
 import logging
+import os
+import select
+import threading
 
-from tetrahost.bpf.native import check_ptr, check_rc, ffi, lib
+from tetrahost.bpf.native import ffi, lib
 
 log = logging.getLogger(__name__)
 
-
-# What the sample callback returns to stop libbpf's loop (any negative value
-# does; this one is told apart from a real error by RingBuffer.consume).
-STOP = -1000
-
-
-@ffi.def_extern()
-def th_ringbuf_sample(ctx, data, size):
-    rb = ffi.from_handle(ctx)
-    try:
-        rb.callback(ffi.buffer(data, size)[:])
-    except Exception:  # one bad record must not stop the consumer
-        rb.callback_errors += 1
-        log.exception("ring buffer callback failed on a %d-byte record", size)
-    rb._left -= 1
-    return STOP if rb._left == 0 else 0
+# One read copies at most this much; a record never comes near it (the
+# largest, a hook record, is under 2 KiB), and one that did would be skipped
+# and counted (csrc/ring.c), never wedge the reader.
+READ_BUFFER_BYTES = 1 << 20
 
 
 class PinnedMap:
@@ -47,47 +41,104 @@ class PinnedMap:
 
 
 class RingBuffer:
-    def __init__(self, bpf_map, callback):
+    def __init__(self, bpf_map, callback, deferred: bool = False):
         self.callback = callback
         self.callback_errors = 0     # records whose callback raised (logged)
-        self._left = -1              # records consume() may still hand over; < 0: no limit
-        self._handle = ffi.new_handle(self)
-        self._ptr = check_ptr(lib.ring_buffer__new(bpf_map.fd, lib.th_ringbuf_sample, self._handle, ffi.NULL),
-                              f"create ring buffer on map {bpf_map.name}")
+        self.deferred = deferred
+        self.name = bpf_map.name
+        self._fd = bpf_map.fd
+        self._ring = ffi.new("struct th_ring *")
+        rc = lib.th_ring_map(self._ring, self._fd)
+        if rc < 0:
+            raise OSError(-rc, f"map ring buffer {bpf_map.name}: {os.strerror(-rc)}")
+        self._open = True
+        self._commit_lock = threading.Lock()    # commit() may come from exporter threads
+        self._out = ffi.new("uint8_t[]", READ_BUFFER_BYTES)
+        self._out_view = ffi.buffer(self._out)
+        self._used = ffi.new("size_t *")
 
     @property
     def fd(self) -> int:
-        return lib.ring_buffer__epoll_fd(self._require())
+        self._require()
+        return self._fd
+
+    @property
+    def read_pos(self) -> int:
+        """Where the next read starts: commit(read_pos) releases all read so far."""
+        return self._require().read_pos
+
+    @property
+    def oversized(self) -> int:
+        """Records skipped because no read buffer could hold them."""
+        return self._ring.oversized
+
+    def unread(self) -> bool:
+        """Records (or parts being written) wait after the read position."""
+        ring = self._require()
+        return lib.th_ring_producer(ring) > ring.read_pos
+
+    def uncommitted_bytes(self) -> int:
+        """Bytes read but not yet released to the kernel."""
+        ring = self._require()
+        return ring.read_pos - lib.th_ring_consumer(ring)
+
+    def commit(self, pos: int | None = None) -> None:
+        """Release the ring up to pos (a read_pos seen earlier; default: all read)."""
+        with self._commit_lock:
+            if not self._open:
+                return          # closed meanwhile (an exporter thread late at shutdown)
+            ring = self._ring
+            pos = ring.read_pos if pos is None else pos
+            if pos > lib.th_ring_consumer(ring):
+                lib.th_ring_commit(ring, pos)
 
     def poll(self, timeout_ms: int) -> int:
         """Wait up to timeout_ms for records and handle them; returns the count."""
-        rc = lib.ring_buffer__poll(self._require(), timeout_ms)
-        if rc == -4:   # EINTR: a signal arrived; the caller's loop decides
+        waiter = select.poll()
+        waiter.register(self.fd, select.POLLIN)
+        try:
+            waiter.poll(timeout_ms)
+        except InterruptedError:     # a signal: the caller's loop decides
             return 0
-        return check_rc(rc, "poll ring buffer")
+        return self.consume()
 
     def consume(self, limit: int = 0) -> int:
         """Handle the records waiting now, at most `limit` of them (0: all),
         without blocking; returns how many were handled."""
-        ptr = self._require()
-        self._left = limit if limit > 0 else -1
-        try:
-            rc = lib.ring_buffer__consume(ptr)
-        finally:
-            left, self._left = self._left, -1
-        if rc == STOP:
-            return limit - max(left, 0)
-        return check_rc(rc, "consume ring buffer")
+        ring = self._require()
+        left = limit if limit > 0 else -1
+        handled = 0
+        while left != 0:
+            n = lib.th_ring_read(ring, self._out, READ_BUFFER_BYTES, left if left > 0 else 1 << 30, self._used)
+            if n == 0:
+                break
+            view, off = self._out_view, 0
+            for _ in range(n):
+                size = int.from_bytes(view[off:off + 4], "little")
+                raw = view[off + 4:off + 4 + size]
+                off += 4 + size
+                try:
+                    self.callback(raw)
+                except Exception:  # one bad record must not stop the consumer
+                    self.callback_errors += 1
+                    log.exception("ring buffer callback failed on a %d-byte record", size)
+            handled += n
+            if left > 0:
+                left -= n
+        if not self.deferred:
+            self.commit()
+        return handled
 
     def close(self) -> None:
-        if self._ptr is not None:
-            lib.ring_buffer__free(self._ptr)
-            self._ptr = None
+        with self._commit_lock:
+            if self._open:
+                self._open = False
+                lib.th_ring_unmap(self._ring)
 
     def _require(self):
-        if self._ptr is None:
+        if not self._open:
             raise ValueError("ring buffer is closed")
-        return self._ptr
+        return self._ring
 
     def __enter__(self):
         return self

@@ -150,7 +150,12 @@ class ThreadedSink:
     events would exceed max_events the batch is dropped and counted in
     inner.stats.dropped (the stats of the real exporter, so metrics show
     the loss where it belongs).  close() lets the worker finish what is
-    queued (up to `drain_timeout` seconds), then closes the inner sink."""
+    queued (up to `drain_timeout` seconds), then closes the inner sink.
+
+    accepted_batches / written_batches count the batches handed in and those
+    written (or dropped and counted); on_written(), if set, runs on the worker
+    after each write: the agent releases ring buffer space by them
+    (tetrahost/export/delivery.py)."""
 
     def __init__(self, inner, max_events: int = 65536, drain_timeout: float = 10.0):
         self.inner = inner
@@ -165,18 +170,27 @@ class ThreadedSink:
         self._closing = False
         self._writing = False
         self._throttle = LogThrottle(log)
+        self.accepted_batches = 0
+        self.written_batches = 0
+        self._counts: collections.deque = collections.deque()   # accepted batches each queued one stands for
+        self._carry = 0             # batches dropped while a write was in flight and nothing queued
+        self.on_written = None
         self._thread = threading.Thread(target=self._run, name=f"export-{self.name}", daemon=True)
         self._thread.start()
 
     def write_events(self, batch) -> None:
         with self._cond:
+            self.accepted_batches += 1
             if self._closing:
+                self._done_in_order()
                 return
             if self._queued + len(batch) > self.max_events:
                 self.stats.lose(len(batch), "queue_full")
+                self._done_in_order()
                 dropped = True
             else:
                 self._queue.append(batch)
+                self._counts.append(1)
                 self._queued += len(batch)
                 self._cond.notify()
                 dropped = False
@@ -184,6 +198,16 @@ class ThreadedSink:
             self._throttle.warning("%s: exporter is behind (%d events queued), dropped %d events "
                                    "(%d dropped in total)", self.name, self._queued, len(batch),
                                    self.stats.dropped)
+
+    def _done_in_order(self) -> None:
+        """A batch not queued (dropped) is done once those before it are written:
+        it rides on the last queued batch, or on the write in flight."""
+        if self._counts:
+            self._counts[-1] += 1
+        elif self._writing:
+            self._carry += 1
+        else:
+            self.written_batches += 1
 
     def _run(self) -> None:
         while True:
@@ -194,7 +218,9 @@ class ThreadedSink:
                     return
                 # Take everything queued: one write for many small batches.
                 batches = list(self._queue)
+                taken = sum(self._counts)
                 self._queue.clear()
+                self._counts.clear()
                 self._queued = 0
                 self._writing = True
             merged = [item for b in batches for item in b]
@@ -207,7 +233,14 @@ class ThreadedSink:
             finally:
                 with self._cond:
                     self._writing = False
+                    self.written_batches += taken + self._carry
+                    self._carry = 0
                     self._cond.notify_all()
+            if self.on_written is not None:
+                try:
+                    self.on_written()
+                except Exception:
+                    log.exception("%s: after-write callback failed", self.name)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until everything queued so far is written (True), at most timeout seconds."""

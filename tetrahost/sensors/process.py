@@ -27,12 +27,15 @@ DEFAULT_RINGBUF_BYTES = 8 * 1024 * 1024
 
 
 class ProcessSensor:
-    def __init__(self, on_record, ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES):
-        """on_record(bytes) is called for every record, from `consume()`/`poll()`."""
+    def __init__(self, on_record, ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES, deferred: bool = False):
+        """on_record(bytes) is called for every record, from `consume()`/`poll()`;
+        deferred: the owner releases ring space (RingBuffer.commit), and closes
+        the ring (close_ring) after its last commit."""
         if ringbuf_bytes & (ringbuf_bytes - 1) or ringbuf_bytes < 4096:
             raise ValueError(f"ring buffer size must be a power of two >= 4096, not {ringbuf_bytes}")
         self._on_record = on_record
         self._ringbuf_bytes = ringbuf_bytes
+        self._deferred = deferred
         self.obj = None
         self.links = []
         self.ringbuf = None
@@ -53,7 +56,7 @@ class ProcessSensor:
                     log.debug("attached %s", prog.section)
                 if pins is not None:
                     self._pin(pins)
-            self.ringbuf = RingBuffer(self.obj.map("events"), self._on_record)
+            self.ringbuf = RingBuffer(self.obj.map("events"), self._on_record, deferred=self._deferred)
         except BaseException:
             self.stop()
             raise
@@ -93,7 +96,8 @@ class ProcessSensor:
         self.stop()
 
     def stop(self) -> None:
-        """Detach first (no new records), then drain and free."""
+        """Detach first (no new records), then drain and free; a deferred
+        ring stays mapped (the mapping holds the map) until close_ring()."""
         for link in self.links:
             link.destroy()
         self.links = []
@@ -101,11 +105,16 @@ class ProcessSensor:
             try:
                 self.ringbuf.consume()
             finally:
-                self.ringbuf.close()
-                self.ringbuf = None
+                if not self._deferred:
+                    self.close_ring()
         if self.obj is not None:
             self.obj.close()
             self.obj = None
+
+    def close_ring(self) -> None:
+        if self.ringbuf is not None:
+            self.ringbuf.close()
+            self.ringbuf = None
 
     def __enter__(self):
         return self.start()

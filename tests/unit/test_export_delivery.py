@@ -1,0 +1,168 @@
+"""Ring space is released only up to what every threaded exporter wrote
+(tetrahost/export/delivery.py), in order, and a stalled exporter cannot hold
+it for ever."""
+from __future__ import annotations
+
+import threading
+
+from tetrahost.export.delivery import Delivery
+from tetrahost.export.filters import ExportPipeline
+from tetrahost.export.sinks import SinkStats, ThreadedSink
+
+
+class FakeRing:
+    """read_pos moves as the test 'reads'; commits are recorded."""
+
+    def __init__(self):
+        self.read_pos = 0
+        self.commits: list[int] = []
+
+    def commit(self, pos):
+        self.commits.append(pos)
+
+    def uncommitted_bytes(self):
+        return self.read_pos - (self.commits[-1] if self.commits else 0)
+
+
+class GatedExporter:
+    """Writes only when the test opens its gate, one write at a time."""
+
+    def __init__(self, name="gated"):
+        self.name = name
+        self.stats = SinkStats()
+        self.gate = threading.Semaphore(0)
+        self.entered = threading.Semaphore(0)
+        self.lines: list[str] = []
+
+    def write_events(self, batch):
+        self.entered.release()
+        self.gate.acquire(timeout=5)
+        self.lines.extend(line for line, _ in batch)
+
+    def close(self):
+        pass
+
+
+def batch(*lines):
+    return [(line, None) for line in lines]
+
+
+def hand_over(delivery, ring, sinks, pos, lines):
+    """What the agent's loop does per drain: read up to pos, write, flush."""
+    ring.read_pos = pos
+    for sink in sinks:
+        sink.write_events(batch(*lines))
+    delivery.flushed()
+
+
+def written_through(sink, n, timeout=5.0):
+    with sink._cond:
+        return sink._cond.wait_for(lambda: sink.written_batches >= n, timeout)
+
+
+def test_the_ring_is_released_only_after_the_exporter_wrote():
+    ring, inner = FakeRing(), GatedExporter()
+    sink = ThreadedSink(inner)
+    delivery = Delivery(ring, [sink])
+    hand_over(delivery, ring, [sink], 100, ["a"])
+    assert inner.entered.acquire(timeout=5)
+    assert ring.commits == []                       # read, handed over, not yet written
+    inner.gate.release()
+    assert written_through(sink, 1)
+    assert ring.commits == [100] and inner.lines == ["a"]
+    sink.close()
+
+
+def test_a_dropped_batch_does_not_release_an_earlier_unwritten_one():
+    """The queue holds batch 2 while batch 1 is being written; batch 3 finds
+    the queue full and is dropped (counted).  Counting it as done must not
+    release batch 2's records before batch 2 is written."""
+    ring, inner = FakeRing(), GatedExporter()
+    sink = ThreadedSink(inner, max_events=1)
+    delivery = Delivery(ring, [sink])
+    hand_over(delivery, ring, [sink], 100, ["1"])
+    assert inner.entered.acquire(timeout=5)         # batch 1 in flight
+    hand_over(delivery, ring, [sink], 200, ["2"])   # queued
+    hand_over(delivery, ring, [sink], 300, ["3"])   # queue full: dropped
+    assert inner.stats.dropped == 1
+    assert ring.commits == []
+    inner.gate.release()                            # batch 1 written
+    assert written_through(sink, 1)
+    assert ring.commits == [100]                    # not 300: batch 2 is not written
+    assert inner.entered.acquire(timeout=5)
+    inner.gate.release()                            # batch 2 written; 3 was dropped after it
+    assert written_through(sink, 3)
+    assert ring.commits[-1] == 300 and inner.lines == ["1", "2"]
+    sink.close()
+
+
+def test_a_batch_dropped_during_a_write_waits_for_that_write():
+    ring, inner = FakeRing(), GatedExporter()
+    sink = ThreadedSink(inner, max_events=1)
+    delivery = Delivery(ring, [sink])
+    hand_over(delivery, ring, [sink], 100, ["1"])
+    assert inner.entered.acquire(timeout=5)
+    sink.max_events = 0                             # the next batch is dropped, nothing queued
+    hand_over(delivery, ring, [sink], 200, ["2"])
+    assert ring.commits == []
+    inner.gate.release()
+    assert written_through(sink, 2)
+    assert ring.commits == [200]
+    sink.close()
+
+
+def test_every_exporter_behind_a_pipeline_must_have_written():
+    ring, slow, fast = FakeRing(), GatedExporter("slow"), GatedExporter("fast")
+    sinks = [ThreadedSink(slow), ThreadedSink(fast)]
+    pipeline = ExportPipeline(sinks)
+    delivery = Delivery(ring, [pipeline])
+    assert delivery.exporters == sinks
+    hand_over(delivery, ring, [pipeline], 64, ["x"])
+    fast.gate.release()
+    assert written_through(sinks[1], 1)
+    assert ring.commits == []                       # the slow one has not written
+    slow.gate.release()
+    assert written_through(sinks[0], 1)
+    assert ring.commits == [64]
+    for s in sinks:
+        s.close()
+
+
+def test_records_no_exporter_is_given_are_released_at_once():
+    """Records that make no event (a fork) still go: nothing to wait for."""
+    ring, inner = FakeRing(), GatedExporter()
+    sink = ThreadedSink(inner)
+    delivery = Delivery(ring, [sink])
+    ring.read_pos = 48
+    delivery.flushed()
+    assert ring.commits == [48]
+    sink.close()
+
+
+def test_a_stalled_exporter_holds_the_ring_at_most_max_hold():
+    now = [0.0]
+    ring, inner = FakeRing(), GatedExporter()
+    sink = ThreadedSink(inner)
+    delivery = Delivery(ring, [sink], max_hold=2.0, clock=lambda: now[0])
+    hand_over(delivery, ring, [sink], 100, ["a"])
+    now[0] = 1.0
+    delivery.release_stale()
+    assert ring.commits == [] and delivery.forced == 0
+    now[0] = 2.5
+    delivery.release_stale()
+    assert ring.commits == [100] and delivery.forced == 1
+    inner.gate.release()
+    sink.close()
+
+
+def test_a_stalled_exporter_holds_at_most_max_bytes():
+    ring, inner = FakeRing(), GatedExporter()
+    sink = ThreadedSink(inner)
+    delivery = Delivery(ring, [sink], max_hold=60.0, max_bytes=150)
+    hand_over(delivery, ring, [sink], 100, ["a"])
+    hand_over(delivery, ring, [sink], 200, ["b"])
+    delivery.release_stale()
+    assert ring.commits == [100]                    # 200 held, then 100 after the release
+    inner.gate.release()
+    inner.gate.release()
+    sink.close()

@@ -1,0 +1,104 @@
+"""When the kernel may reuse ring buffer space: once the events are written.
+
+The agent reads records, turns them into events and hands those to its
+exporters; the file, journald and stdout exporters write on threads of their
+own (ThreadedSink).  Were the ring released as it is read (libbpf's way), a
+kill -9 between the read and those writes would lose the events: the pinned
+ring buffer the next agent reads would no longer hold them.  So the ring is
+released (RingBuffer.commit) only up to the records whose events every
+threaded exporter has written, or dropped and counted (a full queue).
+
+A stalled exporter must not fill the ring: the kernel would then drop
+records before any exporter, metrics or the process cache saw them.  Records
+held longer than MAX_HOLD seconds, or more than half the ring, are released
+anyway (`forced`): then, and only then, a crash can lose read events.
+
+After a kill -9 the next agent re-reads what was read but not released: the
+events of a batch written in the microseconds before its release are written
+twice.  At least once, never silently lost.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+
+from tetrahost.export.sinks import LogThrottle
+
+log = logging.getLogger(__name__)
+
+MAX_HOLD = 2.0              # seconds a read record may wait for the exporters
+
+
+def threaded_exporters(sinks) -> list:
+    """The exporters that write behind a queue (they count their batches), also
+    those inside a pipeline (its `sinks`)."""
+    out = []
+    for sink in sinks:
+        if hasattr(sink, "written_batches"):
+            out.append(sink)
+        out.extend(threaded_exporters(getattr(sink, "sinks", ())))
+    return out
+
+
+class Delivery:
+    def __init__(self, ring, sinks, max_hold: float = MAX_HOLD, max_bytes: int | None = None,
+                 clock=time.monotonic):
+        self.ring = ring
+        self.exporters = threaded_exporters(sinks)
+        self.max_hold = max_hold
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self.forced = 0             # releases before the exporters wrote (a stalled exporter)
+        # (ring position, each exporter's accepted batches then, when read); oldest first
+        self._pending: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._throttle = LogThrottle(log)
+        for exporter in self.exporters:
+            exporter.on_written = self.settle
+
+    def flushed(self) -> None:
+        """The loop handed everything read so far to the exporters."""
+        pos = self.ring.read_pos
+        targets = tuple(e.accepted_batches for e in self.exporters)
+        with self._lock:
+            if self._pending and self._pending[-1][0] == pos:
+                return
+            self._pending.append((pos, targets, self.clock()))
+        self.settle()
+
+    def settle(self) -> None:
+        """Release the ring up to the newest position all exporters wrote;
+        called by the loop and by exporter threads after each write."""
+        with self._lock:
+            pos = None
+            while self._pending and all(e.written_batches >= t
+                                        for e, t in zip(self.exporters, self._pending[0][1])):
+                pos = self._pending.popleft()[0]
+            if pos is not None:
+                self.ring.commit(pos)
+
+    def release_stale(self) -> None:
+        """Once a loop turn: release what a stalled exporter holds too long."""
+        with self._lock:
+            if not self._pending:
+                return
+            now, pos = self.clock(), None
+            while self._pending and (now - self._pending[0][2] > self.max_hold or
+                                     (self.max_bytes and self.ring.uncommitted_bytes() > self.max_bytes)):
+                pos = self._pending.popleft()[0]
+                self.forced += 1
+                self.ring.commit(pos)
+        if pos is not None:
+            slow = [e.name for e, t in zip(self.exporters, self._targets_now()) if e.written_batches < t]
+            self._throttle.warning("ring buffer released before %s wrote its events (behind more than "
+                                   "%.0f s or half the ring): a crash now would lose them",
+                                   ", ".join(slow) or "an exporter", self.max_hold)
+
+    def _targets_now(self) -> tuple:
+        return tuple(e.accepted_batches for e in self.exporters)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
