@@ -90,6 +90,10 @@ class AgentConfig:
     ringbuf_size: int = _opt(0, min=0, check=lambda v: None if v == 0 or (v & (v - 1) == 0 and v >= 4096)
                              else f"expected 0 (built-in 8 MiB) or a power of two >= 4096, got {v}")
     proc_root: str = "/proc"
+    # Seconds a read record's ring space waits for a stalled exporter before it is
+    # given back to the kernel anyway (docs/pinning.md "Read is not released"):
+    # until then a kill -9 loses none of it.  0 = give it back at once.
+    export_hold_seconds: float = _opt(2.0, min=0)
     # Pinned state (docs/pinning.md): the programs outlive a crash, a restart
     # and a package upgrade.  "" = no pinning (everything goes with the agent).
     pin_dir: str = _opt("/sys/fs/bpf/tetrahost", check=lambda v: None if v == "" or v.startswith("/")

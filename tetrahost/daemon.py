@@ -41,7 +41,7 @@ from tetrahost.events.event import FORMS, Event
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
-from tetrahost.export.delivery import Delivery
+from tetrahost.export.delivery import MAX_HOLD, Delivery
 from tetrahost.export.hook_json import HookEventRenderer
 from tetrahost.export.tetragon_json import TetragonJSON
 from tetrahost.sensors.mounts import ensure_mounted
@@ -80,7 +80,7 @@ class Agent:
 
     def __init__(self, sinks, node_name: str | None = None, proc_root: str = "/proc",
                  ringbuf_bytes: int | None = None, policy_files=(), features=None, components=(),
-                 pin_dir: str = "", keep_pins: bool = False):
+                 pin_dir: str = "", keep_pins: bool = False, export_hold: float = MAX_HOLD):
         """sinks: objects with write_events(list[Event]) and close(), and
         `wants`: the Event forms they read ("json", "data", "compact"; "json"
         when they do not say);
@@ -90,9 +90,11 @@ class Agent:
         policy directory watch, metrics, sd_notify), stopped in reverse order;
         pin_dir: the bpffs directory of the pinned state ("" = none: everything
         goes with the process); keep_pins: an orderly exit leaves the pins
-        (enforcing) instead of removing them."""
+        (enforcing) instead of removing them; export_hold: seconds read records
+        may wait for a stalled exporter (tetrahost/export/delivery.py)."""
         self.pin_dir = pin_dir
         self.keep_pins = keep_pins
+        self.export_hold = export_hold
         self.pins = None
         self.dispatcher = None
         self._hold_ring = False          # True while adopting pinned hooks
@@ -435,7 +437,8 @@ class Agent:
             self._open_pins()
             self.sensor.start(self.pins)
             self._sensor_attached_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-            self.delivery = Delivery(self.sensor.ringbuf, self.sinks, max_bytes=self.ringbuf_bytes // 2)
+            self.delivery = Delivery(self.sensor.ringbuf, self.sinks, max_hold=self.export_hold,
+                                     max_bytes=self.ringbuf_bytes // 2)
             loaded = self.cache.load_procfs(self.proc_root)
             self._start_policies()
             for component in self.components:

@@ -42,10 +42,11 @@ def private_pin_dir() -> str:
 
 class RunningAgent:
     def __init__(self, tmp_path: pathlib.Path, *extra_args: str, env: dict | None = None,
-                 config: str = "", stdout_path: pathlib.Path | None = None, metrics_config: str = ""):
+                 config: str = "", stdout_path: pathlib.Path | None = None, metrics_config: str = "",
+                 agent_config: str = ""):
         """env: variables added to the agent's environment; config: TOML keys
         added to the [export] table of the private configuration (metrics_config:
-        to its [metrics] table); stdout_path:
+        to its [metrics] table, agent_config: to its [agent] table); stdout_path:
         export to stdout too, into this file."""
         require_root_and_bpf()
         self.events_path = tmp_path / "events.json"
@@ -54,7 +55,7 @@ class RunningAgent:
         out = open(stdout_path, "wb") if stdout_path else None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tetrahost.cli.main", "run", "--stdout" if out else "--no-stdout",
-             "--config", str(self._private_config(tmp_path, config, metrics_config)),
+             "--config", str(self._private_config(tmp_path, config, metrics_config, agent_config)),
              "--export-file", str(self.events_path), *extra_args,
              *([] if "--socket" in extra_args else ["--no-socket"])],
             stdout=out or subprocess.DEVNULL, stderr=self._log, cwd=REPO,
@@ -64,7 +65,7 @@ class RunningAgent:
         self._wait_for(lambda: "tetrahost ready" in self.log_text(), 30 * SLOWDOWN, "the agent to report ready")
 
     @staticmethod
-    def _private_config(tmp_path: pathlib.Path, extra: str = "", metrics: str = "") -> pathlib.Path:
+    def _private_config(tmp_path: pathlib.Path, extra: str = "", metrics: str = "", agent: str = "") -> pathlib.Path:
         """A configuration of the agent's own for each test: no rotation of the
         export file (tests read every event from one file: the default keeps
         5 x 10 MiB, which a busy host fills in seconds), an empty private
@@ -79,7 +80,7 @@ class RunningAgent:
         policies = tmp_path / "policies.d"
         policies.mkdir(exist_ok=True)
         conf = tmp_path / "tetrahost-test.toml"
-        conf.write_text(f'[agent]\npolicy_dir = "{policies}"\npin_dir = "{private_pin_dir()}"\n'
+        conf.write_text(f'[agent]\npolicy_dir = "{policies}"\npin_dir = "{private_pin_dir()}"\n{agent}\n'
                         f'[export]\nhost_fields = true\n{extra}\n'
                         '[export.file]\nmax_size_mb = 100000\nmax_backups = 0\n'
                         '[metrics]\nenabled = false\n' + metrics + '\n')

@@ -7,10 +7,13 @@ Each test has a pin directory of its own, removed at the end.
 """
 from __future__ import annotations
 
+import array
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import termios
 import threading
 import time
 import uuid
@@ -172,6 +175,56 @@ def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
     assert not missing or lost_logged, f"runs made while no agent ran, exported by none: {missing[:10]}"
     assert last.stop() == 0
     assert not os.path.exists(pin_dir), "an orderly stop with the default configuration left pins"
+
+
+def _execs(agent: RunningAgent, marker: str) -> list[dict]:
+    return [e for e in agent.events() if marker in e.get("process_exec", {}).get("process", {}).get("arguments", "")]
+
+
+def _pipe_fill(fd: int) -> int:
+    buf = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return buf[0]
+
+
+def test_what_a_killed_agent_read_but_had_not_exported_the_next_one_exports(tmp_path, pin_dir):
+    """A kill -9 while one exporter is behind (stdout into a pipe nobody
+    reads): the events its file exporter already wrote were read, but the
+    ring space stays taken until every exporter wrote them, so the next agent
+    reads and exports them again.  At least once, not lost."""
+    fifo = tmp_path / "stdout.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)     # holds the pipe open, never reads
+    try:
+        (tmp_path / "agent0").mkdir()
+        first = RunningAgent(tmp_path / "agent0", env={"TETRAHOST_PIN_DIR": pin_dir}, stdout_path=fifo,
+                             agent_config="export_hold_seconds = 600")
+        filler = f"th-fill-{uuid.uuid4().hex[:10]}"
+        deadline = time.monotonic() + 60
+        while _pipe_fill(reader) < 60000:                    # the stdout exporter now blocks in write()
+            assert time.monotonic() < deadline, f"the pipe holds only {_pipe_fill(reader)} bytes"
+            for _ in range(20):
+                subprocess.run(["/bin/true", filler], check=True)
+        marker = f"th-held-{uuid.uuid4().hex[:10]}"
+        for _ in range(3):
+            subprocess.run(["/bin/true", marker], check=True)
+        first.wait_events(lambda e: marker in e.get("process_exec", {}).get("process", {}).get("arguments", ""), 3)
+        # Many loop turns (0.1 s each) later: an agent that gave ring space back
+        # as it read, or on its next turn (export_hold_seconds = 0), has by now.
+        time.sleep(1.0)
+        first.proc.kill()                                    # read and written to the file, not to stdout
+        first.proc.wait()
+        (tmp_path / "agent1").mkdir()
+        second = RunningAgent(tmp_path / "agent1", env={"TETRAHOST_PIN_DIR": pin_dir})
+        try:
+            assert "hooks adopted" in second.log_text() and "(g1): adopted" in second.log_text(), second.log_text()
+            second.settle()
+            again = _execs(second, marker)
+            assert len(again) == 3, f"the next agent exported {len(again)} of the 3 held execs\n{second.log_text()}"
+        finally:
+            second.stop()
+    finally:
+        os.close(reader)
 
 
 def test_policy_changed_or_deleted_while_down_takes_effect(tmp_path, pin_dir, miner):

@@ -261,7 +261,8 @@ def run(args) -> int:
         agent = Agent(sinks, node_name=cfg.agent.node_name or None, proc_root=cfg.agent.proc_root,
                       ringbuf_bytes=cfg.agent.ringbuf_size or None, policy_files=args.policy,
                       components=components, pin_dir=cfg.agent.pin_dir if args.pin_dir is not None else resolve_pin_dir(cfg.agent.pin_dir),
-                      keep_pins=cfg.agent.keep_enforcing_on_stop or args.exit_keeps_pins)
+                      keep_pins=cfg.agent.keep_enforcing_on_stop or args.exit_keeps_pins,
+                      export_hold=cfg.agent.export_hold_seconds)
         agent.config = cfg      # for components reading settings at start (policy directory watch)
         configure_rendering(agent.renderer, cfg.export)
         agent.add_timer(5.0, limiter.flush)     # "repeated N more times" lines
