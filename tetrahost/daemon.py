@@ -494,7 +494,8 @@ class Agent:
 
     def _loop(self, wake_r: int) -> None:
         self._sel = sel = selectors.DefaultSelector()
-        sel.register(self.sensor.ringbuf.fd, selectors.EVENT_READ, None)
+        ring = self.sensor.ringbuf
+        sel.register(ring.wake_fd, selectors.EVENT_READ, ring.clear_wake)   # the drain follows every turn
         sel.register(wake_r, selectors.EVENT_READ, lambda: _drain(wake_r))
         for fd, callback in self._readers.items():
             sel.register(fd, selectors.EVENT_READ, callback)

@@ -11,6 +11,7 @@ import array
 import fcntl
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import termios
@@ -181,6 +182,11 @@ def _execs(agent: RunningAgent, marker: str) -> list[dict]:
     return [e for e in agent.events() if marker in e.get("process_exec", {}).get("process", {}).get("arguments", "")]
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")     # utime + stime
+
+
 def _pipe_fill(fd: int) -> int:
     buf = array.array("i", [0])
     fcntl.ioctl(fd, termios.FIONREAD, buf)
@@ -205,13 +211,20 @@ def test_what_a_killed_agent_read_but_had_not_exported_the_next_one_exports(tmp_
             assert time.monotonic() < deadline, f"the pipe holds only {_pipe_fill(reader)} bytes"
             for _ in range(20):
                 subprocess.run(["/bin/true", filler], check=True)
+        for _ in range(200):        # over 64 KiB held: the kernel then wakes the ring's readers
+            subprocess.run(["/bin/true", filler, "x" * 512], check=True)
         marker = f"th-held-{uuid.uuid4().hex[:10]}"
         for _ in range(3):
             subprocess.run(["/bin/true", marker], check=True)
         first.wait_events(lambda e: marker in e.get("process_exec", {}).get("process", {}).get("arguments", ""), 3)
         # Many loop turns (0.1 s each) later: an agent that gave ring space back
         # as it read, or on its next turn (export_hold_seconds = 0), has by now.
+        # Meanwhile it waits without spinning: the ring's map fd stays readable
+        # while read records are held, so a loop that watched it would spin.
+        cpu = _cpu_seconds(first.proc.pid)
         time.sleep(1.0)
+        busy = _cpu_seconds(first.proc.pid) - cpu
+        assert busy < 0.25, f"the agent used {busy:.2f} s of CPU in 1 s while holding records"
         first.proc.kill()                                    # read and written to the file, not to stdout
         first.proc.wait()
         (tmp_path / "agent1").mkdir()

@@ -32,11 +32,14 @@ def policy(name: str, hooks: int = 1) -> str:
 
 class FakeRingbuf:
     def __init__(self, on_record=None, pending=0):
-        self.fd, self._w = os.pipe()      # never written: never readable
+        self.wake_fd, self._w = os.pipe()      # never written: never readable
         self.consumed = 0
         self.on_record = on_record
         self.pending = pending            # records "in the ring"
         self.limits = []
+
+    def clear_wake(self):
+        pass
 
     def consume(self, limit=0):
         self.consumed += 1

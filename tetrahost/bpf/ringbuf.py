@@ -1,8 +1,12 @@
 """Ring buffer consumer that fits an event loop and delivers at least once.
 
-`RingBuffer.fd` is the map's fd, readable (poll/select/epoll) when records
-are waiting, so the daemon can watch it with its other sources; `consume()`
-then hands what is there to `callback(bytes)` without blocking, at most
+`RingBuffer.fd` is the map's fd, readable (poll/select) while records are
+waiting.  An event loop watches `wake_fd` instead, an epoll fd that becomes
+readable when the kernel wakes the ring's readers, edge-triggered: the map
+fd stays readable while read records are not yet committed (the kernel
+counts them as waiting), and a loop watching it would spin until the
+exporters catch up.  `clear_wake()` takes the edge.  `consume()` hands what
+is there to `callback(bytes)` without blocking, at most
 `limit` records: under a flood the kernel refills the ring as fast as it is
 read, so an unbounded consume() would not return before the flood ends.
 
@@ -56,11 +60,26 @@ class RingBuffer:
         self._out = ffi.new("uint8_t[]", READ_BUFFER_BYTES)
         self._out_view = ffi.buffer(self._out)
         self._used = ffi.new("size_t *")
+        self._wake = None
 
     @property
     def fd(self) -> int:
         self._require()
         return self._fd
+
+    @property
+    def wake_fd(self) -> int:
+        """Readable after the kernel woke the ring's readers (records waiting;
+        the programs ask for that once 64 KiB wait: csrc/bpf/lib/common.bpf.h)."""
+        self._require()
+        if self._wake is None:
+            self._wake = select.epoll()
+            self._wake.register(self._fd, select.EPOLLIN | select.EPOLLET)
+        return self._wake.fileno()
+
+    def clear_wake(self) -> None:
+        if self._wake is not None:
+            self._wake.poll(0)
 
     @property
     def read_pos(self) -> int:
@@ -134,6 +153,9 @@ class RingBuffer:
             if self._open:
                 self._open = False
                 lib.th_ring_unmap(self._ring)
+                if self._wake is not None:
+                    self._wake.close()
+                    self._wake = None
 
     def _require(self):
         if not self._open:
