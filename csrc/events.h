@@ -148,6 +148,21 @@ enum th_loss_slot {
 	TH_LOSS_SOCKTRACK = 6,    /* TrackSock: the socket owner map was full          */
 };
 
+/* Export progress that outlives the agent (tetrahost/export/delivery.py):
+ * for each exporter, the ring buffer position up to which its events are
+ * written, so the next agent re-reads what was not written and does not
+ * write twice what was.  A map of the process object that no BPF program
+ * touches: user space mmaps it, and it is pinned with the ring buffer whose
+ * positions it holds. */
+enum th_delivered_limits {
+	TH_DELIVERED_SLOTS = 16,  /* exporters tracked (file, journald, stdout...) */
+};
+
+struct th_delivered {
+	uint64_t exporter;        /* hash of the exporter's name; 0: a free slot      */
+	uint64_t pos;             /* ring position after the last record it wrote     */
+};
+
 /* ---- Policy hooks (csrc/bpf/generic.bpf.c) -------------------------------
  * One BPF object per hook of a TracingPolicy.  User space compiles the
  * policy's selectors into one th_hook_config (map `hook_config`, key 0) plus

@@ -32,7 +32,9 @@ struct th_ring {
 	uint64_t oversized;	/* records larger than the caller's buffer: stepped over */
 };
 
-#define TH_RING_HDR 8u
+#define TH_RING_HDR 8u		/* the kernel's record header */
+/* Our header before each record in `out`: 4-byte length, 8-byte end position. */
+static const unsigned int th_ring_out_hdr = 12;
 
 /* Map the ring buffer behind map_fd; 0 or a negative errno. */
 static int th_ring_map(struct th_ring *r, int map_fd)
@@ -77,8 +79,9 @@ static void th_ring_unmap(struct th_ring *r)
 	memset(r, 0, sizeof(*r));
 }
 
-/* Copy the records after read_pos into out, each as a 4-byte length and its
- * bytes (no padding), stopping at max_records, when out is full or at a record
+/* Copy the records after read_pos into out, each as a 4-byte length, the
+ * 8-byte ring position just after the record, and its bytes (no padding),
+ * stopping at max_records, when out is full or at a record
  * still being written.  Returns the number of records; *used: bytes of out.
  * Discarded records are stepped over, and so is one larger than out_len
  * (counted in r->oversized: no buffer of this size could ever take it). */
@@ -95,17 +98,20 @@ static int th_ring_read(struct th_ring *r, uint8_t *out, size_t out_len, int max
 
 		if (len & BPF_RINGBUF_BUSY_BIT)
 			break;
-		if (!(len & BPF_RINGBUF_DISCARD_BIT) && 4 + (size_t)size > out_len) {
+		uint64_t end = r->read_pos + ((size + TH_RING_HDR + 7) & ~7ull);
+
+		if (!(len & BPF_RINGBUF_DISCARD_BIT) && th_ring_out_hdr + (size_t)size > out_len) {
 			r->oversized++;		/* never fits: skipping it is the only way on */
 		} else if (!(len & BPF_RINGBUF_DISCARD_BIT)) {
-			if (off + 4 + size > out_len)
+			if (off + th_ring_out_hdr + size > out_len)
 				break;
 			memcpy(out + off, &size, 4);
-			memcpy(out + off + 4, (uint8_t *)hdr + TH_RING_HDR, size);
-			off += 4 + size;
+			memcpy(out + off + 4, &end, 8);
+			memcpy(out + off + th_ring_out_hdr, (uint8_t *)hdr + TH_RING_HDR, size);
+			off += th_ring_out_hdr + size;
 			n++;
 		}
-		r->read_pos += (size + TH_RING_HDR + 7) & ~7ull;
+		r->read_pos = end;
 	}
 	*used = off;
 	return n;

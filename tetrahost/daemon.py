@@ -41,7 +41,7 @@ from tetrahost.events.event import FORMS, Event
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import HookRecord
-from tetrahost.export.delivery import MAX_HOLD, Delivery
+from tetrahost.export.delivery import MAX_HOLD, Delivery, DeliveryMarks
 from tetrahost.export.hook_json import HookEventRenderer
 from tetrahost.export.tetragon_json import TetragonJSON
 from tetrahost.sensors.mounts import ensure_mounted
@@ -77,6 +77,7 @@ class Counters:
 
 class Agent:
     delivery = None      # releases ring space as exporters write (tetrahost/export/delivery.py)
+    _record_pos = 0      # the ring position after the record being handled (Event.pos)
 
     def __init__(self, sinks, node_name: str | None = None, proc_root: str = "/proc",
                  ringbuf_bytes: int | None = None, policy_files=(), features=None, components=(),
@@ -194,6 +195,7 @@ class Agent:
 
     # -- hot path: one call per kernel record ----------------------------------------
     def _on_record(self, raw: bytes) -> None:
+        self._record_pos = self.sensor.ringbuf.record_end     # the events made of it carry it
         record = self._decode(raw)
         if record is not None:
             self._handle(record)
@@ -212,6 +214,7 @@ class Agent:
         generations ran for a moment (new attached before old detached): a
         record written after this agent's own program for the same hook (or
         its process sensor) was attached is one that program wrote too."""
+        self._record_pos = 0            # another ring's positions: not this ring's delivery marks
         record = self._decode(raw)
         if record is None:
             return
@@ -245,6 +248,7 @@ class Agent:
     def _emit(self, event: Event) -> None:
         kind = event.meta.kind
         self.counters.events[kind] = self.counters.events.get(kind, 0) + 1
+        event.pos = self._record_pos
         self._batch.append(event)
 
     def _flush(self) -> None:
@@ -438,7 +442,8 @@ class Agent:
             self.sensor.start(self.pins)
             self._sensor_attached_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
             self.delivery = Delivery(self.sensor.ringbuf, self.sinks, max_hold=self.export_hold,
-                                     max_bytes=self.ringbuf_bytes // 2)
+                                     max_bytes=self.ringbuf_bytes // 2,
+                                     marks=DeliveryMarks(self.sensor.obj.map("delivered").fd))
             loaded = self.cache.load_procfs(self.proc_root)
             self._start_policies()
             for component in self.components:

@@ -26,6 +26,16 @@ struct {
 	__type(value, __u32);
 } proc_feature SEC(".maps");
 
+/* User space's own (struct th_delivered in csrc/events.h): pinned with the
+ * ring buffer, mmapped by the agent, never read or written here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, TH_DELIVERED_SLOTS);
+	__type(key, __u32);
+	__type(value, struct th_delivered);
+} delivered SEC(".maps");
+
 /* matchBinaries followChildren: an executable's path (its first TH_STR_MAX
  * bytes, zero padded) -> the bits of the followChildren entries it matches
  * (In: exact paths, as Tetragon's tg_mbset_map). */

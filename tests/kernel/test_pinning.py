@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from agent_harness import RunningAgent, policy_text, private_pin_dir, require_root_and_bpf
+from agent_harness import SLOWDOWN, RunningAgent, policy_text, private_pin_dir, require_root_and_bpf
 
 RESTARTS = 10
 
@@ -167,7 +167,9 @@ def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
         for pid in pids:
             reported[pid] = reported.get(pid, 0) + 1
     dups = {pid: c for pid, c in reported.items() if c > 1}
-    assert not dups, f"runs reported killed more than once: {dups}"
+    starts = "\n".join(f"agent {i}: {line}" for i, a in enumerate(agents) for line in a.log_text().splitlines()
+                       if "waiting at start" in line or "not written twice" in line)
+    assert not dups, f"{len(dups)} runs reported killed more than once: {sorted(dups)[:20]}\n{starts}"
     lost_logged = any("records lost" in a.log_text() for a in agents)
     in_gaps = [(n, i) for n, began, _ in runs for dead, ready, i in gaps if dead < began < ready - 0.05]
     assert len(in_gaps) >= RESTARTS, "too few runs fell while no agent was ready"
@@ -176,10 +178,6 @@ def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
     assert not missing or lost_logged, f"runs made while no agent ran, exported by none: {missing[:10]}"
     assert last.stop() == 0
     assert not os.path.exists(pin_dir), "an orderly stop with the default configuration left pins"
-
-
-def _execs(agent: RunningAgent, marker: str) -> list[dict]:
-    return [e for e in agent.events() if marker in e.get("process_exec", {}).get("process", {}).get("arguments", "")]
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -193,18 +191,24 @@ def _pipe_fill(fd: int) -> int:
     return buf[0]
 
 
+def _marked_execs(lines: list[str], marker: str) -> int:
+    return sum(1 for line in lines if marker in line and '"process_exec"' in line)
+
+
 def test_what_a_killed_agent_read_but_had_not_exported_the_next_one_exports(tmp_path, pin_dir):
     """A kill -9 while one exporter is behind (stdout into a pipe nobody
-    reads): the events its file exporter already wrote were read, but the
-    ring space stays taken until every exporter wrote them, so the next agent
-    reads and exports them again.  At least once, not lost."""
+    reads) and the other (the file) is not: the ring space of what was read
+    stays taken until every exporter wrote it, so the next agent reads it
+    again; its stdout exporter writes what the last one's never did, its file
+    exporter (same file) skips what the last one's wrote.  Each once."""
     fifo = tmp_path / "stdout.fifo"
     os.mkfifo(fifo)
+    export = tmp_path / "export.json"                        # both agents' file exporter
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)     # holds the pipe open, never reads
     try:
         (tmp_path / "agent0").mkdir()
-        first = RunningAgent(tmp_path / "agent0", env={"TETRAHOST_PIN_DIR": pin_dir}, stdout_path=fifo,
-                             agent_config="export_hold_seconds = 600")
+        first = RunningAgent(tmp_path / "agent0", "--export-file", str(export), env={"TETRAHOST_PIN_DIR": pin_dir},
+                             stdout_path=fifo, agent_config="export_hold_seconds = 600")
         filler = f"th-fill-{uuid.uuid4().hex[:10]}"
         deadline = time.monotonic() + 60
         while _pipe_fill(reader) < 60000:                    # the stdout exporter now blocks in write()
@@ -216,7 +220,10 @@ def test_what_a_killed_agent_read_but_had_not_exported_the_next_one_exports(tmp_
         marker = f"th-held-{uuid.uuid4().hex[:10]}"
         for _ in range(3):
             subprocess.run(["/bin/true", marker], check=True)
-        first.wait_events(lambda e: marker in e.get("process_exec", {}).get("process", {}).get("arguments", ""), 3)
+        deadline = time.monotonic() + 20 * SLOWDOWN
+        while _marked_execs(export.read_text().splitlines(), marker) < 3:
+            assert time.monotonic() < deadline and first.proc.poll() is None, "the file never got the 3 execs"
+            time.sleep(0.05)
         # Many loop turns (0.1 s each) later: an agent that gave ring space back
         # as it read, or on its next turn (export_hold_seconds = 0), has by now.
         # Meanwhile it waits without spinning: the ring's map fd stays readable
@@ -228,12 +235,24 @@ def test_what_a_killed_agent_read_but_had_not_exported_the_next_one_exports(tmp_
         first.proc.kill()                                    # read and written to the file, not to stdout
         first.proc.wait()
         (tmp_path / "agent1").mkdir()
-        second = RunningAgent(tmp_path / "agent1", env={"TETRAHOST_PIN_DIR": pin_dir})
+        stdout = tmp_path / "agent1" / "stdout.json"
+        second = RunningAgent(tmp_path / "agent1", "--export-file", str(export), env={"TETRAHOST_PIN_DIR": pin_dir},
+                              stdout_path=stdout)
         try:
-            assert "hooks adopted" in second.log_text() and "(g1): adopted" in second.log_text(), second.log_text()
-            second.settle()
-            again = _execs(second, marker)
-            assert len(again) == 3, f"the next agent exported {len(again)} of the 3 held execs\n{second.log_text()}"
+            log = second.log_text()
+            assert "(g1): adopted" in log, log
+            assert "not written twice" in log, log          # the file exporter's overlap, said
+            settle = f"th-settle-{uuid.uuid4().hex[:10]}"
+            subprocess.run(["/bin/true", settle], check=True)
+            deadline = time.monotonic() + 20 * SLOWDOWN
+            while _marked_execs(export.read_text().splitlines(), settle) < 1 \
+                    or _marked_execs(stdout.read_text().splitlines(), settle) < 1:
+                assert time.monotonic() < deadline, f"the settle exec never came out\n{second.log_text()}"
+                time.sleep(0.05)
+            in_stdout = _marked_execs(stdout.read_text().splitlines(), marker)
+            in_file = _marked_execs(export.read_text().splitlines(), marker)
+            assert in_stdout == 3, f"the next agent's stdout has {in_stdout} of the 3 held execs\n{log}"
+            assert in_file == 3, f"the file has the 3 held execs {in_file} times over (written again)"
         finally:
             second.stop()
     finally:

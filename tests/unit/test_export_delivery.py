@@ -166,3 +166,55 @@ def test_a_stalled_exporter_holds_at_most_max_bytes():
     inner.gate.release()
     inner.gate.release()
     sink.close()
+
+
+class Positioned(tuple):
+    """A (line, meta) pair with the ring position of its record (Event.pos)."""
+    pos = 0
+
+
+def positioned(line, pos):
+    item = Positioned((line, None))
+    item.pos = pos
+    return item
+
+
+class MarkingRing(FakeRing):
+    def __init__(self, released=0, newest=0):
+        super().__init__()
+        self.released_pos, self.producer_pos = released, newest
+
+
+def test_the_next_agent_does_not_write_again_what_an_exporter_wrote():
+    """Agent 1's exporter marks how far its writes reach; killed before the
+    ring was released, agent 2 re-reads from the release point and its
+    exporter of the same name skips up to the mark, another exporter not."""
+    import mmap
+    import os
+    from tetrahost.export.delivery import DeliveryMarks
+
+    fd = os.memfd_create("delivered")
+    os.ftruncate(fd, mmap.PAGESIZE)
+    try:
+        file1 = GatedExporter("file:/var/log/tetragon/tetragon.log")
+        sink1 = ThreadedSink(file1)
+        Delivery(MarkingRing(), [sink1], marks=DeliveryMarks(fd))
+        sink1.write_events([positioned("a", 100), positioned("b", 200)])
+        file1.gate.release()
+        assert written_through(sink1, 1)
+        sink1.close()                               # "killed": nothing released (no commit to see here)
+
+        file2, stdout2 = GatedExporter("file:/var/log/tetragon/tetragon.log"), GatedExporter("stdout")
+        sinks = [ThreadedSink(file2), ThreadedSink(stdout2)]
+        Delivery(MarkingRing(released=50, newest=300), sinks, marks=DeliveryMarks(fd))
+        assert sinks[0].skip_until == 200 and sinks[1].skip_until == 0
+        again = [positioned("a", 100), positioned("b", 200), positioned("c", 300)]
+        for s, e in zip(sinks, (file2, stdout2)):
+            s.write_events(again)
+            e.gate.release()
+            assert written_through(s, 1)
+            s.close()
+        assert file2.lines == ["c"] and sinks[0].skipped == 2 and sinks[0].skip_until == 0
+        assert stdout2.lines == ["a", "b", "c"]
+    finally:
+        os.close(fd)

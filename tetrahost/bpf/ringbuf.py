@@ -61,6 +61,9 @@ class RingBuffer:
         self._out_view = ffi.buffer(self._out)
         self._used = ffi.new("size_t *")
         self._wake = None
+        # The ring position just after the record the callback is handling:
+        # where its events' delivery is marked (tetrahost/export/delivery.py).
+        self.record_end = 0
 
     @property
     def fd(self) -> int:
@@ -90,6 +93,15 @@ class RingBuffer:
     def oversized(self) -> int:
         """Records skipped because no read buffer could hold them."""
         return self._ring.oversized
+
+    @property
+    def released_pos(self) -> int:
+        """Up to where the kernel may reuse the ring (the committed consumer position)."""
+        return lib.th_ring_consumer(self._require())
+
+    @property
+    def producer_pos(self) -> int:
+        return lib.th_ring_producer(self._require())
 
     def unread(self) -> bool:
         """Records (or parts being written) wait after the read position."""
@@ -131,11 +143,12 @@ class RingBuffer:
             n = lib.th_ring_read(ring, self._out, READ_BUFFER_BYTES, left if left > 0 else 1 << 30, self._used)
             if n == 0:
                 break
-            view, off = self._out_view, 0
+            view, off, hdr = self._out_view, 0, lib.th_ring_out_hdr
             for _ in range(n):
                 size = int.from_bytes(view[off:off + 4], "little")
-                raw = view[off + 4:off + 4 + size]
-                off += 4 + size
+                self.record_end = int.from_bytes(view[off + 4:off + hdr], "little")
+                raw = view[off + hdr:off + hdr + size]
+                off += hdr + size
                 try:
                     self.callback(raw)
                 except Exception:  # one bad record must not stop the consumer

@@ -27,7 +27,7 @@ FORMS = ("json", "data", "compact")
 
 
 class Event:
-    __slots__ = ("meta", "_json", "_data", "_compact", "_render_json", "_render_data", "_source")
+    __slots__ = ("meta", "_json", "_data", "_compact", "_render_json", "_render_data", "_source", "pos")
 
     def __init__(self, meta: EventMeta, render_json=None, render_data=None, source=(),
                  json: str | None = None, data: dict | None = None):
@@ -40,6 +40,9 @@ class Event:
         self._render_json = render_json
         self._render_data = render_data
         self._source = source
+        # The ring buffer position just after the record it was made of (0: not
+        # from the ring): how far an exporter that wrote it got (export/delivery.py).
+        self.pos = 0
 
     @property
     def json(self) -> str:

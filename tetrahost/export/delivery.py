@@ -13,14 +13,20 @@ records before any exporter, metrics or the process cache saw them.  Records
 held longer than MAX_HOLD seconds, or more than half the ring, are released
 anyway (`forced`): then, and only then, a crash can lose read events.
 
-After a kill -9 the next agent re-reads what was read but not released: the
-events of a batch written in the microseconds before its release are written
-twice.  At least once, never silently lost.
+After a kill -9 the next agent re-reads what was read but not released.  So
+that it does not write again what an exporter had written, each exporter
+marks, right after each write, how far in the ring its written events reach
+(DeliveryMarks: a map of the process sensor's, mmapped, pinned with the ring
+buffer); the next agent's exporter skips the events at or before its mark.
+Only a kill in the instant between a write and its mark makes that batch
+twice, and only for that exporter.  At least once, never silently lost.
 """
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
+import mmap
 import threading
 import time
 
@@ -29,6 +35,39 @@ from tetrahost.export.sinks import LogThrottle
 log = logging.getLogger(__name__)
 
 MAX_HOLD = 2.0              # seconds a read record may wait for the exporters
+
+
+class DeliveryMarks:
+    """The `delivered` map (struct th_delivered[TH_DELIVERED_SLOTS], csrc/events.h)
+    mmapped: one slot per exporter, by a hash of its name."""
+
+    def __init__(self, map_fd: int):
+        from tetrahost.bpf.native import ffi, lib
+        size = ffi.sizeof("struct th_delivered") * lib.TH_DELIVERED_SLOTS
+        self._mm = mmap.mmap(map_fd, mmap.PAGESIZE * ((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE),
+                             mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._slots = ffi.from_buffer("struct th_delivered[]", self._mm)
+        self._count = lib.TH_DELIVERED_SLOTS
+
+    @staticmethod
+    def key(name: str) -> int:
+        return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") | 1
+
+    def slot(self, name: str):
+        """(slot, the position marked before) for this exporter; a free slot is
+        taken; None when all are taken by others."""
+        key = self.key(name)
+        free = None
+        for i in range(self._count):
+            if self._slots[i].exporter == key:
+                return self._slots[i], self._slots[i].pos
+            if free is None and self._slots[i].exporter == 0:
+                free = self._slots[i]
+        if free is None:
+            return None
+        free.pos = 0
+        free.exporter = key
+        return free, 0
 
 
 def threaded_exporters(sinks) -> list:
@@ -44,7 +83,7 @@ def threaded_exporters(sinks) -> list:
 
 class Delivery:
     def __init__(self, ring, sinks, max_hold: float = MAX_HOLD, max_bytes: int | None = None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, marks: DeliveryMarks | None = None):
         self.ring = ring
         self.exporters = threaded_exporters(sinks)
         self.max_hold = max_hold
@@ -57,6 +96,32 @@ class Delivery:
         self._throttle = LogThrottle(log)
         for exporter in self.exporters:
             exporter.on_written = self.settle
+        self.marks = marks          # the mmapped map: must outlive every exporter's mark()
+        if marks is not None:
+            self._resume(marks)
+
+    def _resume(self, marks: DeliveryMarks) -> None:
+        """Each exporter marks its writes in its slot; what a previous agent's
+        exporter of the same name wrote beyond the released position (it was
+        killed before the release) it does not write again."""
+        released, newest = self.ring.released_pos, self.ring.producer_pos
+        if newest > released:
+            log.info("ring buffer: %d bytes of records waiting at start (position %d to %d)",
+                     newest - released, released, newest)
+        for exporter in self.exporters:
+            taken = marks.slot(exporter.name)
+            if taken is None:
+                log.warning("%s: no delivery slot left; after a crash it may write events twice", exporter.name)
+                continue
+            slot, before = taken
+
+            def mark(pos, slot=slot, marks=marks):     # marks: keeps the mapping alive
+                slot.pos = pos
+            exporter.mark = mark
+            if released < before <= newest:
+                exporter.skip_until = before
+                log.info("%s: %d bytes of ring buffer records read again were written before the restart: "
+                         "not written twice", exporter.name, before - released)
 
     def flushed(self) -> None:
         """The loop handed everything read so far to the exporters."""

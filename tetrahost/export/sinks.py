@@ -154,8 +154,10 @@ class ThreadedSink:
 
     accepted_batches / written_batches count the batches handed in and those
     written (or dropped and counted); on_written(), if set, runs on the worker
-    after each write: the agent releases ring buffer space by them
-    (tetrahost/export/delivery.py)."""
+    after each write: the agent releases ring buffer space by them.  mark(pos),
+    if set, records right after each write how far in the ring buffer the
+    written events reach (Event.pos), and events at or before skip_until are
+    not written (the agent before wrote them): tetrahost/export/delivery.py."""
 
     def __init__(self, inner, max_events: int = 65536, drain_timeout: float = 10.0):
         self.inner = inner
@@ -175,13 +177,18 @@ class ThreadedSink:
         self._counts: collections.deque = collections.deque()   # accepted batches each queued one stands for
         self._carry = 0             # batches dropped while a write was in flight and nothing queued
         self.on_written = None
+        self.mark = None
+        self.skip_until = 0
+        self.skipped = 0            # events not written again after a restart (written before it)
         self._thread = threading.Thread(target=self._run, name=f"export-{self.name}", daemon=True)
         self._thread.start()
 
     def write_events(self, batch) -> None:
+        if self.skip_until:
+            batch = self._not_written_before(batch)
         with self._cond:
             self.accepted_batches += 1
-            if self._closing:
+            if self._closing or not batch:
                 self._done_in_order()
                 return
             if self._queued + len(batch) > self.max_events:
@@ -198,6 +205,15 @@ class ThreadedSink:
             self._throttle.warning("%s: exporter is behind (%d events queued), dropped %d events "
                                    "(%d dropped in total)", self.name, self._queued, len(batch),
                                    self.stats.dropped)
+
+    def _not_written_before(self, batch) -> list:
+        """The events of batch the agent before this one had not written."""
+        until = self.skip_until
+        kept = [e for e in batch if not 0 < getattr(e, "pos", 0) <= until]
+        self.skipped += len(batch) - len(kept)
+        if batch and getattr(batch[-1], "pos", 0) > until:
+            self.skip_until = 0         # past the restart's overlap: no more filtering
+        return kept
 
     def _done_in_order(self) -> None:
         """A batch not queued (dropped) is done once those before it are written:
@@ -236,11 +252,20 @@ class ThreadedSink:
                     self.written_batches += taken + self._carry
                     self._carry = 0
                     self._cond.notify_all()
+            if self.mark is not None:
+                self._mark(merged)
             if self.on_written is not None:
                 try:
                     self.on_written()
                 except Exception:
                     log.exception("%s: after-write callback failed", self.name)
+
+    def _mark(self, written) -> None:
+        for event in reversed(written):     # the newest event from the ring; usually the last one
+            pos = getattr(event, "pos", 0)
+            if pos:
+                self.mark(pos)
+                return
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until everything queued so far is written (True), at most timeout seconds."""
