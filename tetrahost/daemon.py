@@ -214,7 +214,7 @@ class Agent:
         generations ran for a moment (new attached before old detached): a
         record written after this agent's own program for the same hook (or
         its process sensor) was attached is one that program wrote too."""
-        self._record_pos = 0            # another ring's positions: not this ring's delivery marks
+        self._record_pos = -self._replaced_reader.record_end     # negative: that ring's, not ours
         record = self._decode(raw)
         if record is None:
             return
@@ -377,13 +377,15 @@ class Agent:
             if wait is not None and not wait(max(0.0, deadline - time.monotonic())):
                 log.warning("start-up: %s has not written the backlog yet; going on", sink.name)
 
-    def _drain_replaced(self, fd: int | None, compatible: bool, lost: dict | None = None) -> None:
+    def _drain_replaced(self, fd: int | None, compatible: bool, lost: dict | None = None,
+                        delivered_fd: int | None = None) -> None:
         """Read a replaced generation's ring buffer, once its programs are
         detached: what they wrote until this agent's took over (an upgrade
         to another build runs both for a moment), and count what its loss
         counters hold that no agent reported (lost while no agent ran).
         Records another layout cannot be decoded: they are counted, never
-        guessed at."""
+        guessed at.  What its agent's exporters had written (delivered_fd: its
+        delivery marks) they do not write again."""
         from tetrahost.bpf.ringbuf import RingBuffer, PinnedMap
 
         for kind, n in (lost or {}).items():
@@ -393,11 +395,17 @@ class Agent:
         before, self._superseded = self.counters.records, 0
         reader = RingBuffer(PinnedMap(fd, "events of a replaced generation"),
                             self._on_replaced_record if compatible else lambda raw: None)
+        self._replaced_reader = reader
+        if compatible and delivered_fd is not None and self.delivery is not None:
+            self.delivery.skip_replaced(DeliveryMarks(delivered_fd), reader.released_pos)
         try:
             n = reader.consume()
+            self._flush()
         finally:
             reader.close()
-        self._flush()
+            self._replaced_reader = None
+            if self.delivery is not None:
+                self.delivery.end_replaced()
         if compatible:
             log.info("pinned state: %d records of the replaced generation read, %d of them also written by "
                      "this agent's programs (skipped)", self.counters.records - before, self._superseded)

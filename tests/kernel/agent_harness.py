@@ -43,13 +43,15 @@ def private_pin_dir() -> str:
 class RunningAgent:
     def __init__(self, tmp_path: pathlib.Path, *extra_args: str, env: dict | None = None,
                  config: str = "", stdout_path: pathlib.Path | None = None, metrics_config: str = "",
-                 agent_config: str = ""):
+                 agent_config: str = "", export_path: pathlib.Path | None = None):
         """env: variables added to the agent's environment; config: TOML keys
         added to the [export] table of the private configuration (metrics_config:
-        to its [metrics] table, agent_config: to its [agent] table); stdout_path:
+        to its [metrics] table, agent_config: to its [agent] table); export_path:
+        the export file (default: events.json in tmp_path; agents in turn may
+        share one, as a host's agents do across restarts); stdout_path:
         export to stdout too, into this file."""
         require_root_and_bpf()
-        self.events_path = tmp_path / "events.json"
+        self.events_path = export_path or tmp_path / "events.json"
         self.log_path = tmp_path / "agent.log"
         self._log = open(self.log_path, "w+")
         out = open(stdout_path, "wb") if stdout_path else None

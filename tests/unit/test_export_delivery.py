@@ -218,3 +218,38 @@ def test_the_next_agent_does_not_write_again_what_an_exporter_wrote():
         assert stdout2.lines == ["a", "b", "c"]
     finally:
         os.close(fd)
+
+
+def test_a_replaced_generations_events_are_skipped_by_that_generations_marks_and_never_marked():
+    """An upgrade reads the old ring once (its events carry minus their position
+    there): what the old agent's exporter of the same name wrote is skipped, and
+    those positions never become this ring's mark."""
+    import mmap
+    import os
+    from tetrahost.export.delivery import DeliveryMarks
+
+    old_fd, new_fd = os.memfd_create("old"), os.memfd_create("new")
+    for fd in (old_fd, new_fd):
+        os.ftruncate(fd, mmap.PAGESIZE)
+    try:
+        old = DeliveryMarks(old_fd)
+        slot, _ = old.slot("stdout")
+        slot.pos = 5000                              # the old agent's stdout wrote up to 5000 there
+        out = GatedExporter("stdout")
+        sink = ThreadedSink(out)
+        new_marks = DeliveryMarks(new_fd)
+        delivery = Delivery(MarkingRing(), [sink], marks=new_marks)
+        delivery.skip_replaced(old, released=1000)
+        sink.write_events([positioned("old-written", -4000), positioned("old-not-written", -6000),
+                           positioned("new", 64)])
+        delivery.end_replaced()
+        sink.write_events([positioned("old-late", -4500)])   # after the drain: nothing is skipped any more
+        out.gate.release()
+        out.gate.release()
+        assert written_through(sink, 2)
+        assert out.lines == ["old-not-written", "new", "old-late"]
+        assert new_marks.written("stdout") == 64     # never an old ring's position
+        sink.close()
+    finally:
+        os.close(old_fd)
+        os.close(new_fd)

@@ -41,7 +41,9 @@ class Event:
         self._render_data = render_data
         self._source = source
         # The ring buffer position just after the record it was made of (0: not
-        # from the ring): how far an exporter that wrote it got (export/delivery.py).
+        # from the ring; negative: minus its position in a replaced generation's
+        # ring, read once at an upgrade): how far an exporter that wrote it got
+        # (export/delivery.py).
         self.pos = 0
 
     @property

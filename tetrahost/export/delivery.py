@@ -49,6 +49,14 @@ class DeliveryMarks:
         self._slots = ffi.from_buffer("struct th_delivered[]", self._mm)
         self._count = lib.TH_DELIVERED_SLOTS
 
+    def written(self, name: str) -> int:
+        """The position this exporter marked, 0 if it has no slot (read only)."""
+        key = self.key(name)
+        for i in range(self._count):
+            if self._slots[i].exporter == key:
+                return self._slots[i].pos
+        return 0
+
     @staticmethod
     def key(name: str) -> int:
         return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") | 1
@@ -122,6 +130,18 @@ class Delivery:
                 exporter.skip_until = before
                 log.info("%s: %d bytes of ring buffer records read again were written before the restart: "
                          "not written twice", exporter.name, before - released)
+
+    def skip_replaced(self, marks: DeliveryMarks, released: int) -> None:
+        """A replaced generation's ring is read next (its events carry minus
+        their position in it): each exporter skips what the same exporter of
+        that generation's agent had written."""
+        for exporter in self.exporters:
+            before = marks.written(exporter.name)
+            exporter.skip_replaced_until = before if before > released else 0
+
+    def end_replaced(self) -> None:
+        for exporter in self.exporters:
+            exporter.skip_replaced_until = 0
 
     def flushed(self) -> None:
         """The loop handed everything read so far to the exporters."""

@@ -179,12 +179,13 @@ class ThreadedSink:
         self.on_written = None
         self.mark = None
         self.skip_until = 0
+        self.skip_replaced_until = 0    # the same for a replaced generation's ring (Event.pos < 0)
         self.skipped = 0            # events not written again after a restart (written before it)
         self._thread = threading.Thread(target=self._run, name=f"export-{self.name}", daemon=True)
         self._thread.start()
 
     def write_events(self, batch) -> None:
-        if self.skip_until:
+        if self.skip_until or self.skip_replaced_until:
             batch = self._not_written_before(batch)
         with self._cond:
             self.accepted_batches += 1
@@ -208,10 +209,10 @@ class ThreadedSink:
 
     def _not_written_before(self, batch) -> list:
         """The events of batch the agent before this one had not written."""
-        until = self.skip_until
-        kept = [e for e in batch if not 0 < getattr(e, "pos", 0) <= until]
+        until, replaced = self.skip_until, self.skip_replaced_until
+        kept = [e for e in batch if not (0 < getattr(e, "pos", 0) <= until or 0 < -getattr(e, "pos", 0) <= replaced)]
         self.skipped += len(batch) - len(kept)
-        if batch and getattr(batch[-1], "pos", 0) > until:
+        if until and batch and getattr(batch[-1], "pos", 0) > until:
             self.skip_until = 0         # past the restart's overlap: no more filtering
         return kept
 
@@ -263,7 +264,7 @@ class ThreadedSink:
     def _mark(self, written) -> None:
         for event in reversed(written):     # the newest event from the ring; usually the last one
             pos = getattr(event, "pos", 0)
-            if pos:
+            if pos > 0:                     # < 0: a replaced generation's ring, marked there
                 self.mark(pos)
                 return
 

@@ -250,15 +250,17 @@ class PinStore:
     def remove_orphans(self, live_hooks: set[int], drain) -> list[str]:
         """Remove the orphans (after the start-up loads: new before old); their
         paths.  An older generation's ring buffer and loss counters outlive
-        its pins long enough to be read: drain(fd, compatible, lost) gets the
-        ring buffer once its programs are detached (all of their records are
-        in it by then), and what the counters hold beyond what earlier agents
-        reported (record kind -> n)."""
+        its pins long enough to be read: drain(fd, compatible, lost, delivered)
+        gets the ring buffer once its programs are detached (all of their
+        records are in it by then), what the counters hold beyond what earlier
+        agents reported (record kind -> n), and its exporters' delivery marks
+        (an fd of its `delivered` map, or None)."""
         removed = []
         prev = self.previous
         for path in self.orphans(live_hooks):
             events = _open_pinned(path, "events")
             losses = _open_pinned(path, "losses")
+            delivered = _open_pinned(path, "delivered")
             remove_tree(path)
             removed.append(path)
             try:
@@ -266,11 +268,11 @@ class PinStore:
                     path == self.path(f"g{prev['generation']}") else {}
                 lost = _losses_beyond(losses, reported) if losses is not None else {}
                 if events is not None or lost:
-                    drain(events, self.records_compatible, lost)
+                    drain(events, self.records_compatible, lost, delivered)
             except (OSError, ValueError, BpfError) as exc:
                 log.error("pinned state: reading the ring buffer of %s: %s", path, exc)
             finally:
-                for fd in (events, losses):
+                for fd in (events, losses, delivered):
                     if fd is not None:
                         os.close(fd)
         if removed:
