@@ -139,12 +139,17 @@ next_deb=${TETRAHOST_VM_RESULTS:-/nonexistent}/tetrahost-next.deb
 cp "$next_deb" /tmp/tetrahost-next.deb
 cursor=$(journalctl --show-cursor -n 0 -q | sed -n 's/^-- cursor: //p')
 # One line per attempt in attempts.txt ("PID RC"): RC 0 means the miner ran.
-rm -f /tmp/loop.stop /tmp/attempts.txt
+# And one open of /etc/shadow per round (opens.txt: its PID), which the
+# monitor-sensitive-files policy (active by default) reports: every open once.
+rm -f /tmp/loop.stop /tmp/attempts.txt /tmp/opens.txt
 (
     while [ ! -e /tmp/loop.stop ]; do
         sh -c 'exec /tmp/xmrig 0' & child=$!
         rc=0; wait "$child" || rc=$?        # (set -e holds in this subshell too)
         echo "$child $rc" >> /tmp/attempts.txt
+        sh -c 'exec cat /etc/shadow' >/dev/null & reader=$!
+        wait "$reader" || true
+        echo "$reader" >> /tmp/opens.txt
     done
 ) 2>/dev/null &     # (the shell's "Killed" line for each attempt)
 loop=$!
@@ -187,14 +192,17 @@ until all_reported || [ "$(date +%s)" -ge "$end" ]; do sleep 0.5; done
 journalctl --after-cursor="$cursor" --no-pager -o cat SYSLOG_IDENTIFIER=tetrahost \
     | grep '^tetrahost stopped:' > /tmp/stop-lines.txt || true
 curl -fsS http://localhost:2112/metrics > /tmp/metrics-loop.txt || fail "curl /metrics failed"
-kills | /usr/bin/python3 -c '
+# One event per attempt (argv[1]: a file of "PID ..." lines; the journal's
+# entries on stdin), or a loss counted for each one missing.
+cat > /tmp/once_each.py <<'EOF'
 import collections, json, re, sys
-attempts = {line.split()[0] for line in open("/tmp/attempts.txt")}
+attempts = {line.split()[0] for line in open(sys.argv[1])}
+label = sys.argv[2]
 pids = collections.Counter(json.loads(l).get("TETRAGON_PID") for l in sys.stdin if l.strip())
 pids = collections.Counter({p: c for p, c in pids.items() if p in attempts})   # the loop pids only
 dups = {p: c for p, c in pids.items() if c > 1}
 missing = attempts - set(pids)
-# Losses that can be a kill missing from the journal (not those of other exporters).
+# Losses that can be an event missing from the journal (not those of other exporters).
 relevant = ("kernel ", "dropped ", "journald ")
 counted = 0
 for line in open("/tmp/stop-lines.txt"):
@@ -207,7 +215,7 @@ for line in open("/tmp/metrics-loop.txt"):
     if re.match(r"(tetragon_missed_events_total|tetrahost_records_dropped_total)[{ ]|tetrahost_export_lost_total\{exporter=\"journald\"", line):
         print("running agent:", line.strip())
         counted += int(float(line.split()[-1]))
-print(f"kill events: {sum(pids.values())} for {len(attempts)} attempts; duplicated: {dups or 0}; "
+print(f"{label} events: {sum(pids.values())} for {len(attempts)} attempts; duplicated: {dups or 0}; "
       f"missing: {len(missing)}; losses counted: {counted}")
 if missing:
     import subprocess
@@ -218,8 +226,15 @@ if missing:
         for e in map(json.loads, filter(None, out.splitlines())):
             what = [str(e.get(k)) for k in ("TETRAGON_EVENT", "TETRAGON_POLICY", "TETRAGON_ACTION", "MESSAGE")]
             print(f"  pid {pid}:", " ".join(what)[:160])
-sys.exit(1 if dups or len(missing) > counted else 0)' \
+sys.exit(1 if dups or len(missing) > counted else 0)
+EOF
+kills | /usr/bin/python3 /tmp/once_each.py /tmp/attempts.txt kill \
     || fail "kill events are not one per attempt, or kills are missing with no loss counted (see above)"
+opens() { journalctl -b --no-pager -o json TETRAGON_POLICY=monitor-sensitive-files; }
+end=$(( $(date +%s) + 60 ))
+until [ "$(opens | wc -l)" -ge "$(wc -l < /tmp/opens.txt)" ] || [ "$(date +%s)" -ge "$end" ]; do sleep 0.5; done
+opens | /usr/bin/python3 /tmp/once_each.py /tmp/opens.txt "/etc/shadow open" \
+    || fail "/etc/shadow open events are not one per open, or some are missing with no loss counted (see above)"
 
 step "systemctl stop: nothing of ours left in the kernel"
 systemctl stop tetrahost || fail "stop failed"
