@@ -114,6 +114,34 @@ class RunningAgent:
                        f"{count} matching events")
         return [e for e in self.events() if pred(e)]
 
+    def wait_line(self, needle: str, pred=lambda e: True, timeout: float = 20) -> dict:
+        """Wait for an event whose line contains needle and that satisfies pred;
+        reads the file once, as it grows, keeping nothing (an export file of
+        several agents in turn is tens of MB: parsing it whole on every poll
+        took a guest's memory)."""
+        found: list[dict] = []
+        offset, partial = 0, b""
+
+        def scan() -> bool:
+            nonlocal offset, partial
+            if not self.events_path.exists():
+                return False
+            with open(self.events_path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            offset += len(chunk)
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()
+            for line in lines:
+                if needle.encode() in line:
+                    event = json.loads(line)
+                    if pred(event):
+                        found.append(event)
+                        return True
+            return False
+        self._wait_for(scan, timeout * SLOWDOWN, f"an event with {needle!r}")
+        return found[0]
+
     def settle(self) -> None:
         """Return once every event of what ran before this call is in the
         file, so a test can check that something produced NO event: a
@@ -123,7 +151,7 @@ class RunningAgent:
         self._settles = getattr(self, "_settles", 0) + 1
         mark = f"th-settle-{os.getpid()}-{self._settles}"
         subprocess.run(["/bin/true", mark], check=True)
-        self.wait_events(lambda e: "process_exec" in e and e["process_exec"]["process"].get("arguments") == mark, 1)
+        self.wait_line(mark, lambda e: "process_exec" in e and e["process_exec"]["process"].get("arguments") == mark)
 
     def check_conformance(self) -> None:
         """Every line the agent exported parses with Tetragon's schema
