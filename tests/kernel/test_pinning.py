@@ -95,6 +95,22 @@ def _kills(agent: RunningAgent, policy: str) -> list[int]:
     return out
 
 
+def _kill_times(agent: RunningAgent, policy: str, pids: list[int]) -> str:
+    """For a failure message: each kill event of these pids, by its time and
+    line number in the file (the same time twice: one record exported twice;
+    two times: two records)."""
+    out = []
+    with open(agent.events_path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if b"KPROBE_ACTION_SIGKILL" in line and policy.encode() in line:
+                e = json.loads(line)
+                pid = e["process_kprobe"]["process"]["pid"]
+                if pid in pids:
+                    out.append(f"pid {pid}: line {n}, time {e.get('time')}, "
+                               f"function {e['process_kprobe'].get('function_name')}")
+    return "\n".join(out)
+
+
 def _run(binary: str, *args: str) -> int:
     return subprocess.run([binary, *args]).returncode
 
@@ -175,7 +191,8 @@ def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
     dups = {pid: c for pid, c in reported.items() if c > 1}
     starts = "\n".join(f"agent {i}: {line}" for i, a in enumerate(agents) for line in a.log_text().splitlines()
                        if "waiting at start" in line or "not written twice" in line)
-    assert not dups, f"{len(dups)} runs reported killed more than once: {sorted(dups)[:20]}\n{starts}"
+    assert not dups, f"{len(dups)} runs reported killed more than once: {sorted(dups)[:20]}\n{starts}\n" \
+        + _kill_times(last, policy, sorted(dups)[:3])
     lost_logged = any("records lost" in a.log_text() for a in agents)
     in_gaps = [(n, i) for n, began, _ in runs for dead, ready, i in gaps if dead < began < ready - 0.05]
     assert len(in_gaps) >= RESTARTS, "too few runs fell while no agent was ready"
