@@ -8,7 +8,9 @@ in bench/event_rates.py).  On an otherwise idle agent, --execs times: a copy
 of /bin/true with a unique argument is run, and the export file is watched
 (read every millisecond) until that exec's line is there.  Latency = line
 seen - exec started (the wall clock just before the fork).  Execs are spaced
-by --gap seconds, so each one finds the agent asleep, the case where batching
+by --gap seconds on average, drawn at random between half and one and a half
+of it: a fixed gap would keep the same phase against the agent's drain timer
+and measure one point of it.  Each exec finds the agent asleep, the case where batching
 and wake-ups decide the latency (records are submitted without waking the
 agent until 64 KiB wait, csrc/bpf/lib/common.bpf.h; the agent drains on a
 timer).  Checkouts alternate exec by exec, so both see the same host noise.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import random
 import shutil
 import statistics
 import subprocess
@@ -93,7 +96,7 @@ def main() -> int:
                     missed[name] += 1
                 else:
                     lat[name].append(t)
-                time.sleep(args.gap)
+                time.sleep(random.uniform(0.5, 1.5) * args.gap)
     finally:
         for a in agents.values():
             a.stop()

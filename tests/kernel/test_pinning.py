@@ -227,6 +227,7 @@ def test_what_a_killed_agent_read_but_had_not_exported_the_next_one_exports(tmp_
     os.mkfifo(fifo)
     export = tmp_path / "export.json"                        # both agents' file exporter
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)     # holds the pipe open, never reads
+    first = None
     try:
         (tmp_path / "agent0").mkdir()
         first = RunningAgent(tmp_path / "agent0", "--export-file", str(export), env={"TETRAHOST_PIN_DIR": pin_dir},
@@ -278,6 +279,9 @@ def test_what_a_killed_agent_read_but_had_not_exported_the_next_one_exports(tmp_
         finally:
             second.stop()
     finally:
+        if first is not None and first.proc.poll() is None:     # a failure before the kill
+            first.proc.kill()
+            first.proc.wait()
         os.close(reader)
 
 
