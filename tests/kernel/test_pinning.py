@@ -8,6 +8,7 @@ Each test has a pin directory of its own, removed at the end.
 from __future__ import annotations
 
 import array
+import datetime
 import fcntl
 import json
 import os
@@ -95,6 +96,39 @@ def _kills(agent: RunningAgent, policy: str) -> list[int]:
     return out
 
 
+def _kill_events(agent: RunningAgent, policy: str) -> list[tuple[int, float]]:
+    """(pid, event time as epoch seconds) of each Sigkill event of policy."""
+    out = []
+    with open(agent.events_path, "rb") as f:         # line by line: the file can be tens of MB
+        for line in f:
+            if b"KPROBE_ACTION_SIGKILL" in line and policy.encode() in line:
+                e = json.loads(line)
+                body = e["process_kprobe"]
+                if body.get("policy_name") == policy and body.get("action") == "KPROBE_ACTION_SIGKILL":
+                    stamp = e["time"].rstrip("Z")
+                    head, _, frac = stamp.partition(".")
+                    when = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.timezone.utc)
+                    out.append((body["process"]["pid"], when.timestamp() + float("0." + (frac or "0"))))
+    return out
+
+
+def _kills_per_run(events: list[tuple[int, float]], runs: list[tuple]) -> dict[int, int]:
+    """Kill events per run (index into runs).  A run is its pid *and* time: in a
+    long test a guest's pids wrap (pid_max 32768: ten agent starts and 2,500
+    runs took a 6.12 guest round), so a pid alone names several runs.  An event
+    belongs to the last run of its pid that started before it (0.5 s of slack
+    for the kernel clock's conversion to wall time)."""
+    by_pid: dict[int, list[tuple[float, int]]] = {}
+    for r, (pid, _, _, wall) in enumerate(runs):
+        by_pid.setdefault(pid, []).append((wall, r))
+    counts: dict[int, int] = {}
+    for pid, when in events:
+        earlier = [r for wall, r in by_pid.get(pid, ()) if wall <= when + 0.5]
+        if earlier:
+            counts[earlier[-1]] = counts.get(earlier[-1], 0) + 1
+    return counts
+
+
 def _kill_times(agent: RunningAgent, policy: str, pids: list[int]) -> str:
     """For a failure message: each kill event of these pids, by its time and
     line number in the file (the same time twice: one record exported twice;
@@ -150,14 +184,14 @@ def _live_ids() -> tuple[set[int], set[int]]:
 def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
     binary, policy, policy_file = miner
     agents = [_start(tmp_path, 0, pin_dir, "--policy", str(policy_file))]
-    runs: list[tuple[int, float, int]] = []      # (pid, start time, return code)
+    runs: list[tuple[int, float, int, float]] = []      # (pid, start time, return code, start wall time)
     stop = threading.Event()
 
     def probe():
         while not stop.is_set():
-            began = time.monotonic()
+            began, wall = time.monotonic(), time.time()
             pid, rc = _run_pid(binary)
-            runs.append((pid, began, rc))
+            runs.append((pid, began, rc, wall))
             time.sleep(0.003)
 
     gaps: list[tuple[float, float, int]] = []    # (agent dead at, next ready at, next agent index)
@@ -182,21 +216,20 @@ def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
     last.wait_line("KPROBE_ACTION_SIGKILL", _killed(final))
     last.settle()
 
-    succeeded = [n for n, _, rc in runs if rc != -9]
+    succeeded = [n for n, _, rc, _ in runs if rc != -9]
     assert len(runs) > 200, "the probe loop hardly ran"
     assert not succeeded, f"{len(succeeded)} of {len(runs)} miner runs were not killed: {succeeded[:10]}"
-    reported: dict[int, int] = {}
-    for pid in _kills(last, policy):              # the file every agent wrote, read once: it can be large
-        reported[pid] = reported.get(pid, 0) + 1
-    dups = {pid: c for pid, c in reported.items() if c > 1}
+    reported = _kills_per_run(_kill_events(last, policy), runs)   # the file every agent wrote, read once
+    dups = {runs[r][0]: c for r, c in reported.items() if c > 1}
     starts = "\n".join(f"agent {i}: {line}" for i, a in enumerate(agents) for line in a.log_text().splitlines()
                        if "waiting at start" in line or "not written twice" in line)
     assert not dups, f"{len(dups)} runs reported killed more than once: {sorted(dups)[:20]}\n{starts}\n" \
         + _kill_times(last, policy, sorted(dups)[:3])
     lost_logged = any("records lost" in a.log_text() for a in agents)
-    in_gaps = [(n, i) for n, began, _ in runs for dead, ready, i in gaps if dead < began < ready - 0.05]
+    in_gaps = [(r, i) for r, (_, began, _, _) in enumerate(runs) for dead, ready, i in gaps
+               if dead < began < ready - 0.05]
     assert len(in_gaps) >= RESTARTS, "too few runs fell while no agent was ready"
-    missing = [(n, i) for n, i in in_gaps if n not in reported]
+    missing = [(runs[r][0], i) for r, i in in_gaps if r not in reported]
     assert not missing or lost_logged, f"runs made while no agent ran, exported by none: {missing[:10]}"
     assert last.stop() == 0
     assert not os.path.exists(pin_dir), "an orderly stop with the default configuration left pins"
