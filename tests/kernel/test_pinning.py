@@ -212,7 +212,9 @@ def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
         stop.set()
         t.join()
     last = agents[-1]
-    final, _ = _run_pid(binary)
+    began, wall = time.monotonic(), time.time()
+    final, rc = _run_pid(binary)
+    runs.append((final, began, rc, wall))        # a run too: its pid may be an earlier run's, reused
     last.wait_line("KPROBE_ACTION_SIGKILL", _killed(final))
     last.settle()
 
