@@ -179,11 +179,15 @@ class Agent:
 
     def _consume(self, limit: int) -> int:
         """Records read from the ring buffer (at most limit); a failure is logged."""
+        ring = self.sensor.ringbuf
         try:
-            return self.sensor.ringbuf.consume(limit)
+            return ring.consume(limit)
         except Exception:
             log.exception("event loop: reading the ring buffer failed")
             return 0
+        finally:
+            if ring.oversized:      # records no read buffer could hold, stepped over: counted
+                self.counters.dropped["oversized"] = ring.oversized
 
     def _guarded(self, callback, what) -> None:
         """Run one callback; whatever it raises is logged, never propagated: the

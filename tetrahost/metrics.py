@@ -12,7 +12,8 @@
                                                 (export/delivery.py: only these a crash can lose)
   tetrahost_records_dropped_total{reason}       records read but not exported: unknown_hook (policy
                                                 unloaded meanwhile), replaced_generation (pinned by
-                                                a build whose records this one cannot decode)
+                                                a build whose records this one cannot decode),
+                                                oversized (larger than the reader's 1 MiB buffer)
   tetrahost_policy_state{policy,state}          1 for the policy's current state, 0 for the others
   tetrahost_process_cache_size
   tetrahost_export_events_total{exporter}, _bytes_total, _errors_total, _dropped_total
@@ -137,7 +138,7 @@ class AgentCollector:
                                   value=delivery.forced if delivery is not None else 0)
         m = CounterMetricFamily("tetrahost_records_dropped", "Kernel records read (or found pinned) but not "
                                 "exported, by reason: unknown_hook, replaced_generation", labels=["reason"])
-        for reason in ("unknown_hook", "replaced_generation"):
+        for reason in ("unknown_hook", "replaced_generation", "oversized"):
             m.add_metric([reason], c.dropped.get(reason, 0))
         yield m
         yield GaugeMetricFamily("tetrahost_process_cache_size", "Entries in the process cache",

@@ -37,6 +37,7 @@ class FakeRingbuf:
         self.on_record = on_record
         self.pending = pending            # records "in the ring"
         self.limits = []
+        self.oversized = 0                # records the reader stepped over (too big)
 
     def clear_wake(self):
         pass
@@ -94,6 +95,13 @@ def test_a_flood_goes_out_in_bounded_batches_and_turns():
     assert not agent._ring_behind
     assert sum(sink.batches) == flood and max(sink.batches) <= daemon.BATCH_RECORDS
     assert set(agent.sensor.ringbuf.limits) == {daemon.BATCH_RECORDS}
+
+
+def test_records_too_big_for_the_reader_are_counted_not_silent():
+    agent = bare_agent()
+    agent.sensor.ringbuf.oversized = 2
+    agent.drain_events()
+    assert agent.counters.dropped["oversized"] == 2
 
 
 def test_raising_reader_timer_and_worker_do_not_stop_the_loop(caplog):

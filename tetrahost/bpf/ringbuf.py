@@ -91,7 +91,8 @@ class RingBuffer:
 
     @property
     def oversized(self) -> int:
-        """Records skipped because no read buffer could hold them."""
+        """Records skipped because no read buffer could hold them (the agent
+        counts them: tetrahost_records_dropped_total{reason="oversized"})."""
         return self._ring.oversized
 
     @property

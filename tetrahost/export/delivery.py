@@ -49,13 +49,16 @@ class DeliveryMarks:
         self._slots = ffi.from_buffer("struct th_delivered[]", self._mm)
         self._count = lib.TH_DELIVERED_SLOTS
 
-    def written(self, name: str) -> int:
-        """The position this exporter marked, 0 if it has no slot (read only)."""
-        key = self.key(name)
+    def _find(self, key: int):
         for i in range(self._count):
             if self._slots[i].exporter == key:
-                return self._slots[i].pos
-        return 0
+                return self._slots[i]
+        return None
+
+    def written(self, name: str) -> int:
+        """The position this exporter marked, 0 if it has no slot (read only)."""
+        slot = self._find(self.key(name))
+        return slot.pos if slot is not None else 0
 
     @staticmethod
     def key(name: str) -> int:
@@ -65,12 +68,10 @@ class DeliveryMarks:
         """(slot, the position marked before) for this exporter; a free slot is
         taken; None when all are taken by others."""
         key = self.key(name)
-        free = None
-        for i in range(self._count):
-            if self._slots[i].exporter == key:
-                return self._slots[i], self._slots[i].pos
-            if free is None and self._slots[i].exporter == 0:
-                free = self._slots[i]
+        slot = self._find(key)
+        if slot is not None:
+            return slot, slot.pos
+        free = self._find(0)
         if free is None:
             return None
         free.pos = 0
@@ -176,14 +177,8 @@ class Delivery:
                 self.forced += 1
                 self.ring.commit(pos)
         if pos is not None:
-            slow = [e.name for e, t in zip(self.exporters, self._targets_now()) if e.written_batches < t]
+            slow = [e.name for e in self.exporters if e.written_batches < e.accepted_batches]
             self._throttle.warning("ring buffer released before %s wrote its events (behind more than "
                                    "%.0f s or half the ring): a crash now would lose them",
                                    ", ".join(slow) or "an exporter", self.max_hold)
 
-    def _targets_now(self) -> tuple:
-        return tuple(e.accepted_batches for e in self.exporters)
-
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._pending)
