@@ -92,7 +92,7 @@ class AgentConfig:
     proc_root: str = "/proc"
     # Seconds a read record's ring space waits for a stalled exporter before it is
     # given back to the kernel anyway (docs/pinning.md "Read is not released"):
-    # until then a kill -9 loses none of it.  0 = give it back at once.
+    # until then a kill -9 loses none of it.  0 = on the loop's next turn (within 0.1 s).
     export_hold_seconds: float = _opt(2.0, min=0)
     # Pinned state (docs/pinning.md): the programs outlive a crash, a restart
     # and a package upgrade.  "" = no pinning (everything goes with the agent).

@@ -78,6 +78,7 @@ class Counters:
 class Agent:
     delivery = None      # releases ring space as exporters write (tetrahost/export/delivery.py)
     _record_pos = 0      # the ring position after the record being handled (Event.pos)
+    _replaced_reader = None     # a replaced generation's ring, while _drain_replaced reads it
 
     def __init__(self, sinks, node_name: str | None = None, proc_root: str = "/proc",
                  ringbuf_bytes: int | None = None, policy_files=(), features=None, components=(),

@@ -166,6 +166,7 @@ class ThreadedSink:
         self.wants = getattr(inner, "wants", ("json",))    # made on the loop's thread before queueing
         self.max_events = max_events
         self.drain_timeout = drain_timeout
+        # [batch, accepted batches it stands for: itself and those dropped after it]
         self._queue: collections.deque = collections.deque()
         self._queued = 0
         self._cond = threading.Condition()
@@ -174,7 +175,6 @@ class ThreadedSink:
         self._throttle = LogThrottle(log)
         self.accepted_batches = 0
         self.written_batches = 0
-        self._counts: collections.deque = collections.deque()   # accepted batches each queued one stands for
         self._carry = 0             # batches dropped while a write was in flight and nothing queued
         self.on_written = None
         self.mark = None
@@ -197,8 +197,7 @@ class ThreadedSink:
                 self._done_in_order()
                 dropped = True
             else:
-                self._queue.append(batch)
-                self._counts.append(1)
+                self._queue.append([batch, 1])
                 self._queued += len(batch)
                 self._cond.notify()
                 dropped = False
@@ -219,8 +218,8 @@ class ThreadedSink:
     def _done_in_order(self) -> None:
         """A batch not queued (dropped) is done once those before it are written:
         it rides on the last queued batch, or on the write in flight."""
-        if self._counts:
-            self._counts[-1] += 1
+        if self._queue:
+            self._queue[-1][1] += 1
         elif self._writing:
             self._carry += 1
         else:
@@ -234,10 +233,9 @@ class ThreadedSink:
                 if not self._queue:
                     return
                 # Take everything queued: one write for many small batches.
-                batches = list(self._queue)
-                taken = sum(self._counts)
+                batches = [batch for batch, _ in self._queue]
+                taken = sum(n for _, n in self._queue)
                 self._queue.clear()
-                self._counts.clear()
                 self._queued = 0
                 self._writing = True
             merged = [item for b in batches for item in b]
