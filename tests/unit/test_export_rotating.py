@@ -169,3 +169,17 @@ def test_wait_idle_returns_once_the_queued_events_are_written(tmp_path):
     release.set()
     assert sink.wait_idle(5) is True and inner.written == 3
     sink.close()
+
+
+def test_a_clock_stepped_back_does_not_prune_a_newer_file(tmp_path, monkeypatch):
+    """Rotated files are named by time and the oldest names are pruned: a wall
+    clock that steps back between rotations must not make a newer file look older."""
+    import time as time_module
+    clock = iter([1000.5, 1000.5, 999.0, 999.0, 998.0, 998.0] + [998.0] * 100)
+    monkeypatch.setattr(time_module, "time", lambda: next(clock))
+    sink = RotatingFileSink(str(tmp_path / "tetragon.log"), max_bytes=200, max_backups=2)
+    for i in range(0, 40, 4):
+        sink.write_events([(line(j), META) for j in range(i, i + 4)])
+    sink.close()
+    seqs = [json.loads(raw)["seq"] for blob in read_all(sink) for raw in blob.splitlines()]
+    assert seqs == list(range(seqs[0], 40))

@@ -242,8 +242,12 @@ class RotatingFileSink:
         self.stats.bytes += nbytes
 
     def _backup_name(self) -> str:
-        now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
+        # Each stamp a millisecond past the last rotation's at least: names sort by
+        # time and the oldest are pruned, so a wall clock stepped back (or a twin
+        # name reused after its file was pruned) would prune a newer file.
+        ms = max(int(time.time() * 1000), getattr(self, "_last_rotation_ms", 0) + 1)
+        self._last_rotation_ms = ms
+        stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}"
         name = os.path.join(self._dir, f"{self._stem}-{stamp}{self._ext}")
         n = 1
         # Several rotations within one millisecond (tiny max_bytes, bursts): keep names unique.
