@@ -8,7 +8,7 @@ Offline: real kernel records are captured with the ProcessSensor during a
 short exec storm (plus whatever else the host runs meanwhile: that is the
 realistic mix), then replayed on one core through each stage separately --
 decode, ProcessCache.handle, TetragonJSON.render, writing lines to a tmpfs
-file -- and through the production hot path (Agent._on_record + _flush with
+file -- and through the production hot path (Agent.handle_records with
 the production file sink).  Each replay starts from a fresh cache loaded from
 /proc, as the agent does.  --profile adds a cProfile of the whole chain.
 
@@ -113,13 +113,10 @@ def offline(records: list[bytes], reps: int, outdir: pathlib.Path, profile: bool
 
     def whole_chain():
         agent = make_agent(out)
-        on_record, flush = agent._on_record, agent._flush
 
         def run():
             for i in range(0, len(records), BATCH):
-                for r in records[i:i + BATCH]:
-                    on_record(r)
-                flush()
+                agent.handle_records(records[i:i + BATCH])
             for s in agent.sinks:
                 s.close()
         return run
@@ -133,7 +130,7 @@ def offline(records: list[bytes], reps: int, outdir: pathlib.Path, profile: bool
                             ("ProcessCache.handle (records)", stage_cache, len(procs)),
                             ("TetragonJSON.render (events)", stage_render, len(events)),
                             ("file sink write (lines)", stage_sink, len(lines)),
-                            ("whole chain: Agent._on_record+_flush (records)", whole_chain, len(records))):
+                            ("whole chain: Agent.handle_records (records)", whole_chain, len(records))):
         s = timed(fn, reps)
         print(f"| {name} | {items} | {s:.3f} | {items / s:,.0f} | {s / items * 1e6:.1f} |")
         if name.startswith("whole"):

@@ -1,19 +1,19 @@
 """The agent's main loop: sensors -> decode -> enrich -> Event -> sinks.
 
-One thread.  It waits on the ring buffer's epoll fd, a wake-up pipe (written
-by the signal handlers) and whatever other fds components register with
-add_reader() (control socket, policy directory watch); add_timer() runs
-periodic work (loss counters, watchdog); add_worker() runs long jobs (policy
-loads) one bounded slice per turn.  Each wake-up drains the ring buffer and
+One thread, turned by tetrahost/runtime/loop.py: it waits on the ring
+buffer's epoll fd, a wake-up pipe (signals, other threads) and whatever fds
+components register with the loop (control socket, policy directory watch);
+components get the loop, the status board and the exporters as services
+(tetrahost/runtime/services.py), never the agent.  Each turn drains the ring buffer and
 hands the sinks batches of Events (tetrahost.events.event) of at most
 BATCH_RECORDS records each, so the cost of an export is paid per burst, not per event, and
 a flood (the kernel refilling the ring as fast as it is read) neither grows
 one batch without bound nor keeps the loop from its other work: a turn reads
 at most TURN_RECORDS records, the rest waits for the next turn.
 
-Nothing a callback raises stops the loop: readers, timers and workers are
-dispatched through one guard that logs the failure and carries on (a hostile
-policy file must cost an error line, never the enforcement of the others).
+Whoever reports on the agent (tetra status, sd_notify, metrics) reads one
+immutable snapshot per turn (tetrahost/runtime/snapshot.py), never the live
+objects the loop is changing.
 
 With a pin directory (agent.pin_dir) the kernel side outlives the process
 (tetrahost/sensors/pins.py, docs/pinning.md): a crash or a restart leaves
@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import resource
-import selectors
 import signal
 import socket
 import time
@@ -44,6 +43,9 @@ from tetrahost.events.records import HookRecord
 from tetrahost.export.delivery import MAX_HOLD, Delivery, DeliveryMarks
 from tetrahost.export.hook_json import HookEventRenderer
 from tetrahost.export.tetragon_json import TetragonJSON
+from tetrahost.runtime.loop import EventLoop
+from tetrahost.runtime.services import Exporters, Services
+from tetrahost.runtime.snapshot import SnapshotInputs, StatusBoard
 from tetrahost.sensors.mounts import ensure_mounted
 from tetrahost.sensors.process import DEFAULT_RINGBUF_BYTES, ProcessSensor
 
@@ -72,7 +74,6 @@ class Counters:
     # build's ring buffer this build cannot decode)
     dropped: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
-    longest_turn: float = 0.0      # seconds of the slowest loop turn (work between two waits)
 
 
 class Agent:
@@ -82,18 +83,25 @@ class Agent:
 
     def __init__(self, sinks, node_name: str | None = None, proc_root: str = "/proc",
                  ringbuf_bytes: int | None = None, policy_files=(), features=None, components=(),
-                 pin_dir: str = "", keep_pins: bool = False, export_hold: float = MAX_HOLD):
+                 pin_dir: str = "", keep_pins: bool = False, export_hold: float = MAX_HOLD, config=None,
+                 policy_state_file: str = ""):
         """sinks: objects with write_events(list[Event]) and close(), and
         `wants`: the Event forms they read ("json", "data", "compact"; "json"
         when they do not say);
         features: the kernel's probed capabilities (probed when needed if None);
-        components: objects with start(agent) and stop(), started once the
+        components: objects with start(services) and stop(), started once the
         sensors and the policy files given here are in place (control socket,
         policy directory watch, metrics, sd_notify), stopped in reverse order;
+        they get a runtime.services.Services;
+        config: the Config (limits, and what components read at start; None: defaults);
+        policy_state_file: where set-mode/enable/disable decisions are kept
+        (runtime/overrides.py; "" = for this agent's life only);
         pin_dir: the bpffs directory of the pinned state ("" = none: everything
         goes with the process); keep_pins: an orderly exit leaves the pins
         (enforcing) instead of removing them; export_hold: seconds read records
         may wait for a stalled exporter (tetrahost/export/delivery.py)."""
+        self.config = config
+        self.policy_state_file = policy_state_file
         self.pin_dir = pin_dir
         self.keep_pins = keep_pins
         self.export_hold = export_hold
@@ -126,40 +134,34 @@ class Agent:
         self.sensor = ProcessSensor(self._on_record, ringbuf_bytes=self.ringbuf_bytes, deferred=True)
         self._batch: list[Event] = []
         self._ring_behind = False              # the last drain stopped at TURN_RECORDS
-        self._readers: dict[int, object] = {}
-        self._timers: list[list] = []          # [next_due, interval, callback]
-        self._workers: list = []               # callback() -> seconds until it wants the next turn, or None
-        self._work_due = float("inf")          # monotonic time the next worker slice is due
-        self._stop = False
         self._started: list = []
-        self.add_timer(LOSS_CHECK_INTERVAL, self._check_losses)
-        self.add_timer(DRAIN_INTERVAL, lambda: None)   # bounds the wait; the loop drains every turn
+        self.loop = EventLoop()
+        self.loop.add_timer(LOSS_CHECK_INTERVAL, self._check_losses)
+        self.loop.add_timer(DRAIN_INTERVAL, lambda: None)   # bounds the wait; the loop drains every turn
+        self.status = StatusBoard(self._snapshot_inputs(), wake=self.loop.wake)
 
-    # -- extension points ----------------------------------------------------------
-    def add_reader(self, fd: int, callback) -> None:
-        """Call callback() in the loop whenever fd is readable."""
-        self._readers[fd] = callback
-        if getattr(self, "_sel", None) is not None:
-            self._sel.register(fd, selectors.EVENT_READ, callback)
+    def _snapshot_inputs(self) -> SnapshotInputs:
+        from tetrahost.overhead import program_costs
+        return SnapshotInputs(
+            node_name=self.node_name, counters=self.counters, cache=self.cache,
+            features=lambda: self.features,
+            in_use=lambda: ["process sensor: " + ", ".join(p.section for p in self.sensor.obj.programs.values())],
+            policies=lambda: self.policies, pins=lambda: self.pins,
+            released_unwritten=lambda: self.delivery.forced if self.delivery is not None else 0,
+            costs=lambda: program_costs(self.sensor, self.policies),
+            sections={"user_actions": lambda: dict(self.user_actions.counts) if self.user_actions else {}})
 
-    def remove_reader(self, fd: int) -> None:
-        if self._readers.pop(fd, None) is not None and getattr(self, "_sel", None) is not None:
-            self._sel.unregister(fd)
+    def services(self) -> Services:
+        """What components get at start (after the policies are in place)."""
+        return Services(loop=self.loop, status=self.status, exporters=Exporters(self.sinks),
+                        node_name=self.node_name, config=self.config, policies=self.policies,
+                        drain_events=self.drain_events)
 
-    def add_timer(self, interval: float, callback) -> None:
-        """Call callback() in the loop every `interval` seconds."""
-        self._timers.append([time.monotonic() + interval, interval, callback])
-
-    def add_worker(self, callback) -> None:
-        """Call callback() once per loop turn while it has work: it does one bounded
-        slice and returns 0 (more now), a delay in seconds (call again then) or
-        None (idle until something calls wake_workers())."""
-        self._workers.append(callback)
-        self.wake_workers()
-
-    def wake_workers(self) -> None:
-        """New work for the workers: run them on the next turn."""
-        self._work_due = 0.0
+    def _turn(self) -> bool:
+        """The agent's work each loop turn; True when records are still waiting."""
+        self.drain_events()
+        self.status.end_turn()
+        return self._ring_behind
 
     def drain_events(self) -> None:
         """Consume the ring buffer and hand the batch to the sinks; for long
@@ -190,13 +192,17 @@ class Agent:
             if ring.oversized:      # records no read buffer could hold, stepped over: counted
                 self.counters.dropped["oversized"] = ring.oversized
 
-    def _guarded(self, callback, what) -> None:
-        """Run one callback; whatever it raises is logged, never propagated: the
-        loop serves enforcement, and one failing task must not end it."""
-        try:
-            callback()
-        except Exception:
-            log.exception("event loop: %s failed", what or callback)
+    def handle_records(self, raws) -> None:
+        """Kernel records (bytes each, as the ring buffer hands them) through the
+        read path's own steps: decoded, enriched, and given to the sinks as one
+        batch.  For replaying captured records (bench/pipeline.py): they have no
+        ring position (Event.pos 0), so no delivery mark follows them."""
+        self._record_pos = 0
+        for raw in raws:
+            record = self._decode(raw)
+            if record is not None:
+                self._handle(record)
+        self._flush()
 
     # -- hot path: one call per kernel record ----------------------------------------
     def _on_record(self, raw: bytes) -> None:
@@ -316,12 +322,14 @@ class Agent:
                                                              "proc_state", "enforcer_notes")}
         self.dispatcher = SyscallDispatcher(shared, pins=self.pins)
         shared.update(self.dispatcher.maps)
-        cfg = getattr(self, "config", None)
+        cfg = self.config
         limits = Limits(cfg.limits.max_hooks_per_policy, cfg.limits.max_hooks_total) if cfg is not None else None
+        from tetrahost.runtime.overrides import PolicyOverrides
         self.policies = PolicyManager(self.features, self.host_ns, shared,
                                       ProcState(self.sensor.obj, self.cache.running, self.proc_root), limits,
-                                      dispatcher=self.dispatcher, pins=self.pins)
-        self.add_timer(1.0, self.policies.retry_failed)    # hooks that failed for want of fds/memory
+                                      dispatcher=self.dispatcher, pins=self.pins,
+                                      overrides=PolicyOverrides(self.policy_state_file or None))
+        self.loop.add_timer(1.0, self.policies.retry_failed)    # hooks that failed for want of fds/memory
         from tetrahost.runtime.binwatch import BinaryWatch
         self.components.append(BinaryWatch())    # uprobe/USDT hooks follow a replaced binary
         for path in self.policy_files:
@@ -331,9 +339,6 @@ class Agent:
                 log.error("%s", exc)
 
     # -- lifecycle -----------------------------------------------------------------
-    def request_stop(self, *_):
-        self._stop = True
-
     def _open_pins(self) -> None:
         if not self.pin_dir:
             return
@@ -427,7 +432,7 @@ class Agent:
             if self.policies is not None:
                 self.policies._write_manifest()
             else:
-                self._guarded(lambda: self.pins.write_manifest({}), "writing the manifest")
+                self.loop.guarded(lambda: self.pins.write_manifest({}), "writing the manifest")
         if self.pins is not None and not keep:
             self.pins.remove_all()          # our fds are now the last references: closing detaches
         if self.policies is not None:
@@ -445,9 +450,9 @@ class Agent:
     def run(self) -> int:
         check_fd_limit()
         ensure_mounted()
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        old_wakeup = signal.set_wakeup_fd(wake_w)
-        old_handlers = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        loop = self.loop
+        old_wakeup = signal.set_wakeup_fd(loop.wake_w)
+        old_handlers = {s: signal.signal(s, loop.stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             # Attach before scanning /proc: a process started in between is then
             # in the ring buffer, not lost between the scan and the attach.
@@ -459,8 +464,9 @@ class Agent:
                                      marks=DeliveryMarks(self.sensor.obj.map("delivered").fd))
             loaded = self.cache.load_procfs(self.proc_root)
             self._start_policies()
+            services = self.services()
             for component in self.components:
-                component.start(self)
+                component.start(services)
                 self._started.append(component)
             self._finish_pins()
             self._catch_up()
@@ -469,7 +475,9 @@ class Agent:
                 self.policies.pool.resume()     # spares for reloads, now that start-up is done
             log.info("tetrahost ready: node %s, %d processes from %s, process sensor attached",
                      self.node_name, loaded, self.proc_root)
-            self._loop(wake_r)
+            ring = self.sensor.ringbuf
+            loop.add_reader(ring.wake_fd, ring.clear_wake)     # the drain follows every turn
+            loop.run(self._turn)
         finally:
             for component in reversed(self._started):
                 try:
@@ -478,7 +486,7 @@ class Agent:
                     log.exception("stopping %s failed", component)
             self._hold_ring = False
             if self._ready:     # the last reading of the loss counters, for the stop line
-                self._guarded(self._check_losses, "reading the loss counters")
+                self.loop.guarded(self._check_losses, "reading the loss counters")
             self._shutdown_kernel_side()
             self._flush()
             for sink in self.sinks:
@@ -489,10 +497,9 @@ class Agent:
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
-            os.close(wake_r)
-            os.close(wake_w)
+            loop.close()
         log.info("tetrahost stopped: %d records, %s; longest loop turn %.3f s; %s", self.counters.records,
-                 self.counters.events, self.counters.longest_turn, self.loss_summary())
+                 self.counters.events, loop.longest_turn, self.loss_summary())
         return 0
 
     def loss_summary(self) -> str:
@@ -509,54 +516,6 @@ class Agent:
         if not parts:
             return "lost: none"
         return f"lost: {sum(n for _, n in parts)} ({', '.join(f'{what} {n}' for what, n in parts)})"
-
-    def _loop(self, wake_r: int) -> None:
-        self._sel = sel = selectors.DefaultSelector()
-        ring = self.sensor.ringbuf
-        sel.register(ring.wake_fd, selectors.EVENT_READ, ring.clear_wake)   # the drain follows every turn
-        sel.register(wake_r, selectors.EVENT_READ, lambda: _drain(wake_r))
-        for fd, callback in self._readers.items():
-            sel.register(fd, selectors.EVENT_READ, callback)
-        try:
-            while not self._stop:
-                now = time.monotonic()
-                timeout = 0.0 if self._ring_behind else \
-                    max(0.0, min(self._work_due, *(t[0] for t in self._timers)) - now)
-                ready = sel.select(timeout=timeout)
-                began = time.monotonic()
-                for key, _ in ready:
-                    if key.data is not None:
-                        self._guarded(key.data, f"reader of fd {key.fd}")
-                self.drain_events()
-                self._run_timers()
-                self._run_workers()
-                self.counters.longest_turn = max(self.counters.longest_turn, time.monotonic() - began)
-        finally:
-            sel.close()
-            self._sel = None
-
-    def _run_timers(self) -> None:
-        now = time.monotonic()
-        for timer in self._timers:
-            if now >= timer[0]:
-                timer[0] = now + timer[1]
-                self._guarded(timer[2], f"periodic task {timer[2]}")
-
-    def _run_workers(self) -> None:
-        now = time.monotonic()
-        if now < self._work_due:
-            return
-        due = float("inf")
-        for worker in self._workers:
-            delay = None
-            try:
-                delay = worker()
-            except Exception:
-                log.exception("event loop: worker %s failed", worker)
-                delay = 1.0          # a failing worker is retried, slowly
-            if delay is not None:
-                due = min(due, now + delay)
-        self._work_due = due
 
 
 # Each hook holds a few fds (programs, maps, links, perf events); the budget
@@ -579,11 +538,3 @@ def check_fd_limit() -> int:
     log.log(level, "open file limit: %s (hard %s)%s", soft, hard,
             "; low: loads may fail with EMFILE (set LimitNOFILE=)" if level == logging.WARNING else "")
     return soft
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass

@@ -38,9 +38,12 @@ Also under the names Tetragon's dashboards query (tetragon_compat_metrics):
 Nothing is counted twice: a custom Collector reads the agent's own counters
 when Prometheus scrapes.  The HTTP server (metrics_http.py: bounded
 connections and time, so a flood of slow clients cannot take the agent's
-file descriptors) runs on its own thread while the event loop keeps writing
-those counters, so the collector copies each dict first (dict.copy() is one C call under the GIL: a consistent
-snapshot, never "dict changed size during iteration") and reads only ints.
+file descriptors) runs on its own thread while the event loop changes the
+agent's state, so the collector never reads that state: it asks the loop for
+a status snapshot (tetrahost/runtime/snapshot.py), taken on the loop's thread
+at the end of its turn, with the BPF programs' run statistics, and reads the
+copy.  The exporters' own counters are theirs (ints and a dict copied in one
+C call under the GIL).
 
 Label values come from a bounded set: event types and loss kinds are fixed
 sets, policy and hook names only from policies actually loaded, and at most
@@ -61,7 +64,7 @@ from tetrahost.metrics_http import BoundedHTTPServer, Renderer
 log = logging.getLogger(__name__)
 
 MAX_POLICY_SERIES = 1000
-POLICY_STATES = ("enforcing", "monitoring", "partial", "error")
+POLICY_STATES = ("enforcing", "monitoring", "partial", "error", "disabled")
 LOSS_TYPES = {"exec": "PROCESS_EXEC", "fork": "PROCESS_CLONE", "exit": "PROCESS_EXIT"}
 
 
@@ -90,93 +93,23 @@ class PolicyEventCounter:
 
 
 class AgentCollector:
-    def __init__(self, agent, exporters=(), pipeline=None, policy_counter=None):
-        self.agent = agent
+    """The agent's families, from the status snapshot its loop takes for each scrape."""
+
+    def __init__(self, status, exporters=(), pipeline=None, timeout: float = 2.0):
+        """status: a runtime.snapshot.StatusBoard (or anything with fresh(timeout, costs))."""
+        self.status = status
         self.exporters = list(exporters)
         self.pipeline = pipeline
-        self.policy_counter = policy_counter
+        self.timeout = timeout
 
     def collect(self):
-        c = self.agent.counters
-        events = c.events.copy()
-        lost = c.lost.copy()
-
-        m = CounterMetricFamily("tetragon_events", "Events observed, by event type", labels=["type"])
-        for kind, n in sorted(events.items()):
-            m.add_metric([kind.upper()], n)
-        yield m
-        yield CounterMetricFamily("tetragon_process_exec", "Process executions observed",
-                                  value=events.get("process_exec", 0))
-
-        m = CounterMetricFamily("tetragon_policy_events", "Policy (hook) events by policy, hook and action",
-                                labels=["policy", "hook", "action"])
-        if self.policy_counter is not None:
-            for (policy, hook, action), n in sorted(self.policy_counter.counts.copy().items()):
-                m.add_metric([policy, hook, action], n)
-        yield m
-
-        m = CounterMetricFamily("tetragon_missed_events",
-                                "Records the kernel could not queue (ring buffer full), by type",
-                                labels=["type"])
-        totals = {t: 0 for t in LOSS_TYPES.values()}
-        for kind, n in lost.items():
-            t = LOSS_TYPES.get(kind, kind.upper())
-            totals[t] = totals.get(t, 0) + n
-        for t, n in sorted(totals.items()):
-            m.add_metric([t], n)
-        yield m
-
-        yield CounterMetricFamily("tetrahost_ringbuf_records", "Records read from the ring buffer",
-                                  value=c.records)
-        yield CounterMetricFamily("tetrahost_ringbuf_lost", "Records lost in the kernel (all types)",
-                                  value=sum(lost.values()))
-        yield CounterMetricFamily("tetrahost_decode_errors", "Malformed kernel records dropped",
-                                  value=c.decode_errors)
-        delivery = getattr(self.agent, "delivery", None)
-        yield CounterMetricFamily("tetrahost_ringbuf_released_unwritten", "Ring buffer space released before "
-                                  "every exporter wrote its events (an exporter stalled)",
-                                  value=delivery.forced if delivery is not None else 0)
-        m = CounterMetricFamily("tetrahost_records_dropped", "Kernel records read (or found pinned) but not "
-                                "exported, by reason: unknown_hook, replaced_generation", labels=["reason"])
-        for reason in ("unknown_hook", "replaced_generation", "oversized"):
-            m.add_metric([reason], c.dropped.get(reason, 0))
-        yield m
-        yield GaugeMetricFamily("tetrahost_process_cache_size", "Entries in the process cache",
-                                value=len(self.agent.cache))
-        yield from self._policies()
-        yield from self._user_actions()
+        snap = self.status.fresh(self.timeout, costs=True)
+        if snap is None:            # the loop has not turned yet: only what is not the agent's
+            yield from self._exports()
+            return
+        yield from agent_metrics(snap)
         yield from self._exports()
-        yield from tetragon_compat_metrics(self.agent)
-
-    def _user_actions(self):
-        worker = getattr(self.agent, "user_actions", None)
-        m = CounterMetricFamily("tetrahost_user_actions", "DnsLookup/GetUrl actions by result",
-                                labels=["action", "result"])
-        if worker is not None:
-            for (action, result), n in sorted(worker.counts.copy().items()):
-                m.add_metric([action, result], n)
-        yield m
-
-    def _policies(self):
-        pm = getattr(self.agent, "policies", None)
-        m = GaugeMetricFamily("tetrahost_policy_state", "Loaded policies: 1 for the current state",
-                              labels=["policy", "state"])
-        if pm is not None:
-            for name, ps in sorted(pm.policies.copy().items())[:MAX_POLICY_SERIES]:
-                try:
-                    current = ps.state
-                except Exception:       # a policy being torn down by a reload right now
-                    continue
-                for state in POLICY_STATES:
-                    m.add_metric([name, state], 1 if state == current else 0)
-        yield m
-        m = CounterMetricFamily("tetrahost_policy_reloads", "Policy file loads/reloads and unloads, by result",
-                                labels=["result"])
-        r = getattr(pm, "reloads", None) if pm is not None else None
-        for result, attr in (("ok", "ok"), ("failed", "failed"), ("unload", "unloads")):
-            n = getattr(r, attr, 0)
-            m.add_metric([result], n if isinstance(n, int) else 0)
-        yield m
+        yield from tetragon_compat_metrics(snap)
 
     def _exports(self):
         fams = {k: CounterMetricFamily(f"tetrahost_export_{k}", f"Exporter {k}", labels=["exporter"])
@@ -199,6 +132,68 @@ class AgentCollector:
                                   value=p.rate_limited if p else 0)
 
 
+def agent_metrics(snap):
+    """The agent's own families from one AgentSnapshot."""
+    m = CounterMetricFamily("tetragon_events", "Events observed, by event type", labels=["type"])
+    for kind, n in sorted(snap.events.items()):
+        m.add_metric([kind.upper()], n)
+    yield m
+    yield CounterMetricFamily("tetragon_process_exec", "Process executions observed",
+                              value=snap.events.get("process_exec", 0))
+
+    m = CounterMetricFamily("tetragon_policy_events", "Policy (hook) events by policy, hook and action",
+                            labels=["policy", "hook", "action"])
+    for (policy, hook, action), n in sorted(snap.sections.get("policy_events", {}).items()):
+        m.add_metric([policy, hook, action], n)
+    yield m
+
+    m = CounterMetricFamily("tetragon_missed_events",
+                            "Records the kernel could not queue (ring buffer full), by type",
+                            labels=["type"])
+    totals = {t: 0 for t in LOSS_TYPES.values()}
+    for kind, n in snap.lost.items():
+        t = LOSS_TYPES.get(kind, kind.upper())
+        totals[t] = totals.get(t, 0) + n
+    for t, n in sorted(totals.items()):
+        m.add_metric([t], n)
+    yield m
+
+    yield CounterMetricFamily("tetrahost_ringbuf_records", "Records read from the ring buffer",
+                              value=snap.records)
+    yield CounterMetricFamily("tetrahost_ringbuf_lost", "Records lost in the kernel (all types)",
+                              value=sum(snap.lost.values()))
+    yield CounterMetricFamily("tetrahost_decode_errors", "Malformed kernel records dropped",
+                              value=snap.decode_errors)
+    yield CounterMetricFamily("tetrahost_ringbuf_released_unwritten", "Ring buffer space released before "
+                              "every exporter wrote its events (an exporter stalled)",
+                              value=snap.released_unwritten)
+    m = CounterMetricFamily("tetrahost_records_dropped", "Kernel records read (or found pinned) but not "
+                            "exported, by reason: unknown_hook, replaced_generation", labels=["reason"])
+    for reason in ("unknown_hook", "replaced_generation", "oversized"):
+        m.add_metric([reason], snap.dropped.get(reason, 0))
+    yield m
+    yield GaugeMetricFamily("tetrahost_process_cache_size", "Entries in the process cache",
+                            value=snap.cache_size)
+
+    m = GaugeMetricFamily("tetrahost_policy_state", "Loaded policies: 1 for the current state",
+                          labels=["policy", "state"])
+    for p in snap.policies[:MAX_POLICY_SERIES]:
+        for state in POLICY_STATES:
+            m.add_metric([p.name, state], 1 if state == p.state else 0)
+    yield m
+    m = CounterMetricFamily("tetrahost_policy_reloads", "Policy file loads/reloads and unloads, by result",
+                            labels=["result"])
+    for result, key in (("ok", "ok"), ("failed", "failed"), ("unload", "unloads")):
+        m.add_metric([result], snap.policy_reloads.get(key, 0))
+    yield m
+
+    m = CounterMetricFamily("tetrahost_user_actions", "DnsLookup/GetUrl actions by result",
+                            labels=["action", "result"])
+    for (action, result), n in sorted(snap.sections.get("user_actions", {}).items()):
+        m.add_metric([action, result], n)
+    yield m
+
+
 # in-kernel loss slot -> (msg_op, error) as Tetragon labels tetragon_bpf_missed_events_total:
 # its message op codes (MSG_OP_EXECVE 5, MSG_OP_EXIT 7, MSG_OP_CLONE 23, MSG_OP_GENERIC_KPROBE 13)
 # and why the record was lost (ring buffer full: ENOSPC; every scratch slot busy: EBUSY;
@@ -207,7 +202,8 @@ MISSED_OPS = {"exec": ("5", "ENOSPC"), "exit": ("7", "ENOSPC"), "fork": ("23", "
               "hook": ("13", "ENOSPC"), "hook_busy": ("13", "EBUSY"), "socktrack": ("13", "E2BIG")}
 # Tetragon's TracingPolicyState names, lower case as its metric writes them
 TRACINGPOLICY_STATES = ("enabled", "disabled", "load_error", "error", "loading", "unloading")
-_STATE_TO_TETRAGON = {"enforcing": "enabled", "monitoring": "enabled", "partial": "enabled", "error": "error"}
+_STATE_TO_TETRAGON = {"enforcing": "enabled", "monitoring": "enabled", "partial": "enabled", "error": "error",
+                      "disabled": "disabled"}
 
 
 def build_info() -> tuple[str, str, str]:
@@ -222,14 +218,12 @@ def build_info() -> tuple[str, str, str]:
     return version, os.environ.get("TETRAHOST_COMMIT", ""), platform.python_version()
 
 
-def tetragon_compat_metrics(agent):
-    """The families Tetragon's dashboards query, from the agent's own facts."""
-    from tetrahost.overhead import program_costs
-
+def tetragon_compat_metrics(snap):
+    """The families Tetragon's dashboards query, from one AgentSnapshot."""
     m = CounterMetricFamily("tetragon_bpf_missed_events", "Records the kernel could not send to user space, "
                             "by Tetragon message op and reason", labels=["msg_op", "error"])
     totals: dict[tuple[str, str], int] = {}
-    for kind, n in agent.counters.lost.copy().items():
+    for kind, n in snap.lost.items():
         key = MISSED_OPS.get(kind, ("0", kind.upper()))
         totals[key] = totals.get(key, 0) + n
     for (op, error), n in sorted(totals.items()):
@@ -237,14 +231,9 @@ def tetragon_compat_metrics(agent):
     yield m
 
     states = dict.fromkeys(TRACINGPOLICY_STATES, 0)
-    pm = getattr(agent, "policies", None)
-    if pm is not None:
-        for ps in list(pm.policies.copy().values()):
-            try:
-                states[_STATE_TO_TETRAGON.get(ps.state, "error")] += 1
-            except Exception:       # a policy being torn down by a reload right now
-                continue
-        states["load_error"] += len(getattr(pm, "errors", {}) or {})
+    for p in snap.policies:
+        states[_STATE_TO_TETRAGON.get(p.state, "error")] += 1
+    states["load_error"] += len(snap.policy_errors)
     m = GaugeMetricFamily("tetragon_tracingpolicy_loaded", "Tracing policies by state (Tetragon's names: "
                           "enforcing, monitoring and partial policies are enabled; rejected files load_error)",
                           labels=["state"])
@@ -262,7 +251,7 @@ def tetragon_compat_metrics(agent):
     secs = CounterMetricFamily("tetragon_overhead_program_seconds", "Time spent in each BPF program of the agent "
                                "(while kernel.bpf_stats_enabled=1)", labels=["policy", "sensor", "attach", "section"])
     seen: dict[tuple[str, str, str, str], list[int]] = {}
-    for cost in program_costs(agent):
+    for cost in snap.program_costs:
         acc = seen.setdefault((cost.policy, cost.sensor, cost.attach, cost.section), [0, 0])
         acc[0] += cost.runs
         acc[1] += cost.run_time_ns
@@ -310,6 +299,8 @@ class MetricsServer:
     """Component: serves /metrics from start() to stop()."""
 
     def __init__(self, address: str, exporters=(), pipeline=None, policy_counter=None, collectors=()):
+        """policy_counter: the PolicyEventCounter sink, reported in the snapshot (loop thread);
+        collectors: more collectors of state that is theirs (BinaryExecCounter)."""
         self.address = address
         self.collectors = list(collectors)      # more collectors of the agent's state (BinaryExecCounter)
         self.exporters = exporters
@@ -320,11 +311,13 @@ class MetricsServer:
         self._thread = None
         self.port = None
 
-    def start(self, agent) -> None:
-        if self.policy_counter is not None:
-            self.policy_counter._policy_names = (
-                lambda: agent.policies.policies if agent.policies is not None else ())
-        self.registry.register(AgentCollector(agent, self.exporters, self.pipeline, self.policy_counter))
+    def start(self, services) -> None:
+        counter = self.policy_counter
+        if counter is not None:
+            manager = services.policies
+            counter._policy_names = (lambda: manager.policies) if manager is not None else (lambda: ())
+            services.status.add_section("policy_events", lambda: dict(counter.counts))
+        self.registry.register(AgentCollector(services.status, self.exporters, self.pipeline))
         for collector in self.collectors:
             self.registry.register(collector)
         host, port = parse_address(self.address)

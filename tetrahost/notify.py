@@ -6,7 +6,7 @@
                "observing and enforcing".  (A policy that failed to load does not
                hold READY back forever; STATUS names it.)
   STATUS=...   a one-line summary (events, policies, losses), every status_interval s.
-  WATCHDOG=1   from the event loop itself via agent.add_timer, every WATCHDOG_USEC/2:
+  WATCHDOG=1   from the event loop itself (a loop timer), every WATCHDOG_USEC/2:
                if the loop hangs, the pings stop and systemd restarts the service.
   STOPPING=1   when the agent shuts down.
 
@@ -33,25 +33,23 @@ def watchdog_interval() -> float | None:
     return int(usec) / 2 / 1e6
 
 
-def summary(agent) -> str:
-    """One line for STATUS=: events by type, policy states, losses."""
-    c = agent.counters
-    events = c.events.copy()
+def summary(snap) -> str:
+    """One line for STATUS= from an AgentSnapshot: events by type, policy states, losses."""
+    events = snap.events
     total = sum(events.values())
     parts = [f"{total} events"]
     detail = ", ".join(f"{k.removeprefix('process_')} {v}" for k, v in sorted(events.items()) if v)
     if detail:
         parts[0] += f" ({detail})"
-    pm = getattr(agent, "policies", None)
-    if pm is not None and pm.policies:
+    if snap.policies:
         states: dict[str, int] = {}
-        for ps in list(pm.policies.copy().values()):
-            states[ps.state] = states.get(ps.state, 0) + 1
-        parts.append(f"{len(pm.policies)} policies (" +
+        for p in snap.policies:
+            states[p.state] = states.get(p.state, 0) + 1
+        parts.append(f"{len(snap.policies)} policies (" +
                      ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ")")
     else:
         parts.append("0 policies")
-    lost = sum(c.lost.copy().values())
+    lost = sum(snap.lost.values())
     parts.append(f"{lost} lost")
     return "; ".join(parts)
 
@@ -62,7 +60,7 @@ class Notifier:
     def __init__(self, status_interval: float = 10.0):
         self.status_interval = status_interval
         self._notifier = None
-        self.agent = None
+        self.status = None              # the agent's StatusBoard
 
     @property
     def active(self) -> bool:
@@ -73,7 +71,7 @@ class Notifier:
             # sdnotify encodes latin-1 and swallows errors; keep the text ASCII.
             self._notifier.notify(state.encode("ascii", "replace").decode("ascii"))
 
-    def start(self, agent) -> None:
+    def start(self, services) -> None:
         if not os.environ.get("NOTIFY_SOCKET"):
             return
         from sdnotify import SystemdNotifier
@@ -83,17 +81,17 @@ class Notifier:
             return
         n.socket.setblocking(False)
         self._notifier = n
-        self.agent = agent
-        self.send(f"READY=1\nSTATUS={summary(agent)}")
-        agent.add_timer(self.status_interval, self._status)
+        self.status = services.status
+        self.send(f"READY=1\nSTATUS={summary(self.status.now())}")
+        services.loop.add_timer(self.status_interval, self._status)
         interval = watchdog_interval()
         if interval is not None:
             self.send("WATCHDOG=1")
-            agent.add_timer(interval, self._watchdog)
+            services.loop.add_timer(interval, self._watchdog)
             log.info("systemd watchdog: pinging every %.1fs", interval)
 
     def _status(self) -> None:
-        self.send(f"STATUS={summary(self.agent)}")
+        self.send(f"STATUS={summary(self.status.now())}")
 
     def _watchdog(self) -> None:
         self.send("WATCHDOG=1")

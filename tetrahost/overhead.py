@@ -6,9 +6,9 @@ run, so it is off by default and the agent does not switch it on).  Served
 as Tetragon's tetragon_overhead_program_runs_total and
 tetragon_overhead_program_seconds_total (tetrahost/metrics.py).
 
-Read from the metrics thread while the event loop may be replacing a
-policy: a program whose object is being closed can fail its lookup, and is
-then left out of that scrape.
+Read on the event loop's thread, into the status snapshot the metrics
+collector asks for (tetrahost/runtime/snapshot.py): never while a policy
+replace is closing the objects read.
 """
 from __future__ import annotations
 
@@ -47,36 +47,32 @@ def _run_stats(program) -> tuple[int, int] | None:
     return info.run_cnt, info.run_time_ns
 
 
-def _programs(agent):
-    """(policy, sensor, attach, program) of every loaded program of the agent."""
-    sensor = getattr(agent, "sensor", None)
+def _programs(sensor, pm):
+    """(policy, sensor, attach, program) of every loaded program: the process sensor's and the policies'."""
     obj = getattr(sensor, "obj", None)
     if obj is not None:
-        for prog in list(obj.programs.values()):
+        for prog in obj.programs.values():
             yield "", "process", "tracepoint", prog
-    pm = getattr(agent, "policies", None)
     if pm is None:
         return
-    for name, ps in list(pm.policies.copy().items()):
-        for hs in list(ps.hooks):
+    for name, ps in pm.policies.items():
+        for hs in ps.hooks:
             hook_obj = getattr(hs.sensor, "obj", None)
             if hook_obj is None:
                 continue
             attach = hs.plan.method if hs.plan is not None else ""
-            for prog in list(hook_obj.programs.values()):
+            for prog in hook_obj.programs.values():
                 yield name, f"{hs.hook.kind}:{hs.hook.name}", attach, prog
 
 
-def program_costs(agent) -> list[ProgramCost]:
-    """Runs and run time of every loaded program; [] while kernel.bpf_stats_enabled is off."""
+def program_costs(sensor, policies) -> list[ProgramCost]:
+    """Runs and run time of every program of the process sensor and the
+    PolicyManager `policies` (None: none); [] while kernel.bpf_stats_enabled is off."""
     if not stats_enabled():
         return []
     out = []
-    for policy, sensor, attach, prog in _programs(agent):
-        try:
-            stats = _run_stats(prog)
-        except Exception:           # an object closed under us by a policy replace
-            continue
+    for policy, name, attach, prog in _programs(sensor, policies):
+        stats = _run_stats(prog)
         if stats is not None:
-            out.append(ProgramCost(policy, sensor, attach, prog.section, *stats))
+            out.append(ProgramCost(policy, name, attach, prog.section, *stats))
     return out

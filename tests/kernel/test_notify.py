@@ -10,6 +10,7 @@ import pytest
 from agent_harness import RunningAgent
 from tetrahost.daemon import Counters
 from tetrahost.notify import Notifier, summary, watchdog_interval
+from tetrahost.runtime.snapshot import SnapshotInputs, StatusBoard
 
 pytestmark = pytest.mark.kernel
 
@@ -38,10 +39,15 @@ def receive(sock, until, timeout=10.0) -> list[str]:
 
 
 class FakeAgent:
+    """The services a Notifier uses: a loop that records timers, a status board over fake counters."""
+
     def __init__(self):
         self.counters = Counters(events={"process_exec": 5, "process_exit": 4}, lost={"exec": 2})
-        self.policies = None
         self.timers = []
+        self.loop = self
+        self.status = StatusBoard(SnapshotInputs(
+            node_name="n", counters=self.counters, cache=[], features=lambda: None, in_use=lambda: [],
+            policies=lambda: None, pins=lambda: None, released_unwritten=lambda: 0, costs=lambda: []))
 
     def add_timer(self, interval, cb):
         self.timers.append((interval, cb))
@@ -85,10 +91,9 @@ def test_watchdog_interval(monkeypatch):
 
 
 def test_summary_with_policies():
-    ps = lambda state: SimpleNamespace(state=state)     # noqa: E731
-    agent = SimpleNamespace(counters=Counters(), policies=SimpleNamespace(
-        policies={"a": ps("enforcing"), "b": ps("enforcing"), "c": ps("error")}))
-    assert summary(agent) == "0 events; 3 policies (2 enforcing, 1 error); 0 lost"
+    snap = SimpleNamespace(events={}, lost={}, policies=[SimpleNamespace(state=s)
+                                                         for s in ("enforcing", "enforcing", "error")])
+    assert summary(snap) == "0 events; 3 policies (2 enforcing, 1 error); 0 lost"
 
 
 @pytest.mark.needs_root

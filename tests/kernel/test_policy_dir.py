@@ -310,3 +310,48 @@ def test_file_open_override_add_replace_broken_delete(env):
     finally:
         a.unlink()
         b.unlink()
+
+
+def test_set_mode_disable_enable_are_kept_across_a_restart(tmp_path):
+    """tetra tracingpolicy set-mode / disable / enable: applied before the command
+    returns, and what the operator decided is what the next agent runs."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = Env(tmp_path / "a")
+    first.begin()
+    name, monitor_only = first.name, f"post-{first.uid}"
+    try:
+        (first.dir / "miner.yaml").write_text(policy(name, str(first.miner)))
+        (first.dir / "watch.yaml").write_text(policy(monitor_only, "/nonexistent/x").replace("Sigkill", "Post"))
+        first.wait_rc(-9)
+        eventually(lambda: monitor_only in {p["name"] for p in first.status()["policies"]},
+                   f"{monitor_only} is loaded", first.agent)
+        out = first.tetra("tracingpolicy", "set-mode", name, "monitor").stdout
+        assert f"{name}: monitoring, mode monitor" in out
+        assert first.run_miner() == 0                    # the enforcing version is gone already
+        assert first.listed(name)["generation"] == 2
+        assert f"{name}: disabled" in first.tetra("tracingpolicy", "disable", name).stdout
+        p = first.listed(name)
+        assert p["state"] == "disabled" and p["hooks"] == [], p
+        assert first.status()["health"] == "ok"          # the operator's choice is not a fault
+        refused = first.tetra("tracingpolicy", "set-mode", monitor_only, "enforce", check=False)
+        assert refused.returncode == 1 and "monitor only" in refused.stderr
+        missing = first.tetra("tracingpolicy", "enable", f"none-{first.uid}", check=False)
+        assert missing.returncode == 1 and "no policy named" in missing.stderr
+        kept = json.loads((first.dir / ".tetrahost-policy-state.json").read_text())
+        assert kept == {name: {"enabled": False, "mode": "monitor"}}
+    finally:
+        first.agent.stop()
+    second = Env.__new__(Env)                  # the next agent, same directory and decisions
+    second.dir, second.sock, second.miner = first.dir, tmp_path / "b.sock", first.miner
+    second.agent = RunningAgent(tmp_path / "b", "--policy-dir", str(second.dir), "--socket", str(second.sock))
+    try:
+        assert second.listed(name)["state"] == "disabled"
+        assert second.run_miner() == 0
+        assert f"{name}: monitoring" in second.tetra("tracingpolicy", "enable", name).stdout
+        assert second.run_miner() == 0
+        assert f"{name}: enforcing" in second.tetra("tracingpolicy", "set-mode", name, "enforce").stdout
+        assert second.run_miner() == -9
+    finally:
+        second.agent.stop()
+        first.miner.unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 """A ControlServer wired to a fake agent and real socketpairs, driven without a kernel.
 
-The fake agent has what status/policy_list/policy_* read; its "loop" is
-pump(), which calls the callbacks of readable fds like Agent._loop does.
+The fake agent is the server's loop (pump() calls the callbacks of readable
+fds as EventLoop.run does) and gives it a real StatusBoard over fake state.
 """
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from types import SimpleNamespace
 
 from tetrahost.control.server import ControlServer
 from tetrahost.daemon import Counters
+from tetrahost.runtime.policy_files import PolicyRejected
+from tetrahost.runtime.services import Exporters
+from tetrahost.runtime.snapshot import SnapshotInputs, StatusBoard
 
 
 class FakePolicyDir:
@@ -19,8 +22,9 @@ class FakePolicyDir:
 
     def write(self, filename, content):
         if not filename.endswith((".yaml", ".yml")) or "/" in filename:
-            raise ValueError(f"{filename}: not a policy file name")
-        raise ValueError(f"{filename}:1: spec: not a TracingPolicy")
+            raise PolicyRejected([PolicyRejected.problem(filename, "not a policy file name")])
+        raise PolicyRejected([PolicyRejected.problem(filename, "not a TracingPolicy", 1, "spec",
+                                                     f"{filename}:1: spec: not a TracingPolicy")])
 
     def remove_policy(self, name):
         raise KeyError(f'no policy named "{name}" is loaded')
@@ -41,6 +45,13 @@ class FakeAgent:
         self.features = None
         self.sensor = SimpleNamespace(obj=SimpleNamespace(programs={}))
         self.cache = []
+
+    def status_board(self) -> StatusBoard:
+        return StatusBoard(SnapshotInputs(
+            node_name=self.node_name, counters=self.counters, cache=self.cache, features=lambda: self.features,
+            in_use=lambda: ["process sensor: "], policies=lambda: self.policies, pins=lambda: None,
+            released_unwritten=lambda: 0, costs=lambda: [],
+            sections={"policy_dir": self.policy_dir.describe}))
 
     def add_reader(self, fd, callback):
         self.readers[fd] = callback
@@ -68,10 +79,10 @@ def make_server(**kw) -> tuple[ControlServer, FakeAgent]:
     agent = FakeAgent()
     kw.setdefault("policy_files", agent.policy_dir)      # the fake's add/delete refuse everything
     server = ControlServer("/nonexistent/test.sock", **kw)
-    server.agent = agent
+    server.loop, server.status, server.exporters = agent, agent.status_board(), Exporters(agent.sinks)
+    server.status.add_section("control", server.describe)
     server._wep = select.epoll()
     agent.add_reader(server._wep.fileno(), server._on_writable)
-    agent.control = server
     return server, agent
 
 

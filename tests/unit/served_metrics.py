@@ -18,16 +18,15 @@ PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 
 def served_names() -> set[str]:
     """Sample names of every family the agent's collectors yield (counters as NAME_total)."""
-    from tetrahost.daemon import Counters
+    from fake_snapshot import board
     from tetrahost.export.sinks import SinkStats
     from tetrahost.metrics import AgentCollector, ServerCollector
     from tetrahost.metrics_binaries import BinaryExecCounter
 
     stats = SinkStats()
     stats.lose(1, "ENOSPC")
-    agent = SimpleNamespace(counters=Counters(), cache=[], policies=None)
     exporter = SimpleNamespace(name="file", stats=stats)
-    collectors = [AgentCollector(agent, exporters=[exporter]),
+    collectors = [AgentCollector(board(), exporters=[exporter]),
                   ServerCollector(SimpleNamespace(stats={"served": 1})), BinaryExecCounter()]
     names = set()
     for collector in collectors:

@@ -12,7 +12,9 @@ from tetrahost.events.meta import EventMeta
 from tetrahost.logrates import LogLimiter
 from tetrahost.policy.load import load_text
 from tetrahost.runtime import manager as pmod
+from tetrahost.runtime.loop import EventLoop
 from tetrahost.runtime.manager import Limits, PolicyLoadFailed, PolicyManager
+from tetrahost.runtime.snapshot import StatusBoard
 
 HOOK = """
   - call: "security_bprm_check"
@@ -61,9 +63,10 @@ def bare_agent() -> Agent:
     """An Agent with its loop's state but no kernel objects."""
     agent = Agent.__new__(Agent)
     agent.sensor, agent.counters = FakeSensor(), Counters()
-    agent.sinks, agent._batch, agent._readers, agent._timers = [], [], {}, []
-    agent._workers, agent._work_due, agent._stop = [], float("inf"), False
+    agent.sinks, agent._batch = [], []
     agent._ring_behind, agent._hold_ring = False, False
+    agent.loop = EventLoop()
+    agent.status = StatusBoard(None)      # nobody asks for a snapshot here
     return agent
 
 
@@ -125,14 +128,13 @@ def test_raising_reader_timer_and_worker_do_not_stop_the_loop(caplog):
     def good():
         calls["good"] += 1
         if calls["worker"] >= 2:          # a failed worker is called again a second later
-            agent.request_stop()
+            agent.loop.stop()
 
-    agent.add_reader(r, reader)
-    agent.add_timer(0.001, timer)
-    agent.add_worker(worker)
-    agent.add_timer(0.01, good)
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
-    agent._loop(wake_r)
+    agent.loop.add_reader(r, reader)
+    agent.loop.add_timer(0.001, timer)
+    agent.loop.add_worker(worker)
+    agent.loop.add_timer(0.01, good)
+    agent.loop.run(agent._turn)
     assert calls["good"] > 5
     assert calls["reader"] > 1 and calls["timer"] > 1 and calls["worker"] > 1
     assert agent.sensor.ringbuf.consumed > 1

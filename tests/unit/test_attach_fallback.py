@@ -217,10 +217,8 @@ def test_policy_manager_reports_the_method_used_and_what_failed(monkeypatch, tmp
         assert hook["active"] and hook["attach"].startswith("fmod_ret security_bprm_check")
         assert hook["fallback_from"] == ["BPF-LSM bprm_check_security (a Sigkill also fails the exec (EPERM), "
                                          "so the program never runs): load: refused (R0 out of [-4095, 0])"]
-        agent = SimpleNamespace(policies=manager, counters=SimpleNamespace(started=0, records=0, decode_errors=0,
-                                                                           events={}, lost={}),
-                                node_name="n", features=ALL, sensor=SimpleNamespace(obj=SimpleNamespace(programs={})))
-        status = agent_status(agent, SimpleNamespace(describe=lambda: {}))
+        from fake_snapshot import snapshot
+        status = agent_status(snapshot(policies=manager, features=ALL))
         (fb,) = status["policies"][0]["fallbacks"]
         assert "kprobe security_bprm_check: fmod_ret security_bprm_check" in fb and "not used: BPF-LSM" in fb
     finally:

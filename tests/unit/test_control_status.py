@@ -19,7 +19,7 @@ def test_enforcements_count_only_enforced_events_of_each_policy(tmp_path):
     server.write_events([hook_event("kill", "SIGKILL", True), hook_event("kill", "SIGKILL", True),
                          hook_event("watch", "POST", False), exec_event])
     server.write_events([hook_event("kill", "OVERRIDE", True)])
-    manager = SimpleNamespace(describe=lambda: [{"name": n, "file": f"/p/{n}.yaml"}
-                                                for n in ("kill", "watch", "idle")])
-    listed = policy_list(SimpleNamespace(policies=manager, policy_dir=None), server)
+    views = [SimpleNamespace(name=n, file=f"/p/{n}.yaml", state="enforcing", mode="enforce", generation=1,
+                             loaded_at=0.0, events=0, hooks=()) for n in ("kill", "watch", "idle")]
+    listed = policy_list(SimpleNamespace(policies=views, sections={}), server.enforcements)
     assert {p["name"]: p["enforcements"] for p in listed} == {"kill": 3, "watch": 0, "idle": 0}

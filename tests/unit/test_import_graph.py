@@ -97,3 +97,36 @@ def test_policies_load_and_compile_without_the_extension(tmp_path):
     assert proc.returncode == 0, proc.stderr
     from tetrahost.constants import TH_ACTION_SIGKILL
     assert proc.stdout.split() == ["1", str(TH_ACTION_SIGKILL), "[]"]
+
+
+# -- the agent hands components services, not itself ---------------------------------------
+
+PACKAGE = ROOT / "tetrahost"
+
+
+def _module_name(path: pathlib.Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+def test_only_the_command_line_knows_the_agent():
+    """Components get runtime.services.Services at start(): none imports the
+    agent (tetrahost.daemon) to reach its attributes; only the CLI builds one."""
+    bad = [f"{f.relative_to(ROOT)}:{line}: imports {module}"
+           for f in sorted(PACKAGE.rglob("*.py")) if f.name != "daemon.py" and "cli" not in f.parts
+           for line, module in imported_modules(f)
+           if module == "tetrahost.daemon" or module.startswith("tetrahost.daemon.")]
+    assert not bad, "\n".join(bad)
+
+
+def test_components_start_with_services():
+    """Every component's start() takes the services, under that name."""
+    starts = {}
+    for f in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(), filename=str(f))):
+            if isinstance(node, ast.FunctionDef) and node.name == "start" and len(node.args.args) == 2:
+                starts[f"{f.relative_to(ROOT)}:{node.lineno}"] = node.args.args[1].arg
+    components = {where: arg for where, arg in starts.items()
+                  if any(p in where for p in ("control/server", "metrics.py", "notify.py", "export/filters",
+                                              "runtime/reconciler", "runtime/binwatch"))}
+    assert len(components) == 6, starts
+    assert set(components.values()) == {"services"}, components

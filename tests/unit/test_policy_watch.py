@@ -7,7 +7,7 @@ import pytest
 
 from tetrahost.inotify import IN_CLOSE_WRITE, IN_MOVED_TO, parse_events
 from tetrahost.policy.load import load_text
-from tetrahost.runtime.policy_files import PolicyFiles
+from tetrahost.runtime.policy_files import PolicyFiles, PolicyRejected
 from tetrahost.runtime.reconciler import PolicyDirectory, is_policy_name
 from tetrahost.runtime.manager import PolicyLoadFailed, ReloadCounters
 
@@ -185,14 +185,14 @@ def test_duplicate_names_and_retry_when_owner_goes(pd):
 
 
 def test_write_and_remove_for_the_cli(pd):
-    with pytest.raises(ValueError, match="not a policy file name"):
+    with pytest.raises(PolicyRejected, match="not a policy file name"):
         PolicyFiles(pd).write(".hidden.yaml", POLICY.format(name="x"))
-    with pytest.raises(ValueError, match="Explode"):
+    with pytest.raises(PolicyRejected, match="Explode"):
         PolicyFiles(pd).write("x.yaml", POLICY.format(name="x").replace("Sigkill", "Explode"))
     assert os.listdir(pd.path) == []
     assert PolicyFiles(pd).write("x.yaml", POLICY.format(name="x")).ok
     assert os.listdir(pd.path) == ["x.yaml"] and "x" in pd.manager.policies
-    with pytest.raises(ValueError, match="already loaded"):
+    with pytest.raises(PolicyRejected, match="already loaded"):
         PolicyFiles(pd).write("y.yaml", POLICY.format(name="x"))
     settle(pd)     # the inotify echo of our own write changes nothing
     assert pd.manager.log == [("apply", "x.yaml")]
@@ -252,15 +252,21 @@ def test_a_file_changed_after_the_check_is_loaded_from_disk(real_pd):
 
 
 def test_rejections_read_the_same_whether_checked_or_loaded(real_pd):
-    """write()'s check and a file dropped into the directory report a bad policy identically."""
+    """write()'s check and a file dropped into the directory report a bad policy identically;
+    the check's problems carry file, line and field apart (the control socket sends them so)."""
     bad = POLICY.format(name="x").replace("Sigkill", "Explode")
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(PolicyRejected) as info:
         PolicyFiles(real_pd).write("x.yaml", bad)
     with open(os.path.join(real_pd.path, "x.yaml"), "w") as f:
         f.write(bad)
     settle(real_pd)
     errors = real_pd.files[os.path.join(real_pd.path, "x.yaml")].errors
-    assert errors == str(info.value).split("\n") and "Explode" in errors[0]
+    assert errors == [p["text"] for p in info.value.problems] and "Explode" in errors[0]
+    (problem,) = info.value.problems
+    assert problem["file"] == os.path.join(real_pd.path, "x.yaml")
+    assert problem["line"] == bad.splitlines().index("      - action: Explode") + 1
+    assert problem["field"] == "spec.kprobes[0].selectors[0].matchActions[0].action"
+    assert problem["message"].startswith('unknown action "Explode"')
 
 
 def test_special_and_oversized_files_are_errors_not_hangs(pd):

@@ -117,6 +117,16 @@ def setup_agent_logging(cfg) -> None:
                 root.removeHandler(h)
 
 
+def policy_state_file(components) -> str:
+    """Where set-mode/enable/disable decisions are kept: beside the primary
+    policy directory's files ("" when no directory is watched)."""
+    from tetrahost.runtime.overrides import POLICY_STATE_FILE
+    for c in components:
+        if getattr(c, "primary", False):
+            return os.path.join(c.path, POLICY_STATE_FILE)
+    return ""
+
+
 def policy_components(cfg, args) -> list:
     """Policy directory watch and control socket.
 
@@ -257,15 +267,16 @@ def run(args) -> int:
         log.info("configuration from %s", cfg.source)
     sinks = []
     try:
-        sinks, components, _ = build_outputs(cfg, cfg.agent.node_name, policy_components(cfg, args))
+        watched = policy_components(cfg, args)
+        sinks, components, _ = build_outputs(cfg, cfg.agent.node_name, watched)
         agent = Agent(sinks, node_name=cfg.agent.node_name or None, proc_root=cfg.agent.proc_root,
                       ringbuf_bytes=cfg.agent.ringbuf_size or None, policy_files=args.policy,
                       components=components, pin_dir=cfg.agent.pin_dir if args.pin_dir is not None else resolve_pin_dir(cfg.agent.pin_dir),
                       keep_pins=cfg.agent.keep_enforcing_on_stop or args.exit_keeps_pins,
-                      export_hold=cfg.agent.export_hold_seconds)
-        agent.config = cfg      # for components reading settings at start (policy directory watch)
+                      export_hold=cfg.agent.export_hold_seconds, config=cfg,
+                      policy_state_file=policy_state_file(watched))
         configure_rendering(agent.renderer, cfg.export)
-        agent.add_timer(5.0, limiter.flush)     # "repeated N more times" lines
+        agent.loop.add_timer(5.0, limiter.flush)     # "repeated N more times" lines
         return agent.run()
     except Exception as exc:   # noqa: BLE001 - whatever stops the agent: one line, not a traceback
         log.debug("tetrahost run failed", exc_info=True)     # the traceback, for --log-level debug

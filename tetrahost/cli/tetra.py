@@ -6,6 +6,7 @@
     tetra getevents -o compact --process-only --unit 'nginx*'     # live, from the agent
     tetra status
     tetra tracingpolicy list | add FILE | delete NAME | check FILE
+                      | set-mode NAME enforce|monitor | enable NAME | disable NAME
 
 Events come from a source: Tetragon JSON lines on stdin when stdin is a pipe
 or a file (as Tetragon's tetra reads stdin), else the agent's control socket

@@ -1,8 +1,11 @@
-"""`tetra tracingpolicy list | add FILE | delete NAME | check FILE`.
+"""`tetra tracingpolicy list | add FILE | delete NAME | check FILE |
+set-mode NAME enforce|monitor | enable NAME | disable NAME`.
 
 add and delete go through the agent, which writes or removes the drop-in
 file in its policy directory (so the change survives restarts) and applies
-it at once; check runs locally and needs no agent.
+it at once; set-mode, enable and disable are kept by the agent beside its
+policy directory (runtime/overrides.py), so they survive restarts too;
+check runs locally and needs no agent.
 """
 from __future__ import annotations
 
@@ -25,7 +28,15 @@ def register(commands, socket_option) -> None:
     delete.add_argument("name")
     check = sub.add_parser("check", help="validate FILE without loading it; say how each hook would attach here")
     check.add_argument("file")
-    for leaf in (ls, add, delete, check):   # check ignores it; accepted for uniform scripts
+    set_mode = sub.add_parser("set-mode", help="run the policy NAME enforcing or monitoring only "
+                              "(wins over its file's mode, kept across restarts)")
+    set_mode.add_argument("name")
+    set_mode.add_argument("mode", choices=("enforce", "monitor"))
+    enable = sub.add_parser("enable", help="attach the disabled policy NAME again")
+    enable.add_argument("name")
+    disable = sub.add_parser("disable", help="detach the policy NAME, keeping its file (kept across restarts)")
+    disable.add_argument("name")
+    for leaf in (ls, add, delete, check, set_mode, enable, disable):   # check ignores it: uniform scripts
         socket_option(leaf)
 
 
@@ -84,6 +95,18 @@ def _remote(args, client, out, err, content: str | None = None) -> int:
             return 1
         for p in answer.get("policies", []):
             print(f"added {p['name']} ({answer['file']}): {p['state']}", file=out)
+        return 0
+    if args.tp_command in ("set-mode", "enable", "disable"):
+        fields = {"mode": args.mode} if args.tp_command == "set-mode" else {}
+        answer = client.call("policy_" + args.tp_command.replace("-", "_"), name=args.name, **fields)
+        if not answer.get("ok"):
+            print(f"tetra: {answer.get('error')}", file=err)
+            for line in answer.get("errors", []):
+                print(f"  {line}", file=err)
+            return 1
+        p = answer["policy"]
+        kept = "" if answer.get("persisted") else " (until the agent stops: it has no policy directory)"
+        print(f"{p['name']}: {p['state']}, mode {p['mode']}{kept}", file=out)
         return 0
     answer = client.call("policy_delete", name=args.name)
     if not answer.get("ok"):

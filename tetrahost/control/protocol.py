@@ -20,7 +20,8 @@ DEFAULT_SOCKET = "/run/tetrahost/tetrahost.sock"
 # cap leaves room for any legitimate policy while bounding what one client
 # can make the agent buffer.
 MAX_FRAME = 2 << 20
-OPS = ("status", "getevents", "policy_list", "policy_add", "policy_delete")
+OPS = ("status", "getevents", "policy_list", "policy_add", "policy_delete",
+       "policy_set_mode", "policy_enable", "policy_disable")
 
 EVENT_PREFIX = '{"event":'
 
@@ -31,6 +32,11 @@ TOO_MANY_CLIENTS = "too_many_clients"
 EVICTED = "evicted"
 IDLE_TIMEOUT = "idle_timeout"
 REPLY_TIMEOUT = "reply_timeout"
+POLICY_REJECTED = "policy_rejected"      # with "problems": [{file, line, field, message, text}]
+NO_SUCH_POLICY = "no_such_policy"
+NOT_DELETABLE = "not_deletable"          # the policy's file is not the policy directory's, or defines others
+NOT_APPLICABLE = "not_applicable"        # e.g. set-mode enforce for a policy with nothing to enforce
+NOT_PERSISTED = "not_persisted"          # the decision could not be written: nothing changed
 
 
 class ProtocolError(Exception):

@@ -6,7 +6,7 @@ no locks and cannot race a policy replace.  What keeps a client from ever
 slowing or starving the agent (docs/control-protocol.md, "Limits"):
   * every socket is non-blocking; a send that does not complete leaves the
     rest in that client's queue, and the client's fd is put in a private
-    epoll set (EPOLLOUT) whose own fd is registered with agent.add_reader():
+    epoll set (EPOLLOUT) whose own fd is registered with the loop (add_reader):
     the loop wakes when some queue can drain, never polls on a timer;
   * a request client gets its next reply only after taking the previous
     one: while a reply waits, the server stops reading from that client, so
@@ -42,6 +42,9 @@ from tetrahost.control.connection import Client, listen_unix, send_and_close
 from tetrahost.control.filters import parse_filter
 from tetrahost.control.protocol import FrameTooLarge, ProtocolError
 from tetrahost.control.status import agent_status, policy_list
+from tetrahost.runtime.policy_files import PolicyRejected
+from tetrahost.runtime.policy_modes import PolicyModes
+from tetrahost.runtime.state import PolicyLoadFailed
 
 if TYPE_CHECKING:
     from tetrahost.runtime.policy_files import PolicyFiles
@@ -57,6 +60,12 @@ ACCEPT_BATCH = 64          # connections accepted per loop turn: the loop also h
 SWEEP_INTERVAL = 1.0
 
 
+def rejected(problems: list[dict]) -> bytes:
+    """A policy_add refusal: every problem as a record ("problems") and as its line ("errors")."""
+    return protocol.error("policy rejected", code=protocol.POLICY_REJECTED, errors=[p["text"] for p in problems],
+                          problems=problems)
+
+
 class ControlServer:
     def __init__(self, path: str = protocol.DEFAULT_SOCKET, queue_bytes: int = QUEUE_BYTES,
                  max_clients: int = MAX_CLIENTS, policy_files: PolicyFiles | None = None):
@@ -67,7 +76,10 @@ class ControlServer:
         self.queue_bytes = queue_bytes
         self.max_clients = max_clients
         self.name = f"control:{path}"
-        self.agent = None
+        self.loop = None                  # the agent's EventLoop, from start()
+        self.status = None                # the agent's StatusBoard
+        self.exporters = None
+        self.modes = None                 # set-mode / enable / disable (runtime/policy_modes.py)
         self.sock: socket.socket | None = None
         self.clients: dict[int, Client] = {}
         self.dropped_total = 0
@@ -84,27 +96,28 @@ class ControlServer:
         self._spare_fd: int | None = None
 
     # -- component ---------------------------------------------------------------------
-    def start(self, agent) -> None:
-        self.agent = agent
+    def start(self, services) -> None:
+        self.loop, self.status, self.exporters = services.loop, services.status, services.exporters
+        self.modes = PolicyModes(services.policies) if services.policies is not None else None
         self.sock = listen_unix(self.path)
         self._wep = select.epoll()
         # held so that, with every fd in use, a connection can still be accepted and closed
         # instead of staying in the backlog and waking the loop forever (see _accept)
         self._spare_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        agent.add_reader(self.sock.fileno(), self._accept)
-        agent.add_reader(self._wep.fileno(), self._on_writable)
-        agent.add_timer(SWEEP_INTERVAL, self._sweep)
-        agent.sinks.append(self)          # events reach us with the other exporters' batches
-        agent.control = self
+        self.loop.add_reader(self.sock.fileno(), self._accept)
+        self.loop.add_reader(self._wep.fileno(), self._on_writable)
+        self.loop.add_timer(SWEEP_INTERVAL, self._sweep)
+        self.exporters.add(self)          # events reach us with the other exporters' batches
+        self.status.add_section("control", self.describe)
         log.info("control socket listening on %s", self.path)
 
     def stop(self) -> None:
-        if self.agent is not None and self in self.agent.sinks:
-            self.agent.sinks.remove(self)
+        if self.exporters is not None:
+            self.exporters.remove(self)
         for client in list(self.clients.values()):
             self._close(client)
         if self.sock is not None:
-            self.agent.remove_reader(self.sock.fileno())
+            self.loop.remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
             try:
@@ -112,7 +125,7 @@ class ControlServer:
             except FileNotFoundError:
                 pass
         if self._wep is not None:
-            self.agent.remove_reader(self._wep.fileno())
+            self.loop.remove_reader(self._wep.fileno())
             self._wep.close()
             self._wep = None
         if self._spare_fd is not None:
@@ -186,7 +199,7 @@ class ControlServer:
     def _close(self, client: Client) -> None:
         if self.clients.pop(client.fd, None) is None:
             return
-        self.agent.remove_reader(client.fd)
+        self.loop.remove_reader(client.fd)
         if client.want_write:
             self._wep.unregister(client.fd)
         client.sock.close()
@@ -195,9 +208,9 @@ class ControlServer:
         if on == client.reading or client.fd not in self.clients:
             return
         if on:
-            self.agent.add_reader(client.fd, lambda c=client: self._on_readable(c))
+            self.loop.add_reader(client.fd, lambda c=client: self._on_readable(c))
         else:
-            self.agent.remove_reader(client.fd)
+            self.loop.remove_reader(client.fd)
         client.reading = on
 
     def _on_readable(self, client: Client) -> None:
@@ -270,10 +283,10 @@ class ControlServer:
         self._send(client, answer)
 
     def _op_status(self, client, req) -> bytes:
-        return protocol.reply(status=agent_status(self.agent, self))
+        return protocol.reply(status=agent_status(self.status.now()))
 
     def _op_policy_list(self, client, req) -> bytes:
-        return protocol.reply(policies=policy_list(self.agent, self))
+        return protocol.reply(policies=policy_list(self.status.now(), self.enforcements))
 
     def _op_getevents(self, client, req) -> bytes:
         client.filter = parse_filter(req.get("filter"))
@@ -290,13 +303,15 @@ class ControlServer:
         filename, content = req.get("filename"), req.get("content")
         if not isinstance(filename, str) or not isinstance(content, str):
             raise ProtocolError("policy_add needs string fields filename and content")
+        path = os.path.join(directory.path, filename)
         try:
             rec = directory.write(filename, content)
-        except ValueError as exc:
-            return protocol.error("policy rejected", errors=str(exc).split("\n"))
-        if rec is None or not rec.ok:
-            return protocol.error("policy rejected", errors=rec.errors if rec else ["file vanished"])
-        listed = [p for p in policy_list(self.agent, self) if p["name"] in rec.names]
+        except PolicyRejected as exc:
+            return rejected(exc.problems)
+        if rec is None or not rec.ok:      # valid, but the kernel side refused it (compile, verifier, attach)
+            texts = rec.errors if rec else ["the file vanished before it was applied"]
+            return rejected([PolicyRejected.problem(path, t, text=t) for t in texts])
+        listed = [p for p in policy_list(self.status.retake(), self.enforcements) if p["name"] in rec.names]
         return protocol.reply(file=os.path.join(directory.path, filename), policies=listed)
 
     def _op_policy_delete(self, client, req) -> bytes:
@@ -305,9 +320,44 @@ class ControlServer:
             raise ProtocolError("policy_delete needs a string field name")
         try:
             path = self._policy_files().remove_policy(name)
-        except (KeyError, ValueError) as exc:
-            return protocol.error(exc.args[0])
+        except KeyError as exc:
+            return protocol.error(exc.args[0], code=protocol.NO_SUCH_POLICY)
+        except ValueError as exc:
+            return protocol.error(exc.args[0], code=protocol.NOT_DELETABLE)
         return protocol.reply(file=path, deleted=name)
+
+    def _op_policy_set_mode(self, client, req) -> bytes:
+        mode = req.get("mode")
+        if mode not in ("enforce", "monitor"):
+            raise ProtocolError('policy_set_mode needs a field mode: "enforce" or "monitor"')
+        return self._policy_decision(req, "policy_set_mode", lambda m, name: m.set_mode(name, mode))
+
+    def _op_policy_enable(self, client, req) -> bytes:
+        return self._policy_decision(req, "policy_enable", lambda m, name: m.set_enabled(name, True))
+
+    def _op_policy_disable(self, client, req) -> bytes:
+        return self._policy_decision(req, "policy_disable", lambda m, name: m.set_enabled(name, False))
+
+    def _policy_decision(self, req, op: str, decide) -> bytes:
+        """set-mode / enable / disable: decide(PolicyModes, name), then the policy as it now runs."""
+        name = req.get("name")
+        if not isinstance(name, str):
+            raise ProtocolError(f"{op} needs a string field name")
+        if self.modes is None:
+            raise ProtocolError("this agent manages no policies")
+        try:
+            state = decide(self.modes, name)
+        except KeyError as exc:
+            return protocol.error(exc.args[0], code=protocol.NO_SUCH_POLICY)
+        except ValueError as exc:
+            return protocol.error(exc.args[0], code=protocol.NOT_APPLICABLE)
+        except PolicyLoadFailed as exc:
+            return rejected([PolicyRejected.problem(exc.file, m, text=m) for m in exc.messages])
+        except OSError as exc:
+            return protocol.error(f"cannot keep the decision in {exc.filename or 'the policy state file'}: "
+                                  f"{exc.strerror or exc}; nothing changed", code=protocol.NOT_PERSISTED)
+        (listed,) = [p for p in policy_list(self.status.retake(), self.enforcements) if p["name"] == state.policy.name]
+        return protocol.reply(policy=listed, persisted=bool(self.modes.manager.overrides.path))
 
     # -- sending -------------------------------------------------------------------------
     def write_events(self, batch) -> None:
@@ -391,6 +441,7 @@ class ControlServer:
         client.dropped = 0
 
     def describe(self) -> dict:
+        """The server's part of `tetra status` (its status section)."""
         return {"socket": self.path, "clients": len(self.clients), "max_clients": self.max_clients,
                 "streams": sum(c.stream for c in self.clients.values()),
                 "dropped_total": self.dropped_total, "refused": self.refused, "evicted": self.evicted,

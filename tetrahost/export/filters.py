@@ -222,11 +222,11 @@ class ExportPipeline:
         self._deliver([Event(meta, json=dumps(data), data=data)])
 
     # -- component -----------------------------------------------------------------
-    def start(self, agent) -> None:
+    def start(self, services) -> None:
         if not self.node_name:
-            self.node_name = agent.node_name
+            self.node_name = services.node_name
         if self.limiter is not None:
-            agent.add_timer(self.report_interval, self.report)
+            services.loop.add_timer(self.report_interval, self.report)
 
     def stop(self) -> None:
         pass

@@ -60,7 +60,6 @@ class BinaryWatch:
         self.manager = manager
         self.inotify: Inotify | None = None
         self.timer: OneShotTimer | None = None
-        self._agent = None
         self._wds: dict[str, int] = {}            # directory -> watch descriptor
         self._dirs: dict[int, str] = {}           # watch descriptor -> directory
         self._names: dict[tuple[str, str], set[str]] = {}   # (dir, name) -> hook paths it affects
@@ -68,17 +67,17 @@ class BinaryWatch:
         self._seen: dict[str, tuple | None] = {}  # path -> identity at the last look (hooks in error)
         self.reattached = 0
 
-    def start(self, agent=None) -> None:
-        if agent is not None:
-            self.manager = agent.policies
+    def start(self, services=None) -> None:
+        """services: the agent's (runtime.services); None: no loop (tests drive it)."""
+        if services is not None:
+            self.manager = services.policies
         self.inotify = Inotify()
         self.timer = OneShotTimer()
         self.sync()
-        if agent is not None:
-            self._agent = agent
-            agent.add_reader(self.inotify.fd, self.on_inotify)
-            agent.add_reader(self.timer.fd, self.on_timer)
-            agent.add_timer(CHECK_EVERY, self.sync)
+        if services is not None:
+            services.loop.add_reader(self.inotify.fd, self.on_inotify)
+            services.loop.add_reader(self.timer.fd, self.on_timer)
+            services.loop.add_timer(CHECK_EVERY, self.sync)
 
     def stop(self) -> None:
         for res in (self.inotify, self.timer):

@@ -43,6 +43,7 @@ from tetrahost.policy.load import LoadResult, load_text, read_policy_file
 from tetrahost.policy.model import Hook, Policy
 from tetrahost.runtime import adoption
 from tetrahost.runtime.apply import ApplyJob
+from tetrahost.runtime.overrides import PolicyOverrides
 from tetrahost.runtime.state import (HookState, Limits, PolicyLoadFailed, PolicyState,  # noqa: F401 (re-exported)
                                      ReloadCounters)
 from tetrahost.runtime.warmpool import WarmPool, spares_per_key
@@ -63,13 +64,16 @@ SPARE_POLL = 0.01    # seconds between looks at a spare object being verified fo
 
 class PolicyManager:
     def __init__(self, features, host_ns: HostNamespaces, shared_maps: dict, proc_state=None,
-                 limits: Limits | None = None, dispatcher=None, pins=None):
+                 limits: Limits | None = None, dispatcher=None, pins=None, overrides: PolicyOverrides | None = None):
         """proc_state: the process sensor's ProcState (tetrahost.sensors.procstate),
         for the selectors that need per-process state; without it they are
         reported not active.  dispatcher: the SyscallDispatcher that runs the
         syscall-fallback hooks (its maps among shared_maps); pins: the PinStore
-        hooks are pinned into (None: they go with the agent)."""
+        hooks are pinned into (None: they go with the agent); overrides: the
+        operator's set-mode/disable decisions (runtime/overrides.py), applied
+        to every policy loaded."""
         self.limits = limits or Limits()
+        self.overrides = overrides or PolicyOverrides()
         self._reserved: dict[str, int] = {}        # file -> hooks of its load in progress
         self.proc_state = proc_state
         self.dispatcher = dispatcher
@@ -152,6 +156,7 @@ class PolicyManager:
         digest = adoption.digest_of(text) if text is not None else ""
         if not result.ok:
             raise PolicyLoadFailed(path, [e.render() for e in result.errors])
+        result = self._overridden(result)
         for w in result.warnings:
             log.warning("%s", w.render())
         self._check_names(path, result, replace)
@@ -168,9 +173,9 @@ class PolicyManager:
         try:
             yield
             for p in result.policies:
-                state = PolicyState(p, digest=digest)
+                state = PolicyState(p, digest=digest, disabled=not self.overrides.enabled(p.name))
                 new.append(state)
-                for hook in p.hooks:
+                for hook in (() if state.disabled else p.hooks):
                     hs = self._prepare_hook(p, hook)
                     while hs.plan is not None and self.pool.would_wait(hs.plan):
                         yield SPARE_POLL     # the pool's thread verifies; the loop runs meanwhile
@@ -209,6 +214,12 @@ class PolicyManager:
             adoption.drop_pinned(self, path)     # a previous agent's version: after the new one is attached
             self._write_manifest()
         return new
+
+    def _overridden(self, result: LoadResult) -> LoadResult:
+        """The policies as the operator set them (set-mode wins over the file's mode)."""
+        policies = [replace(p, mode=self.overrides.mode(p.name))
+                    if self.overrides.mode(p.name) not in (None, p.mode) else p for p in result.policies]
+        return replace(result, policies=policies)
 
     def _check_names(self, path: str, result: LoadResult, replace: bool) -> None:
         problems = []

@@ -18,6 +18,21 @@ if TYPE_CHECKING:
     from tetrahost.runtime.reconciler import FileRecord, PolicyDirectory
 
 
+class PolicyRejected(Exception):
+    """A policy the control operations refuse, with every reason as a record:
+    {"file", "line" (0: unknown), "field" ("" for the document), "message", "text"
+    (the rendered `file:line: field: message`)}, carried whole to the client."""
+
+    def __init__(self, problems: list[dict]):
+        self.problems = problems
+        super().__init__("\n".join(p["text"] for p in problems))
+
+    @staticmethod
+    def problem(file: str, message: str, line: int = 0, field: str = "", text: str = "") -> dict:
+        return {"file": file, "line": line, "field": field, "message": message,
+                "text": text or f"{file}: {message}"}
+
+
 class PolicyFiles:
     """Adds and deletes the files of one policy directory (the primary one)."""
 
@@ -37,28 +52,35 @@ class PolicyFiles:
 
     def validate_text(self, filename: str, text: str) -> list[str]:
         """Errors that would stop `text` from loading as `filename` here ([] if none)."""
-        return self._check_text(filename, text)[0]
+        return [p["text"] for p in self._check_text(filename, text)[0]]
 
-    def _check_text(self, filename: str, text: str) -> tuple[list[str], LoadResult | None]:
-        """validate_text's errors, and the parse of `text` they come from (None: not parsed)."""
-        if not is_policy_name(filename):
-            return [f"{filename!r} is not a policy file name here (NAME.yaml or NAME.yml, no dotfile)"], None
+    def _check_text(self, filename: str, text: str) -> tuple[list[dict], LoadResult | None]:
+        """What would stop `text` from loading as `filename` here (PolicyRejected
+        problems), and the parse of `text` they come from (None: not parsed)."""
         path = os.path.join(self.path, filename)
+        if not is_policy_name(filename):
+            return [PolicyRejected.problem(
+                path, f"{filename!r} is not a policy file name here (NAME.yaml or NAME.yml, no dotfile)",
+                text=f"{filename!r} is not a policy file name here (NAME.yaml or NAME.yml, no dotfile)")], None
         result = load_text(text, file=path)
         if not result.ok:
-            return [e.render() for e in result.errors], result
-        errors = []
+            return [PolicyRejected.problem(e.file, e.message, e.line, e.path, e.render())
+                    for e in result.errors], result
+        problems = []
         for p in result.policies:
             owner = self.manager.policies.get(p.name)
             if owner is not None and owner.file != path:
-                errors.append(f'policy "{p.name}" is already loaded from {owner.file}')
-        return errors, result
+                problems.append(PolicyRejected.problem(
+                    path, f'policy "{p.name}" is already loaded from {owner.file}', field="metadata.name",
+                    text=f'policy "{p.name}" is already loaded from {owner.file}'))
+        return problems, result
 
     def write(self, filename: str, text: str) -> FileRecord:
-        """Validate, then write atomically (temp file + rename) and apply at once."""
-        errors, parsed = self._check_text(filename, text)
-        if errors:
-            raise ValueError("\n".join(errors))
+        """Validate, then write atomically (temp file + rename) and apply at once;
+        PolicyRejected when it would not load (nothing written)."""
+        problems, parsed = self._check_text(filename, text)
+        if problems:
+            raise PolicyRejected(problems)
         tmp = os.path.join(self.path, f".{filename}.tmp-{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:

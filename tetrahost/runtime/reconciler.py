@@ -112,7 +112,7 @@ class PolicyDirectory:
         self.manager = manager
         self.max_file_bytes = max_file_bytes
         self.parser = ParseInChild()
-        self._agent = None
+        self._loop = None                          # the agent's EventLoop once started with services
         self._queue: dict[str, None] = {}          # names to reconcile, in order
         self._job: _Job | None = None
         self._retry_at: dict[str, float] = {}      # name -> when to reconcile again (fds/memory)
@@ -125,27 +125,27 @@ class PolicyDirectory:
         self._watch_lost = False
 
     # -- component ---------------------------------------------------------------------
-    def start(self, agent=None) -> None:
-        if agent is not None:
-            self.manager = agent.policies
-            if self.primary:
-                agent.policy_dir = self          # the control server finds us here
-            cfg = getattr(agent, "config", None)
-            if cfg is not None:
-                self.max_file_bytes = cfg.limits.max_policy_file_kb * 1024
+    def start(self, services=None) -> None:
+        """services: the agent's (runtime.services); None: no loop (tests drive it)."""
+        if services is not None:
+            self.manager = services.policies
+            if self.primary:              # its files' errors are in `tetra status` and policy_list
+                services.status.add_section("policy_dir", self.describe)
+            if services.config is not None:
+                self.max_file_bytes = services.config.limits.max_policy_file_kb * 1024
         if self.primary:
             os.makedirs(self.path, mode=0o755, exist_ok=True)
         self.inotify = Inotify()
         self.timer = OneShotTimer()
         self.inotify.add_watch(self.path, WATCH_MASK)   # before the scan: no change slips between
         self.scan()
-        self.run_queue(agent.drain_events if agent is not None else None)
-        if agent is not None:
-            agent.add_reader(self.inotify.fd, self.on_inotify)
-            agent.add_reader(self.timer.fd, self.on_timer)
-            agent.add_timer(1.0, self.housekeeping)
-            agent.add_worker(self.work)
-            self._agent = agent
+        self.run_queue(services.drain_events if services is not None else None)
+        if services is not None:
+            loop = self._loop = services.loop
+            loop.add_reader(self.inotify.fd, self.on_inotify)
+            loop.add_reader(self.timer.fd, self.on_timer)
+            loop.add_timer(1.0, self.housekeeping)
+            loop.add_worker(self.work)
         log.info("watching policy directory %s: %d file(s), %d policies", self.path, len(self.files),
                  sum(len(r.names) for r in self.files.values()))
 
@@ -208,14 +208,14 @@ class PolicyDirectory:
         if rescan:
             self.scan()
         self._enqueue(pending)
-        if self._agent is None:
+        if self._loop is None:
             self.run_queue()
 
     def _enqueue(self, names) -> None:
         for name in names:
             self._queue[name] = None
-        if self._agent is not None:
-            self._agent.wake_workers()
+        if self._loop is not None:
+            self._loop.wake_workers()
 
     def run_queue(self, between=None) -> None:
         """Work the queue off now (start-up, and tests without an agent loop);
@@ -279,8 +279,8 @@ class PolicyDirectory:
     def housekeeping(self) -> None:
         self.manager.purge_retired()
         self.check_watch()
-        if self._retry_at and self._agent is not None:
-            self._agent.wake_workers()
+        if self._retry_at and self._loop is not None:
+            self._loop.wake_workers()
 
     def check_watch(self) -> None:
         if self._watch_lost and os.path.isdir(self.path):

@@ -59,9 +59,12 @@ class PolicyState:
     generation: int = 1                  # 1 + number of successful replaces
     loaded_at: float = field(default_factory=time.time)
     digest: str = ""                     # sha256 of the file content it came from
+    disabled: bool = False               # `tetra tracingpolicy disable`: listed, nothing attached
 
     @property
     def state(self) -> str:
+        if self.disabled:
+            return "disabled"
         active = sum(h.active for h in self.hooks)
         if active == len(self.hooks):
             return "monitoring" if self.policy.mode == "monitor" else "enforcing"
