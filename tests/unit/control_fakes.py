@@ -9,6 +9,7 @@ import select
 import socket
 from types import SimpleNamespace
 
+from tetrahost.control.policy_ops import PolicyOperations
 from tetrahost.control.server import ControlServer
 from tetrahost.daemon import Counters
 from tetrahost.runtime.policy_files import PolicyRejected
@@ -81,6 +82,7 @@ def make_server(**kw) -> tuple[ControlServer, FakeAgent]:
     server = ControlServer("/nonexistent/test.sock", **kw)
     server.loop, server.status, server.exporters = agent, agent.status_board(), Exporters(agent.sinks)
     server.status.add_section("control", server.describe)
+    server.policy_ops = PolicyOperations(server.policy_files, None, server.status, server.enforcements)
     server._wep = select.epoll()
     agent.add_reader(server._wep.fileno(), server._on_writable)
     return server, agent

@@ -42,9 +42,7 @@ from tetrahost.control.connection import Client, listen_unix, send_and_close
 from tetrahost.control.filters import parse_filter
 from tetrahost.control.protocol import FrameTooLarge, ProtocolError
 from tetrahost.control.status import agent_status, policy_list
-from tetrahost.runtime.policy_files import PolicyRejected
-from tetrahost.runtime.policy_modes import PolicyModes
-from tetrahost.runtime.state import PolicyLoadFailed
+from tetrahost.control.policy_ops import PolicyOperations
 
 if TYPE_CHECKING:
     from tetrahost.runtime.policy_files import PolicyFiles
@@ -60,12 +58,6 @@ ACCEPT_BATCH = 64          # connections accepted per loop turn: the loop also h
 SWEEP_INTERVAL = 1.0
 
 
-def rejected(problems: list[dict]) -> bytes:
-    """A policy_add refusal: every problem as a record ("problems") and as its line ("errors")."""
-    return protocol.error("policy rejected", code=protocol.POLICY_REJECTED, errors=[p["text"] for p in problems],
-                          problems=problems)
-
-
 class ControlServer:
     def __init__(self, path: str = protocol.DEFAULT_SOCKET, queue_bytes: int = QUEUE_BYTES,
                  max_clients: int = MAX_CLIENTS, policy_files: PolicyFiles | None = None):
@@ -79,7 +71,7 @@ class ControlServer:
         self.loop = None                  # the agent's EventLoop, from start()
         self.status = None                # the agent's StatusBoard
         self.exporters = None
-        self.modes = None                 # set-mode / enable / disable (runtime/policy_modes.py)
+        self.policy_ops = PolicyOperations(policy_files, None, None, {})   # until start(): no manager
         self.sock: socket.socket | None = None
         self.clients: dict[int, Client] = {}
         self.dropped_total = 0
@@ -98,7 +90,7 @@ class ControlServer:
     # -- component ---------------------------------------------------------------------
     def start(self, services) -> None:
         self.loop, self.status, self.exporters = services.loop, services.status, services.exporters
-        self.modes = PolicyModes(services.policies) if services.policies is not None else None
+        self.policy_ops = PolicyOperations(self.policy_files, services.policies, self.status, self.enforcements)
         self.sock = listen_unix(self.path)
         self._wep = select.epoll()
         # held so that, with every fd in use, a connection can still be accepted and closed
@@ -274,7 +266,11 @@ class ControlServer:
     def _handle(self, client: Client, line: bytes) -> None:
         try:
             req = protocol.parse_request(line)
-            answer = getattr(self, "_op_" + req["op"])(client, req)
+            op = req["op"]
+            if op.startswith("policy_") and op != "policy_list":
+                answer = self.policy_ops.handle(op, req)
+            else:
+                answer = getattr(self, "_op_" + op)(client, req)
         except ProtocolError as exc:
             answer = protocol.error(str(exc))
         except Exception as exc:      # a bug answering one client must not take the agent down
@@ -291,73 +287,6 @@ class ControlServer:
     def _op_getevents(self, client, req) -> bytes:
         client.filter = parse_filter(req.get("filter"))
         return protocol.reply(stream="events")
-
-    def _policy_files(self) -> PolicyFiles:
-        """The add/delete operations on the primary policy directory."""
-        if self.policy_files is None:
-            raise ProtocolError("this agent has no policy directory configured")
-        return self.policy_files
-
-    def _op_policy_add(self, client, req) -> bytes:
-        directory = self._policy_files()
-        filename, content = req.get("filename"), req.get("content")
-        if not isinstance(filename, str) or not isinstance(content, str):
-            raise ProtocolError("policy_add needs string fields filename and content")
-        path = os.path.join(directory.path, filename)
-        try:
-            rec = directory.write(filename, content)
-        except PolicyRejected as exc:
-            return rejected(exc.problems)
-        if rec is None or not rec.ok:      # valid, but the kernel side refused it (compile, verifier, attach)
-            texts = rec.errors if rec else ["the file vanished before it was applied"]
-            return rejected([PolicyRejected.problem(path, t, text=t) for t in texts])
-        listed = [p for p in policy_list(self.status.retake(), self.enforcements) if p["name"] in rec.names]
-        return protocol.reply(file=os.path.join(directory.path, filename), policies=listed)
-
-    def _op_policy_delete(self, client, req) -> bytes:
-        name = req.get("name")
-        if not isinstance(name, str):
-            raise ProtocolError("policy_delete needs a string field name")
-        try:
-            path = self._policy_files().remove_policy(name)
-        except KeyError as exc:
-            return protocol.error(exc.args[0], code=protocol.NO_SUCH_POLICY)
-        except ValueError as exc:
-            return protocol.error(exc.args[0], code=protocol.NOT_DELETABLE)
-        return protocol.reply(file=path, deleted=name)
-
-    def _op_policy_set_mode(self, client, req) -> bytes:
-        mode = req.get("mode")
-        if mode not in ("enforce", "monitor"):
-            raise ProtocolError('policy_set_mode needs a field mode: "enforce" or "monitor"')
-        return self._policy_decision(req, "policy_set_mode", lambda m, name: m.set_mode(name, mode))
-
-    def _op_policy_enable(self, client, req) -> bytes:
-        return self._policy_decision(req, "policy_enable", lambda m, name: m.set_enabled(name, True))
-
-    def _op_policy_disable(self, client, req) -> bytes:
-        return self._policy_decision(req, "policy_disable", lambda m, name: m.set_enabled(name, False))
-
-    def _policy_decision(self, req, op: str, decide) -> bytes:
-        """set-mode / enable / disable: decide(PolicyModes, name), then the policy as it now runs."""
-        name = req.get("name")
-        if not isinstance(name, str):
-            raise ProtocolError(f"{op} needs a string field name")
-        if self.modes is None:
-            raise ProtocolError("this agent manages no policies")
-        try:
-            state = decide(self.modes, name)
-        except KeyError as exc:
-            return protocol.error(exc.args[0], code=protocol.NO_SUCH_POLICY)
-        except ValueError as exc:
-            return protocol.error(exc.args[0], code=protocol.NOT_APPLICABLE)
-        except PolicyLoadFailed as exc:
-            return rejected([PolicyRejected.problem(exc.file, m, text=m) for m in exc.messages])
-        except OSError as exc:
-            return protocol.error(f"cannot keep the decision in {exc.filename or 'the policy state file'}: "
-                                  f"{exc.strerror or exc}; nothing changed", code=protocol.NOT_PERSISTED)
-        (listed,) = [p for p in policy_list(self.status.retake(), self.enforcements) if p["name"] == state.policy.name]
-        return protocol.reply(policy=listed, persisted=bool(self.modes.manager.overrides.path))
 
     # -- sending -------------------------------------------------------------------------
     def write_events(self, batch) -> None:
