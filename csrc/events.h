@@ -389,6 +389,20 @@ enum th_rate_scope {
 	TH_RATE_GLOBAL = 2,
 };
 
+/* matchCapabilities / matchCapabilityChanges: which set of the task's
+ * credentials a selector reads (th_selector.caps_kind, capch_kind). */
+enum th_caps_kind {
+	TH_CAPS_NONE = 0,
+	TH_CAPS_EFFECTIVE = 1,
+	TH_CAPS_PERMITTED = 2,
+	TH_CAPS_INHERITABLE = 3,
+};
+
+/* th_hook_config.exec_target_arg / ret_copy_arg: no such argument (a uint8_t all ones) */
+enum th_no_arg {
+	TH_NO_ARG = 0xff,
+};
+
 /* An address prefix of a SAddr/DAddr matcher: matches when the family is
  * equal and (address & mask) == addr, word by word (IPv4 in addr[0..3]). */
 struct th_cidr {
@@ -432,7 +446,7 @@ struct th_selector {
 	uint32_t bin_set_id;
 	uint8_t npids;            /* th_pid_matcher entries used                      */
 	uint8_t bin_follow;       /* followChildren: 1 + bit in th_proc_state.follow_bits, 0: off */
-	uint8_t caps_kind;        /* 0 none, 1 effective, 2 permitted, 3 inheritable  */
+	uint8_t caps_kind;        /* enum th_caps_kind                                */
 	uint8_t caps_negate;
 	uint8_t action;           /* enum th_action                                   */
 	uint8_t rate_scope;       /* enum th_rate_scope, with rate_limit_ns            */
@@ -508,7 +522,7 @@ struct th_hook_config {
 	uint16_t pad0;
 	uint8_t arg_kind[5];      /* TH_MAX_ARGS, enum th_arg_kind                    */
 	uint8_t arg_src[5];       /* which function/syscall argument each one reads    */
-	uint8_t exec_target_arg;  /* exec hooks: arg holding the new binary, else 0xff */
+	uint8_t exec_target_arg;  /* exec hooks: arg holding the new binary, else TH_NO_ARG */
 	uint8_t flags;            /* enum th_hook_config_flags                        */
 	uint16_t arg_offset[5];   /* tracepoints: field offset in the record; char_buf
 	                           * of other hooks: the argument holding its size    */
@@ -516,7 +530,7 @@ struct th_hook_config {
 	uint8_t ncidrs;           /* th_cidr entries used                              */
 	uint8_t ret_size;         /* return probes: bytes of the return type (1, 2, 4, 8) */
 	uint8_t ret_signed;       /* ... and whether to sign-extend it                   */
-	uint8_t ret_copy_arg;     /* char_buf with returnCopy: its position, else 0xff; the
+	uint8_t ret_copy_arg;     /* char_buf with returnCopy: its position, else TH_NO_ARG; the
 	                           * entry keeps the pointer, the return copies as many
 	                           * bytes as the function returned                     */
 	uint8_t ret_kind;         /* returnArg read as enum th_arg_kind into TH_RET_SLOT,

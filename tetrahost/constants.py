@@ -188,6 +188,15 @@ TH_RATE_THREAD = 0
 TH_RATE_PROCESS = 1
 TH_RATE_GLOBAL = 2
 
+# enum th_caps_kind
+TH_CAPS_NONE = 0
+TH_CAPS_EFFECTIVE = 1
+TH_CAPS_PERMITTED = 2
+TH_CAPS_INHERITABLE = 3
+
+# enum th_no_arg
+TH_NO_ARG = 0xff
+
 # enum th_usdt_arg_loc
 TH_USDT_NONE = 0
 TH_USDT_CONST = 1

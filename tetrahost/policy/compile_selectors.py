@@ -33,7 +33,8 @@ _NET_OPS = {
     "State": (abi.TH_MATCH_STATE, 0),
 }
 _RATE_SCOPES = {"thread": abi.TH_RATE_THREAD, "process": abi.TH_RATE_PROCESS, "global": abi.TH_RATE_GLOBAL}
-_CAP_SETS = {"Effective": 1, "Permitted": 2, "Inheritable": 3}
+_CAP_SETS = {"Effective": abi.TH_CAPS_EFFECTIVE, "Permitted": abi.TH_CAPS_PERMITTED,
+             "Inheritable": abi.TH_CAPS_INHERITABLE}
 ACTIONS = {"Post": abi.TH_ACTION_POST, "NoPost": abi.TH_ACTION_NOPOST, "Sigkill": abi.TH_ACTION_SIGKILL,
            "Signal": abi.TH_ACTION_SIGNAL, "Override": abi.TH_ACTION_OVERRIDE,
            "TrackSock": abi.TH_ACTION_TRACK_SOCK, "UntrackSock": abi.TH_ACTION_UNTRACK_SOCK,

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tetrahost.constants import (TH_MAX_ARGS, TH_MAX_CIDRS, TH_MAX_INT_VALUES, TH_MAX_MATCH_ARGS, TH_MAX_NS_MATCH,
-                                 TH_MAX_PID_MATCH, TH_MAX_PID_VALUES, TH_MAX_RESOLVE_STEPS, TH_MAX_SELECTORS)
+                                 TH_MAX_PID_MATCH, TH_MAX_PID_VALUES, TH_MAX_RESOLVE_STEPS, TH_MAX_SELECTORS, TH_NO_ARG)
 
-NO_ARG = 0xFF        # exec_target_arg / ret_copy_arg: no such argument (a uint8_t all ones)
+NO_ARG = TH_NO_ARG    # exec_target_arg / ret_copy_arg: no such argument
 
 
 def _zeros(n: int):

@@ -194,7 +194,7 @@ static __noinline bool pids_match(struct hook_scratch *s, const struct th_select
 
 static __always_inline __u64 caps_set(const struct th_caps *c, __u8 kind)
 {
-	return kind == 1 ? c->effective : kind == 2 ? c->permitted : c->inheritable;
+	return kind == TH_CAPS_EFFECTIVE ? c->effective : kind == TH_CAPS_PERMITTED ? c->permitted : c->inheritable;
 }
 
 /*
@@ -322,8 +322,7 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 			return false;
 
 		read_caps(BPF_CORE_READ(task, cred), &caps);
-		__u64 have = sel->caps_kind == 1 ? caps.effective :
-			     sel->caps_kind == 2 ? caps.permitted : caps.inheritable;
+		__u64 have = caps_set(&caps, sel->caps_kind);
 		if (((have & sel->caps_mask) != 0) == (bool)sel->caps_negate)
 			return false;
 	}
