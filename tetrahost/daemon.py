@@ -147,6 +147,7 @@ class Agent(PinnedState):
             in_use=lambda: ["process sensor: " + ", ".join(p.section for p in self.sensor.obj.programs.values())],
             policies=lambda: self.policies, pins=lambda: self.pins,
             released_unwritten=lambda: self.delivery.forced if self.delivery is not None else 0,
+            reading_paused=lambda: self.delivery.paused if self.delivery is not None else 0,
             costs=lambda: program_costs(self.sensor, self.policies),
             sections={"user_actions": lambda: dict(self.user_actions.counts) if self.user_actions else {}})
 
@@ -172,6 +173,8 @@ class Agent(PinnedState):
         read = 0
         self._ring_behind = False
         while read < TURN_RECORDS:
+            if self.delivery is not None and self.delivery.backlogged(BATCH_RECORDS):
+                return      # the records wait in the ring; a write wakes the loop (delivery.on_room)
             n = self._consume(BATCH_RECORDS)
             self._flush()
             read += n
@@ -332,6 +335,7 @@ class Agent(PinnedState):
             self.delivery = Delivery(self.sensor.ringbuf, self.sinks, max_hold=self.export_hold,
                                      max_bytes=self.ringbuf_bytes // 2,
                                      marks=DeliveryMarks(self.sensor.obj.map("delivered").fd))
+            self.delivery.on_room = loop.wake
             loaded = self.cache.load_procfs(self.proc_root)
             self._start_policies()
             services = self.services()

@@ -10,6 +10,8 @@
   tetrahost_decode_errors_total
   tetrahost_ringbuf_released_unwritten_total     ring space released before a stalled exporter wrote
                                                 (export/delivery.py: only these a crash can lose)
+  tetrahost_ringbuf_paused_total                loop turns that left the ring buffer unread because an
+                                                exporter's queue was full (back-pressure, export/delivery.py)
   tetrahost_records_dropped_total{reason}       records read but not exported: unknown_hook (policy
                                                 unloaded meanwhile), replaced_generation (pinned by
                                                 a build whose records this one cannot decode),
@@ -167,6 +169,8 @@ def agent_metrics(snap):
     yield CounterMetricFamily("tetrahost_ringbuf_released_unwritten", "Ring buffer space released before "
                               "every exporter wrote its events (an exporter stalled)",
                               value=snap.released_unwritten)
+    yield CounterMetricFamily("tetrahost_ringbuf_paused", "Loop turns that left the ring buffer unread because "
+                              "an exporter's queue was full (back-pressure)", value=snap.reading_paused)
     m = CounterMetricFamily("tetrahost_records_dropped", "Kernel records read (or found pinned) but not "
                             "exported, by reason: unknown_hook, replaced_generation", labels=["reason"])
     for reason in ("unknown_hook", "replaced_generation", "oversized"):

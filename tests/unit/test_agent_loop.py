@@ -329,3 +329,21 @@ def test_without_pins_loss_counters_are_counted_once():
     agent._check_losses()
     assert agent.counters.lost == {"exec": 2}
     assert bare_agent().loss_summary() == "lost: none"
+
+
+def test_a_full_exporter_leaves_the_records_in_the_ring():
+    """Back-pressure (export/delivery.py): no read while an exporter has no room."""
+    from tetrahost import daemon
+    agent = bare_agent()
+    agent.sinks = [BatchSink()]
+    meta = EventMeta(kind="process_kprobe", pid=1, binary="", exec_id="", ktime=0)
+    agent.sensor.ringbuf = FakeRingbuf(lambda: agent._emit(Event(meta, json="{}")), pending=3000)
+    room = [False]
+    agent.delivery = SimpleNamespace(release_stale=lambda: None, flushed=lambda: None,
+                                     backlogged=lambda n: not room[0])
+    agent.drain_events()
+    assert agent.sensor.ringbuf.consumed == 0 and not agent._ring_behind
+    room[0] = True
+    agent.drain_events()
+    assert agent.sensor.ringbuf.pending == 0 and sum(agent.sinks[0].batches) == 3000
+    assert max(agent.sinks[0].batches) <= daemon.BATCH_RECORDS

@@ -253,3 +253,49 @@ def test_a_replaced_generations_events_are_skipped_by_that_generations_marks_and
     finally:
         os.close(old_fd)
         os.close(new_fd)
+
+
+def test_a_full_queue_pauses_reading_and_a_write_wakes_the_reader():
+    """Back-pressure: while the exporter has no room for another batch the loop
+    leaves the records in the ring; the write that makes room wakes it."""
+    now = [0.0]
+    ring, inner = FakeRing(), GatedExporter()
+    sink = ThreadedSink(inner, max_events=2)
+    delivery = Delivery(ring, [sink], max_hold=2.0, clock=lambda: now[0])
+    woken = threading.Event()
+    delivery.on_room = woken.set
+    assert not delivery.backlogged(1)
+    hand_over(delivery, ring, [sink], 100, ["a"])         # in flight (the gate holds the write)
+    assert inner.entered.acquire(timeout=5)
+    hand_over(delivery, ring, [sink], 200, ["b", "c"])    # queued: the queue is full now
+    assert delivery.backlogged(1) and delivery.paused == 1
+    assert not woken.is_set()
+    inner.gate.release()
+    inner.gate.release()
+    assert woken.wait(5)                                  # the write made room
+    assert written_through(sink, 2)
+    assert not delivery.backlogged(1)
+    assert inner.lines == ["a", "b", "c"] and sink.stats.dropped == 0
+    sink.close()
+
+
+def test_a_stalled_exporter_pauses_reading_at_most_max_hold():
+    """Full for longer than max_hold: stalled, not slow; reading goes on and
+    that exporter drops what does not fit (counted), the others get it all."""
+    now = [0.0]
+    ring, stuck = FakeRing(), GatedExporter("stuck")
+    sink = ThreadedSink(stuck, max_events=1)
+    delivery = Delivery(ring, [sink], max_hold=2.0, clock=lambda: now[0])
+    hand_over(delivery, ring, [sink], 100, ["a"])
+    assert stuck.entered.acquire(timeout=5)
+    hand_over(delivery, ring, [sink], 200, ["b"])
+    assert delivery.backlogged(1)
+    now[0] = 1.5
+    assert delivery.backlogged(1)
+    now[0] = 2.5
+    assert not delivery.backlogged(1)                     # 2.5 s full: read on
+    hand_over(delivery, ring, [sink], 300, ["c"])
+    assert sink.stats.dropped == 1                        # counted where it belongs
+    stuck.gate.release()
+    stuck.gate.release()
+    sink.close()

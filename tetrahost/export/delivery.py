@@ -20,6 +20,14 @@ marks, right after each write, how far in the ring its written events reach
 buffer); the next agent's exporter skips the events at or before its mark.
 Only a kill in the instant between a write and its mark makes that batch
 twice, and only for that exporter.  At least once, never silently lost.
+
+Back-pressure: while an exporter's queue has no room for another batch, the
+agent does not read the ring (backlogged()): the records wait there, where
+they cost no agent memory, and what does not fit is counted by the kernel's
+loss counters, never dropped unseen.  An exporter full for longer than
+MAX_HOLD is stalled, not slow: reading goes on without waiting for it (it
+drops and counts what it cannot queue), so one stuck exporter costs the
+others at most MAX_HOLD.
 """
 from __future__ import annotations
 
@@ -99,6 +107,10 @@ class Delivery:
         self.max_bytes = max_bytes
         self.clock = clock
         self.forced = 0             # releases before the exporters wrote (a stalled exporter)
+        self.paused = 0             # loop turns that left the ring unread: an exporter's queue was full
+        self.on_room = None         # called (any thread) when a paused reader may read again
+        self._full_since: dict[int, float] = {}     # exporter index -> when its queue was first seen full
+        self._waiting = False
         # (ring position, each exporter's accepted batches then, when read); oldest first
         self._pending: collections.deque = collections.deque()
         self._lock = threading.Lock()
@@ -164,6 +176,26 @@ class Delivery:
                 pos = self._pending.popleft()[0]
             if pos is not None:
                 self.ring.commit(pos)
+        if self._waiting and self.on_room is not None:
+            self._waiting = False
+            self.on_room()          # wake the loop: a write made room
+
+    def backlogged(self, batch: int) -> bool:
+        """Should the loop leave the ring unread this turn?  True while an
+        exporter, full for at most max_hold seconds, has no room for `batch`."""
+        now, wait = None, False
+        for i, exporter in enumerate(self.exporters):
+            if exporter.has_room(batch):
+                self._full_since.pop(i, None)
+                continue
+            now = now or self.clock()
+            since = self._full_since.setdefault(i, now)
+            if now - since <= self.max_hold:
+                wait = True
+        if wait:
+            self.paused += 1
+            self._waiting = True
+        return wait
 
     def release_stale(self) -> None:
         """Once a loop turn: release what a stalled exporter holds too long."""

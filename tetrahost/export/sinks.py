@@ -143,6 +143,14 @@ def file_sink(path: str) -> LineSink:
     return LineSink(os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16), path)
 
 
+# Events an exporter may have queued.  Each holds its JSON line (~0.3-4.5 KB)
+# and its Event: at 65,536 a flood took the agent to 360-406 MB.  More is not
+# needed for throughput: while an exporter's queue is full the agent leaves
+# records in the ring buffer (export/delivery.py: back-pressure), which holds
+# megabytes of them at a fraction of the memory.
+QUEUE_EVENTS = 8192
+
+
 class ThreadedSink:
     """Runs `inner.write_events` on a worker thread behind a queue of at most `max_events`.
 
@@ -159,7 +167,7 @@ class ThreadedSink:
     written events reach (Event.pos), and events at or before skip_until are
     not written (the agent before wrote them): tetrahost/export/delivery.py."""
 
-    def __init__(self, inner, max_events: int = 65536, drain_timeout: float = 10.0):
+    def __init__(self, inner, max_events: int = QUEUE_EVENTS, drain_timeout: float = 10.0):
         self.inner = inner
         self.name = inner.name
         self.stats = inner.stats
@@ -205,6 +213,11 @@ class ThreadedSink:
             self._throttle.warning("%s: exporter is behind (%d events queued), dropped %d events "
                                    "(%d dropped in total)", self.name, self._queued, len(batch),
                                    self.stats.dropped)
+
+    def has_room(self, n: int) -> bool:
+        """Would a batch of n events be queued now (not dropped)?  Read without
+        the lock: a stale answer only pauses or reads one turn early."""
+        return self._closing or self._queued + n <= self.max_events
 
     def _not_written_before(self, batch) -> list:
         """The events of batch the agent before this one had not written."""
