@@ -109,13 +109,13 @@ struct th_exec {
 	uint64_t cgroup_id;
 	struct th_creds creds;
 	struct th_caps caps;
-	uint32_t ns[10];          /* TH_NS_COUNT inode numbers, enum th_ns order */
+	uint32_t ns[TH_NS_COUNT];  /* inode numbers, enum th_ns order */
 	uint32_t flags;           /* enum th_exec_flags */
 	uint16_t path_len;
 	uint16_t args_len;
 	uint16_t cwd_len;
 	uint16_t pad2;
-	uint8_t data[12288];      /* TH_PATH_MAX + TH_ARGS_MAX + TH_PATH_MAX */
+	uint8_t data[TH_PATH_MAX + TH_ARGS_MAX + TH_PATH_MAX];
 };
 
 /* A new process (thread group leader) created by fork/clone; threads are not reported. */
@@ -370,7 +370,7 @@ struct th_proc_state {
 	uint64_t follow_bits;     /* bit i: this process or an ancestor (at its fork)
 	                           * executed a binary of followChildren entry i    */
 	struct th_caps caps;      /* at the last exec (or fork, or when first seen)  */
-	uint32_t ns[10];          /* TH_NS_COUNT, at the same moment                 */
+	uint32_t ns[TH_NS_COUNT];  /* at the same moment */
 	uint32_t pad;
 };
 
@@ -419,7 +419,7 @@ struct th_arg_matcher {
 	uint8_t negate;
 	uint8_t nvalues;          /* integer values used                              */
 	uint32_t set_id;          /* strings: id of this matcher's set in the maps    */
-	int64_t values[8];        /* TH_MAX_INT_VALUES                                */
+	int64_t values[TH_MAX_INT_VALUES];
 };
 
 struct th_ns_matcher {
@@ -427,7 +427,7 @@ struct th_ns_matcher {
 	uint8_t negate;
 	uint8_t nvalues;
 	uint8_t pad;
-	uint32_t inums[8];        /* TH_MAX_INT_VALUES                                */
+	uint32_t inums[TH_MAX_INT_VALUES];
 };
 
 struct th_pid_matcher {
@@ -435,7 +435,7 @@ struct th_pid_matcher {
 	uint8_t flags;            /* enum th_pid_flags                                */
 	uint8_t nvalues;
 	uint8_t pad;
-	uint32_t pids[4];         /* TH_MAX_PID_VALUES                                */
+	uint32_t pids[TH_MAX_PID_VALUES];
 };
 
 struct th_selector {
@@ -468,9 +468,9 @@ struct th_selector {
 	                           * (only where TH_CFG_IMA_HASH is set)               */
 	int32_t notify_error;     /* NotifyEnforcer's argError (action_arg: its argSig) */
 	int64_t set_value;        /* Set: the value written (its argument's size of it) */
-	struct th_pid_matcher pids[4];  /* TH_MAX_PID_MATCH  */
-	struct th_arg_matcher args[5];  /* TH_MAX_MATCH_ARGS */
-	struct th_ns_matcher ns[4];     /* TH_MAX_NS_MATCH   */
+	struct th_pid_matcher pids[TH_MAX_PID_MATCH];
+	struct th_arg_matcher args[TH_MAX_MATCH_ARGS];
+	struct th_ns_matcher ns[TH_MAX_NS_MATCH];
 };
 
 /* USDT arguments (spec.usdts): where the probe point keeps each argument,
@@ -505,14 +505,14 @@ struct th_resolve {
 	uint8_t last_size;        /* 0, 1, 2, 4 or 8                                    */
 	uint8_t last_signed;      /* sign-extend that integer to 64 bits                */
 	uint32_t last_offset;
-	uint32_t loads[8];        /* TH_MAX_RESOLVE_STEPS */
+	uint32_t loads[TH_MAX_RESOLVE_STEPS];
 };
 
 /* The syscall dispatcher's chain for one syscall: the slots of the hooks on
  * it, in the order they run. */
 struct th_sys_chain {
 	uint16_t n;
-	uint16_t slot[31];        /* TH_SYS_CHAIN_MAX */
+	uint16_t slot[TH_SYS_CHAIN_MAX];
 };
 
 struct th_hook_config {
@@ -520,13 +520,13 @@ struct th_hook_config {
 	uint8_t nselectors;
 	uint8_t monitor;          /* policy-mode monitor: report, do not enforce      */
 	uint16_t pad0;
-	uint8_t arg_kind[5];      /* TH_MAX_ARGS, enum th_arg_kind                    */
-	uint8_t arg_src[5];       /* which function/syscall argument each one reads    */
+	uint8_t arg_kind[TH_MAX_ARGS];  /* enum th_arg_kind */
+	uint8_t arg_src[TH_MAX_ARGS];  /* which function/syscall argument each one reads */
 	uint8_t exec_target_arg;  /* exec hooks: arg holding the new binary, else TH_NO_ARG */
 	uint8_t flags;            /* enum th_hook_config_flags                        */
-	uint16_t arg_offset[5];   /* tracepoints: field offset in the record; char_buf
+	uint16_t arg_offset[TH_MAX_ARGS];  /* tracepoints: field offset in the record; char_buf
 	                           * of other hooks: the argument holding its size    */
-	uint8_t arg_field[5];     /* tracepoints: field size, or enum th_field_access */
+	uint8_t arg_field[TH_MAX_ARGS];  /* tracepoints: field size, or enum th_field_access */
 	uint8_t ncidrs;           /* th_cidr entries used                              */
 	uint8_t ret_size;         /* return probes: bytes of the return type (1, 2, 4, 8) */
 	uint8_t ret_signed;       /* ... and whether to sign-extend it                   */
@@ -541,20 +541,20 @@ struct th_hook_config {
 	                           * syscall dispatcher (lib/dispatch.bpf.h)            */
 	/* sys_enter/sys_exit fallback: bit n of word n / 64 set = syscall n is hooked
 	 * (one syscall, or a spec.lists syscall list); all zero = none */
-	uint64_t syscall_set[8];          /* TH_SYSCALL_SET_BITS / 64 */
+	uint64_t syscall_set[TH_SYSCALL_SET_BITS / 64];
 	/* the same for 32-bit (ia32) syscalls, by i386 number: checked instead of
 	 * syscall_set when the task is in a 32-bit syscall */
-	uint64_t syscall_set32[8];
+	uint64_t syscall_set32[TH_SYSCALL_SET_BITS / 64];
 	uint32_t enforcer_id;     /* NotifyEnforcer: the id of its policy's enforcer;
 	                           * TH_CFG_ENFORCER: this enforcer's id              */
 	uint32_t pad2;
-	struct th_selector selectors[5];  /* TH_MAX_SELECTORS */
+	struct th_selector selectors[TH_MAX_SELECTORS];
 	/* matchReturnArgs of selector i (op 0: none), checked at the return
 	 * against the value normalised by ret_size/ret_signed */
-	struct th_arg_matcher ret_match[5];
-	struct th_cidr cidrs[32];         /* TH_MAX_CIDRS: SAddr/DAddr prefixes          */
-	struct th_usdt_arg usdt_args[5];  /* TH_MAX_ARGS: USDT arguments 0..4 (th_usdt)   */
-	struct th_resolve resolve[5];     /* TH_MAX_ARGS: each argument's `resolve:` path  */
+	struct th_arg_matcher ret_match[TH_MAX_SELECTORS];
+	struct th_cidr cidrs[TH_MAX_CIDRS];  /* SAddr/DAddr prefixes */
+	struct th_usdt_arg usdt_args[TH_MAX_ARGS];  /* USDT arguments 0..4 (th_usdt) */
+	struct th_resolve resolve[TH_MAX_ARGS];  /* each argument's `resolve:` path */
 };
 
 /* What a network argument's slot in th_hook_event.data holds. Addresses in
@@ -615,7 +615,7 @@ enum th_buf_limits {
 };
 
 struct th_char_buf {
-	uint8_t data[252];        /* TH_BUF_MAX                                        */
+	uint8_t data[TH_BUF_MAX];
 	uint32_t size;
 };
 
@@ -631,7 +631,7 @@ enum th_kobj_limits {
 struct th_bpf_attr {
 	uint32_t prog_type;       /* enum bpf_prog_type                                */
 	uint32_t insn_cnt;
-	uint8_t prog_name[16];    /* TH_BPF_OBJ_NAME                                   */
+	uint8_t prog_name[TH_BPF_OBJ_NAME];
 };
 
 struct th_bpf_map {
@@ -639,7 +639,7 @@ struct th_bpf_map {
 	uint32_t key_size;
 	uint32_t value_size;
 	uint32_t max_entries;
-	uint8_t map_name[16];     /* TH_BPF_OBJ_NAME                                   */
+	uint8_t map_name[TH_BPF_OBJ_NAME];
 };
 
 /* struct perf_event's attr: kprobe_func is read for every type (it is config1,
@@ -649,7 +649,7 @@ struct th_perf_event {
 	uint64_t probe_offset;    /* config2                                           */
 	uint32_t type;            /* PERF_TYPE_* or a dynamic PMU's number             */
 	uint32_t pad;
-	uint8_t kprobe_func[128]; /* TH_KSYM_NAME                                      */
+	uint8_t kprobe_func[TH_KSYM_NAME];
 };
 
 enum th_module_flags {
@@ -662,7 +662,7 @@ struct th_module {
 	uint64_t taints;          /* the module's TAINT_* bits (1 << TAINT_...)         */
 	uint32_t flags;           /* enum th_module_flags                              */
 	uint32_t pad;
-	uint8_t name[64];         /* TH_MODULE_NAME                                    */
+	uint8_t name[TH_MODULE_NAME];
 };
 
 /* Key of the string sets.  The same bytes serve the hash map str_equal (key
@@ -671,7 +671,7 @@ struct th_module {
 struct th_str_key {
 	uint32_t prefixlen;
 	uint32_t set_id;
-	uint8_t data[252];        /* TH_STR_MAX, zero padded; str_postfix: reversed    */
+	uint8_t data[TH_STR_MAX];  /* zero padded; str_postfix: reversed */
 };
 
 struct th_hook_event {
@@ -685,8 +685,8 @@ struct th_hook_event {
 	uint8_t pad;
 	int64_t action_arg;       /* signal sent or errno returned                    */
 	int64_t retval;           /* return probes: the return value (TH_HOOK_HAS_RETURN) */
-	uint32_t ns[10];          /* the task's namespaces when the hook fired        */
-	uint16_t arg_len[5];      /* bytes of each argument in data (ints: 8)         */
+	uint32_t ns[TH_NS_COUNT];  /* the task's namespaces when the hook fired */
+	uint16_t arg_len[TH_MAX_ARGS];  /* bytes of each argument in data (ints: 8) */
 	uint16_t ret_len;         /* bytes of the return value in TH_RET_SLOT (ret_kind) */
 	int32_t syscall_nr;       /* syscall hooks: the number of the syscall that fired
 	                           * (a list hook covers several), else -1             */
@@ -696,8 +696,8 @@ struct th_hook_event {
 	int32_t user_stack_id;    /* userStackTrace: the same for the user stack      */
 	int32_t ima_algo;         /* imaHash: enum hash_algo of ima_digest, < 0 none   */
 	uint32_t pad3;
-	uint8_t ima_digest[64];   /* TH_IMA_DIGEST_MAX: the digest, as long as its algorithm's */
-	uint8_t data[1536];       /* (TH_MAX_ARGS + 1) * TH_STR_SLOT: argument i at i * 256,
+	uint8_t ima_digest[TH_IMA_DIGEST_MAX];  /* the digest, as long as its algorithm's */
+	uint8_t data[(TH_MAX_ARGS + 1) * TH_STR_SLOT];  /* argument i at i * 256,
 	                           * the return value at TH_RET_SLOT * 256.  Submitted
 	                           * up to the end of the last slot used (arg_len,
 	                           * ret_len), not whole: hdr.size says how much    */

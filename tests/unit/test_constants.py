@@ -51,3 +51,14 @@ def test_comments_and_hex_values_are_read():
     ns: dict = {}
     exec(out, ns)
     assert (ns["TH_A"], ns["TH_B"]) == (0x40, 7) and "TH_C" not in ns
+
+
+def test_array_sizes_are_the_enums_not_copies_of_them():
+    """An array sized by a shared limit names it (`ns[TH_NS_COUNT]`): a literal
+    beside a comment naming the enum is a second definition that can drift."""
+    import re
+    header = (pathlib.Path(__file__).resolve().parents[2] / "csrc" / "events.h").read_text()
+    copies = [line.strip() for line in header.splitlines()
+              if re.search(r"\[\d+\];\s*/\*\s*\(?TH_[A-Z0-9_]+", line)]
+    assert not copies, "\n".join(copies)
+    assert "ns[TH_NS_COUNT]" in header and "selectors[TH_MAX_SELECTORS]" in header
