@@ -299,3 +299,30 @@ def test_a_stalled_exporter_pauses_reading_at_most_max_hold():
     stuck.gate.release()
     stuck.gate.release()
     sink.close()
+
+
+def test_one_write_joins_a_bounded_number_of_events():
+    """The worker takes queued batches in turns of at most WRITE_EVENTS events
+    (the joined lines are a transient copy), in order, every batch accounted."""
+    from tetrahost.export import sinks as sinks_mod
+    ring, inner = FakeRing(), GatedExporter()
+    sink = ThreadedSink(inner, max_events=10 * sinks_mod.WRITE_EVENTS)
+    delivery = Delivery(ring, [sink])
+    hand_over(delivery, ring, [sink], 10, ["first"])
+    assert inner.entered.acquire(timeout=5)               # in flight; the rest queues behind it
+    half = sinks_mod.WRITE_EVENTS // 2
+    for i in range(5):
+        hand_over(delivery, ring, [sink], 100 * (i + 1), [f"{i}-{j}" for j in range(half)])
+    sizes = []
+    real_write = inner.write_events
+
+    def counted(batch):
+        sizes.append(len(batch))
+        real_write(batch)
+    inner.write_events = counted
+    for _ in range(4):
+        inner.gate.release()
+    assert written_through(sink, 6)
+    assert sizes == [2 * half, 2 * half, half] and ring.commits[-1] == 500
+    assert inner.lines == ["first"] + [f"{i}-{j}" for i in range(5) for j in range(half)]
+    sink.close()

@@ -149,6 +149,7 @@ def file_sink(path: str) -> LineSink:
 # records in the ring buffer (export/delivery.py: back-pressure), which holds
 # megabytes of them at a fraction of the memory.
 QUEUE_EVENTS = 8192
+WRITE_EVENTS = 2048     # events joined into one write (the worker takes more batches in turns)
 
 
 class ThreadedSink:
@@ -245,11 +246,15 @@ class ThreadedSink:
                     self._cond.wait()
                 if not self._queue:
                     return
-                # Take everything queued: one write for many small batches.
-                batches = [batch for batch, _ in self._queue]
-                taken = sum(n for _, n in self._queue)
-                self._queue.clear()
-                self._queued = 0
+                # One write for many small batches, but a bounded one: the
+                # joined lines and their encoding are transient copies of it.
+                batches, taken, size = [], 0, 0
+                while self._queue and (not batches or size + len(self._queue[0][0]) <= WRITE_EVENTS):
+                    batch, n = self._queue.popleft()
+                    batches.append(batch)
+                    taken += n
+                    size += len(batch)
+                self._queued -= size
                 self._writing = True
             merged = [item for b in batches for item in b]
             try:
