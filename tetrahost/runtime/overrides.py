@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+
+from tetrahost.atomic_write import write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +108,4 @@ class PolicyOverrides:
         self._by_name = updated
 
     def _write(self, data: dict) -> None:
-        tmp = f"{self.path}.tmp-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        write_text_atomically(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -11,6 +11,7 @@ import hashlib
 import os
 from typing import TYPE_CHECKING
 
+from tetrahost.atomic_write import write_text_atomically
 from tetrahost.policy.load import LoadResult, load_text
 from tetrahost.runtime.reconciler import is_policy_name
 
@@ -81,20 +82,8 @@ class PolicyFiles:
         problems, parsed = self._check_text(filename, text)
         if problems:
             raise PolicyRejected(problems)
-        tmp = os.path.join(self.path, f".{filename}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, os.path.join(self.path, filename))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        write_text_atomically(os.path.join(self.path, filename), text,
+                              tmp=os.path.join(self.path, f".{filename}.tmp-{os.getpid()}"))   # a dotfile: never loaded
         # Load the parse just checked rather than parsing the file a second time
         # (used only if the file still holds what was written); the inotify echo
         # then finds the same digest and does nothing.
