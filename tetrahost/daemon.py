@@ -249,13 +249,9 @@ class Agent(PinnedState):
             # The forms the sinks read, made here on the loop's thread (the
             # renderers' caches are its own), once per event for all sinks.
             wanted = {form for sink in self.sinks for form in getattr(sink, "wants", ("json",))}
-            forms = [f for f in FORMS if f in wanted]
-            if forms == ["json"]:
-                for event in batch:
-                    event.json
-            elif forms:
-                for event in batch:
-                    event.prepare(forms)
+            forms = tuple(f for f in FORMS if f in wanted)
+            for event in batch:
+                event.prepare(forms)
             for sink in self.sinks:
                 try:
                     sink.write_events(batch)

@@ -157,3 +157,22 @@ def test_field_filter_keeps_the_renderers_dicts_intact(fake_proc):
     ExportPipeline([Recorder(("json",))], drop_process_fields=["cap", "ns"]).write_events(batch)
     assert json.loads(before) == batch[1].data        # the shared dicts were not mutated
     assert '"ns":' in batch[1].json
+
+
+def test_a_queued_event_holds_its_forms_not_its_record(fake_proc):
+    """Once the agent made the forms its sinks want, the event lets go of the
+    record, hook and process it was made from (a queue of events under a flood
+    is then only their lines), and a form nobody asked for is an error, not a
+    render on an exporter's thread."""
+    from tetrahost.daemon import Agent
+    e, cache, hs, _ = enricher(fake_proc)
+    agent = Agent.__new__(Agent)
+    agent.counters = SimpleNamespace(events={})
+    agent._batch = []
+    agent.sinks = [Recorder(("json",))]
+    agent._emit(e.event(rec(1)))
+    agent._flush()
+    (event,) = agent.sinks[0].batches[0]
+    assert event.json.startswith("{") and event._source == ()
+    with pytest.raises(ValueError, match="was not prepared"):
+        event.data

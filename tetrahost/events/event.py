@@ -26,6 +26,11 @@ from tetrahost.events.meta import EventMeta
 FORMS = ("json", "data", "compact")
 
 
+def _not_prepared(*_):
+    raise ValueError("a form of this event was not prepared before it was handed to the sinks "
+                     "(a sink's `wants` must name every form it reads)")
+
+
 class Event:
     __slots__ = ("meta", "_json", "_data", "_compact", "_render_json", "_render_data", "_source", "pos")
 
@@ -81,9 +86,17 @@ class Event:
         return text
 
     def prepare(self, forms) -> None:
-        """Produce `forms` now (names from FORMS), on the loop's thread."""
-        for form in forms:
-            getattr(self, form)
+        """Produce `forms` now (names from FORMS), on the loop's thread, then let
+        go of what they were made from (the record, its hook, the process): a
+        queued event holds only its forms.  A form asked for later is an error."""
+        if forms == ("json",):
+            if self._json is None:
+                self._json = self._render_json(*self._source)
+        else:
+            for form in forms:
+                getattr(self, form)
+        self._source = ()
+        self._render_json = self._render_data = _not_prepared
 
     # -- as a (json_line, meta) pair -------------------------------------------------
     def __iter__(self):
