@@ -65,6 +65,7 @@ import time
 from functools import lru_cache
 
 from tetrahost.events.cgroups import Workload
+from tetrahost.events.meta import process_texts
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessEntry, ProcessEvent
 from tetrahost.events.records import NAMESPACE_KINDS
@@ -241,7 +242,7 @@ class TetragonJSON:
         if e.cwd:
             head["cwd"] = bytes_to_text(e.cwd)
         if e.binary:
-            head["binary"] = bytes_to_text(e.binary)
+            head["binary"] = process_texts(e)[0]
         if e.args:
             arguments = format_arguments(e.args)
             if self.redactor is not None:
