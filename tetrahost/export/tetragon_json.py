@@ -114,6 +114,15 @@ def signal_name(signo: int) -> str:
         return f"SIG{signo}"
 
 
+def _json_str(text: str) -> str:
+    """text as a JSON string, as _dumps writes it: printable ASCII without a
+    quote or backslash needs no escape (exec_ids, flags and times always are such
+    text, written without this check)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return _dumps(text)
+
+
 _NEEDS_QUOTES = re.compile(rb'[ \t\n"]')
 
 
@@ -172,6 +181,7 @@ class TetragonJSON:
         self._node_json = _dumps(node_name)
         self._second = -1
         self._second_text = ""
+        self._last_wall, self._last_time = -1, ""
         self._ns_cache: dict[tuple[int, ...], dict] = {}
         self._ns_json: dict[tuple[int, ...], str] = {}
 
@@ -180,11 +190,19 @@ class TetragonJSON:
         return self.boot_offset_ns + ktime
 
     def format_ktime(self, ktime: int) -> str:
-        seconds, nanos = divmod(self.boot_offset_ns + ktime, 1_000_000_000)
+        wall = self.boot_offset_ns + ktime
+        if wall == self._last_wall:     # an exec's time is its process's start_time
+            return self._last_time
+        seconds, nanos = divmod(wall, 1_000_000_000)
         if seconds != self._second:   # events come in bursts within one second
             self._second = seconds
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        return f"{self._second_text}{format_fraction(nanos)}Z"
+        if nanos % 1_000:       # the usual case for kernel times: all nine digits
+            text = f"{self._second_text}.{nanos:09d}Z"
+        else:
+            text = f"{self._second_text}{format_fraction(nanos)}Z"
+        self._last_wall, self._last_time = wall, text
+        return text
 
     # ---- process objects ---------------------------------------------------
     def _ns_object(self, inodes: tuple[int, ...]) -> dict:
@@ -241,8 +259,9 @@ class TetragonJSON:
         head: dict = {"exec_id": e.exec_id, "pid": e.pid, "uid": e.creds.uid}
         if e.cwd:
             head["cwd"] = bytes_to_text(e.cwd)
-        if e.binary:
-            head["binary"] = process_texts(e)[0]
+        binary, _, container, _ = process_texts(e)
+        if binary:
+            head["binary"] = binary
         if e.args:
             arguments = format_arguments(e.args)
             if self.redactor is not None:
@@ -253,11 +272,36 @@ class TetragonJSON:
         head["start_time"] = self.format_ktime(e.ktime)
         if e.auid is not None:
             head["auid"] = e.auid
-        if e.workload.container_id:
-            head["docker"] = os_text(e.workload.container_id)
+        if container:
+            head["docker"] = container
         if e.parent_exec_id:
             head["parent_exec_id"] = e.parent_exec_id
         return head
+
+    def _head_json(self, e: ProcessEntry) -> str:
+        """_dumps(self._head(e)) without its closing brace, written directly:
+        the same members in the same order (the unit tests hold the two equal)."""
+        binary, _, container, _ = process_texts(e)
+        text = f'{{"exec_id":"{e.exec_id}","pid":{e.pid},"uid":{e.creds.uid}'
+        if e.cwd:
+            text += ',"cwd":' + _json_str(bytes_to_text(e.cwd))
+        if binary:
+            text += ',"binary":' + _json_str(binary)
+        if e.args:
+            arguments = format_arguments(e.args)
+            if self.redactor is not None:
+                arguments = self.redactor.text(binary, arguments)
+            text += ',"arguments":' + _json_str(arguments)
+        if e.flags:
+            text += f',"flags":"{e.flags}"'
+        text += f',"start_time":"{self.format_ktime(e.ktime)}"'
+        if e.auid is not None:
+            text += f',"auid":{e.auid}'
+        if container:
+            text += ',"docker":' + _json_str(container)
+        if e.parent_exec_id:
+            text += f',"parent_exec_id":"{e.parent_exec_id}"'
+        return text
 
     def process_dict(self, e: ProcessEntry) -> dict:
         """The Tetragon "process" object of an entry (shared sub-objects: do not mutate)."""
@@ -311,7 +355,6 @@ class TetragonJSON:
         text = e.rendered
         if text is not None:
             return text
-        head = self._head(e)
         caps, c = e.caps, e.creds
         cap = self._cap_json(caps.permitted, caps.effective, caps.inheritable)
         ns = self._ns_json.get(e.ns)
@@ -320,7 +363,7 @@ class TetragonJSON:
                 self._ns_json.clear()
             ns = self._ns_json[e.ns] = _dumps(self._ns_object(e.ns))
         text = e.rendered = (
-            f'{_dumps(head)[:-1]}{cap},"ns":{ns},"tid":{e.tid},"process_credentials":'
+            f'{self._head_json(e)}{cap},"ns":{ns},"tid":{e.tid},"process_credentials":'
             f'{{"uid":{c.uid},"gid":{c.gid},"euid":{c.euid},"egid":{c.egid},'
             f'"suid":{c.suid},"sgid":{c.sgid},"fsuid":{c.fsuid},"fsgid":{c.fsgid}}}}}'
         )
@@ -335,12 +378,17 @@ class TetragonJSON:
     # ---- events ------------------------------------------------------------
     def render(self, ev: ProcessEvent) -> str:
         """One JSON line (no newline) for an exec or exit event."""
-        process = self.process_json(ev.process)
-        parent = "" if ev.parent is None else ',"parent":' + self.process_json(ev.parent)
+        # The process objects (kilobytes each) are copied once, into the line.
+        process = ev.process.rendered or self.process_json(ev.process)
+        parent = ev.parent
+        if parent is None:
+            key = pjson = ""
+        else:
+            key, pjson = ',"parent":', parent.rendered or self.process_json(parent)
         when = self.format_ktime(ev.ktime)
-        host = self.host_member(ev.process, ev.parent) if self.host_fields else ""
+        host = self.host_member(ev.process, parent) if self.host_fields else ""
         if ev.kind == "exec":
-            return (f'{{"process_exec":{{"process":{process}{parent}}},'
+            return (f'{{"process_exec":{{"process":{process}{key}{pjson}}},'
                     f'"node_name":{self._node_json},"time":"{when}"{host}}}')
         if ev.kind == "exit":
             extra = ""
@@ -348,7 +396,7 @@ class TetragonJSON:
                 extra += f',"signal":"{signal_name(ev.signal)}"'
             if ev.status:
                 extra += f',"status":{ev.status}'
-            return (f'{{"process_exit":{{"process":{process}{parent}{extra},"time":"{when}"}},'
+            return (f'{{"process_exit":{{"process":{process}{key}{pjson}{extra},"time":"{when}"}},'
                     f'"node_name":{self._node_json},"time":"{when}"{host}}}')
         raise ValueError(f"unknown event kind {ev.kind!r}")
 
