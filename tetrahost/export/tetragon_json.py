@@ -400,6 +400,35 @@ class TetragonJSON:
                     f'"node_name":{self._node_json},"time":"{when}"{host}}}')
         raise ValueError(f"unknown event kind {ev.kind!r}")
 
+    def brief_dict(self, ev: ProcessEvent) -> dict:
+        """What the compact line reads of event_dict(ev) (export/compact.py):
+        the process's binary, arguments and effective capabilities, an exit's
+        signal and status, node name and time; the same values, fewer members."""
+        e = ev.process
+        process: dict = {}
+        binary = process_texts(e)[0]
+        if binary:
+            process["binary"] = binary
+        if e.args:
+            arguments = format_arguments(e.args)
+            if self.redactor is not None:
+                arguments = self.redactor.text(binary, arguments)
+            process["arguments"] = arguments
+        if e.caps.effective:
+            process["cap"] = {"effective": capability_names(e.caps.effective)}
+        body: dict = {"process": process}
+        when = self.format_ktime(ev.ktime)
+        if ev.kind == "exec":
+            return {"process_exec": body, "node_name": self.node_name, "time": when}
+        if ev.kind == "exit":
+            if ev.signal:
+                body["signal"] = signal_name(ev.signal)
+            if ev.status:
+                body["status"] = ev.status
+            body["time"] = when
+            return {"process_exit": body, "node_name": self.node_name, "time": when}
+        raise ValueError(f"unknown event kind {ev.kind!r}")
+
     def event_dict(self, ev: ProcessEvent) -> dict:
         """The same event as a dict (for the compact formatter and other exporters)."""
         body: dict = {"process": self.process_dict(ev.process)}
