@@ -95,6 +95,25 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def threads_cpu(pid: int) -> float:
+    """CPU seconds a process's threads running now have used, in nanoseconds'
+    precision (the first field of each /proc/PID/task/TID/schedstat), where
+    proc_cpu counts in clock ticks (10 ms: 3.3 µs per exec over 3000 execs).
+    A thread that ended between two readings takes its time with it: for
+    agents whose threads live as long as they do."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            total += int(pathlib.Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue        # ended meanwhile
+    return total / 1e9
+
+
 def bpf_ids(pid: int) -> tuple[set[int], set[int]]:
     """BPF program and map ids a process holds fds of (from /proc/PID/fdinfo).
     Exact even when other agents with the same program names run on the host."""
