@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from tetrahost.events.event import Event
 from tetrahost.events.meta import EventMeta, process_texts
-from tetrahost.events.records import ExecRecord, ExitRecord, HookRecord
+from tetrahost.events.records import ExecRecord, ExitRecord, ForkRecord, HookRecord
 from tetrahost.export.hook_json import ACTION_NAMES, EVENT_KINDS, user_actions
 
 MAX_GROUPS = 4096
@@ -54,9 +54,11 @@ class Enricher:
             if ev is None:
                 return None
             name = "process_exit"
-        else:
-            self.cache.handle(record)       # a fork (no event), or a TypeError
+        elif kind is ForkRecord:
+            self.cache.handle_fork(record)  # no event
             return None
+        else:
+            raise TypeError(f"not a process or hook record: {kind.__name__}")
         process = ev.process
         binary, unit, container, namespace = process_texts(process)
         r = self.renderer
