@@ -124,6 +124,7 @@ class Agent:
         for p in policies:
             argv += ["--policy", str(p)]
         self.log = work / "agent.log"
+        self._cpu = None
         self.proc = subprocess.Popen(argv, cwd=repo, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"),
                                      start_new_session=True)
         if not c.wait_until(lambda: "tetrahost ready" in self.log.read_text() or self.proc.poll() is not None, 90) \
@@ -165,7 +166,9 @@ class Agent:
                 "decode_errors": total(r"^tetrahost_decode_errors_total (\S+)")}
 
     def cpu(self) -> float:
-        return c.threads_cpu(self.proc.pid)     # ns precision: clock ticks were 3.3 µs per exec here
+        if self._cpu is None:
+            self._cpu = c.ThreadsCpu(self.proc.pid)   # ns precision: clock ticks were 3.3 µs per exec here
+        return self._cpu()
 
     def minor_faults(self) -> int:
         """Page faults of the agent so far (memory it gets from the kernel anew)."""

@@ -109,13 +109,16 @@ def offline(records: list[bytes], reps: int, outdir: pathlib.Path, profile: bool
         return lambda: [handle(d) for d in procs]
 
     def stage_render():
-        # render() caches each process's JSON on its cache entry: clear it so
-        # every rep pays the first-render cost the agent pays once per process.
+        # render() caches each process's JSON (and its exported texts) on its
+        # cache entry: clear them so every rep pays the first-render cost the
+        # agent pays once per process.
         def run():
             for e in events:
-                e.process.rendered = None
-                if e.parent is not None:
-                    e.parent.rendered = None
+                for p in (e.process, e.parent):
+                    if p is not None:
+                        p.rendered = None
+                        if hasattr(p, "texts"):     # checkouts before the texts were kept
+                            p.texts = None
             r = TetragonJSON("bench", host_ns)
             for e in events:
                 r.render(e)
