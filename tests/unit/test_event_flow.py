@@ -186,3 +186,23 @@ def test_compact_line_of_a_process_event_from_its_brief_dict(fake_proc, host_fie
         assert ev.brief is None             # once the whole dict exists, it is used
     assert "hunter2" not in made[0].compact and "CAP_SYS_ADMIN" in made[0].compact
     assert '"" SIGKILL ' in made[2].compact and made[3].compact.endswith("/usr/bin/env 3")
+
+
+def test_kept_texts_never_carry_a_previous_binary(fake_proc):
+    # An entry keeps its exported texts (binary, unit...) and a clone shares its
+    # parent's; the exec that follows is a new entry with its own.
+    from test_proccache import fork_rec
+    e, cache, _, _ = enricher(fake_proc)
+    shell = e.event(exec_rec(300, 100, 5_000_000, binary=b"/usr/bin/bash"))
+    assert shell.meta.binary == "/usr/bin/bash" and json.loads(shell.json)["process_exec"]["process"]["binary"] \
+        == "/usr/bin/bash"
+    e.event(fork_rec(301, 300, 6_000_000))
+    clone = cache.get_pid(301)
+    assert clone.texts is cache.get_pid(300).texts          # shared: same binary, same workload
+    child = e.event(exec_rec(301, 300, 7_000_000, binary=b"/usr/bin/cat"))
+    assert child.meta.binary == "/usr/bin/cat" and cache.get_pid(301).texts[0] == "/usr/bin/cat"
+    process = json.loads(child.json)["process_exec"]["process"]
+    assert process["binary"] == "/usr/bin/cat" and "clone" not in process["flags"]
+    assert json.loads(child.json)["process_exec"]["parent"]["binary"] == "/usr/bin/bash"
+    gone = e.event(exit_rec(301, 8_000_000))
+    assert gone.meta.binary == "/usr/bin/cat" and "/usr/bin/cat" in gone.compact

@@ -45,14 +45,3 @@ def process_texts(entry) -> tuple[str, str, str, str]:
                                os_text(w.container_id or ""), os_text(w.namespace or ""))
     return texts
 
-
-def meta_for_process(kind: str, entry, ktime: int, pid: int = 0, **extra) -> EventMeta:
-    """EventMeta of an event about a process cache entry (None: a process the
-    cache does not know, then only `pid` is known)."""
-    if entry is None:
-        return EventMeta(kind=kind, pid=pid, binary="", exec_id="", ktime=ktime, **extra)
-    binary, unit, container, namespace = process_texts(entry)
-    if extra:
-        return EventMeta(kind=kind, pid=entry.pid, binary=binary, exec_id=entry.exec_id, ktime=ktime,
-                         unit=unit, container=container, workload_namespace=namespace, **extra)
-    return EventMeta(kind, entry.pid, binary, entry.exec_id, ktime, unit, container, namespace)
