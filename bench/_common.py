@@ -95,6 +95,36 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class ThreadsCpu:
+    """CPU seconds a process has used, in nanoseconds' precision: the run time of
+    each of its threads (the first field of /proc/PID/task/TID/schedstat), where
+    proc_cpu counts clock ticks (10 ms: 3.3 µs per exec over 3000 execs).
+    Monotonic: each reading adds what every thread gained since the last one
+    (a new thread all of its time), so a thread that ends between two
+    readings only takes the time since the last reading with it."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self._last: dict[str, int] = {}
+        self._total = 0
+
+    def __call__(self) -> float:
+        now: dict[str, int] = {}
+        try:
+            tids = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            tids = []
+        for tid in tids:
+            try:
+                now[tid] = int(pathlib.Path(f"/proc/{self.pid}/task/{tid}/schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue        # ended meanwhile
+        for tid, ns in now.items():
+            self._total += ns - self._last.get(tid, 0)
+        self._last = now
+        return self._total / 1e9
+
+
 def bpf_ids(pid: int) -> tuple[set[int], set[int]]:
     """BPF program and map ids a process holds fds of (from /proc/PID/fdinfo).
     Exact even when other agents with the same program names run on the host."""

@@ -55,6 +55,24 @@ def capture(storm: c.Storm, n: int) -> list[bytes]:
     return records
 
 
+def save_records(path: pathlib.Path, records: list[bytes]) -> None:
+    """Each record as a 4-byte little-endian length and its bytes: a before/after
+    comparison replays the same records through both checkouts."""
+    with open(path, "wb") as f:
+        for r in records:
+            f.write(len(r).to_bytes(4, "little") + bytes(r))
+
+
+def load_records(path: pathlib.Path) -> list[bytes]:
+    data = path.read_bytes()
+    records, off = [], 0
+    while off < len(data):
+        n = int.from_bytes(data[off:off + 4], "little")
+        records.append(data[off + 4:off + 4 + n])
+        off += 4 + n
+    return records
+
+
 def new_cache() -> ProcessCache:
     cache = ProcessCache("bench", cgroup_path_for=CgroupResolver().path_for)
     cache.load_procfs("/proc")
@@ -91,13 +109,16 @@ def offline(records: list[bytes], reps: int, outdir: pathlib.Path, profile: bool
         return lambda: [handle(d) for d in procs]
 
     def stage_render():
-        # render() caches each process's JSON on its cache entry: clear it so
-        # every rep pays the first-render cost the agent pays once per process.
+        # render() caches each process's JSON (and its exported texts) on its
+        # cache entry: clear them so every rep pays the first-render cost the
+        # agent pays once per process.
         def run():
             for e in events:
-                e.process.rendered = None
-                if e.parent is not None:
-                    e.parent.rendered = None
+                for p in (e.process, e.parent):
+                    if p is not None:
+                        p.rendered = None
+                        if hasattr(p, "texts"):     # checkouts before the texts were kept
+                            p.texts = None
             r = TetragonJSON("bench", host_ns)
             for e in events:
                 r.render(e)
@@ -203,13 +224,21 @@ def main() -> int:
     ap.add_argument("--live-seconds", type=float, default=8, help="length of each live step")
     ap.add_argument("--live-workers", default="1,2,4", help="storm workers per live step")
     ap.add_argument("--no-live", action="store_true")
+    ap.add_argument("--records", type=pathlib.Path,
+                    help="replay the records kept in this file (made by an earlier run) instead of "
+                         "capturing new ones; written there when it does not exist yet")
     args = ap.parse_args()
     c.require_root()
     print(f"# tetrahost pipeline benchmark\n# {c.machine_line()}")
     storm = c.Storm()
     workdir = c.tmpfs_dir("thbench-pipe-")
     try:
-        records = capture(storm, args.execs)
+        if args.records is not None and args.records.exists():
+            records = load_records(args.records)
+        else:
+            records = capture(storm, args.execs)
+            if args.records is not None:
+                save_records(args.records, records)
         offline(records, args.reps, workdir, args.profile)
         if not args.no_live:
             live(storm, args.live_seconds, [int(w) for w in args.live_workers.split(",")], workdir)

@@ -61,6 +61,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
+from tetrahost.events.event import metas_of
 from tetrahost.metrics_http import BoundedHTTPServer, Renderer
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class PolicyEventCounter:
 
     def write_events(self, batch) -> None:
         counts = self.counts
-        for _line, meta in batch:
+        for meta in metas_of(batch):    # the meta only: an Event's line is not looked at
             if not meta.policy:
                 continue
             key = (meta.policy, meta.hook, meta.action)

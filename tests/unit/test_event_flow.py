@@ -176,3 +176,52 @@ def test_a_queued_event_holds_its_forms_not_its_record(fake_proc):
     assert event.json.startswith("{") and event._source == ()
     with pytest.raises(ValueError, match="was not prepared"):
         event.data
+
+
+@pytest.mark.parametrize("host_fields", [False, True])
+def test_compact_line_of_a_process_event_from_its_brief_dict(fake_proc, host_fields):
+    # The compact line of an exec/exit is made from a few members (Event.brief),
+    # not the whole dict: it must be the line the whole dict gives, escapes,
+    # redaction, the CAP_SYS_ADMIN mark, signal and status included.
+    from tetrahost.events.records import Caps
+    from tetrahost.export.compact import format_event
+    from tetrahost.export.redaction import Redactor
+    e, _, _, _ = enricher(fake_proc, host_fields)
+    e.renderer.redactor = Redactor([{"redact": [r"pass=(\w+)"]}])
+    admin = Caps(effective=1 << 21, permitted=(1 << 21) | 1, inheritable=0)
+    made = [
+        e.event(exec_rec(300, 100, 5_000_000, binary=b"/opt/\xff\x1b[2J", caps=admin,
+                         args=[b"pass=hunter2", b"\xe2\x80\xae", b"tab\there", b""])),
+        e.event(exec_rec(301, 100, 6_000_000, binary=b"/usr/bin/env", args=())),
+        e.event(exit_rec(300, 7_000_000, code=9)),            # killed by SIGKILL
+        e.event(exit_rec(301, 8_000_000, code=3 << 8)),       # exit status 3
+    ]
+    for ev in made:
+        assert ev.brief is not None
+        for color, timestamps in ((False, False), (True, True)):
+            from tetrahost.export.compact import compact_of
+            brief_line = compact_of(ev, color=color, timestamps=timestamps)
+            assert brief_line == format_event(ev.data, color=color, timestamps=timestamps)
+        assert ev.brief is None             # once the whole dict exists, it is used
+    assert "hunter2" not in made[0].compact and "CAP_SYS_ADMIN" in made[0].compact
+    assert '"" SIGKILL ' in made[2].compact and made[3].compact.endswith("/usr/bin/env 3")
+
+
+def test_kept_texts_never_carry_a_previous_binary(fake_proc):
+    # An entry keeps its exported texts (binary, unit...) and a clone shares its
+    # parent's; the exec that follows is a new entry with its own.
+    from test_proccache import fork_rec
+    e, cache, _, _ = enricher(fake_proc)
+    shell = e.event(exec_rec(300, 100, 5_000_000, binary=b"/usr/bin/bash"))
+    assert shell.meta.binary == "/usr/bin/bash" and json.loads(shell.json)["process_exec"]["process"]["binary"] \
+        == "/usr/bin/bash"
+    e.event(fork_rec(301, 300, 6_000_000))
+    clone = cache.get_pid(301)
+    assert clone.texts is cache.get_pid(300).texts          # shared: same binary, same workload
+    child = e.event(exec_rec(301, 300, 7_000_000, binary=b"/usr/bin/cat"))
+    assert child.meta.binary == "/usr/bin/cat" and cache.get_pid(301).texts[0] == "/usr/bin/cat"
+    process = json.loads(child.json)["process_exec"]["process"]
+    assert process["binary"] == "/usr/bin/cat" and "clone" not in process["flags"]
+    assert json.loads(child.json)["process_exec"]["parent"]["binary"] == "/usr/bin/bash"
+    gone = e.event(exit_rec(301, 8_000_000))
+    assert gone.meta.binary == "/usr/bin/cat" and "/usr/bin/cat" in gone.compact

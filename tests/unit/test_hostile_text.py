@@ -199,3 +199,13 @@ def test_tetra_error_messages_are_escaped():
     code, out, err = run_tetra(["getevents", "-o", "compact"], '{"\\u001b]0;t\\u0007x":1}\n')
     assert code == 0 and out == ""
     assert "\x1b" not in err and "\\x1b]0;t\\x07x" in err
+
+
+def test_plain_line_is_printable_ascii_without_a_backslash():
+    from tetrahost.export.terminal import is_plain_line
+    for code in range(0x300):
+        ch = chr(code)
+        expected = 0x20 <= code <= 0x7E and ch != "\\"
+        assert is_plain_line(f'{{"a":"x{ch}y"}}') is expected, hex(code)
+    assert is_plain_line("") and is_plain_line('{"a":"b c"}')
+    assert not is_plain_line('{"a":"\\u001b"}') and not is_plain_line('{"a":"\udcff"}')

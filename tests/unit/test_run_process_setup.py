@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from tetrahost.cli.run_cmd import return_freed_memory_promptly
+from tetrahost.cli.run_cmd import GC_YOUNG_THRESHOLD, collect_cycles_less_often, return_freed_memory_promptly
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt thresholds are glibc's")
@@ -14,6 +14,18 @@ def test_malloc_thresholds_are_fixed_on_glibc():
     # glibc accepts both settings (mallopt returns 1); a wrong parameter
     # number or a missing symbol would make this False
     assert return_freed_memory_promptly() is True
+
+
+def test_the_cyclic_collector_runs_less_often():
+    import gc
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 7, 9)
+        collect_cycles_less_often()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, 7, 9)    # older generations as they were
+        assert GC_YOUNG_THRESHOLD > 700
+    finally:
+        gc.set_threshold(*before)
 
 
 def test_without_mallopt_it_says_so(monkeypatch):

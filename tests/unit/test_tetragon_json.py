@@ -174,6 +174,13 @@ def test_spliced_process_json_equals_plain_dump():
         cache.handle(exec_rec(1, 0, 10, args=(), cwd=b"", auid_unknown=True)).process,
         cache.handle(exec_rec(2, 1, 20, cgroup_id=7, caps=Caps(3, 7, 1),
                               args=[b"x y", b"\xff"], ns=(0,) * 10)).process,
+        # every string the head writes itself, with what JSON must escape in it:
+        # quotes, backslashes, control characters, DEL, non-ASCII UTF-8, invalid bytes
+        cache.handle(exec_rec(3, 2, 30, cgroup_id=7, binary=b'/tmp/a"b\\c\x7f',
+                              args=[b"tab\there", b'q"uote', b"back\\slash", "\u00e9\u4e2d".encode(), b""],
+                              cwd="/home/\u00e9/\n\x01".encode() + b"\xfe")).process,
+        cache.handle(exec_rec(4, 3, 40, binary="/opt/\u00fcber".encode(), args=[b"plain"],
+                              cwd=b"/")).process,
     ]
     for entry in entries:
         expected = json.dumps(r.process_dict(entry), ensure_ascii=True, separators=(",", ":"))

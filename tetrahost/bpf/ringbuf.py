@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import struct
 import threading
 
 from tetrahost.bpf.native import ffi, lib
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 # largest, a hook record, is under 2 KiB), and one that did would be skipped
 # and counted (csrc/ring.c), never wedge the reader.
 READ_BUFFER_BYTES = 1 << 20
+# csrc/ring.c's header before each record it copies out: 4-byte length, 8-byte
+# end position (native order), read with one unpack per record.
+_OUT_HDR = struct.Struct("=IQ")
+_OUT_HDR_SIZE = lib.th_ring_out_hdr
+if _OUT_HDR.size != _OUT_HDR_SIZE:
+    raise ImportError(f"csrc/ring.c's record header is {_OUT_HDR_SIZE} bytes, this reader expects {_OUT_HDR.size}")
 
 
 class PinnedMap:
@@ -144,10 +151,9 @@ class RingBuffer:
             n = lib.th_ring_read(ring, self._out, READ_BUFFER_BYTES, left if left > 0 else 1 << 30, self._used)
             if n == 0:
                 break
-            view, off, hdr = self._out_view, 0, lib.th_ring_out_hdr
+            view, off, hdr, unpack = self._out_view, 0, _OUT_HDR_SIZE, _OUT_HDR.unpack_from
             for _ in range(n):
-                size = int.from_bytes(view[off:off + 4], "little")
-                self.record_end = int.from_bytes(view[off + 4:off + hdr], "little")
+                size, self.record_end = unpack(view, off)
                 raw = view[off + hdr:off + hdr + size]
                 off += hdr + size
                 try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import faulthandler
+import gc
 import logging
 import os
 import signal
@@ -231,6 +232,25 @@ def return_freed_memory_promptly() -> bool:
     return bool(mallopt(m_mmap_threshold, 128 * 1024)) and bool(mallopt(m_trim_threshold, 16 << 20))
 
 
+# Container allocations (net of frees) between two young-generation runs of
+# the cyclic garbage collector; Python's default is 700.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def collect_cycles_less_often() -> None:
+    """A higher threshold for the cyclic collector's young generation.
+
+    The objects of the event path (records, cache entries, events, their
+    lines) are freed by reference counting, not by the cyclic collector; with
+    the default threshold it still ran ~20 times per 1,000 execs, and each
+    tenth run (and each hundredth) walked older generations too.  Measured
+    (an exec storm with the seed policies, 3,000 execs, 4 rounds each):
+    36.2 -> 31.2 µs of agent CPU per exec.  Cyclic garbage is still
+    collected, a little later."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 def configure_rendering(renderer, export) -> None:
     """Host fields and redaction, on the renderer every event line comes from
     (process and hook events alike): no exporter sees an unredacted line."""
@@ -259,6 +279,7 @@ def run(args) -> int:
     faulthandler.enable()
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     return_freed_memory_promptly()
+    collect_cycles_less_often()
     if os.geteuid() != 0:
         print("tetrahost run: needs root (loading BPF programs needs CAP_BPF and CAP_PERFMON "
               "or CAP_SYS_ADMIN)", file=sys.stderr)

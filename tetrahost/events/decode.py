@@ -57,49 +57,59 @@ def records_layout_id() -> str:
 
 
 def _exec(buf: bytes) -> ExecRecord:
-    if len(buf) < _DATA_OFFSET:
-        raise DecodeError(f"exec record of {len(buf)} bytes, fixed part alone is {_DATA_OFFSET}")
-    v = _EXEC.struct.unpack_from(buf)
-    path_len, args_len, cwd_len = v[_E["path_len"]], v[_E["args_len"]], v[_E["cwd_len"]]
-    end_path = _DATA_OFFSET + path_len
-    end_args = end_path + args_len
-    end = end_args + cwd_len
-    if end > len(buf):
-        raise DecodeError(f"exec record of {len(buf)} bytes announces {end} bytes of data")
-    flags = v[_E["flags"]]
+    # One unpack, positional construction: this runs for every exec on the host.
+    size = len(buf)
+    if size < _DATA_OFFSET:
+        raise DecodeError(f"exec record of {size} bytes, fixed part alone is {_DATA_OFFSET}")
+    v = _EXEC_UNPACK(buf)
+    end_path = _DATA_OFFSET + v[_E_PATH_LEN]
+    end_args = end_path + v[_E_ARGS_LEN]
+    end = end_args + v[_E_CWD_LEN]
+    if end > size:
+        raise DecodeError(f"exec record of {size} bytes announces {end} bytes of data")
+    flags = v[_E_FLAGS]
     argv = buf[end_path:end_args].split(b"\0")
-    if argv and argv[-1] == b"":   # the terminating NUL of the last argument
+    if argv[-1] == b"":   # the terminating NUL of the last argument
         argv.pop()
+    del argv[:1]          # argv[0]: Tetragon leaves it out
     return ExecRecord(
-        ktime=v[_E["hdr.ktime"]], pid=v[_E["pid"]], tid=v[_E["tid"]], ppid=v[_E["ppid"]],
-        auid=v[_E["auid"]], parent_ktime=v[_E["parent_ktime"]], cgroup_id=v[_E["cgroup_id"]],
-        creds=Creds(*v[_CREDS]), caps=Caps(*v[_CAPS]), ns=v[_NS],
-        binary=buf[_DATA_OFFSET:end_path], args=argv[1:], cwd=buf[end_args:end],
-        truncated_path=bool(flags & lib.TH_EXEC_TRUNC_PATH),
-        path_unresolved=bool(flags & lib.TH_EXEC_PATH_UNRESOLVED),
-        truncated_args=bool(flags & lib.TH_EXEC_TRUNC_ARGS),
-        truncated_cwd=bool(flags & lib.TH_EXEC_TRUNC_CWD),
-        args_error=bool(flags & lib.TH_EXEC_ERR_ARGS),
-        auid_unknown=bool(flags & lib.TH_EXEC_NO_AUID),
+        v[_E_KTIME], v[_E_PID], v[_E_TID], v[_E_PPID], v[_E_AUID], v[_E_PARENT_KTIME], v[_E_CGROUP_ID],
+        Creds(*v[_CREDS]), Caps(*v[_CAPS]), v[_NS],
+        buf[_DATA_OFFSET:end_path], argv, buf[end_args:end],
+        bool(flags & _TRUNC_PATH), bool(flags & _PATH_UNRES), bool(flags & _TRUNC_ARGS),
+        bool(flags & _TRUNC_CWD), bool(flags & _ERR_ARGS), bool(flags & _NO_AUID),
     )
 
 
-def _fixed(layout: Layout, buf: bytes):
-    if len(buf) < layout.size:
-        raise DecodeError(f"{layout.ctype} record of {len(buf)} bytes, expected {layout.size}")
-    return layout.struct.unpack_from(buf)
+# Field positions and flag bits of the exec record, looked up once.
+_EXEC_UNPACK = _EXEC.struct.unpack_from
+(_E_KTIME, _E_PID, _E_TID, _E_PPID, _E_AUID, _E_PARENT_KTIME, _E_CGROUP_ID, _E_FLAGS, _E_PATH_LEN,
+ _E_ARGS_LEN, _E_CWD_LEN) = (_E[k] for k in ("hdr.ktime", "pid", "tid", "ppid", "auid", "parent_ktime",
+                                             "cgroup_id", "flags", "path_len", "args_len", "cwd_len"))
+_TRUNC_PATH, _PATH_UNRES, _TRUNC_ARGS = lib.TH_EXEC_TRUNC_PATH, lib.TH_EXEC_PATH_UNRESOLVED, lib.TH_EXEC_TRUNC_ARGS
+_TRUNC_CWD, _ERR_ARGS, _NO_AUID = lib.TH_EXEC_TRUNC_CWD, lib.TH_EXEC_ERR_ARGS, lib.TH_EXEC_NO_AUID
 
 
 def _fork(buf: bytes) -> ForkRecord:
-    v = _fixed(_FORK, buf)
-    return ForkRecord(ktime=v[_F["hdr.ktime"]], pid=v[_F["pid"]], tid=v[_F["tid"]],
-                      ppid=v[_F["ppid"]], parent_ktime=v[_F["parent_ktime"]])
+    if len(buf) < _FORK_SIZE:
+        raise DecodeError(f"{_FORK.ctype} record of {len(buf)} bytes, expected {_FORK_SIZE}")
+    v = _FORK_UNPACK(buf)
+    return ForkRecord(v[_F_KTIME], v[_F_PID], v[_F_TID], v[_F_PPID], v[_F_PARENT_KTIME])
 
 
 def _exit(buf: bytes) -> ExitRecord:
-    v = _fixed(_EXIT, buf)
-    return ExitRecord(ktime=v[_X["hdr.ktime"]], pid=v[_X["pid"]], tid=v[_X["tid"]],
-                      exit_code=v[_X["exit_code"]], start_ktime=v[_X["start_ktime"]])
+    if len(buf) < _EXIT_SIZE:
+        raise DecodeError(f"{_EXIT.ctype} record of {len(buf)} bytes, expected {_EXIT_SIZE}")
+    v = _EXIT_UNPACK(buf)
+    return ExitRecord(v[_X_KTIME], v[_X_PID], v[_X_TID], v[_X_EXIT_CODE], v[_X_START_KTIME])
+
+
+_FORK_UNPACK, _FORK_SIZE = _FORK.struct.unpack_from, _FORK.size
+_F_KTIME, _F_PID, _F_TID, _F_PPID, _F_PARENT_KTIME = (
+    _F[k] for k in ("hdr.ktime", "pid", "tid", "ppid", "parent_ktime"))
+_EXIT_UNPACK, _EXIT_SIZE = _EXIT.struct.unpack_from, _EXIT.size
+_X_KTIME, _X_PID, _X_TID, _X_EXIT_CODE, _X_START_KTIME = (
+    _X[k] for k in ("hdr.ktime", "pid", "tid", "exit_code", "start_ktime"))
 
 
 def _hook(buf: bytes) -> HookRecord:

@@ -17,9 +17,8 @@ selector and action: the EventMeta fields they share are kept per such group
 from __future__ import annotations
 
 from tetrahost.events.event import Event
-from tetrahost.events.meta import EventMeta, meta_for_process
-from tetrahost.events.records import HookRecord
-from tetrahost.events.text import bytes_to_text, os_text
+from tetrahost.events.meta import EventMeta, process_texts
+from tetrahost.events.records import ExecRecord, ExitRecord, ForkRecord, HookRecord
 from tetrahost.export.hook_json import ACTION_NAMES, EVENT_KINDS, user_actions
 
 MAX_GROUPS = 4096
@@ -42,13 +41,29 @@ class Enricher:
 
     def event(self, record) -> Event | None:
         """The Event of a record, or None (a fork, a record of an unknown hook)."""
-        if type(record) is HookRecord:
+        kind = type(record)
+        if kind is HookRecord:
             return self._hook(record)
-        ev = self.cache.handle(record)
-        if ev is None:
+        # Straight to the cache's handler: one call less for each of the
+        # host's execs, forks and exits.
+        if kind is ExecRecord:
+            ev = self.cache.handle_exec(record)
+            name = "process_exec"
+        elif kind is ExitRecord:
+            ev = self.cache.handle_exit(record)
+            if ev is None:
+                return None
+            name = "process_exit"
+        elif kind is ForkRecord:
+            self.cache.handle_fork(record)  # no event
             return None
+        else:
+            raise TypeError(f"not a process or hook record: {kind.__name__}")
+        process = ev.process
+        binary, unit, container, namespace = process_texts(process)
         r = self.renderer
-        return Event(meta_for_process("process_" + ev.kind, ev.process, ev.ktime), r.render, r.event_dict, (ev,))
+        return Event(EventMeta(name, process.pid, binary, process.exec_id, ev.ktime, unit, container, namespace),
+                     r.render, r.event_dict, (ev,), render_brief=r.brief_dict)
 
     def _hook(self, record: HookRecord) -> Event | None:
         hs = self.hook_for_record(record.hook_id)
@@ -77,10 +92,8 @@ class Enricher:
         if process is None:
             pid, binary, exec_id, unit, container, namespace = 0, "", "", "", "", ""
         else:
-            w = process.workload
-            pid, binary, exec_id = process.pid, bytes_to_text(process.binary), process.exec_id
-            unit, container = os_text(w.unit or ""), os_text(w.container_id or "")
-            namespace = os_text(w.namespace or "")
+            pid, exec_id = process.pid, process.exec_id
+            binary, unit, container, namespace = process_texts(process)
         fields = (EVENT_KINDS[hs.hook.kind], pid, binary, exec_id, unit, container, namespace,
                   hs.policy.name, hs.hook.name, shown, enforced)
         actions = () if record.monitor else tuple(user_actions(hs.hook, record))

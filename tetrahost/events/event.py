@@ -32,12 +32,15 @@ def _not_prepared(*_):
 
 
 class Event:
-    __slots__ = ("meta", "_json", "_data", "_compact", "_render_json", "_render_data", "_source", "pos")
+    __slots__ = ("meta", "_json", "_data", "_compact", "_render_json", "_render_data", "_source", "pos",
+                 "_render_brief")
 
     def __init__(self, meta: EventMeta, render_json=None, render_data=None, source=(),
-                 json: str | None = None, data: dict | None = None):
+                 json: str | None = None, data: dict | None = None, render_brief=None):
         """render_json(*source) -> str and render_data(*source) -> dict make
-        the forms; json, data: forms that exist already (rate_limit_info)."""
+        the forms; json, data: forms that exist already (rate_limit_info);
+        render_brief(*source) -> dict: the part of `data` the compact line
+        reads, when the renderer can make it for less (process events)."""
         self.meta = meta
         self._json = json
         self._data = data
@@ -45,6 +48,7 @@ class Event:
         self._render_json = render_json
         self._render_data = render_data
         self._source = source
+        self._render_brief = render_brief
         # The ring buffer position just after the record it was made of (0: not
         # from the ring; negative: minus its position in a replaced generation's
         # ring, read once at an upgrade): how far an exporter that wrote it got
@@ -68,6 +72,14 @@ class Event:
         return d
 
     @property
+    def brief(self) -> dict | None:
+        """What the compact line reads of `data` (same shape, only those
+        members), made anew each time; None when only `data` has it."""
+        if self._data is None and self._render_brief is not None:
+            return self._render_brief(*self._source)
+        return None
+
+    @property
     def json_made(self) -> str | None:
         """The line if it was produced already, else None (without producing it)."""
         return self._json
@@ -77,10 +89,9 @@ class Event:
         """The compact line ("" for a kind it cannot show: the caller falls back to JSON)."""
         text = self._compact
         if text is None:
-            from tetrahost.export.compact import CompactError, compact_of
             try:
-                text = compact_of(self)
-            except (CompactError, ValueError):
+                text = _compact_of(self)
+            except ValueError:          # CompactError is one: a kind it cannot show
                 text = ""
             self._compact = text
         return text
@@ -97,6 +108,7 @@ class Event:
                 getattr(self, form)
         self._source = ()
         self._render_json = self._render_data = _not_prepared
+        self._render_brief = None
 
     # -- as a (json_line, meta) pair -------------------------------------------------
     def __iter__(self):
@@ -110,6 +122,14 @@ class Event:
 
     def __repr__(self) -> str:
         return f"Event({self.meta.kind}, pid {self.meta.pid})"
+
+
+def _compact_of(event: Event) -> str:
+    # Imported on first use (the exporters import this module), then bound here.
+    global _compact_of
+    from tetrahost.export.compact import compact_of
+    _compact_of = compact_of
+    return compact_of(event)
 
 
 def metas_of(batch) -> list[EventMeta]:

@@ -34,13 +34,14 @@ class EventMeta:
         return self.kind.upper()
 
 
-def meta_for_process(kind: str, entry, ktime: int, pid: int = 0, **extra) -> EventMeta:
-    """EventMeta of an event about a process cache entry (None: a process the
-    cache does not know, then only `pid` is known)."""
-    if entry is None:
-        return EventMeta(kind=kind, pid=pid, binary="", exec_id="", ktime=ktime, **extra)
-    w = entry.workload
-    return EventMeta(kind=kind, pid=entry.pid, binary=bytes_to_text(entry.binary),
-                     exec_id=entry.exec_id, ktime=ktime, unit=os_text(w.unit or ""),
-                     container=os_text(w.container_id or ""),
-                     workload_namespace=os_text(w.namespace or ""), **extra)
+def process_texts(entry) -> tuple[str, str, str, str]:
+    """(binary, unit, container id, workload namespace) of a process cache
+    entry as exported text, made once per entry and kept on it (entries never
+    change; a new exec is a new entry)."""
+    texts = entry.texts
+    if texts is None:
+        w = entry.workload
+        texts = entry.texts = (bytes_to_text(entry.binary), os_text(w.unit or ""),
+                               os_text(w.container_id or ""), os_text(w.namespace or ""))
+    return texts
+

@@ -30,10 +30,11 @@ for their children go first (oldest first), then the oldest live entries;
 """
 from __future__ import annotations
 
-import base64
+from binascii import b2a_base64
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from tetrahost.events.cgroups import Workload, workload_from_path
 from tetrahost.events.procfs import ProcInfo, scan_processes
@@ -44,22 +45,27 @@ _NO_WORKLOAD = Workload()
 
 
 def make_exec_id(node_name: str, ktime: int, pid: int) -> str:
-    return base64.b64encode(f"{node_name}:{ktime}:{pid}".encode()).decode("ascii")
+    return b2a_base64(f"{node_name}:{ktime}:{pid}".encode(), newline=False).decode("ascii")
 
 
 class ProcessEntry:
-    """One process image.  Fields are fixed once created (exporters cache renderings)."""
+    """One process image.  Fields are fixed once created (exporters cache renderings).
+
+    A new exec is always a new entry, so what is derived from an entry and
+    kept on it (`rendered`, `texts`) can never describe a previous binary."""
 
     __slots__ = (
         "exec_id", "pid", "tid", "ppid", "ktime", "auid", "creds", "caps", "ns",
         "binary", "args", "cwd", "flags", "parent_exec_id", "cgroup_id", "cgroup",
-        "workload", "live", "child_refs", "holds_parent", "rendered",
+        "workload", "live", "child_refs", "holds_parent", "rendered", "texts",
     )
 
-    def __init__(self, *, exec_id: str, pid: int, tid: int, ppid: int, ktime: int,
+    # Positional parameters (keywords work too): one is made per fork and per exec.
+    def __init__(self, exec_id: str, pid: int, tid: int, ppid: int, ktime: int,
                  auid: int | None, creds: Creds, caps: Caps, ns: tuple[int, ...],
                  binary: bytes, args: list[bytes], cwd: bytes, flags: str,
-                 cgroup_id: int = 0, cgroup: str = "", workload: Workload = _NO_WORKLOAD):
+                 cgroup_id: int = 0, cgroup: str = "", workload: Workload = _NO_WORKLOAD,
+                 texts: tuple[str, str, str, str] | None = None):
         self.exec_id = exec_id
         self.pid = pid
         self.tid = tid
@@ -83,6 +89,10 @@ class ProcessEntry:
         # The JSON exporter's rendering of this entry, made on first use.  One
         # renderer (one node name, one boot offset) per cache is assumed.
         self.rendered: str | None = None
+        # (binary, unit, container id, workload namespace) as exported text,
+        # made on first use (tetrahost.events.meta.process_texts); a clone
+        # shares its parent's: same binary bytes, same workload.
+        self.texts = texts
 
     @property
     def uid(self) -> int:
@@ -116,6 +126,9 @@ class CacheStats:
 
 
 def exec_flags(rec: ExecRecord) -> str:
+    if not (rec.truncated_path or rec.path_unresolved or rec.truncated_args or rec.args_error
+            or rec.truncated_cwd):      # the usual case
+        return "execve rootcwd" if rec.cwd == b"/" else "execve"
     words = ["execve"]
     if rec.cwd == b"/":
         words.append("rootcwd")
@@ -135,8 +148,10 @@ def exec_flags(rec: ExecRecord) -> str:
 _INHERITED_FLAGS = ("truncFilename", "errorPathResolution", "truncArgs", "errorArgs", "truncCWD", "rootcwd")
 
 
+@lru_cache(maxsize=256)
 def clone_flags(parent_flags: str) -> str:
-    """"clone" plus the parent's flags that still describe the inherited data."""
+    """"clone" plus the parent's flags that still describe the inherited data
+    (cached: a handful of distinct flag strings exist)."""
     words = ["clone"] + [w for w in parent_flags.split() if w in _INHERITED_FLAGS]
     return " ".join(words)
 
@@ -185,11 +200,11 @@ class ProcessCache:
         for info in infos:
             flags = "procFS rootcwd" if info.cwd == b"/" else "procFS"
             entry = ProcessEntry(
-                exec_id=make_exec_id(self.node_name, info.start_ktime, info.pid),
-                pid=info.pid, tid=info.pid, ppid=info.ppid, ktime=info.start_ktime,
-                auid=info.auid, creds=info.creds, caps=info.caps, ns=info.ns,
-                binary=info.binary, args=info.args, cwd=info.cwd, flags=flags,
-                cgroup=info.cgroup, workload=workload_from_path(info.cgroup),
+                make_exec_id(self.node_name, info.start_ktime, info.pid),
+                info.pid, info.pid, info.ppid, info.start_ktime,
+                info.auid, info.creds, info.caps, info.ns,
+                info.binary, info.args, info.cwd, flags,
+                0, info.cgroup, workload_from_path(info.cgroup),
             )
             self._insert(entry, None)
             added.append(entry)
@@ -216,19 +231,18 @@ class ProcessCache:
         cgroup = ""
         if rec.cgroup_id and self._cgroup_path_for is not None:
             cgroup = self._cgroup_path_for(rec.cgroup_id) or ""
+        pid, ppid, ktime = rec.pid, rec.ppid, rec.ktime
         entry = ProcessEntry(
-            exec_id=make_exec_id(self.node_name, rec.ktime, rec.pid),
-            pid=rec.pid, tid=rec.tid, ppid=rec.ppid, ktime=rec.ktime,
-            auid=None if rec.auid_unknown else rec.auid,
-            creds=rec.creds, caps=rec.caps, ns=rec.ns,
-            binary=rec.binary, args=rec.args, cwd=rec.cwd, flags=exec_flags(rec),
-            cgroup_id=rec.cgroup_id, cgroup=cgroup, workload=workload_from_path(cgroup),
+            make_exec_id(self.node_name, ktime, pid),
+            pid, rec.tid, ppid, ktime, None if rec.auid_unknown else rec.auid,
+            rec.creds, rec.caps, rec.ns, rec.binary, rec.args, rec.cwd, exec_flags(rec),
+            rec.cgroup_id, cgroup, workload_from_path(cgroup),
         )
-        parent = self._by_pid.get(rec.ppid) if rec.ppid else None
+        parent = self._by_pid.get(ppid) if ppid else None
         self._insert(entry, parent)
-        if parent is None and rec.ppid:
+        if parent is None and ppid:
             self.stats.parent_missing += 1
-        return ProcessEvent("exec", entry, parent, rec.ktime)
+        return ProcessEvent("exec", entry, parent, ktime)
 
     def handle_fork(self, rec: ForkRecord) -> ProcessEntry | None:
         parent = self._by_pid.get(rec.ppid)
@@ -237,13 +251,12 @@ class ProcessCache:
             return None
         if rec.pid in self._by_pid:
             self.stats.stale_replaced += 1
+        pid, ktime = rec.pid, rec.ktime
         entry = ProcessEntry(
-            exec_id=make_exec_id(self.node_name, rec.ktime, rec.pid),
-            pid=rec.pid, tid=rec.tid, ppid=rec.ppid, ktime=rec.ktime,
-            auid=parent.auid, creds=parent.creds, caps=parent.caps, ns=parent.ns,
-            binary=parent.binary, args=parent.args, cwd=parent.cwd,
-            flags=clone_flags(parent.flags), cgroup_id=parent.cgroup_id,
-            cgroup=parent.cgroup, workload=parent.workload,
+            make_exec_id(self.node_name, ktime, pid),
+            pid, rec.tid, rec.ppid, ktime, parent.auid, parent.creds, parent.caps, parent.ns,
+            parent.binary, parent.args, parent.cwd, clone_flags(parent.flags),
+            parent.cgroup_id, parent.cgroup, parent.workload, parent.texts,
         )
         self._insert(entry, parent)
         return entry
@@ -256,8 +269,7 @@ class ProcessCache:
         parent = self.parent_of(entry)
         if parent is None and entry.ppid:
             self.stats.parent_missing += 1
-        event = ProcessEvent("exit", entry, parent, rec.ktime,
-                             signal=rec.signal, status=rec.status)
+        event = ProcessEvent("exit", entry, parent, rec.ktime, rec.signal, rec.status)
         # Released after the event is built: the event holds the objects it renders.
         del self._by_pid[rec.pid]
         self._retire(entry)

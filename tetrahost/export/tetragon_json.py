@@ -59,100 +59,22 @@ by many events costs nothing after its first; an event line is one f-string.
 from __future__ import annotations
 
 import json
-import re
-import signal as _signal
 import time
 from functools import lru_cache
 
 from tetrahost.events.cgroups import Workload
+from tetrahost.events.meta import process_texts
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessEntry, ProcessEvent
 from tetrahost.events.records import NAMESPACE_KINDS
 from tetrahost.events.text import bytes_to_text, os_text
 from tetrahost.export.encode import dumps
-
-# The kernel's names, bit by bit (capability_arg's "name" is a plain string in
-# Tetragon's schema and carries these).
-KERNEL_CAPABILITY_NAMES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
-    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+from tetrahost.export.process_values import (  # noqa: F401  (their home before: importers keep working)
+    CAPABILITY_NAMES, KERNEL_CAPABILITY_NAMES, capability_names, format_arguments, format_fraction,
+    json_str, measure_boot_offset_ns, signal_name,
 )
-# Tetragon's CapabilitiesType enum (capabilities.proto), used for capability
-# sets (process.cap, process_credentials caps, cred_arg): bit 1 is "DAC_OVERRIDE".
-CAPABILITY_NAMES = tuple("DAC_OVERRIDE" if n == "CAP_DAC_OVERRIDE" else n for n in KERNEL_CAPABILITY_NAMES)
 
 _dumps = dumps      # tetrahost.export.encode: orjson when installed, same text
-
-
-@lru_cache(maxsize=1024)
-def capability_names(mask: int) -> tuple[str, ...]:
-    """Tetragon's CapabilitiesType names of the bits set in a capability mask
-    (bits beyond the enum are left out: no value could name them)."""
-    names = []
-    bit = 0
-    while mask:
-        if mask & 1 and bit < len(CAPABILITY_NAMES):
-            names.append(CAPABILITY_NAMES[bit])
-        mask >>= 1
-        bit += 1
-    return tuple(names)
-
-
-@lru_cache(maxsize=256)
-def signal_name(signo: int) -> str:
-    try:
-        return _signal.Signals(signo).name
-    except ValueError:
-        return f"SIG{signo}"
-
-
-_NEEDS_QUOTES = re.compile(rb'[ \t\n"]')
-
-
-def format_arguments(args: list[bytes]) -> str:
-    """argv[1:] as one string (quoting rule in the module docstring)."""
-    if not args:
-        return ""
-    # Fast path, the common case: nothing to quote, one decode of the joined bytes.
-    if all(args) and not _NEEDS_QUOTES.search(b"\0".join(args)):
-        return bytes_to_text(b" ".join(args))
-    parts = []
-    for arg in args:
-        text = bytes_to_text(arg)
-        if not arg or _NEEDS_QUOTES.search(arg):
-            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        parts.append(text)
-    return " ".join(parts)
-
-
-def measure_boot_offset_ns(tries: int = 5) -> int:
-    """Wall clock ns minus CLOCK_BOOTTIME ns, measured with the tightest bracket of `tries`."""
-    best_width = best_offset = None
-    for _ in range(tries):
-        before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        wall = time.time_ns()
-        after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        width = after - before
-        if best_width is None or width < best_width:
-            best_width, best_offset = width, wall - (before + width // 2)
-    return best_offset
-
-
-def format_fraction(nanos: int) -> str:
-    if nanos == 0:
-        return ""
-    if nanos % 1_000_000 == 0:
-        return f".{nanos // 1_000_000:03d}"
-    if nanos % 1_000 == 0:
-        return f".{nanos // 1_000:06d}"
-    return f".{nanos:09d}"
 
 
 class TetragonJSON:
@@ -171,6 +93,7 @@ class TetragonJSON:
         self._node_json = _dumps(node_name)
         self._second = -1
         self._second_text = ""
+        self._last_wall, self._last_time = -1, ""
         self._ns_cache: dict[tuple[int, ...], dict] = {}
         self._ns_json: dict[tuple[int, ...], str] = {}
 
@@ -179,11 +102,19 @@ class TetragonJSON:
         return self.boot_offset_ns + ktime
 
     def format_ktime(self, ktime: int) -> str:
-        seconds, nanos = divmod(self.boot_offset_ns + ktime, 1_000_000_000)
+        wall = self.boot_offset_ns + ktime
+        if wall == self._last_wall:     # an exec's time is its process's start_time
+            return self._last_time
+        seconds, nanos = divmod(wall, 1_000_000_000)
         if seconds != self._second:   # events come in bursts within one second
             self._second = seconds
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        return f"{self._second_text}{format_fraction(nanos)}Z"
+        if nanos % 1_000:       # the usual case for kernel times: all nine digits
+            text = f"{self._second_text}.{nanos:09d}Z"
+        else:
+            text = f"{self._second_text}{format_fraction(nanos)}Z"
+        self._last_wall, self._last_time = wall, text
+        return text
 
     # ---- process objects ---------------------------------------------------
     def _ns_object(self, inodes: tuple[int, ...]) -> dict:
@@ -240,8 +171,9 @@ class TetragonJSON:
         head: dict = {"exec_id": e.exec_id, "pid": e.pid, "uid": e.creds.uid}
         if e.cwd:
             head["cwd"] = bytes_to_text(e.cwd)
-        if e.binary:
-            head["binary"] = bytes_to_text(e.binary)
+        binary, _, container, _ = process_texts(e)
+        if binary:
+            head["binary"] = binary
         if e.args:
             arguments = format_arguments(e.args)
             if self.redactor is not None:
@@ -252,11 +184,36 @@ class TetragonJSON:
         head["start_time"] = self.format_ktime(e.ktime)
         if e.auid is not None:
             head["auid"] = e.auid
-        if e.workload.container_id:
-            head["docker"] = os_text(e.workload.container_id)
+        if container:
+            head["docker"] = container
         if e.parent_exec_id:
             head["parent_exec_id"] = e.parent_exec_id
         return head
+
+    def _head_json(self, e: ProcessEntry) -> str:
+        """_dumps(self._head(e)) without its closing brace, written directly:
+        the same members in the same order (the unit tests hold the two equal)."""
+        binary, _, container, _ = process_texts(e)
+        text = f'{{"exec_id":"{e.exec_id}","pid":{e.pid},"uid":{e.creds.uid}'
+        if e.cwd:
+            text += ',"cwd":' + json_str(bytes_to_text(e.cwd))
+        if binary:
+            text += ',"binary":' + json_str(binary)
+        if e.args:
+            arguments = format_arguments(e.args)
+            if self.redactor is not None:
+                arguments = self.redactor.text(binary, arguments)
+            text += ',"arguments":' + json_str(arguments)
+        if e.flags:
+            text += f',"flags":"{e.flags}"'
+        text += f',"start_time":"{self.format_ktime(e.ktime)}"'
+        if e.auid is not None:
+            text += f',"auid":{e.auid}'
+        if container:
+            text += ',"docker":' + json_str(container)
+        if e.parent_exec_id:
+            text += f',"parent_exec_id":"{e.parent_exec_id}"'
+        return text
 
     def process_dict(self, e: ProcessEntry) -> dict:
         """The Tetragon "process" object of an entry (shared sub-objects: do not mutate)."""
@@ -310,7 +267,6 @@ class TetragonJSON:
         text = e.rendered
         if text is not None:
             return text
-        head = self._head(e)
         caps, c = e.caps, e.creds
         cap = self._cap_json(caps.permitted, caps.effective, caps.inheritable)
         ns = self._ns_json.get(e.ns)
@@ -319,7 +275,7 @@ class TetragonJSON:
                 self._ns_json.clear()
             ns = self._ns_json[e.ns] = _dumps(self._ns_object(e.ns))
         text = e.rendered = (
-            f'{_dumps(head)[:-1]}{cap},"ns":{ns},"tid":{e.tid},"process_credentials":'
+            f'{self._head_json(e)}{cap},"ns":{ns},"tid":{e.tid},"process_credentials":'
             f'{{"uid":{c.uid},"gid":{c.gid},"euid":{c.euid},"egid":{c.egid},'
             f'"suid":{c.suid},"sgid":{c.sgid},"fsuid":{c.fsuid},"fsgid":{c.fsgid}}}}}'
         )
@@ -334,12 +290,17 @@ class TetragonJSON:
     # ---- events ------------------------------------------------------------
     def render(self, ev: ProcessEvent) -> str:
         """One JSON line (no newline) for an exec or exit event."""
-        process = self.process_json(ev.process)
-        parent = "" if ev.parent is None else ',"parent":' + self.process_json(ev.parent)
+        # The process objects (kilobytes each) are copied once, into the line.
+        process = ev.process.rendered or self.process_json(ev.process)
+        parent = ev.parent
+        if parent is None:
+            key = pjson = ""
+        else:
+            key, pjson = ',"parent":', parent.rendered or self.process_json(parent)
         when = self.format_ktime(ev.ktime)
-        host = self.host_member(ev.process, ev.parent) if self.host_fields else ""
+        host = self.host_member(ev.process, parent) if self.host_fields else ""
         if ev.kind == "exec":
-            return (f'{{"process_exec":{{"process":{process}{parent}}},'
+            return (f'{{"process_exec":{{"process":{process}{key}{pjson}}},'
                     f'"node_name":{self._node_json},"time":"{when}"{host}}}')
         if ev.kind == "exit":
             extra = ""
@@ -347,8 +308,37 @@ class TetragonJSON:
                 extra += f',"signal":"{signal_name(ev.signal)}"'
             if ev.status:
                 extra += f',"status":{ev.status}'
-            return (f'{{"process_exit":{{"process":{process}{parent}{extra},"time":"{when}"}},'
+            return (f'{{"process_exit":{{"process":{process}{key}{pjson}{extra},"time":"{when}"}},'
                     f'"node_name":{self._node_json},"time":"{when}"{host}}}')
+        raise ValueError(f"unknown event kind {ev.kind!r}")
+
+    def brief_dict(self, ev: ProcessEvent) -> dict:
+        """What the compact line reads of event_dict(ev) (export/compact.py):
+        the process's binary, arguments and effective capabilities, an exit's
+        signal and status, node name and time; the same values, fewer members."""
+        e = ev.process
+        process: dict = {}
+        binary = process_texts(e)[0]
+        if binary:
+            process["binary"] = binary
+        if e.args:
+            arguments = format_arguments(e.args)
+            if self.redactor is not None:
+                arguments = self.redactor.text(binary, arguments)
+            process["arguments"] = arguments
+        if e.caps.effective:
+            process["cap"] = {"effective": capability_names(e.caps.effective)}
+        body: dict = {"process": process}
+        when = self.format_ktime(ev.ktime)
+        if ev.kind == "exec":
+            return {"process_exec": body, "node_name": self.node_name, "time": when}
+        if ev.kind == "exit":
+            if ev.signal:
+                body["signal"] = signal_name(ev.signal)
+            if ev.status:
+                body["status"] = ev.status
+            body["time"] = when
+            return {"process_exit": body, "node_name": self.node_name, "time": when}
         raise ValueError(f"unknown event kind {ev.kind!r}")
 
     def event_dict(self, ev: ProcessEvent) -> dict:
