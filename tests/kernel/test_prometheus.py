@@ -10,7 +10,8 @@ fleet's Prometheus shows in an hour.  Alerts are read from /api/v1/alerts.
 Scenario, in order, on one agent: a miner is killed by a policy -> TetragonSigkill;
 an exec flood several times the quiet rate -> TetragonEventsSpike; the agent
 stopped (SIGSTOP) with a 64 KiB ring buffer (large enough to keep up with the
-flood, small enough to fill while the agent is stopped) while processes run,
+flood, small enough to fill while the agent is stopped) while processes with 4 KiB
+of arguments run (a few dozen fill it, in a second even in an emulated guest),
 so the kernel drops records -> TetragonMissedEvents (as test_metrics.py forces it);
 after the agent's learning period (10 min, scaled to 10 s like the rules), a
 handful of never-run binaries -> TetrahostNewBinaries; the agent frozen
@@ -186,8 +187,20 @@ def setup(tmp_path_factory, miner_dir):
         assert agent.stop() == 0, agent.log_text()
 
 
-def exec_loop(n: int) -> None:
-    subprocess.run(["sh", "-c", f"i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"], check=True)
+def exec_loop(n: int, arg: str = "") -> None:
+    """n executions of /bin/true, each with arg as its argument when given."""
+    subprocess.run(["sh", "-c", f'i=0; while [ $i -lt {n} ]; do /bin/true {"$ARG" if arg else ""}; i=$((i+1)); done'],
+                   check=True, env={**os.environ, "ARG": arg})
+
+
+def agent_metric(agent, name: str) -> list[str]:
+    """The agent's own samples of one metric family, scraped directly (for failure messages)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics_port}/metrics", timeout=10 * SLOWDOWN) as r:
+            text = r.read().decode()
+    except OSError as exc:
+        return [f"scrape failed: {exc}"]
+    return [line for line in text.splitlines() if line.startswith(name)]
 
 
 def test_killed_miner_fires_sigkill_alert(setup, miner_dir):
@@ -223,7 +236,9 @@ def test_forced_ring_buffer_loss_fires_missed_events_alert(setup):
         assert time.monotonic() < deadline, f"no missed-events alert; pending: {prom.alerts('pending')}"
         os.kill(agent.proc.pid, signal.SIGSTOP)
         try:
-            exec_loop(1000)         # ~200 executions' records fill 64 KiB
+            # each exec record carries its 4 KiB of argv: 16 fill 64 KiB, 48 are 3 rings'
+            # worth, in well under the 5 s window even in an emulated guest (~40 ms an exec)
+            exec_loop(48, "x" * 4000)
         finally:
             os.kill(agent.proc.pid, signal.SIGCONT)
         time.sleep(1)
@@ -239,7 +254,12 @@ def test_never_run_binaries_fire_new_binaries_alert(setup, miner_dir):
         fresh = miner_dir / f"fresh-{TAG}-{i}"
         shutil.copy2("/usr/bin/true", fresh)
         subprocess.run([str(fresh)], check=True)
-    fired = prom.wait_alert("TetrahostNewBinaries")
+    try:
+        fired = prom.wait_alert("TetrahostNewBinaries")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nthe agent serves: {agent_metric(agent, 'tetrahost_new_binaries')}; "
+                             f"Prometheus has: {prom.get('/api/v1/query?query=tetrahost_new_binaries_total')}; "
+                             f"up: {prom.get('/api/v1/query?query=up')}") from None
     assert {(a["instance"], a["severity"]) for a in fired} == {(f"127.0.0.1:{agent.metrics_port}", "warning")}
 
 
