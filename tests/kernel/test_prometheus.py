@@ -11,8 +11,8 @@ Scenario, in order, on one agent: a miner is killed by a policy -> TetragonSigki
 an exec flood several times the quiet rate -> TetragonEventsSpike; the agent
 stopped (SIGSTOP) with a 64 KiB ring buffer (large enough to keep up with the
 flood, small enough to fill while the agent is stopped) while processes with 4 KiB
-of arguments run (a few dozen fill it, in a second even in an emulated guest),
-so the kernel drops records -> TetragonMissedEvents (as test_metrics.py forces it);
+of arguments run in a directory 3.6 KiB deep (8 records fill it: a stop is shorter
+than a scrape's timeout even in an emulated guest), so the kernel drops records -> TetragonMissedEvents (as test_metrics.py forces it);
 after the agent's learning period (10 min, scaled to 10 s like the rules), a
 handful of never-run binaries -> TetrahostNewBinaries; the agent frozen
 (SIGSTOP) until scrapes fail -> TetrahostAgentDown; a policy whose hook no
@@ -187,10 +187,10 @@ def setup(tmp_path_factory, miner_dir):
         assert agent.stop() == 0, agent.log_text()
 
 
-def exec_loop(n: int, arg: str = "") -> None:
-    """n executions of /bin/true, each with arg as its argument when given."""
+def exec_loop(n: int, arg: str = "", cwd: pathlib.Path | None = None) -> None:
+    """n executions of /bin/true, each with arg as its argument when given, in cwd."""
     subprocess.run(["sh", "-c", f'i=0; while [ $i -lt {n} ]; do /bin/true {"$ARG" if arg else ""}; i=$((i+1)); done'],
-                   check=True, env={**os.environ, "ARG": arg})
+                   check=True, env={**os.environ, "ARG": arg}, cwd=cwd)
 
 
 def agent_metric(agent, name: str) -> list[str]:
@@ -227,8 +227,10 @@ def test_exec_flood_fires_spike_alert(setup):
     assert [a["severity"] for a in prom.alerts()["TetragonEventsSpike"]] == ["warning"]
 
 
-def test_forced_ring_buffer_loss_fires_missed_events_alert(setup):
+def test_forced_ring_buffer_loss_fires_missed_events_alert(setup, miner_dir):
     agent, prom = setup
+    deep = miner_dir.joinpath(*["d" * 200] * 18)          # an exec record carries its cwd, up to 4 KiB
+    deep.mkdir(parents=True)
     deadline = time.monotonic() + 60 * SLOWDOWN
     # for: 10 s over 5 s windows: losses in every window, so stop the agent
     # again and again until Prometheus has seen losses for long enough.
@@ -236,9 +238,11 @@ def test_forced_ring_buffer_loss_fires_missed_events_alert(setup):
         assert time.monotonic() < deadline, f"no missed-events alert; pending: {prom.alerts('pending')}"
         os.kill(agent.proc.pid, signal.SIGSTOP)
         try:
-            # each exec record carries its 4 KiB of argv: 16 fill 64 KiB, 48 are 3 rings'
-            # worth, in well under the 5 s window even in an emulated guest (~40 ms an exec)
-            exec_loop(48, "x" * 4000)
+            # each exec record carries its 4 KiB of argv and 3.6 KiB of cwd: 8 fill 64 KiB,
+            # 12 are 1.5 rings' worth.  Brief (under a second even in an emulated guest at
+            # ~40 ms an exec), so scrapes meanwhile are only delayed, not failed: the rule's
+            # 5 s windows each see the counter rise between scrapes
+            exec_loop(12, "x" * 4000, deep)
         finally:
             os.kill(agent.proc.pid, signal.SIGCONT)
         time.sleep(1)
