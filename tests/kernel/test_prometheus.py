@@ -235,7 +235,10 @@ def test_forced_ring_buffer_loss_fires_missed_events_alert(setup, miner_dir):
     # for: 10 s over 5 s windows: losses in every window, so stop the agent
     # again and again until Prometheus has seen losses for long enough.
     while "TetragonMissedEvents" not in prom.alerts():
-        assert time.monotonic() < deadline, f"no missed-events alert; pending: {prom.alerts('pending')}"
+        assert time.monotonic() < deadline, \
+            f"no missed-events alert; pending: {prom.alerts('pending')}; the agent serves " \
+            f"{agent_metric(agent, 'tetragon_missed_events')}; Prometheus has " \
+            f"{prom.get('/api/v1/query?query=tetragon_missed_events_total[10s]')}"
         os.kill(agent.proc.pid, signal.SIGSTOP)
         try:
             # each exec record carries its 4 KiB of argv and 3.6 KiB of cwd: 8 fill 64 KiB,
