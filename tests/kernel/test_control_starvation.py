@@ -128,7 +128,7 @@ def agent(tmp_path):
     assert rc == 0, a.log_text()[-3000:]
 
 
-def test_floods_do_not_starve_status_policy_loading_or_metrics(agent, tmp_path, record_property):
+def test_floods_do_not_starve_status_policy_loading_or_metrics(agent, tmp_path, record_testsuite_property):
     pid = agent.proc.pid
     assert "tetrahost_metrics_connections_total" in scrape(agent.port)
     fds0, rss0 = fd_count(pid), rss_bytes(pid)
@@ -175,7 +175,7 @@ def test_floods_do_not_starve_status_policy_loading_or_metrics(agent, tmp_path, 
         control = answer["status"]["control"]
         for key, value in (("status_before_flood_max_s", max(before)), ("status_bound_s", bound),
                            ("status_under_flood_max_s", slowest)):
-            record_property(key, round(value, 3))        # in junit.xml: the figures of a passing run
+            record_testsuite_property(key, round(value, 3))    # in junit.xml: the figures of a passing run
         assert slowest < bound, f"status took {slowest:.2f} s under the flood, bound {bound:.2f} s " \
             f"(each call, in order: {times}; before the flood: {[round(t, 2) for t in before]})"
         assert control["evicted"] > 0 and control["clients"] <= MAX_CLIENTS
