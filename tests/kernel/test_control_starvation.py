@@ -41,8 +41,9 @@ IDLE_CONTROL = 300
 # Status under the flood may be this many times slower than its slowest answer before
 # the flood (same workload, the flood client's CPU taken by a busy loop instead): what
 # starvation looks like is waiting for a flood connection's timeout (5-120 s), while
-# the flood's own work only shares the agent's CPU (host, 2 cores: 10 ms before, 24 ms
-# under the flood; one core: 224 ms before, 81 ms under it).
+# the flood's own work only shares the agent's CPU (host, 2 cores: 7-16 ms before,
+# 24-34 ms under the flood; one core: 224 ms before, 81 ms under it; a 6.1 guest:
+# 47 ms before, 314 ms under it).
 STARVED_FACTOR = 10
 BASELINE_CALLS = 10
 
