@@ -9,7 +9,7 @@ EXT       := tetrahost/_libbpf.abi3.so
 BPF_FLAGS := -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) \
              -Icsrc/include/$(ARCH) -Icsrc
 
-.PHONY: all build bpf ext venv constants deps run test test-host test-vm test-vm-matrix test-vm-systemd bench clean vmlinux
+.PHONY: all build bpf ext venv constants deps run test test-host test-vm test-vm-matrix test-vm-systemd test-vm-kernel-all bench clean vmlinux
 
 all: build
 build: venv constants ext bpf
@@ -61,6 +61,12 @@ test-vm: build                ## tests/vm inside Debian's 6.1 kernel under QEMU
 test-vm-matrix: build         ## one boot per kernel: 6.1 and 6.12 full, 6.1 without BPF-LSM and 6.1-rt lean
 	bash scripts/vm-setup.sh
 	$(PY) tests/vm/matrix.py --results "$(CURDIR)/build/vm-matrix" --doc "$(CURDIR)/build/vm-matrix/kernel-matrix.md"
+
+KERNEL ?= 6.12
+test-vm-kernel-all: build     ## all of tests/kernel in one guest (KERNEL=6.1|6.12): hours under emulation, not in CI
+	bash scripts/vm-setup.sh
+	$(PY) tests/vm/run.py --kernel $(KERNEL) --suite kernel --vm-timeout 14400 \
+		--vm-results "$(CURDIR)/build/vm-kernel-all-$(KERNEL)"
 
 test-vm-systemd: build        ## scenarios under systemd + journald in the guest: the unit, central journals
 	bash scripts/vm-setup.sh

@@ -1,7 +1,9 @@
 """The agent under a connection flood: 1,100 slow clients on the metrics port, 300 idle
 control-socket clients and a getevents client that never reads, while processes run.
 
-Through all of it `tetra status` answers within a second, a new Sigkill policy added with
+Through all of it `tetra status` answers within a second (or, on a machine where status is
+slow anyway, within STARVED_FACTOR times its slowest answer with the same processes running and
+the same CPUs busy but no flood: an emulated guest), a new Sigkill policy added with
 `tetra tracingpolicy add` loads and kills, /metrics can still be scraped, and the agent's
 file descriptors and memory stay bounded.  The agent runs with RLIMIT_NOFILE 1024 (systemd's
 default soft limit): a thread and a descriptor per metrics connection would exhaust it.
@@ -36,6 +38,14 @@ SEED = REPO.parent / "shared" / "conformance" / "seed-policies" / "block-cryptom
 AGENT_NOFILE = 1024
 METRICS_FLOOD = 1100
 IDLE_CONTROL = 300
+# Status under the flood may be this many times slower than its slowest answer before
+# the flood (same workload, the flood client's CPU taken by a busy loop instead): what
+# starvation looks like is waiting for a flood connection's timeout (5-120 s), while
+# the flood's own work only shares the agent's CPU (host, 2 cores: 7-16 ms before,
+# 24-34 ms under the flood; one core: 224 ms before, 81 ms under it; a 6.1 guest:
+# 47 ms before, 314 ms under it).
+STARVED_FACTOR = 10
+BASELINE_CALLS = 10
 
 
 def free_port() -> int:
@@ -57,9 +67,26 @@ def rss_bytes(pid: int) -> int:
 
 def timed_status(path: str) -> tuple[float, dict]:
     t0 = time.monotonic()
-    with ControlClient(path, timeout=5) as c:
+    with ControlClient(path, timeout=5 * SLOWDOWN) as c:
         answer = c.call("status")
     return time.monotonic() - t0, answer
+
+
+def baseline_status(path: str) -> list[float]:
+    """Status round trips with the CPUs as busy as the flood client keeps them
+    (a busy loop in its place) but nothing aimed at the agent."""
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        times = []
+        for _ in range(BASELINE_CALLS):
+            elapsed, answer = timed_status(path)
+            assert answer["ok"] is True, answer
+            times.append(elapsed)
+            time.sleep(0.3)
+        return times
+    finally:
+        burner.kill()
+        burner.wait()
 
 
 def scrape(port: int, attempts: int = 5) -> str:
@@ -102,14 +129,24 @@ def agent(tmp_path):
     assert rc == 0, a.log_text()[-3000:]
 
 
-def test_floods_do_not_starve_status_policy_loading_or_metrics(agent, tmp_path):
+def test_floods_do_not_starve_status_policy_loading_or_metrics(agent, tmp_path, record_testsuite_property):
     pid = agent.proc.pid
     assert "tetrahost_metrics_connections_total" in scrape(agent.port)
     fds0, rss0 = fd_count(pid), rss_bytes(pid)
+    # 4 KiB of argv: each exec and exit event is ~5 KiB of JSON, so the deaf stream's
+    # 4 MiB queue overflows after a few hundred execs (seconds even in an emulated guest)
+    workload = subprocess.Popen(["sh", "-c", 'while :; do /bin/true "$ARG"; done'],
+                                env={**os.environ, "ARG": "x" * 4000})
+    try:
+        before = baseline_status(agent.sock)
+    except BaseException:
+        workload.kill()
+        workload.wait()
+        raise
+    bound = max(1.0, STARVED_FACTOR * max(before))
     flood = subprocess.Popen([sys.executable, str(HERE / "flood_metrics.py"), str(agent.port), str(METRICS_FLOOD)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     held: list[socket.socket] = []
-    workload = None
     miner = pathlib.Path(f"/tmp/{agent.uid}-miner")
     try:
         assert flood.stdout.readline().strip() == "flooding"
@@ -124,19 +161,24 @@ def test_floods_do_not_starve_status_policy_loading_or_metrics(agent, tmp_path):
         deaf.connect(agent.sock)
         deaf.sendall(protocol.request("getevents", filter={}))
         held.append(deaf)
-        workload = subprocess.Popen(["sh", "-c", "while :; do /bin/true; done"])
 
-        peak_fds, slowest, times = 0, 0.0, []
-        deadline = time.monotonic() + 8 * SLOWDOWN
-        while time.monotonic() < deadline:
+        peak_fds, slowest, times, dropped = 0, 0.0, [], 0
+        start = time.monotonic()
+        # 8 s of status calls, and on until the deaf stream has lost events
+        while time.monotonic() < start + 8 * SLOWDOWN or (not dropped and time.monotonic() < start + 60 * SLOWDOWN):
             elapsed, answer = timed_status(agent.sock)
             assert answer["ok"] is True, answer
+            dropped = answer["status"]["control"]["dropped_total"]
             slowest = max(slowest, elapsed)
             times.append(round(elapsed, 2))
             peak_fds = max(peak_fds, fd_count(pid))
             time.sleep(0.3)
         control = answer["status"]["control"]
-        assert slowest < 1.0, f"status took {slowest:.2f} s under the flood (each call, in order: {times})"
+        for key, value in (("status_before_flood_max_s", max(before)), ("status_bound_s", bound),
+                           ("status_under_flood_max_s", slowest)):
+            record_testsuite_property(key, round(value, 3))    # in junit.xml: the figures of a passing run
+        assert slowest < bound, f"status took {slowest:.2f} s under the flood, bound {bound:.2f} s " \
+            f"(each call, in order: {times}; before the flood: {[round(t, 2) for t in before]})"
         assert control["evicted"] > 0 and control["clients"] <= MAX_CLIENTS
         assert control["dropped_total"] > 0             # the deaf stream lost events, counted
         # fds: the control clients and metrics connections allowed, nothing per flood connection
@@ -144,7 +186,8 @@ def test_floods_do_not_starve_status_policy_loading_or_metrics(agent, tmp_path):
         rss_growth = rss_bytes(pid) - rss0
         assert rss_growth < 48 << 20, f"agent RSS grew {rss_growth >> 20} MiB"
 
-        print(f"\nstatus slowest {slowest * 1000:.0f} ms; agent fds {fds0} -> peak {peak_fds}; "
+        print(f"\nstatus slowest {slowest * 1000:.0f} ms (bound {bound * 1000:.0f} ms; before the flood "
+              f"{max(before) * 1000:.0f} ms at most); agent fds {fds0} -> peak {peak_fds}; "
               f"RSS +{rss_growth / (1 << 20):.1f} MiB; control {control}")
         text = scrape(agent.port)
         evicted = [l for l in text.splitlines() if l.startswith('tetrahost_metrics_connections_total{result="evicted"}')]
@@ -160,9 +203,8 @@ def test_floods_do_not_starve_status_policy_loading_or_metrics(agent, tmp_path):
         out = tetra("status", "--socket", agent.sock)
         assert out.returncode == 0 and "health: ok" in out.stdout and f"stop-{agent.uid}: enforcing" in out.stdout, out
     finally:
-        if workload is not None:
-            workload.kill()
-            workload.wait()
+        workload.kill()
+        workload.wait()
         for s in held:
             s.close()
         summary, _ = flood.communicate("", timeout=30)

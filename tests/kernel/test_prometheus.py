@@ -10,8 +10,9 @@ fleet's Prometheus shows in an hour.  Alerts are read from /api/v1/alerts.
 Scenario, in order, on one agent: a miner is killed by a policy -> TetragonSigkill;
 an exec flood several times the quiet rate -> TetragonEventsSpike; the agent
 stopped (SIGSTOP) with a 64 KiB ring buffer (large enough to keep up with the
-flood, small enough to fill while the agent is stopped) while processes run,
-so the kernel drops records -> TetragonMissedEvents (as test_metrics.py forces it);
+flood, small enough to fill while the agent is stopped) while processes with 4 KiB
+of arguments run in a directory 3.6 KiB deep (8 records fill it: a stop is shorter
+than a scrape's timeout even in an emulated guest), so the kernel drops records -> TetragonMissedEvents (as test_metrics.py forces it);
 after the agent's learning period (10 min, scaled to 10 s like the rules), a
 handful of never-run binaries -> TetrahostNewBinaries; the agent frozen
 (SIGSTOP) until scrapes fail -> TetrahostAgentDown; a policy whose hook no
@@ -186,8 +187,20 @@ def setup(tmp_path_factory, miner_dir):
         assert agent.stop() == 0, agent.log_text()
 
 
-def exec_loop(n: int) -> None:
-    subprocess.run(["sh", "-c", f"i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"], check=True)
+def exec_loop(n: int, arg: str = "", cwd: pathlib.Path | None = None) -> None:
+    """n executions of /bin/true, each with arg as its argument when given, in cwd."""
+    subprocess.run(["sh", "-c", f'i=0; while [ $i -lt {n} ]; do /bin/true {"$ARG" if arg else ""}; i=$((i+1)); done'],
+                   check=True, env={**os.environ, "ARG": arg}, cwd=cwd)
+
+
+def agent_metric(agent, name: str) -> list[str]:
+    """The agent's own samples of one metric family, scraped directly (for failure messages)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics_port}/metrics", timeout=10 * SLOWDOWN) as r:
+            text = r.read().decode()
+    except OSError as exc:
+        return [f"scrape failed: {exc}"]
+    return [line for line in text.splitlines() if line.startswith(name)]
 
 
 def test_killed_miner_fires_sigkill_alert(setup, miner_dir):
@@ -214,16 +227,25 @@ def test_exec_flood_fires_spike_alert(setup):
     assert [a["severity"] for a in prom.alerts()["TetragonEventsSpike"]] == ["warning"]
 
 
-def test_forced_ring_buffer_loss_fires_missed_events_alert(setup):
+def test_forced_ring_buffer_loss_fires_missed_events_alert(setup, miner_dir):
     agent, prom = setup
+    deep = miner_dir.joinpath(*["d" * 200] * 18)          # an exec record carries its cwd, up to 4 KiB
+    deep.mkdir(parents=True)
     deadline = time.monotonic() + 60 * SLOWDOWN
     # for: 10 s over 5 s windows: losses in every window, so stop the agent
     # again and again until Prometheus has seen losses for long enough.
     while "TetragonMissedEvents" not in prom.alerts():
-        assert time.monotonic() < deadline, f"no missed-events alert; pending: {prom.alerts('pending')}"
+        assert time.monotonic() < deadline, \
+            f"no missed-events alert; pending: {prom.alerts('pending')}; the agent serves " \
+            f"{agent_metric(agent, 'tetragon_missed_events')}; Prometheus has " \
+            f"{prom.get('/api/v1/query?query=tetragon_missed_events_total[10s]')}"
         os.kill(agent.proc.pid, signal.SIGSTOP)
         try:
-            exec_loop(1000)         # ~200 executions' records fill 64 KiB
+            # each exec record carries its 4 KiB of argv and 3.6 KiB of cwd: 8 fill 64 KiB,
+            # 12 are 1.5 rings' worth.  Brief (under a second even in an emulated guest at
+            # ~40 ms an exec), so scrapes meanwhile are only delayed, not failed: the rule's
+            # 5 s windows each see the counter rise between scrapes
+            exec_loop(12, "x" * 4000, deep)
         finally:
             os.kill(agent.proc.pid, signal.SIGCONT)
         time.sleep(1)
@@ -239,7 +261,12 @@ def test_never_run_binaries_fire_new_binaries_alert(setup, miner_dir):
         fresh = miner_dir / f"fresh-{TAG}-{i}"
         shutil.copy2("/usr/bin/true", fresh)
         subprocess.run([str(fresh)], check=True)
-    fired = prom.wait_alert("TetrahostNewBinaries")
+    try:
+        fired = prom.wait_alert("TetrahostNewBinaries")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nthe agent serves: {agent_metric(agent, 'tetrahost_new_binaries')}; "
+                             f"Prometheus has: {prom.get('/api/v1/query?query=tetrahost_new_binaries_total')}; "
+                             f"up: {prom.get('/api/v1/query?query=up')}") from None
     assert {(a["instance"], a["severity"]) for a in fired} == {(f"127.0.0.1:{agent.metrics_port}", "warning")}
 
 

@@ -114,7 +114,8 @@ class VmOptions:
 # enforcement subset of the VM suite (the matrix's lighter kernels).
 # Behaviour tests of tests/kernel that every guest runs too: they expect what
 # the probed features allow, so they hold on any kernel (the whole of
-# tests/kernel is too slow under emulation for CI).
+# tests/kernel, about 30 minutes a guest, is too slow under emulation for CI: `make
+# test-vm-kernel-all KERNEL=6.1|6.12` runs it).
 # The lean subset's share of them (the enforcement behaviour: exec blocking,
 # the process selectors, one selector of each kind); the full VM suite runs them all.
 KERNEL_BEHAVIOUR_LEAN = ("tests/kernel/test_deep_paths.py", "tests/kernel/test_file_open_hooks.py",
