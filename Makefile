@@ -63,7 +63,7 @@ test-vm-matrix: build         ## one boot per kernel: 6.1 and 6.12 full, 6.1 wit
 	$(PY) tests/vm/matrix.py --results "$(CURDIR)/build/vm-matrix" --doc "$(CURDIR)/build/vm-matrix/kernel-matrix.md"
 
 KERNEL ?= 6.12
-test-vm-kernel-all: build     ## all of tests/kernel in one guest (KERNEL=6.1|6.12): hours under emulation, not in CI
+test-vm-kernel-all: build     ## all of tests/kernel in one guest (KERNEL=6.1|6.12): about 30 min under emulation, not in CI
 	bash scripts/vm-setup.sh
 	$(PY) tests/vm/run.py --kernel $(KERNEL) --suite kernel --vm-timeout 14400 \
 		--vm-results "$(CURDIR)/build/vm-kernel-all-$(KERNEL)"
