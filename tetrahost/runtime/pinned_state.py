@@ -16,6 +16,8 @@ from tetrahost.export.delivery import DeliveryMarks
 
 log = logging.getLogger("tetrahost.daemon")     # the agent's log lines, as before the split
 
+REPLACED_BATCH = 1024       # records of a replaced generation's ring handed to the exporters at once
+
 
 class PinnedState:
     def _on_replaced_record(self, raw: bytes) -> None:
@@ -109,8 +111,18 @@ class PinnedState:
         if compatible and delivered_fd is not None and self.delivery is not None:
             self.delivery.skip_replaced(DeliveryMarks(delivered_fd), reader.released_pos)
         try:
-            n = reader.consume()
-            self._flush()
+            # In batches, each let into the exporters' bounded queues before the
+            # next (an upgrade's backlog is thousands of records: one batch of
+            # them all was bigger than a queue, and dropped whole).
+            n = 0
+            while True:
+                got = reader.consume(REPLACED_BATCH)
+                self._flush()
+                n += got
+                if got < REPLACED_BATCH:
+                    break
+                while self.delivery is not None and self.delivery.backlogged(REPLACED_BATCH):
+                    time.sleep(0.005)       # ends: an exporter full for over export_hold is passed by
         finally:
             reader.close()
             self._replaced_reader = None
