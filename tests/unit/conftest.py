@@ -71,3 +71,19 @@ def fake_proc(tmp_path) -> FakeProc:
 @pytest.fixture
 def host_ns_inodes() -> dict:
     return dict(HOST_NS)
+
+
+@pytest.fixture
+def tmpfs_path():
+    """A fresh directory on a tmpfs (/dev/shm): where readdir's d_ino is the
+    inode stat() gives and every file has its directory's st_dev, as on the
+    cgroup file system and /run/netns the code under test reads.  tmp_path
+    may be on an overlay or 9p file system (the QEMU guests' /tmp), where
+    neither holds."""
+    import shutil
+    import tempfile
+    path = Path(tempfile.mkdtemp(prefix="tetrahost-test-", dir="/dev/shm"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

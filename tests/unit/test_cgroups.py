@@ -76,8 +76,8 @@ def _make_tree(root):
     (root / "cgroup.procs").write_text("")          # files are not cgroups
 
 
-def test_scan_cgroup_tree_maps_inodes_to_paths(tmp_path):
-    root = tmp_path / "cg"
+def test_scan_cgroup_tree_maps_inodes_to_paths(tmpfs_path):
+    root = tmpfs_path / "cg"
     _make_tree(root)
     mapping = scan_cgroup_tree(str(root))
     ino = os.stat(root / "system.slice" / "nginx.service").st_ino
@@ -89,8 +89,8 @@ def test_scan_cgroup_tree_maps_inodes_to_paths(tmp_path):
     assert len(mapping) == 7
 
 
-def test_resolver_rescans_on_miss_but_not_in_a_storm(tmp_path):
-    root = tmp_path / "cg"
+def test_resolver_rescans_on_miss_but_not_in_a_storm(tmpfs_path):
+    root = tmpfs_path / "cg"
     _make_tree(root)
     now = [100.0]
     resolver = CgroupResolver(str(root), min_rescan_interval=1.0, clock=lambda: now[0])

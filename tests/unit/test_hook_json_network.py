@@ -119,12 +119,12 @@ def test_compact_security_socket_connect_override_and_lsm():
     assert unknown.endswith("tcp_retransmit_skb tcp 10.1.0.1:40000 -> 10.1.0.2:443")
 
 
-def test_netns_names_from_run_netns_and_cached_interface_lookups(tmp_path):
-    (tmp_path / "blue").write_text("")
-    (tmp_path / "red").write_text("")
-    ino_blue = os.stat(tmp_path / "blue").st_ino
-    assert named_namespaces(str(tmp_path), mounted_only=False)[ino_blue] == "blue"
-    assert named_namespaces(str(tmp_path)) == {}     # plain files: no namespace mounted there
+def test_netns_names_from_run_netns_and_cached_interface_lookups(tmpfs_path):
+    (tmpfs_path / "blue").write_text("")
+    (tmpfs_path / "red").write_text("")
+    ino_blue = os.stat(tmpfs_path / "blue").st_ino
+    assert named_namespaces(str(tmpfs_path), mounted_only=False)[ino_blue] == "blue"
+    assert named_namespaces(str(tmpfs_path)) == {}     # plain files: no namespace mounted there
     calls = []
     now = [0.0]
 
@@ -132,7 +132,7 @@ def test_netns_names_from_run_netns_and_cached_interface_lookups(tmp_path):
         calls.append((netns, ifindex))
         return {("blue", 3): "veth-blue", (None, 1): "lo"}.get((netns, ifindex))
 
-    r = NetnsResolver(run_netns=str(tmp_path), link_lookup=lookup, clock=lambda: now[0], mounted_only=False)
+    r = NetnsResolver(run_netns=str(tmpfs_path), link_lookup=lookup, clock=lambda: now[0], mounted_only=False)
     assert r.name(ino_blue) == "blue" and r.name(12345) is None
     assert r.ifname(ino_blue, 3) == "veth-blue"
     assert r.ifname(ino_blue, 3) == "veth-blue" and calls == [("blue", 3)]       # cached
