@@ -38,7 +38,7 @@ from tetrahost.events.enrich import Enricher
 from tetrahost.events.event import FORMS, Event
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessCache
-from tetrahost.export.delivery import MAX_HOLD, Delivery, DeliveryMarks
+from tetrahost.export.delivery import BATCH_RECORDS, MAX_HOLD, Delivery, DeliveryMarks
 from tetrahost.export.hook_json import HookEventRenderer
 from tetrahost.export.tetragon_json import TetragonJSON
 from tetrahost.runtime.loop import EventLoop
@@ -55,10 +55,7 @@ LOSS_CHECK_INTERVAL = 1.0    # seconds between reads of the in-kernel loss count
 # than the record, see csrc/bpf/lib/common.bpf.h) until 64 KiB wait, so the
 # loop also drains at this interval: the most a quiet host's event waits.
 DRAIN_INTERVAL = 0.1
-# Records per batch handed to the sinks, and read per loop turn.  A batch of
-# all a flood's records (one unbounded drain) took the agent past 1 GB and
-# was dropped whole at the exporters' bounded queues.
-BATCH_RECORDS = 1024
+# Records read per loop turn, in batches of BATCH_RECORDS (export/delivery.py).
 TURN_RECORDS = 16 * BATCH_RECORDS
 
 

@@ -326,3 +326,28 @@ def test_one_write_joins_a_bounded_number_of_events():
     assert sizes == [2 * half, 2 * half, half] and ring.commits[-1] == 500
     assert inner.lines == ["first"] + [f"{i}-{j}" for i in range(5) for j in range(half)]
     sink.close()
+
+
+def test_a_start_up_wait_for_room_passes_a_stalled_exporter_and_counts_no_pause(monkeypatch):
+    """wait_for_room (an upgrade's backlog, read before the loop runs) blocks
+    while an exporter is full, at most max_hold; it is not a loop turn left
+    unread, so tetrahost_ringbuf_paused_total does not count it."""
+    now = [0.0]
+    ring, stuck = FakeRing(), GatedExporter("stuck")
+    sink = ThreadedSink(stuck, max_events=1)
+    delivery = Delivery(ring, [sink], max_hold=2.0, clock=lambda: now[0])
+    hand_over(delivery, ring, [sink], 100, ["a"])
+    assert stuck.entered.acquire(timeout=5)
+    hand_over(delivery, ring, [sink], 200, ["b"])         # full now
+    polls = []
+
+    def sleep(_):
+        polls.append(now[0])
+        now[0] += 0.5
+    import tetrahost.export.delivery as delivery_mod
+    monkeypatch.setattr(delivery_mod.time, "sleep", sleep)      # the clock advances per poll
+    delivery.wait_for_room(1)
+    assert polls == [0.0, 0.5, 1.0, 1.5, 2.0] and delivery.paused == 0
+    stuck.gate.release()
+    stuck.gate.release()
+    sink.close()

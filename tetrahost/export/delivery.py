@@ -43,6 +43,10 @@ from tetrahost.export.sinks import LogThrottle
 log = logging.getLogger(__name__)
 
 MAX_HOLD = 2.0              # seconds a read record may wait for the exporters
+# Records whose events go to the exporters at once.  A batch of all a flood's
+# records (one unbounded drain) took the agent past 1 GB and was dropped whole
+# at the exporters' bounded queues; so was an upgrade's backlog read at once.
+BATCH_RECORDS = 1024
 
 
 class DeliveryMarks:
@@ -182,7 +186,21 @@ class Delivery:
 
     def backlogged(self, batch: int) -> bool:
         """Should the loop leave the ring unread this turn?  True while an
-        exporter, full for at most max_hold seconds, has no room for `batch`."""
+        exporter, full for at most max_hold seconds, has no room for `batch`
+        (each such turn counted in `paused`; a write that makes room calls on_room)."""
+        if not self._blocked(batch):
+            return False
+        self.paused += 1
+        self._waiting = True
+        return True
+
+    def wait_for_room(self, batch: int, poll: float = 0.005) -> None:
+        """Block until the exporters have room for `batch` (start-up reads, which
+        have no loop to return to); a stalled exporter is passed by after max_hold."""
+        while self._blocked(batch):
+            time.sleep(poll)
+
+    def _blocked(self, batch: int) -> bool:
         now, wait = None, False
         for i, exporter in enumerate(self.exporters):
             if exporter.has_room(batch):
@@ -192,9 +210,6 @@ class Delivery:
             since = self._full_since.setdefault(i, now)
             if now - since <= self.max_hold:
                 wait = True
-        if wait:
-            self.paused += 1
-            self._waiting = True
         return wait
 
     def release_stale(self) -> None:

@@ -328,7 +328,11 @@ class TetragonJSON:
             process["arguments"] = arguments
         if e.caps.effective:
             process["cap"] = {"effective": capability_names(e.caps.effective)}
-        body: dict = {"process": process}
+        return self._event_envelope(ev, {"process": process})
+
+    def _event_envelope(self, ev: ProcessEvent, body: dict) -> dict:
+        """{"process_exec"|"process_exit": body, node_name, time}, an exit's body
+        given its signal, status and time (event_dict and brief_dict share it)."""
         when = self.format_ktime(ev.ktime)
         if ev.kind == "exec":
             return {"process_exec": body, "node_name": self.node_name, "time": when}
@@ -346,18 +350,7 @@ class TetragonJSON:
         body: dict = {"process": self.process_dict(ev.process)}
         if ev.parent is not None:
             body["parent"] = self.process_dict(ev.parent)
-        when = self.format_ktime(ev.ktime)
-        if ev.kind == "exec":
-            out = {"process_exec": body, "node_name": self.node_name, "time": when}
-        elif ev.kind == "exit":
-            if ev.signal:
-                body["signal"] = signal_name(ev.signal)
-            if ev.status:
-                body["status"] = ev.status
-            body["time"] = when
-            out = {"process_exit": body, "node_name": self.node_name, "time": when}
-        else:
-            raise ValueError(f"unknown event kind {ev.kind!r}")
+        out = self._event_envelope(ev, body)
         if self.host_fields:
             host = {"process": self.host_process(ev.process)}
             if ev.parent is not None:

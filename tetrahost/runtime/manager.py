@@ -217,8 +217,10 @@ class PolicyManager:
 
     def _overridden(self, result: LoadResult) -> LoadResult:
         """The policies as the operator set them (set-mode wins over the file's mode)."""
-        policies = [replace(p, mode=self.overrides.mode(p.name))
-                    if self.overrides.mode(p.name) not in (None, p.mode) else p for p in result.policies]
+        policies = []
+        for p in result.policies:
+            mode = self.overrides.mode(p.name)
+            policies.append(p if mode in (None, p.mode) else replace(p, mode=mode))
         return replace(result, policies=policies)
 
     def _check_names(self, path: str, result: LoadResult, replace: bool) -> None:

@@ -12,11 +12,9 @@ import logging
 import time
 
 from tetrahost.events.records import HookRecord
-from tetrahost.export.delivery import DeliveryMarks
+from tetrahost.export.delivery import BATCH_RECORDS, DeliveryMarks
 
 log = logging.getLogger("tetrahost.daemon")     # the agent's log lines, as before the split
-
-REPLACED_BATCH = 1024       # records of a replaced generation's ring handed to the exporters at once
 
 
 class PinnedState:
@@ -116,13 +114,13 @@ class PinnedState:
             # them all was bigger than a queue, and dropped whole).
             n = 0
             while True:
-                got = reader.consume(REPLACED_BATCH)
+                got = reader.consume(BATCH_RECORDS)
                 self._flush()
                 n += got
-                if got < REPLACED_BATCH:
+                if got < BATCH_RECORDS:
                     break
-                while self.delivery is not None and self.delivery.backlogged(REPLACED_BATCH):
-                    time.sleep(0.005)       # ends: an exporter full for over export_hold is passed by
+                if self.delivery is not None:
+                    self.delivery.wait_for_room(BATCH_RECORDS)
         finally:
             reader.close()
             self._replaced_reader = None

@@ -60,9 +60,8 @@ class PolicyFiles:
         problems), and the parse of `text` they come from (None: not parsed)."""
         path = os.path.join(self.path, filename)
         if not is_policy_name(filename):
-            return [PolicyRejected.problem(
-                path, f"{filename!r} is not a policy file name here (NAME.yaml or NAME.yml, no dotfile)",
-                text=f"{filename!r} is not a policy file name here (NAME.yaml or NAME.yml, no dotfile)")], None
+            why = f"{filename!r} is not a policy file name here (NAME.yaml or NAME.yml, no dotfile)"
+            return [PolicyRejected.problem(path, why, text=why)], None
         result = load_text(text, file=path)
         if not result.ok:
             return [PolicyRejected.problem(e.file, e.message, e.line, e.path, e.render())
@@ -71,9 +70,8 @@ class PolicyFiles:
         for p in result.policies:
             owner = self.manager.policies.get(p.name)
             if owner is not None and owner.file != path:
-                problems.append(PolicyRejected.problem(
-                    path, f'policy "{p.name}" is already loaded from {owner.file}', field="metadata.name",
-                    text=f'policy "{p.name}" is already loaded from {owner.file}'))
+                why = f'policy "{p.name}" is already loaded from {owner.file}'
+                problems.append(PolicyRejected.problem(path, why, field="metadata.name", text=why))
         return problems, result
 
     def write(self, filename: str, text: str) -> FileRecord:

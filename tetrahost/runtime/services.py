@@ -33,9 +33,6 @@ class Exporters:
         if sink in self._sinks:
             self._sinks.remove(sink)
 
-    def __iter__(self):
-        return iter(list(self._sinks))
-
 
 @dataclass(frozen=True)
 class Services:
