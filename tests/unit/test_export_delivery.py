@@ -279,9 +279,9 @@ def test_a_full_queue_pauses_reading_and_a_write_wakes_the_reader():
     sink.close()
 
 
-def test_a_stalled_exporter_pauses_reading_at_most_max_hold():
-    """Full for longer than max_hold: stalled, not slow; reading goes on and
-    that exporter drops what does not fit (counted), the others get it all."""
+def full_exporter():
+    """(clock, ring, exporter, its sink, delivery): one write in flight behind a
+    closed gate and a queue of one event that is full."""
     now = [0.0]
     ring, stuck = FakeRing(), GatedExporter("stuck")
     sink = ThreadedSink(stuck, max_events=1)
@@ -289,6 +289,13 @@ def test_a_stalled_exporter_pauses_reading_at_most_max_hold():
     hand_over(delivery, ring, [sink], 100, ["a"])
     assert stuck.entered.acquire(timeout=5)
     hand_over(delivery, ring, [sink], 200, ["b"])
+    return now, ring, stuck, sink, delivery
+
+
+def test_a_stalled_exporter_pauses_reading_at_most_max_hold():
+    """Full for longer than max_hold: stalled, not slow; reading goes on and
+    that exporter drops what does not fit (counted), the others get it all."""
+    now, ring, stuck, sink, delivery = full_exporter()
     assert delivery.backlogged(1)
     now[0] = 1.5
     assert delivery.backlogged(1)
@@ -332,13 +339,7 @@ def test_a_start_up_wait_for_room_passes_a_stalled_exporter_and_counts_no_pause(
     """wait_for_room (an upgrade's backlog, read before the loop runs) blocks
     while an exporter is full, at most max_hold; it is not a loop turn left
     unread, so tetrahost_ringbuf_paused_total does not count it."""
-    now = [0.0]
-    ring, stuck = FakeRing(), GatedExporter("stuck")
-    sink = ThreadedSink(stuck, max_events=1)
-    delivery = Delivery(ring, [sink], max_hold=2.0, clock=lambda: now[0])
-    hand_over(delivery, ring, [sink], 100, ["a"])
-    assert stuck.entered.acquire(timeout=5)
-    hand_over(delivery, ring, [sink], 200, ["b"])         # full now
+    now, ring, stuck, sink, delivery = full_exporter()
     polls = []
 
     def sleep(_):
