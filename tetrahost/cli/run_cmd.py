@@ -15,13 +15,14 @@ result into the agent's sinks and components:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import faulthandler
 import gc
 import logging
 import os
 import signal
 import sys
+
+from tetrahost.runtime.heap import HeapTrim, return_freed_memory_promptly
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ def build_outputs(cfg, node_name: str, extra_components=()):
         drop_process_fields=e.drop_process_fields, rate_limit=e.rate_limit, node_name=node_name)
     counter = PolicyEventCounter()
     sinks = [counter, pipeline]
-    components = [pipeline, *extra_components]
+    components = [pipeline, HeapTrim(), *extra_components]
     if cfg.metrics.enabled and cfg.metrics.address not in ("", "off"):
         binaries = BinaryExecCounter(cfg.metrics.new_binary_learning_seconds)
         sinks.insert(1, binaries)
@@ -207,29 +208,6 @@ def build_outputs(cfg, node_name: str, extra_components=()):
     if cfg.systemd.notify:
         components.append(Notifier(cfg.systemd.status_interval))   # last: READY=1 after the rest
     return sinks, components, exporters
-
-
-def return_freed_memory_promptly() -> bool:
-    """Fixed malloc thresholds, so that freed memory goes back to the system.
-
-    libbpf parses the kernel's BTF (megabytes) for every object it loads,
-    policy hooks and their warm spares included, and frees it afterwards.
-    glibc's default thresholds adapt upwards once such a large block is
-    freed, and later ones then stay in the heap: measured with the seed
-    policies, 82 MiB resident instead of 49 (bench/footprint.py).  Setting
-    them disables that adaptation.  False where the C library is not glibc.
-
-    The trim threshold (free memory kept at the top of the heap) is 16 MiB,
-    not 128 KiB: a batch of events (1024 JSON lines of ~4.5 KB and their
-    encoded bytes, ~10 MB) is freed and allocated again batch after batch,
-    and giving it back each time cost two page faults per event under a flood
-    (bench/event_rates.py; 18.8 -> 12.3 µs of CPU per event offline)."""
-    m_trim_threshold, m_mmap_threshold = -1, -3         # <malloc.h>
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(m_mmap_threshold, 128 * 1024)) and bool(mallopt(m_trim_threshold, 16 << 20))
 
 
 # Container allocations (net of frees) between two young-generation runs of
