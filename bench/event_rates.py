@@ -132,19 +132,9 @@ class Agent:
         if not c.wait_until(lambda: "tetrahost ready" in self.log.read_text() or self.proc.poll() is not None, 90) \
                 or self.proc.poll() is not None:
             raise RuntimeError(f"agent of {repo} did not start: {self.log.read_text()[-2000:]}")
-        self.wait_idle()
+        c.wait_settled(self.proc.pid)
         _, maps = c.bpf_ids(self.proc.pid)
         self.losses_map = c.map_named(maps, "losses")
-
-    def wait_idle(self, timeout: float = 60) -> None:
-        """Past "ready" the agent still prepares spare hook objects for reloads
-        (its warm pool): measure from when it has settled (< 2 % of a core)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            cpu0 = self.cpu()
-            time.sleep(0.5)
-            if self.cpu() - cpu0 < 0.01:
-                return
 
     def kernel_losses(self) -> int:
         """Hook records the kernel could not hand over (ring buffer full, scratch busy)."""

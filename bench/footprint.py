@@ -74,9 +74,8 @@ def main() -> int:
             rows = []
             for _ in range(args.rounds):
                 workdir = c.tmpfs_dir("thfoot-")
-                started = time.monotonic()
                 tool = start(config, workdir)
-                ready = time.monotonic() - started - 0.2      # Tool settles 0.2 s after ready
+                ready = tool.ready_s
                 try:
                     time.sleep(2)
                     rest, kib = rss_mib(tool.pid), bpf_kib(tool.pid)
