@@ -141,8 +141,8 @@ def test_file_removed_during_the_write_is_written_again(tmp_path):
     class RemovedMidWrite(RotatingFileSink):
         removals = 1
 
-        def _write_lines(self, chunk):
-            super()._write_lines(chunk)
+        def _write_pieces(self, pieces):
+            super()._write_pieces(pieces)
             if self.removals:
                 self.removals -= 1
                 os.unlink(self.path)                     # after our write, before the check
@@ -160,8 +160,8 @@ def test_file_removed_before_a_rotation_inside_a_batch(tmp_path):
     class RemovedMidWrite(RotatingFileSink):
         removals = 1
 
-        def _write_lines(self, chunk):
-            super()._write_lines(chunk)
+        def _write_pieces(self, pieces):
+            super()._write_pieces(pieces)
             if self.removals:
                 self.removals -= 1
                 os.unlink(self.path)                     # the rotation's rename finds nothing
@@ -178,8 +178,8 @@ def test_file_removed_during_the_write_and_rewrite_failing_counts_file_removed(t
     path = str(tmp_path / "t.log")
 
     class RemovedMidWrite(RotatingFileSink):
-        def _write_lines(self, chunk):
-            super()._write_lines(chunk)
+        def _write_pieces(self, pieces):
+            super()._write_pieces(pieces)
             os.unlink(self.path)
             monkeypatch.setattr(rotating, "os", FaultyOS(budget=0))   # and the disk fails
 
@@ -243,3 +243,35 @@ def test_batches_beyond_one_writev_stay_whole_and_in_order(tmp_path, monkeypatch
     assert 2500 + 1024 < len(written) < 5000 and written == list(range(len(written)))
     assert sink.stats.events == len(written) and sink.stats.dropped == 5000 - len(written)
     sink.close()
+
+
+def big_batch(start: int, n: int) -> list:
+    """Lines of ~3 KB: a batch spans many of the sink's joined pieces."""
+    return [(json.dumps({"process_exec": {"seq": i, "pad": "p" * (3000 + i % 97)}}), META)
+            for i in range(start, start + n)]
+
+
+def test_a_failure_inside_a_later_piece_keeps_whole_lines_and_counts_each_once(tmp_path, monkeypatch):
+    path = str(tmp_path / "t.log")
+    sink = RotatingFileSink(path)
+    lines = rotating.encode_pieces([line for line, _ in big_batch(0, 100)])
+    assert len(lines) > 5       # the failure below lands past the first pieces
+    monkeypatch.setattr(rotating, "os", FaultyOS(budget=100_000 + 1234))
+    sink.write_events(big_batch(0, 100))
+    monkeypatch.setattr(rotating, "os", os)
+    written = seqs(path)
+    assert 0 < len(written) < 100 and written == list(range(len(written)))
+    assert sink.stats.events == len(written) and sink.stats.lost_by_reason == {"EIO": 100 - len(written)}
+    assert sink.stats.bytes == os.path.getsize(path)
+    sink.close()
+
+
+def test_pieces_are_the_lines_joined_and_bounded():
+    lines = [line for line, _ in big_batch(0, 200)] + ["{}"]
+    pieces = rotating.encode_pieces(lines)
+    assert b"".join(data for data, _ in pieces) == "".join(line + "\n" for line in lines).encode()
+    assert sum(n for _, n in pieces) == len(lines)
+    assert all(data.count(b"\n") == n for data, n in pieces)
+    longest = max(len(line) for line in lines)
+    assert all(len(data) < rotating.PIECE_BYTES + longest + n for data, n in pieces)
+    assert rotating.encode_pieces([]) == []
