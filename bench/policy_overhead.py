@@ -11,8 +11,9 @@ Three configurations, interleaved and rotated per round (median reported):
   seeds      tetrahost with the seed policies that attach on this kernel:
              block-cryptominers and detect-privilege-escalation through the
              sched_process_exec fallback, detect-container-escape through the
-             raw_syscalls/sys_enter fallback (monitor-sensitive-files needs
-             kprobes: it is reported, not attached)
+             raw_syscalls/sys_enter fallback, monitor-sensitive-files through
+             the open-exit fallback on raw_syscalls/sys_exit (every openat's
+             file resolved to its path: the open storm's cost)
   seeds+ret  (--with-return) the seeds plus a return probe on openat
              (`return: true`, matchReturnArgs) watching a path nobody opens:
              every syscall also passes the sys_exit fallback
