@@ -347,6 +347,10 @@ enum th_hook_config_flags {
 	TH_CFG_IMA_HASH = 16,        /* LSM hook with its sleepable IMA program attached: an
 	                              * event whose selector asks imaHash is parked in
 	                              * `ima_parked`; that program adds the hash and posts it */
+	TH_CFG_NEEDS_NS = 32,        /* a selector reads the caller's namespaces
+	                              * (matchNamespaces, matchNamespaceChanges,
+	                              * isNamespaceCapability): read before the selectors;
+	                              * without it only an event that matched reads them  */
 };
 
 /* imaHash: th_hook_event.ima_digest holds at most this many bytes (SHA-512);

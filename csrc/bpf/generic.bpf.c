@@ -118,6 +118,14 @@ static __always_inline int usdt_set(struct th_hook_config *cfg, struct th_select
 	return -1;
 }
 
+/* The calling task's namespaces into its event; zeros for a task that has
+ * dropped them (exiting), not a previous event's values left in the scratch. */
+static __always_inline void event_namespaces(struct task_struct *task, struct th_hook_event *ev)
+{
+	__builtin_memset(ev->ns, 0, sizeof(ev->ns));
+	read_namespaces(task, BPF_CORE_READ(task, cred), ev->ns);
+}
+
 /*
  * Read the arguments, evaluate the selectors, act.  Returns what an entry
  * program that can fail the call should return: 0 to let it proceed, or a
@@ -158,7 +166,13 @@ static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th
 	 * (only matchPIDs/Namespaces/Capabilities come before it). */
 	if (cfg->flags & TH_CFG_NEEDS_BINARY)
 		resolve_binary(slot);
-	read_namespaces(task, BPF_CORE_READ(task, cred), ev->ns);
+	/* ~25 kernel reads: before the selectors only where one of them compares
+	 * namespaces; otherwise an event that matched reads them (most calls
+	 * of a hooked function match no selector) */
+	bool ns_first = cfg->flags & TH_CFG_NEEDS_NS;
+
+	if (ns_first)
+		event_namespaces(task, ev);
 	for (int i = 0; i < TH_MAX_ARGS; i++) {
 		ev->arg_len[i] = 0;
 		if (i == cfg->ret_copy_arg)
@@ -178,6 +192,9 @@ static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th
 		return 0;
 	struct th_selector *sel = &cfg->selectors[c.matched];
 	int verdict = 0;
+
+	if (!ns_first)
+		event_namespaces(task, ev);
 
 	ev->selector = c.matched;
 	ev->action = sel->action;

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
+import sys
 import uuid
 
 import pytest
@@ -104,6 +105,42 @@ def test_sigkill_on_open_stops_the_reader(tmp_path):
     # test_an_open_on_overlayfs_is_one_event)
     assert [b["action"] for b in bodies] == ["KPROBE_ACTION_SIGKILL"], bodies
     assert bodies[0]["args"][0]["file_arg"]["path"] == str(secret)
+
+
+UNSHARE_THEN_OPEN = r"""
+import ctypes, os, sys
+def inum(kind):
+    return int(os.readlink(f"/proc/self/ns/{kind}").split("[")[1].rstrip("]"))
+before = inum("uts")
+if ctypes.CDLL(None, use_errno=True).unshare(0x04000000):     # CLONE_NEWUTS
+    sys.exit(f"unshare: {os.strerror(ctypes.get_errno())}")
+print(before, inum("uts"), flush=True)
+os.close(os.open(sys.argv[1], os.O_RDONLY))
+"""
+
+
+def test_an_event_carries_the_namespaces_the_opener_has_at_the_open(tmp_path):
+    """A policy with no namespace selector reads the caller's namespaces only
+    for an event that matched (TH_CFG_NEEDS_NS): still the opener's own at
+    that moment, here a UTS namespace it entered after its exec (the process
+    cache still has the one of its exec)."""
+    target = tmp_path / f"ns-{uuid.uuid4().hex[:8]}"
+    target.write_text("x\n")
+    name = f"ns-open-{target.name[-8:]}"
+    policy = tmp_path / "p.yaml"
+    policy.write_text(policy_text(name, file_open_hook("Equal", str(target))))
+    agent = RunningAgent(tmp_path, "--policy", str(policy))
+    try:
+        run = subprocess.run([sys.executable, "-c", UNSHARE_THEN_OPEN, str(target)],
+                             capture_output=True, text=True, check=True)
+        bodies = policy_events(agent, name, 1)
+    finally:
+        agent.stop()
+    before, after = map(int, run.stdout.split())
+    assert before != after
+    assert len(bodies) == 1, bodies
+    assert bodies[0]["process"]["ns"]["uts"]["inum"] == after, bodies[0]["process"]["ns"]
+    assert bodies[0]["process"]["ns"]["mnt"]["inum"] == os.stat("/proc/self/ns/mnt").st_ino
 
 
 def test_an_open_on_overlayfs_is_one_event(tmp_path):

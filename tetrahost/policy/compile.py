@@ -199,6 +199,9 @@ def _compile(hook: Hook, hook_id: int, host_ns: HostNamespaceInodes, monitor: bo
         compile_return_args(hook, sel, cfg.ret_match[i], f"selectors[{i}]")
         if sel.match_binaries:
             cfg.flags |= abi.TH_CFG_NEEDS_BINARY
+        compiled = cfg.selectors[i]
+        if compiled.nns or compiled.nsch_mask or compiled.caps_userns:
+            cfg.flags |= abi.TH_CFG_NEEDS_NS
     cfg.nselectors = len(hook.selectors)
     return out
 

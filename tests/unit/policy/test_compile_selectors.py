@@ -167,3 +167,20 @@ def test_tetragon_examples_selectors_compile(example):
             compile_hook(hook, 1, HOST)
         except CompileError as exc:
             assert "return probes" in str(exc), str(exc)
+
+
+@pytest.mark.parametrize("selectors, needs", [
+    ("- matchArgs:\n  - {index: 0, operator: Prefix, values: [/etc/shadow]}", False),
+    ("- matchBinaries:\n  - {operator: In, values: [/bin/x]}", False),
+    ("- matchCapabilities:\n  - {type: Effective, operator: In, values: [CAP_SYS_ADMIN]}", False),
+    ("- matchNamespaces:\n  - {namespace: Pid, operator: NotIn, values: [host_ns]}", True),
+    ("- matchNamespaceChanges:\n  - {operator: In, values: [Mnt]}", True),
+    ("- matchCapabilities:\n  - {type: Effective, operator: In, isNamespaceCapability: true, "
+     "values: [CAP_SYS_ADMIN]}", True),
+    # one selector that compares namespaces is enough for the whole hook
+    ("- matchArgs:\n  - {index: 0, operator: Prefix, values: [/etc]}\n"
+     "- matchNamespaces:\n  - {namespace: Net, operator: In, values: [host_ns]}", True),
+])
+def test_namespaces_are_read_before_the_selectors_only_where_one_compares_them(selectors, needs):
+    # Without the flag the kernel reads them for a matching event only (run_hook).
+    assert bool(compiled(selectors).config.flags & lib.TH_CFG_NEEDS_NS) is needs
