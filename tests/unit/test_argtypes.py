@@ -12,7 +12,7 @@ import pytest
 
 from tetrahost.bpf.native import ffi, lib
 from tetrahost.events.namespaces import HostNamespaces
-from tetrahost.export.hook_json import buf_read_failed, render_arg, render_buf, render_cred
+from tetrahost.export.arg_json import buf_read_failed, render_arg, render_buf, render_cred
 from tetrahost.policy import load_text
 from tetrahost.policy.compile import CompileError, compile_hook
 from tetrahost.policy.model import Arg

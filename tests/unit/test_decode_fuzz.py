@@ -26,7 +26,7 @@ from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.events.records import ExecRecord, ExitRecord, ForkRecord, HookRecord
 from tetrahost.export.compact import CompactError, format_line
-from tetrahost.export.hook_json import render_arg
+from tetrahost.export.arg_json import render_arg
 from tetrahost.export.tetragon_json import TetragonJSON
 
 FUZZ_SECONDS = float(os.environ.get("TETRAHOST_FUZZ_SECONDS", "3"))

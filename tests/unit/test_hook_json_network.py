@@ -10,7 +10,7 @@ import pytest
 from tetrahost.bpf.native import ffi, lib
 from tetrahost.events.netns import NetnsResolver, named_namespaces
 from tetrahost.export.compact import format_event
-from tetrahost.export.hook_json import net_host_fields, render_arg, render_net_arg
+from tetrahost.export.arg_json import net_host_fields, render_arg, render_net_arg
 
 BPF_DIR = pathlib.Path(__file__).resolve().parents[2] / "build" / "bpf"
 

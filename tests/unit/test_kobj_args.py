@@ -12,7 +12,7 @@ from test_argtypes import arg, buf_bytes, compiled, load_hook
 from tetrahost.bpf.native import ffi, lib
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.export import conformance
-from tetrahost.export.hook_json import render_arg
+from tetrahost.export.arg_json import render_arg
 from tetrahost.export.kobj_json import tainted_names
 from tetrahost.policy import load_path, load_text
 from tetrahost.policy.compile import compile_hook

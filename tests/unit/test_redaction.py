@@ -9,7 +9,7 @@ from test_proccache import exec_rec
 
 from tetrahost.bpf.native import lib
 from tetrahost.events.proccache import ProcessCache
-from tetrahost.export.hook_json import render_arg
+from tetrahost.export.arg_json import render_arg
 from tetrahost.export.redaction import DEFAULT_FILTERS, RedactionError, Redactor, parse_filters
 from tetrahost.export.tetragon_json import TetragonJSON
 

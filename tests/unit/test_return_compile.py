@@ -7,7 +7,7 @@ import pytest
 
 from tetrahost.bpf.native import lib
 from tetrahost.events.namespaces import HostNamespaces
-from tetrahost.export.hook_json import render_return
+from tetrahost.export.arg_json import render_return
 from tetrahost.policy import load_text
 from tetrahost.policy.compile import CompileError, compile_hook
 from tetrahost.sensors.attach import AttachError, plan_attach

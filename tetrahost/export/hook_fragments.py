@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from tetrahost.bpf.native import lib
 from tetrahost.events.text import bytes_to_text
+from tetrahost.export.arg_json import NET_ARG_KEYS, render_arg
+from tetrahost.export.encode import dumps
 
 MAX_GROUPS = 4096           # bounded: cleared when full (a host has few active groups)
 MAX_INTS = 4096
@@ -36,10 +38,8 @@ class HookFragments:
         self.renderer = renderer
         self._groups: dict[tuple, tuple] = {}
         self._ints: dict[tuple, str] = {}
-        from tetrahost.export.encode import dumps
-        from tetrahost.export.hook_json import _NET_ARG_KEYS, render_arg   # hook_json imports this module
         self._dumps = dumps
-        self._render_arg, self._net_kinds = render_arg, _NET_ARG_KEYS
+        self._render_arg, self._net_kinds = render_arg, NET_ARG_KEYS
         self._args_json = dumps(ARGS_MARK)
         self._time_json = dumps(TIME_MARK)
 

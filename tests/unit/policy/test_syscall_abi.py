@@ -7,7 +7,8 @@ import pytest
 
 from tetrahost.bpf.native import lib
 from tetrahost.events.namespaces import HostNamespaces
-from tetrahost.export.hook_json import function_name, render_syscall64
+from tetrahost.export.arg_json import render_syscall64
+from tetrahost.export.hook_json import function_name
 from tetrahost.policy import load_text
 from tetrahost.policy.compile import compile_hook, enforcer_id
 from tetrahost.policy.model import IntRange
