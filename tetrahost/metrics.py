@@ -12,6 +12,8 @@
                                                 (export/delivery.py: only these a crash can lose)
   tetrahost_ringbuf_paused_total                loop turns that left the ring buffer unread because an
                                                 exporter's queue was full (back-pressure, export/delivery.py)
+  tetrahost_ringbuf_overruns_total              loop turns that read on although an exporter was full: the
+                                                ring was filling (that exporter dropped the batch, counted)
   tetrahost_records_dropped_total{reason}       records read but not exported: unknown_hook (policy
                                                 unloaded meanwhile), replaced_generation (pinned by
                                                 a build whose records this one cannot decode),
@@ -172,6 +174,10 @@ def agent_metrics(snap):
                               value=snap.released_unwritten)
     yield CounterMetricFamily("tetrahost_ringbuf_paused", "Loop turns that left the ring buffer unread because "
                               "an exporter's queue was full (back-pressure)", value=snap.reading_paused)
+    yield CounterMetricFamily("tetrahost_ringbuf_overruns", "Loop turns that read the ring buffer although an "
+                              "exporter's queue was full, because the ring was filling (that exporter "
+                              "dropped the batch, counted in tetrahost_export_lost_total)",
+                              value=snap.reading_overruns)
     m = CounterMetricFamily("tetrahost_records_dropped", "Kernel records read (or found pinned) but not "
                             "exported, by reason: unknown_hook, replaced_generation", labels=["reason"])
     for reason in ("unknown_hook", "replaced_generation", "oversized"):

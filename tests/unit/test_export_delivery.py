@@ -352,3 +352,39 @@ def test_a_start_up_wait_for_room_passes_a_stalled_exporter_and_counts_no_pause(
     stuck.gate.release()
     stuck.gate.release()
     sink.close()
+
+
+def test_a_slow_exporter_does_not_hold_the_ring_for_the_others():
+    """One exporter full (journald, slower than a flood): reading pauses while
+    the unread records are under half of max_bytes (a quarter of the ring);
+    past that it reads on, the full exporter drops the batch (counted) and
+    the other gets every event, instead of the kernel dropping for both."""
+    now = [0.0]
+    ring, slow, fast = FakeRing(), GatedExporter("slow"), GatedExporter("fast")
+    slow_sink, fast_sink = ThreadedSink(slow, max_events=1), ThreadedSink(fast)
+    sinks = [slow_sink, fast_sink]
+    delivery = Delivery(ring, sinks, max_hold=60.0, max_bytes=1000, clock=lambda: now[0])
+    fast.gate.release(100)                                # the fast exporter writes at once
+    hand_over(delivery, ring, sinks, 100, ["a"])          # the slow one's write is in flight
+    assert slow.entered.acquire(timeout=5)
+    hand_over(delivery, ring, sinks, 200, ["b"])          # its queue is full now
+    ring.producer_pos = 200 + 500                         # unread: exactly half of max_bytes
+    assert delivery.backlogged(1) and delivery.paused == 1 and delivery.overruns == 0
+    ring.producer_pos = 200 + 501                         # a little more: the ring is filling
+    assert not delivery.backlogged(1) and delivery.overruns == 1 and delivery.paused == 1
+    hand_over(delivery, ring, sinks, 300, ["c"])          # read on: the slow exporter drops "c"
+    assert slow_sink.stats.lost_by_reason == {"queue_full": 1}
+    assert written_through(fast_sink, 3)
+    assert fast.lines == ["a", "b", "c"] and fast_sink.stats.dropped == 0
+    slow.gate.release(3)
+    for sink in sinks:
+        sink.close()
+    assert slow.lines == ["a", "b"]
+
+
+def test_without_max_bytes_the_ring_is_never_judged_filling():
+    now, ring, stuck, sink, delivery = full_exporter()
+    ring.producer_pos = 10 ** 9
+    assert delivery.backlogged(1) and delivery.overruns == 0
+    stuck.gate.release(2)
+    sink.close()

@@ -59,6 +59,7 @@ class AgentSnapshot:
     dropped: Mapping                       # read but not exported, by reason
     released_unwritten: int                # ring space given up before a stalled exporter wrote
     reading_paused: int                    # loop turns the ring was left unread: an exporter's queue was full
+    reading_overruns: int                  # turns read on although one was full: the ring was filling
     cache_size: int
     policies: tuple[PolicyView, ...]
     policy_reloads: Mapping                # ok / failed / unloads (empty: no policy manager)
@@ -89,6 +90,7 @@ class SnapshotInputs:
     reading_paused: Callable[[], int]
     costs: Callable[[], list]               # overhead.program_costs of the live programs
     sections: dict[str, Callable[[], object]] = field(default_factory=dict)
+    reading_overruns: Callable[[], int] = lambda: 0
 
 
 def take(src: SnapshotInputs, with_costs: bool = False) -> AgentSnapshot:
@@ -125,7 +127,7 @@ def take(src: SnapshotInputs, with_costs: bool = False) -> AgentSnapshot:
         kernel_release=os.uname().release, features=frozen(feats), in_use=tuple(in_use),
         records=c.records, decode_errors=c.decode_errors, events=frozen(c.events), lost=frozen(c.lost),
         dropped=frozen(c.dropped), released_unwritten=src.released_unwritten(), cache_size=len(src.cache),
-        reading_paused=src.reading_paused(),
+        reading_paused=src.reading_paused(), reading_overruns=src.reading_overruns(),
         policies=policies,
         policy_reloads=frozen({"ok": r.ok, "failed": r.failed, "unloads": r.unloads}) if r is not None else EMPTY,
         policy_errors=frozen(manager.errors) if manager is not None else EMPTY,
