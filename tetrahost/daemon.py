@@ -143,9 +143,7 @@ class Agent(PinnedState):
             features=lambda: self.features,
             in_use=lambda: ["process sensor: " + ", ".join(p.section for p in self.sensor.obj.programs.values())],
             policies=lambda: self.policies, pins=lambda: self.pins,
-            released_unwritten=lambda: self.delivery.forced if self.delivery is not None else 0,
-            reading_paused=lambda: self.delivery.paused if self.delivery is not None else 0,
-            reading_overruns=lambda: self.delivery.overruns if self.delivery is not None else 0,
+            delivery=lambda: self.delivery,
             costs=lambda: program_costs(self.sensor, self.policies),
             sections={"user_actions": lambda: dict(self.user_actions.counts) if self.user_actions else {}})
 

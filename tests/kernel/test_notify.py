@@ -47,7 +47,7 @@ class FakeAgent:
         self.loop = self
         self.status = StatusBoard(SnapshotInputs(
             node_name="n", counters=self.counters, cache=[], features=lambda: None, in_use=lambda: [],
-            policies=lambda: None, pins=lambda: None, released_unwritten=lambda: 0, reading_paused=lambda: 0, costs=lambda: []))
+            policies=lambda: None, pins=lambda: None, delivery=lambda: None, costs=lambda: []))
 
     def add_timer(self, interval, cb):
         self.timers.append((interval, cb))

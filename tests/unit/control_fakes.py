@@ -51,7 +51,7 @@ class FakeAgent:
         return StatusBoard(SnapshotInputs(
             node_name=self.node_name, counters=self.counters, cache=self.cache, features=lambda: self.features,
             in_use=lambda: ["process sensor: "], policies=lambda: self.policies, pins=lambda: None,
-            released_unwritten=lambda: 0, reading_paused=lambda: 0, costs=lambda: [],
+            delivery=lambda: None, costs=lambda: [],
             sections={"policy_dir": self.policy_dir.describe}))
 
     def add_reader(self, fd, callback):

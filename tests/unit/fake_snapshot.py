@@ -8,7 +8,7 @@ from tetrahost.runtime.snapshot import AgentSnapshot, SnapshotInputs, StatusBoar
 def inputs(counters=None, policies=None, features=None, cache=(), costs=(), sections=None) -> SnapshotInputs:
     return SnapshotInputs(node_name="test-node", counters=counters or Counters(), cache=list(cache),
                           features=lambda: features, in_use=lambda: ["process sensor: "],
-                          policies=lambda: policies, pins=lambda: None, released_unwritten=lambda: 0, reading_paused=lambda: 0,
+                          policies=lambda: policies, pins=lambda: None, delivery=lambda: None,
                           costs=lambda: list(costs), sections=dict(sections or {}))
 
 

@@ -5,6 +5,7 @@ import platform
 
 import pytest
 
+from tetrahost.runtime import heap as heap_module
 from tetrahost.runtime.heap import (HEAP_QUIET_EVENTS, HEAP_TRIM_AFTER_EVENTS, HeapTrim, _malloc_trim,
                                     return_freed_memory_promptly)
 
@@ -57,7 +58,7 @@ def test_a_steady_flood_is_left_alone():
     assert trim.calls == []
 
 
-def test_starts_only_where_there_is_a_malloc_trim():
+def test_starts_only_where_there_is_a_malloc_trim(monkeypatch):
     class Loop:
         def __init__(self):
             self.timers = []
@@ -79,10 +80,9 @@ def test_starts_only_where_there_is_a_malloc_trim():
     heap.start(Services)
     assert Services.exporters.sinks == [heap] and len(Services.loop.timers) == 1
     assert heap.wants == ()         # no form of an event is made for it
-    none = HeapTrim(trim=None)
-    none._trim = None               # a C library without malloc_trim
+    monkeypatch.setattr(heap_module, "_malloc_trim", lambda: None)     # a C library without it
     services = type("S", (), {"loop": Loop(), "exporters": Exporters()})
-    none.start(services)
+    HeapTrim().start(services)
     assert services.exporters.sinks == [] and services.loop.timers == []
 
 

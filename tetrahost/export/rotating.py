@@ -228,7 +228,7 @@ class RotatingFileSink:
         chunk: list[tuple[bytes, int]] = []
         chunk_size = 0
         for line in lines:
-            data = encode_line(line)
+            data = encode_lines([line])
             if self._size + chunk_size + len(data) > self.max_bytes and self._size + chunk_size > 0:
                 if chunk:
                     self._write_pieces(chunk)
@@ -353,8 +353,9 @@ class RotatingFileSink:
 
 # The renderers produce ASCII JSON; backslashreplace keeps the file valid
 # UTF-8 even if some future line carried a lone surrogate.
-def encode_line(line: str) -> bytes:
-    return (line + "\n").encode("utf-8", "backslashreplace")
+def encode_lines(lines: list[str]) -> bytes:
+    """Lines as bytes, each ended by a newline."""
+    return ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace")
 
 
 def encode_pieces(lines: list[str]) -> list[tuple[bytes, int]]:
@@ -365,10 +366,8 @@ def encode_pieces(lines: list[str]) -> list[tuple[bytes, int]]:
     for i, line in enumerate(lines):
         size += len(line)
         if size >= PIECE_BYTES:
-            pieces.append((("\n".join(lines[first:i + 1]) + "\n").encode("utf-8", "backslashreplace"),
-                           i + 1 - first))
+            pieces.append((encode_lines(lines[first:i + 1]), i + 1 - first))
             first, size = i + 1, 0
     if first < len(lines):
-        pieces.append((("\n".join(lines[first:]) + "\n").encode("utf-8", "backslashreplace"),
-                       len(lines) - first))
+        pieces.append((encode_lines(lines[first:]), len(lines) - first))
     return pieces

@@ -2,7 +2,7 @@
 
 Under a flood of events the read path allocates and frees batches of JSON
 lines (megabytes each) on the loop's thread and on every exporter's thread.
-glibc keeps up to the trim threshold (16 MiB, cli/run_cmd.py) free at the top
+glibc keeps up to the trim threshold (16 MiB, return_freed_memory_promptly below) free at the top
 of each arena on purpose, so that the next batch does not fault its pages in
 again, and a free chunk below a live one is never given back at all.  The
 agent then stays tens of megabytes above its resting size long after the
@@ -58,9 +58,8 @@ def return_freed_memory_promptly() -> bool:
     encoded lines, and with an arena of its own kept that arena's high-water
     mark too (measured after 200k-events/s floods: 95 MiB resident with
     per-thread arenas and no trim, 73 with the trim, 63 with the trim and
-    one arena; 54 at start).  The threads take the GIL to allocate anyway, so
-    sharing the arena's lock cost nothing measurable (exec storm: 29-30 µs
-    of agent CPU per exec either way)."""
+    one arena; 54 at start).  Sharing the arena's lock cost nothing
+    measurable (exec storm: 29-30 µs of agent CPU per exec either way)."""
     m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8         # <malloc.h>
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -98,11 +97,12 @@ class HeapTrim:
         self._interval = 0
         if not quiet or self._since_trim < HEAP_TRIM_AFTER_EVENTS:
             return False
-        before = _rss_kib()
+        before = _rss_kib() if log.isEnabledFor(logging.DEBUG) else 0
         self._trim(0)
         self._since_trim = 0
         self.trims += 1
-        log.debug("flood over: heap trimmed, resident %d -> %d KiB", before, _rss_kib())
+        if before:
+            log.debug("flood over: heap trimmed, resident %d -> %d KiB", before, _rss_kib())
         return True
 
     def stop(self) -> None:

@@ -86,11 +86,9 @@ class SnapshotInputs:
     in_use: Callable[[], list[str]]
     policies: Callable[[], object]          # the PolicyManager or None
     pins: Callable[[], object]              # the PinStore or None
-    released_unwritten: Callable[[], int]
-    reading_paused: Callable[[], int]
+    delivery: Callable[[], object]          # export.delivery.Delivery, None before the ring is open
     costs: Callable[[], list]               # overhead.program_costs of the live programs
     sections: dict[str, Callable[[], object]] = field(default_factory=dict)
-    reading_overruns: Callable[[], int] = lambda: 0
 
 
 def take(src: SnapshotInputs, with_costs: bool = False) -> AgentSnapshot:
@@ -98,6 +96,7 @@ def take(src: SnapshotInputs, with_costs: bool = False) -> AgentSnapshot:
     c = src.counters
     manager = src.policies()
     features = src.features()
+    delivery = src.delivery()
     if features is None:
         feats = {}
     elif dataclasses.is_dataclass(features):
@@ -126,8 +125,9 @@ def take(src: SnapshotInputs, with_costs: bool = False) -> AgentSnapshot:
         taken=time.monotonic(), pid=os.getpid(), node_name=src.node_name, started=c.started,
         kernel_release=os.uname().release, features=frozen(feats), in_use=tuple(in_use),
         records=c.records, decode_errors=c.decode_errors, events=frozen(c.events), lost=frozen(c.lost),
-        dropped=frozen(c.dropped), released_unwritten=src.released_unwritten(), cache_size=len(src.cache),
-        reading_paused=src.reading_paused(), reading_overruns=src.reading_overruns(),
+        dropped=frozen(c.dropped), cache_size=len(src.cache),
+        released_unwritten=getattr(delivery, "forced", 0), reading_paused=getattr(delivery, "paused", 0),
+        reading_overruns=getattr(delivery, "overruns", 0),
         policies=policies,
         policy_reloads=frozen({"ok": r.ok, "failed": r.failed, "unloads": r.unloads}) if r is not None else EMPTY,
         policy_errors=frozen(manager.errors) if manager is not None else EMPTY,
