@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from tetrahost.events.cgroups import CgroupResolver
 from tetrahost.events.decode import DecodeError, decode
 from tetrahost.events.enrich import Enricher
-from tetrahost.events.event import FORMS, Event
+from tetrahost.events.event import Event
 from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessCache
 from tetrahost.export.delivery import BATCH_RECORDS, MAX_HOLD, Delivery, DeliveryMarks
@@ -82,8 +82,8 @@ class Agent(PinnedState):
                  pin_dir: str = "", keep_pins: bool = False, export_hold: float = MAX_HOLD, config=None,
                  policy_state_file: str = ""):
         """sinks: objects with write_events(list[Event]) and close(), and
-        `wants`: the Event forms they read ("json", "data", "compact"; "json"
-        when they do not say);
+        `wants`, read by ThreadedSink: the Event forms they read on their own
+        thread ("json", "data", "compact"; "json" when they do not say);
         features: the kernel's probed capabilities (probed when needed if None);
         components: objects with start(services) and stop(), started once the
         sensors and the policy files given here are in place (control socket,
@@ -242,17 +242,16 @@ class Agent(PinnedState):
     def _flush(self) -> None:
         if self._batch:
             batch, self._batch = self._batch, []
-            # The forms the sinks read, made here on the loop's thread (the
-            # renderers' caches are its own), once per event for all sinks.
-            wanted = {form for sink in self.sinks for form in getattr(sink, "wants", ("json",))}
-            forms = tuple(f for f in FORMS if f in wanted)
-            for event in batch:
-                event.prepare(forms)
+            # Each form is made on this thread when a sink first reads it, or as
+            # an exporter queues the batch (events/event.py): none for a batch
+            # every exporter drops.
             for sink in self.sinks:
                 try:
                     sink.write_events(batch)
                 except Exception:   # one failing exporter must not stop the others or the loop
                     log.exception("sink %s failed", getattr(sink, "name", sink))
+            for event in batch:
+                event.release()
         if self.delivery is not None:
             self.delivery.flushed()     # what was read so far is with the exporters
 

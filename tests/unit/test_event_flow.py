@@ -5,6 +5,8 @@ parses an event's JSON back."""
 import io
 import json
 import socket
+import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +20,7 @@ from tetrahost.export import journald
 from tetrahost.export.compact import format_line
 from tetrahost.export.filters import ExportPipeline
 from tetrahost.export.hook_json import HookEventRenderer
-from tetrahost.export.sinks import LineSink, SinkStats
+from tetrahost.export.sinks import LineSink, SinkStats, ThreadedSink
 from tetrahost.export.tetragon_json import TetragonJSON
 
 
@@ -95,23 +97,98 @@ class Recorder:
     def write_events(self, batch):
         self.batches.append(batch)
 
+    def close(self):
+        pass
 
-def test_the_agent_makes_only_what_its_sinks_want(fake_proc):
+
+def bare_agent(sinks):
     from tetrahost.daemon import Agent
-    e, cache, hs, _ = enricher(fake_proc)
     agent = Agent.__new__(Agent)
     agent.counters = SimpleNamespace(events={})
     agent._batch = []
-    agent.sinks = [Recorder(())]
+    agent.sinks = sinks
+    return agent
+
+
+def test_the_agent_makes_only_what_its_sinks_read(fake_proc):
+    e, cache, hs, _ = enricher(fake_proc)
     made = []
     e.hook_renderer.render = lambda *a: made.append("json") or "{}"
+    agent = bare_agent([Recorder(())])
     agent._emit(e.event(rec(1)))
     agent._flush()
     assert made == []                         # a metrics-only agent renders no JSON
-    agent.sinks = [Recorder(()), Recorder(("json",))]
+    queued = ThreadedSink(Recorder(("json",)))
+    agent.sinks = [Recorder(()), queued]
     agent._emit(e.event(rec(2)))
     agent._flush()
-    assert made == ["json"]
+    assert made == ["json"]                   # made on this thread, as the exporter queued it
+    queued.close()
+
+
+def test_a_batch_an_exporter_drops_is_not_rendered_for_it(fake_proc):
+    """Under a flood a full exporter drops batches (counted): the forms only it
+    reads are not made for them, so the loop's time goes to the exporters
+    that take the events (journald full: the file's lines are still made,
+    journald's one-liners are not)."""
+    e, cache, hs, _ = enricher(fake_proc)
+    made = []
+    real_json, real_data = e.hook_renderer.render, e.hook_renderer.event_dict
+    e.hook_renderer.render = lambda *a: made.append("json") or real_json(*a)
+    e.hook_renderer.event_dict = lambda *a: made.append("data") or real_data(*a)
+
+    class Gated(Recorder):
+        def __init__(self, wants):
+            super().__init__(wants)
+            self.gate = threading.Event()
+
+        def write_events(self, batch):
+            assert self.gate.wait(10)
+            super().write_events(batch)
+
+    file, journal = Gated(("json",)), Gated(("json", "compact"))
+    file_q, journal_q = ThreadedSink(file, max_events=1), ThreadedSink(journal, max_events=1)
+    agent = bare_agent([file_q, journal_q])
+
+    def flush(n):
+        made.clear()
+        agent._emit(e.event(rec(n)))
+        agent._flush()
+        return list(made)
+
+    assert flush(1) == ["json", "data"]      # the JSON once, and the dict journald's one-liner is made of
+    deadline = time.monotonic() + 10
+    while not (file_q._writing and journal_q._writing) and time.monotonic() < deadline:
+        time.sleep(0.001)                    # both workers now hold batch 1 in their (gated) write
+    assert flush(2) == ["json", "data"]      # queued by both: both queues are full now
+    file.gate.set()
+    assert file_q.wait_idle(10)              # the file wrote; journald's queue is still full
+    assert flush(3) == ["json"] and journal.stats.dropped == 1 and file.stats.dropped == 0
+    file_q.max_events = 0                    # now neither has room
+    assert flush(4) == [] and journal.stats.dropped == 2 and file.stats.dropped == 1
+    journal.gate.set()
+    for q in (file_q, journal_q):
+        q.close()
+    assert [len(b) for b in file.batches] == [1, 1, 1] and [len(b) for b in journal.batches] == [1, 1]
+    assert all(ev.compact for b in journal.batches for ev in b)     # read on its thread: made before
+
+
+def test_a_queued_event_holds_its_forms_not_its_record(fake_proc):
+    """Once its exporters queued an event, it lets go of the record, hook and
+    process it was made from (a queue of events under a flood is then only
+    their lines), and a form nobody asked for is an error, not a render on an
+    exporter's thread."""
+    e, cache, hs, _ = enricher(fake_proc)
+    recorder = Recorder(("json",))
+    queued = ThreadedSink(recorder)
+    agent = bare_agent([queued])
+    agent._emit(e.event(rec(1)))
+    agent._flush()
+    queued.close()
+    (event,) = recorder.batches[0]
+    assert event.json.startswith("{") and event._source == ()
+    with pytest.raises(ValueError, match="was not prepared"):
+        event.data
 
 
 @pytest.fixture
@@ -144,7 +221,6 @@ def test_no_sink_parses_the_json_back(fake_proc, tmp_path, no_json_parsing):
     server.close()
     kept = Recorder(("json",))
     pipeline = ExportPipeline([kept], drop_process_fields=["cap", "ns"])
-    assert set(pipeline.wants) == {"json", "data"}
     pipeline.write_events(batch)
     (dropped,) = kept.batches
     assert all('"ns":' not in ev.json for ev in dropped)
@@ -157,25 +233,6 @@ def test_field_filter_keeps_the_renderers_dicts_intact(fake_proc):
     ExportPipeline([Recorder(("json",))], drop_process_fields=["cap", "ns"]).write_events(batch)
     assert json.loads(before) == batch[1].data        # the shared dicts were not mutated
     assert '"ns":' in batch[1].json
-
-
-def test_a_queued_event_holds_its_forms_not_its_record(fake_proc):
-    """Once the agent made the forms its sinks want, the event lets go of the
-    record, hook and process it was made from (a queue of events under a flood
-    is then only their lines), and a form nobody asked for is an error, not a
-    render on an exporter's thread."""
-    from tetrahost.daemon import Agent
-    e, cache, hs, _ = enricher(fake_proc)
-    agent = Agent.__new__(Agent)
-    agent.counters = SimpleNamespace(events={})
-    agent._batch = []
-    agent.sinks = [Recorder(("json",))]
-    agent._emit(e.event(rec(1)))
-    agent._flush()
-    (event,) = agent.sinks[0].batches[0]
-    assert event.json.startswith("{") and event._source == ()
-    with pytest.raises(ValueError, match="was not prepared"):
-        event.data
 
 
 @pytest.mark.parametrize("host_fields", [False, True])

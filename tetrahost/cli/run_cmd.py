@@ -180,7 +180,7 @@ def build_outputs(cfg, node_name: str, extra_components=()):
             compress=e.file.compress)))
     if e.journald.enabled:
         if journald.journal_available():
-            # Each event's JSON is parsed for the MESSAGE one-liner: a worker's job, not the loop's.
+            # Sending one datagram per entry, and waiting for a busy journald, is a worker's job.
             exporters.append(ThreadedSink(journald.JournaldSink()))
         else:
             log.warning("journald export: no journald listening on %s; journal export off",

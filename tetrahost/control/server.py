@@ -42,6 +42,7 @@ from tetrahost.control.connection import Client, listen_unix, send_and_close
 from tetrahost.control.filters import parse_filter
 from tetrahost.control.protocol import FrameTooLarge, ProtocolError
 from tetrahost.control.status import agent_status, policy_list
+from tetrahost.events.event import metas_of
 from tetrahost.control.policy_ops import PolicyOperations
 
 if TYPE_CHECKING:
@@ -290,7 +291,7 @@ class ControlServer:
 
     # -- sending -------------------------------------------------------------------------
     def write_events(self, batch) -> None:
-        for _line, meta in batch:
+        for meta in metas_of(batch):        # the line is made only if a client streams it
             if meta.enforced and meta.policy:
                 self.enforcements[meta.policy] = self.enforcements.get(meta.policy, 0) + 1
         streams = [c for c in self.clients.values() if c.stream]

@@ -12,9 +12,12 @@ and the control socket read), and how to produce its forms:
 
 Each form is produced once, the first time a sink asks, and shared by every
 sink after it.  The renderers keep state of the loop's thread (the process
-cache, time and namespace caches), so the agent asks for the forms its sinks
-want on that thread (Agent.prepare) before a batch goes to exporters' worker
-threads; a form nobody wants is never produced.
+cache, time and namespace caches), so every form is made on that thread: a
+sink that writes inline reads it as it goes; an exporter that queues the
+batch for its own thread makes the forms it will read as it queues it
+(make_forms, from ThreadedSink), and only if it does queue it: a batch an
+exporter drops (its queue full) costs no rendering, and a form nobody reads
+is never produced.  Once every sink had the batch the agent releases it.
 
 Sinks written for (json_line, meta) pairs still work: an Event unpacks as
 one (`for line, meta in batch`) and indexes as one (event[1] is the meta).
@@ -28,7 +31,7 @@ FORMS = ("json", "data", "compact")
 
 def _not_prepared(*_):
     raise ValueError("a form of this event was not prepared before it was handed to the sinks "
-                     "(a sink's `wants` must name every form it reads)")
+                     "(a queueing sink's `wants` must name every form it reads)")
 
 
 class Event:
@@ -96,16 +99,23 @@ class Event:
             self._compact = text
         return text
 
-    def prepare(self, forms) -> None:
-        """Produce `forms` now (names from FORMS), on the loop's thread, then let
-        go of what they were made from (the record, its hook, the process): a
-        queued event holds only its forms.  A form asked for later is an error."""
+    def make(self, forms) -> None:
+        """Produce `forms` now (names from FORMS), on the loop's thread.  The
+        compact line's readers fall back to the JSON line for a kind it cannot
+        show, so that one comes with it then."""
         if forms == ("json",):
             if self._json is None:
                 self._json = self._render_json(*self._source)
-        else:
-            for form in forms:
-                getattr(self, form)
+            return
+        for form in forms:
+            getattr(self, form)
+        if "compact" in forms and not self._compact:
+            self.json
+
+    def release(self) -> None:
+        """Let go of what the forms are made from (the record, its hook, the
+        process): a queued event holds only its forms.  A form asked for
+        later, i.e. not made when it was queued, is an error."""
         self._source = ()
         self._render_json = self._render_data = _not_prepared
         self._render_brief = None
@@ -130,6 +140,14 @@ def _compact_of(event: Event) -> str:
     from tetrahost.export.compact import compact_of
     _compact_of = compact_of
     return compact_of(event)
+
+
+def make_forms(batch, forms) -> None:
+    """The forms of each Event of a batch about to be queued (see the module
+    docstring); (line, meta) pairs have theirs."""
+    if forms and batch and type(batch[0]) is Event:
+        for event in batch:
+            event.make(forms)
 
 
 def metas_of(batch) -> list[EventMeta]:

@@ -173,9 +173,6 @@ class ExportPipeline:
         self.node_name = node_name
         self.report_interval = report_interval
         self.filtered = 0           # events removed by allow/deny lists
-        # the forms of the events its exporters read, and the dict to drop fields from
-        self.wants = tuple({form for sink in self.sinks for form in getattr(sink, "wants", ("json",))}
-                           | ({"data"} if self.fields else set()))
         self.rate_limited = 0       # events dropped by the rate limit, total
         self._unreported = 0
 

@@ -22,6 +22,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from tetrahost.events.event import Event, make_forms
+
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 10.0            # seconds between repeated complaints about one sink
@@ -74,7 +76,6 @@ class LogThrottle:
 
 def lines_of(batch) -> list[str]:
     """The JSON lines of a batch of Events (or of (line, meta) pairs)."""
-    from tetrahost.events.event import Event
     if batch and type(batch[0]) is Event:
         return [event.json for event in batch]
     return [item[0] for item in batch]
@@ -98,7 +99,6 @@ class LineSink:
 
     @staticmethod
     def _render(item) -> str:
-        from tetrahost.events.event import Event
         if type(item) is Event:
             return item.compact or item.json    # not a kind the compact form knows (rate_limit_info): JSON
         from tetrahost.export.compact import CompactError, format_line
@@ -173,7 +173,7 @@ class ThreadedSink:
         self.inner = inner
         self.name = inner.name
         self.stats = inner.stats
-        self.wants = getattr(inner, "wants", ("json",))    # made on the loop's thread before queueing
+        self.wants = getattr(inner, "wants", ("json",))    # made on the loop's thread as a batch is queued
         self.max_events = max_events
         self.drain_timeout = drain_timeout
         # [batch, accepted batches it stands for: itself and those dropped after it]
@@ -197,12 +197,18 @@ class ThreadedSink:
     def write_events(self, batch) -> None:
         if self.skip_until or self.skip_replaced_until:
             batch = self._not_written_before(batch)
+        # Decided once, before the forms are made: only the loop's thread queues,
+        # so room found here is still there below (the worker only frees it),
+        # and a batch that will be dropped is not rendered for this exporter.
+        fits = self._queued + len(batch) <= self.max_events
+        if fits and batch and not self._closing:
+            make_forms(batch, self.wants)
         with self._cond:
             self.accepted_batches += 1
             if self._closing or not batch:
                 self._done_in_order()
                 return
-            if self._queued + len(batch) > self.max_events:
+            if not fits:
                 self.stats.lose(len(batch), "queue_full")
                 self._done_in_order()
                 dropped = True

@@ -26,7 +26,9 @@ class Exporters:
         self._sinks = sinks              # the agent's own list, which it iterates per batch
 
     def add(self, sink) -> None:
-        """sink: write_events(list[Event]), close(), optionally `wants` (the Event forms it reads)."""
+        """sink: write_events(list[Event]) on the loop's thread, close(); an
+        exporter wrapped in ThreadedSink names in `wants` the Event forms it
+        reads on its own thread (made as the batch is queued)."""
         self._sinks.append(sink)
 
     def remove(self, sink) -> None:
