@@ -26,7 +26,6 @@ systemd unit, whose ExecStopPost tells a stop from a restart).
 from __future__ import annotations
 
 import logging
-import resource
 import signal
 import socket
 import time
@@ -41,6 +40,7 @@ from tetrahost.events.proccache import ProcessCache
 from tetrahost.export.delivery import BATCH_RECORDS, MAX_HOLD, Delivery, DeliveryMarks
 from tetrahost.export.hook_json import HookEventRenderer
 from tetrahost.export.tetragon_json import TetragonJSON
+from tetrahost.runtime.fdlimit import raise_fd_limit
 from tetrahost.runtime.loop import EventLoop
 from tetrahost.runtime.pinned_state import PinnedState
 from tetrahost.runtime.services import Exporters, Services
@@ -192,19 +192,18 @@ class Agent(PinnedState):
 
     def handle_records(self, raws) -> None:
         """Kernel records (bytes each, as the ring buffer hands them) through the
-        read path's own steps: decoded, enriched, and given to the sinks as one
-        batch.  For replaying captured records (bench/pipeline.py): they have no
-        ring position (Event.pos 0), so no delivery mark follows them."""
-        self._record_pos = 0
+        ring buffer's own callback, then to the sinks as one batch.  For
+        replaying captured records (bench/pipeline.py): they have no ring
+        position (Event.pos 0), so no delivery mark follows them."""
         for raw in raws:
-            record = self._decode(raw)
-            if record is not None:
-                self._handle(record)
+            self._on_record(raw, 0)
         self._flush()
 
     # -- hot path: one call per kernel record ----------------------------------------
-    def _on_record(self, raw: bytes) -> None:
-        self._record_pos = self.sensor.ringbuf.record_end     # the events made of it carry it
+    def _on_record(self, raw: bytes, pos: int | None = None) -> None:
+        """The ring buffer's callback.  pos: the ring position its events carry
+        (default: just after the record the ring buffer handed over)."""
+        self._record_pos = self.sensor.ringbuf.record_end if pos is None else pos
         record = self._decode(raw)
         if record is not None:
             self._handle(record)
@@ -312,7 +311,7 @@ class Agent(PinnedState):
 
     # -- lifecycle -----------------------------------------------------------------
     def run(self) -> int:
-        check_fd_limit()
+        raise_fd_limit()
         ensure_mounted()
         loop = self.loop
         old_wakeup = signal.set_wakeup_fd(loop.wake_w)
@@ -381,25 +380,3 @@ class Agent(PinnedState):
         if not parts:
             return "lost: none"
         return f"lost: {sum(n for _, n in parts)} ({', '.join(f'{what} {n}' for what, n in parts)})"
-
-
-# Each hook holds a few fds (programs, maps, links, perf events); the budget
-# must cover max_hooks_total of them with room for sockets and exporters.
-WANTED_NOFILE = 65536
-
-
-def check_fd_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE towards the hard one (a plain shell's 1024
-    runs out with a few hundred hooks) and log the budget; the soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = WANTED_NOFILE if hard == resource.RLIM_INFINITY else min(hard, WANTED_NOFILE)
-    if soft != resource.RLIM_INFINITY and target > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError) as exc:
-            log.warning("cannot raise the open file limit from %d to %d: %s", soft, target, exc)
-    level = logging.WARNING if soft < 4096 else logging.INFO
-    log.log(level, "open file limit: %s (hard %s)%s", soft, hard,
-            "; low: loads may fail with EMFILE (set LimitNOFILE=)" if level == logging.WARNING else "")
-    return soft

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import stat
 import struct
 from dataclasses import dataclass
 
@@ -59,6 +60,18 @@ def parse_events(buf: bytes) -> list[InotifyEvent]:
         events.append(InotifyEvent(wd, mask, cookie, os.fsdecode(raw.split(b"\0", 1)[0])))
         off += _HEADER.size + length
     return events
+
+
+def complete_on_create(path: str) -> bool:
+    """Whether a name that just appeared (IN_CREATE) is complete.  A symlink,
+    hard link, FIFO or other special file never gets IN_CLOSE_WRITE: its
+    creation is its completion.  A new regular file with one link is still
+    being written: its IN_CLOSE_WRITE follows.  Gone already: not complete."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return not stat.S_ISREG(st.st_mode) or st.st_nlink > 1
 
 
 class Inotify:

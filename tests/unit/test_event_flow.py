@@ -15,7 +15,6 @@ from test_proccache import exec_rec, exit_rec, seeded_cache
 
 from tetrahost.bpf.native import lib
 from tetrahost.events.enrich import Enricher
-from tetrahost.events.event import Event
 from tetrahost.export import journald
 from tetrahost.export.compact import format_line
 from tetrahost.export.filters import ExportPipeline

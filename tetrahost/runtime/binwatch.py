@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import time
 
 from tetrahost.bpf import BpfError
 from tetrahost.inotify import (IN_ATTRIB, IN_CLOSE_WRITE, IN_CREATE, IN_IGNORED, IN_MOVED_TO, IN_ONLYDIR,
-                               IN_Q_OVERFLOW, Inotify, OneShotTimer)
+                               IN_Q_OVERFLOW, Inotify, OneShotTimer, complete_on_create)
 from tetrahost.sensors.generic import file_identity
 
 log = logging.getLogger(__name__)
@@ -132,21 +131,11 @@ class BinaryWatch:
             paths = self._names.get((d, ev.name)) if d is not None else None
             if not paths:
                 continue
-            if ev.mask & IN_CREATE and not self._complete_on_create(os.path.join(d, ev.name)):
+            if ev.mask & IN_CREATE and not complete_on_create(os.path.join(d, ev.name)):
                 continue                 # a new file being written: its close will tell
             self._dirty.update(paths)
         if self._dirty:
             self.timer.arm(DEBOUNCE)
-
-    @staticmethod
-    def _complete_on_create(path: str) -> bool:
-        """A symlink or hard link is complete when created; a new regular file
-        with one link is still being written (IN_CLOSE_WRITE follows)."""
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return False
-        return not stat.S_ISREG(st.st_mode) or st.st_nlink > 1
 
     def on_timer(self) -> None:
         if self.timer.consume():

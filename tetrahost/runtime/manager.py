@@ -31,7 +31,6 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
-import os
 import time
 from dataclasses import replace
 
@@ -42,10 +41,11 @@ from tetrahost.policy.errors import PolicyError
 from tetrahost.policy.load import LoadResult, load_text, read_policy_file
 from tetrahost.policy.model import Hook, Policy
 from tetrahost.runtime import adoption
+from tetrahost.runtime.admission import as_overridden, check_limits, check_names
 from tetrahost.runtime.apply import ApplyJob
 from tetrahost.runtime.overrides import PolicyOverrides
 from tetrahost.runtime.state import (HookState, Limits, PolicyLoadFailed, PolicyState,  # noqa: F401 (re-exported)
-                                     ReloadCounters)
+                                     ReloadCounters, describe_policies)
 from tetrahost.runtime.warmpool import WarmPool, spares_per_key
 from tetrahost.sensors.attach import AttachError, candidates_compiled, plan_compiled
 from tetrahost.sensors.fallback import start_hook
@@ -156,11 +156,11 @@ class PolicyManager:
         digest = adoption.digest_of(text) if text is not None else ""
         if not result.ok:
             raise PolicyLoadFailed(path, [e.render() for e in result.errors])
-        result = self._overridden(result)
+        result = as_overridden(result, self.overrides)
         for w in result.warnings:
             log.warning("%s", w.render())
-        self._check_names(path, result, replace)
-        self._check_limits(path, result, replace)
+        check_names(self.policies, path, result, replace)
+        check_limits(self.limits, self.policies, self._reserved, path, result, replace)
         if path in self.pinned_files and not self.names_from(path):
             adopted = adoption.adopt_file(self, path, digest, result)
             if adopted is not None:
@@ -182,7 +182,7 @@ class PolicyManager:
                     self._attach(hs)
                     state.hooks.append(hs)
                     yield
-            self._check_names(path, result, replace)     # a name may have been taken meanwhile
+            check_names(self.policies, path, result, replace)     # a name may have been taken meanwhile
             old = {n: self.policies[n] for n in self.names_from(path)} if replace else {}
             failed = [(s, h) for s in new for h in s.hooks if not h.active]
             if failed and any(h.active for s in old.values() for h in s.hooks):
@@ -214,39 +214,6 @@ class PolicyManager:
             adoption.drop_pinned(self, path)     # a previous agent's version: after the new one is attached
             self._write_manifest()
         return new
-
-    def _overridden(self, result: LoadResult) -> LoadResult:
-        """The policies as the operator set them (set-mode wins over the file's mode)."""
-        policies = []
-        for p in result.policies:
-            mode = self.overrides.mode(p.name)
-            policies.append(p if mode in (None, p.mode) else replace(p, mode=mode))
-        return replace(result, policies=policies)
-
-    def _check_names(self, path: str, result: LoadResult, replace: bool) -> None:
-        problems = []
-        for p in result.policies:
-            owner = self.policies.get(p.name)
-            if owner is not None and (not replace or owner.file != path):
-                problems.append(f'policy "{p.name}" is defined in both {owner.file} and {path}; '
-                                f"{path} is not loaded")
-        if problems:
-            raise PolicyLoadFailed(path, problems, name_conflict=True)
-
-    def _check_limits(self, path: str, result: LoadResult, replace: bool) -> None:
-        """Hook counts against limits.*: a file over a limit loads nothing and
-        touches nothing loaded (each hook costs kernel memory, fds and a verifier run)."""
-        problems = [f'policy "{p.name}" has {len(p.hooks)} hooks: more than limits.max_hooks_per_policy '
-                    f"({self.limits.max_hooks_per_policy})"
-                    for p in result.policies if len(p.hooks) > self.limits.max_hooks_per_policy]
-        adding = sum(len(p.hooks) for p in result.policies)
-        others = (sum(len(s.hooks) for s in self.policies.values() if not (replace and s.file == path))
-                  + sum(n for f, n in self._reserved.items() if f != path))
-        if others + adding > self.limits.max_hooks_total:
-            problems.append(f"its {adding} hooks would make {others + adding} in all: more than "
-                            f"limits.max_hooks_total ({self.limits.max_hooks_total}; {others} loaded)")
-        if problems:
-            raise PolicyLoadFailed(path, problems)
 
     def _prepare_hook(self, policy: Policy, hook: Hook) -> HookState:
         """A new hook state with its attach plan when the hook compiles (the
@@ -419,20 +386,6 @@ class PolicyManager:
             log.error("pinned state: cannot write the manifest (a restart will load everything "
                       "fresh): %s", exc)
 
-    # -- reporting -----------------------------------------------------------------------
     def describe(self) -> list[dict]:
         """Plain data for status / tracingpolicy list."""
-        out = []
-        for name, s in sorted(self.policies.items()):
-            out.append({
-                "name": name, "file": os.fspath(s.file), "state": s.state, "mode": s.policy.mode,
-                "generation": s.generation, "loaded_at": s.loaded_at,
-                "events": sum(h.events for h in s.hooks),
-                "hooks": [{"id": h.hook_id, "hook": h.hook.describe(), "active": h.active,
-                           "attach": h.plan.method if h.plan is not None and h.active else "",
-                           "error": h.error, "events": h.events, "origin": h.origin,
-                           "pinned": h.pinned, "retrying": h.retry_at is not None,
-                           "fallback_from": h.fallback_from if h.active else [],
-                           "reattached": h.reattached, "binary_changed_at": h.binary_changed_at} for h in s.hooks],
-            })
-        return out
+        return describe_policies(self.policies)

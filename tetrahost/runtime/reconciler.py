@@ -37,12 +37,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import stat
 import time
 from dataclasses import dataclass, field
 
 from tetrahost.inotify import (IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_IGNORED, IN_MOVE_SELF,
-                               IN_MOVED_FROM, IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Inotify, OneShotTimer)
+                               IN_MOVED_FROM, IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Inotify, OneShotTimer,
+                               complete_on_create)
 from tetrahost.policy.isolated import ParseInChild, PendingParse, UnreadablePolicy, read_policy_file
 from tetrahost.policy.load import LoadResult
 
@@ -168,22 +168,11 @@ class PolicyDirectory:
                     log.error("policy directory %s was removed or moved: loaded policies keep running; "
                               "changes are not seen until it is back", self.path)
                 self._watch_lost = True
-            elif is_policy_name(ev.name) and (ev.mask & _DIRTY or (ev.mask & IN_CREATE
-                                                                   and self._complete_on_create(ev.name))):
+            elif is_policy_name(ev.name) and (ev.mask & _DIRTY or (
+                    ev.mask & IN_CREATE and complete_on_create(os.path.join(self.path, ev.name)))):
                 self._mark(ev.name)
         if self._rescan and not self._pending:
             self._mark(None)
-
-    def _complete_on_create(self, name: str) -> bool:
-        """A symlink, hard link, FIFO or other special file never gets
-        IN_CLOSE_WRITE: its creation is its completion (a special file is then
-        reported as not a policy).  A new regular file with one link is still
-        being written: wait for its close."""
-        try:
-            st = os.lstat(os.path.join(self.path, name))
-        except OSError:
-            return False
-        return not stat.S_ISREG(st.st_mode) or st.st_nlink > 1
 
     def _mark(self, name: str | None) -> None:
         now = time.monotonic()

@@ -3,6 +3,7 @@ error a rejected load raises.  Plain records: the status snapshot, the
 exporters (a record's hook) and the adoption of pinned hooks read them."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -92,3 +93,21 @@ class ReloadCounters:
     ok: int = 0          # files applied (first load or replace)
     failed: int = 0      # files rejected or rolled back (the old version, if any, kept)
     unloads: int = 0
+
+
+def describe_policies(policies: dict[str, PolicyState]) -> list[dict]:
+    """Plain data of loaded policies and their hooks, by name (status, tracingpolicy list)."""
+    out = []
+    for name, s in sorted(policies.items()):
+        out.append({
+            "name": name, "file": os.fspath(s.file), "state": s.state, "mode": s.policy.mode,
+            "generation": s.generation, "loaded_at": s.loaded_at,
+            "events": sum(h.events for h in s.hooks),
+            "hooks": [{"id": h.hook_id, "hook": h.hook.describe(), "active": h.active,
+                       "attach": h.plan.method if h.plan is not None and h.active else "",
+                       "error": h.error, "events": h.events, "origin": h.origin,
+                       "pinned": h.pinned, "retrying": h.retry_at is not None,
+                       "fallback_from": h.fallback_from if h.active else [],
+                       "reattached": h.reattached, "binary_changed_at": h.binary_changed_at} for h in s.hooks],
+        })
+    return out
