@@ -9,6 +9,7 @@ when a test skipped for any reason but these, and the skip reasons are listed:
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -16,6 +17,13 @@ ALLOWED_SKIPS = ("not applicable on this kernel", "runs only inside the Debian")
 STRICT = os.environ.get("TETRAHOST_STRICT_SKIPS") == "1"
 
 _unexpected: list[str] = []
+
+# The tests stop agents and `tetra getevents` streams with SIGINT (Ctrl-C).  A
+# shell that starts the suite in the background without job control hands it
+# SIGINT ignored, every child inherits that, and such a stop waits forever.  A
+# handler here is reset to the default in each child it starts.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _reason(report: pytest.TestReport) -> str:

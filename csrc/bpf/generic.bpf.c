@@ -134,7 +134,7 @@ static __always_inline void event_namespaces(struct task_struct *task, struct th
  * user addresses of the USDT arguments in memory (0 for others), else NULL.
  */
 static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th_hook_config *cfg,
-				    __u64 *args, long syscall_nr, __u32 slot, __u64 *set_addr)
+				    __u64 *args, long syscall_nr, __u32 slot, __u64 *set_addr, bool after_exec)
 {
 	if (cfg->flags & TH_CFG_SYSCALL_WRAPPER) {
 		/* __x64_sys_*(const struct pt_regs *regs): the arguments are inside,
@@ -164,7 +164,12 @@ static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th
 	 * -> walk_step) 544 bytes of stack, over the 512 Debian 6.1's verifier
 	 * allows.  A selector reaches matchBinaries on nearly every event anyway
 	 * (only matchPIDs/Namespaces/Capabilities come before it). */
-	if (cfg->flags & TH_CFG_NEEDS_BINARY)
+	/* After the exec (th_exec at sched_process_exec) the caller's binary IS
+	 * the executed one, which the exec target argument resolves anyway:
+	 * matchBinaries then compares that one path instead of walking it twice
+	 * (a constant here, folded away in every other program). */
+	s->binary_is_target = after_exec && cfg->exec_target_arg < TH_MAX_ARGS;
+	if ((cfg->flags & TH_CFG_NEEDS_BINARY) && !s->binary_is_target)
 		resolve_binary(slot);
 	/* ~25 kernel reads: before the selectors only where one of them compares
 	 * namespaces; otherwise an event that matched reads them (most calls
@@ -246,7 +251,8 @@ static __always_inline int run_hook(void *ctx, struct hook_scratch *s, struct th
 
 /* syscall_nr: the syscall being entered where the caller knows it (sys_enter),
  * else -1 (run_hook reads it from a syscall wrapper's pt_regs). */
-static __always_inline int handle_hook_set(void *ctx, __u64 *args, long syscall_nr, __u64 *set_addr)
+static __always_inline int handle_hook_set(void *ctx, __u64 *args, long syscall_nr, __u64 *set_addr,
+					   bool after_exec)
 {
 	__u32 zero = 0, slot = 0;
 	struct th_hook_config *cfg = bpf_map_lookup_elem(&hook_config, &zero);
@@ -259,7 +265,7 @@ static __always_inline int handle_hook_set(void *ctx, __u64 *args, long syscall_
 		count_loss(TH_LOSS_HOOK_BUSY);
 		return 0;
 	}
-	int verdict = run_hook(ctx, s, cfg, args, syscall_nr, slot, set_addr);
+	int verdict = run_hook(ctx, s, cfg, args, syscall_nr, slot, set_addr, after_exec);
 
 	s->owner = 0;
 	return verdict;
@@ -267,7 +273,7 @@ static __always_inline int handle_hook_set(void *ctx, __u64 *args, long syscall_
 
 static __always_inline int handle_hook(void *ctx, __u64 *args, long syscall_nr)
 {
-	return handle_hook_set(ctx, args, syscall_nr, NULL);
+	return handle_hook_set(ctx, args, syscall_nr, NULL, false);
 }
 
 /* ---- entry programs: user space autoloads the one it attaches ------------ */
@@ -373,7 +379,7 @@ static __always_inline int usdt_body(struct pt_regs *ctx, bool may_set)
 		return 0;
 	for (int i = 0; i < TH_MAX_ARGS; i++)
 		args[i] = usdt_arg(ctx, &cfg->usdt_args[i], &addr[i]);
-	return handle_hook_set(ctx, args, -1, may_set ? addr : NULL);
+	return handle_hook_set(ctx, args, -1, may_set ? addr : NULL, false);
 }
 
 SEC("uprobe")
@@ -556,7 +562,7 @@ int th_exec(struct bpf_raw_tracepoint_args *ctx)
 	__u64 bprm = ctx->args[2];
 	__u64 args[TH_MAX_ARGS] = { bprm, bprm, bprm, bprm, bprm };
 
-	handle_hook(ctx, args, -1);
+	handle_hook_set(ctx, args, -1, NULL, true);
 	return 0;
 }
 

@@ -327,7 +327,10 @@ static __always_inline bool selector_matches(struct hook_scratch *s, struct th_h
 			return false;
 	}
 	if (sel->bin_op) {      /* s->binary: resolved by run_hook (TH_CFG_NEEDS_BINARY) */
-		bool found = string_found(string_in_set(s, TH_TAIL_BINARY, s->binary, s->binary_len,
+		/* binary_is_target: the caller's binary is the exec target's path
+		 * (run_hook did not resolve it), compared just below */
+		bool found = !s->binary_is_target &&
+			     string_found(string_in_set(s, TH_TAIL_BINARY, s->binary, s->binary_len,
 							sel->bin_op, sel->bin_set_id), sel->bin_negate);
 		/* At exec hooks a task is between two binaries: either one counts. */
 		__u8 t = cfg->exec_target_arg;

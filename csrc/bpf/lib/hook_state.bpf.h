@@ -113,6 +113,8 @@ struct hook_scratch {
 	struct path_scratch path;
 	__u8 binary[TH_STR_SLOT];     /* the calling task's executable, zero padded */
 	__u32 binary_len;
+	__u8 binary_is_target;        /* after an exec: `binary` is the exec target argument's
+	                               * path, not resolved again (run_hook) */
 	__u32 arg_str_len[TH_MAX_ARGS];
 	/* Postfix looks at a string's end: for one longer than TH_STR_MAX (its
 	 * slot holds the start), tail[i] holds its last TH_STR_MAX bytes and
