@@ -120,7 +120,7 @@ class VmOptions:
 # the process selectors, one selector of each kind); the full VM suite runs them all.
 KERNEL_BEHAVIOUR_LEAN = ("tests/kernel/test_deep_paths.py", "tests/kernel/test_file_open_hooks.py",
                          "tests/kernel/test_syscall_dispatch.py", "tests/kernel/test_seed_policies_host.py",
-                         "tests/kernel/test_policy_selectors.py")
+                         "tests/kernel/test_policy_selectors.py", "tests/kernel/test_exec_hook_binaries.py")
 KERNEL_BEHAVIOUR = (*KERNEL_BEHAVIOUR_LEAN,
                     "tests/kernel/test_verifier_budget.py", "tests/kernel/test_probe.py",
                     "tests/kernel/test_syscall_lists_host.py", "tests/kernel/test_policy_dir.py",
