@@ -227,7 +227,8 @@ def with_host(event: dict) -> dict:
     return {**body, **host}
 
 
-def _bodies_of(event: dict, name: str) -> list[dict]:
+def bodies_of(event: dict, name: str) -> list[dict]:
+    """The bodies of one exported event that are the policy's (none for others), with_host."""
     return [with_host(event) for k, v in event.items()
             if k.startswith("process_") and isinstance(v, dict) and v.get("policy_name") == name]
 
@@ -237,6 +238,6 @@ def policy_events(agent: RunningAgent, name: str, count: int = 0) -> list[dict]:
     `name`, after waiting for at least count of them and for every event of
     what ran before (settle): a wrong extra event is among them."""
     if count:
-        agent.wait_events(lambda e: bool(_bodies_of(e, name)), count)
+        agent.wait_events(lambda e: bool(bodies_of(e, name)), count)
     agent.settle()
-    return [b for e in agent.events() for b in _bodies_of(e, name)]
+    return [b for e in agent.events() for b in bodies_of(e, name)]

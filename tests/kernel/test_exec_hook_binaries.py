@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from agent_harness import policy_events, start_with_policies
+from agent_harness import bodies_of, policy_events, start_with_policies
 
 pytestmark = pytest.mark.kernel
 
@@ -62,14 +62,9 @@ def test_in_and_not_in_decide_on_the_executed_binary(agent):
     assert subprocess.run([LISTED]).returncode == 0
     assert subprocess.run([OTHER]).returncode == 0
     # waited for: the last exec's NotIn event; everything before it is in by then
-    agent.wait_events(lambda e: any(executed(b) == OTHER for b in policy_events_of(e, f"notin-{TAG}")), 1)
+    agent.wait_events(lambda e: any(executed(b) == OTHER for b in bodies_of(e, f"notin-{TAG}")), 1)
     listed_in = [executed(b) for b in policy_events(agent, f"in-{TAG}") if executed(b).startswith(DIR)]
     not_in = [executed(b) for b in policy_events(agent, f"notin-{TAG}") if executed(b).startswith(DIR)]
     assert listed_in == [LISTED], listed_in
     assert not_in == [OTHER], not_in
 
-
-def policy_events_of(event: dict, name: str) -> list[dict]:
-    """The bodies of one exported event that are the policy's (none for others)."""
-    return [v for k, v in event.items()
-            if k.startswith("process_") and isinstance(v, dict) and v.get("policy_name") == name]
