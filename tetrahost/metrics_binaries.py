@@ -55,8 +55,6 @@ class BinaryExecCounter:
         self.new_binaries = 0
         self.by_binary: dict[str, int] = {}
 
-    wants = ()          # reads the events' meta only
-
     def write_events(self, batch) -> None:
         known, by_binary = self._known, self.by_binary
         learning = None

@@ -5,6 +5,8 @@ import platform
 
 import pytest
 
+from tetrahost.events.event import Event
+from tetrahost.events.meta import EventMeta
 from tetrahost.runtime import heap as heap_module
 from tetrahost.runtime.heap import (HEAP_QUIET_EVENTS, HEAP_TRIM_AFTER_EVENTS, HeapTrim, _malloc_trim,
                                     return_freed_memory_promptly)
@@ -79,7 +81,9 @@ def test_starts_only_where_there_is_a_malloc_trim(monkeypatch):
     heap = HeapTrim(FakeTrim())
     heap.start(Services)
     assert Services.exporters.sinks == [heap] and len(Services.loop.timers) == 1
-    assert heap.wants == ()         # no form of an event is made for it
+    # no form of an event is made for it: it only counts what it is handed
+    unrenderable = Event(EventMeta("process_exec", 1, "", "", 0), render_json=_no_render, render_data=_no_render)
+    heap.write_events([unrenderable])
     monkeypatch.setattr(heap_module, "_malloc_trim", lambda: None)     # a C library without it
     services = type("S", (), {"loop": Loop(), "exporters": Exporters()})
     HeapTrim().start(services)
@@ -104,3 +108,7 @@ def test_the_agent_runs_it():
     assert any(isinstance(c, HeapTrim) for c in components)
     for sink in sinks:
         sink.close()
+
+
+def _no_render(*_):
+    raise AssertionError("a form of an event was made for the heap trim")

@@ -41,9 +41,9 @@ from tetrahost.control import protocol
 from tetrahost.control.connection import Client, listen_unix, send_and_close
 from tetrahost.control.filters import parse_filter
 from tetrahost.control.protocol import FrameTooLarge, ProtocolError
+from tetrahost.control.policy_ops import PolicyOperations
 from tetrahost.control.status import agent_status, policy_list
 from tetrahost.events.event import metas_of
-from tetrahost.control.policy_ops import PolicyOperations
 
 if TYPE_CHECKING:
     from tetrahost.runtime.policy_files import PolicyFiles

@@ -73,7 +73,6 @@ class HeapTrim:
     """A component: an exporter that only counts, and a timer on the loop."""
 
     name = "heap-trim"
-    wants = ()                  # no form of an event: it only counts them
 
     def __init__(self, trim=None):
         self._trim = trim if trim is not None else _malloc_trim()
