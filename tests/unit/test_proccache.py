@@ -209,3 +209,64 @@ def test_eviction_prefers_exited_entries_kept_for_children():
 def test_handle_rejects_foreign_records():
     with pytest.raises(TypeError):
         ProcessCache(NODE).handle(object())
+
+
+def test_a_clone_is_its_parents_image_at_the_fork_even_when_made_later(fake_proc):
+    # The entry of a fork is made when asked for; by then the parent may have
+    # exec'd another binary and exited: the clone still is what it forked from.
+    cache = seeded_cache(fake_proc)
+    make = cache.handle(exec_rec(400, 100, 1_000, binary=b"/usr/bin/make")).process
+    cache.handle(fork_rec(401, 400, 2_000))
+    cache.handle(exec_rec(400, 100, 3_000, binary=b"/usr/bin/cc"))     # the parent's next image
+    cache.handle(exit_rec(400, 4_000))
+    assert cache.get_exec_id(make.exec_id) is make                      # held by the waiting fork
+    ev = cache.handle(exit_rec(401, 5_000))                             # the clone's exit: made now
+    assert ev.process.binary == b"/usr/bin/make" and ev.process.flags == "clone"
+    assert ev.parent is make and base64.b64decode(ev.process.exec_id) == b"host1:2000:401"
+    assert cache.get_exec_id(make.exec_id) is None and len(cache) == 2  # both released after the exit
+
+
+def test_a_clone_that_execs_at_once_is_never_made_and_holds_nothing(fake_proc):
+    cache = seeded_cache(fake_proc)
+    parent = cache.handle(exec_rec(500, 100, 1_000, binary=b"/usr/bin/bash")).process
+    cache.handle(fork_rec(501, 500, 2_000))
+    assert len(cache) == 4 and parent.child_refs == 1                   # the waiting fork counts, holds
+    ev = cache.handle(exec_rec(501, 500, 3_000, binary=b"/usr/bin/true"))
+    assert ev.parent is parent and ev.process.flags == "execve"
+    assert cache.get_exec_id(make_exec_id(NODE, 2_000, 501)) is None    # no clone entry was made
+    assert parent.child_refs == 1 and len(cache) == 4                   # the exec's hold, not the fork's too
+    cache.handle(exit_rec(500, 3_500))                                  # parent gone, kept for its child
+    assert cache.handle(exit_rec(501, 4_000)).parent is parent
+    assert cache.get_exec_id(parent.exec_id) is None and len(cache) == 2
+
+
+def test_a_clone_asked_for_by_its_own_fork_or_a_hook_event(fake_proc):
+    cache = seeded_cache(fake_proc)
+    cache.handle(fork_rec(600, 100, 1_000))                             # bash -> subshell
+    cache.handle(fork_rec(601, 600, 2_000))                             # subshell -> child
+    child = cache.get_pid(601)                                          # e.g. a policy event of it
+    sub = cache.get_pid(600)
+    assert sub.flags == "clone" and child.parent_exec_id == sub.exec_id
+    assert sub.parent_exec_id == cache.get_pid(100).exec_id
+    assert cache.get_pid(601) is child                                  # made once
+    assert {e.pid for e in cache.running()} == {1, 100, 600, 601}
+
+
+def test_waiting_forks_are_bounded(fake_proc, monkeypatch):
+    from tetrahost.events import proccache
+    monkeypatch.setattr(proccache, "MAX_PENDING_FORKS", 3)
+    cache = seeded_cache(fake_proc)
+    for pid in range(700, 706):
+        cache.handle(fork_rec(pid, 100, pid))
+    assert len(cache._forks) == 3 and len(cache) == 2 + 6
+    assert [e.pid for e in cache.running() if e.flags == "clone"] == list(range(700, 706))
+    assert cache.get_pid(100).child_refs == 6
+
+
+def test_a_fork_on_a_pid_still_taken_replaces_it(fake_proc):
+    cache = seeded_cache(fake_proc)
+    cache.handle(fork_rec(800, 100, 1_000))
+    cache.handle(fork_rec(800, 1, 2_000))                               # the first one's exit was lost
+    assert cache.stats.stale_replaced == 1
+    assert cache.get_pid(800).binary == b"/usr/lib/systemd/systemd"
+    assert cache.get_pid(100).child_refs == 0

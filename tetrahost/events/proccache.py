@@ -8,7 +8,11 @@ does), then kept current by the kernel's records:
               reuse) and yields an exec event carrying it and its parent.
   ForkRecord  a new process that has not exec'd yet: it inherits its parent's
               binary/args/cwd/namespaces/creds with its own pid and ktime and
-              flag "clone" (Tetragon's name).  No event.
+              flag "clone" (Tetragon's name).  No event.  The entry is made
+              when something asks for it (an event of the clone, its exit,
+              its own fork): most clones exec at once, and their exec
+              replaces the clone unseen.  Until then the fork is kept with
+              the parent image it was forked from, which it holds.
   ExitRecord  yields an exit event carrying the process and the parent it was
               started from, then releases the entry.
 
@@ -26,7 +30,8 @@ it.
 
 Bounded memory: at most `max_entries` entries.  Beyond that, entries kept only
 for their children go first (oldest first), then the oldest live entries;
-`stats.evictions` counts both.
+`stats.evictions` counts both.  At most MAX_PENDING_FORKS forks wait for their
+entry; beyond that the oldest gets it.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ from tetrahost.events.procfs import ProcInfo, scan_processes
 from tetrahost.events.records import Caps, Creds, ExecRecord, ExitRecord, ForkRecord
 
 DEFAULT_MAX_ENTRIES = 65536
+MAX_PENDING_FORKS = 4096
 _NO_WORKLOAD = Workload()
 
 
@@ -169,18 +175,25 @@ class ProcessCache:
         self._by_exec_id: OrderedDict[str, ProcessEntry] = OrderedDict()
         # Entries kept only because children name them: evicted before live ones.
         self._retired: OrderedDict[str, ProcessEntry] = OrderedDict()
+        # Forks whose entry nobody asked for yet: pid -> (record, parent image).
+        self._forks: dict[int, tuple[ForkRecord, ProcessEntry]] = {}
         self.stats = CacheStats()
 
     # ---- queries ---------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._by_exec_id)
+        return len(self._by_exec_id) + len(self._forks)
 
     def running(self) -> list[ProcessEntry]:
         """The current image of every running process the cache knows."""
+        for pid in list(self._forks):
+            self._clone_entry(pid)
         return list(self._by_pid.values())
 
     def get_pid(self, pid: int) -> ProcessEntry | None:
-        return self._by_pid.get(pid)
+        entry = self._by_pid.get(pid)
+        if entry is None and pid in self._forks:
+            entry = self._clone_entry(pid)
+        return entry
 
     def get_exec_id(self, exec_id: str) -> ProcessEntry | None:
         return self._by_exec_id.get(exec_id)
@@ -239,33 +252,44 @@ class ProcessCache:
             rec.cgroup_id, cgroup, workload_from_path(cgroup),
         )
         parent = self._by_pid.get(ppid) if ppid else None
+        if parent is None and ppid in self._forks:
+            parent = self._clone_entry(ppid)
         self._insert(entry, parent)
         if parent is None and ppid:
             self.stats.parent_missing += 1
+        if self._forks:
+            fork = self._forks.pop(pid, None)
+            if fork is not None:        # the clone this exec replaces, never asked for
+                self._unhold(fork[1])
         return ProcessEvent("exec", entry, parent, ktime)
 
-    def handle_fork(self, rec: ForkRecord) -> ProcessEntry | None:
-        parent = self._by_pid.get(rec.ppid)
+    def handle_fork(self, rec: ForkRecord) -> None:
+        """Note a fork; its entry is made when asked for (get_pid, its exit)."""
+        pid = rec.pid
+        parent = self.get_pid(rec.ppid)         # a clone forking: its own entry now
         if parent is None:
             self.stats.fork_parent_missing += 1
-            return None
-        if rec.pid in self._by_pid:
+            return
+        old = self._by_pid.pop(pid, None)
+        if old is not None:                     # its exit was missed
             self.stats.stale_replaced += 1
-        pid, ktime = rec.pid, rec.ktime
-        entry = ProcessEntry(
-            make_exec_id(self.node_name, ktime, pid),
-            pid, rec.tid, rec.ppid, ktime, parent.auid, parent.creds, parent.caps, parent.ns,
-            parent.binary, parent.args, parent.cwd, clone_flags(parent.flags),
-            parent.cgroup_id, parent.cgroup, parent.workload, parent.texts,
-        )
-        self._insert(entry, parent)
-        return entry
+            self._retire(old)
+        fork = self._forks.pop(pid, None)
+        if fork is not None:
+            self.stats.stale_replaced += 1
+            self._unhold(fork[1])
+        parent.child_refs += 1                  # the clone's parent image stays until it is made
+        self._forks[pid] = (rec, parent)
+        if len(self._forks) > MAX_PENDING_FORKS:
+            self._clone_entry(next(iter(self._forks)))
 
     def handle_exit(self, rec: ExitRecord) -> ProcessEvent | None:
         entry = self._by_pid.get(rec.pid)
         if entry is None:
-            self.stats.exit_unknown += 1
-            return None
+            if rec.pid not in self._forks:
+                self.stats.exit_unknown += 1
+                return None
+            entry = self._clone_entry(rec.pid)
         parent = self.parent_of(entry)
         if parent is None and entry.ppid:
             self.stats.parent_missing += 1
@@ -276,6 +300,30 @@ class ProcessCache:
         return event
 
     # ---- bookkeeping -----------------------------------------------------
+    def _clone_entry(self, pid: int) -> ProcessEntry:
+        """The entry of a waiting fork: its parent's image as it was at the fork."""
+        rec, parent = self._forks.pop(pid)
+        ktime = rec.ktime
+        entry = ProcessEntry(
+            make_exec_id(self.node_name, ktime, pid),
+            pid, rec.tid, rec.ppid, ktime, parent.auid, parent.creds, parent.caps, parent.ns,
+            parent.binary, parent.args, parent.cwd, clone_flags(parent.flags),
+            parent.cgroup_id, parent.cgroup, parent.workload, parent.texts,
+        )
+        entry.parent_exec_id = parent.exec_id
+        # The fork's hold on the parent becomes the entry's (unless the parent was evicted meanwhile).
+        entry.holds_parent = self._by_exec_id.get(parent.exec_id) is parent
+        self._insert(entry, None)
+        return entry
+
+    def _unhold(self, parent: ProcessEntry) -> None:
+        """A waiting fork's hold on its parent image ends without an entry."""
+        if self._by_exec_id.get(parent.exec_id) is not parent:
+            return                              # evicted meanwhile: nothing is held
+        parent.child_refs -= 1
+        if not parent.live and parent.child_refs == 0:
+            self._release(parent)
+
     def _insert(self, entry: ProcessEntry, parent: ProcessEntry | None) -> None:
         old = self._by_pid.get(entry.pid)
         self._by_pid[entry.pid] = entry
