@@ -23,7 +23,11 @@ the kernel side's gap and read - received - exporter lost the user side's
 with ours make it negative, never hide a loss of ours).  Decode errors are
 printed too.
 Outputs: the file sink on tmpfs; with --journald also the journal (a
-systemd-journald started for the run when none listens).
+systemd-journald started for the run when none listens).  Events carry each
+checkout's default process fields; --process-fields turns on
+export.process_cred and process_ns (cap, credentials, namespaces: Tetragon's
+enable-process-cred/-ns) in checkouts that have the keys, so a checkout from
+before them (which always wrote those fields) is compared like for like.
 
 Exec storm: the same agent (it loads the four seed policies of packaging/policies
 beside the rate policy) first, `--execs` fork+exec+wait of a copy of /bin/true; agent CPU (its
@@ -107,7 +111,8 @@ class Agent:
     """`tetrahost run` of one checkout: file sink on tmpfs, journald if asked,
     metrics on a private port, no control socket, no pins, no rate limit."""
 
-    def __init__(self, repo: pathlib.Path, work: pathlib.Path, policies: list[pathlib.Path], journald: bool):
+    def __init__(self, repo: pathlib.Path, work: pathlib.Path, policies: list[pathlib.Path], journald: bool,
+                 process_fields: bool = False):
         self.work = work
         work.mkdir(parents=True, exist_ok=True)
         (work / "policies.d").mkdir(exist_ok=True)
@@ -117,7 +122,9 @@ class Agent:
         # Tetragon's policy directory too, where this checkout's agent watches one
         tp_dir = (f'tetragon_policy_dir = "{work}/policies.d"\n'
                   if "tetragon_policy_dir" in (repo / "tetrahost/config.py").read_text() else "")
-        conf.write_text(f'[agent]\npolicy_dir = "{work}/policies.d"\n{tp_dir}pin_dir = ""\n'
+        fields = ("[export]\nprocess_cred = true\nprocess_ns = true\n"
+                  if process_fields and "process_cred" in (repo / "tetrahost/config.py").read_text() else "")
+        conf.write_text(f'[agent]\npolicy_dir = "{work}/policies.d"\n{tp_dir}pin_dir = ""\n{fields}'
                         '[export.file]\nmax_size_mb = 100000\nmax_backups = 0\n')
         argv = [str(repo / ".venv/bin/python"), "-m", "tetrahost.cli.main", "run", "--config", str(conf),
                 "--no-stdout", "--no-socket", "--export-rate-limit", "-1", "--export-file", str(self.export),
@@ -240,10 +247,10 @@ def exec_lines(export: pathlib.Path) -> int:
     return n
 
 
-def measure(repo, work, gen, storm, rates, seconds, execs, journald) -> dict:
+def measure(repo, work, gen, storm, rates, seconds, execs, journald, process_fields) -> dict:
     """One agent of `repo` with the seed policies and the rate policy: exec
     storm first (CPU per exec, RSS), then the rate steps, then the peak RSS."""
-    agent = Agent(repo, work, [*SEED, work.parent / "rates.yaml"], journald)
+    agent = Agent(repo, work, [*SEED, work.parent / "rates.yaml"], journald, process_fields)
     res: dict = {"rows": []}
     try:
         res["rss_start"], _ = agent.memory()
@@ -320,6 +327,9 @@ def main() -> int:
     ap.add_argument("--no-storm", action="store_true")
     ap.add_argument("--journald", action="store_true",
                     help="journald sink on too (a systemd-journald is started for the run if none listens)")
+    ap.add_argument("--process-fields", action="store_true",
+                    help="export.process_cred and process_ns on where a checkout has them (like for like "
+                         "with checkouts that always wrote cap, credentials and namespaces)")
     args = ap.parse_args()
     c.require_root()
     journal = Journal() if args.journald else None
@@ -335,7 +345,8 @@ def main() -> int:
     (work / "rates.yaml").write_text(POLICY.format(gen=gen))
     storm = c.Storm()
     print(f"# tetrahost event rates\n# {c.machine_line()}\n# outputs: file (tmpfs)"
-          f"{', journald' + (' (started for this run)' if journal.proc else '') if journald else ''}")
+          f"{', journald' + (' (started for this run)' if journal.proc else '') if journald else ''}"
+          f"{'; process_cred and process_ns on' if args.process_fields else ''}")
     for name, repo in repos.items():
         print(f"# {name}: {repo} ({subprocess.run(['git', '-C', str(repo), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()})")
     results: dict[str, list] = {n: [] for n in repos}
@@ -346,7 +357,8 @@ def main() -> int:
                 order.reverse()
             for name, repo in order:
                 results[name].append(measure(repo, work / "agent", gen, storm, rates, args.seconds,
-                                             0 if args.no_storm else args.execs, journald))
+                                             0 if args.no_storm else args.execs, journald,
+                                             args.process_fields))
                 shutil.rmtree(work / "agent", ignore_errors=True)
     finally:
         storm.cleanup()

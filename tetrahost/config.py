@@ -150,6 +150,8 @@ class ExportConfig:
     drop_process_fields: list[str] = _opt(None, factory=list, check=_check_process_fields)  # ~ fieldFilters
     rate_limit: int = _opt(-1, min=-1)                              # Helm exportRateLimit, events/min
     host_fields: bool = False             # add the "tetrahost" member (unit, cgroup, selector...): not Tetragon's schema
+    process_cred: bool = False            # "cap", "process_credentials" in process objects (enable-process-cred)
+    process_ns: bool = False              # "ns" in process objects (Tetragon's enable-process-ns)
     stack_addresses: bool = False         # stack traces show raw addresses (~ Tetragon's expose-stack-addresses)
     redaction_filters: list[dict] | str = _opt(None, factory=list, check=_check_redaction)  # Helm redactionFilters
     redact_default_secrets: bool = False  # also apply tetrahost.export.redaction.DEFAULT_FILTERS

@@ -74,7 +74,10 @@ class RunningAgent:
         policy directory, no metrics port (agents of several tests would
         clash on :2112), export.host_fields on (tests check the matched
         selector, monitor details...: they are in the "tetrahost" member,
-        which stop() checks like the rest), and a pin directory of its own
+        which stop() checks like the rest), export.process_cred and
+        process_ns on (tests read a process's namespaces and credentials;
+        Tetragon and the product leave them out by default), and a pin
+        directory of its own
         (agents of other tests must neither adopt nor remove its pins;
         TETRAHOST_PIN_DIR in env wins, for tests of several agents in turn).
         Flags given by a test still
@@ -83,7 +86,7 @@ class RunningAgent:
         policies.mkdir(exist_ok=True)
         conf = tmp_path / "tetrahost-test.toml"
         conf.write_text(f'[agent]\npolicy_dir = "{policies}"\npin_dir = "{private_pin_dir()}"\n{agent}\n'
-                        f'[export]\nhost_fields = true\n{extra}\n'
+                        f'[export]\nhost_fields = true\nprocess_cred = true\nprocess_ns = true\n{extra}\n'
                         '[export.file]\nmax_size_mb = 100000\nmax_backups = 0\n'
                         '[metrics]\nenabled = false\n' + metrics + '\n')
         return conf

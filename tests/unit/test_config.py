@@ -29,6 +29,17 @@ def test_defaults_are_tetragon_like():
     assert c.metrics.enabled and c.metrics.address == ":2112"
     assert c.export.journald.enabled and not c.export.stdout.enabled
     assert not c.export.elasticsearch.enabled and c.export.rate_limit == -1
+    assert not c.export.process_cred and not c.export.process_ns     # Tetragon's enable-process-cred/-ns
+
+
+def test_process_cred_and_ns_reach_the_renderer():
+    from tetrahost.export.tetragon_json import TetragonJSON
+    for cred, ns in ((True, False), (False, True)):
+        c = config.parse(f"[export]\nprocess_cred = {str(cred).lower()}\nprocess_ns = {str(ns).lower()}\n", "t.toml")
+        renderer = TetragonJSON("h")
+        run_cmd.configure_rendering(renderer, c.export)
+        assert (renderer.process_cred, renderer.process_ns) == (cred, ns)
+    assert problems('[export]\nprocess_ns = "yes"\n')[0].startswith("export.process_ns")
 
 
 def test_empty_file_gives_defaults():

@@ -25,7 +25,7 @@ from tetrahost.export.tetragon_json import TetragonJSON
 
 def enricher(fake_proc, host_fields=False):
     cache = seeded_cache(fake_proc)
-    base = TetragonJSON("host1")
+    base = TetragonJSON("host1", process_cred=True, process_ns=True)
     base.host_fields = host_fields
     hs = hook_state()
     hs.events, hs.hook_id = 0, 1

@@ -37,7 +37,7 @@ def record(pid, tid, ns):
 def test_process_and_parent_are_the_cached_renderings(fake_proc):
     cache = seeded_cache(fake_proc)
     cache.handle(exec_rec(200, 100, 1_000_000, binary=b"/usr/bin/cat"))
-    base = TetragonJSON("host1")
+    base = TetragonJSON("host1", process_cred=True, process_ns=True)
     out = json.loads(HookEventRenderer(base, cache).render(record(200, 200, NS), hook_state()))
     kp = out["process_kprobe"]
     assert list(kp)[:3] == ["process", "parent", "function_name"]
@@ -50,10 +50,23 @@ def test_other_namespaces_or_thread_are_the_kernels(fake_proc):
     cache = seeded_cache(fake_proc)
     cache.handle(exec_rec(200, 100, 1_000_000, binary=b"/usr/bin/cat"))
     other = (99,) + NS[1:]
-    out = json.loads(HookEventRenderer(TetragonJSON("host1"), cache).render(record(200, 201, other),
-                                                                             hook_state()))
-    p = out["process_kprobe"]["process"]
+    hooks = HookEventRenderer(TetragonJSON("host1", process_cred=True, process_ns=True), cache)
+    p = json.loads(hooks.render(record(200, 201, other), hook_state()))["process_kprobe"]["process"]
     assert p["tid"] == 201 and p["ns"]["uts"]["inum"] == 99 and p["binary"] == "/usr/bin/cat"
-    out = json.loads(HookEventRenderer(TetragonJSON("host1"), cache).render(record(4242, 4242, NS),
-                                                                             hook_state()))
+    out = json.loads(hooks.render(record(4242, 4242, NS), hook_state()))
     assert out["process_kprobe"]["process"]["pid"] == 4242 and "parent" not in out["process_kprobe"]
+    assert out["process_kprobe"]["process"]["ns"]["uts"]["inum"] == NS[0]
+
+
+def test_without_process_ns_a_hook_event_has_no_namespaces_but_the_kernels_thread(fake_proc):
+    # export.process_ns off (Tetragon's default): no "ns" anywhere, the line and
+    # the dict alike, whether the hook saw the exec's namespaces or others.
+    cache = seeded_cache(fake_proc)
+    cache.handle(exec_rec(200, 100, 1_000_000, binary=b"/usr/bin/cat"))
+    hooks = HookEventRenderer(TetragonJSON("host1"), cache)
+    for rec in (record(200, 200, NS), record(200, 201, (99,) + NS[1:]), record(4242, 4243, NS)):
+        line = hooks.render(rec, hook_state())
+        as_dict = hooks.event_dict(rec, hook_state(), cache.get_pid(rec.pid))
+        for p in (json.loads(line)["process_kprobe"]["process"], as_dict["process_kprobe"]["process"]):
+            assert "ns" not in p and "cap" not in p and "process_credentials" not in p
+            assert (p["pid"], p["tid"]) == (rec.pid, rec.tid)

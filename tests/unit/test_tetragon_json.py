@@ -26,7 +26,8 @@ def exec_rec(pid, ppid, ktime, binary=b"/usr/bin/curl", args=(b"https://example.
 
 def setup():
     cache = ProcessCache(NODE)
-    renderer = TetragonJSON(NODE, HostNamespaces(HOST), boot_offset_ns=BOOT_OFFSET)
+    renderer = TetragonJSON(NODE, HostNamespaces(HOST), boot_offset_ns=BOOT_OFFSET, process_cred=True,
+                            process_ns=True)
     parent = cache.handle(exec_rec(100, 0, 500 * 10**9, binary=b"/usr/bin/bash", args=()))
     return cache, renderer, parent
 
@@ -63,6 +64,28 @@ def test_exec_line_shape():
     assert "arguments" not in parent                              # empty: omitted
     assert "parent_exec_id" not in parent
     assert parent["start_time"] == "2026-11-25T11:51:40Z"        # 500 s after boot, no fraction
+
+
+def test_cap_creds_and_ns_only_when_configured_as_in_tetragon():
+    # Tetragon writes "cap" and "process_credentials" with --enable-process-cred
+    # and "ns" with --enable-process-ns, both off by default: the same here
+    # (export.process_cred / process_ns), in the line, the dict and the brief dict.
+    caps = Caps(effective=1 << 21, permitted=1 << 21, inheritable=0)
+    for cred, ns in ((False, False), (True, False), (False, True), (True, True)):
+        cache = ProcessCache(NODE)
+        r = TetragonJSON(NODE, HostNamespaces(HOST), boot_offset_ns=BOOT_OFFSET, process_cred=cred, process_ns=ns)
+        cache.handle(exec_rec(100, 0, 500 * 10**9, binary=b"/usr/bin/bash", caps=caps))
+        ev = cache.handle(exec_rec(200, 100, 1000 * 10**9, caps=caps))
+        line = json.loads(r.render(ev))["process_exec"]
+        as_dict = r.event_dict(ev)["process_exec"]
+        for p in (line["process"], line["parent"], as_dict["process"], as_dict["parent"]):
+            assert ("cap" in p, "process_credentials" in p, "ns" in p) == (cred, cred, ns)
+            assert p["tid"] == p["pid"]
+        assert line == json.loads(json.dumps(as_dict))     # the dict holds tuples where JSON has lists
+        assert ("cap" in r.brief_dict(ev)["process_exec"]["process"]) == cred
+        expected = ["exec_id", "pid", "uid", "cwd", "binary", "arguments", "flags", "start_time", "auid",
+                    "parent_exec_id"] + ["cap"] * cred + ["ns"] * ns + ["tid"] + ["process_credentials"] * cred
+        assert list(line["process"]) == expected
 
 
 def test_exit_line_shape_signal_and_status():

@@ -120,10 +120,11 @@ def records():
     yield HookRecord(action=lib.TH_ACTION_NOTIFY_ENFORCER, action_arg=9, compat=True, **base)
 
 
-@pytest.mark.parametrize("host_fields", [False, True])
-def test_every_rendered_kind_parses_with_tetragons_schema(fake_proc, host_fields):
+@pytest.mark.parametrize("host_fields, process_fields", [(False, False), (False, True), (True, True)])
+def test_every_rendered_kind_parses_with_tetragons_schema(fake_proc, host_fields, process_fields):
+    """process_fields: export.process_cred and process_ns (cap, creds, ns in process objects)."""
     cache = seeded_cache(fake_proc)
-    r = TetragonJSON("host1", host_fields=host_fields)
+    r = TetragonJSON("host1", host_fields=host_fields, process_cred=process_fields, process_ns=process_fields)
     lines = [r.render(cache.handle(exec_rec(200, 100, 1_000_000, binary=b"/usr/bin/cat", args=[b"a b", b""])))]
     hooks = HookEventRenderer(r, cache, netns=FakeResolver())
     for kind in ("kprobe", "lsm", "tracepoint"):
@@ -156,7 +157,7 @@ def test_unknown_capability_bits_and_non_utf8_still_parse(fake_proc):
     cache = ProcessCache("h")
     ev = cache.handle(exec_rec(9, 1, 10, binary=b"/tmp/\xff", args=[b"\x80"]))
     ev.process.caps = type(ev.process.caps)(permitted=(1 << 63) | 2, effective=2, inheritable=0)
-    line = TetragonJSON("h").render(ev)
+    line = TetragonJSON("h", process_cred=True).render(ev)
     assert conformance.validate_line(line) == []
     assert json.loads(line)["process_exec"]["process"]["cap"]["permitted"] == ["DAC_OVERRIDE"]
     assert ffi is not None

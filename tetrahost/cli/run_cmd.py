@@ -234,6 +234,8 @@ def configure_rendering(renderer, export) -> None:
     (process and hook events alike): no exporter sees an unredacted line."""
     from tetrahost.export.redaction import Redactor
     renderer.host_fields = export.host_fields
+    renderer.process_cred = export.process_cred
+    renderer.process_ns = export.process_ns
     renderer.stack_addresses = export.stack_addresses
     renderer.redactor = Redactor.from_config(export.redaction_filters, export.redact_default_secrets)
 

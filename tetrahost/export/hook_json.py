@@ -121,18 +121,27 @@ class HookEventRenderer:
             self._netns = _netns.default_resolver()
         return self._netns
 
+    def _bare_process(self, rec: HookRecord) -> dict:
+        """The process object of a record whose process the cache does not know
+        (e.g. its exec record was lost): what the kernel told us."""
+        if self.base.process_ns:
+            return {"pid": rec.pid, "tid": rec.tid, "ns": self.base._ns_object(tuple(rec.ns))}
+        return {"pid": rec.pid, "tid": rec.tid}
+
     def _process_members(self, rec: HookRecord, process) -> list[str]:
         """The "process" and "parent" members as JSON text.  The process's
         rendering kept on its cache entry is reused unless the hook saw other
         namespaces (setns/unshare since its exec) or another thread."""
-        ns = tuple(rec.ns)
         if process is None:     # not in the cache (e.g. its exec record was lost): what the kernel told us
-            return [f'"process":{_dumps({"pid": rec.pid, "tid": rec.tid, "ns": self.base._ns_object(ns)})}']
-        if ns == tuple(process.ns) and rec.tid == process.tid:
+            return [f'"process":{_dumps(self._bare_process(rec))}']
+        with_ns = self.base.process_ns
+        ns = tuple(rec.ns) if with_ns else ()
+        if rec.tid == process.tid and (not with_ns or ns == tuple(process.ns)):
             members = [f'"process":{self.base.process_json(process)}']
         else:
             p = self.base.process_dict(process)      # a new dict: its two fields can be replaced
-            p["ns"] = self.base._ns_object(ns)
+            if with_ns:
+                p["ns"] = self.base._ns_object(ns)
             p["tid"] = rec.tid          # the thread the hook fired in, as Tetragon reports it
             members = [f'"process":{_dumps(p)}']
         parent = self.cache.parent_of(process)
@@ -168,11 +177,13 @@ class HookEventRenderer:
         base = self.base
         kind, body, args, ret, action = self._body(rec, hs, process, False)
         if process is None:
-            members = {"process": {"pid": rec.pid, "tid": rec.tid, "ns": base._ns_object(tuple(rec.ns))}}
+            members = {"process": self._bare_process(rec)}
         else:
             p = self._process_dict(process)
-            if tuple(rec.ns) != tuple(process.ns) or rec.tid != process.tid:
+            if base.process_ns and tuple(rec.ns) != tuple(process.ns):
                 p = {**p, "ns": base._ns_object(tuple(rec.ns)), "tid": rec.tid}
+            elif rec.tid != process.tid:
+                p = {**p, "tid": rec.tid}
             members = {"process": p}
             parent = self.cache.parent_of(process)
             if parent is not None:

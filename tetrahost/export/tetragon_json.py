@@ -17,6 +17,9 @@ wraps (pid, uid, tid, auid, credentials) are always present, 0 included.
 Process object fields, in Tetragon's order: exec_id, pid, uid, cwd, binary,
 arguments, flags, start_time, auid, docker (the container id, when the
 process is in a container), parent_exec_id, cap, ns, tid, process_credentials.
+As in Tetragon, "cap" and "process_credentials" are written only with
+`export.process_cred` (Tetragon's --enable-process-cred) and "ns" only with
+`export.process_ns` (--enable-process-ns); both are off by default, as there.
 Nothing else: every line parses with Tetragon's own schema
 (tetrahost/export/conformance.py).  Capability names are the values of
 Tetragon's CapabilitiesType enum, which spells bit 1 "DAC_OVERRIDE" (no CAP_
@@ -81,11 +84,17 @@ class TetragonJSON:
     """Renders ProcessEvents as Tetragon JSON lines (without the trailing newline)."""
 
     def __init__(self, node_name: str, host_ns: HostNamespaces | None = None,
-                 boot_offset_ns: int | None = None, *, host_fields: bool = False, redactor=None):
+                 boot_offset_ns: int | None = None, *, host_fields: bool = False, redactor=None,
+                 process_cred: bool = False, process_ns: bool = False):
         """host_fields: add the "tetrahost" member (export.host_fields);
-        redactor: a tetrahost.export.redaction.Redactor, or None."""
+        redactor: a tetrahost.export.redaction.Redactor, or None;
+        process_cred / process_ns: write "cap" and "process_credentials" /
+        "ns" in process objects (export.process_cred / process_ns).  Set
+        before the first event: an entry's rendering is kept on it."""
         self.node_name = node_name
         self.host_fields = host_fields
+        self.process_cred = process_cred
+        self.process_ns = process_ns
         self.stack_addresses = False    # export.stack_addresses: raw addresses in stack traces
         self.redactor = redactor
         self.host_ns = host_ns or HostNamespaces.unknown()
@@ -218,17 +227,20 @@ class TetragonJSON:
     def process_dict(self, e: ProcessEntry) -> dict:
         """The Tetragon "process" object of an entry (shared sub-objects: do not mutate)."""
         d = self._head(e)
-        caps = e.caps
-        cap = self._cap_object(caps.permitted, caps.effective, caps.inheritable)
-        if cap:
-            d["cap"] = cap
-        d["ns"] = self._ns_object(e.ns)
+        if self.process_cred:
+            caps = e.caps
+            cap = self._cap_object(caps.permitted, caps.effective, caps.inheritable)
+            if cap:
+                d["cap"] = cap
+        if self.process_ns:
+            d["ns"] = self._ns_object(e.ns)
         d["tid"] = e.tid
-        c = e.creds
-        d["process_credentials"] = {
-            "uid": c.uid, "gid": c.gid, "euid": c.euid, "egid": c.egid,
-            "suid": c.suid, "sgid": c.sgid, "fsuid": c.fsuid, "fsgid": c.fsgid,
-        }
+        if self.process_cred:
+            c = e.creds
+            d["process_credentials"] = {
+                "uid": c.uid, "gid": c.gid, "euid": c.euid, "egid": c.egid,
+                "suid": c.suid, "sgid": c.sgid, "fsuid": c.fsuid, "fsgid": c.fsgid,
+            }
         return d
 
     def host_process(self, e: ProcessEntry) -> dict:
@@ -267,18 +279,20 @@ class TetragonJSON:
         text = e.rendered
         if text is not None:
             return text
-        caps, c = e.caps, e.creds
-        cap = self._cap_json(caps.permitted, caps.effective, caps.inheritable)
-        ns = self._ns_json.get(e.ns)
-        if ns is None:
-            if len(self._ns_json) >= 4096:
-                self._ns_json.clear()
-            ns = self._ns_json[e.ns] = _dumps(self._ns_object(e.ns))
-        text = e.rendered = (
-            f'{self._head_json(e)}{cap},"ns":{ns},"tid":{e.tid},"process_credentials":'
-            f'{{"uid":{c.uid},"gid":{c.gid},"euid":{c.euid},"egid":{c.egid},'
-            f'"suid":{c.suid},"sgid":{c.sgid},"fsuid":{c.fsuid},"fsgid":{c.fsgid}}}}}'
-        )
+        cap = creds = ns = ""
+        if self.process_cred:
+            caps, c = e.caps, e.creds
+            cap = self._cap_json(caps.permitted, caps.effective, caps.inheritable)
+            creds = (f',"process_credentials":{{"uid":{c.uid},"gid":{c.gid},"euid":{c.euid},'
+                     f'"egid":{c.egid},"suid":{c.suid},"sgid":{c.sgid},"fsuid":{c.fsuid},'
+                     f'"fsgid":{c.fsgid}}}')
+        if self.process_ns:
+            ns = self._ns_json.get(e.ns)
+            if ns is None:
+                if len(self._ns_json) >= 4096:
+                    self._ns_json.clear()
+                ns = self._ns_json[e.ns] = ',"ns":' + _dumps(self._ns_object(e.ns))
+        text = e.rendered = f'{self._head_json(e)}{cap}{ns},"tid":{e.tid}{creds}}}'
         return text
 
     @staticmethod
@@ -326,7 +340,7 @@ class TetragonJSON:
             if self.redactor is not None:
                 arguments = self.redactor.text(binary, arguments)
             process["arguments"] = arguments
-        if e.caps.effective:
+        if self.process_cred and e.caps.effective:
             process["cap"] = {"effective": capability_names(e.caps.effective)}
         return self._event_envelope(ev, {"process": process})
 
