@@ -49,10 +49,10 @@ def rec(ktime, fd=3, path=b"/etc/passwd", flags=0, pid=200, tid=200, ns=NS, sele
                       monitor=monitor, syscall_nr=syscall_nr)
 
 
-def renderers(fake_proc, redactor=None):
+def renderers(fake_proc, redactor=None, process_fields=False):
     cache = seeded_cache(fake_proc)
     cache.handle(exec_rec(200, 100, 1_000_000, binary=b"/usr/bin/cat", args=[b"--password=hunter2"]))
-    base = TetragonJSON("host1")
+    base = TetragonJSON("host1", process_cred=process_fields, process_ns=process_fields)
     base.redactor = redactor
     return cache, HookEventRenderer(base, cache), HookEventRenderer(base, cache, fragments=False)
 
@@ -70,10 +70,11 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("redact", [False, True])
-def test_fragment_lines_are_whole_render_lines(fake_proc, redact):
+@pytest.mark.parametrize("redact, process_fields", [(False, False), (True, False), (False, True)])
+def test_fragment_lines_are_whole_render_lines(fake_proc, redact, process_fields):
+    """process_fields: export.process_cred and process_ns (the namespaces a hook saw in the line)."""
     redactor = Redactor.from_config([{"redact": ["(?:--password=)([^ ]+)", "(?:weird)(.+)"]}], True) if redact else None
-    cache, fast, slow = renderers(fake_proc, redactor)
+    cache, fast, slow = renderers(fake_proc, redactor, process_fields)
     hs = hook_state()
     t = 2_000_000_000
     for round_ in range(3):               # groups made in round 0, reused after
