@@ -187,8 +187,10 @@ def test_run_flags_override_the_file(tmp_path):
                  "[export]\nfilenames = [\"x.log\"]\n")
     args = _parser().parse_args(["run", "--config", str(f), "--no-stdout", "--export-file", "ev.json",
                                  "--metrics-address", "off", "--ringbuf-size", "4096",
-                                 "--node-name", "n2", "--no-journald", "--export-rate-limit", "5"])
+                                 "--node-name", "n2", "--no-journald", "--export-rate-limit", "5",
+                                 "--enable-process-cred", "--no-enable-process-ns"])
     cfg = run_cmd.apply_overrides(config.load(args.config), args)
+    assert cfg.export.process_cred and not cfg.export.process_ns
     assert cfg.export.filenames == [str(pathlib.Path("ev.json").resolve())]
     assert not cfg.export.stdout.enabled and not cfg.metrics.enabled and not cfg.export.journald.enabled
     assert (cfg.agent.ringbuf_size, cfg.agent.node_name, cfg.export.rate_limit) == (4096, "n2", 5)
@@ -197,3 +199,4 @@ def test_run_flags_override_the_file(tmp_path):
     args = _parser().parse_args(["run", "--config", str(f)])
     cfg = run_cmd.apply_overrides(config.load(args.config), args)
     assert cfg.export.stdout.enabled and cfg.export.filenames == ["x.log"] and cfg.metrics.enabled
+    assert not cfg.export.process_cred and not cfg.export.process_ns

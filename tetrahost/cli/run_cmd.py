@@ -50,6 +50,11 @@ def register(sub) -> None:
                    help="send events to this Elasticsearch (enables export.elasticsearch)")
     p.add_argument("--export-rate-limit", type=int, metavar="N",
                    help="at most N exported events per minute, -1 = unlimited (default: export.rate_limit)")
+    p.add_argument("--enable-process-cred", action=argparse.BooleanOptionalAction, default=None,
+                   help="capabilities and credentials in process objects, Tetragon's flag "
+                        "(default: export.process_cred, off)")
+    p.add_argument("--enable-process-ns", action=argparse.BooleanOptionalAction, default=None,
+                   help="namespaces in process objects, Tetragon's flag (default: export.process_ns, off)")
     p.add_argument("--policy", action="append", default=[], metavar="FILE",
                    help="load this TracingPolicy file (repeatable)")
     p.add_argument("--policy-dir", metavar="DIR",
@@ -92,6 +97,10 @@ def apply_overrides(cfg, args):
         e.elasticsearch.url = args.elasticsearch_url
     if args.export_rate_limit is not None:
         e.rate_limit = args.export_rate_limit
+    if args.enable_process_cred is not None:
+        e.process_cred = args.enable_process_cred
+    if args.enable_process_ns is not None:
+        e.process_ns = args.enable_process_ns
     for attr in ("policy_dir", "node_name", "proc_root", "ringbuf_size", "pin_dir"):
         if getattr(args, attr) is not None:
             setattr(a, attr, getattr(args, attr))
