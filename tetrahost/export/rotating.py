@@ -12,7 +12,7 @@ Lines are never split: a rotation happens only between lines, before a line
 that would take the file past max_bytes (a single line longer than max_bytes
 gets a file of its own).  Data goes out with os.writev on an O_APPEND fd: a
 batch's lines are joined and encoded in pieces of about PIECE_BYTES (32 KiB,
-reused heap memory: a joined copy of a whole batch, megabytes at 4.5 KB a
+reused heap memory: a joined copy of a whole batch, megabytes at up to 4.5 KB a
 line, was a fresh mapping and one page fault per line), one writev per 1024
 pieces.  Joining a few lines per piece costs less than encoding and ending
 each line on its own (1.0 against 1.4 µs per 2.5 KB line here).

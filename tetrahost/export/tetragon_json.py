@@ -304,7 +304,7 @@ class TetragonJSON:
     # ---- events ------------------------------------------------------------
     def render(self, ev: ProcessEvent) -> str:
         """One JSON line (no newline) for an exec or exit event."""
-        # The process objects (kilobytes each) are copied once, into the line.
+        # The process objects (up to kilobytes each) are copied once, into the line.
         process = ev.process.rendered or self.process_json(ev.process)
         parent = ev.parent
         if parent is None:

@@ -48,7 +48,7 @@ def return_freed_memory_promptly() -> bool:
     them disables that adaptation.  False where the C library is not glibc.
 
     The trim threshold (free memory kept at the top of the heap) is 16 MiB,
-    not 128 KiB: a batch of events (1024 JSON lines of ~4.5 KB and their
+    not 128 KiB: a batch of events (1024 JSON lines of up to ~4.5 KB and their
     encoded bytes, ~10 MB) is freed and allocated again batch after batch,
     and giving it back each time cost two page faults per event under a flood
     (bench/event_rates.py; 18.8 -> 12.3 µs of CPU per event offline);
