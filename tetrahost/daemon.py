@@ -205,7 +205,8 @@ class Agent(PinnedState):
         (default: just after the record the ring buffer handed over).
 
         _decode, _handle and _emit in one body: three calls less on every
-        record of the host (offline replay of 3,000 exec cycles, loop thread: 11.8-11.9 -> 11.1-11.4 µs each)."""
+        record of the host (offline replay of 3,000 exec cycles, loop
+        thread: 11.8-11.9 -> 11.1-11.4 µs each)."""
         counters = self.counters
         counters.records += 1
         try:
