@@ -234,16 +234,19 @@ def test_field_filter_keeps_the_renderers_dicts_intact(fake_proc):
     assert '"ns":' in batch[1].json
 
 
-@pytest.mark.parametrize("host_fields", [False, True])
-def test_compact_line_of_a_process_event_from_its_brief_dict(fake_proc, host_fields):
-    # The compact line of an exec/exit is made from a few members (Event.brief),
-    # not the whole dict: it must be the line the whole dict gives, escapes,
-    # redaction, the CAP_SYS_ADMIN mark, signal and status included.
+@pytest.mark.parametrize("host_fields, process_cred", [(False, True), (True, True), (False, False)])
+def test_compact_line_of_a_process_event_from_its_pieces(fake_proc, host_fields, process_cred):
+    # The compact line of an exec/exit is made from its pieces
+    # (TetragonJSON.compact_line), not from the whole dict: it must be the
+    # line the whole dict gives, escapes, redaction, the CAP_SYS_ADMIN mark
+    # (with export.process_cred, as the dict has the capabilities then),
+    # signal and status included.
     from tetrahost.events.records import Caps
-    from tetrahost.export.compact import format_event
+    from tetrahost.export.compact import compact_of, format_event
     from tetrahost.export.redaction import Redactor
     e, _, _, _ = enricher(fake_proc, host_fields)
     e.renderer.redactor = Redactor([{"redact": [r"pass=(\w+)"]}])
+    e.renderer.process_cred = process_cred
     admin = Caps(effective=1 << 21, permitted=(1 << 21) | 1, inheritable=0)
     made = [
         e.event(exec_rec(300, 100, 5_000_000, binary=b"/opt/\xff\x1b[2J", caps=admin,
@@ -253,14 +256,12 @@ def test_compact_line_of_a_process_event_from_its_brief_dict(fake_proc, host_fie
         e.event(exit_rec(301, 8_000_000, code=3 << 8)),       # exit status 3
     ]
     for ev in made:
-        assert ev.brief is not None
-        for color, timestamps in ((False, False), (True, True)):
-            from tetrahost.export.compact import compact_of
-            brief_line = compact_of(ev, color=color, timestamps=timestamps)
-            assert brief_line == format_event(ev.data, color=color, timestamps=timestamps)
-        assert ev.brief is None             # once the whole dict exists, it is used
-    assert "hunter2" not in made[0].compact and "CAP_SYS_ADMIN" in made[0].compact
-    assert '"" SIGKILL ' in made[2].compact and made[3].compact.endswith("/usr/bin/env 3")
+        line = ev.compact                   # from the pieces: no dict made for it
+        assert ev._data is None
+        assert line == format_event(ev.data) == compact_of(ev)
+    assert "hunter2" not in made[0].compact and ("CAP_SYS_ADMIN" in made[0].compact) == process_cred
+    assert "\\x1b[2J" in made[0].compact and "\x1b" not in made[0].compact
+    assert '"" SIGKILL' in made[2].compact and made[3].compact.endswith("/usr/bin/env 3")
 
 
 def test_kept_texts_never_carry_a_previous_binary(fake_proc):

@@ -63,7 +63,7 @@ class Enricher:
         binary, unit, container, namespace = process_texts(process)
         r = self.renderer
         return Event(EventMeta(name, process.pid, binary, process.exec_id, ev.ktime, unit, container, namespace),
-                     r.render, r.event_dict, (ev,), render_brief=r.brief_dict)
+                     r.render, r.event_dict, (ev,), render_compact=r.compact_line)
 
     def _hook(self, record: HookRecord) -> Event | None:
         hs = self.hook_for_record(record.hook_id)

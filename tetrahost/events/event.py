@@ -36,14 +36,14 @@ def _not_prepared(*_):
 
 class Event:
     __slots__ = ("meta", "_json", "_data", "_compact", "_render_json", "_render_data", "_source", "pos",
-                 "_render_brief")
+                 "_render_compact")
 
     def __init__(self, meta: EventMeta, render_json=None, render_data=None, source=(),
-                 json: str | None = None, data: dict | None = None, render_brief=None):
+                 json: str | None = None, data: dict | None = None, render_compact=None):
         """render_json(*source) -> str and render_data(*source) -> dict make
         the forms; json, data: forms that exist already (rate_limit_info);
-        render_brief(*source) -> dict: the part of `data` the compact line
-        reads, when the renderer can make it for less (process events)."""
+        render_compact(*source) -> str: the compact line, where the renderer
+        makes it from its own pieces (process events) rather than from `data`."""
         self.meta = meta
         self._json = json
         self._data = data
@@ -51,7 +51,7 @@ class Event:
         self._render_json = render_json
         self._render_data = render_data
         self._source = source
-        self._render_brief = render_brief
+        self._render_compact = render_compact
         # The ring buffer position just after the record it was made of (0: not
         # from the ring; negative: minus its position in a replaced generation's
         # ring, read once at an upgrade): how far an exporter that wrote it got
@@ -75,14 +75,6 @@ class Event:
         return d
 
     @property
-    def brief(self) -> dict | None:
-        """What the compact line reads of `data` (same shape, only those
-        members), made anew each time; None when only `data` has it."""
-        if self._data is None and self._render_brief is not None:
-            return self._render_brief(*self._source)
-        return None
-
-    @property
     def json_made(self) -> str | None:
         """The line if it was produced already, else None (without producing it)."""
         return self._json
@@ -92,10 +84,13 @@ class Event:
         """The compact line ("" for a kind it cannot show: the caller falls back to JSON)."""
         text = self._compact
         if text is None:
-            try:
-                text = _compact_of(self)
-            except ValueError:          # CompactError is one: a kind it cannot show
-                text = ""
+            if self._render_compact is not None:
+                text = self._render_compact(*self._source)
+            else:
+                try:
+                    text = _compact_of(self)
+                except ValueError:          # CompactError is one: a kind it cannot show
+                    text = ""
             self._compact = text
         return text
 
@@ -118,7 +113,8 @@ class Event:
         later, i.e. not made when it was queued, is an error."""
         self._source = ()
         self._render_json = self._render_data = _not_prepared
-        self._render_brief = None
+        if self._render_compact is not None:
+            self._render_compact = _not_prepared
 
     # -- as a (json_line, meta) pair -------------------------------------------------
     def __iter__(self):

@@ -63,7 +63,7 @@ class ProcessEntry:
     __slots__ = (
         "exec_id", "pid", "tid", "ppid", "ktime", "auid", "creds", "caps", "ns",
         "binary", "args", "cwd", "flags", "parent_exec_id", "cgroup_id", "cgroup",
-        "workload", "live", "child_refs", "holds_parent", "rendered", "texts",
+        "workload", "live", "child_refs", "holds_parent", "rendered", "texts", "compact",
     )
 
     # Positional parameters (keywords work too): one is made per fork and per exec.
@@ -99,6 +99,9 @@ class ProcessEntry:
         # made on first use (tetrahost.events.meta.process_texts); a clone
         # shares its parent's: same binary bytes, same workload.
         self.texts = texts
+        # (binary, arguments) as the compact one-liner shows them, made on
+        # first use (TetragonJSON.compact_line).
+        self.compact: tuple[str, str] | None = None
 
     @property
     def uid(self) -> int:

@@ -34,7 +34,8 @@ import json
 
 from tetrahost.export.terminal import is_plain_line, terminal_safe
 
-__all__ = ["CompactError", "EVENT_STYLES", "ACTION_MARKS", "compact_of", "format_event", "format_line"]
+__all__ = ["CompactError", "EVENT_STYLES", "ACTION_MARKS", "compact_of", "format_event", "format_line",
+           "process_line"]
 
 
 class CompactError(ValueError):
@@ -225,22 +226,39 @@ def _uprobe_args(args: list) -> str:
     return " ".join(shown)
 
 
+SYS_ADMIN_MARK = "🛑 CAP_SYS_ADMIN"
+
+
 def _caps_trailer(process: dict) -> str:
     effective = (process.get("cap") or {}).get("effective") or ()
-    return "🛑 CAP_SYS_ADMIN" if "CAP_SYS_ADMIN" in effective else ""
+    return SYS_ADMIN_MARK if "CAP_SYS_ADMIN" in effective else ""
 
 
 def _line(icon: str, label: str, node: str, process: dict, details: list[str],
           color: bool) -> str:
+    return _joined(icon, label, node, process.get("binary", ""), details, _caps_trailer(process), color)
+
+
+def _joined(icon: str, label: str, node: str, binary: str, details, caps: str, color: bool) -> str:
     parts = [_paint(f"{icon} {label:<7}", "blue", color),
              _paint(node, "green", color),
-             _paint(process.get("binary", ""), "magenta", color)]
+             _paint(binary, "magenta", color)]
     parts.extend(d for d in details if d)
     text = " ".join(p for p in parts if p)
-    caps = _caps_trailer(process)
     if caps:
         text = f"{text} {_paint(caps, 'magenta', color):>{max(CAPS_COLUMN - len(text), 0)}}"
     return text
+
+
+def process_line(kind: str, node: str, binary: str, details: tuple[str, ...], sys_admin: bool) -> str:
+    """The line of a process_exec / process_exit event (no colour, no time)
+    from its pieces, already terminal-safe: what _format makes of the
+    event's dict, without building and walking one.  The renderer of
+    process events calls it (TetragonJSON.compact_line) for journald's
+    MESSAGE and compact stdout; details: (arguments,) of an exec,
+    (arguments, signal name or status) of an exit."""
+    icon, label = EVENT_STYLES[kind]
+    return _joined(icon, label, node, binary, details, SYS_ADMIN_MARK if sys_admin else "", False)
 
 
 def format_line(line: str, *, color: bool = False, timestamps: bool = False) -> str:
@@ -253,14 +271,9 @@ def format_line(line: str, *, color: bool = False, timestamps: bool = False) -> 
 
 def compact_of(event, *, color: bool = False, timestamps: bool = False) -> str:
     """The compact line of a tetrahost.events.event.Event, from its dict form
-    (made by the renderers, not parsed from the line) or, for a process event,
-    from the few members of it the line shows (Event.brief: no process and
-    parent objects built for a line that reads three of their fields); the
-    escaping walk is skipped when the event's line, if made, shows nothing to
-    escape (a brief dict is walked: a few strings)."""
-    brief = event.brief
-    if brief is not None:
-        return _format(terminal_safe(brief), color, timestamps)
+    (made by the renderers, not parsed from the line; a process event's own
+    line, Event.compact, comes from its pieces: process_line); the escaping
+    walk is skipped when the event's line, if made, shows nothing to escape."""
     data = event.data
     line = event.json_made
     if line is None or not is_plain_line(line):

@@ -14,8 +14,8 @@ so `journalctl -u tetrahost TETRAGON_ACTION=SIGKILL` and `journalctl -o json` wo
 
 In the agent JournaldSink runs behind ThreadedSink (tetrahost/export/sinks.py):
 MESSAGE is the Event's compact line, made once on the loop's thread from the
-event's dict, or the few members of it the line shows (Event.brief: process
-events), shared with a compact stdout, never parsed back from the JSON;
+event's dict, or for a process event from its pieces (TetragonJSON.compact_line),
+shared with a compact stdout, never parsed back from the JSON;
 encoding and sending the entries happen on the worker thread.  A worker that falls behind
 loses whole batches at the queue, counted in stats.dropped like any
 threaded exporter.

@@ -71,13 +71,16 @@ from tetrahost.events.namespaces import HostNamespaces
 from tetrahost.events.proccache import ProcessEntry, ProcessEvent
 from tetrahost.events.records import NAMESPACE_KINDS
 from tetrahost.events.text import bytes_to_text, os_text
+from tetrahost.export.compact import process_line
 from tetrahost.export.encode import dumps
 from tetrahost.export.process_values import (  # noqa: F401  (their home before: importers keep working)
     CAPABILITY_NAMES, KERNEL_CAPABILITY_NAMES, capability_names, format_arguments, format_fraction,
     json_str, measure_boot_offset_ns, signal_name,
 )
+from tetrahost.export.terminal import terminal_text
 
 _dumps = dumps      # tetrahost.export.encode: orjson when installed, same text
+CAP_SYS_ADMIN = 21  # the bit the compact line marks
 
 
 class TetragonJSON:
@@ -100,6 +103,7 @@ class TetragonJSON:
         self.host_ns = host_ns or HostNamespaces.unknown()
         self.boot_offset_ns = measure_boot_offset_ns() if boot_offset_ns is None else boot_offset_ns
         self._node_json = _dumps(node_name)
+        self._node_shown = terminal_text(node_name)      # in compact lines
         self._second = -1
         self._second_text = ""
         self._last_wall, self._last_time = -1, ""
@@ -326,27 +330,30 @@ class TetragonJSON:
                     f'"node_name":{self._node_json},"time":"{when}"{host}}}')
         raise ValueError(f"unknown event kind {ev.kind!r}")
 
-    def brief_dict(self, ev: ProcessEvent) -> dict:
-        """What the compact line reads of event_dict(ev) (export/compact.py):
-        the process's binary, arguments and effective capabilities, an exit's
-        signal and status, node name and time; the same values, fewer members."""
+    def compact_line(self, ev: ProcessEvent) -> str:
+        """The compact one-liner of the event (journald's MESSAGE, compact
+        stdout): the line export/compact.py makes of event_dict(ev), made from
+        its pieces (the unit tests hold the two equal).  The process's pieces,
+        terminal-safe and redacted, are made once per entry and kept on it:
+        its exec and its exit show the same."""
         e = ev.process
-        process: dict = {}
-        binary = process_texts(e)[0]
-        if binary:
-            process["binary"] = binary
-        if e.args:
-            arguments = format_arguments(e.args)
-            if self.redactor is not None:
+        shown = e.compact
+        if shown is None:
+            binary = process_texts(e)[0]
+            arguments = format_arguments(e.args) if e.args else ""
+            if arguments and self.redactor is not None:
                 arguments = self.redactor.text(binary, arguments)
-            process["arguments"] = arguments
-        if self.process_cred and e.caps.effective:
-            process["cap"] = {"effective": capability_names(e.caps.effective)}
-        return self._event_envelope(ev, {"process": process})
+            shown = e.compact = (terminal_text(binary), terminal_text(arguments))
+        binary, arguments = shown
+        sys_admin = self.process_cred and bool(e.caps.effective >> CAP_SYS_ADMIN & 1)
+        if ev.kind == "exec":
+            return process_line("process_exec", self._node_shown, binary, (arguments,), sys_admin)
+        outcome = signal_name(ev.signal) if ev.signal else str(ev.status)
+        return process_line("process_exit", self._node_shown, binary, (arguments, outcome), sys_admin)
 
     def _event_envelope(self, ev: ProcessEvent, body: dict) -> dict:
         """{"process_exec"|"process_exit": body, node_name, time}, an exit's body
-        given its signal, status and time (event_dict and brief_dict share it)."""
+        given its signal, status and time."""
         when = self.format_ktime(ev.ktime)
         if ev.kind == "exec":
             return {"process_exec": body, "node_name": self.node_name, "time": when}
