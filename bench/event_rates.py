@@ -350,6 +350,12 @@ def main() -> int:
     print(f"# tetrahost event rates\n# {c.machine_line()}\n# outputs: file (tmpfs)"
           f"{', journald' + (' (started for this run)' if journal.proc else '') if journald else ''}"
           f"{'; process_cred and process_ns on' if args.process_fields else ''}")
+    if journald:
+        # journald's socket queue: with the kernel's default of 10 datagrams a
+        # burst of entries waits for journald at every tenth one; systemd as
+        # PID 1 sets 512 (its sysctl.d/50-default.conf).  Printed, not changed.
+        qlen = pathlib.Path("/proc/sys/net/unix/max_dgram_qlen").read_text().strip()
+        print(f"# net.unix.max_dgram_qlen = {qlen} (512 where systemd is PID 1)")
     for name, repo in repos.items():
         print(f"# {name}: {repo} ({subprocess.run(['git', '-C', str(repo), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()})")
     results: dict[str, list] = {n: [] for n in repos}
