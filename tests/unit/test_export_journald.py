@@ -51,6 +51,28 @@ def test_event_fields():
     assert f["MESSAGE"] == "RATE_LIMIT_INFO" and f["PRIORITY"] == 6
 
 
+def test_an_events_entry_is_the_general_encoding():
+    # event_entry builds the datagram in three pieces: the bytes of
+    # encode_entry(event_fields(...)), whatever the values hold (newlines take
+    # the length-prefixed form, bytes that are not UTF-8 stay those bytes).
+    metas = [
+        EventMeta(kind="process_exec", pid=7, binary="/usr/bin/su", exec_id="id7", ktime=0),
+        EventMeta(kind="process_lsm", pid=7, binary="/usr/bin/su", exec_id="id7", ktime=0, unit="ssh.service",
+                  container="c0ffee", workload_namespace="ns", policy="p", hook="bprm_check_security",
+                  action="OVERRIDE", enforced=True),
+        EventMeta(kind="process_exec", pid=8, binary="/tmp/a\nb", exec_id="id8", ktime=0),       # a newline
+        EventMeta(kind="process_exec", pid=9, binary="/tmp/\udcff\x1bé", exec_id="id9", ktime=0),
+        EventMeta(kind="process_exit", pid=0, binary="", exec_id="", ktime=0),
+    ]
+    lines = [json.dumps({"process_exec": {"process": {"binary": "/usr/bin/su"}}, "node_name": "h"}), "a\nb"]
+    for meta in metas:
+        for line in lines:
+            for message in ("🚀 process h /usr/bin/su", "two\nlines", "", "plain \udcfe"):
+                fast = journald.event_entry(line, meta, message)
+                assert fast == journald.encode_entry(journald.event_fields(line, meta, message)), (meta, message)
+    assert parse_entry(journald.event_entry(lines[0], metas[2], "m"))["TETRAGON_BINARY"] == "/tmp/a\nb"
+
+
 def test_stuck_journal_drops_and_counts_after_a_bounded_wait(tmp_path):
     path = str(tmp_path / "journal.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
