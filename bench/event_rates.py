@@ -346,14 +346,17 @@ def main() -> int:
     storm = c.Storm()
     # A warm-up storm: the first of a run measured its checkout's agent at
     # 36-39 µs per exec where the same checkout's second round took 26-27.
-    storm.run(max(300, args.execs // 5))
+    if not args.no_storm:
+        storm.run(max(300, args.execs // 5))
     print(f"# tetrahost event rates\n# {c.machine_line()}\n# outputs: file (tmpfs)"
           f"{', journald' + (' (started for this run)' if journal.proc else '') if journald else ''}"
           f"{'; process_cred and process_ns on' if args.process_fields else ''}")
     if journald:
-        # journald's socket queue: with the kernel's default of 10 datagrams a
-        # burst of entries waits for journald at every tenth one; systemd as
-        # PID 1 sets 512 (its sysctl.d/50-default.conf).  Printed, not changed.
+        # journald's socket queue: with the kernel's default of 10 datagrams,
+        # once a burst has filled it the agent's journald worker waits for
+        # journald entry by entry (measured: 1.8 voluntary context switches
+        # per exec in that thread); systemd as PID 1 sets 512 (its
+        # sysctl.d/50-default.conf).  Printed, not changed.
         qlen = pathlib.Path("/proc/sys/net/unix/max_dgram_qlen").read_text().strip()
         print(f"# net.unix.max_dgram_qlen = {qlen} (512 where systemd is PID 1)")
     for name, repo in repos.items():

@@ -172,6 +172,15 @@ def _fallback(meta) -> str:
     return terminal_text(f"{meta.event_type} {meta.binary}".strip())
 
 
+def _meta_fields(meta) -> tuple:
+    """(name, value) of the TETRAGON_* fields an event's meta gives, in order
+    (the empty ones are left out by the callers)."""
+    return (("TETRAGON_POLICY", meta.policy), ("TETRAGON_HOOK", meta.hook),
+            ("TETRAGON_ACTION", meta.action), ("TETRAGON_BINARY", meta.binary),
+            ("TETRAGON_PID", meta.pid), ("TETRAGON_EXEC_ID", meta.exec_id),
+            ("TETRAGON_UNIT", meta.unit), ("TETRAGON_CONTAINER", meta.container))
+
+
 def event_fields(line: str, meta, message: str = "") -> dict:
     """The journal fields of one event (empty TETRAGON_* values left out);
     message: its compact line when made already, else made from the line."""
@@ -181,10 +190,7 @@ def event_fields(line: str, meta, message: str = "") -> dict:
         "SYSLOG_IDENTIFIER": IDENTIFIER,
         "TETRAGON_EVENT": meta.event_type,
     }
-    for name, value in (("TETRAGON_POLICY", meta.policy), ("TETRAGON_HOOK", meta.hook),
-                        ("TETRAGON_ACTION", meta.action), ("TETRAGON_BINARY", meta.binary),
-                        ("TETRAGON_PID", meta.pid), ("TETRAGON_EXEC_ID", meta.exec_id),
-                        ("TETRAGON_UNIT", meta.unit), ("TETRAGON_CONTAINER", meta.container)):
+    for name, value in _meta_fields(meta):
         if value:
             fields[name] = value
     fields["TETRAGON_JSON"] = line
@@ -202,10 +208,7 @@ def event_entry(line: str, meta, message: str) -> bytes:
     middle = (f"\nPRIORITY={PRIORITY_WARNING if meta.enforced else PRIORITY_INFO}\n"
               f"SYSLOG_IDENTIFIER={IDENTIFIER}\nTETRAGON_EVENT={meta.event_type}\n")
     fields = 4
-    for name, value in (("TETRAGON_POLICY", meta.policy), ("TETRAGON_HOOK", meta.hook),
-                        ("TETRAGON_ACTION", meta.action), ("TETRAGON_BINARY", meta.binary),
-                        ("TETRAGON_PID", meta.pid), ("TETRAGON_EXEC_ID", meta.exec_id),
-                        ("TETRAGON_UNIT", meta.unit), ("TETRAGON_CONTAINER", meta.container)):
+    for name, value in _meta_fields(meta):
         if value:
             middle += f"{name}={value}\n"
             fields += 1

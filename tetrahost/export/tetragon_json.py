@@ -80,7 +80,7 @@ from tetrahost.export.process_values import (  # noqa: F401  (their home before:
 from tetrahost.export.terminal import terminal_text
 
 _dumps = dumps      # tetrahost.export.encode: orjson when installed, same text
-CAP_SYS_ADMIN = 21  # the bit the compact line marks
+_SYS_ADMIN = 1 << KERNEL_CAPABILITY_NAMES.index("CAP_SYS_ADMIN")     # the capability the compact line marks
 
 
 class TetragonJSON:
@@ -345,7 +345,7 @@ class TetragonJSON:
                 arguments = self.redactor.text(binary, arguments)
             shown = e.compact = (terminal_text(binary), terminal_text(arguments))
         binary, arguments = shown
-        sys_admin = self.process_cred and bool(e.caps.effective >> CAP_SYS_ADMIN & 1)
+        sys_admin = self.process_cred and bool(e.caps.effective & _SYS_ADMIN)
         if ev.kind == "exec":
             return process_line("process_exec", self._node_shown, binary, (arguments,), sys_admin)
         outcome = signal_name(ev.signal) if ev.signal else str(ev.status)
