@@ -33,11 +33,20 @@ STORM_C = r"""
 #include <stdlib.h>
 #include <unistd.h>
 #include <sys/wait.h>
+#include <time.h>
 int main(int argc, char **argv) {
     long n = atol(argv[1]);
+    double rate = argc > 3 ? atof(argv[3]) : 0;     /* execs per second; 0: as fast as it can */
     char *av[] = {argv[2], "--storm", "some-argument", NULL};
     char *ev[] = {"PATH=/usr/bin:/bin", NULL};
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     for (long i = 0; i < n; i++) {
+        if (rate > 0) {     /* exec i is due at start + i/rate: late execs do not shift the rest */
+            long long due = start.tv_nsec + (long long)(i * 1e9 / rate);
+            struct timespec at = {start.tv_sec + due / 1000000000LL, due % 1000000000LL};
+            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL);
+        }
         pid_t p = fork();
         if (p < 0) { perror("fork"); return 1; }
         if (p == 0) { execve(argv[2], av, ev); _exit(127); }
@@ -65,14 +74,16 @@ class Storm:
         self.target = self.dir / TARGET_NAME
         shutil.copy2("/usr/bin/true", self.target)
 
-    def run(self, n: int, workers: int = 1) -> tuple[float, float]:
-        """n execs in total, split over `workers` processes running at once.
+    def run(self, n: int, workers: int = 1, rate: float = 0) -> tuple[float, float]:
+        """n execs in total, split over `workers` processes running at once;
+        with rate, each worker paced at rate/workers execs per second.
         Returns wall seconds and the CPU seconds (user+sys) the storm and all
         its children used: BPF programs run in the exec'ing task's context, so
         their cost shows up there even when wall time is blurred by noise."""
         per = [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
         t0 = time.perf_counter()
-        procs = [subprocess.Popen([str(self.exe), str(k), str(self.target)]) for k in per]
+        pace = [str(rate / workers)] if rate else []
+        procs = [subprocess.Popen([str(self.exe), str(k), str(self.target), *pace]) for k in per]
         cpu = 0.0
         for p in procs:
             _, status, ru = os.wait4(p.pid, 0)
@@ -215,13 +226,13 @@ def wait_settled(pid: int, timeout: float = 60) -> bool:
 class Tool:
     """A long-running observer (agent or peer) started for one measurement."""
 
-    def __init__(self, name: str, argv: list[str], workdir: pathlib.Path, ready, env=None):
+    def __init__(self, name: str, argv: list[str], workdir: pathlib.Path, ready, env=None, cwd=REPO):
         self.name = name
         self.out = workdir / f"{name}.out"
         self.err = workdir / f"{name}.err"
         self._out = open(self.out, "wb")
         self._err = open(self.err, "wb")
-        self.proc = subprocess.Popen(argv, stdout=self._out, stderr=self._err, cwd=REPO,
+        self.proc = subprocess.Popen(argv, stdout=self._out, stderr=self._err, cwd=cwd,
                                      env=env, start_new_session=True)
         started = time.monotonic()
         deadline = started + 60
@@ -257,20 +268,26 @@ class Tool:
 # no metrics port / control socket (would clash with other agents on the host).
 _QUIET_FLAGS = (("--export-rate-limit", "-1"), ("--metrics-address", "off"), ("--no-journald",),
                 ("--no-socket",), ("--config",))
-_agent_flags: list[str] | None = None
+_agent_flags: dict[pathlib.Path, list[str]] = {}
 
 
-def agent_flags() -> list[str]:
-    global _agent_flags
-    if _agent_flags is None:
-        helptext = subprocess.run([sys.executable, "-m", "tetrahost.cli.main", "run", "--help"],
-                                  capture_output=True, text=True, cwd=REPO).stdout
-        _agent_flags = [a for f in _QUIET_FLAGS if re.search(rf"{f[0]}\b", helptext) for a in f]
-    return _agent_flags
+def agent_python(repo: pathlib.Path = REPO) -> str:
+    """A checkout's own interpreter (its venv), else ours."""
+    venv = repo / ".venv" / "bin" / "python"
+    return str(venv) if repo != REPO and venv.exists() else sys.executable
 
 
-def start_agent(workdir: pathlib.Path, export: pathlib.Path, env=None, extra=()) -> Tool:
-    flags = agent_flags()
+def agent_flags(repo: pathlib.Path = REPO) -> list[str]:
+    if repo not in _agent_flags:
+        helptext = subprocess.run([agent_python(repo), "-m", "tetrahost.cli.main", "run", "--help"],
+                                  capture_output=True, text=True, cwd=repo).stdout
+        _agent_flags[repo] = [a for f in _QUIET_FLAGS if re.search(rf"{f[0]}\b", helptext) for a in f]
+    return _agent_flags[repo]
+
+
+def start_agent(workdir: pathlib.Path, export: pathlib.Path, env=None, extra=(), repo: pathlib.Path = REPO) -> Tool:
+    """`tetrahost run` of a checkout (this one by default), run from that checkout."""
+    flags = agent_flags(repo)
     if "--config" in flags:
         # No rotation (the default keeps 5 x 10 MB, fewer events than a long
         # storm writes, and we count every event) and a private policy dir.
@@ -279,9 +296,9 @@ def start_agent(workdir: pathlib.Path, export: pathlib.Path, env=None, extra=())
         conf.write_text(f'[agent]\npolicy_dir = "{workdir}/policies.d"\n'
                         '[export.file]\nmax_size_mb = 100000\nmax_backups = 0\n')
         flags = [f if f != "--config" else f"--config={conf}" for f in flags]
-    agent = Tool("tetrahost", [sys.executable, "-m", "tetrahost.cli.main", "run", "--no-stdout",
+    agent = Tool("tetrahost", [agent_python(repo), "-m", "tetrahost.cli.main", "run", "--no-stdout",
                                "--export-file", str(export), *flags, *extra], workdir,
-                 lambda t: "tetrahost ready" in t.err.read_text(), env=env)
+                 lambda t: "tetrahost ready" in t.err.read_text(), env=env, cwd=repo)
     wait_settled(agent.pid)
     return agent
 

@@ -10,10 +10,11 @@ of /bin/true with a unique argument is run, and the export file is watched
 seen - exec started (the wall clock just before the fork).  Execs are spaced
 by --gap seconds on average, drawn at random between half and one and a half
 of it: a fixed gap would keep the same phase against the agent's drain timer
-and measure one point of it.  Each exec finds the agent asleep, the case where batching
-and wake-ups decide the latency (records are submitted without waking the
-agent until 64 KiB wait, csrc/bpf/lib/common.bpf.h; the agent drains on a
-timer).  Checkouts alternate exec by exec, so both see the same host noise.
+(checkouts before the agent slept on an idle ring polled every 100 ms) and
+measure one point of it.  Each exec finds the agent asleep, the case where
+batching and wake-ups decide the latency (records are submitted without
+waking the agent, except the first after it went to sleep and once 64 KiB
+wait: csrc/bpf/lib/common.bpf.h).  Checkouts alternate exec by exec, so both see the same host noise.
 
 Prints min / median / p95 / max per checkout and the ratio of medians
 against the baseline.

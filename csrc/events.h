@@ -148,6 +148,18 @@ enum th_loss_slot {
 	TH_LOSS_SOCKTRACK = 6,    /* TrackSock: the socket owner map was full          */
 };
 
+/* When a record wakes the agent (csrc/bpf/lib/common.bpf.h): the first one
+ * after the agent went to sleep (it sets `asleep` in the ring_ctl map), and
+ * any once this many bytes wait unread, which the agent reads at once. */
+enum th_ring_wakeup {
+	TH_WAKEUP_BYTES = 65536,     /* 64 KiB */
+};
+
+struct th_ring_ctl {
+	uint32_t asleep;          /* 1: the agent waits for a wake-up; the waker clears it */
+	uint32_t pad;
+};
+
 /* Export progress that outlives the agent (tetrahost/export/delivery.py):
  * for each exporter, the ring buffer position up to which its events are
  * written, so the next agent re-reads what was not written and does not

@@ -132,3 +132,21 @@ static uint64_t th_ring_producer(struct th_ring *r)
 {
 	return __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
 }
+
+/* Go to sleep on the ring unless records wait after read_pos: sets *asleep
+ * (the ring_ctl map's flag, mmapped) so that the next record wakes the
+ * reader (csrc/bpf/lib/common.bpf.h wake_if_asleep), then looks at the ring
+ * once more.  The fence orders our store before that load; the BPF side
+ * writes its record before it loads the flag: either we see the record here,
+ * or it sees the flag and wakes us.  Returns 1 asleep, 0 when records wait
+ * (the flag is cleared again: the caller reads them). */
+static int th_ring_doze(struct th_ring *r, uint32_t *asleep)
+{
+	__atomic_store_n(asleep, 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE) > r->read_pos) {
+		__atomic_store_n(asleep, 0, __ATOMIC_RELAXED);
+		return 0;
+	}
+	return 1;
+}

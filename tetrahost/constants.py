@@ -45,6 +45,9 @@ TH_LOSS_HOOK = 4
 TH_LOSS_HOOK_BUSY = 5
 TH_LOSS_SOCKTRACK = 6
 
+# enum th_ring_wakeup
+TH_WAKEUP_BYTES = 65536
+
 # enum th_delivered_limits
 TH_DELIVERED_SLOTS = 16
 

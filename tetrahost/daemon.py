@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import math
 import socket
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from tetrahost.events.proccache import ProcessCache
 from tetrahost.export.delivery import BATCH_RECORDS, MAX_HOLD, Delivery, DeliveryMarks
 from tetrahost.export.hook_json import HookEventRenderer
 from tetrahost.export.tetragon_json import TetragonJSON
+from tetrahost.constants import TH_WAKEUP_BYTES
 from tetrahost.runtime.fdlimit import raise_fd_limit
 from tetrahost.runtime.loop import EventLoop
 from tetrahost.runtime.pinned_state import PinnedState
@@ -51,10 +53,17 @@ from tetrahost.sensors.process import DEFAULT_RINGBUF_BYTES, ProcessSensor
 log = logging.getLogger(__name__)
 
 LOSS_CHECK_INTERVAL = 1.0    # seconds between reads of the in-kernel loss counters
-# The kernel side submits records without waking us (a wake-up costs more
-# than the record, see csrc/bpf/lib/common.bpf.h) until 64 KiB wait, so the
-# loop also drains at this interval: the most a quiet host's event waits.
+# When the ring is read.  Records do not wake us each (a wake-up costs more
+# than the record: csrc/bpf/lib/common.bpf.h): while they come, the loop reads
+# every DRAIN_INTERVAL, the most an event waits to be read.  A read that
+# found nothing puts the loop to sleep on the ring (RingBuffer.doze: no timer
+# turns an idle agent, which polled 10 times a second before, ~0.2 ms of
+# CPU each here), and the first record after that wakes it; the read follows
+# COALESCE_SECONDS later, so it takes the rest of the burst (an exec's
+# records come over a millisecond or so) instead of one record per wake-up.
+# TH_WAKEUP_BYTES waiting (a flood) wakes the loop as well, and is read at once.
 DRAIN_INTERVAL = 0.1
+COALESCE_SECONDS = 0.02
 # Records read per loop turn, in batches of BATCH_RECORDS (export/delivery.py).
 TURN_RECORDS = 16 * BATCH_RECORDS
 
@@ -130,10 +139,10 @@ class Agent(PinnedState):
         self.sensor = ProcessSensor(self._on_record, ringbuf_bytes=self.ringbuf_bytes, deferred=True)
         self._batch: list[Event] = []
         self._ring_behind = False              # the last drain stopped at TURN_RECORDS
+        self._drain_due = math.inf             # monotonic time of the next drain (loop turns)
         self._started: list = []
         self.loop = EventLoop()
         self.loop.add_timer(LOSS_CHECK_INTERVAL, self._check_losses)
-        self.loop.add_timer(DRAIN_INTERVAL, lambda: None)   # bounds the wait; the loop drains every turn
         self.status = StatusBoard(self._snapshot_inputs(), wake=self.loop.wake)
 
     def _snapshot_inputs(self) -> SnapshotInputs:
@@ -153,30 +162,58 @@ class Agent(PinnedState):
                         node_name=self.node_name, config=self.config, policies=self.policies,
                         drain_events=self.drain_events)
 
-    def _turn(self) -> bool:
-        """The agent's work each loop turn; True when records are still waiting."""
-        self.drain_events()
+    def _turn(self) -> float:
+        """The agent's work each loop turn; returns the monotonic time it wants
+        the next turn at: now while a flood waits, DRAIN_INTERVAL on while
+        records come, inf once the ring is quiet and the programs will wake us."""
+        now = time.monotonic()
+        if self._ring_behind or now >= self._drain_due:
+            read = self.drain_events()
+            if self._ring_behind:
+                self._drain_due = now
+            elif read or not self.sensor.ringbuf.doze():
+                self._drain_due = now + DRAIN_INTERVAL
+            else:
+                self._drain_due = math.inf
         self.status.end_turn()
-        return self._ring_behind
+        return self._drain_due
 
-    def drain_events(self) -> None:
+    def _on_ring_wake(self) -> None:
+        """The programs woke the ring's readers: the first record after doze()
+        (read once its burst has gathered) or TH_WAKEUP_BYTES waiting (read now)."""
+        ring = self.sensor.ringbuf
+        ring.clear_wake()
+        now = time.monotonic()
+        if ring.unread_bytes() >= TH_WAKEUP_BYTES:
+            self._drain_due = now
+        else:
+            self._drain_due = min(self._drain_due, now + COALESCE_SECONDS)
+
+    def drain_events(self) -> int:
         """Consume the ring buffer and hand the batch to the sinks; for long
-        start-up work (policy loads) that runs before the loop does."""
+        start-up work (policy loads) that runs before the loop does.  Returns
+        the records read."""
         if getattr(self, "_hold_ring", False):
-            return
+            return 0
         if self.delivery is not None:
             self.delivery.release_stale()
         read = 0
         self._ring_behind = False
         while read < TURN_RECORDS:
             if self.delivery is not None and self.delivery.backlogged(BATCH_RECORDS):
-                return      # the records wait in the ring; a write wakes the loop (delivery.on_room)
+                return read     # the records wait in the ring; a write wakes the loop (_on_room)
             n = self._consume(BATCH_RECORDS)
             self._flush()
             read += n
             if n < BATCH_RECORDS:
-                return
+                return read
         self._ring_behind = True        # more waiting: the next turn does not sleep
+        return read
+
+    def _on_room(self) -> None:
+        """An exporter that was full wrote (its thread): read on at once."""
+        self._drain_due = 0.0
+        self.loop.wake()
 
     def _consume(self, limit: int) -> int:
         """Records read from the ring buffer (at most limit); a failure is logged."""
@@ -303,7 +340,7 @@ class Agent(PinnedState):
 
         from tetrahost.sensors.dispatch import SyscallDispatcher
 
-        shared = {name: self.sensor.obj.map(name) for name in ("events", "losses", "socktrack",
+        shared = {name: self.sensor.obj.map(name) for name in ("events", "losses", "ring_ctl", "socktrack",
                                                              "proc_state", "enforcer_notes")}
         self.dispatcher = SyscallDispatcher(shared, pins=self.pins)
         shared.update(self.dispatcher.maps)
@@ -339,7 +376,7 @@ class Agent(PinnedState):
             self.delivery = Delivery(self.sensor.ringbuf, self.sinks, max_hold=self.export_hold,
                                      max_bytes=self.ringbuf_bytes // 2,
                                      marks=DeliveryMarks(self.sensor.obj.map("delivered").fd))
-            self.delivery.on_room = loop.wake
+            self.delivery.on_room = self._on_room
             loaded = self.cache.load_procfs(self.proc_root)
             self._start_policies()
             services = self.services()
@@ -354,7 +391,9 @@ class Agent(PinnedState):
             log.info("tetrahost ready: node %s, %d processes from %s, process sensor attached",
                      self.node_name, loaded, self.proc_root)
             ring = self.sensor.ringbuf
-            loop.add_reader(ring.wake_fd, ring.clear_wake)     # the drain follows every turn
+            ring.sleep_flag(self.sensor.obj.map("ring_ctl"))
+            self._drain_due = time.monotonic()      # read what waits, then doze when it is quiet
+            loop.add_reader(ring.wake_fd, self._on_ring_wake)
             loop.run(self._turn)
         finally:
             for component in reversed(self._started):

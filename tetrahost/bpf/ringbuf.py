@@ -21,6 +21,7 @@ yet written: at least once, never lost.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import select
 import struct
@@ -68,6 +69,7 @@ class RingBuffer:
         self._out_view = ffi.buffer(self._out)
         self._used = ffi.new("size_t *")
         self._wake = None
+        self._asleep = None      # the ring_ctl map's flag, mmapped (sleep_flag())
         # The ring position just after the record the callback is handling:
         # where its events' delivery is marked (tetrahost/export/delivery.py).
         self.record_end = 0
@@ -79,8 +81,8 @@ class RingBuffer:
 
     @property
     def wake_fd(self) -> int:
-        """Readable after the kernel woke the ring's readers (records waiting;
-        the programs ask for that once 64 KiB wait: csrc/bpf/lib/common.bpf.h)."""
+        """Readable after the kernel woke the ring's readers: the first record
+        after doze(), or TH_WAKEUP_BYTES waiting (csrc/bpf/lib/common.bpf.h)."""
         self._require()
         if self._wake is None:
             self._wake = select.epoll()
@@ -115,6 +117,26 @@ class RingBuffer:
         """Records (or parts being written) wait after the read position."""
         ring = self._require()
         return lib.th_ring_producer(ring) > ring.read_pos
+
+    def sleep_flag(self, ctl_map) -> None:
+        """Map the programs' ring_ctl map (struct th_ring_ctl, csrc/events.h),
+        whose flag doze() sets."""
+        self._ctl_mm = mmap.mmap(ctl_map.fd, mmap.PAGESIZE, mmap.MAP_SHARED,
+                                 mmap.PROT_READ | mmap.PROT_WRITE)
+        self._asleep = ffi.cast("uint32_t *", ffi.from_buffer(self._ctl_mm))
+
+    def doze(self) -> bool:
+        """Ask the programs to wake wake_fd at their next record, unless
+        records wait already (then False: read them).  Without sleep_flag(),
+        always False: the owner keeps polling."""
+        if self._asleep is None:
+            return False
+        return bool(lib.th_ring_doze(self._require(), self._asleep))
+
+    def unread_bytes(self) -> int:
+        """Bytes written after the read position (records, or parts being written)."""
+        ring = self._require()
+        return lib.th_ring_producer(ring) - ring.read_pos
 
     def uncommitted_bytes(self) -> int:
         """Bytes read but not yet released to the kernel."""
@@ -173,6 +195,9 @@ class RingBuffer:
             if self._open:
                 self._open = False
                 lib.th_ring_unmap(self._ring)
+                if self._asleep is not None:
+                    self._asleep[0] = 0         # nobody here to wake (a later reader polls first)
+                    self._asleep = self._ctl_mm = None
                 if self._wake is not None:
                     self._wake.close()
                     self._wake = None

@@ -14,6 +14,7 @@ an error line, never the enforcement of the others).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import selectors
 import time
@@ -46,7 +47,17 @@ class EventLoop:
 
     def add_timer(self, interval: float, callback) -> None:
         """Call callback() in the loop every `interval` seconds."""
-        self._timers.append([time.monotonic() + interval, interval, callback])
+        self._timers.append([self._next_due(time.monotonic(), interval), interval, callback])
+
+    @staticmethod
+    def _next_due(now: float, interval: float) -> float:
+        """Timers of a second or more are due on whole seconds of the monotonic
+        clock, so they share their wake-ups: an idle agent's eight of them
+        (loss counters, retries, housekeeping, heap, ...) woke it ~3 times a
+        second at their own phases, ~0.15 ms of CPU each here."""
+        if interval >= 1.0:
+            return float(math.floor(now + interval))
+        return now + interval
 
     def add_worker(self, callback) -> None:
         """Call callback() once per turn while it has work: it does one bounded
@@ -86,25 +97,24 @@ class EventLoop:
 
     # -- running -----------------------------------------------------------------------
     def run(self, turn) -> None:
-        """Turn until stop(): wait for a reader, the next timer or worker, then
-        run the ready readers, turn() (the agent's own work each turn: it returns
-        True when more is waiting, and the next wait does not sleep), the due
-        timers and the workers."""
+        """Turn until stop(): wait for a reader, the next timer or worker or
+        the time turn() asked for, then run the ready readers, turn() (the
+        agent's own work each turn: it returns the monotonic time it wants the
+        next turn at, inf for none), the due timers and the workers."""
         self._sel = sel = selectors.DefaultSelector()
         sel.register(self.wake_r, selectors.EVENT_READ, self._drain_wake)
         for fd, callback in self._readers.items():
             sel.register(fd, selectors.EVENT_READ, callback)
-        behind = False
+        turn_due = 0.0
         try:
             while not self._stop:
                 now = time.monotonic()
-                timeout = 0.0 if behind else \
-                    max(0.0, min(self._work_due, *(t[0] for t in self._timers)) - now)
-                ready = sel.select(timeout=timeout)
+                due = min(turn_due, self._work_due, *(t[0] for t in self._timers))
+                ready = sel.select(timeout=None if due == float("inf") else max(0.0, due - now))
                 began = time.monotonic()
                 for key, _ in ready:
                     self.guarded(key.data, f"reader of fd {key.fd}")
-                behind = turn()
+                turn_due = turn()
                 self.run_timers()
                 self.run_workers()
                 self.longest_turn = max(self.longest_turn, time.monotonic() - began)
@@ -116,7 +126,7 @@ class EventLoop:
         now = time.monotonic()
         for timer in self._timers:
             if now >= timer[0]:
-                timer[0] = now + timer[1]
+                timer[0] = self._next_due(now, timer[1])
                 self.guarded(timer[2], f"periodic task {timer[2]}")
 
     def run_workers(self) -> None:

@@ -73,7 +73,7 @@ class SyscallDispatcher:
         adopt = pins is not None and pins.adopted
         try:
             for name, shared_map in (shared or {}).items():
-                if name in ("events", "losses"):
+                if name in ("events", "losses", "ring_ctl"):
                     self.obj.map(name).reuse_fd(shared_map)
             if adopt:
                 self._reuse_pinned_maps()

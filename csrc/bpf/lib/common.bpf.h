@@ -34,6 +34,17 @@ struct {
 	__uint(max_entries, 4 * 1024 * 1024);
 } events SEC(".maps");
 
+/* Whether the agent sleeps until a record wakes it (csrc/events.h, struct
+ * th_ring_ctl); mmapped by user space (csrc/ring.c th_ring_doze), shared by
+ * every object like the ring buffer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct th_ring_ctl);
+} ring_ctl SEC(".maps");
+
 /* Records the ring buffer had no room for, per enum th_loss_slot: loss is
  * counted where it happens, so user space can report it (never silent). */
 struct {
@@ -70,19 +81,43 @@ static __always_inline void count_loss(__u32 slot)
 
 /* Waking the consumer costs more than building a record (an IPI to this
  * CPU; in a VM, an exit to the hypervisor): measured 14 us of a 32-byte fork
- * record's 14.5 us.  Records are submitted without a wake-up, and the
- * consumer is woken once this much waits; the agent drains on a short timer
- * as well, so a quiet host's events wait at most that long. */
-#define TH_WAKEUP_BYTES (64 * 1024)
+ * record's 14.5 us.  So records are submitted without a wake-up while the
+ * agent reads on its own (every 100 ms while records come), except once
+ * TH_WAKEUP_BYTES wait (a flood).  An agent that found nothing goes to sleep
+ * instead of polling an idle ring: it sets ring_ctl.asleep, and the first
+ * record after that wakes it.  The flag is read after the record is in the
+ * ring (the commit's xchg orders the two), and the agent sets it before it
+ * looks at the ring a last time (a fence between): so either the agent sees
+ * the record, or this program sees the flag.  The wake-up goes with an empty
+ * record (reserved, discarded: the reader steps over it), because the record
+ * itself went out before the flag was read.  Two CPUs may both wake it:
+ * harmless. */
+static __always_inline void wake_if_asleep(void)
+{
+	__u32 key = 0;
+	struct th_ring_ctl *ctl = bpf_map_lookup_elem(&ring_ctl, &key);
+	void *nudge;
+
+	if (!ctl || !ctl->asleep)
+		return;
+	ctl->asleep = 0;
+	nudge = bpf_ringbuf_reserve(&events, 8, 0);
+	if (nudge)
+		bpf_ringbuf_discard(nudge, BPF_RB_FORCE_WAKEUP);
+}
 
 /* Submit size bytes of rec, counting a loss when the ring buffer is full. */
 static __always_inline void submit(void *rec, __u64 size, __u32 slot)
 {
-	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= TH_WAKEUP_BYTES ?
-		      BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-
-	if (bpf_ringbuf_output(&events, rec, size, flags))
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= TH_WAKEUP_BYTES) {
+		if (bpf_ringbuf_output(&events, rec, size, BPF_RB_FORCE_WAKEUP))
+			count_loss(slot);
+		return;
+	}
+	if (bpf_ringbuf_output(&events, rec, size, BPF_RB_NO_WAKEUP))
 		count_loss(slot);
+	else
+		wake_if_asleep();
 }
 
 /* A hook record goes out up to the end of its last used argument slot (or of
