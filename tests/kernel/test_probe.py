@@ -15,6 +15,7 @@ import argparse
 import io
 import json
 import os
+from pathlib import Path
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,7 @@ pytestmark = [pytest.mark.kernel, pytest.mark.needs_root]
 
 @pytest.fixture(scope="module")
 def probed():
-    features, caps, evidence = probe.probe_cached()
+    features, caps, evidence = probe.probe_cached(refresh=True)    # a real probe, not a kept answer
     print(probe.render_text(caps, evidence))   # in the output of a failing test (and the guest's log)
     return features, {c.name: c for c in caps}, caps, evidence
 
@@ -252,3 +253,21 @@ def test_lsm_denies_one_exec(probed, victim):
         assert counts.lookup(0) >= 3                # every exec was checked, others allowed
     # detached: the same file runs again
     assert subprocess.run([str(victim)]).returncode == 0
+
+
+def test_the_answer_is_kept_for_the_boot_and_tetrahost_probe_renews_it(tmp_path):
+    """An agent or `policy check` after a probe uses the kept answer
+    (sensors/probe_cache.py: ~5 s per start saved in a QEMU guest): it does
+    not probe, so it does not rewrite the file; `tetrahost probe` always does."""
+    kept = tmp_path / "probe.json"
+    env = dict(os.environ, TETRAHOST_PROBE_CACHE=str(kept))
+    cli = [sys.executable, "-m", "tetrahost.cli.main"]
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([*cli, "probe", "-o", "json"], env=env, check=True, capture_output=True, cwd=repo)
+    first = kept.stat().st_mtime_ns
+    policy = repo / "packaging" / "policies" / "active" / "monitor-sensitive-files.yaml"
+    out = subprocess.run([*cli, "policy", "check", str(policy)], env=env, capture_output=True, text=True, cwd=repo)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert kept.stat().st_mtime_ns == first, "policy check probed again instead of using the kept answer"
+    subprocess.run([*cli, "probe"], env=env, check=True, capture_output=True, cwd=repo)
+    assert kept.stat().st_mtime_ns != first

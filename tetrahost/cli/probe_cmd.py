@@ -17,7 +17,7 @@ def run(args) -> int:
     from tetrahost.sensors import probe
 
     try:
-        _features, caps, evidence = probe.probe_cached()
+        _features, caps, evidence = probe.probe_cached(refresh=True)   # the kernel now, not what was kept
     except probe.ProbeError as exc:
         print(f"tetrahost probe: {exc}" if "tetrahost probe" not in str(exc) else str(exc), file=sys.stderr)
         return 1

@@ -9,7 +9,8 @@ never a guess from the release string.
 
 `probe_kernel()` gives one `Capability` per hook kind, for people (render_text,
 render_json); `kernel_features()` folds them into `KernelFeatures` booleans the
-daemon chooses hooks by, probed once per process.
+daemon chooses hooks by, probed once per process (and kept for the boot:
+sensors/probe_cache.py).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import signal
 import subprocess
 import threading
 
+from tetrahost.sensors import probe_cache
 from tetrahost.sensors.mounts import ensure_mounted
 from tetrahost.sensors.objects import find_object
 
@@ -434,12 +436,19 @@ def kernel_features(refresh: bool = False) -> KernelFeatures:
 
 
 def probe_cached(refresh: bool = False) -> tuple[KernelFeatures, list[Capability], Evidence]:
+    """Probe once per process, and once per boot where the answer was kept
+    (sensors/probe_cache.py: same evidence, same probe object); refresh: probe
+    now whatever was kept, and keep the new answer."""
     global _cache
     with _cache_lock:
         if _cache is None or refresh:
             _check_can_probe()       # before mounting anything
             ev = gather_evidence(ensure_mounted())
-            caps = probe_kernel(mount=False, evidence=ev)
+            key = probe_cache.cache_key(ev, str(find_object("probe")))
+            caps = None if refresh else probe_cache.load(key, Capability)
+            if caps is None:
+                caps = probe_kernel(mount=False, evidence=ev)
+                probe_cache.store(key, caps)
             _cache = (features_from(caps, ev), caps, ev)
         return _cache
 
