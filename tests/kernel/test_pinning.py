@@ -181,6 +181,9 @@ def _live_ids() -> tuple[set[int], set[int]]:
     return {p["id"] for p in progs}, {m["id"] for m in maps}
 
 
+WRITE_MARK_WINDOW = 0.5     # seconds before a kill whose runs' events its agent may have written unmarked
+
+
 def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
     binary, policy, policy_file = miner
     agents = [_start(tmp_path, 0, pin_dir, "--policy", str(policy_file))]
@@ -222,7 +225,14 @@ def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
     assert len(runs) > 200, "the probe loop hardly ran"
     assert not succeeded, f"{len(succeeded)} of {len(runs)} miner runs were not killed: {succeeded[:10]}"
     reported = _kills_per_run(_kill_events(last, policy), runs)   # the file every agent wrote, read once
-    dups = {runs[r][0]: c for r, c in reported.items() if c > 1}
+    # The one duplicate docs/pinning.md allows: a kill -9 between an exporter's
+    # write and its mark makes that batch twice (at least once, never lost).
+    # That batch was read just before the kill; a run twice that is not, or
+    # three times, is a bug.  (Seen once, on CI's loaded 2 cores: 8 runs of the
+    # last 30 ms before a kill, written by both agents.)
+    kills = [dead for dead, _, _ in gaps]
+    dups = {runs[r][0]: c for r, c in reported.items()
+            if c > 2 or (c == 2 and not any(dead - WRITE_MARK_WINDOW < runs[r][1] < dead for dead in kills))}
     starts = "\n".join(f"agent {i}: {line}" for i, a in enumerate(agents) for line in a.log_text().splitlines()
                        if "waiting at start" in line or "not written twice" in line)
     assert not dups, f"{len(dups)} runs reported killed more than once: {sorted(dups)[:20]}\n{starts}\n" \
