@@ -26,12 +26,13 @@ systemd unit, whose ExecStopPost tells a stop from a restart).
 from __future__ import annotations
 
 import logging
-import signal
 import math
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
 
+from tetrahost.constants import TH_WAKEUP_BYTES
 from tetrahost.events.cgroups import CgroupResolver
 from tetrahost.events.decode import DecodeError, decode
 from tetrahost.events.enrich import Enricher
@@ -41,7 +42,6 @@ from tetrahost.events.proccache import ProcessCache
 from tetrahost.export.delivery import BATCH_RECORDS, MAX_HOLD, Delivery, DeliveryMarks
 from tetrahost.export.hook_json import HookEventRenderer
 from tetrahost.export.tetragon_json import TetragonJSON
-from tetrahost.constants import TH_WAKEUP_BYTES
 from tetrahost.runtime.fdlimit import raise_fd_limit
 from tetrahost.runtime.loop import EventLoop
 from tetrahost.runtime.pinned_state import PinnedState

@@ -228,8 +228,8 @@ def test_kill9_and_restart_ten_times_without_a_gap(tmp_path, pin_dir, miner):
     # The one duplicate docs/pinning.md allows: a kill -9 between an exporter's
     # write and its mark makes that batch twice (at least once, never lost).
     # That batch was read just before the kill; a run twice that is not, or
-    # three times, is a bug.  (Seen once, on CI's loaded 2 cores: 8 runs of the
-    # last 30 ms before a kill, written by both agents.)
+    # three times, is a bug.  (Seen once, in a clean-clone CI run on loaded 2
+    # cores: 8 consecutive runs within 30 ms, written by both agents around a kill.)
     kills = [dead for dead, _, _ in gaps]
     dups = {runs[r][0]: c for r, c in reported.items()
             if c > 2 or (c == 2 and not any(dead - WRITE_MARK_WINDOW < runs[r][1] < dead for dead in kills))}

@@ -209,14 +209,8 @@ def _common_args(opts: VmOptions, kernel: Path, vng: Path) -> list[str]:
         # else. (vng's own loglevel=7 comes first: the last one counts.)
         "--verbose",
         "--append=loglevel=4",
-        # The host root over 9p, as vng mounts it but with the guest's page
-        # cache kept (cache=loose; the last rootflags counts): without it every
-        # stat, open and read goes to the host through the emulated device, and
-        # a Python process spent ~4.5 s importing the agent.  The guest never
-        # needs to see the host change its files during a run.
-        "--append=rootflags=version=9p2000.L,trans=virtio,access=any,msize=524288,cache=loose",
-        # No Rust virtiofsd here (Debian 12 has none): vng's attempt to start
-        # one costs ~3 s of every boot before it falls back to 9p.
+        # No Rust virtiofsd here (Debian 12 has none): vng polls for one up to
+        # ~3 s at every boot before it falls back to 9p.
         "--force-9p",
         *(f"--append={shlex.quote(param)}" for param in opts.append),
         *(["--qemu-opts=-accel tcg,thread=single"] if opts.tcg == "single" else []),

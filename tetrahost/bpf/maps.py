@@ -7,11 +7,21 @@ CPU, as the kernel lays them out (each slot rounded up to 8 bytes).
 from __future__ import annotations
 
 import errno
+import mmap
 
 from tetrahost.bpf.native import check_rc, ffi, lib
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 _PERCPU_TYPES = {5, 6, 10, 21}  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
+
+
+def mmap_array(map_fd: int, value_type: str, count: int):
+    """A BPF_F_MMAPABLE array map's values, shared with the programs: (the
+    mapping, which must outlive them, and a cffi `value_type[count]` over it)."""
+    size = ffi.sizeof(value_type) * count
+    mm = mmap.mmap(map_fd, mmap.PAGESIZE * ((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE),
+                   mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    return mm, ffi.from_buffer(f"{value_type}[]", mm)
 
 
 class Map:

@@ -21,12 +21,12 @@ yet written: at least once, never lost.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import select
 import struct
 import threading
 
+from tetrahost.bpf.maps import mmap_array
 from tetrahost.bpf.native import ffi, lib
 
 log = logging.getLogger(__name__)
@@ -115,15 +115,13 @@ class RingBuffer:
 
     def unread(self) -> bool:
         """Records (or parts being written) wait after the read position."""
-        ring = self._require()
-        return lib.th_ring_producer(ring) > ring.read_pos
+        return self.unread_bytes() > 0
 
     def sleep_flag(self, ctl_map) -> None:
         """Map the programs' ring_ctl map (struct th_ring_ctl, csrc/events.h),
         whose flag doze() sets."""
-        self._ctl_mm = mmap.mmap(ctl_map.fd, mmap.PAGESIZE, mmap.MAP_SHARED,
-                                 mmap.PROT_READ | mmap.PROT_WRITE)
-        self._asleep = ffi.cast("uint32_t *", ffi.from_buffer(self._ctl_mm))
+        self._ctl_mm, ctl = mmap_array(ctl_map.fd, "struct th_ring_ctl", 1)
+        self._asleep = ffi.addressof(ctl[0], "asleep")
 
     def doze(self) -> bool:
         """Ask the programs to wake wake_fd at their next record, unless

@@ -39,7 +39,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
-import mmap
 import threading
 import time
 
@@ -59,11 +58,9 @@ class DeliveryMarks:
     mmapped: one slot per exporter, by a hash of its name."""
 
     def __init__(self, map_fd: int):
-        from tetrahost.bpf.native import ffi, lib
-        size = ffi.sizeof("struct th_delivered") * lib.TH_DELIVERED_SLOTS
-        self._mm = mmap.mmap(map_fd, mmap.PAGESIZE * ((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE),
-                             mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self._slots = ffi.from_buffer("struct th_delivered[]", self._mm)
+        from tetrahost.bpf.maps import mmap_array
+        from tetrahost.bpf.native import lib
+        self._mm, self._slots = mmap_array(map_fd, "struct th_delivered", lib.TH_DELIVERED_SLOTS)
         self._count = lib.TH_DELIVERED_SLOTS
 
     def _find(self, key: int):

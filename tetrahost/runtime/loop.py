@@ -110,7 +110,7 @@ class EventLoop:
             while not self._stop:
                 now = time.monotonic()
                 due = min(turn_due, self._work_due, *(t[0] for t in self._timers))
-                ready = sel.select(timeout=None if due == float("inf") else max(0.0, due - now))
+                ready = sel.select(timeout=None if due == math.inf else max(0.0, due - now))
                 began = time.monotonic()
                 for key, _ in ready:
                     self.guarded(key.data, f"reader of fd {key.fd}")

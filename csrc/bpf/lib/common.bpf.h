@@ -109,14 +109,11 @@ static __always_inline void wake_if_asleep(void)
 /* Submit size bytes of rec, counting a loss when the ring buffer is full. */
 static __always_inline void submit(void *rec, __u64 size, __u32 slot)
 {
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= TH_WAKEUP_BYTES) {
-		if (bpf_ringbuf_output(&events, rec, size, BPF_RB_FORCE_WAKEUP))
-			count_loss(slot);
-		return;
-	}
-	if (bpf_ringbuf_output(&events, rec, size, BPF_RB_NO_WAKEUP))
+	int flood = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= TH_WAKEUP_BYTES;
+
+	if (bpf_ringbuf_output(&events, rec, size, flood ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP))
 		count_loss(slot);
-	else
+	else if (!flood)
 		wake_if_asleep();
 }
 
